@@ -1,0 +1,47 @@
+"""Identity: the vector itself as raw little-endian floats (the uncompressed baseline)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..rng import RandomKey
+from ..wire import Message, MessageError
+from .base import Compressor
+from .registry import register
+
+_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
+
+
+@register
+class Identity(Compressor):
+    """``C(x) = x`` sent as float64 (exact, omega = 0) or float32 (rounded to nearest)."""
+
+    name = "identity"
+    unbiased = True
+
+    def __init__(self, dtype: str = "float64") -> None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"identity: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        self.dtype = dtype
+
+    @property
+    def params(self) -> dict[str, object]:
+        return {} if self.dtype == "float64" else {"dtype": self.dtype}
+
+    def omega(self, d: int) -> float:
+        return 0.0
+
+    def expected_bits(self, d: int) -> float:
+        return 8.0 * _DTYPES[self.dtype].itemsize * d
+
+    def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
+        return (), x.astype(_DTYPES[self.dtype], copy=False)
+
+    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+        dtype = _DTYPES[self.dtype]
+        if len(msg.payload) != msg.d * dtype.itemsize:
+            raise MessageError(f"identity: payload of {len(msg.payload)} bytes, d={msg.d} {self.dtype} values need {msg.d * dtype.itemsize}")
+        out = np.frombuffer(msg.payload, dtype=dtype).astype(np.float64)
+        if not np.isfinite(out).all():
+            raise MessageError("identity: payload holds non-finite values")
+        return out

@@ -1,0 +1,70 @@
+"""The problem contract: ``f(x) = (1/n) sum_i f_i(x)`` split over n logical workers, plus R.
+
+``f_i(x) = (1/m_i) sum_j loss(a_ij, b_ij; x) + (l2/2)||x||^2`` is worker i's smooth local
+objective on its shard; ``R`` is an optional nonsmooth regulariser handled through its prox
+by the methods that support it. Metrics report ``F(x) = f(x) + R(x)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class LocalObjective(ABC):
+    """Worker i's shard: ``f_i`` and its (minibatch, per-sample) gradients."""
+
+    m: int  # number of samples on this shard
+    d: int
+
+    @abstractmethod
+    def loss(self, x: np.ndarray) -> float:
+        """``f_i(x)`` on the whole shard (including the smooth l2 term)."""
+
+    @abstractmethod
+    def grad(self, x: np.ndarray) -> np.ndarray:
+        """``grad f_i(x)`` on the whole shard."""
+
+    @abstractmethod
+    def grad_batch(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """``(1/|B|) sum_{j in B} grad f_ij(x)`` for shard sample indices ``idx`` (with the l2 term)."""
+
+
+class Problem(ABC):
+    """A distributed objective with per-worker shards, a reference optimum and metrics."""
+
+    d: int
+    n_workers: int
+
+    @abstractmethod
+    def local(self, worker: int) -> LocalObjective:
+        """Worker ``worker``'s local objective (built from its shard only)."""
+
+    @abstractmethod
+    def loss(self, x: np.ndarray) -> float:
+        """``F(x) = (1/n) sum_i f_i(x) + R(x)``."""
+
+    @abstractmethod
+    def grad(self, x: np.ndarray) -> np.ndarray:
+        """``grad f(x)`` (smooth part only)."""
+
+    @abstractmethod
+    def x0(self) -> np.ndarray:
+        """The starting point (zeros unless the problem says otherwise)."""
+
+    @abstractmethod
+    def smoothness(self) -> float:
+        """An upper bound L on the smoothness constant of every f_i."""
+
+    def strong_convexity(self) -> float:
+        """A lower bound mu on the strong-convexity constant of f (0 if not strongly convex)."""
+        return 0.0
+
+    def optimum(self) -> tuple[np.ndarray, float] | None:
+        """Reference ``(x*, F*)`` (cached), or None for nonconvex problems."""
+        return None
+
+    def test_accuracy(self, x: np.ndarray) -> float | None:
+        """Accuracy on the held-out split, or None for problems without one."""
+        return None

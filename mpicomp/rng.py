@@ -1,0 +1,146 @@
+"""Counter-based random numbers shared by senders and receivers.
+
+A :class:`RandomKey` ``(seed, round, worker, stream)`` is hashed into one 64-bit state
+``s``; the ``i``-th random word is the SplitMix64 output ``mix64(s + (i + 1) * GOLDEN)``.
+Any process that knows the key derives the same numbers, whichever rank hosts the worker,
+so Rand-K indices or dithering noise never need to be sent.
+
+The ``@njit`` functions here (``random_u64``, ``random_uniform``, ``random_normal``,
+``random_below``) are meant to be called from inside other numba kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, uint64
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S11 = np.uint64(11)
+_ONE = np.uint64(1)
+_TWO_POW_M53 = 1.0 / 9007199254740992.0
+
+# Stream ids used across the package, so that two uses of one key never collide.
+STREAM_UPLINK = 0
+STREAM_DOWNLINK = 1
+STREAM_SAMPLING = 2
+STREAM_METHOD = 3
+STREAM_LANGEVIN = 4
+
+
+@njit(uint64(uint64), cache=True, inline="always")
+def mix64(z):
+    """SplitMix64 finaliser (Steele, Lea, Flood 2014): a bijective 64-bit avalanche hash."""
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+@njit(cache=True, inline="always")
+def random_u64(state, i):
+    """The ``i``-th 64-bit word of the SplitMix64 sequence started at ``state``."""
+    return mix64(uint64(state) + (uint64(i) + _ONE) * GOLDEN)
+
+
+@njit(cache=True, inline="always")
+def random_uniform(state, i):
+    """Uniform float64 on [0, 1) with 53 random bits: ``(u64 >> 11) * 2**-53``."""
+    return float(random_u64(state, i) >> _S11) * _TWO_POW_M53
+
+
+@njit(cache=True, inline="always")
+def random_below(state, i, n):
+    """Integer uniform on {0, ..., n-1} by Lemire's multiply-shift (bias < n / 2**64)."""
+    u = random_u64(state, i)
+    hi = (u >> np.uint64(32)) * uint64(n)
+    lo = (u & np.uint64(0xFFFFFFFF)) * uint64(n)
+    return int((hi + (lo >> np.uint64(32))) >> np.uint64(32))
+
+
+@njit(cache=True, inline="always")
+def random_normal(state, i):
+    """Standard normal by Box–Muller from the uniforms number ``2i`` and ``2i + 1``."""
+    u1 = 1.0 - random_uniform(state, 2 * i)
+    u2 = random_uniform(state, 2 * i + 1)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+@njit(cache=True)
+def _hash_key(seed, rnd, worker, stream):
+    h = mix64(uint64(seed) ^ GOLDEN)
+    h = mix64(h ^ (uint64(rnd) * _MIX1))
+    h = mix64(h ^ (uint64(worker) * _MIX2))
+    return mix64(h ^ (uint64(stream) * GOLDEN))
+
+
+@njit(cache=True)
+def _fill_uniform(state, out):
+    for i in range(out.size):
+        out[i] = random_uniform(state, i)
+
+
+@njit(cache=True)
+def _fill_normal(state, out):
+    for i in range(out.size):
+        out[i] = random_normal(state, i)
+
+
+@dataclass(frozen=True)
+class RandomKey:
+    """Identifies one random stream: ``(seed, round, worker, stream)``.
+
+    ``worker`` is the logical worker id (``-1`` for the master); ``stream`` separates the
+    uses of one round (see the ``STREAM_*`` constants).
+    """
+
+    seed: int
+    round: int = 0
+    worker: int = 0
+    stream: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("seed", "round", "worker", "stream"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)):
+                raise TypeError(f"RandomKey.{name} must be an integer, got {value!r}")
+
+    @property
+    def state(self) -> np.uint64:
+        """The 64-bit generator state hashed from the four key fields."""
+        mask = (1 << 64) - 1
+        return _hash_key(
+            np.uint64(self.seed & mask),
+            np.uint64(self.round & mask),
+            np.uint64(self.worker & mask),
+            np.uint64(self.stream & mask),
+        )
+
+    def with_stream(self, stream: int) -> RandomKey:
+        return RandomKey(self.seed, self.round, self.worker, stream)
+
+    def uniform(self, n: int) -> np.ndarray:
+        """``n`` uniforms on [0, 1), the same numbers the numba kernels draw."""
+        out = np.empty(n, dtype=np.float64)
+        _fill_uniform(self.state, out)
+        return out
+
+    def normal(self, n: int) -> np.ndarray:
+        """``n`` standard normals, the same numbers the numba kernels draw."""
+        out = np.empty(n, dtype=np.float64)
+        _fill_normal(self.state, out)
+        return out
+
+    def numpy_generator(self) -> np.random.Generator:
+        """A NumPy Philox generator seeded from this key, for host-side (non-kernel) draws."""
+        return np.random.Generator(np.random.Philox(key=int(self.state)))
+
+
+def root_seed(seed: int | None) -> int:
+    """A 63-bit run seed from a user seed (or fresh entropy) through ``numpy.random.SeedSequence``."""
+    return int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))

@@ -1,0 +1,140 @@
+"""The mpicomp message: a fixed little-endian header, codec scalars, payload, CRC32.
+
+Layout (documented byte by byte in ``docs/wire-format.md``)::
+
+    0   2  magic  b"MC"
+    2   1  u8     version (1)
+    3   1  u8     codec id
+    4   1  u8     flags (bit 0: CRC32 trailer present; other bits must be 0)
+    5   1  u8     n_scalars, the number of float64 codec scalars
+    6   2  u16    reserved, must be 0
+    8   4  u32    d, the dimension of the encoded vector
+    12  4  u32    payload length L in bytes
+    16  8n f64    codec scalars (norms, radii, scales)
+    .   L  bytes  payload (bit-packed)
+    .   4  u32    CRC32 (zlib) of all preceding bytes of the message, if flag bit 0
+
+Messages are self-delimiting, so several can be concatenated into one upload.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import MessageError
+
+MAGIC = b"MC"
+VERSION = 1
+FLAG_CRC32 = 0x01
+HEADER = struct.Struct("<2sBBBBHII")
+HEADER_BYTES = HEADER.size
+CRC_BYTES = 4
+MAX_SCALARS = 255
+MAX_D = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Message:
+    """A parsed message; ``payload`` is a read-only view into the received buffer."""
+
+    codec: int
+    d: int
+    scalars: tuple[float, ...]
+    payload: memoryview
+    nbytes: int
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Everything that is not payload: fixed header, scalars and CRC trailer."""
+        return self.nbytes - len(self.payload)
+
+
+def overhead_bytes(n_scalars: int, crc: bool = True) -> int:
+    """Header + scalars + trailer size of a message with ``n_scalars`` scalars."""
+    return HEADER_BYTES + 8 * n_scalars + (CRC_BYTES if crc else 0)
+
+
+def pack_message(
+    codec: int,
+    d: int,
+    scalars: tuple[float, ...] | list[float] = (),
+    payload: bytes | bytearray | memoryview | np.ndarray = b"",
+    crc: bool = True,
+) -> bytes:
+    """Frame ``payload`` with the header and (optionally) a CRC32 trailer."""
+    if not 0 <= d <= MAX_D:
+        raise ValueError(f"dimension d={d} does not fit the u32 header field")
+    if len(scalars) > MAX_SCALARS:
+        raise ValueError(f"{len(scalars)} codec scalars exceed the limit of {MAX_SCALARS}")
+    body = memoryview(payload).cast("B")
+    head = HEADER.pack(MAGIC, VERSION, codec, FLAG_CRC32 if crc else 0, len(scalars), 0, d, len(body))
+    msg = b"".join((head, struct.pack(f"<{len(scalars)}d", *scalars), body))
+    if crc:
+        msg += struct.pack("<I", zlib.crc32(msg))
+    return msg
+
+
+def _parse_header(view: memoryview, offset: int) -> tuple[int, int, int, int, int, int]:
+    remaining = len(view) - offset
+    if remaining < HEADER_BYTES:
+        raise MessageError(f"truncated message: {remaining} bytes, the header alone needs {HEADER_BYTES}")
+    magic, version, codec, flags, n_scalars, reserved, d, length = HEADER.unpack_from(view, offset)
+    if magic != MAGIC:
+        raise MessageError(f"bad magic {bytes(magic)!r}: not an mpicomp message (expected {MAGIC!r})")
+    if version != VERSION:
+        raise MessageError(f"unsupported wire version {version} (this build reads version {VERSION})")
+    if flags & ~FLAG_CRC32 or reserved:
+        raise MessageError(f"unknown flag bits 0x{flags:02x} / reserved field {reserved}: corrupt header")
+    total = HEADER_BYTES + 8 * n_scalars + length + (CRC_BYTES if flags & FLAG_CRC32 else 0)
+    if total > remaining:
+        raise MessageError(f"truncated message: header announces {total} bytes, only {remaining} present")
+    return codec, flags, n_scalars, d, length, total
+
+
+def message_length(buf: bytes | memoryview, offset: int = 0) -> int:
+    """Total size in bytes of the message that starts at ``offset`` (header checked)."""
+    return _parse_header(memoryview(buf).cast("B"), offset)[5]
+
+
+def unpack_message(
+    buf: bytes | bytearray | memoryview | np.ndarray,
+    codec: int | None = None,
+    d: int | None = None,
+    exact: bool = True,
+) -> Message:
+    """Parse and validate one message; raise :class:`MessageError` on anything wrong.
+
+    ``codec`` and ``d``, when given, must match the header. With ``exact`` the buffer must
+    hold exactly one message (no trailing bytes).
+    """
+    view = memoryview(buf).cast("B")
+    msg_codec, flags, n_scalars, msg_d, length, total = _parse_header(view, 0)
+    if exact and total != len(view):
+        raise MessageError(f"oversized buffer: message is {total} bytes but {len(view)} were given")
+    if codec is not None and msg_codec != codec:
+        raise MessageError(f"wrong codec: message has codec id {msg_codec}, decoder expects {codec}")
+    if d is not None and msg_d != d:
+        raise MessageError(f"dimension mismatch: message has d={msg_d}, decoder expects d={d}")
+    if flags & FLAG_CRC32:
+        (stored,) = struct.unpack_from("<I", view, total - CRC_BYTES)
+        computed = zlib.crc32(view[: total - CRC_BYTES])
+        if stored != computed:
+            raise MessageError(f"CRC32 mismatch (stored 0x{stored:08x}, computed 0x{computed:08x}): corrupt message")
+    start = HEADER_BYTES + 8 * n_scalars
+    scalars = struct.unpack_from(f"<{n_scalars}d", view, HEADER_BYTES)
+    return Message(msg_codec, msg_d, scalars, view[start : start + length], total)
+
+
+def split_messages(buf: bytes | memoryview) -> list[memoryview]:
+    """Split a concatenation of messages into one view per message."""
+    view = memoryview(buf).cast("B")
+    out, offset = [], 0
+    while offset < len(view):
+        total = message_length(view, offset)
+        out.append(view[offset : offset + total])
+        offset += total
+    return out
