@@ -1,0 +1,85 @@
+"""Statistical checks for compressors, with tolerances derived from the sampling math.
+
+Given N independent draws C_1(x), ..., C_N(x):
+
+* Unbiasedness. With ``m = mean_k C_k(x)`` and ``V = tr Cov C(x)`` (estimated by the sample
+  covariance trace), ``E||m - x||^2 = ||E C(x) - x||^2 + V / N``. The statistic
+  ``T = ||m - x||^2 / (V / N)`` has mean 1 when C is unbiased; its tail is heaviest when all
+  variance lies along one direction, where ``T ~ chi2_1`` (CLT), and ``P(chi2_1 > 20) < 1e-5``.
+* Second moment bounds. ``e_k = ||C_k(x) - x||^2`` are i.i.d. with mean ``E``; by the CLT
+  ``mean(e) <= E + z * sd(e) / sqrt(N)`` except with probability ``P(Z > z)``; z = 5 gives
+  3e-7. So ``mean(e) <= bound + 5 sd(e)/sqrt(N)`` is asserted for ``bound = omega ||x||^2``
+  (unbiased) or ``(1 - alpha) ||x||^2`` (contractive).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpicomp.compressors import Compressor
+from mpicomp.rng import RandomKey
+
+CHI2_1_TAIL = 20.0  # P(chi2_1 > 20) = 7.7e-6
+Z_TAIL = 5.0  # P(Z > 5) = 2.9e-7
+
+
+def draws(compressor: Compressor, x: np.ndarray, n: int, seed: int = 12345) -> np.ndarray:
+    """``n`` decoded compressions of ``x`` with keys (seed, k, 0, 0), k = 0..n-1; shape (n, d)."""
+    out = np.empty((n, x.size))
+    for k in range(n):
+        key = RandomKey(seed, k, 0, 0)
+        out[k] = compressor.decode(compressor.encode(x, key), x.size, key)
+    return out
+
+
+def assert_unbiased(samples: np.ndarray, x: np.ndarray) -> None:
+    """Assert ``E C(x) = x``: ``T = ||mean - x||^2 / (tr Cov / N)`` below the chi2_1 tail."""
+    n = samples.shape[0]
+    err = float(np.sum((samples.mean(axis=0) - x) ** 2))
+    trace = float(np.sum(samples.var(axis=0, ddof=1)))
+    if trace == 0.0:
+        np.testing.assert_allclose(samples.mean(axis=0), x, rtol=1e-12, atol=0)
+        return
+    t = err / (trace / n)
+    assert t < CHI2_1_TAIL, f"bias detected: ||mean - x||^2 = {err:.3e} is {t:.1f}x its sampling variance"
+
+
+def assert_second_moment_below(samples: np.ndarray, x: np.ndarray, bound: float, what: str) -> None:
+    """Assert ``E||C(x) - x||^2 <= bound`` up to 5 standard errors of the sample mean."""
+    e = np.sum((samples - x) ** 2, axis=1)
+    slack = Z_TAIL * e.std(ddof=1) / np.sqrt(e.size)
+    assert e.mean() <= bound + slack, (
+        f"{what}: measured E||C(x)-x||^2 = {e.mean():.4e} exceeds bound {bound:.4e} (+{slack:.1e} sampling slack)"
+    )
+
+
+def assert_omega(compressor: Compressor, samples: np.ndarray, x: np.ndarray) -> None:
+    """``E||C(x) - x||^2 <= omega(d) ||x||^2``."""
+    omega = compressor.omega(x.size)
+    assert omega is not None, f"{compressor.spec} declares no omega"
+    assert_second_moment_below(samples, x, omega * float(x @ x), f"{compressor.spec} omega={omega:.4g}")
+
+
+def assert_alpha(compressor: Compressor, samples: np.ndarray, x: np.ndarray) -> None:
+    """``E||C(x) - x||^2 <= (1 - alpha(d)) ||x||^2``."""
+    alpha = compressor.alpha(x.size)
+    assert alpha is not None, f"{compressor.spec} declares no alpha"
+    assert_second_moment_below(samples, x, (1 - alpha) * float(x @ x), f"{compressor.spec} alpha={alpha:.4g}")
+
+
+def fixed_vectors(d: int, seed: int = 7) -> dict[str, np.ndarray]:
+    """Fixed test vectors of dimension d: dense, sparse, with zeros, huge and tiny magnitudes."""
+    rng = np.random.default_rng(seed)
+    dense = rng.standard_normal(d)
+    sparse = np.zeros(d)
+    sparse[rng.choice(d, size=max(1, d // 20), replace=False)] = rng.standard_normal(max(1, d // 20))
+    zeros = dense * (rng.random(d) < 0.5)
+    return {
+        "dense": dense,
+        "sparse": sparse,
+        "half-zeros": zeros,
+        "huge": dense * 1e30,
+        "tiny": dense * 1e-30,
+        "heavy-tailed": rng.standard_cauchy(d),
+    }
+
