@@ -1,8 +1,8 @@
 """The problem contract: ``f(x) = (1/n) sum_i f_i(x)`` split over n logical workers, plus R.
 
-``f_i(x) = (1/m_i) sum_j loss(a_ij, b_ij; x) + (l2/2)||x||^2`` is worker i's smooth local
-objective on its shard; ``R`` is an optional nonsmooth regulariser handled through its prox
-by the methods that support it. Metrics report ``F(x) = f(x) + R(x)``.
+``f_i(x) = (1/m_i) sum_j loss(a_ij, b_ij; x) + smooth regularisers`` is worker i's local
+objective on its shard of ``m_i`` samples; ``R`` is an optional nonsmooth regulariser handled
+through its prox by the methods that support it. Metrics report ``F(x) = f(x) + R(x)``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
+
+from .regularizers import ElasticNet
 
 
 class LocalObjective(ABC):
@@ -20,7 +22,7 @@ class LocalObjective(ABC):
 
     @abstractmethod
     def loss(self, x: np.ndarray) -> float:
-        """``f_i(x)`` on the whole shard (including the smooth l2 term)."""
+        """``f_i(x)`` on the whole shard (including the smooth regularisers)."""
 
     @abstractmethod
     def grad(self, x: np.ndarray) -> np.ndarray:
@@ -28,7 +30,11 @@ class LocalObjective(ABC):
 
     @abstractmethod
     def grad_batch(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """``(1/|B|) sum_{j in B} grad f_ij(x)`` for shard sample indices ``idx`` (with the l2 term)."""
+        """``(1/|B|) sum_{j in B} grad f_ij(x)`` for shard sample indices ``idx`` (with the smooth regularisers).
+
+        ``f_ij`` is sample j's loss plus the smooth regularisers, so ``f_i = (1/m_i) sum_j f_ij``;
+        ``idx`` of length 1 gives one per-sample gradient, repeated indices count repeatedly.
+        """
 
 
 class Problem(ABC):
@@ -36,18 +42,27 @@ class Problem(ABC):
 
     d: int
     n_workers: int
+    regularizer: ElasticNet  # the nonsmooth R (ElasticNet("none") when R = 0)
 
     @abstractmethod
     def local(self, worker: int) -> LocalObjective:
         """Worker ``worker``'s local objective (built from its shard only)."""
 
     @abstractmethod
+    def smooth_loss(self, x: np.ndarray) -> float:
+        """``f(x) = (1/n) sum_i f_i(x)`` (without R)."""
+
     def loss(self, x: np.ndarray) -> float:
         """``F(x) = (1/n) sum_i f_i(x) + R(x)``."""
+        return self.smooth_loss(x) + self.regularizer.value(x)
 
     @abstractmethod
     def grad(self, x: np.ndarray) -> np.ndarray:
         """``grad f(x)`` (smooth part only)."""
+
+    def prox(self, v: np.ndarray, gamma: float) -> np.ndarray:
+        """``prox_{gamma R}(v) = argmin_u R(u) + ||u - v||^2 / (2 gamma)``."""
+        return self.regularizer.prox(v, gamma)
 
     @abstractmethod
     def x0(self) -> np.ndarray:
@@ -57,8 +72,12 @@ class Problem(ABC):
     def smoothness(self) -> float:
         """An upper bound L on the smoothness constant of every f_i."""
 
+    @abstractmethod
+    def sample_smoothness(self) -> float:
+        """An upper bound L_max on the smoothness constant of every single-sample f_ij."""
+
     def strong_convexity(self) -> float:
-        """A lower bound mu on the strong-convexity constant of f (0 if not strongly convex)."""
+        """A lower bound mu on the strong-convexity constant of F = f + R (0 if not strongly convex)."""
         return 0.0
 
     def optimum(self) -> tuple[np.ndarray, float] | None:

@@ -1,0 +1,7 @@
+"""``python -m mpicomp``: the same command line as the ``mpicomp`` script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,171 @@
+"""Command line: ``mpicomp run | info | compressors | methods``.
+
+Launch with ``mpiexec -n 4 mpicomp run CONFIG.toml`` or ``srun mpicomp run ...``; a plain
+``mpicomp run`` (or ``python -m mpicomp run``) runs every logical worker in one process
+and writes the same metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+log = logging.getLogger("mpicomp")
+
+
+def _rank() -> tuple[int, int]:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+
+def setup_logging(rank: int, verbosity: int) -> None:
+    """Rank 0 logs at INFO (DEBUG with -v); other ranks log warnings and errors only."""
+    level = logging.DEBUG if verbosity > 0 else logging.INFO
+    if verbosity < 0 or rank != 0:
+        level = logging.WARNING
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load
+
+    rank, size = _rank()
+    setup_logging(rank, args.verbose - args.quiet)
+    try:
+        config = load(args.config, args.set)
+    except ConfigError as exc:
+        if rank == 0:
+            print(f"mpicomp: config error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem if args.config else 'run'}.h5"
+    if rank == 0:
+        if out.exists() and not args.overwrite:
+            print(f"mpicomp: {out} exists; pass --overwrite or choose another --out", file=sys.stderr)
+            _abort_others(size, 2)
+            return 2
+        out.parent.mkdir(parents=True, exist_ok=True)
+    from .runner import run
+
+    try:
+        result = run(config, out, overwrite=args.overwrite, progress=not args.no_progress and rank == 0)
+    except Exception:
+        log.exception("run failed")
+        _abort_others(size, 1)
+        return 1
+    if rank == 0:
+        print(f"{result.status}: {result.message}; results in {out}")
+    return 0
+
+
+def _abort_others(size: int, code: int) -> None:
+    """A rank that cannot continue takes the whole job down instead of leaving peers hanging."""
+    if size > 1:
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.Abort(code)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .results import summarize
+
+    for path in args.results:
+        try:
+            print(summarize(path))
+        except (OSError, KeyError, ValueError) as exc:
+            print(f"mpicomp: cannot read {path}: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def compressor_table(d: int) -> str:
+    """One row per registered compressor: spec, kind, omega or alpha at d, theory bits per coordinate."""
+    from .compressors import available, make
+
+    rows = [("spec", "kind", f"omega/alpha (d={d})", "bits/coord", "description")]
+    for name, cls in available().items():
+        c = make(name) if _buildable_without_args(cls) else None
+        if c is None:
+            rows.append((name, "unbiased" if cls.unbiased else "contractive", "(needs parameters)", "", _first_line(cls)))
+            continue
+        bound = f"omega={c.omega(d):.4g}" if c.unbiased else (f"alpha={c.alpha(d):.4g}" if c.alpha(d) is not None else "-")
+        bits = (c.expected_bits(d) + c.header_bits()) / d
+        rows.append((c.spec, "unbiased" if c.unbiased else "contractive", bound, f"{bits:.3f}", _first_line(cls)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)
+
+
+def _buildable_without_args(cls) -> bool:
+    import inspect
+
+    return all(p.default is not inspect.Parameter.empty for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self")
+
+
+def _first_line(obj) -> str:
+    return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+
+
+def _cmd_compressors(args: argparse.Namespace) -> int:
+    print(compressor_table(args.d))
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .methods import available_methods
+
+    for name, cls in available_methods().items():
+        options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options))
+        print(f"{name:14s} {_first_line(cls)}\n{'':14s} options: {options}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mpicomp",
+        description="Communication-compressed distributed optimization on MPI.",
+        epilog="Examples:\n  mpicomp run jobscripts/configs/quickstart.toml\n"
+        "  mpiexec -n 4 mpicomp run cfg.toml --set compressor.uplink='natural' --out nat.h5\n"
+        "  mpicomp info nat.h5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mpicomp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run an experiment from a TOML config", description="Run an experiment.")
+    p.add_argument("config", nargs="?", help="TOML config file (defaults for every key if omitted)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (TOML syntax), e.g. --set run.rounds=50; repeatable")
+    p.add_argument("--out", help="HDF5 results file (default: results/<config name>.h5)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging on rank 0")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="warnings only")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("info", help="summarise results files", description="Print config, status and final metrics.")
+    p.add_argument("results", nargs="+", help="HDF5 results file(s)")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("compressors", help="list compressors", description="The compressor registry as a table.")
+    p.add_argument("--d", type=int, default=100_000, help="dimension for omega/alpha and bits (default 1e5)")
+    p.set_defaults(func=_cmd_compressors)
+
+    p = sub.add_parser("methods", help="list methods and their [method] options")
+    p.set_defaults(func=_cmd_methods)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,163 @@
+"""Byte accounting: what every round really moves, split into payload, header and control.
+
+An upload (one logical worker's contribution to one ``gather``) and a downlink message are
+concatenations of self-delimiting mpicomp messages (``b""`` for a skipped worker). Per
+message, ``payload`` is the announced payload length L and ``header`` is everything else
+(fixed header, codec scalars, CRC32 trailer): ``header = message_length - L``.
+
+Control bytes are the size prefixes the protocol sends, counted per logical worker so the
+numbers do not depend on how workers are spread over ranks:
+
+* uplink: one int64 (:data:`SIZE_PREFIX_BYTES` = 8 bytes) per worker per ``gather``, sent
+  even for a skipped worker (it announces the length 0);
+* downlink: one int64 (8 bytes) per ``broadcast``, the message length.
+
+The downlink is counted once, as what the master sends (not once per receiving rank).
+Per worker, ``up_bytes[w] = payload + header + control`` of worker ``w``, so
+``sum(up_bytes) == up_payload + up_header + up_control``; ``uploads[w]`` counts its
+non-empty uploads (0 or 1 per ``gather``).
+
+Only the master sees every upload, so only the master's counter is complete; a counter
+on another rank counts its own workers' uploads and the downlink (``RoundBytes.complete``
+says which).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ..wire import message_length
+from ..wire.message import HEADER
+
+SIZE_PREFIX_BYTES = 8
+
+
+def _payload_length(view: memoryview, offset: int) -> int:
+    """The header's payload-length field L of the message starting at ``offset``."""
+    return HEADER.unpack_from(view, offset)[-1]
+
+
+def split_bytes(buf: bytes | memoryview | np.ndarray) -> tuple[int, int]:
+    """``(payload, header)`` bytes of a concatenation of messages; ``(0, 0)`` for ``b""``.
+
+    Parses headers only (no CRC check): the receiver's decoder validates the rest. A buffer
+    that is not a concatenation of whole messages raises :class:`mpicomp.wire.MessageError`.
+    """
+    view = memoryview(buf).cast("B")
+    payload = header = offset = 0
+    while offset < len(view):
+        total = message_length(view, offset)
+        length = _payload_length(view, offset)
+        payload += length
+        header += total - length
+        offset += total
+    return payload, header
+
+
+@dataclass(frozen=True, eq=False)
+class RoundBytes:
+    """Bytes counted in one round (see the module docstring for what each field holds).
+
+    ``up_bytes`` (int64) and ``uploads`` (int64) have one entry per logical worker; entries
+    of workers this rank does not see are 0 unless ``complete``.
+    """
+
+    up_payload: int
+    up_header: int
+    up_control: int
+    down_payload: int
+    down_header: int
+    down_control: int
+    up_bytes: np.ndarray
+    uploads: np.ndarray
+    complete: bool
+
+    @classmethod
+    def zeros(cls, n_workers: int, complete: bool) -> RoundBytes:
+        """Nothing counted yet."""
+        empty = np.zeros(n_workers, dtype=np.int64)
+        return cls(0, 0, 0, 0, 0, 0, up_bytes=empty, uploads=empty.copy(), complete=complete)
+
+    @property
+    def up_total(self) -> int:
+        return self.up_payload + self.up_header + self.up_control
+
+    @property
+    def down_bytes(self) -> int:
+        """Everything the master sent down: payload + header + control."""
+        return self.down_payload + self.down_header + self.down_control
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RoundBytes):
+            return NotImplemented
+        return all(np.array_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
+
+    def __add__(self, other: RoundBytes) -> RoundBytes:
+        if len(self.up_bytes) != len(other.up_bytes):
+            raise ValueError(f"cannot add counts of {len(self.up_bytes)} and {len(other.up_bytes)} workers")
+        return RoundBytes(
+            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)[:-1]),
+            complete=self.complete and other.complete,
+        )
+
+    def to_dict(self) -> dict[str, int | bool | list[int]]:
+        """Plain Python values (arrays as lists), e.g. for JSON."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+def _plain(value: object) -> int | bool | list[int]:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value if isinstance(value, bool) else int(value)
+
+
+class ByteCounter:
+    """Accumulates one round's counts until :meth:`end_round` returns and resets them.
+
+    ``complete`` is True for a counter that sees every worker's upload (the master's).
+    """
+
+    def __init__(self, n_workers: int, complete: bool) -> None:
+        self.n_workers = n_workers
+        self.complete = complete
+        self.rounds = 0
+        self.totals = RoundBytes.zeros(n_workers, complete)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._scalars = dict.fromkeys(
+            ("up_payload", "up_header", "up_control", "down_payload", "down_header", "down_control"), 0
+        )
+        self._up_bytes = np.zeros(self.n_workers, dtype=np.int64)
+        self._uploads = np.zeros(self.n_workers, dtype=np.int64)
+
+    def _snapshot(self) -> RoundBytes:
+        return RoundBytes(**self._scalars, up_bytes=self._up_bytes, uploads=self._uploads, complete=self.complete)
+
+    def count_uploads(self, workers: Iterable[int], uploads: Sequence[bytes | memoryview]) -> None:
+        """Count one ``gather``: ``uploads[j]`` is what worker ``workers[j]`` sent."""
+        for worker, upload in zip(workers, uploads, strict=True):
+            payload, header = split_bytes(upload)
+            self._scalars["up_payload"] += payload
+            self._scalars["up_header"] += header
+            self._scalars["up_control"] += SIZE_PREFIX_BYTES
+            self._up_bytes[worker] += payload + header + SIZE_PREFIX_BYTES
+            self._uploads[worker] += len(upload) > 0
+
+    def count_downlink(self, message: bytes | memoryview) -> None:
+        """Count one ``broadcast`` of ``message`` (once, as the master sends it)."""
+        payload, header = split_bytes(message)
+        self._scalars["down_payload"] += payload
+        self._scalars["down_header"] += header
+        self._scalars["down_control"] += SIZE_PREFIX_BYTES
+
+    def end_round(self) -> RoundBytes:
+        """The counts since the previous call; also added to :attr:`totals` (all rounds so far)."""
+        counts = self._snapshot()
+        self.totals = self.totals + counts
+        self.rounds += 1
+        self._reset()
+        return counts

@@ -1,0 +1,175 @@
+"""MPI transport: upper-case (buffer) mpi4py collectives on numpy uint8 buffers, no pickle.
+
+Uplink (one ``gather``): ``Gatherv`` of every worker's upload length (int64, one per local
+worker) to rank 0, then ``Gatherv`` of each rank's concatenated local uploads. Downlink
+(one ``broadcast``): ``Bcast`` of the message length (int64), then ``Bcast`` of the bytes.
+Ranks hosting no worker send zero elements, so zero-length uploads and all-empty rounds
+cost only the size prefixes and never block.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from .accounting import ByteCounter
+from .base import Buffer, Transport, check_n_workers, worker_range
+from .local import LocalTransport
+
+# Environment variables in which a launcher states how many processes it started, checked in
+# this order. PMI_SIZE and OMPI_COMM_WORLD_SIZE are set by the launcher for each process it
+# starts; SLURM_STEP_NUM_TASKS is only trusted for processes srun started itself (it can be
+# inherited by nested steps, hence the hint in the error). MPI_LOCALNRANKS counts one node only.
+LAUNCHER_SIZE_VARIABLES = {
+    "PMI_SIZE": "MPICH / Intel MPI mpiexec (Hydra) or srun with PMI",
+    "OMPI_COMM_WORLD_SIZE": "Open MPI mpirun / mpiexec",
+    "SLURM_STEP_NUM_TASKS": "Slurm srun",
+}
+
+
+def launcher_size(environ: Mapping[str, str] | None = None) -> tuple[str, int] | None:
+    """``(variable, n)`` for the first launcher variable above that holds an integer, else None."""
+    environ = os.environ if environ is None else environ
+    for name in LAUNCHER_SIZE_VARIABLES:
+        value = environ.get(name, "").strip()
+        if value.isdigit() and (name != "SLURM_STEP_NUM_TASKS" or "SLURM_PROCID" in environ):
+            return name, int(value)
+    return None
+
+
+def check_launcher_size(world_size: int, environ: Mapping[str, str] | None = None) -> None:
+    """RuntimeError when MPI's world size differs from the number of processes the launcher started.
+
+    The usual cause: mpi4py was built against another MPI library than the launcher's, so each
+    process starts as its own size-1 world and every process would run the whole job alone.
+    """
+    found = launcher_size(environ)
+    if found is None or found[1] == world_size:
+        return
+    name, promised = found
+    raise RuntimeError(
+        f"{name}={promised} says {LAUNCHER_SIZE_VARIABLES[name]} started {promised} processes, but MPI "
+        f"COMM_WORLD has size {world_size}. mpi4py is probably built against a different MPI than this "
+        f"launcher ({MPI.Get_library_version().splitlines()[0].strip()}): launch with the matching "
+        "mpiexec (with the mpich wheel: the mpiexec next to this Python), or rebuild mpi4py for your MPI "
+        "(`pip install --no-binary mpi4py mpi4py` with that MPI's mpicc on PATH). If this process is "
+        f"really meant to run alone, unset {name}."
+    )
+
+
+class MPITransport(Transport):
+    """Workers spread over the ranks of ``comm`` in contiguous blocks (:func:`worker_range`)."""
+
+    def __init__(self, n_workers: int, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+        self.n_workers = check_n_workers(n_workers)
+        check_launcher_size(MPI.COMM_WORLD.Get_size())
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.counter = ByteCounter(self.n_workers, complete=self.is_master)
+        blocks = [worker_range(self.n_workers, self.size, rank) for rank in range(self.size)]
+        self._block_starts = np.array([block.start for block in blocks], dtype=np.int64)
+        self._block_ends = np.array([block.stop for block in blocks], dtype=np.int64)
+        if self.n_workers < self.size and self.is_master:
+            idle = sum(len(block) == 0 for block in blocks)
+            warnings.warn(
+                f"{self.n_workers} workers on {self.size} MPI ranks: {idle} ranks host no worker and only "
+                "take part in the collectives; launch at most n_workers ranks to avoid idle processes",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _per_rank(self, per_worker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Counts and displacements per rank of a per-worker quantity (sums over each block)."""
+        prefix = np.concatenate(([0], np.cumsum(per_worker, dtype=np.int64)))
+        displs = prefix[self._block_starts]
+        return prefix[self._block_ends] - displs, displs
+
+    def gather(self, uploads: Sequence[Buffer]) -> list[memoryview] | None:
+        views = self._local_uploads(uploads)
+        local_sizes = np.array([len(view) for view in views], dtype=np.int64)
+        send = np.frombuffer(views[0] if len(views) == 1 else b"".join(views), dtype=np.uint8)
+        if not self.is_master:
+            self.comm.Gatherv(local_sizes, None, root=0)
+            self.comm.Gatherv(send, None, root=0)
+            self.counter.count_uploads(self.local_workers, views)
+            return None
+        sizes = np.empty(self.n_workers, dtype=np.int64)
+        worker_counts = self._block_ends - self._block_starts
+        self.comm.Gatherv(local_sizes, [sizes, worker_counts, self._block_starts, MPI.INT64_T], root=0)
+        received = np.empty(int(sizes.sum()), dtype=np.uint8)
+        self.comm.Gatherv(send, [received, *self._per_rank(sizes), MPI.BYTE], root=0)
+        whole = memoryview(received).toreadonly()
+        offsets = np.concatenate(([0], np.cumsum(sizes))).tolist()
+        gathered = [whole[start:stop] for start, stop in zip(offsets[:-1], offsets[1:])]
+        self.counter.count_uploads(range(self.n_workers), gathered)
+        return gathered
+
+    def broadcast(self, message: Buffer | None) -> memoryview:
+        length = np.empty(1, dtype=np.int64)
+        if self.is_master:
+            view = self._master_message(message)
+            length[0] = len(view)
+            self.comm.Bcast(length, root=0)
+            self.comm.Bcast(np.frombuffer(view, dtype=np.uint8), root=0)
+        else:
+            self.comm.Bcast(length, root=0)
+            received = np.empty(int(length[0]), dtype=np.uint8)
+            self.comm.Bcast(received, root=0)
+            view = memoryview(received).toreadonly()
+        self.counter.count_downlink(view)
+        return view
+
+    def all_equal(self, digest: bytes) -> bool:
+        digests = self.comm.allgather(bytes(digest))
+        return all(other == digests[0] for other in digests)
+
+    def agree(self, code: int | None) -> int:
+        value = np.zeros(1, dtype=np.int64)
+        if self.is_master:
+            if code is None:
+                raise ValueError("the master (rank 0) must pass the code to agree on, got None")
+            value[0] = code
+        self.comm.Bcast(value, root=0)
+        return int(value[0])
+
+    def gather_arrays(self, values: np.ndarray) -> np.ndarray | None:
+        rows = np.ascontiguousarray(values, dtype=np.float64)
+        if rows.ndim == 0 or rows.shape[0] != len(self.local_workers):
+            raise ValueError(
+                f"gather_arrays on rank {self.rank} needs one row per local worker "
+                f"({len(self.local_workers)}), got shape {rows.shape}"
+            )
+        count = np.array([rows.size], dtype=np.int64)
+        counts = np.empty(self.size, dtype=np.int64) if self.is_master else None
+        self.comm.Gather(count, counts, root=0)
+        if not self.is_master:
+            self.comm.Gatherv(rows.reshape(-1), None, root=0)
+            return None
+        received = np.empty(int(counts.sum()), dtype=np.float64)
+        self.comm.Gatherv(rows.reshape(-1), [received, counts, np.cumsum(counts) - counts, MPI.DOUBLE], root=0)
+        row_shape = rows.shape[1:]
+        expected = (self._block_ends - self._block_starts) * int(np.prod(row_shape))
+        if not np.array_equal(counts, expected):
+            raise ValueError(
+                f"gather_arrays: ranks sent {counts.tolist()} values, rows of shape {row_shape} "
+                f"(the master's) need {expected.tolist()}; pass shape (len(local_workers), *row_shape) on every rank"
+            )
+        return received.reshape((self.n_workers, *row_shape))
+
+
+def make_transport(n_workers: int) -> LocalTransport | MPITransport:
+    """:class:`MPITransport` on ``COMM_WORLD`` when it has several ranks, else :class:`LocalTransport`.
+
+    Both count bytes identically, so a size-1 run gives the same results either way; the
+    launcher check of :func:`check_launcher_size` runs in both cases.
+    """
+    size = MPI.COMM_WORLD.Get_size()
+    if size > 1:
+        return MPITransport(n_workers)
+    check_launcher_size(size)
+    return LocalTransport(n_workers)

@@ -1,0 +1,220 @@
+"""Run configuration: TOML sections validated up front against one schema.
+
+Sections: ``[problem]``, ``[data]``, ``[method]``, ``[compressor]``, ``[run]``, ``[network]``.
+Every key has a type, a default and (where it applies) allowed values or a minimum; the
+``[method]`` table accepts ``name`` plus the fields of that method's ``Options`` dataclass.
+Any unknown key, wrong type or bad value raises :class:`ConfigError` with a one-line message
+naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .compressors import make as make_compressor
+from .methods import available_methods, method_class
+
+PROBLEMS = ("logistic", "logistic-nonconvex", "softmax", "lsq")
+PARTITIONS = ("iid", "label", "dirichlet", "unbalanced")
+SCALINGS = ("none", "standard", "unit-norm")
+REGULARIZERS = ("none", "l1", "l2", "elastic")
+UPLINK_MODES = ("serial", "parallel")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key and the allowed values."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type, default, and constraints."""
+
+    type: type | tuple[type, ...]
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "problem": {
+        "name": Key(str, "logistic", "objective", choices=PROBLEMS),
+        "dataset": Key(str, "sklearn:breast_cancer", "sklearn:NAME, mnist:DIR, a LIBSVM file or a .npz file"),
+        "l2": Key(float, 1e-3, "smooth L2 weight (l2/2)||x||^2 inside every f_i", minimum=0.0),
+        "nonconvex": Key(float, 0.0, "weight of the nonconvex regulariser sum x^2/(1+x^2)", minimum=0.0),
+        "regularizer": Key(str, "none", "nonsmooth R handled by prox", choices=REGULARIZERS),
+        "l1": Key(float, 0.0, "L1 weight of R (l1, elastic)", minimum=0.0),
+        "r_l2": Key(float, 0.0, "L2 weight of R (l2, elastic)", minimum=0.0),
+        "intercept": Key(bool, True, "append a constant-1 feature"),
+    },
+    "data": {
+        "workers": Key(int, 8, "number of logical workers n", minimum=1),
+        "partition": Key(str, "iid", "how samples are split over workers", choices=PARTITIONS),
+        "alpha": Key(float, 0.5, "Dirichlet concentration for partition = dirichlet", minimum=0.0, exclusive_minimum=True),
+        "scale": Key(str, "standard", "feature scaling fitted on the train split", choices=SCALINGS),
+        "batch": Key(int, 0, "minibatch size per worker and round (0 = full local gradient)", minimum=0),
+        "test_fraction": Key(float, 0.2, "held-out fraction for test accuracy", minimum=0.0),
+    },
+    "compressor": {
+        "uplink": Key(str, "identity", "worker compressor C_W (spec, see `mpicomp compressors`)"),
+        "downlink": Key(str, "identity", "master compressor C_M (spec)"),
+    },
+    "run": {
+        "rounds": Key(int, 200, "number of rounds", minimum=1),
+        "seed": Key(int, 0, "root seed (numpy SeedSequence)", minimum=0),
+        "log_every": Key(int, 1, "log metrics every N rounds", minimum=1),
+        "flush_every": Key(int, 10, "flush the HDF5 file every N logged rows", minimum=1),
+        "check_every": Key(int, 50, "compare model replicas across ranks every N rounds", minimum=1),
+        "target_suboptimality": Key(float, 0.0, "stop when F(x) - F* <= this (0 = off)", minimum=0.0),
+        "bit_budget": Key(float, 0.0, "stop when bits up + down exceed this (0 = off)", minimum=0.0),
+        "divergence_factor": Key(float, 1e6, "diverged if F(x) > factor * F(x0) or not finite", minimum=1.0),
+    },
+    "network": {
+        "latency": Key(float, 1e-5, "per-message latency in seconds", minimum=0.0),
+        "bandwidth": Key(float, 1.25e8, "link bandwidth in bytes/s", minimum=0.0, exclusive_minimum=True),
+        "uplink": Key(str, "serial", "uplink transfers serialised at the master or parallel", choices=UPLINK_MODES),
+    },
+}
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    types = t if isinstance(t, tuple) else (t,)
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return " or ".join(names.get(x, x.__name__) for x in types)
+
+
+def _check_value(where: str, key: Key, value: Any) -> Any:
+    accepts_float = key.type is float or (isinstance(key.type, tuple) and float in key.type)
+    if accepts_float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = isinstance(value, key.type) and not (isinstance(value, bool) and key.type is not bool)
+    if not ok:
+        raise ConfigError(f"{where}: expected {_type_name(key.type)}, got {value!r}")
+    if key.choices is not None and value not in key.choices:
+        raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {', '.join(map(repr, key.choices))}")
+    if key.minimum is not None and not isinstance(value, bool):
+        low = value <= key.minimum if key.exclusive_minimum else value < key.minimum
+        if low:
+            op = ">" if key.exclusive_minimum else ">="
+            raise ConfigError(f"{where}: must be {op} {key.minimum}, got {value!r}")
+    return value
+
+
+def _option_keys(options_cls: type) -> dict[str, Key]:
+    """Schema keys from a method's Options dataclass (types from annotations, limits from metadata)."""
+    hints = typing.get_type_hints(options_cls)
+    keys = {}
+    for field in dataclasses.fields(options_cls):
+        hint = hints[field.name]
+        args = tuple(a for a in typing.get_args(hint) if a is not type(None)) or (hint,)
+        meta = field.metadata
+        keys[field.name] = Key(
+            args if len(args) > 1 else args[0],
+            field.default,
+            meta.get("help", ""),
+            choices=meta.get("choices"),
+            minimum=meta.get("minimum"),
+            exclusive_minimum=meta.get("exclusive_minimum", False),
+        )
+    return keys
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration: one plain dict per section, every key filled in."""
+
+    problem: dict[str, Any]
+    data: dict[str, Any]
+    method: dict[str, Any]
+    compressor: dict[str, Any]
+    run: dict[str, Any]
+    network: dict[str, Any]
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def method_options(self) -> Any:
+        """The ``Options`` dataclass instance of the configured method."""
+        cls = method_class(self.method["name"])
+        return cls.Options(**{k: v for k, v in self.method.items() if k != "name"})
+
+
+def _validate_section(section: str, table: Any, schema: dict[str, Key]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table, got {table!r}")
+    unknown = sorted(set(table) - set(schema))
+    if unknown:
+        raise ConfigError(f"[{section}] unknown key {unknown[0]!r}; allowed keys: {', '.join(schema)}")
+    out = {}
+    for name, key in schema.items():
+        value = table.get(name, key.default)
+        out[name] = value if value is None and name not in table else _check_value(f"[{section}] {name}", key, value)
+    return out
+
+
+def validate(raw: dict[str, Any]) -> Config:
+    """Validate a raw TOML mapping into a :class:`Config` (raises :class:`ConfigError`)."""
+    allowed = (*SCHEMA, "method")
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]; allowed sections: {', '.join(f'[{s}]' for s in allowed)}")
+    sections = {name: _validate_section(name, raw.get(name, {}), schema) for name, schema in SCHEMA.items()}
+    method_table = dict(raw.get("method", {}))
+    name = method_table.pop("name", "gd")
+    names = available_methods()
+    if name not in names:
+        raise ConfigError(f"[method] name: {name!r} is not allowed; choose one of {', '.join(map(repr, names))}")
+    options = _validate_section("method", method_table, _option_keys(names[name].Options))
+    for direction in ("uplink", "downlink"):
+        spec = sections["compressor"][direction]
+        try:
+            make_compressor(spec)
+        except ValueError as exc:
+            raise ConfigError(f"[compressor] {direction}: {exc}") from None
+    if sections["data"]["test_fraction"] >= 1.0:
+        raise ConfigError(f"[data] test_fraction: must be < 1, got {sections['data']['test_fraction']!r}")
+    if sections["problem"]["regularizer"] != "none" and not names[name].supports_prox:
+        prox_methods = ", ".join(n for n, c in names.items() if c.supports_prox) or "none yet"
+        raise ConfigError(
+            f"[problem] regularizer: method {name!r} has no prox step; "
+            f"use regularizer = 'none' or a prox method ({prox_methods})"
+        )
+    return Config(method={"name": name, **options}, **sections)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``section.key=value``; the value is read as a TOML value, else as a bare string."""
+    target, sep, value = text.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. run.rounds=100")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return section, key.strip(), parsed
+
+
+def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a TOML file (or start from defaults when ``path`` is None), apply overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for text in overrides:
+        section, key, value = parse_override(text)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"--set {text!r}: [{section}] is not a table")
+        raw[section][key] = value
+    return validate(raw)

@@ -1,0 +1,53 @@
+"""GD, SGD and the general quantized SGD of poster 004 (Algorithm 1), bi-directional.
+
+Round k: worker i sends ``Delta_i = C_W(g_i(x^k))``; the master forms the mean
+``Delta = (1/n) sum_i Delta_i``, broadcasts ``g^k = C_M(Delta)`` and every process applies
+``x^{k+1} = x^k - gamma g^k`` from the same decoded bytes, so replicas stay bit-identical.
+(The poster sums and divides by n after C_M; for the unbiased C_M used here both are
+unbiased estimates of the same step.) QSGD is this method with the ``qsgd`` compressor.
+"""
+
+from __future__ import annotations
+
+from .base import Method, register_method
+
+
+@register_method
+class QuantizedSGD(Method):
+    """``quantized-sgd``: worker compressor C_W (uplink), master compressor C_M (downlink),
+    minibatch gradients of ``[data] batch`` samples per worker."""
+
+    name = "quantized-sgd"
+    full_gradient = False
+
+    def worker_upload(self, w: int, k: int) -> bytes:
+        size = 0 if self.full_gradient else None
+        return self.encode_up(self.stochastic_grad(w, self.x, k, size), w, k)
+
+    def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
+        return self.encode_down(self.mean_of_uploads(uploads, k), k)
+
+    def apply_downlink(self, message: bytes, k: int) -> None:
+        self.x -= self.stepsize * self.decode_down(message, k)
+
+    def default_stepsize(self) -> float:
+        """``1 / (L (1 + omega_M)(1 + omega_W / n))``: the poster's slowdown factor applied to 1/L
+        (omega = 0 for a compressor without an omega, e.g. a contractive one)."""
+        omega_w = self.ctx.uplink.omega(self.d) or 0.0
+        omega_m = self.ctx.downlink.omega(self.d) or 0.0
+        return 1.0 / (self.problem.smoothness() * (1.0 + omega_m) * (1.0 + omega_w / self.n))
+
+
+@register_method
+class SGD(QuantizedSGD):
+    """``sgd``: minibatch SGD; with a non-identity uplink compressor, quantized SGD."""
+
+    name = "sgd"
+
+
+@register_method
+class GD(QuantizedSGD):
+    """``gd``: full local gradients every round; with a compressor, quantized GD."""
+
+    name = "gd"
+    full_gradient = True

@@ -1,0 +1,173 @@
+"""Reading results files (finished, killed, or still being written) and summarising them.
+
+Files are always opened in SWMR read mode: that is what lets a reader follow a live run, and it is
+also the only way HDF5 opens the file of a killed run (whose superblock still says "open for write").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .writer import FILE_LOCKING, FORMAT_VERSION, STATUSES
+
+# Metrics shown first, in this order, by summarize(); the others follow in logging order.
+HEADLINE_METRICS = (
+    "round",
+    "loss",
+    "suboptimality",
+    "grad_norm_sq",
+    "dist_to_opt",
+    "test_accuracy",
+    "bits_up",
+    "bits_down",
+    "uploads",
+    "modelled_time",
+    "wall_time",
+)
+SUMMARY_LINE_CHARS = 118
+
+
+@dataclass(frozen=True)
+class Results:
+    """One results file in memory. ``metrics[name]`` has shape ``(n_rows,)``,
+    ``workers[name]`` ``(n_rows, n_workers)``; ``final_x`` is NaN where the run recorded none."""
+
+    path: Path
+    config: dict
+    attrs: dict
+    status: str
+    status_message: str
+    end_time: str
+    metrics: dict[str, np.ndarray]
+    workers: dict[str, np.ndarray]
+    final_x: np.ndarray
+    samples: np.ndarray | None
+
+    @property
+    def n_rows(self) -> int:
+        """Number of logged rows (rounds) in the file."""
+        return len(next(iter(self.metrics.values())))
+
+    def last_row(self) -> dict[str, float | int]:
+        """The last logged row as ``{metric: value}`` (empty if no row was logged)."""
+        if self.n_rows == 0:
+            return {}
+        return {name: values[-1].item() for name, values in self.metrics.items()}
+
+
+def _python_value(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_results(path: str | os.PathLike) -> Results:
+    """Load a results file. Rows are cut to the length common to every metric and worker column
+    (a live or killed writer can be caught between appending one column and the next)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file {path} does not exist")
+    try:
+        f = h5py.File(path, "r", swmr=True, locking=FILE_LOCKING)
+    except OSError as exc:
+        raise ValueError(f"{path} is not a readable HDF5 results file: {exc}") from exc
+    with f:
+        version = f.attrs.get("format_version")
+        if version is None or "metrics" not in f:
+            raise ValueError(f"{path} is an HDF5 file but not an mpicomp results file (no format_version or /metrics)")
+        if int(version) != FORMAT_VERSION:
+            raise ValueError(f"{path} uses results format {int(version)}; this mpicomp reads format {FORMAT_VERSION}")
+        attrs = {name: _python_value(value) for name, value in f.attrs.items()}
+        metrics = {name: dataset[()] for name, dataset in f["metrics"].items()}
+        workers = {name: dataset[()] for name, dataset in f["workers"].items()}
+        n_rows = min(len(values) for values in [*metrics.values(), *workers.values()])
+        status = f["status"][()].decode("ascii")
+        if status not in STATUSES:
+            raise ValueError(f"{path} has unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        return Results(
+            path=path,
+            config=json.loads(attrs.pop("config")),
+            attrs=attrs,
+            status=status,
+            status_message=f["status_message"][()].tobytes().decode("utf-8"),
+            end_time=f["end_time"][()].decode("ascii"),
+            metrics={name: values[:n_rows] for name, values in metrics.items()},
+            workers={name: values[:n_rows] for name, values in workers.items()},
+            final_x=f["final/x"][()],
+            samples=f["samples"][()] if "samples" in f else None,
+        )
+
+
+def _human_bytes(n_bytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n_bytes) < 1024 or unit == "TiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    raise AssertionError("unreachable: the loop returns at TiB")
+
+
+def _format_metric(name: str, value: float | int) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    text = str(value) if isinstance(value, int) else f"{value:.6g}"
+    if "bits" in name:
+        return f"{text} ({_human_bytes(value / 8)})"
+    if "bytes" in name:
+        return f"{text} ({_human_bytes(value)})"
+    return text
+
+
+def _shorten(line: str) -> str:
+    return line if len(line) <= SUMMARY_LINE_CHARS else line[: SUMMARY_LINE_CHARS - 3] + "..."
+
+
+def _config_lines(config: Mapping) -> list[str]:
+    """One line per top-level config entry; a section shows its entries as ``key=value``."""
+    lines = []
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            shown = ", ".join(f"{k}={json.dumps(v)}" if not isinstance(v, str) else f"{k}={v}" for k, v in value.items())
+        else:
+            shown = value if isinstance(value, str) else json.dumps(value)
+        lines.append(_shorten(f"  {key}: {shown}"))
+    return lines
+
+
+def summarize(source: str | os.PathLike | Results) -> str:
+    """A human-readable report: run status and why, provenance, config, rows, last-row metrics."""
+    results = source if isinstance(source, Results) else read_results(source)
+    attrs = results.attrs
+    status = results.status + (f" ({results.status_message})" if results.status_message else "")
+    commit = attrs.get("git_commit") or "no git checkout"
+    lines = [
+        f"results: {results.path}",
+        f"status: {status}",
+        f"time: started {attrs.get('start_time', '?')}, ended {results.end_time or 'not yet (still running or killed)'}",
+        f"run: mpicomp {attrs.get('mpicomp_version', '?')} ({commit}), {attrs.get('mpi_size', '?')} MPI ranks, "
+        f"{attrs.get('n_workers', '?')} workers, d = {attrs.get('d', '?')}, host {attrs.get('hostname', '?')}",
+        "config:",
+        *_config_lines(results.config),
+        f"rows logged: {results.n_rows}",
+    ]
+    last = results.last_row()
+    if last:
+        order = [name for name in HEADLINE_METRICS if name in last] + [n for n in last if n not in HEADLINE_METRICS]
+        width = max(map(len, order))
+        lines.append("last row:")
+        lines += [f"  {name:<{width}}  {_format_metric(name, last[name])}" for name in order]
+    if results.workers:
+        lines.append(_shorten(f"worker metrics ({results.n_rows} rows x {attrs.get('n_workers', '?')}): "
+                              + ", ".join(results.workers)))
+    if results.samples is not None:
+        lines.append(f"samples: {results.samples.shape[0]} x {results.samples.shape[1]}")
+    return "\n".join(lines)

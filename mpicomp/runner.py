@@ -1,0 +1,266 @@
+"""The round loop: build everything from a Config, run, stream metrics to HDF5 (rank 0).
+
+Every rank builds the same problem (a worker's shard depends on its id only), the same
+compressors and the method; it hosts the workers the transport assigns to it. Rank 0 is
+also the master: it aggregates, logs metrics, evaluates stop rules and tells every rank
+whether to stop, so all ranks leave the loop after the same round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .comm import NetworkModel, Transport, make_transport
+from .compressors import make as make_compressor
+from .config import Config
+from .methods import Method, MethodContext, method_class
+from .problems import build_problem
+from .problems.base import Problem
+from .results import ResultsWriter
+from .rng import root_seed
+
+log = logging.getLogger("mpicomp")
+
+CONTINUE, FINISHED, STOPPED, DIVERGED = 0, 1, 2, 3
+STATUS = {FINISHED: "finished", STOPPED: "stopped", DIVERGED: "diverged"}
+
+METRICS = {
+    "round": "int64",
+    "loss": "float64",
+    "grad_norm_sq": "float64",
+    "suboptimality": "float64",
+    "dist_to_opt": "float64",
+    "test_accuracy": "float64",
+    "bits_up": "int64",
+    "bits_down": "int64",
+    "up_payload_bytes": "int64",
+    "up_header_bytes": "int64",
+    "up_control_bytes": "int64",
+    "down_payload_bytes": "int64",
+    "down_header_bytes": "int64",
+    "down_control_bytes": "int64",
+    "uploads": "int64",
+    "wall_time": "float64",
+    "modelled_time": "float64",
+}
+WORKER_METRICS = {"bytes_up": "int64", "uploads": "int64"}
+
+
+@dataclass
+class RunResult:
+    status: str
+    message: str
+    rounds: int
+    x: np.ndarray
+    last_row: dict[str, float]
+
+
+def build_problem_from(config: Config, seed: int) -> Problem:
+    p, data = config.problem, config.data
+    return build_problem(
+        p["name"],
+        p["dataset"],
+        data["workers"],
+        l2=p["l2"],
+        nonconvex_weight=p["nonconvex"],
+        regularizer=p["regularizer"],
+        l1=p["l1"],
+        r_l2=p["r_l2"],
+        intercept=p["intercept"],
+        partition=data["partition"],
+        dirichlet_alpha=data["alpha"],
+        scale=data["scale"],
+        test_fraction=data["test_fraction"],
+        seed=seed,
+    )
+
+
+def build_method(config: Config, problem: Problem, transport: Transport, seed: int) -> Method:
+    ctx = MethodContext(
+        problem=problem,
+        uplink=make_compressor(config.compressor["uplink"]),
+        downlink=make_compressor(config.compressor["downlink"]),
+        local_workers=transport.local_workers,
+        is_master=transport.is_master,
+        seed=seed,
+        batch=config.data["batch"],
+    )
+    return method_class(config.method["name"])(ctx, config.method_options())
+
+
+class _Totals:
+    """Cumulative counted bytes and modelled time on the master."""
+
+    def __init__(self, n_workers: int, network: NetworkModel) -> None:
+        self.network = network
+        self.fields = dict.fromkeys(
+            ("up_payload", "up_header", "up_control", "down_payload", "down_header", "down_control", "uploads"), 0
+        )
+        self.bytes_up = np.zeros(n_workers, dtype=np.int64)
+        self.uploads = np.zeros(n_workers, dtype=np.int64)
+        self.modelled_time = 0.0
+
+    def add(self, rb) -> None:
+        for name in self.fields:
+            self.fields[name] += int(np.sum(getattr(rb, name)))
+        self.bytes_up += rb.up_bytes
+        self.uploads += rb.uploads
+        self.modelled_time += self.network.round_seconds(rb.up_bytes, rb.down_bytes)
+
+    @property
+    def bits_up(self) -> int:
+        return 8 * (self.fields["up_payload"] + self.fields["up_header"] + self.fields["up_control"])
+
+    @property
+    def bits_down(self) -> int:
+        return 8 * (self.fields["down_payload"] + self.fields["down_header"] + self.fields["down_control"])
+
+
+def evaluate(problem: Problem, x: np.ndarray, optimum) -> dict[str, float]:
+    """Loss F(x), ||grad f(x)||^2, F(x) - F*, ||x - x*||, test accuracy (NaN where unknown)."""
+    loss = problem.loss(x)
+    grad = problem.grad(x)
+    acc = problem.test_accuracy(x)
+    row = {
+        "loss": loss,
+        "grad_norm_sq": float(grad @ grad),
+        "suboptimality": np.nan,
+        "dist_to_opt": np.nan,
+        "test_accuracy": np.nan if acc is None else acc,
+    }
+    if optimum is not None:
+        x_star, f_star = optimum
+        row["suboptimality"] = loss - f_star
+        row["dist_to_opt"] = float(np.linalg.norm(x - x_star))
+    return row
+
+
+def _stop_code(config: Config, row: dict[str, float], loss0: float, totals: _Totals, k: int) -> tuple[int, str]:
+    run = config.run
+    if not np.isfinite(row["loss"]) or row["loss"] > run["divergence_factor"] * max(abs(loss0), 1e-300):
+        return DIVERGED, f"loss {row['loss']:.6g} at round {k} (initial {loss0:.6g})"
+    if run["target_suboptimality"] > 0 and row["suboptimality"] <= run["target_suboptimality"]:
+        return STOPPED, f"target suboptimality {run['target_suboptimality']:g} reached at round {k}"
+    if run["bit_budget"] > 0 and totals.bits_up + totals.bits_down >= run["bit_budget"]:
+        return STOPPED, f"bit budget {run['bit_budget']:g} exhausted at round {k}"
+    return CONTINUE, ""
+
+
+def replica_digest(x: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest()[:16]
+
+
+class _Monitor:
+    """The master's side of the loop: metrics, stop rules, the results file, the progress bar."""
+
+    def __init__(self, config: Config, problem: Problem, method: Method, writer: ResultsWriter, progress: bool):
+        self.config, self.problem, self.method, self.writer = config, problem, method, writer
+        self.optimum = problem.optimum()
+        self.totals = _Totals(problem.n_workers, NetworkModel(**config.network))
+        self.start = time.perf_counter()
+        self.loss0 = evaluate(problem, method.x, self.optimum)["loss"]
+        self.last: dict[str, float] = {}
+        self.bar = tqdm(total=config.run["rounds"], disable=not progress, unit="round", dynamic_ncols=True)
+
+    def end_round(self, round_bytes, k: int, logged: bool) -> tuple[int, str]:
+        self.totals.add(round_bytes)
+        self.bar.update(1)
+        if not logged:
+            return CONTINUE, ""
+        self.last = _log_row(self.writer, self.problem, self.method, self.optimum, self.totals, k, self.start)
+        bits = self.totals.bits_up + self.totals.bits_down
+        self.bar.set_postfix(loss=f"{self.last['loss']:.4e}", Mbit=f"{bits / 1e6:.1f}")
+        return _stop_code(self.config, self.last, self.loss0, self.totals, k)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run(
+    config: Config,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    transport: Transport | None = None,
+) -> RunResult:
+    """Run one experiment; rank 0 writes ``out``. Returns the final status on every rank."""
+    transport = transport or make_transport(config.data["workers"])
+    seed = root_seed(config.run["seed"])
+    problem = build_problem_from(config, seed)
+    method = build_method(config, problem, transport, seed)
+    if not transport.is_master:
+        return _loop(config, transport, method, None)
+    log.info("%s", transport.layout_summary())
+    log.info(
+        "method %s, stepsize %.4g, uplink %s, downlink %s",
+        method.name, method.stepsize, method.ctx.uplink.spec, method.ctx.downlink.spec,
+    )
+    with ResultsWriter(
+        out,
+        config=config.as_dict(),
+        metrics=METRICS,
+        worker_metrics=WORKER_METRICS,
+        n_workers=problem.n_workers,
+        d=problem.d,
+        mpi_size=transport.size,
+        flush_every=config.run["flush_every"],
+        overwrite=overwrite,
+    ) as writer:
+        monitor = _Monitor(config, problem, method, writer, progress)
+        try:
+            result = _loop(config, transport, method, monitor)
+        finally:
+            monitor.close()
+        writer.finish(result.status, result.message, final_x=method.x)
+    level = logging.WARNING if result.status == "diverged" else logging.INFO
+    log.log(level, "%s after %d rounds: %s", result.status, result.rounds, result.message)
+    return result
+
+
+def _loop(config: Config, transport: Transport, method: Method, monitor: _Monitor | None) -> RunResult:
+    """The rounds, identical on every rank; only the master has a monitor.
+
+    Non-finite model entries are detected on every rank at once (replicas are identical);
+    the master's stop rules reach the other ranks through ``transport.agree`` on logged rounds.
+    """
+    rounds, log_every = config.run["rounds"], config.run["log_every"]
+    code, message, k = FINISHED, f"{rounds} rounds done", -1
+    for k in range(rounds):
+        _round(transport, method, k)
+        round_bytes = transport.counter.end_round()
+        logged = (k + 1) % log_every == 0 or k + 1 == rounds
+        finite = bool(np.isfinite(method.x).all())
+        if finite and (k + 1) % config.run["check_every"] == 0 and not transport.all_equal(replica_digest(method.x)):
+            raise RuntimeError(f"model replicas differ across ranks after round {k + 1}: the method is not rank-independent")
+        step_code, step_message = monitor.end_round(round_bytes, k, logged or not finite) if monitor else (CONTINUE, "")
+        if not finite:
+            code, message = DIVERGED, f"non-finite model after round {k + 1}"
+            break
+        if (k + 1) % log_every == 0:
+            step_code = transport.agree(step_code if monitor else None)
+        if step_code != CONTINUE:
+            code, message = step_code, step_message
+            break
+    return RunResult(STATUS[code], message, k + 1, method.x, monitor.last if monitor else {})
+
+
+def _log_row(writer, problem, method, optimum, totals: _Totals, k: int, start: float) -> dict[str, float]:
+    row = {"round": k + 1, **evaluate(problem, method.x, optimum)}
+    row.update({f"{name}_bytes": value for name, value in totals.fields.items() if name != "uploads"})
+    row.update(
+        bits_up=totals.bits_up,
+        bits_down=totals.bits_down,
+        uploads=totals.fields["uploads"],
+        wall_time=time.perf_counter() - start,
+        modelled_time=totals.modelled_time,
+    )
+    writer.log(row, {"bytes_up": totals.bytes_up, "uploads": totals.uploads})
+    return row
