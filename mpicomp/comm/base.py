@@ -61,6 +61,13 @@ def readonly_bytes(buf: Buffer) -> memoryview:
     return memoryview(view.cast("B").tobytes())
 
 
+def master_value(value: object, what: str) -> object:
+    """``value`` unless the master passed ``None`` where it must provide ``what``."""
+    if value is None:
+        raise ValueError(f"the master (rank 0) must pass {what}, got None")
+    return value
+
+
 class Transport(ABC):
     """Uplink ``gather`` of each worker's upload to the master, downlink ``broadcast``.
 
@@ -96,9 +103,10 @@ class Transport(ABC):
         return [readonly_bytes(upload) for upload in uploads]
 
     def _master_message(self, message: Buffer | None) -> memoryview:
-        if message is None:
-            raise ValueError("the master (rank 0) must pass its downlink message to broadcast, got None")
-        return readonly_bytes(message)
+        return readonly_bytes(master_value(message, "its downlink message to broadcast"))
+
+    def _master_code(self, code: int | None) -> int:
+        return int(master_value(code, "the code to agree on"))
 
     @abstractmethod
     def gather(self, uploads: Sequence[Buffer]) -> list[memoryview] | None:

@@ -33,9 +33,7 @@ class LocalTransport(Transport):
         return True
 
     def agree(self, code: int | None) -> int:
-        if code is None:
-            raise ValueError("the master (rank 0) must pass the code to agree on, got None")
-        return int(code)
+        return self._master_code(code)
 
     def gather_arrays(self, values: np.ndarray) -> np.ndarray:
         rows = np.array(values, dtype=np.float64)

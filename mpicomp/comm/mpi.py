@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 import numpy as np
 from mpi4py import MPI
@@ -77,7 +78,7 @@ class MPITransport(Transport):
         if self.n_workers < self.size and self.is_master:
             idle = sum(len(block) == 0 for block in blocks)
             warnings.warn(
-                f"{self.n_workers} workers on {self.size} MPI ranks: {idle} ranks host no worker and only "
+                f"{self.n_workers} workers on {self.size} MPI ranks: {idle} of them host no worker and only "
                 "take part in the collectives; launch at most n_workers ranks to avoid idle processes",
                 RuntimeWarning,
                 stacklevel=2,
@@ -105,7 +106,7 @@ class MPITransport(Transport):
         self.comm.Gatherv(send, [received, *self._per_rank(sizes), MPI.BYTE], root=0)
         whole = memoryview(received).toreadonly()
         offsets = np.concatenate(([0], np.cumsum(sizes))).tolist()
-        gathered = [whole[start:stop] for start, stop in zip(offsets[:-1], offsets[1:])]
+        gathered = [whole[start:stop] for start, stop in pairwise(offsets)]
         self.counter.count_uploads(range(self.n_workers), gathered)
         return gathered
 
@@ -131,9 +132,7 @@ class MPITransport(Transport):
     def agree(self, code: int | None) -> int:
         value = np.zeros(1, dtype=np.int64)
         if self.is_master:
-            if code is None:
-                raise ValueError("the master (rank 0) must pass the code to agree on, got None")
-            value[0] = code
+            value[0] = self._master_code(code)
         self.comm.Bcast(value, root=0)
         return int(value[0])
 

@@ -11,8 +11,8 @@ With latency ``a`` (seconds), bandwidth ``B`` (bytes per second), ``b_w`` the by
 from __future__ import annotations
 
 import math
-from numbers import Real
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 

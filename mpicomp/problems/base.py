@@ -42,19 +42,15 @@ class Problem(ABC):
 
     d: int
     n_workers: int
-    regularizer: ElasticNet  # the nonsmooth R (ElasticNet("none") when R = 0)
+    regularizer: ElasticNet = ElasticNet()  # the nonsmooth R; the default is R = 0
 
     @abstractmethod
     def local(self, worker: int) -> LocalObjective:
         """Worker ``worker``'s local objective (built from its shard only)."""
 
     @abstractmethod
-    def smooth_loss(self, x: np.ndarray) -> float:
-        """``f(x) = (1/n) sum_i f_i(x)`` (without R)."""
-
     def loss(self, x: np.ndarray) -> float:
         """``F(x) = (1/n) sum_i f_i(x) + R(x)``."""
-        return self.smooth_loss(x) + self.regularizer.value(x)
 
     @abstractmethod
     def grad(self, x: np.ndarray) -> np.ndarray:

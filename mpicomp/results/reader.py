@@ -33,6 +33,7 @@ HEADLINE_METRICS = (
     "wall_time",
 )
 SUMMARY_LINE_CHARS = 118
+BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
 @dataclass(frozen=True)
@@ -109,11 +110,10 @@ def read_results(path: str | os.PathLike) -> Results:
 
 
 def _human_bytes(n_bytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n_bytes) < 1024 or unit == "TiB":
-            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
-        n_bytes /= 1024
-    raise AssertionError("unreachable: the loop returns at TiB")
+    value, unit = float(n_bytes), 0
+    while abs(value) >= 1024 and unit < len(BYTE_UNITS) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{value:.0f} B" if unit == 0 else f"{value:.1f} {BYTE_UNITS[unit]}"
 
 
 def _format_metric(name: str, value: float | int) -> str:
@@ -131,16 +131,19 @@ def _shorten(line: str) -> str:
     return line if len(line) <= SUMMARY_LINE_CHARS else line[: SUMMARY_LINE_CHARS - 3] + "..."
 
 
+def _config_value(value: object) -> str:
+    """Strings as they are, sections as ``key=value, ...``, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key}={_config_value(item)}" if not isinstance(item, Mapping) else f"{key}={json.dumps(item)}"
+                         for key, item in value.items())
+    return json.dumps(value)
+
+
 def _config_lines(config: Mapping) -> list[str]:
-    """One line per top-level config entry; a section shows its entries as ``key=value``."""
-    lines = []
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            shown = ", ".join(f"{k}={json.dumps(v)}" if not isinstance(v, str) else f"{k}={v}" for k, v in value.items())
-        else:
-            shown = value if isinstance(value, str) else json.dumps(value)
-        lines.append(_shorten(f"  {key}: {shown}"))
-    return lines
+    """One line per top-level config entry."""
+    return [_shorten(f"  {key}: {_config_value(value)}") for key, value in config.items()]
 
 
 def summarize(source: str | os.PathLike | Results) -> str:

@@ -87,11 +87,11 @@ def _json_default(value: object) -> object:
 
 
 def config_json(config: Mapping) -> str:
-    """The config as a JSON object with sorted keys (NumPy values become numbers or lists)."""
+    """The config as a JSON object, keys in the given order (NumPy values become numbers or lists)."""
     if not isinstance(config, Mapping):
         raise ValueError(f"config must be a dict (the resolved run config), got {type(config).__name__}")
     try:
-        return json.dumps(config, sort_keys=True, default=_json_default)
+        return json.dumps(config, default=_json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"config cannot be stored as JSON: {exc}; use dicts, lists, str, numbers, bool, None") from exc
 

@@ -1,0 +1,24 @@
+"""Communication: transports that move messages, byte accounting, and the network time model."""
+
+from .accounting import SIZE_PREFIX_BYTES, ByteCounter, RoundBytes, split_bytes
+from .base import Transport, layout_summary, worker_range
+from .local import LocalTransport
+from .mpi import MPITransport, check_launcher_size, launcher_size, make_transport
+from .network import UPLINK_MODES, NetworkModel
+
+__all__ = [
+    "SIZE_PREFIX_BYTES",
+    "UPLINK_MODES",
+    "ByteCounter",
+    "LocalTransport",
+    "MPITransport",
+    "NetworkModel",
+    "RoundBytes",
+    "Transport",
+    "check_launcher_size",
+    "launcher_size",
+    "layout_summary",
+    "make_transport",
+    "split_bytes",
+    "worker_range",
+]

@@ -1,0 +1,1 @@
+"""Scripts the MPI tests launch under mpiexec, and the traffic they share with the tests."""
