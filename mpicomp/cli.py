@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -56,15 +57,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     from .runner import run
 
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         result = run(config, out, overwrite=args.overwrite, progress=not args.no_progress and rank == 0)
-    except Exception:
+    except (Exception, SystemExit):
         log.exception("run failed")
         _abort_others(size, 1)
         return 1
     if rank == 0:
         print(f"{result.status}: {result.message}; results in {out}")
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SLURM's time limit sends SIGTERM: leave through SystemExit so the results file says "failed"."""
+    sys.exit(128 + signum)
 
 
 def _abort_others(size: int, code: int) -> None:

@@ -225,6 +225,14 @@ def run(
     return result
 
 
+def _round(transport: Transport, method: Method, k: int) -> None:
+    """One round: uploads of the local workers, gather, master step, broadcast, apply everywhere."""
+    uploads = [method.worker_upload(w, k) for w in transport.local_workers]
+    gathered = transport.gather(uploads)
+    downlink = method.master_downlink(gathered, k) if transport.is_master else None
+    method.apply_downlink(transport.broadcast(downlink), k)
+
+
 def _loop(config: Config, transport: Transport, method: Method, monitor: _Monitor | None) -> RunResult:
     """The rounds, identical on every rank; only the master has a monitor.
 

@@ -52,13 +52,12 @@ def layout_summary(n_workers: int, size: int, shown: int = 8) -> str:
 
 
 def readonly_bytes(buf: Buffer) -> memoryview:
-    """A read-only flat byte view of ``buf``; mutable buffers are copied so the view cannot change."""
-    if isinstance(buf, bytes):
-        return memoryview(buf)
+    """A read-only flat byte view of ``buf``; writable buffers are copied so the view cannot change."""
     view = memoryview(buf)
     if not view.c_contiguous:
-        raise ValueError("messages must be contiguous byte buffers")
-    return memoryview(view.cast("B").tobytes())
+        raise ValueError(f"messages must be contiguous byte buffers, got a non-contiguous {type(buf).__name__}")
+    flat = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    return flat if flat.readonly else memoryview(flat.tobytes())
 
 
 def master_value(value: object, what: str) -> object:

@@ -161,19 +161,20 @@ def margins(a: Features, x: np.ndarray, k: int) -> np.ndarray:
 
 def pullback(a: Features, g: np.ndarray) -> np.ndarray:
     """The gradient in x of ``sum_j <G_j, Z_j>``: ``vec(G^T A)`` in class-major layout."""
-    return np.asarray(a.T @ g).T.ravel()
+    if sp.issparse(a):
+        return np.asarray(a.T @ g).T.ravel()
+    return (g.T @ a).ravel()
 
 
 def weighted_value(loss: MarginLoss, a: Features, b: np.ndarray, weight, x: np.ndarray) -> float:
     """``sum_j w_j loss(Z_j, b_j)`` for a scalar or per-row weight ``w``."""
-    per_sample = loss.values(margins(a, x, loss.outputs), b)
-    return float(np.sum(weight * per_sample)) if np.ndim(weight) else float(weight * per_sample.sum())
+    return float(np.sum(weight * loss.values(margins(a, x, loss.outputs), b)))
 
 
 def weighted_grad(loss: MarginLoss, a: Features, b: np.ndarray, weight, x: np.ndarray) -> np.ndarray:
     """``grad_x sum_j w_j loss(Z_j, b_j) = vec((w * dloss/dZ)^T A)``."""
     dz = loss.derivative(margins(a, x, loss.outputs), b)
-    dz *= weight if np.ndim(weight) == 0 else weight[:, None]
+    dz *= np.reshape(weight, (-1, 1)) if np.ndim(weight) else weight
     return pullback(a, dz)
 
 
@@ -229,7 +230,9 @@ class GLMShard(LocalObjective):
 
     def grad(self, x: np.ndarray) -> np.ndarray:
         x = _check_x(x, self.d)
-        return weighted_grad(self.loss_fn, self.features, self.targets, 1.0 / self.m, x) + self.smooth.grad(x)
+        out = weighted_grad(self.loss_fn, self.features, self.targets, 1.0 / self.m, x)
+        out += self.smooth.grad(x)
+        return out
 
     def grad_batch(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
         x = _check_x(x, self.d)
@@ -239,7 +242,9 @@ class GLMShard(LocalObjective):
         if idx.min() < 0 or idx.max() >= self.m:
             raise IndexError(f"sample index out of range for a shard of {self.m} samples: {idx.min()}..{idx.max()}")
         rows, targets = self.features[idx], self.targets[idx]
-        return weighted_grad(self.loss_fn, rows, targets, 1.0 / idx.size, x) + self.smooth.grad(x)
+        out = weighted_grad(self.loss_fn, rows, targets, 1.0 / idx.size, x)
+        out += self.smooth.grad(x)
+        return out
 
     def smoothness(self) -> float:
         """``L_i = max(c lambda_max(A_i^T A_i)/m_i + r_upper, -r_lower)``."""
@@ -325,7 +330,9 @@ class GLMProblem(Problem):
 
     def grad(self, x: np.ndarray) -> np.ndarray:
         x = _check_x(x, self.d)
-        return weighted_grad(self.loss_fn, self.features, self.targets, self.row_weights, x) + self.smooth.grad(x)
+        out = weighted_grad(self.loss_fn, self.features, self.targets, self.row_weights, x)
+        out += self.smooth.grad(x)
+        return out
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """``hess f(x) v = vec((w * H_loss[A V^T])^T A) + hess r(x) v``."""

@@ -116,14 +116,18 @@ class SmoothSum(SmoothRegularizer):
         return sum((t.value(x) for t in self.terms), 0.0)
 
     def grad(self, x: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(x, dtype=float)
-        for t in self.terms:
+        if not self.terms:
+            return np.zeros_like(x, dtype=float)
+        out = self.terms[0].grad(x)
+        for t in self.terms[1:]:
             out += t.grad(x)
         return out
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(v, dtype=float)
-        for t in self.terms:
+        if not self.terms:
+            return np.zeros_like(v, dtype=float)
+        out = self.terms[0].hessp(x, v)
+        for t in self.terms[1:]:
             out += t.hessp(x, v)
         return out
 

@@ -116,7 +116,7 @@ def _human_bytes(n_bytes: float) -> str:
     return f"{value:.0f} B" if unit == 0 else f"{value:.1f} {BYTE_UNITS[unit]}"
 
 
-def _format_metric(name: str, value: float | int) -> str:
+def _format_metric(name: str, value: float) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "n/a"
     text = str(value) if isinstance(value, int) else f"{value:.6g}"
@@ -136,8 +136,10 @@ def _config_value(value: object) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, Mapping):
-        return ", ".join(f"{key}={_config_value(item)}" if not isinstance(item, Mapping) else f"{key}={json.dumps(item)}"
-                         for key, item in value.items())
+        return ", ".join(
+            f"{key}={_config_value(item)}" if not isinstance(item, Mapping) else f"{key}={json.dumps(item)}"
+            for key, item in value.items()
+        )
     return json.dumps(value)
 
 
@@ -152,12 +154,15 @@ def summarize(source: str | os.PathLike | Results) -> str:
     attrs = results.attrs
     status = results.status + (f" ({results.status_message})" if results.status_message else "")
     commit = attrs.get("git_commit") or "no git checkout"
+    ended = results.end_time or "not yet (still running or killed)"
     lines = [
         f"results: {results.path}",
         f"status: {status}",
-        f"time: started {attrs.get('start_time', '?')}, ended {results.end_time or 'not yet (still running or killed)'}",
-        f"run: mpicomp {attrs.get('mpicomp_version', '?')} ({commit}), {attrs.get('mpi_size', '?')} MPI ranks, "
-        f"{attrs.get('n_workers', '?')} workers, d = {attrs.get('d', '?')}, host {attrs.get('hostname', '?')}",
+        f"time: started {attrs.get('start_time', '?')}, ended {ended}",
+        (
+            f"run: mpicomp {attrs.get('mpicomp_version', '?')} ({commit}), MPI ranks: {attrs.get('mpi_size', '?')}, "
+            f"workers: {attrs.get('n_workers', '?')}, d: {attrs.get('d', '?')}, host: {attrs.get('hostname', '?')}"
+        ),
         "config:",
         *_config_lines(results.config),
         f"rows logged: {results.n_rows}",
@@ -169,8 +174,11 @@ def summarize(source: str | os.PathLike | Results) -> str:
         lines.append("last row:")
         lines += [f"  {name:<{width}}  {_format_metric(name, last[name])}" for name in order]
     if results.workers:
-        lines.append(_shorten(f"worker metrics ({results.n_rows} rows x {attrs.get('n_workers', '?')}): "
-                              + ", ".join(results.workers)))
+        lines.append(
+            _shorten(
+                f"worker metrics ({results.n_rows} rows x {attrs.get('n_workers', '?')}): " + ", ".join(results.workers)
+            )
+        )
     if results.samples is not None:
         lines.append(f"samples: {results.samples.shape[0]} x {results.samples.shape[1]}")
     return "\n".join(lines)

@@ -17,10 +17,11 @@ import platform
 import socket
 import subprocess
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import h5py
 import numpy as np
@@ -47,7 +48,7 @@ GIT_TIMEOUT_SECONDS = 2.0
 
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with seconds, e.g. ``2026-05-09T07:35:25+00:00``."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def git_commit(package_dir: Path) -> str:
@@ -89,7 +90,7 @@ def _json_default(value: object) -> object:
 def config_json(config: Mapping) -> str:
     """The config as a JSON object, keys in the given order (NumPy values become numbers or lists)."""
     if not isinstance(config, Mapping):
-        raise ValueError(f"config must be a dict (the resolved run config), got {type(config).__name__}")
+        raise TypeError(f"config must be a dict (the resolved run config), got {type(config).__name__}")
     try:
         return json.dumps(config, default=_json_default)
     except (TypeError, ValueError) as exc:
@@ -134,6 +135,7 @@ class _AppendColumn:
         self.dataset = dataset
         self.row_shape: tuple[int, ...] = dataset.shape[1:]
         self.dtype: np.dtype = dataset.dtype
+        self.rows = dataset.shape[0]
         self._pending: list[np.ndarray] = []
         self.pending_rows = 0
 
@@ -143,13 +145,19 @@ class _AppendColumn:
         self.pending_rows += block.shape[0]
 
     def flush(self) -> None:
-        """Append the buffered rows to the dataset (resize, then write)."""
+        """Append the buffered rows to the dataset: extend it, then write the new hyperslab.
+
+        Uses h5py's low-level calls: ``resize`` plus slice assignment costs about 4x more per column.
+        """
         if not self._pending:
             return
-        block = np.concatenate(self._pending)
-        start = self.dataset.shape[0]
-        self.dataset.resize(start + block.shape[0], axis=0)
-        self.dataset[start:] = block
+        block = np.ascontiguousarray(np.concatenate(self._pending), dtype=self.dtype)
+        dataset_id = self.dataset.id
+        dataset_id.set_extent((self.rows + block.shape[0], *self.row_shape))
+        file_space = dataset_id.get_space()
+        file_space.select_hyperslab((self.rows,) + (0,) * len(self.row_shape), block.shape)
+        dataset_id.write(h5py.h5s.create_simple(block.shape), file_space, block)
+        self.rows += block.shape[0]
         self._pending.clear()
         self.pending_rows = 0
 
@@ -271,7 +279,7 @@ class ResultsWriter:
         """``"running"`` until ``finish``, then the final status."""
         return self._status
 
-    def __enter__(self) -> ResultsWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -284,7 +292,7 @@ class ResultsWriter:
         try:
             if self._file.id.valid and not self._finished:
                 self.finish("failed", repr(exc))
-        except Exception as secondary:  # the original exception must propagate, so keep this one as a note
+        except Exception as secondary:  # noqa: BLE001 - whatever it is, it must not mask the original exception
             exc.add_note(f"ResultsWriter could not record the failure in {self.path}: {secondary!r}")
         finally:
             self._file.close()
@@ -321,7 +329,9 @@ class ResultsWriter:
         if block.ndim == 1:
             block = block[None]
         if block.ndim != 2 or block.shape[1] != self.sample_dim:
-            raise ValueError(f"samples have shape {np.shape(samples)}, expected ({self.sample_dim},) or (k, {self.sample_dim})")
+            raise ValueError(
+                f"samples have shape {np.shape(samples)}, expected ({self.sample_dim},) or (k, {self.sample_dim})"
+            )
         if block.dtype.kind not in "biuf":
             raise ValueError(f"samples have dtype {block.dtype}, expected real numbers")
         self._samples.append(block.astype("<f8"))
@@ -357,7 +367,7 @@ class ResultsWriter:
                 f"({RUNNING!r} is set by the writer while the run is in progress)"
             )
         if not isinstance(message, str):
-            raise ValueError(f"status message must be a str, got {type(message).__name__}")
+            raise TypeError(f"status message must be a str, got {type(message).__name__}")
         self._check_writable("finish")
         if final_x is not None:
             x = np.asarray(final_x)
@@ -387,7 +397,9 @@ class ResultsWriter:
             self._file.close()
 
 
-def _validated_rows(columns: dict[str, _AppendColumn], values: Mapping[str, object], what: str) -> dict[str, np.ndarray]:
+def _validated_rows(
+    columns: dict[str, _AppendColumn], values: Mapping[str, object], what: str
+) -> dict[str, np.ndarray]:
     """One coerced row per column; unknown names and bad values raise ``ValueError``."""
     unknown = sorted(set(values) - set(columns))
     if unknown:

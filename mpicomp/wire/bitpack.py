@@ -18,9 +18,11 @@ whole words with :func:`read_word_bits`. :func:`parallel_tasks` picks the number
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numba
 import numpy as np
-from numba import njit, prange, uint64
+from numba import njit, prange, uint32, uint64
 
 from .errors import MessageError
 
@@ -111,29 +113,38 @@ def read_bits(buf, state, bits):
 
 
 @njit(cache=True, inline="always")
-def read_word_bits(buf, state, bits):
-    """:func:`read_bits` refilling a whole little-endian 32-bit word at a time (no bounds test).
+def pack_chunk(codes, words, w, bits):
+    """Pack the ``CHUNK_VALUES`` codes of ``codes`` (each ``< 2**bits``) into ``words[w : w + bits]``.
 
-    Only for the inside of a full chunk: ``CHUNK_VALUES`` reads of ``bits`` bits started at the
-    chunk's first byte consume exactly its ``bits`` words, so no refill passes the chunk's end.
+    ``words`` is a uint32 view of the output. Inlined into kernels where ``bits`` is a
+    compile-time constant, the loop unrolls into straight-line shifts (several times faster).
     """
-    acc, nacc, pos = state
-    if nacc < bits:
-        word = uint64(buf[pos]) | (uint64(buf[pos + 1]) << _U8) | (uint64(buf[pos + 2]) << _U16)
-        word |= uint64(buf[pos + 3]) << _U24
-        acc |= word << uint64(nacc)
-        nacc += 32
-        pos += 4
-    value = acc & ((uint64(1) << uint64(bits)) - uint64(1))
-    acc >>= uint64(bits)
-    nacc -= bits
-    return value, (acc, nacc, pos)
+    acc = uint64(0)
+    nacc = 0
+    for k in range(CHUNK_VALUES):
+        acc |= uint64(codes[k]) << uint64(nacc)
+        nacc += bits
+        if nacc >= 32:
+            words[w] = uint32(acc)
+            w += 1
+            acc >>= _U32
+            nacc -= 32
 
 
 @njit(cache=True, inline="always")
-def chunk_state(chunk, bits):
-    """Fresh accumulator state positioned at the first byte of chunk ``chunk``."""
-    return uint64(0), 0, 4 * bits * chunk
+def unpack_chunk(words, w, bits, codes):
+    """Inverse of :func:`pack_chunk`: the ``CHUNK_VALUES`` codes stored in ``words[w : w + bits]``."""
+    mask = (_ONE << uint64(bits)) - _ONE
+    acc = uint64(0)
+    nacc = 0
+    for k in range(CHUNK_VALUES):
+        if nacc < bits:
+            acc |= uint64(words[w]) << uint64(nacc)
+            w += 1
+            nacc += 32
+        codes[k] = acc & mask
+        acc >>= uint64(bits)
+        nacc -= bits
 
 
 @njit(cache=True, inline="always")
@@ -152,54 +163,101 @@ def first_flagged(flags):
     return best
 
 
-@njit(cache=True)
-def _pack_range(values, bits, out, c0, c1):
-    """Pack the values of chunks ``[c0, c1)``; returns the first index of a value ``>= 2**bits`` or -1."""
-    bad = -1
-    n = values.size
-    for c in range(c0, c1):
-        state = chunk_state(c, bits)
-        for i in range(c * CHUNK_VALUES, min(n, (c + 1) * CHUNK_VALUES)):
-            value = uint64(values[i])
-            if value >> uint64(bits) and bad < 0:
-                bad = i
-            state = write_bits(out, state, value, bits)
-        flush_bits(out, state)
-    return bad
+def word_buffer(n: int, bits: int) -> np.ndarray:
+    """Uninitialised uint32 output for ``n`` values: whole chunks, ``bits`` words each."""
+    return np.empty(chunk_count(n) * bits, dtype=np.uint32)
 
 
-@njit(cache=True, parallel=True)
-def _pack_parallel(values, bits, out, ntasks):
-    nchunks = (values.size + CHUNK_VALUES - 1) // CHUNK_VALUES
-    flags = np.empty(ntasks, dtype=np.int64)
-    for t in prange(ntasks):
-        c0, c1 = task_chunks(t, ntasks, nchunks)
-        flags[t] = _pack_range(values, bits, out, c0, c1)
-    return first_flagged(flags)
+def packed_words(buf: np.ndarray, n: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The packed bytes of ``n`` values of ``bits`` bits as read-only uint32 words ``(main, tail)``.
+
+    ``main`` views the whole chunks of ``buf`` (copied only if ``buf`` is not 4-byte aligned);
+    ``tail`` holds the last, partial chunk zero-padded to ``bits`` words (all zero if none).
+    ``buf`` must hold exactly ``packed_nbytes(n, bits)`` bytes (checked by the caller).
+    """
+    full = n // CHUNK_VALUES * bits * 4
+    main = buf[:full]
+    if main.ctypes.data % 4:
+        main = main.copy()
+    main = main.view(np.uint32)
+    tail = np.zeros(bits, dtype=np.uint32)
+    tail.view(np.uint8)[: buf.size - full] = buf[full:]
+    main.flags.writeable = False
+    tail.flags.writeable = False
+    return main, tail
 
 
-@njit(cache=True)
-def _unpack_range(buf, n, bits, out, c0, c1):
-    """Unpack the values of chunks ``[c0, c1)`` of ``n`` values into ``out``."""
-    for c in range(c0, c1):
-        state = chunk_state(c, bits)
-        lo = c * CHUNK_VALUES
-        if lo + CHUNK_VALUES <= n:
-            for i in range(lo, lo + CHUNK_VALUES):
-                value, state = read_word_bits(buf, state, bits)
-                out[i] = value
-        else:
-            for i in range(lo, n):
-                value, state = read_bits(buf, state, bits)
-                out[i] = value
+@njit(cache=True, inline="always")
+def chunk_words(main, tail, c, bits):
+    """Words array and first word of chunk ``c`` in a :func:`packed_words` pair."""
+    w = c * bits
+    if w < main.size:
+        return main, w
+    return tail, 0
 
 
-@njit(cache=True, parallel=True)
-def _unpack_parallel(buf, n, bits, out, ntasks):
-    nchunks = (n + CHUNK_VALUES - 1) // CHUNK_VALUES
-    for t in prange(ntasks):
-        c0, c1 = task_chunks(t, ntasks, nchunks)
-        _unpack_range(buf, n, bits, out, c0, c1)
+@lru_cache(maxsize=None)
+def _packer(bits: int):
+    """Serial and parallel packing kernels with ``bits`` compiled in as a constant."""
+
+    @njit(cache=True, inline="always")
+    def pack_range(values, words, codes, c0, c1):
+        bad = -1
+        n = values.size
+        for c in range(c0, c1):
+            lo = c * CHUNK_VALUES
+            for k in range(CHUNK_VALUES):
+                value = uint64(values[lo + k]) if lo + k < n else uint64(0)
+                if value >> uint64(bits) and bad < 0:
+                    bad = lo + k
+                codes[k] = value
+            pack_chunk(codes, words, c * bits, bits)
+        return bad
+
+    @njit(cache=True)
+    def pack_serial(values, words):
+        codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
+        return pack_range(values, words, codes, 0, words.size // bits)
+
+    @njit(cache=True, parallel=True)
+    def pack_parallel(values, words, ntasks):
+        flags = np.empty(ntasks, dtype=np.int64)
+        for t in prange(ntasks):
+            codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
+            c0, c1 = task_chunks(t, ntasks, words.size // bits)
+            flags[t] = pack_range(values, words, codes, c0, c1)
+        return first_flagged(flags)
+
+    return pack_serial, pack_parallel
+
+
+@lru_cache(maxsize=None)
+def _unpacker(bits: int):
+    """Serial and parallel unpacking kernels with ``bits`` compiled in as a constant."""
+
+    @njit(cache=True, inline="always")
+    def unpack_range(main, tail, out, codes, c0, c1):
+        n = out.size
+        for c in range(c0, c1):
+            words, w = chunk_words(main, tail, c, bits)
+            unpack_chunk(words, w, bits, codes)
+            lo = c * CHUNK_VALUES
+            for k in range(min(CHUNK_VALUES, n - lo)):
+                out[lo + k] = codes[k]
+
+    @njit(cache=True)
+    def unpack_serial(main, tail, out):
+        codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
+        unpack_range(main, tail, out, codes, 0, (out.size + CHUNK_VALUES - 1) // CHUNK_VALUES)
+
+    @njit(cache=True, parallel=True)
+    def unpack_parallel(main, tail, out, ntasks):
+        for t in prange(ntasks):
+            codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
+            c0, c1 = task_chunks(t, ntasks, (out.size + CHUNK_VALUES - 1) // CHUNK_VALUES)
+            unpack_range(main, tail, out, codes, c0, c1)
+
+    return unpack_serial, unpack_parallel
 
 
 def _check_bits(bits: int) -> None:
@@ -210,21 +268,18 @@ def _check_bits(bits: int) -> None:
 def pack_uint(values: np.ndarray, bits: int) -> np.ndarray:
     """Pack non-negative integers ``< 2**bits`` densely; returns a uint8 array."""
     _check_bits(bits)
-    values = np.ascontiguousarray(values)
+    values = np.ascontiguousarray(values).reshape(-1)
     if values.dtype == np.bool_:
         values = values.view(np.uint8)
     if values.dtype.kind not in "iu":
         raise ValueError(f"pack_uint packs integer arrays, got dtype {values.dtype}")
-    values = values.reshape(-1)
-    out = np.empty(packed_nbytes(values.size, bits), dtype=np.uint8)
+    words = word_buffer(values.size, bits)
+    serial, parallel = _packer(bits)
     ntasks = parallel_tasks(values.size)
-    if ntasks:
-        bad = _pack_parallel(values, bits, out, ntasks)
-    else:
-        bad = _pack_range(values, bits, out, 0, chunk_count(values.size))
+    bad = parallel(values, words, ntasks) if ntasks else serial(values, words)
     if bad >= 0:
         raise ValueError(f"values must lie in [0, 2**{bits}) to be packed with {bits} bits; value[{bad}] = {values[bad]}")
-    return out
+    return words.view(np.uint8)[: packed_nbytes(values.size, bits)]
 
 
 def unpack_uint(buf: np.ndarray | bytes | memoryview, n: int, bits: int) -> np.ndarray:
@@ -235,11 +290,13 @@ def unpack_uint(buf: np.ndarray | bytes | memoryview, n: int, bits: int) -> np.n
     if data.size != need:
         raise MessageError(f"bit-packed section holds {data.size} bytes, {n} values of {bits} bits need {need}")
     out = np.empty(n, dtype=np.uint32)
+    main, tail = packed_words(data, n, bits)
+    serial, parallel = _unpacker(bits)
     ntasks = parallel_tasks(n)
     if ntasks:
-        _unpack_parallel(data, n, bits, out, ntasks)
+        parallel(main, tail, out, ntasks)
     else:
-        _unpack_range(data, n, bits, out, 0, chunk_count(n))
+        serial(main, tail, out)
     return out
 
 

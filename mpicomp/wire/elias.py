@@ -96,8 +96,8 @@ def write_elias(out, state, n, code):
 
 
 @njit(cache=True, inline="always")
-def _read_checked(buf, state, consumed, total, bits):
-    """``read_bits`` that refuses to go past ``total`` bits; returns (value, state, consumed, ok)."""
+def read_bits_checked(buf, state, consumed, total, bits):
+    """Read ``bits`` (<= 64) bits unless that passes ``total`` bits; returns (value, state, consumed, ok)."""
     if consumed + bits > total:
         return uint64(0), state, consumed, False
     value = uint64(0)
@@ -119,7 +119,7 @@ def read_elias(buf, state, consumed, total, code):
     if code == GAMMA:
         zeros = 0
         while True:
-            bit, state, consumed, ok = _read_checked(buf, state, consumed, total, 1)
+            bit, state, consumed, ok = read_bits_checked(buf, state, consumed, total, 1)
             if not ok:
                 return uint64(0), state, consumed, False
             if bit:
@@ -127,19 +127,19 @@ def read_elias(buf, state, consumed, total, code):
             zeros += 1
             if zeros >= _MAX_GROUP_BITS:
                 return uint64(0), state, consumed, False
-        low, state, consumed, ok = _read_checked(buf, state, consumed, total, zeros)
+        low, state, consumed, ok = read_bits_checked(buf, state, consumed, total, zeros)
         n = (_ONE << uint64(zeros)) | low
         return n, state, consumed, ok and n <= uint64(MAX_ELIAS)
     n = _ONE
     while True:
-        bit, state, consumed, ok = _read_checked(buf, state, consumed, total, 1)
+        bit, state, consumed, ok = read_bits_checked(buf, state, consumed, total, 1)
         if not ok:
             return uint64(0), state, consumed, False
         if bit == 0:
             return n, state, consumed, n <= uint64(MAX_ELIAS)
         if n >= uint64(_MAX_GROUP_BITS):
             return uint64(0), state, consumed, False
-        low, state, consumed, ok = _read_checked(buf, state, consumed, total, np.int64(n))
+        low, state, consumed, ok = read_bits_checked(buf, state, consumed, total, np.int64(n))
         if not ok:
             return uint64(0), state, consumed, False
         n = (_ONE << n) | low

@@ -72,10 +72,10 @@ def pack_message(
         raise ValueError(f"{len(scalars)} codec scalars exceed the limit of {MAX_SCALARS}")
     body = memoryview(payload).cast("B")
     head = HEADER.pack(MAGIC, VERSION, codec, FLAG_CRC32 if crc else 0, len(scalars), 0, d, len(body))
-    msg = b"".join((head, struct.pack(f"<{len(scalars)}d", *scalars), body))
-    if crc:
-        msg += struct.pack("<I", zlib.crc32(msg))
-    return msg
+    head += struct.pack(f"<{len(scalars)}d", *scalars)
+    if not crc:
+        return b"".join((head, body))
+    return b"".join((head, body, struct.pack("<I", zlib.crc32(body, zlib.crc32(head)))))
 
 
 def _parse_header(view: memoryview, offset: int) -> tuple[int, int, int, int, int, int]:

@@ -1,0 +1,311 @@
+"""Sparsifiers: Rand-K and Top-K, and the selection API that composition (``natural∘randk``) reuses.
+
+A sparsifier keeps ``k`` of the ``d`` coordinates: ``S(x) = sum_{i in I} v_i e_i`` for an index set
+``I`` of size ``k`` and values ``v``. Its payload is an index section (``k`` indices of
+``index_bits(d)`` bits each, ascending, or nothing when both sides derive ``I`` from the shared key)
+followed by the ``k`` values as little-endian float64 or float32.
+
+``k`` is a count (int >= 1, capped at d) or a fraction of d (float in (0, 1], ``max(1, round(k d))``).
+
+The selection API used by both the sparsifiers and :class:`mpicomp.compressors.compose.Compose`:
+:meth:`Sparsifier.select` -> (indices, values), :meth:`Sparsifier.encode_indices`,
+:meth:`Sparsifier.decode_indices`, :meth:`Sparsifier.index_nbytes`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+from numba import njit, uint64
+
+from ..rng import GOLDEN, RandomKey, random_below
+from ..wire import Message, MessageError, index_bits, pack_uint, packed_nbytes, unpack_uint
+from .base import Compressor, require_key
+from .registry import register
+
+VALUE_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
+_HASH_EMPTY = -1
+_DENSE_FLOYD_RATIO = 64  # k >= d / 64: a d-byte mask beats a hash set plus a sort
+
+
+def resolve_count(k: int | float, d: int) -> int:
+    """Coordinates kept in dimension d: ``min(k, d)`` for a count, ``max(1, round(k d))`` for a fraction."""
+    if isinstance(k, float):
+        return min(d, max(1, round(k * d)))
+    return min(d, k)
+
+
+def _check_count(name: str, k: object) -> int | float:
+    if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}: k must be a count (int >= 1) or a fraction (float in (0, 1]), got {k!r}")
+    if isinstance(k, (int, np.integer)):
+        if k < 1:
+            raise ValueError(f"{name}: k as a count must be an int >= 1, got {k}")
+        return int(k)
+    if not 0.0 < k <= 1.0:
+        raise ValueError(f"{name}: k as a fraction must be a float in (0, 1], got {k}")
+    return float(k)
+
+
+def _check_dtype(name: str, dtype: object) -> str:
+    if dtype not in VALUE_DTYPES:
+        raise ValueError(f"{name}: dtype must be one of {', '.join(VALUE_DTYPES)}, got {dtype!r}")
+    return str(dtype)
+
+
+@njit(cache=True, inline="always")
+def _hash_insert(table, shift, value):
+    """Insert ``value >= 0`` into an open-addressing table; False if it was already there."""
+    mask = table.size - 1
+    slot = np.int64((uint64(value) * GOLDEN) >> uint64(shift)) & mask
+    while table[slot] != _HASH_EMPTY:
+        if table[slot] == value:
+            return False
+        slot = (slot + 1) & mask
+    table[slot] = value
+    return True
+
+
+@njit(cache=True, inline="always")
+def _floyd_draw(state, d, k, j):
+    """Step j of Floyd's algorithm: (candidate t uniform on {0..d-k+j}, fallback d-k+j if t is taken)."""
+    top = d - k + j
+    return np.int64(random_below(state, j, top + 1)), top
+
+
+@njit(cache=True)
+def _floyd_sparse(state, d, k, out):
+    """Floyd's algorithm with an O(k) hash set, then a sort: for k << d."""
+    bits = 1
+    while (1 << bits) < 2 * k:
+        bits += 1
+    table = np.full(1 << bits, _HASH_EMPTY, dtype=np.int64)
+    for j in range(k):
+        t, top = _floyd_draw(state, d, k, j)
+        if not _hash_insert(table, 64 - bits, t):
+            t = top
+            _hash_insert(table, 64 - bits, t)
+        out[j] = t
+    out.sort()
+
+
+@njit(cache=True)
+def _floyd_dense(state, d, k, out):
+    """Floyd's algorithm with a d-byte membership mask, collected in ascending order: for large k."""
+    taken = np.zeros(d, dtype=np.uint8)
+    for j in range(k):
+        t, top = _floyd_draw(state, d, k, j)
+        taken[top if taken[t] else t] = 1
+    j = 0
+    for i in range(d):
+        if taken[i]:
+            out[j] = i
+            j += 1
+
+
+@njit(cache=True)
+def _top_k_indices(words, k, sign_mask, shift, out):
+    """Indices of the k largest |x_i|, ascending; ties at the threshold go to the lowest indices.
+
+    ``words`` is x viewed as unsigned integers: with the sign bit cleared, they order like |x|.
+    Radix select: a 2**16-bin histogram of the top magnitude bits finds the bin holding the k-th
+    largest magnitude, a partition inside that bin finds the threshold, a last pass collects.
+    """
+    hist = np.zeros(65536, dtype=np.int64)
+    keep = ~sign_mask
+    for i in range(words.size):
+        hist[(words[i] & keep) >> shift] += 1
+    above = 0
+    top_bin = 65535
+    while above + hist[top_bin] < k:
+        above += hist[top_bin]
+        top_bin -= 1
+    candidates = np.empty(hist[top_bin], dtype=words.dtype)
+    j = 0
+    for i in range(words.size):
+        w = words[i] & keep
+        if (w >> shift) == top_bin:
+            candidates[j] = w
+            j += 1
+    rank = candidates.size - (k - above)
+    threshold = np.partition(candidates, rank)[rank]
+    greater = above
+    for c in candidates:
+        if c > threshold:
+            greater += 1
+    ties = k - greater
+    j = 0
+    for i in range(words.size):
+        w = words[i] & keep
+        if w > threshold or (w == threshold and ties > 0):
+            if w == threshold:
+                ties -= 1
+            out[j] = i
+            j += 1
+
+
+def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
+    """Ascending indices of the ``k`` largest magnitudes of a float32/float64 vector (lowest index wins ties)."""
+    out = np.empty(k, dtype=np.int64)
+    if k == 0:
+        return out
+    if x.dtype == np.float64:
+        _top_k_indices(x.view(np.uint64), k, np.uint64(1 << 63), np.uint64(47), out)
+    else:
+        _top_k_indices(x.view(np.uint32), k, np.uint32(1 << 31), np.uint32(15), out)
+    return out
+
+
+def random_k_indices(d: int, k: int, key: RandomKey) -> np.ndarray:
+    """Ascending indices of a uniform random k-subset of {0..d-1}, a pure function of ``key``.
+
+    Floyd's algorithm (k draws ``random_below(state, j, ...)``); both membership structures make the
+    same choices, so the subset does not depend on which one runs.
+    """
+    out = np.empty(k, dtype=np.int64)
+    floyd = _floyd_dense if k * _DENSE_FLOYD_RATIO >= d else _floyd_sparse
+    floyd(np.uint64(key.state), d, k, out)
+    return out
+
+
+class Sparsifier(Compressor):
+    """Base of Rand-K and Top-K: ``k`` kept coordinates, their indices and values on the wire."""
+
+    def __init__(self, k: int | float, dtype: str = "float64") -> None:
+        self.k = _check_count(self.name, k)
+        self.dtype = _check_dtype(self.name, dtype)
+
+    @property
+    def params(self) -> dict[str, object]:
+        params: dict[str, object] = {"k": self.k}
+        if self.dtype != "float64":
+            params["dtype"] = self.dtype
+        return params
+
+    @property
+    def sends_indices(self) -> bool:
+        """Whether the index section is on the wire (else both sides derive it from the key)."""
+        return True
+
+    def count(self, d: int) -> int:
+        """k resolved for dimension d."""
+        return resolve_count(self.k, d)
+
+    @abstractmethod
+    def select(self, x: np.ndarray, key: RandomKey) -> tuple[np.ndarray, np.ndarray]:
+        """(ascending int64 indices I, float64 values S(x)_I) for a validated vector x."""
+
+    def index_nbytes(self, d: int) -> int:
+        """Bytes of the index section in dimension d."""
+        return packed_nbytes(self.count(d), index_bits(d)) if self.sends_indices else 0
+
+    def index_payload_bits(self, d: int) -> float:
+        """Bits of the indices in theory: ``k ceil(log2 d)`` when sent, 0 when derived."""
+        return float(self.count(d) * index_bits(d)) if self.sends_indices else 0.0
+
+    def encode_indices(self, indices: np.ndarray, d: int) -> np.ndarray:
+        """The index section for ``indices`` (empty when indices are derived from the key)."""
+        if not self.sends_indices:
+            return np.empty(0, dtype=np.uint8)
+        return pack_uint(indices, index_bits(d))
+
+    def decode_indices(self, section: memoryview | np.ndarray, d: int, key: RandomKey | None) -> np.ndarray:
+        """Indices from an index section: strictly ascending (so distinct) and < d, else MessageError."""
+        k = self.count(d)
+        if len(section) != self.index_nbytes(d):
+            raise MessageError(f"{self.name}: index section of {len(section)} bytes, expected {self.index_nbytes(d)}")
+        indices = unpack_uint(section, k, index_bits(d)).astype(np.int64)
+        if k and (indices[-1] >= d or (k > 1 and np.any(indices[1:] <= indices[:-1]))):
+            raise MessageError(f"{self.name}: indices are not strictly ascending within [0, d={d})")
+        return indices
+
+    def expected_bits(self, d: int) -> float:
+        return self.index_payload_bits(d) + 8.0 * VALUE_DTYPES[self.dtype].itemsize * self.count(d)
+
+    def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
+        indices, values = self.select(x, key)
+        wire_values = values.astype(VALUE_DTYPES[self.dtype])
+        if not np.isfinite(wire_values).all():
+            raise ValueError(f"{self.spec}: values exceed the {self.dtype} range; use dtype='float64'")
+        return (), np.concatenate((self.encode_indices(indices, x.size), wire_values.view(np.uint8)))
+
+    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+        d, k = msg.d, self.count(msg.d)
+        split = self.index_nbytes(d)
+        dtype = VALUE_DTYPES[self.dtype]
+        if len(msg.payload) != split + k * dtype.itemsize:
+            raise MessageError(
+                f"{self.name}: payload of {len(msg.payload)} bytes, d={d} needs {split} index bytes"
+                f" + {k} {self.dtype} values"
+            )
+        indices = self.decode_indices(msg.payload[:split], d, key)
+        values = np.frombuffer(msg.payload[split:], dtype=dtype).astype(np.float64)
+        if not np.isfinite(values).all():
+            raise MessageError(f"{self.name}: payload holds non-finite values")
+        out = np.zeros(d)
+        out[indices] = values
+        return out
+
+
+@register
+class RandK(Sparsifier):
+    """Random sparsification (poster 000, Example 2): ``Q(x) = (d/k) xi∘x``, xi uniform over k-subsets.
+
+    Unbiased with ``E||Q(x)||^2 = (d/k) ||x||^2``, so omega = d/k - 1. Indices come from the shared key
+    (Floyd's algorithm) and are not sent unless ``send_indices=True``. Values are ``(d/k) x_i``; the
+    float64 default keeps Q exactly unbiased (float32 adds a relative rounding of 2**-24).
+    """
+
+    name = "randk"
+    unbiased = True
+
+    def __init__(self, k: int | float, dtype: str = "float64", send_indices: bool = False) -> None:
+        super().__init__(k, dtype)
+        if not isinstance(send_indices, bool):
+            raise ValueError(f"randk: send_indices must be True or False, got {send_indices!r}")
+        self.send_indices = send_indices
+
+    @property
+    def params(self) -> dict[str, object]:
+        params = super().params
+        if self.send_indices:
+            params["send_indices"] = True
+        return params
+
+    @property
+    def sends_indices(self) -> bool:
+        return self.send_indices
+
+    def omega(self, d: int) -> float:
+        return d / self.count(d) - 1.0
+
+    def decode_indices(self, section: memoryview | np.ndarray, d: int, key: RandomKey | None) -> np.ndarray:
+        if self.send_indices:
+            return super().decode_indices(section, d, key)
+        if len(section):
+            raise MessageError(f"randk: {len(section)} index bytes in a message whose indices derive from the key")
+        return random_k_indices(d, self.count(d), require_key(self.name, key))
+
+    def select(self, x: np.ndarray, key: RandomKey) -> tuple[np.ndarray, np.ndarray]:
+        d, k = x.size, self.count(x.size)
+        indices = random_k_indices(d, k, key)
+        return indices, x[indices].astype(np.float64) * (d / k if k else 1.0)
+
+
+@register
+class TopK(Sparsifier):
+    """Top-K: keep the k largest magnitudes (ties to the lowest index), values unscaled.
+
+    Contractive: ``||T(x) - x||^2 = ||x||^2 - ||x_I||^2 <= (1 - k/d) ||x||^2``, so alpha = k/d.
+    """
+
+    name = "topk"
+    unbiased = False
+
+    def alpha(self, d: int) -> float:
+        return self.count(d) / d
+
+    def select(self, x: np.ndarray, key: RandomKey) -> tuple[np.ndarray, np.ndarray]:
+        indices = top_k_indices(x, self.count(x.size))
+        return indices, x[indices].astype(np.float64)

@@ -1,0 +1,100 @@
+"""TernGrad (Wen, Xu, Yan, Wu, Wang, Chen, Li 2017): ``Q(x)_i = s sign(x_i) b_i``, ``s = max_j |x_j|``,
+``b_i ~ Bernoulli(|x_i| / s)`` independent.
+
+Unbiased, with ``E||Q(x) - x||^2 = sum_i |x_i| (s - |x_i|) = s ||x||_1 - ||x||_2^2``. Bound: scale so
+that s = 1 at coordinate 1 and let the others be ``t_i in [0, 1]``, ``S = sum t_i``. Cauchy-Schwarz
+gives ``sum t_i^2 >= S^2 / (d - 1)``, so the ratio to ``||x||^2`` is at most
+``(1 + S) / (1 + S^2 / (d - 1)) - 1``, maximal at ``S = sqrt(d) - 1``: omega = (sqrt(d) - 1) / 2,
+attained by ``x = (1, t, ..., t)`` with ``t = 1 / (sqrt(d) + 1)``, hence tight.
+
+Wire: s as the one float64 codec scalar; the ternary digits (0: zero, 1: +s, 2: -s) packed five
+per byte as ``sum_j t_{5g+j} 3^j`` (1.6 bits per coordinate; bytes >= 243 are invalid).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..rng import RandomKey, random_uniform
+from ..wire import Message, MessageError
+from .base import Compressor, check_scalar
+from .registry import register
+
+TRITS_PER_BYTE = 5
+_VALID_BYTES = 3**TRITS_PER_BYTE
+
+
+@njit(cache=True)
+def max_magnitude(x):
+    """``max_i |x_i|`` in float64 (0 for an empty vector)."""
+    largest = 0.0
+    for v in x:
+        largest = max(largest, abs(np.float64(v)))
+    return largest
+
+
+@njit(cache=True)
+def _ternarize(x, scale, state, out):
+    """Draw ``b_i`` (the i-th uniform of ``state`` below ``|x_i| / s``) and pack the trits."""
+    for g in range(out.size):
+        code = 0
+        weight = 1
+        for i in range(TRITS_PER_BYTE * g, min(TRITS_PER_BYTE * (g + 1), x.size)):
+            if random_uniform(state, i) < abs(np.float64(x[i])) / scale:
+                code += weight * (2 if x[i] < 0 else 1)
+            weight *= 3
+        out[g] = code
+
+
+@njit(cache=True)
+def _unternarize(buf, scale, out):
+    """Unpack trits into ``{0, +s, -s}``; returns -1, or the index of the first invalid byte."""
+    d = out.size
+    for g in range(buf.size):
+        code = np.int64(buf[g])
+        if code >= _VALID_BYTES:
+            return g
+        for i in range(TRITS_PER_BYTE * g, TRITS_PER_BYTE * (g + 1)):
+            trit = code % 3
+            code //= 3
+            if i >= d:
+                if trit:
+                    return g
+            else:
+                out[i] = 0.0 if trit == 0 else (scale if trit == 1 else -scale)
+    return -1
+
+
+@register
+class TernGrad(Compressor):
+    """TernGrad: ``s sign(x) b`` with ``P(b_i = 1) = |x_i| / s``; unbiased, omega = (sqrt(d) - 1) / 2."""
+
+    name = "terngrad"
+    unbiased = True
+    n_scalars = 1
+
+    def omega(self, d: int) -> float:
+        return (np.sqrt(d) - 1.0) / 2.0
+
+    def expected_bits(self, d: int) -> float:
+        return 8.0 * -(-d // TRITS_PER_BYTE)
+
+    def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
+        scale = max_magnitude(x)
+        out = np.zeros(-(-x.size // TRITS_PER_BYTE), dtype=np.uint8)
+        if scale > 0.0:
+            _ternarize(x, scale, np.uint64(key.state), out)
+        return (scale,), out
+
+    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+        scale = check_scalar(msg.scalars[0], "terngrad scale")
+        data = np.frombuffer(msg.payload, dtype=np.uint8)
+        need = -(-msg.d // TRITS_PER_BYTE)
+        if data.size != need:
+            raise MessageError(f"terngrad: payload of {data.size} bytes, d={msg.d} trits need {need}")
+        out = np.empty(msg.d)
+        bad = _unternarize(data, scale, out)
+        if bad >= 0:
+            raise MessageError(f"terngrad: byte {bad} is not five valid ternary digits")
+        return out

@@ -1,0 +1,283 @@
+"""Dataset loading, the held-out split, feature scaling and the intercept column.
+
+Accepted dataset strings (:func:`load_dataset`):
+
+* ``sklearn:NAME`` — scikit-learn's bundled ``breast_cancer``, ``digits``, ``iris``, ``wine`` (offline);
+* ``mnist:DIR`` — the four MNIST idx files in DIR (``train-images-idx3-ubyte``,
+  ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each
+  optionally ``.gz``); pixels 0..255 as float64, MNIST's own test set is the held-out split;
+* ``svmlight:PATH``, ``libsvm:PATH`` or a plain path — a LIBSVM/svmlight text file (``.gz``/``.bz2``
+  read transparently), sparse CSR features;
+* ``npz:PATH`` or a path ending in ``.npz`` — a NumPy archive with a 2-D array ``X`` and labels
+  ``y`` (one per row), and optionally ``X_test``, ``y_test`` as its own held-out split.
+
+:func:`prepare_dataset` chains loading, the split (fraction ``test_fraction``, drawn from
+``SeedSequence(seed)``; sources with their own test set keep it), scaling fitted on the train split
+only, and the optional constant-1 intercept column (appended last, after scaling, never scaled).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn import datasets as sk_datasets
+from sklearn.preprocessing import normalize
+from sklearn.utils.sparsefuncs import mean_variance_axis
+
+Features = np.ndarray | sp.csr_matrix
+
+SKLEARN_DATASETS = ("breast_cancer", "digits", "iris", "wine")
+SCALINGS = ("none", "standard", "unit-norm")
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, cols)
+IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (count)
+ACCEPTED_FORMS = (
+    f"sklearn:NAME (NAME one of {', '.join(SKLEARN_DATASETS)}), mnist:DIR (the four idx files, .gz or not), "
+    "svmlight:PATH / libsvm:PATH or a plain path to a LIBSVM file (.gz, .bz2 allowed), "
+    "npz:PATH or a path ending in .npz (arrays X, y and optionally X_test, y_test)"
+)
+# SeedSequence spawn key of the train/test split (partitions use another one).
+SPLIT_STREAM = 1
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features and raw labels of the train split and (None if absent) the held-out split."""
+
+    name: str
+    X: Features
+    y: np.ndarray
+    X_test: Features | None = None
+    y_test: np.ndarray | None = None
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+
+def _require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file {str(path)!r} not found (expected {what})")
+    return path
+
+
+def _open_binary(path: Path):
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    if path.suffix == ".bz2":
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def load_sklearn(name: str) -> Dataset:
+    """One of scikit-learn's bundled datasets (no network)."""
+    if name not in SKLEARN_DATASETS:
+        raise ValueError(f"unknown sklearn dataset {name!r}; choose one of {', '.join(SKLEARN_DATASETS)}")
+    X, y = getattr(sk_datasets, f"load_{name}")(return_X_y=True)
+    return Dataset(f"sklearn:{name}", np.asarray(X, dtype=np.float64), np.asarray(y))
+
+
+def load_svmlight(path: str | Path, n_features: int | None = None) -> Dataset:
+    """A LIBSVM/svmlight file via ``sklearn.datasets.load_svmlight_file`` (CSR features)."""
+    path = _require_file(Path(path), "a LIBSVM/svmlight text file, optionally .gz or .bz2")
+    try:
+        X, y = sk_datasets.load_svmlight_file(str(path), n_features=n_features, dtype=np.float64)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a valid LIBSVM/svmlight file ({err})") from err
+    return Dataset(str(path), sp.csr_matrix(X), np.asarray(y))
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """A ``.npz`` archive with ``X`` (2-D) and ``y``, optionally ``X_test`` and ``y_test``."""
+    path = _require_file(Path(path), "a .npz archive with arrays X and y (optionally X_test, y_test)")
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    missing = [key for key in ("X", "y") if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(arrays) or 'none'}")
+    has_test = "X_test" in arrays or "y_test" in arrays
+    if has_test and not ("X_test" in arrays and "y_test" in arrays):
+        raise ValueError(f"{path}: give both X_test and y_test, or neither")
+    pairs = [("X", "y")] + ([("X_test", "y_test")] if has_test else [])
+    for xk, yk in pairs:
+        X, y = arrays[xk], arrays[yk]
+        if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"{path}: {xk} must be 2-D and {yk} 1-D with one label per row, got {X.shape} and {y.shape}"
+            )
+    X_test = np.asarray(arrays["X_test"], dtype=np.float64) if has_test else None
+    return Dataset(str(path), np.asarray(arrays["X"], dtype=np.float64), arrays["y"], X_test, arrays.get("y_test"))
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """An idx file of unsigned bytes: big-endian magic, then dimensions, then the data.
+
+    Images (magic 0x803) have a 16-byte header ``(magic, count, rows, cols)`` and come back as
+    ``(count, rows*cols)``; labels (magic 0x801) have an 8-byte header ``(magic, count)``.
+    """
+    with _open_binary(path) as handle:
+        buf = handle.read()
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(buf) < header:
+        raise ValueError(f"{path}: {len(buf)} bytes is shorter than the {header}-byte idx header")
+    found = int.from_bytes(buf[:4], "big")
+    if found != magic:
+        kind = "image" if ndim == 3 else "label"
+        raise ValueError(f"{path}: bad idx magic number 0x{found:08x}, expected 0x{magic:08x} for an MNIST {kind} file")
+    dims = [int.from_bytes(buf[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(buf, dtype=np.uint8, offset=header)
+    expected = int(np.prod(dims))
+    if data.size != expected:
+        raise ValueError(f"{path}: header says {dims} ({expected} bytes of data) but the file holds {data.size}")
+    return data.reshape(dims[0], -1) if ndim > 1 else data
+
+
+def _find_idx(directory: Path, stem: str) -> Path:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"MNIST file {stem}(.gz) not found in {str(directory)!r} (expected {', '.join(MNIST_FILES.values())})"
+    )
+
+
+def load_mnist(directory: str | Path) -> Dataset:
+    """MNIST from the four idx files in ``directory``; its 10,000-image test set is the held-out split."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"MNIST directory {str(directory)!r} not found (expected a folder with the four idx files)"
+        )
+    parts = {}
+    for key, stem in MNIST_FILES.items():
+        parts[key] = read_idx(_find_idx(directory, stem), IDX_IMAGES_MAGIC if "images" in key else IDX_LABELS_MAGIC)
+    for split in ("train", "test"):
+        n_images, n_labels = parts[f"{split}_images"].shape[0], parts[f"{split}_labels"].shape[0]
+        if n_images != n_labels:
+            raise ValueError(f"{directory}: {split} split has {n_images} images but {n_labels} labels")
+    return Dataset(
+        f"mnist:{directory}",
+        parts["train_images"].astype(np.float64),
+        parts["train_labels"].astype(np.int64),
+        parts["test_images"].astype(np.float64),
+        parts["test_labels"].astype(np.int64),
+    )
+
+
+def load_dataset(spec: str, *, n_features: int | None = None) -> Dataset:
+    """Load a dataset from its string (see the module docstring); ``n_features`` fixes LIBSVM widths."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"dataset must be a non-empty string: {ACCEPTED_FORMS}")
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme == "sklearn":
+        return load_sklearn(rest)
+    if sep and scheme == "mnist":
+        return load_mnist(rest)
+    if sep and scheme in ("svmlight", "libsvm"):
+        return load_svmlight(rest, n_features)
+    if sep and scheme == "npz":
+        return load_npz(rest)
+    if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9_+.-]+", scheme) and not Path(spec).exists():
+        raise ValueError(f"unknown dataset scheme {scheme!r} in {spec!r}; accepted forms: {ACCEPTED_FORMS}")
+    path = Path(spec)
+    return load_npz(path) if path.suffix == ".npz" else load_svmlight(path, n_features)
+
+
+def split_train_test(data: Dataset, test_fraction: float, seed: int) -> Dataset:
+    """Hold out ``round(test_fraction * N)`` random rows (from ``SeedSequence(seed)``); no-op if a test split exists."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    if data.X_test is not None:
+        return data
+    n = data.X.shape[0]
+    n_test = round(test_fraction * n)
+    if n_test == 0:
+        return data
+    if n_test >= n:
+        raise ValueError(f"test_fraction {test_fraction} leaves no training sample out of {n}")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLIT_STREAM,)))
+    perm = rng.permutation(n)
+    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    return replace(data, X=data.X[train], y=data.y[train], X_test=data.X[test], y_test=data.y[test])
+
+
+def standard_scaling(X: Features) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(center, scale)`` for per-feature standardisation: mean (None for sparse X) and standard deviation.
+
+    Features whose deviation is below ``1e-10 max(1, |mean|)`` (constant up to rounding) keep scale 1.
+    """
+    if sp.issparse(X):
+        mean, var = mean_variance_axis(sp.csr_matrix(X), axis=0)
+        center = None
+    else:
+        mean, var = X.mean(axis=0), X.var(axis=0)
+        center = mean
+    std = np.sqrt(var)
+    return center, np.where(std > 1e-10 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+
+
+def _apply_scaling(X: Features, center: np.ndarray | None, scale: np.ndarray) -> Features:
+    """``(X - center) / scale`` column-wise, in a new array (sparse: no centering, stays CSR)."""
+    if sp.issparse(X):
+        return sp.csr_matrix(X @ sp.diags(1.0 / scale))
+    out = np.subtract(X, center)
+    out /= scale
+    return out
+
+
+def scale_features(data: Dataset, method: str) -> Dataset:
+    """Scale features, fitting on the train split only.
+
+    ``standard``: per-feature zero mean and unit variance on the train split (sparse data: unit
+    variance only, to keep sparsity; constant features are left unscaled); ``unit-norm``: every row
+    to unit L2 norm (zero rows stay zero); ``none``: unchanged.
+    """
+    if method not in SCALINGS:
+        raise ValueError(f"unknown scaling {method!r}; choose one of {', '.join(SCALINGS)}")
+    if method == "none":
+        return data
+    if method == "unit-norm":
+        X_test = None if data.X_test is None else normalize(data.X_test)
+        return replace(data, X=normalize(data.X), X_test=X_test)
+    center, scale = standard_scaling(data.X)
+    X_test = None if data.X_test is None else _apply_scaling(data.X_test, center, scale)
+    return replace(data, X=_apply_scaling(data.X, center, scale), X_test=X_test)
+
+
+def add_intercept(X: Features) -> Features:
+    """``[X, 1]``: a constant-1 column appended last."""
+    ones = np.ones((X.shape[0], 1))
+    if sp.issparse(X):
+        return sp.hstack([X, sp.csr_matrix(ones)], format="csr")
+    return np.hstack([X, ones])
+
+
+def prepare_dataset(
+    spec: str,
+    *,
+    test_fraction: float = 0.2,
+    scale: str = "standard",
+    intercept: bool = True,
+    seed: int = 0,
+    n_features: int | None = None,
+) -> Dataset:
+    """Load, split (``test_fraction``), scale (fit on train) and optionally append the intercept column."""
+    if scale not in SCALINGS:
+        raise ValueError(f"unknown scaling {scale!r}; choose one of {', '.join(SCALINGS)}")
+    data = scale_features(split_train_test(load_dataset(spec, n_features=n_features), test_fraction, seed), scale)
+    if intercept:
+        X_test = None if data.X_test is None else add_intercept(data.X_test)
+        data = replace(data, X=add_intercept(data.X), X_test=X_test)
+    return data

@@ -1,0 +1,283 @@
+"""DIANA, VR-DIANA (L-SVRG and SAGA variants) and QSVRG: compressed gradient differences with prox.
+
+Round k (Mishchenko, Gorbunov, Takáč, Richtárik 2019; poster 000, Algorithm 1)::
+
+    worker i:  g_i = gradient estimate at x^k,   Delta_i = Q(g_i - h_i),   h_i <- h_i + alpha Delta_i
+    master:    g = h + (1/n) sum_i Delta_i,       h <- h + alpha (1/n) sum_i Delta_i
+    everyone:  x^{k+1} = prox_{gamma R}(x^k - gamma C_M(g))     (C_M = downlink compressor, identity by default)
+
+The memories h_i learn the local gradients at the optimum, so the compressed differences
+``g_i - h_i`` (and with them the compression noise) vanish, and the method converges to the exact
+optimum with a constant step. The estimate ``g_i`` is the minibatch gradient for DIANA and a
+variance-reduced one for VR-DIANA; QSVRG is VR-DIANA (L-SVRG) with ``alpha = 0`` and ``h = 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..compressors import make as make_compressor
+from ..problems.base import LocalObjective
+from ..wire import MessageError, split_messages
+from ..rng import STREAM_DOWNLINK
+from .base import MASTER, Method, MethodContext, MethodOptions, register_method
+
+VARIANTS = ("lsvrg", "saga")
+
+
+@dataclass
+class DianaOptions(MethodOptions):
+    """DIANA's ``[method]`` options: the step size gamma and the memory step alpha."""
+
+    alpha: float | None = dataclasses.field(
+        default=None, metadata={"minimum": 0.0, "help": "memory step alpha of h_i (default 1/(omega+1))"}
+    )
+
+
+@dataclass
+class VRDianaOptions(DianaOptions):
+    """VR-DIANA's options: DIANA's plus the estimator variant and L-SVRG's refresh probability p."""
+
+    variant: str = dataclasses.field(
+        default="lsvrg", metadata={"choices": VARIANTS, "help": "variance reduction: lsvrg (reference point) or saga"}
+    )
+    p: float | None = dataclasses.field(
+        default=None,
+        metadata={
+            "minimum": 0.0,
+            "exclusive_minimum": True,
+            "help": "L-SVRG refresh probability, <= 1 (default batch/m, i.e. 1/m for batch 1)",
+        },
+    )
+
+
+@dataclass
+class QSVRGOptions(MethodOptions):
+    """QSVRG's options: the step size and the L-SVRG refresh probability p."""
+
+    p: float | None = dataclasses.field(
+        default=None,
+        metadata={
+            "minimum": 0.0,
+            "exclusive_minimum": True,
+            "help": "refresh probability of the reference point, <= 1 (default batch/m)",
+        },
+    )
+
+
+def sample_gradients(local: LocalObjective, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows ``grad f_ij(x)`` for ``j in idx``, shape ``(len(idx), d)`` (each with the smooth l2 term)."""
+    out = np.empty((len(idx), local.d))
+    for row, j in enumerate(idx):
+        out[row] = local.grad_batch(x, np.array([j]))
+    return out
+
+
+class SVRGReference:
+    """L-SVRG's estimator on one worker: ``g_i = grad f_iB(x) - grad f_iB(w) + mu_i`` with ``mu_i = grad f_i(w)``.
+
+    ``grad f_iB`` is the mean over the minibatch B; the reference point w moves to the current
+    iterate when the master's coin ``u^k`` says so (:meth:`refresh`).
+    """
+
+    def __init__(self, local: LocalObjective, x0: np.ndarray) -> None:
+        self.local = local
+        self.refresh(x0)
+
+    def refresh(self, x: np.ndarray) -> None:
+        """``w <- x``, ``mu_i <- grad f_i(x)`` (one full local gradient)."""
+        self.point = x.copy()
+        self.mean = self.local.grad(self.point)
+
+    def estimate(self, x: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
+        if idx is None:
+            return self.local.grad(x)
+        return self.local.grad_batch(x, idx) - self.local.grad_batch(self.point, idx) + self.mean
+
+
+class SAGATable:
+    """SAGA's estimator on one worker: a table of ``grad f_ij(w_ij)``, one row per local sample.
+
+    ``g_i = mean_{j in B}(grad f_ij(x) - T_j) + mu_i`` with ``mu_i = mean_j T_j``; then the rows
+    of B are replaced by ``grad f_ij(x)`` (``w_ij = x`` for the sampled j) and ``mu_i`` updated.
+    """
+
+    def __init__(self, local: LocalObjective, x0: np.ndarray) -> None:
+        self.local = local
+        self.rows = sample_gradients(local, x0, np.arange(local.m))
+        self.mean = self.rows.mean(axis=0)
+
+    def estimate(self, x: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
+        idx = np.arange(self.local.m) if idx is None else idx
+        fresh = sample_gradients(self.local, x, idx)
+        change = fresh - self.rows[idx]
+        estimate = change.mean(axis=0) + self.mean
+        self.mean += change.sum(axis=0) / self.local.m
+        self.rows[idx] = fresh
+        return estimate
+
+
+def compressor_omega(method: Method, what: str) -> float:
+    """The uplink compressor's omega, or a ValueError saying which option to set for a biased one."""
+    omega = method.ctx.uplink.omega(method.d)
+    if omega is None:
+        raise ValueError(
+            f"{method.name}: the default {what} needs an unbiased uplink compressor with an omega, "
+            f"got {method.ctx.uplink.spec!r}; set [method] {what} explicitly or use an unbiased compressor"
+        )
+    return float(omega)
+
+
+def downlink_factor(method: Method) -> float:
+    """``1 + omega_M`` of the downlink compressor (1 for identity), the slowdown of poster 004."""
+    return 1.0 + (method.ctx.downlink.omega(method.d) or 0.0)
+
+
+@register_method
+class Diana(Method):
+    """``diana``: DIANA with minibatch gradients (``[data] batch``, 0 = full local gradients) and prox.
+
+    Defaults (strongly convex theory of DIANA with ``alpha = 1/(omega+1)``, as in the unified
+    analysis of Gorbunov, Hanzely, Richtárik 2020, which recovers the rate
+    ``O((kappa + kappa omega/n + omega) log 1/eps)`` of [1]): ``gamma = 1/(L (1 + 6 omega/n))`` with
+    L the smoothness of every f_i (:meth:`Problem.smoothness`, from the data) and omega the uplink
+    compressor's variance; divided by ``1 + omega_M`` for a compressed downlink.
+    """
+
+    name = "diana"
+    Options = DianaOptions
+    supports_prox = True
+
+    def __init__(self, ctx: MethodContext, options: DianaOptions) -> None:
+        super().__init__(ctx, options)
+        self.alpha = options.alpha if options.alpha is not None else self.default_alpha()
+        self.regularizer = self.problem.regularizer
+        self.local_memory = {w: np.zeros(self.d) for w in ctx.local_workers}  # h_i
+        self.master_memory = np.zeros(self.d) if ctx.is_master else None  # h = (1/n) sum_i h_i
+
+    def default_alpha(self) -> float:
+        """``alpha = 1/(omega + 1)``."""
+        return 1.0 / (compressor_omega(self, "alpha") + 1.0)
+
+    def default_stepsize(self) -> float:
+        """``gamma = 1/(L (1 + 6 omega/n) (1 + omega_M))``."""
+        omega = compressor_omega(self, "stepsize")
+        return 1.0 / (self.problem.smoothness() * (1.0 + 6.0 * omega / self.n) * downlink_factor(self))
+
+    def local_gradient(self, w: int, k: int) -> np.ndarray:
+        """Worker w's gradient estimate ``g_i`` at ``x^k``: here the minibatch gradient."""
+        return self.stochastic_grad(w, self.x, k)
+
+    def worker_upload(self, w: int, k: int) -> bytes:
+        """``Delta_i = Q(g_i - h_i)``; the worker decodes its own bytes to set ``h_i += alpha Delta_i``."""
+        memory = self.local_memory[w]
+        message = self.encode_up(self.local_gradient(w, k) - memory, w, k)
+        if self.alpha:
+            memory += self.alpha * self.decode_up(message, w, k)
+        return message
+
+    def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
+        """``g = h + mean Delta_i`` through the downlink compressor; ``h += alpha mean Delta_i``."""
+        mean_delta = self.mean_of_uploads(uploads, k)
+        direction = self.master_memory + mean_delta
+        self.master_memory += self.alpha * mean_delta
+        return self.encode_down(direction, k)
+
+    def apply_downlink(self, message: bytes, k: int) -> None:
+        self.prox_step(self.decode_down(message, k))
+
+    def prox_step(self, direction: np.ndarray) -> None:
+        """``x <- prox_{gamma R}(x - gamma g)``."""
+        self.x = self.regularizer.prox(self.x - self.stepsize * direction, self.stepsize)
+
+
+@register_method
+class VRDiana(Diana):
+    """``vr-diana``: DIANA on the variance-reduced estimate ``g_i = grad f_ij(x) - grad f_ij(w_ij) + mu_i``.
+
+    Poster 000, Algorithm 1: j uniform on the worker's m samples (a minibatch of ``[data] batch``),
+    ``variant = "lsvrg"`` (one reference point w, moved to x^k when the master's coin ``u^k`` with
+    ``P(u^k = 1) = p`` comes up; the coin travels in the downlink as a second, 1-d identity message
+    and is counted there) or ``"saga"`` (a table of per-sample gradients on every worker).
+
+    Defaults (poster 000, Theorem 1): ``gamma = 1/(L_max (1 + 36 (omega + 1)/n))``, ``alpha = 1/(omega+1)``,
+    ``p = batch/m`` (``1/m`` for one sample per round, m the mean shard size), with ``L_max`` the largest
+    smoothness constant of a single f_ij (:meth:`sample_smoothness`, from the data); divided by
+    ``1 + omega_M`` for a compressed downlink. The theorem needs f_ij convex and f strongly convex.
+    """
+
+    name = "vr-diana"
+    Options = VRDianaOptions
+    coin = make_compressor("identity")
+
+    def __init__(self, ctx: MethodContext, options: VRDianaOptions) -> None:
+        if ctx.batch <= 0:
+            raise ValueError(
+                f"{self.name} samples j uniformly in every round: set [data] batch >= 1 "
+                "(Algorithm 1 of poster 000 uses batch = 1); batch = 0 would compute full local gradients"
+            )
+        if options.p is not None and not 0.0 < options.p <= 1.0:
+            raise ValueError(f"[method] p: the refresh probability must be in (0, 1], got {options.p!r}")
+        super().__init__(ctx, options)
+        self.variant = options.variant
+        mean_shard = np.mean([self.problem.local(w).m for w in range(self.n)])
+        self.refresh_probability = options.p if options.p is not None else min(1.0, ctx.batch / mean_shard)
+        estimator = SVRGReference if self.variant == "lsvrg" else SAGATable
+        self.estimators = {w: estimator(self.problem.local(w), self.x) for w in ctx.local_workers}
+
+    def default_stepsize(self) -> float:
+        """``gamma = 1/(L_max (1 + 36 (omega + 1)/n) (1 + omega_M))``."""
+        omega = compressor_omega(self, "stepsize")
+        slowdown = (1.0 + 36.0 * (omega + 1.0) / self.n) * downlink_factor(self)
+        return 1.0 / (self.problem.sample_smoothness() * slowdown)
+
+    def local_gradient(self, w: int, k: int) -> np.ndarray:
+        return self.estimators[w].estimate(self.x, self.sample_batch(w, k))
+
+    def draw_coin(self, k: int) -> bool:
+        """The master's ``u^k``: True with probability p, from the master's round-k method stream."""
+        return bool(self.method_rng(MASTER, k).random() < self.refresh_probability)
+
+    def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
+        """The step message, followed for L-SVRG by the coin ``u^k`` as a 1-d identity message."""
+        message = super().master_downlink(uploads, k)
+        if self.variant == "lsvrg":
+            message += self.coin.encode(np.array([float(self.draw_coin(k))]), self.key(MASTER, k, STREAM_DOWNLINK))
+        return message
+
+    def apply_downlink(self, message: bytes, k: int) -> None:
+        """Refresh the local reference points to ``x^k`` if ``u^k = 1`` (L-SVRG), then take the prox step."""
+        parts = split_messages(message)
+        expected = 2 if self.variant == "lsvrg" else 1
+        if len(parts) != expected:
+            raise MessageError(f"{self.name} ({self.variant}): downlink holds {len(parts)} messages, expected {expected}")
+        if self.variant == "lsvrg" and self.decode_coin(parts[1]):
+            for estimator in self.estimators.values():
+                estimator.refresh(self.x)
+        self.prox_step(self.decode_down(parts[0], k))
+
+    def decode_coin(self, message: memoryview) -> bool:
+        (value,) = self.coin.decode(message, 1)
+        if value not in (0.0, 1.0):
+            raise MessageError(f"{self.name}: refresh coin must be 0 or 1, got {value!r}")
+        return value == 1.0
+
+
+@register_method
+class QSVRG(VRDiana):
+    """``qsvrg``: quantized loopless SVRG (Alistarh et al. 2017 with L-SVRG's random refresh).
+
+    Workers send ``Q(g_i)`` of the L-SVRG estimate and the master steps along their mean: VR-DIANA's
+    L-SVRG variant with ``alpha = 0`` and ``h_i = 0``. Without the memory the compression noise
+    ``omega ||grad f_i(x*)||^2`` does not vanish, so it stalls near the optimum when the local
+    gradients at x* differ. Defaults: VR-DIANA's gamma and p.
+    """
+
+    name = "qsvrg"
+    Options = QSVRGOptions
+
+    def __init__(self, ctx: MethodContext, options: QSVRGOptions) -> None:
+        super().__init__(ctx, VRDianaOptions(stepsize=options.stepsize, alpha=0.0, variant="lsvrg", p=options.p))

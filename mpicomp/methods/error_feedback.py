@@ -1,0 +1,234 @@
+"""Error feedback for contractive compressors (Top-K...): EF14-SGD and the EF21 family (poster 002).
+
+Notation of Fatkhullin, Tyurin, Richtárik, "Momentum provably improves error feedback!" (2023):
+``C`` is the uplink compressor, ``gamma`` the step size, ``eta`` the momentum weight and
+``grad f_i(x, xi)`` worker i's minibatch gradient (``[data] batch`` samples, 0 = full).
+
+* ``ef14`` (Seide et al. 2014): ``e_i^{t+1} = e_i^t + gamma grad f_i(x^t, xi^t) - g_i^t``,
+  ``g_i^{t+1} = C(e_i^{t+1} + gamma grad f_i(x^{t+1}, xi^{t+1}))``, ``x^{t+1} = x^t - (1/n) sum_i g_i^t``.
+* ``ef21`` (Richtárik, Sokolov, Fatkhullin 2021): ``g_i^{t+1} = g_i^t + C(grad f_i(x^{t+1}, xi) - g_i^t)``.
+* ``ef21-sgdm``: ``v_i^{t+1} = (1 - eta) v_i^t + eta grad f_i(x^{t+1}, xi)``,
+  ``g_i^{t+1} = g_i^t + C(v_i^{t+1} - g_i^t)``.
+* ``ef21-sgd2m``: ``v`` as above, ``u_i^{t+1} = (1 - eta) u_i^t + eta v_i^{t+1}``,
+  ``g_i^{t+1} = g_i^t + C(u_i^{t+1} - g_i^t)``.
+
+The EF21 methods step ``x^{t+1} = x^t - gamma g^t`` with ``g^t = (1/n) sum_i g_i^t``, which the
+master keeps as ``g^{t+1} = g^t + (1/n) sum_i c_i^t`` from the uploads ``c_i^t``. They differ only
+in the vector ``g_i`` is compressed toward: the end of a chain of 0, 1 or 2 momentum averages of
+the stochastic gradient (:class:`EF21`).
+
+Downlink. Every process applies the same update from the same downlink bytes. The EF21 master
+sends ``C_M(g^{t+1} - w^t)`` and every process sets ``w^{t+1} = w^t + C_M(g^{t+1} - w^t)``,
+``x^{t+2} = x^{t+1} - gamma w^{t+1}`` (EF21-BC, Fatkhullin et al. 2021, "EF21 with bells & whistles");
+the EF14 master compresses its mean with its own error memory ``e_M`` the way workers do.
+With the default identity downlink both reduce to broadcasting ``g^{t+1}`` (resp. the mean).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..compressors import Compressor
+from ..compressors import make as make_compressor
+from .base import Method, MethodContext, MethodOptions, register_method
+
+INIT_MODES = ("full", "compressed")
+
+
+def ef14_compress(
+    error: np.ndarray,
+    increment: np.ndarray,
+    encode: Callable[[np.ndarray], bytes],
+    decode: Callable[[bytes], np.ndarray],
+) -> bytes:
+    """One EF14 step on a memory ``e`` (updated in place): ``p = e + increment``, send ``C(p)``,
+    ``e <- p - C(p)``; returns the bytes of ``C(p)``."""
+    error += increment
+    message = encode(error)
+    error -= decode(message)
+    return message
+
+
+def contraction(compressor: Compressor, d: int) -> float:
+    """The compressor's ``alpha``: declared, or 1 for a lossless codec (omega = 0); ValueError otherwise."""
+    alpha = compressor.alpha(d)
+    if alpha is not None:
+        return alpha
+    if compressor.omega(d) == 0.0:
+        return 1.0
+    raise ValueError(
+        f"error feedback theory needs a contractive uplink compressor, but {compressor.spec!r} declares no alpha; "
+        "use one (e.g. topk(k=0.01)) or set [method] stepsize explicitly"
+    )
+
+
+def ef21_stepsize(smoothness: float, alpha: float) -> float:
+    """EF21's Theorem 1 step ``1 / (L + L sqrt(beta/theta))`` with ``theta = 1 - sqrt(1 - alpha)``,
+    ``beta = (1 - alpha) / (1 - sqrt(1 - alpha))`` (``L~ <= L`` used for both constants)."""
+    theta = 1.0 - math.sqrt(1.0 - alpha)
+    beta = (1.0 - alpha) / theta
+    return 1.0 / (smoothness * (1.0 + math.sqrt(beta / theta)))
+
+
+@register_method
+class EF14(Method):
+    """``ef14``: EF14-SGD; worker i keeps ``e_i`` and sends ``g_i^t = C(e_i^t + gamma grad f_i(x^t, xi^t))``.
+
+    Here ``g_i`` already contains ``gamma``, so ``x^{t+1} = x^t - (1/n) sum_i g_i^t`` (no extra gamma).
+    Default step: the EF21 formula (:func:`ef21_stepsize`); EF14's own theory needs bounded
+    gradients and gives no comparable closed form.
+    """
+
+    name = "ef14"
+
+    def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
+        super().__init__(ctx, options)
+        self.errors = {w: np.zeros(self.d) for w in ctx.local_workers}
+        self.master_error = np.zeros(self.d) if ctx.is_master else None
+
+    def default_stepsize(self) -> float:
+        return ef21_stepsize(self.problem.smoothness(), contraction(self.ctx.uplink, self.d))
+
+    def worker_upload(self, w: int, k: int) -> bytes:
+        step = self.stepsize * self.stochastic_grad(w, self.x, k)
+        return ef14_compress(
+            self.errors[w], step, lambda v: self.encode_up(v, w, k), lambda m: self.decode_up(m, w, k)
+        )
+
+    def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
+        mean = self.mean_of_uploads(uploads, k)
+        return ef14_compress(
+            self.master_error, mean, lambda v: self.encode_down(v, k), lambda m: self.decode_down(m, k)
+        )
+
+    def apply_downlink(self, message: bytes, k: int) -> None:
+        self.x -= self.decode_down(message, k)
+
+
+@dataclass
+class EF21Options(MethodOptions):
+    """``[method]`` options of ``ef21``: the initialisation round."""
+
+    init_batch: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "minimum": 0,
+            "help": "B_init: samples per worker for v_i^0 = g_i^0 at x^0 (0 = full local gradient; unset = [data] batch)",
+        },
+    )
+    init: str = dataclasses.field(
+        default="full",
+        metadata={
+            "choices": INIT_MODES,
+            "help": "round 0 sends g_i^0 uncompressed as float64 (full, as in the paper) or C(g_i^0) (compressed)",
+        },
+    )
+
+
+@dataclass
+class EF21MomentumOptions(EF21Options):
+    """``[method]`` options of ``ef21-sgdm`` and ``ef21-sgd2m``: adds the momentum weight eta."""
+
+    eta: float = dataclasses.field(
+        default=0.1, metadata={"minimum": 0.0, "exclusive_minimum": True, "help": "momentum eta in (0, 1]"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.eta > 1.0:
+            raise ValueError(f"[method] eta must be in (0, 1] (1 = no momentum), got {self.eta!r}")
+
+
+@register_method
+class EF21(Method):
+    """``ef21``: EF21-SGD. Round 0 initialises, every later round is one EF21 step.
+
+    Round 0: worker i computes ``v_i^0 = g_i^0 = grad f_i(x^0)`` on ``init_batch`` samples (every
+    momentum level starts there) and uploads it, uncompressed or as ``C(g_i^0)`` (``init``).
+    Round k >= 1: the gradient at ``x^k`` enters the momentum chain ``m_0 = grad``,
+    ``m_l <- (1 - eta) m_l + eta m_{l-1}`` (``momentum_levels`` = 0, 1, 2 for EF21-SGD, -SGDM, -SGD2M);
+    worker i uploads ``c_i = C(m_last - g_i)`` and sets ``g_i <- g_i + c_i``.
+    """
+
+    name = "ef21"
+    Options = EF21Options
+    momentum_levels: ClassVar[int] = 0
+
+    def __init__(self, ctx: MethodContext, options: EF21Options) -> None:
+        super().__init__(ctx, options)
+        self.eta = options.eta if self.momentum_levels else 1.0
+        self.init_batch = ctx.batch if options.init_batch is None else options.init_batch
+        self.init_compressor = make_compressor("identity") if options.init == "full" else ctx.uplink
+        self.g_workers = {w: np.zeros(self.d) for w in ctx.local_workers}
+        self.momentum = {w: np.zeros((self.momentum_levels, self.d)) for w in ctx.local_workers}
+        self.g_master = np.zeros(self.d) if ctx.is_master else None
+        self.g_replica = np.zeros(self.d)  # w^t: the downlink's estimate of g^t, on every process
+
+    def default_stepsize(self) -> float:
+        return ef21_stepsize(self.problem.smoothness(), contraction(self.ctx.uplink, self.d))
+
+    def uplink_compressor(self, k: int) -> Compressor:
+        """The compressor of round ``k``'s uploads (round 0 may be the uncompressed initialisation)."""
+        return self.init_compressor if k == 0 else self.ctx.uplink
+
+    def compression_target(self, w: int, k: int) -> np.ndarray:
+        """The vector ``g_i`` moves toward in round ``k``: the last level of the momentum chain."""
+        if k == 0:
+            grad = self.stochastic_grad(w, self.x, k, self.init_batch)
+            self.momentum[w][:] = grad
+            return grad
+        source = self.stochastic_grad(w, self.x, k)
+        for level in self.momentum[w]:
+            level *= 1.0 - self.eta
+            level += self.eta * source
+            source = level
+        return source
+
+    def worker_upload(self, w: int, k: int) -> bytes:
+        g = self.g_workers[w]
+        compressor = self.uplink_compressor(k)
+        message = self.encode_up(self.compression_target(w, k) - g, w, k, compressor)
+        g += self.decode_up(message, w, k, compressor)
+        return message
+
+    def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
+        compressor = self.uplink_compressor(k)
+        total = np.zeros(self.d)
+        for w, message in enumerate(uploads):
+            total += self.decode_up(message, w, k, compressor)
+        self.g_master += total / self.n
+        return self.encode_down(self.g_master - self.g_replica, k)
+
+    def apply_downlink(self, message: bytes, k: int) -> None:
+        self.g_replica += self.decode_down(message, k)
+        self.x -= self.stepsize * self.g_replica
+
+
+@register_method
+class EF21SGDM(EF21):
+    """``ef21-sgdm``: EF21 compressing toward the Polyak momentum ``v_i``.
+
+    Default step ``min(alpha / (20 L), eta / (7 L))`` (Theorem 3 of Fatkhullin, Tyurin, Richtárik 2023,
+    with ``L~ <= L``).
+    """
+
+    name = "ef21-sgdm"
+    Options = EF21MomentumOptions
+    momentum_levels = 1
+
+    def default_stepsize(self) -> float:
+        alpha = contraction(self.ctx.uplink, self.d)
+        return min(alpha / 20.0, self.options.eta / 7.0) / self.problem.smoothness()
+
+
+@register_method
+class EF21SGD2M(EF21SGDM):
+    """``ef21-sgd2m``: EF21 compressing toward the double momentum ``u_i`` (same default step as EF21-SGDM)."""
+
+    name = "ef21-sgd2m"
+    momentum_levels = 2

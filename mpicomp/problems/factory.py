@@ -1,0 +1,133 @@
+"""``build_problem``: dataset string + options -> a sharded :class:`~.glm.GLMProblem`.
+
+Problems (``f_i`` of worker i on its shard; ``r`` = smooth terms, R = prox term):
+
+* ``logistic`` — ``log(1 + exp(-b a^T x))``, labels mapped to ``+-1`` (the larger of two labels, or
+  ``positive_class``, is +1);
+* ``logistic-nonconvex`` — the same plus ``nonconvex_weight sum_k x_k^2/(1 + x_k^2)`` (needs a weight > 0);
+* ``softmax`` — multiclass cross-entropy, ``x`` class-major (``x[y*l + f]``, l features incl. intercept);
+* ``lsq`` — ``(a^T x - b)^2 / 2``; two-label data gets ``+-1`` targets (and a sign test accuracy),
+  anything else its raw labels as real targets.
+
+Every problem gets ``r(x) = (l2/2)||x||^2 + nonconvex_weight sum_k x_k^2/(1+x_k^2)`` (the latter is
+allowed on any problem) and ``R(x) = l1||x||_1 + (r_l2/2)||x||^2`` per ``regularizer``
+(:func:`~.regularizers.make_regularizer`). The intercept, when on, is regularised like every weight.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data import partition_indices, prepare_dataset
+from .glm import GLMProblem, LogisticLoss, MarginLoss, SoftmaxLoss, SquaredLoss
+from .regularizers import NonconvexPenalty, SmoothSum, SquaredNorm, make_regularizer
+
+PROBLEMS = ("logistic", "logistic-nonconvex", "softmax", "lsq")
+
+
+def _all_labels(y: np.ndarray, y_test: np.ndarray | None) -> np.ndarray:
+    return y if y_test is None else np.concatenate([y, y_test])
+
+
+def _positive_label(name: str, y: np.ndarray, y_test: np.ndarray | None, positive_class: float | None):
+    """The label that becomes +1, or None if ``y`` is not two-class and no ``positive_class`` was given."""
+    if positive_class is not None:
+        if not np.any(y == positive_class):
+            raise ValueError(f"positive_class {positive_class!r} does not occur in the {name} training labels")
+        return positive_class
+    classes = np.unique(_all_labels(y, y_test))
+    return classes[1] if classes.size == 2 else None
+
+
+def _encode(labels: np.ndarray | None, encoder) -> np.ndarray | None:
+    return None if labels is None else encoder(labels)
+
+
+def _targets(
+    name: str, y: np.ndarray, y_test: np.ndarray | None, positive_class
+) -> tuple[MarginLoss, np.ndarray, np.ndarray | None]:
+    """The loss and its encoded train/test targets (``(m, 1)`` floats, or class indices for softmax)."""
+    if name == "softmax":
+        classes = np.unique(_all_labels(y, y_test))
+
+        def class_index(labels: np.ndarray) -> np.ndarray:
+            return np.searchsorted(classes, labels).astype(np.intp)
+
+        return SoftmaxLoss(classes.size), class_index(y), _encode(y_test, class_index)
+    positive = _positive_label(name, y, y_test, positive_class)
+
+    def signs(labels: np.ndarray) -> np.ndarray:
+        return np.where(labels == positive, 1.0, -1.0)[:, None]
+
+    if name == "lsq" and positive is None:
+
+        def real(labels: np.ndarray) -> np.ndarray:
+            return np.asarray(labels, dtype=np.float64)[:, None]
+
+        return SquaredLoss(classification=False), real(y), _encode(y_test, real)
+    if name == "lsq":
+        return SquaredLoss(classification=True), signs(y), _encode(y_test, signs)
+    if positive is None:
+        found = np.unique(_all_labels(y, y_test))
+        raise ValueError(
+            f"problem {name!r} needs two classes but the labels have {found.size} ({found[:10]}); "
+            "set positive_class (one class vs the rest) or use problem 'softmax'"
+        )
+    return LogisticLoss(), signs(y), _encode(y_test, signs)
+
+
+def build_problem(
+    name: str,
+    dataset: str,
+    n_workers: int,
+    *,
+    l2: float = 1e-3,
+    nonconvex_weight: float = 0.0,
+    regularizer: str = "none",
+    l1: float = 0.0,
+    r_l2: float = 0.0,
+    intercept: bool = True,
+    partition: str = "iid",
+    dirichlet_alpha: float = 0.5,
+    lognormal_sigma: float = 1.0,
+    scale: str = "standard",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    n_features: int | None = None,
+    positive_class: float | None = None,
+    cache_dir: str | Path | None = None,
+) -> GLMProblem:
+    """Load ``dataset``, split/scale it, partition the train rows over ``n_workers`` and build the problem.
+
+    ``partition`` in ``iid``, ``label``, ``dirichlet`` (``dirichlet_alpha``), ``unbalanced``
+    (``lognormal_sigma``); ``scale`` in ``none``, ``standard``, ``unit-norm``; ``n_features`` fixes a
+    LIBSVM file's width; ``cache_dir`` holds cached optima (default ``$MPICOMP_CACHE`` or ``~/.cache/mpicomp``).
+    Data, split and shards depend only on these arguments and ``seed``, never on MPI ranks.
+    """
+    if name not in PROBLEMS:
+        raise ValueError(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
+    for key, value in (("l2", l2), ("nonconvex_weight", nonconvex_weight)):
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"{key} must be finite and >= 0, got {value!r}")
+    if name == "logistic-nonconvex" and nonconvex_weight == 0:
+        raise ValueError("problem 'logistic-nonconvex' needs nonconvex_weight > 0 (e.g. 0.1); with 0 use 'logistic'")
+    prox_term = make_regularizer(regularizer, l1, r_l2)
+    data = prepare_dataset(
+        dataset, test_fraction=test_fraction, scale=scale, intercept=intercept, seed=seed, n_features=n_features
+    )
+    loss, targets, test_targets = _targets(name, data.y, data.y_test, positive_class)
+    shards = partition_indices(data.y, n_workers, partition, seed=seed, alpha=dirichlet_alpha, sigma=lognormal_sigma)
+    return GLMProblem(
+        loss,
+        data.X,
+        targets,
+        shards,
+        smooth=SmoothSum(SquaredNorm(l2), NonconvexPenalty(nonconvex_weight)),
+        regularizer=prox_term,
+        test_features=data.X_test,
+        test_targets=test_targets,
+        name=name,
+        cache_dir=cache_dir,
+    )

@@ -1,0 +1,421 @@
+"""Transports, byte accounting and the network model; MPI runs through mpiexec subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpicomp.comm import (
+    SIZE_PREFIX_BYTES,
+    ByteCounter,
+    LocalTransport,
+    MPITransport,
+    NetworkModel,
+    RoundBytes,
+    check_launcher_size,
+    launcher_size,
+    layout_summary,
+    make_transport,
+    split_bytes,
+    worker_range,
+)
+from mpicomp.compressors import make
+from mpicomp.rng import RandomKey
+from mpicomp.wire import HEADER_BYTES, MessageError, pack_message
+from tests.mpi_scripts.traffic import (
+    ALL_EMPTY_ROUND,
+    DOWNLINK,
+    EMPTY_DOWNLINK_ROUND,
+    payload_and_header,
+    traffic,
+)
+
+SCRIPTS = Path(__file__).parent / "mpi_scripts"
+CRC_BYTES = 4
+SEED = 20240611
+ROUNDS = 6
+
+
+def identity_message(d: int, worker: int = 0, dtype: str = "float64") -> bytes:
+    codec = make("identity") if dtype == "float64" else make(f"identity(dtype='{dtype}')")
+    return codec.encode(np.linspace(-1.0, 1.0, d), RandomKey(1, 0, worker))
+
+
+def run_local(n_workers: int, rounds: int = ROUNDS, seed: int = SEED) -> list[dict]:
+    """Per-round counts of LocalTransport on the shared test traffic."""
+    transport = LocalTransport(n_workers)
+    counted = []
+    for rnd in range(rounds):
+        uploads = [traffic(seed, rnd, w) for w in range(n_workers)]
+        gathered = transport.gather(uploads)
+        assert [bytes(g) for g in gathered] == uploads
+        assert bytes(transport.broadcast(traffic(seed, rnd, DOWNLINK))) == traffic(seed, rnd, DOWNLINK)
+        counted.append(transport.counter.end_round().to_dict())
+    return counted
+
+
+# --- layout ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n_workers", "size"), [(1, 1), (8, 4), (5, 4), (3, 4), (1000, 7), (2, 2)])
+def test_worker_blocks_partition_the_workers_in_order(n_workers, size):
+    blocks = [worker_range(n_workers, size, rank) for rank in range(size)]
+    assert [w for block in blocks for w in block] == list(range(n_workers))
+    sizes = [len(block) for block in blocks]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_layout_summary_text():
+    assert layout_summary(8, 4) == (
+        "4 ranks x 8 workers: rank 0 -> workers 0-1, rank 1 -> workers 2-3, rank 2 -> workers 4-5, rank 3 -> workers 6-7"
+    )
+    assert layout_summary(3, 4) == (
+        "4 ranks x 3 workers: rank 0 -> no workers, rank 1 -> worker 0, rank 2 -> worker 1, rank 3 -> worker 2"
+    )
+    assert LocalTransport(1).layout_summary() == "1 rank x 1 worker: rank 0 -> worker 0"
+    long = layout_summary(100, 20)
+    assert long.count("rank ") == 8 and ", ..., rank 18 -> workers 90-94, rank 19 -> workers 95-99" in long
+
+
+# --- LocalTransport --------------------------------------------------------------------------
+
+
+def test_local_round_trip_keeps_worker_order_and_empty_uploads():
+    transport = LocalTransport(4)
+    assert (transport.rank, transport.size, transport.is_master, transport.local_workers) == (0, 1, True, range(4))
+    uploads = [identity_message(3, 0), b"", identity_message(5, 2) + identity_message(1, 2), b""]
+    gathered = transport.gather(uploads)
+    assert [bytes(g) for g in gathered] == uploads
+    assert all(isinstance(g, memoryview) and g.readonly for g in gathered)
+    down = identity_message(7)
+    assert bytes(transport.broadcast(down)) == down
+    assert transport.agree(3) == 3
+    assert transport.all_equal(b"anything")
+
+
+def test_local_gather_copies_mutable_buffers():
+    transport = LocalTransport(1)
+    upload = bytearray(identity_message(2))
+    gathered = transport.gather([upload])
+    original = bytes(upload)
+    upload[-1] ^= 0xFF
+    assert bytes(gathered[0]) == original
+
+
+def test_local_gather_views_read_only_buffers_without_copying():
+    message, other = identity_message(3), identity_message(2)
+    writable = np.frombuffer(other, dtype=np.uint8).copy()
+    gathered = LocalTransport(2).gather([memoryview(message)[:], writable])
+    assert gathered[0].obj is message
+    assert bytes(gathered[1]) == other and gathered[1].readonly and gathered[1].obj is not writable
+    with pytest.raises(ValueError, match="non-contiguous ndarray"):
+        LocalTransport(1).gather([np.zeros(8, dtype=np.uint8)[::2]])
+
+
+def test_local_argument_errors():
+    transport = LocalTransport(2)
+    with pytest.raises(ValueError, match="hosts 2 workers .* passed 1 uploads"):
+        transport.gather([b""])
+    with pytest.raises(ValueError, match="must pass its downlink message"):
+        transport.broadcast(None)
+    with pytest.raises(ValueError, match="must pass the code"):
+        transport.agree(None)
+    with pytest.raises(ValueError, match="one row per local worker"):
+        transport.gather_arrays(np.zeros((3, 2)))
+    for bad in (0, -1, 2.5, True, "4"):
+        with pytest.raises(ValueError, match="n_workers must be a positive integer"):
+            LocalTransport(bad)
+
+
+def test_local_gather_arrays_is_float64_and_not_counted():
+    transport = LocalTransport(3)
+    rows = transport.gather_arrays(np.arange(6, dtype=np.int32).reshape(3, 2))
+    assert rows.dtype == np.float64 and rows.tolist() == [[0, 1], [2, 3], [4, 5]]
+    transport.all_equal(b"x")
+    transport.agree(1)
+    assert transport.counter.end_round() == RoundBytes.zeros(3, complete=True)
+
+
+# --- accounting ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("d", "dtype", "itemsize"), [(0, "float64", 8), (1, "float64", 8), (37, "float32", 4)])
+def test_split_bytes_of_identity_messages(d, dtype, itemsize):
+    message = identity_message(d, dtype=dtype)
+    assert split_bytes(message) == (itemsize * d, HEADER_BYTES + CRC_BYTES)
+    assert len(message) == itemsize * d + HEADER_BYTES + CRC_BYTES
+
+
+def test_split_bytes_of_crafted_concatenations():
+    with_scalars = pack_message(5, 100, (1.0, 2.0, 3.0), b"\x01" * 13, crc=True)
+    no_crc = pack_message(7, 9, (), b"\x02" * 30, crc=False)
+    empty_payload = pack_message(2, 0, (4.0,), b"", crc=False)
+    assert split_bytes(with_scalars) == (13, HEADER_BYTES + 24 + CRC_BYTES)
+    assert split_bytes(no_crc) == (30, HEADER_BYTES)
+    assert split_bytes(empty_payload) == (0, HEADER_BYTES + 8)
+    assert split_bytes(with_scalars + no_crc + empty_payload) == (43, 3 * HEADER_BYTES + 32 + CRC_BYTES)
+    assert split_bytes(b"") == (0, 0)
+    assert split_bytes(np.frombuffer(no_crc, dtype=np.uint8)) == (30, HEADER_BYTES)
+
+
+def test_split_bytes_agrees_with_the_full_decoder_on_random_traffic():
+    for rnd in range(ROUNDS):
+        for worker in (*range(8), DOWNLINK):
+            upload = traffic(SEED, rnd, worker)
+            payload, header = split_bytes(upload)
+            assert (payload, header) == payload_and_header(upload)
+            assert payload + header == len(upload)
+
+
+@pytest.mark.parametrize(
+    ("buf", "reason"),
+    [
+        (identity_message(4)[:-1], "truncated"),
+        (identity_message(4) + identity_message(1)[:10], "truncated"),
+        (b"XY" + identity_message(4)[2:], "bad magic"),
+    ],
+)
+def test_split_bytes_rejects_malformed_buffers(buf, reason):
+    with pytest.raises(MessageError, match=reason):
+        split_bytes(buf)
+
+
+def test_counter_arithmetic_per_round_and_per_worker():
+    counter = ByteCounter(3, complete=True)
+    first, second = identity_message(10, 0), pack_message(3, 5, (0.5,), b"\x00" * 7, crc=False)
+    counter.count_uploads(range(3), [first, b"", second])
+    counter.count_downlink(identity_message(2))
+    counts = counter.end_round()
+    assert (counts.up_payload, counts.up_header, counts.up_control) == (80 + 7, 20 + 24, 3 * SIZE_PREFIX_BYTES)
+    assert (counts.down_payload, counts.down_header, counts.down_control) == (16, 20, SIZE_PREFIX_BYTES)
+    assert counts.up_bytes.tolist() == [len(first) + 8, 8, len(second) + 8]
+    assert counts.uploads.tolist() == [1, 0, 1]
+    assert counts.up_bytes.sum() == counts.up_total
+    assert counts.down_bytes == 16 + 20 + 8
+    assert counts.complete
+
+
+def test_counter_all_empty_round_costs_only_size_prefixes_and_resets():
+    counter = ByteCounter(4, complete=True)
+    counter.count_uploads(range(4), [b""] * 4)
+    counter.count_downlink(b"")
+    counts = counter.end_round()
+    assert counts.to_dict() == {
+        "up_payload": 0,
+        "up_header": 0,
+        "up_control": 32,
+        "down_payload": 0,
+        "down_header": 0,
+        "down_control": 8,
+        "up_bytes": [8, 8, 8, 8],
+        "uploads": [0, 0, 0, 0],
+        "complete": True,
+    }
+    assert counter.end_round() == RoundBytes.zeros(4, complete=True)
+
+
+def test_counter_totals_add_rounds_and_two_gathers_in_one_round():
+    counter = ByteCounter(2, complete=True)
+    message = identity_message(3)
+    counter.count_uploads(range(2), [message, b""])
+    counter.count_uploads(range(2), [message, message])
+    once = counter.end_round()
+    assert once.uploads.tolist() == [2, 1] and once.up_control == 4 * SIZE_PREFIX_BYTES
+    assert once.up_bytes.tolist() == [2 * (len(message) + 8), len(message) + 16]
+    counter.count_uploads(range(2), [b"", message])
+    twice = counter.end_round()
+    assert counter.rounds == 2
+    assert counter.totals == once + twice
+    assert counter.totals.uploads.tolist() == [2, 2]
+
+
+def test_incomplete_counter_counts_only_its_workers():
+    counter = ByteCounter(4, complete=False)
+    message = identity_message(2, 2)
+    counter.count_uploads(range(2, 4), [message, b""])
+    counts = counter.end_round()
+    assert counts.up_bytes.tolist() == [0, 0, len(message) + 8, 8]
+    assert counts.up_control == 16 and not counts.complete
+    with pytest.raises(ValueError, match="counts of 4 and 3 workers"):
+        counts + RoundBytes.zeros(3, complete=True)
+
+
+def test_counts_are_independent_of_the_rank_layout():
+    """Splitting the same uploads over any number of counters sums to the master's per-worker counts."""
+    n_workers = 7
+    uploads = [traffic(SEED, 0, w) for w in range(n_workers)]
+    master = ByteCounter(n_workers, complete=True)
+    master.count_uploads(range(n_workers), uploads)
+    whole = master.end_round()
+    for size in (2, 3, 7):
+        parts = RoundBytes.zeros(n_workers, complete=True)
+        for rank in range(size):
+            local = ByteCounter(n_workers, complete=True)
+            block = worker_range(n_workers, size, rank)
+            local.count_uploads(block, uploads[block.start : block.stop])
+            parts = parts + local.end_round()
+        assert parts == whole
+
+
+# --- network model ---------------------------------------------------------------------------
+
+
+def test_network_model_formulas():
+    up = np.array([100, 300, 0, 600])
+    serial = NetworkModel(latency=0.5, bandwidth=100.0, uplink="serial")
+    parallel = NetworkModel(latency=0.5, bandwidth=100.0, uplink="parallel")
+    assert serial.uplink_seconds(up) == pytest.approx(0.5 + 1000 / 100.0, rel=1e-15)
+    assert parallel.uplink_seconds(up) == pytest.approx(0.5 + 600 / 100.0, rel=1e-15)
+    assert serial.downlink_seconds(250) == pytest.approx(0.5 + 2.5, rel=1e-15)
+    assert serial.round_seconds(up, 250) == pytest.approx(10.5 + 3.0, rel=1e-15)
+    assert parallel.round_seconds(up, 250) == pytest.approx(6.5 + 3.0, rel=1e-15)
+    assert NetworkModel(0.0, float("inf")).round_seconds(up, 10) == 0.0
+
+
+def test_network_model_on_counted_round():
+    counter = ByteCounter(2, complete=True)
+    counter.count_uploads(range(2), [identity_message(4), b""])
+    counter.count_downlink(identity_message(4))
+    counts = counter.end_round()
+    model = NetworkModel(latency=1e-3, bandwidth=1e3)
+    expected = 2e-3 + (len(identity_message(4)) + 8 + 8) / 1e3 + (len(identity_message(4)) + 8) / 1e3
+    assert model.round_seconds(counts.up_bytes, counts.down_bytes) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"latency": -1.0, "bandwidth": 1.0}, "latency must be"),
+        ({"latency": float("nan"), "bandwidth": 1.0}, "latency must be"),
+        ({"latency": True, "bandwidth": 1.0}, "latency must be"),
+        ({"latency": 0.0, "bandwidth": 0.0}, "bandwidth must be"),
+        ({"latency": 0.0, "bandwidth": "fast"}, "bandwidth must be"),
+        ({"latency": 0.0, "bandwidth": 1.0, "uplink": "tree"}, "uplink mode must be one of serial, parallel"),
+    ],
+)
+def test_network_model_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        NetworkModel(**kwargs)
+
+
+def test_network_model_rejects_bad_byte_counts():
+    model = NetworkModel(0.0, 1.0)
+    for bad in (np.array([]), np.array([1, -2]), np.zeros((2, 2))):
+        with pytest.raises(ValueError, match="up_bytes must be"):
+            model.uplink_seconds(bad)
+    with pytest.raises(ValueError, match="down_bytes must be"):
+        model.downlink_seconds(-1)
+
+
+# --- launcher checks and transport choice ----------------------------------------------------
+
+
+def test_launcher_size_reads_the_launchers_variables():
+    assert launcher_size({}) is None
+    assert launcher_size({"PMI_SIZE": "4"}) == ("PMI_SIZE", 4)
+    assert launcher_size({"OMPI_COMM_WORLD_SIZE": "2", "SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "0"}) == (
+        "OMPI_COMM_WORLD_SIZE",
+        2,
+    )
+    assert launcher_size({"SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "3"}) == ("SLURM_STEP_NUM_TASKS", 8)
+    assert launcher_size({"SLURM_STEP_NUM_TASKS": "8"}) is None
+    assert launcher_size({"PMI_SIZE": ""}) is None
+
+
+def test_check_launcher_size_explains_a_mismatch():
+    check_launcher_size(4, {"PMI_SIZE": "4"})
+    check_launcher_size(1, {})
+    with pytest.raises(RuntimeError, match=r"OMPI_COMM_WORLD_SIZE=4 .* size 1\. mpi4py is probably built against"):
+        check_launcher_size(1, {"OMPI_COMM_WORLD_SIZE": "4"})
+
+
+def test_make_transport_in_one_process(monkeypatch):
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    transport = make_transport(3)
+    assert isinstance(transport, LocalTransport) and transport.n_workers == 3
+    monkeypatch.setenv("PMI_SIZE", "4")
+    with pytest.raises(RuntimeError, match="PMI_SIZE=4"):
+        make_transport(3)
+    with pytest.raises(RuntimeError, match="PMI_SIZE=4"):
+        MPITransport(3)
+
+
+def test_mpi_transport_with_one_rank_counts_like_local(monkeypatch):
+    monkeypatch.delenv("PMI_SIZE", raising=False)
+    n_workers = 5
+    transport = MPITransport(n_workers)
+    assert transport.size == 1 and transport.local_workers == range(n_workers)
+    counted = []
+    for rnd in range(ROUNDS):
+        uploads = [traffic(SEED, rnd, w) for w in range(n_workers)]
+        assert [bytes(g) for g in transport.gather(uploads)] == uploads
+        assert bytes(transport.broadcast(traffic(SEED, rnd, DOWNLINK))) == traffic(SEED, rnd, DOWNLINK)
+        counted.append(transport.counter.end_round().to_dict())
+    assert counted == run_local(n_workers)
+    assert transport.agree(5) == 5 and transport.all_equal(b"d")
+    np.testing.assert_array_equal(transport.gather_arrays(np.arange(5.0)), np.arange(5.0))
+
+
+# --- MPI runs --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mpiexec() -> Path:
+    path = Path(sys.executable).parent / "mpiexec"
+    if not path.exists():
+        pytest.fail(
+            f"mpiexec not found next to {sys.executable}: the MPI tests need it. Install the test extra, "
+            "which brings the mpich wheel: pip install -e '.[test]'"
+        )
+    return path
+
+
+def reference_counts(n_workers: int, rounds: int = ROUNDS, seed: int = SEED) -> list[dict]:
+    """Counts from first principles: full-decoder split of every upload and downlink, plus size prefixes."""
+    expected = []
+    for rnd in range(rounds):
+        uploads = [traffic(seed, rnd, w) for w in range(n_workers)]
+        down = traffic(seed, rnd, DOWNLINK)
+        up_split = [payload_and_header(u) for u in uploads]
+        down_payload, down_header = payload_and_header(down)
+        expected.append(
+            {
+                "up_payload": sum(p for p, _ in up_split),
+                "up_header": sum(h for _, h in up_split),
+                "up_control": SIZE_PREFIX_BYTES * n_workers,
+                "down_payload": down_payload,
+                "down_header": down_header,
+                "down_control": SIZE_PREFIX_BYTES,
+                "up_bytes": [len(u) + SIZE_PREFIX_BYTES for u in uploads],
+                "uploads": [int(len(u) > 0) for u in uploads],
+                "complete": True,
+            }
+        )
+    return expected
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(("ranks", "n_workers"), [(1, 5), (2, 5), (4, 5), (4, 3)])
+def test_mpi_round_trip_and_counts(mpiexec, ranks, n_workers):
+    command = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(SCRIPTS / "roundtrip.py")]
+    arguments = [str(n_workers), str(ROUNDS), str(SEED)]
+    done = subprocess.run(
+        [*command, *arguments], check=False, capture_output=True, text=True, timeout=300, cwd=SCRIPTS
+    )
+    assert done.returncode == 0, f"mpiexec failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, done.stdout
+    result = json.loads(lines[0].removeprefix("RESULT "))
+    assert result["size"] == ranks
+    assert result["layout"] == layout_summary(n_workers, ranks)
+    assert result["rounds"] == run_local(n_workers) == reference_counts(n_workers)
+    all_empty = result["rounds"][ALL_EMPTY_ROUND]
+    assert all_empty["up_payload"] == all_empty["up_header"] == sum(all_empty["uploads"]) == 0
+    assert result["rounds"][EMPTY_DOWNLINK_ROUND]["down_payload"] == 0
+    assert ("host no worker" in done.stderr) == (n_workers < ranks)

@@ -1,0 +1,163 @@
+"""Time one mpicomp round against raw mpi4py collectives moving the same bytes.
+
+Run as ``mpiexec -n 4 python -m mpi4py tools/bench_round.py`` (one logical worker per rank).
+Every repeat runs each variant once, in an order rotated from repeat to repeat so all see the
+same machine load and cache state; each is timed from a barrier to the moment the slowest rank
+is done (max over ranks of MPI.Wtime differences):
+
+* ``mpicomp round``: every worker encodes its d-vector, ``MPITransport.gather``, the master
+  decodes all uploads, averages, encodes the mean, ``broadcast``, every rank decodes it;
+* ``transport only``: ``gather`` + ``broadcast`` of the same, already encoded, messages;
+* ``raw mpi4py``: ``Gather`` of one int64 size per rank, ``Gatherv`` of the upload bytes,
+  ``Bcast`` of the downlink size and bytes, into preallocated buffers (a lower bound).
+
+Prints best and median seconds over the repeats and the ratios to the raw baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable
+
+import numpy as np
+from mpi4py import MPI
+
+from mpicomp.comm import SIZE_PREFIX_BYTES, MPITransport
+from mpicomp.compressors import Compressor, make
+from mpicomp.rng import STREAM_DOWNLINK, STREAM_UPLINK, RandomKey
+
+MASTER = -1
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--d", type=float, default=1e6, help="vector dimension (default 1e6 float64)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed repeats of each variant (default 20)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed repeats first (default 2)")
+    parser.add_argument("--compressor", default="identity", help="compressor spec for both links (default identity)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the worker vectors and keys")
+    args = parser.parse_args()
+    if args.d < 1 or args.d != int(args.d):
+        parser.error(f"--d must be a positive integer, got {args.d}")
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1 and --warmup >= 0")
+    args.d = int(args.d)
+    return args
+
+
+def worker_vector(seed: int, worker: int, d: int) -> np.ndarray:
+    return np.random.default_rng([seed, worker]).standard_normal(d)
+
+
+class MpicompRound:
+    """One round of compressed averaging through :class:`MPITransport`, as a method would run it."""
+
+    def __init__(self, transport: MPITransport, compressor: Compressor, d: int, seed: int) -> None:
+        self.transport, self.compressor, self.d, self.seed = transport, compressor, d, seed
+        self.vectors = {w: worker_vector(seed, w, d) for w in transport.local_workers}
+        self.result = np.empty(0)
+
+    def __call__(self, rnd: int) -> None:
+        t, c = self.transport, self.compressor
+        uploads = [c.encode(self.vectors[w], RandomKey(self.seed, rnd, w, STREAM_UPLINK)) for w in t.local_workers]
+        gathered = t.gather(uploads)
+        down_key = RandomKey(self.seed, rnd, MASTER, STREAM_DOWNLINK)
+        message = None
+        if t.is_master:
+            total = np.zeros(self.d)
+            for w, upload in enumerate(gathered):
+                total += c.decode(upload, self.d, RandomKey(self.seed, rnd, w, STREAM_UPLINK))
+            message = c.encode(total / t.n_workers, down_key)
+        self.result = c.decode(t.broadcast(message), self.d, down_key)
+
+
+class TransportOnly:
+    """``gather`` + ``broadcast`` of pre-encoded messages: the transport's share of a round."""
+
+    def __init__(self, transport: MPITransport, uploads: list[bytes], downlink: bytes) -> None:
+        self.transport, self.uploads, self.downlink = transport, uploads, downlink
+
+    def __call__(self, rnd: int) -> None:
+        self.transport.gather(self.uploads)
+        self.transport.broadcast(self.downlink if self.transport.is_master else None)
+
+
+class RawRound:
+    """The same byte counts with bare mpi4py buffer collectives into preallocated buffers."""
+
+    def __init__(self, comm: MPI.Comm, upload_bytes: int, downlink_bytes: int) -> None:
+        self.comm = comm
+        self.size = np.array([upload_bytes], dtype=np.int64)
+        self.send = np.random.default_rng(comm.rank).integers(0, 256, upload_bytes, dtype=np.uint8)
+        self.sizes = np.empty(comm.size, dtype=np.int64)
+        self.received = np.empty(upload_bytes * comm.size, dtype=np.uint8)
+        self.down_size = np.array([downlink_bytes], dtype=np.int64)
+        self.down = np.zeros(downlink_bytes, dtype=np.uint8)
+
+    def __call__(self, rnd: int) -> None:
+        comm, master = self.comm, self.comm.rank == 0
+        comm.Gather(self.size, self.sizes if master else None, root=0)
+        if master:
+            displs = np.cumsum(self.sizes) - self.sizes
+            comm.Gatherv(self.send, [self.received, self.sizes, displs, MPI.BYTE], root=0)
+        else:
+            comm.Gatherv(self.send, None, root=0)
+        comm.Bcast(self.down_size, root=0)
+        comm.Bcast(self.down[: int(self.down_size[0])], root=0)
+
+
+def timed(comm: MPI.Comm, run: Callable[[int], None], rnd: int) -> float:
+    """Seconds from a barrier until the slowest rank has finished ``run(rnd)``."""
+    comm.Barrier()
+    start = MPI.Wtime()
+    run(rnd)
+    return comm.allreduce(MPI.Wtime() - start, op=MPI.MAX)
+
+
+def main() -> None:
+    args = parse_args()
+    comm = MPI.COMM_WORLD
+    transport = MPITransport(comm.size)
+    compressor = make(args.compressor)
+    mpicomp_round = MpicompRound(transport, compressor, args.d, args.seed)
+
+    mpicomp_round(0)
+    expected = sum(worker_vector(args.seed, w, args.d) for w in range(comm.size)) / comm.size
+    error = float(np.linalg.norm(mpicomp_round.result - expected) / np.linalg.norm(expected))
+    counted = transport.counter.end_round()
+    uploads = [compressor.encode(mpicomp_round.vectors[w], RandomKey(args.seed, 0, w, STREAM_UPLINK))
+               for w in transport.local_workers]
+    downlink = compressor.encode(mpicomp_round.result, RandomKey(args.seed, 0, MASTER, STREAM_DOWNLINK))
+    upload_bytes = comm.allreduce(max((len(u) for u in uploads), default=0), op=MPI.MAX)
+    variants = {
+        "mpicomp round": mpicomp_round,
+        "transport only": TransportOnly(transport, uploads, downlink),
+        "raw mpi4py": RawRound(comm, upload_bytes, len(downlink)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for rnd in range(args.warmup + args.repeats):
+        for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+            seconds = timed(comm, variants[name], rnd)
+            if rnd >= args.warmup:
+                times[name].append(seconds)
+    if comm.rank != 0:
+        return
+
+    raw_up = comm.size * (upload_bytes + SIZE_PREFIX_BYTES)
+    raw_down = len(downlink) + SIZE_PREFIX_BYTES
+    print(transport.layout_summary())
+    print(f"d = {args.d}, compressor {compressor.spec}, {args.repeats} repeats after {args.warmup} warm-up")
+    print(f"counted bytes, round 0: up {counted.up_total} (raw moves {raw_up}), down {counted.down_bytes} "
+          f"(raw moves {raw_down}); uploads of {upload_bytes} B each")
+    print(f"round 0 result vs exact mean: relative error {error:.3e} (0 for identity)")
+    raw_best, raw_median = min(times["raw mpi4py"]), statistics.median(times["raw mpi4py"])
+    print(f"{'variant':<16}{'best s':>10}{'median s':>10}{'best/raw':>10}{'median/raw':>12}")
+    for name, values in times.items():
+        best, median = min(values), statistics.median(values)
+        print(f"{name:<16}{best:>10.4f}{median:>10.4f}{best / raw_best:>10.2f}{median / raw_median:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()
