@@ -94,27 +94,46 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+EXAMPLE_SPECS = (
+    "identity",
+    "identity(dtype=float32)",
+    "dither(s=4,p=2)",
+    "dither(s=4,p=inf)",
+    "natural",
+    "natdither(s=4,p=2)",
+    "natdither(s=4,p=inf)",
+    "block(size=256)",
+    "randk(k=0.01)",
+    "topk(k=0.01)",
+    "qsgd(s=16)",
+    "terngrad",
+    "sign",
+    "natural∘randk(k=0.01)",
+    "qsgd(s=4)∘topk(k=0.01)",
+)
+
+
 def compressor_table(d: int) -> str:
-    """One row per registered compressor: spec, kind, omega or alpha at d, theory bits per coordinate."""
+    """One row per example spec (and per registered compressor they miss): kind, omega or alpha
+    at dimension d, bits per coordinate in theory (payload + framing), description."""
     from .compressors import available, make
 
-    rows = [("spec", "kind", f"omega/alpha (d={d})", "bits/coord", "description")]
-    for name, cls in available().items():
-        c = make(name) if _buildable_without_args(cls) else None
-        if c is None:
-            rows.append((name, "unbiased" if cls.unbiased else "contractive", "(needs parameters)", "", _first_line(cls)))
-            continue
-        bound = f"omega={c.omega(d):.4g}" if c.unbiased else (f"alpha={c.alpha(d):.4g}" if c.alpha(d) is not None else "-")
+    compressors = [make(spec) for spec in EXAMPLE_SPECS]
+    shown = {c.name for c in compressors} | {getattr(c, "outer", c).name for c in compressors}
+    rows = [("spec", "kind", f"omega/alpha at d={d}", "bits/coord", "description")]
+    for c in compressors:
+        if c.unbiased:
+            bound = f"omega={c.omega(d):.4g}"
+        else:
+            alpha = c.alpha(d)
+            bound = "-" if alpha is None else f"alpha={alpha:.4g}"
         bits = (c.expected_bits(d) + c.header_bits()) / d
-        rows.append((c.spec, "unbiased" if c.unbiased else "contractive", bound, f"{bits:.3f}", _first_line(cls)))
+        rows.append((c.spec, "unbiased" if c.unbiased else "contractive", bound, f"{bits:.4g}", _first_line(type(c))))
+    for name, cls in available().items():
+        if name not in shown:
+            rows.append((name, "unbiased" if cls.unbiased else "contractive", "(see its parameters)", "", _first_line(cls)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)
-
-
-def _buildable_without_args(cls) -> bool:
-    import inspect
-
-    return all(p.default is not inspect.Parameter.empty for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self")
 
 
 def _first_line(obj) -> str:

@@ -127,6 +127,9 @@ def test_global_objective_is_the_mean_of_the_local_ones(name, sparse):
     locals_ = [problem.local(w) for w in range(problem.n_workers)]
     assert problem.smooth_loss(x) == pytest.approx(np.mean([f.loss(x) for f in locals_]), rel=1e-13)
     np.testing.assert_allclose(problem.grad(x), np.mean([f.grad(x) for f in locals_], axis=0), rtol=1e-12, atol=1e-14)
+    value, grad = problem.loss_and_grad(x)
+    assert value == pytest.approx(problem.loss(x), rel=1e-14)
+    np.testing.assert_allclose(grad, problem.grad(x), rtol=1e-14, atol=1e-16)
 
 
 @pytest.mark.parametrize("name,sparse", CASES)
@@ -381,6 +384,18 @@ def test_dense_shards_are_views_of_one_copy():
         assert problem.local(w) is local
     with pytest.raises(IndexError):
         problem.local(problem.n_workers)
+
+
+def test_targets_are_validated_per_loss():
+    a = np.eye(3)
+    with pytest.raises(ValueError, match="-1 or \\+1"):
+        GLMProblem(LogisticLoss(), a, np.array([0.0, 1.0, 1.0]), [np.arange(3)])
+    with pytest.raises(ValueError, match="class indices"):
+        GLMProblem(SoftmaxLoss(2), a, np.array([0, 1, 2]), [np.arange(3)])
+    with pytest.raises(ValueError, match="every shard"):
+        GLMProblem(SquaredLoss(False), a, np.zeros(3), [np.arange(3), np.array([], dtype=int)])
+    flat = GLMProblem(LogisticLoss(), a, np.array([1.0, -1.0, 1.0]), [np.arange(3)])  # 1-D +-1 labels accepted
+    assert flat.targets.shape == (3, 1)
 
 
 def test_grad_batch_rejects_bad_indices():

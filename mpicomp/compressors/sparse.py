@@ -38,7 +38,7 @@ def resolve_count(k: int | float, d: int) -> int:
 
 def _check_count(name: str, k: object) -> int | float:
     if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name}: k must be a count (int >= 1) or a fraction (float in (0, 1]), got {k!r}")
+        raise ValueError(f"{name}: parameter k must be a count (int >= 1) or a fraction (float in (0, 1]), got {k!r}")
     if isinstance(k, (int, np.integer)):
         if k < 1:
             raise ValueError(f"{name}: k as a count must be an int >= 1, got {k}")
@@ -104,40 +104,57 @@ def _floyd_dense(state, d, k, out):
             j += 1
 
 
+@njit(cache=True, inline="always")
+def _pick_digit(hist, k):
+    """Scan a 2**16-bin histogram from the top: (bin holding the k-th largest entry, entries above it)."""
+    above = 0
+    digit = hist.size - 1
+    while above + hist[digit] < k:
+        above += hist[digit]
+        digit -= 1
+    return digit, above
+
+
 @njit(cache=True)
-def _top_k_indices(words, k, sign_mask, shift, out):
+def _top_k_indices(words, k, key_bits, out):
     """Indices of the k largest |x_i|, ascending; ties at the threshold go to the lowest indices.
 
-    ``words`` is x viewed as unsigned integers: with the sign bit cleared, they order like |x|.
-    Radix select: a 2**16-bin histogram of the top magnitude bits finds the bin holding the k-th
-    largest magnitude, a partition inside that bin finds the threshold, a last pass collects.
+    ``words`` is x viewed as unsigned integers; their low ``key_bits`` bits (the sign bit cleared)
+    order like |x|. Radix select on 16-bit digits from the top: one histogram pass over x finds
+    the top digit of the k-th largest key, later digits are resolved on the few candidates left;
+    a last pass collects the indices.
     """
+    keep = (uint64(1) << uint64(key_bits)) - uint64(1)
+    shift = key_bits - 16
     hist = np.zeros(65536, dtype=np.int64)
-    keep = ~sign_mask
     for i in range(words.size):
-        hist[(words[i] & keep) >> shift] += 1
-    above = 0
-    top_bin = 65535
-    while above + hist[top_bin] < k:
-        above += hist[top_bin]
-        top_bin -= 1
-    candidates = np.empty(hist[top_bin], dtype=words.dtype)
-    j = 0
+        hist[(uint64(words[i]) & keep) >> uint64(shift)] += 1
+    digit, greater = _pick_digit(hist, k)
+    candidates = np.empty(hist[digit], dtype=np.uint64)
+    n = 0
     for i in range(words.size):
-        w = words[i] & keep
-        if (w >> shift) == top_bin:
-            candidates[j] = w
-            j += 1
-    rank = candidates.size - (k - above)
-    threshold = np.partition(candidates, rank)[rank]
-    greater = above
-    for c in candidates:
-        if c > threshold:
-            greater += 1
+        w = uint64(words[i]) & keep
+        if w >> uint64(shift) == uint64(digit):
+            candidates[n] = w
+            n += 1
+    while shift > 0:
+        shift = max(shift - 16, 0)
+        hist[:] = 0
+        for c in range(n):
+            hist[(candidates[c] >> uint64(shift)) & uint64(0xFFFF)] += 1
+        digit, above = _pick_digit(hist, k - greater)
+        greater += above
+        kept = 0
+        for c in range(n):
+            if (candidates[c] >> uint64(shift)) & uint64(0xFFFF) == uint64(digit):
+                candidates[kept] = candidates[c]
+                kept += 1
+        n = kept
+    threshold = candidates[0]
     ties = k - greater
     j = 0
     for i in range(words.size):
-        w = words[i] & keep
+        w = uint64(words[i]) & keep
         if w > threshold or (w == threshold and ties > 0):
             if w == threshold:
                 ties -= 1
@@ -147,13 +164,13 @@ def _top_k_indices(words, k, sign_mask, shift, out):
 
 def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
     """Ascending indices of the ``k`` largest magnitudes of a float32/float64 vector (lowest index wins ties)."""
+    if k == x.size:
+        return np.arange(k, dtype=np.int64)
     out = np.empty(k, dtype=np.int64)
     if k == 0:
         return out
-    if x.dtype == np.float64:
-        _top_k_indices(x.view(np.uint64), k, np.uint64(1 << 63), np.uint64(47), out)
-    else:
-        _top_k_indices(x.view(np.uint32), k, np.uint32(1 << 31), np.uint32(15), out)
+    words = x.view(np.uint64 if x.dtype == np.float64 else np.uint32)
+    _top_k_indices(words, k, 8 * x.dtype.itemsize - 1, out)
     return out
 
 
@@ -172,7 +189,7 @@ def random_k_indices(d: int, k: int, key: RandomKey) -> np.ndarray:
 class Sparsifier(Compressor):
     """Base of Rand-K and Top-K: ``k`` kept coordinates, their indices and values on the wire."""
 
-    def __init__(self, k: int | float, dtype: str = "float64") -> None:
+    def __init__(self, k: int | float | None = None, dtype: str = "float64") -> None:
         self.k = _check_count(self.name, k)
         self.dtype = _check_dtype(self.name, dtype)
 
@@ -225,7 +242,8 @@ class Sparsifier(Compressor):
 
     def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
         indices, values = self.select(x, key)
-        wire_values = values.astype(VALUE_DTYPES[self.dtype])
+        with np.errstate(over="ignore"):
+            wire_values = values.astype(VALUE_DTYPES[self.dtype])
         if not np.isfinite(wire_values).all():
             raise ValueError(f"{self.spec}: values exceed the {self.dtype} range; use dtype='float64'")
         return (), np.concatenate((self.encode_indices(indices, x.size), wire_values.view(np.uint8)))
@@ -260,7 +278,7 @@ class RandK(Sparsifier):
     name = "randk"
     unbiased = True
 
-    def __init__(self, k: int | float, dtype: str = "float64", send_indices: bool = False) -> None:
+    def __init__(self, k: int | float | None = None, dtype: str = "float64", send_indices: bool = False) -> None:
         super().__init__(k, dtype)
         if not isinstance(send_indices, bool):
             raise ValueError(f"randk: send_indices must be True or False, got {send_indices!r}")
@@ -298,13 +316,16 @@ class TopK(Sparsifier):
     """Top-K: keep the k largest magnitudes (ties to the lowest index), values unscaled.
 
     Contractive: ``||T(x) - x||^2 = ||x||^2 - ||x_I||^2 <= (1 - k/d) ||x||^2``, so alpha = k/d.
+    Sending float32 values adds ``(fl(x_i) - x_i)^2 <= u^2 x_i^2`` on I (u = 2**-24), so then
+    alpha = (1 - u^2) k/d.
     """
 
     name = "topk"
     unbiased = False
 
     def alpha(self, d: int) -> float:
-        return self.count(d) / d
+        rounding = 2.0**-24 if self.dtype == "float32" else 0.0
+        return (1.0 - rounding**2) * self.count(d) / d
 
     def select(self, x: np.ndarray, key: RandomKey) -> tuple[np.ndarray, np.ndarray]:
         indices = top_k_indices(x, self.count(x.size))

@@ -68,6 +68,15 @@ class MarginLoss(ABC):
     def correct(self, z: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         """Boolean ``(m,)``: whether the prediction from ``z`` matches ``b``; None if not a classifier."""
 
+    def targets(self, b: np.ndarray) -> np.ndarray:
+        """Validated targets in this loss's layout: a float column ``(m, 1)`` (softmax: class indices ``(m,)``)."""
+        b = np.asarray(b, dtype=np.float64)
+        if b.ndim == 2 and b.shape[1] == 1:
+            b = b[:, 0]
+        if b.ndim != 1 or not np.isfinite(b).all():
+            raise ValueError(f"{self.name} targets must be one finite number per sample, got shape {b.shape}")
+        return b[:, None]
+
 
 class LogisticLoss(MarginLoss):
     """``log(1 + exp(-b z))`` for ``b in {-1, +1}``, via ``logaddexp`` and ``expit`` (no overflow)."""
@@ -87,6 +96,12 @@ class LogisticLoss(MarginLoss):
 
     def correct(self, z: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(z[:, 0] >= 0.0, 1.0, -1.0) == b[:, 0]
+
+    def targets(self, b: np.ndarray) -> np.ndarray:
+        out = super().targets(b)
+        if not np.isin(out, (-1.0, 1.0)).all():
+            raise ValueError(f"logistic targets must be -1 or +1, got values {np.unique(out)[:10]}")
+        return out
 
 
 class SquaredLoss(MarginLoss):
@@ -152,6 +167,12 @@ class SoftmaxLoss(MarginLoss):
 
     def correct(self, z: np.ndarray, b: np.ndarray) -> np.ndarray:
         return z.argmax(axis=1) == b
+
+    def targets(self, b: np.ndarray) -> np.ndarray:
+        b = np.asarray(b)
+        if b.ndim != 1 or not np.issubdtype(b.dtype, np.integer) or b.min() < 0 or b.max() >= self.outputs:
+            raise ValueError(f"softmax targets must be class indices in [0, {self.outputs}), one per sample")
+        return b.astype(np.intp)
 
 
 def margins(a: Features, x: np.ndarray, k: int) -> np.ndarray:
@@ -285,10 +306,12 @@ class GLMProblem(Problem):
             raise IndexError(f"shard indices must lie in [0, {n_rows}), got {order.min()}..{order.max()}")
         if len(targets) != n_rows:
             raise ValueError(f"features have {n_rows} rows but targets have {len(targets)} entries")
+        if test_features is not None and test_targets is not None and len(test_targets) != test_features.shape[0]:
+            raise ValueError(f"test features have {test_features.shape[0]} rows but {len(test_targets)} targets")
         self.loss_fn = loss
         self.name = name or loss.name
         self.features = features[order]
-        self.targets = targets[order]
+        self.targets = loss.targets(targets)[order]
         self.shard_sizes = sizes
         self.offsets = np.concatenate([[0], np.cumsum(sizes)])
         self.n_workers = len(shards)
@@ -302,7 +325,7 @@ class GLMProblem(Problem):
         if test_features is not None and test_features.shape[1] != self.n_features:
             raise ValueError(f"test features have {test_features.shape[1]} columns, train has {self.n_features}")
         self.test_features = test_features
-        self.test_targets = test_targets
+        self.test_targets = None if test_targets is None else loss.targets(test_targets)
         self.cache_dir = cache_dir
         self._locals: dict[int, GLMShard] = {}
         self._local_smoothness: np.ndarray | None = None
@@ -333,6 +356,22 @@ class GLMProblem(Problem):
         out = weighted_grad(self.loss_fn, self.features, self.targets, self.row_weights, x)
         out += self.smooth.grad(x)
         return out
+
+    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(F(x), grad f(x))`` from one pass over the data (half the cost of ``loss`` then ``grad``)."""
+        value, grad = self.smooth_loss_and_grad(x)
+        return value + self.regularizer.value(x), grad
+
+    def smooth_loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(f(x), grad f(x))`` from one pass over the data."""
+        x = _check_x(x, self.d)
+        z = margins(self.features, x, self.loss_fn.outputs)
+        value = float(self.row_weights @ self.loss_fn.values(z, self.targets))
+        dz = self.loss_fn.derivative(z, self.targets)
+        dz *= self.row_weights[:, None]
+        grad = pullback(self.features, dz)
+        grad += self.smooth.grad(x)
+        return value + self.smooth.value(x), grad
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """``hess f(x) v = vec((w * H_loss[A V^T])^T A) + hess r(x) v``."""
@@ -386,15 +425,13 @@ class GLMProblem(Problem):
         return h.hexdigest()
 
     def _solve_optimum(self) -> dict[str, np.ndarray]:
+        """Minimise ``f + (r_l2/2)||x||^2 + l1||x||_1`` (the l1 part handled by :func:`solve_optimum`)."""
         r_l2 = self.regularizer.l2
-        k = self.loss_fn.outputs
 
         def value_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
-            z = margins(self.features, x, k)
-            value = float(self.row_weights @ self.loss_fn.values(z, self.targets))
-            dz = self.loss_fn.derivative(z, self.targets) * self.row_weights[:, None]
-            grad = pullback(self.features, dz) + self.smooth.grad(x) + r_l2 * x
-            return value + self.smooth.value(x) + 0.5 * r_l2 * float(x @ x), grad
+            value, grad = self.smooth_loss_and_grad(x)
+            grad += r_l2 * x
+            return value + 0.5 * r_l2 * float(x @ x), grad
 
         def hessp(x: np.ndarray, v: np.ndarray) -> np.ndarray:
             return self.hessp(x, v) + r_l2 * v

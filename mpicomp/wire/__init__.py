@@ -1,6 +1,7 @@
 """Wire format: message framing, bit packing, and the decoding error type."""
 
 from .bitpack import index_bits, pack_signs, pack_uint, packed_nbytes, unpack_signs, unpack_uint
+from .elias import ELIAS_CODES, decode_elias, elias_code_bits, encode_elias
 from .errors import MessageError
 from .message import (
     HEADER_BYTES,
@@ -13,9 +14,13 @@ from .message import (
 )
 
 __all__ = [
+    "ELIAS_CODES",
     "HEADER_BYTES",
     "Message",
     "MessageError",
+    "decode_elias",
+    "elias_code_bits",
+    "encode_elias",
     "index_bits",
     "message_length",
     "overhead_bytes",

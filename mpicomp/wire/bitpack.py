@@ -206,11 +206,18 @@ def _packer(bits: int):
         n = values.size
         for c in range(c0, c1):
             lo = c * CHUNK_VALUES
-            for k in range(CHUNK_VALUES):
-                value = uint64(values[lo + k]) if lo + k < n else uint64(0)
-                if value >> uint64(bits) and bad < 0:
-                    bad = lo + k
-                codes[k] = value
+            m = min(CHUNK_VALUES, n - lo)
+            seen = uint64(0)
+            for k in range(m):
+                codes[k] = uint64(values[lo + k])
+                seen |= codes[k]
+            for k in range(m, CHUNK_VALUES):
+                codes[k] = 0
+            if seen >> uint64(bits) and bad < 0:
+                for k in range(m):
+                    if codes[k] >> uint64(bits):
+                        bad = lo + k
+                        break
             pack_chunk(codes, words, c * bits, bits)
         return bad
 

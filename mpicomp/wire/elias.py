@@ -33,7 +33,7 @@ _MAX_GROUP_BITS = 33  # bit length of MAX_ELIAS
 _ONE = np.uint64(1)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def bit_length(n):
     """Number of bits of ``n >= 1``: ``floor(log2 n) + 1``."""
     n = uint64(n)
@@ -45,7 +45,7 @@ def bit_length(n):
     return length + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def elias_bits(n, code):
     """Code length in bits of ``n >= 1`` under ``code`` (GAMMA or OMEGA)."""
     if code == GAMMA:
@@ -59,7 +59,7 @@ def elias_bits(n, code):
     return total
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _write_wide(out, state, value, bits):
     """``write_bits`` for up to 64 bits, in chunks of at most 32."""
     value = uint64(value)
@@ -72,7 +72,7 @@ def _write_wide(out, state, value, bits):
     return state
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def write_elias(out, state, n, code):
     """Append the ``code`` codeword of ``1 <= n <= MAX_ELIAS``; returns the new writer state."""
     n = uint64(n)
@@ -95,7 +95,7 @@ def write_elias(out, state, n, code):
     return write_bits(out, state, 0, 1)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def read_bits_checked(buf, state, consumed, total, bits):
     """Read ``bits`` (<= 64) bits unless that passes ``total`` bits; returns (value, state, consumed, ok)."""
     if consumed + bits > total:
@@ -112,7 +112,7 @@ def read_bits_checked(buf, state, consumed, total, bits):
     return value, state, consumed, True
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def read_elias(buf, state, consumed, total, code):
     """Read one codeword; returns (n, state, consumed, ok). ``ok`` is False on a truncated stream
     (``consumed`` would pass ``total`` bits) or a codeword for an integer above MAX_ELIAS."""

@@ -1,0 +1,448 @@
+"""Shared numba kernels of the sign + level quantizers (dither, natdither, block, natural).
+
+Each coordinate ``x_i`` of block ``b`` (blocks of ``block`` coordinates; one block for the
+whole vector except in ``block``) is sent as one code of ``bits = level_bits + 1`` bits::
+
+    code = level | negative << level_bits        (dense LSB-first, mpicomp.wire.bitpack layout)
+
+where ``level`` indexes a magnitude ``table[level] * scale_b`` and ``negative`` is 1 only for
+``x_i < 0`` with ``level > 0`` (so each decoded value has exactly one code). The level is a
+stochastic rounding of the normalised magnitude ``r_i = min(|x_i| * mult_b, cap)``:
+
+* ``LINEAR`` (uniform levels 0, 1, ..., s; random dithering): ``level = floor(r_i + xi_i)``,
+  ``xi_i ~ U[0, 1)``, so ``E level = r_i``.
+* ``POW2`` (power-of-two levels; natural compression and natural dithering): with
+  ``2^e <= r_i < 2^(e+1)`` and ``e >= e_min``, ``level = e - e_min + 1`` plus one with
+  probability ``(r_i - 2^e) / 2^e``, read off the float64 bit pattern: the exponent field is
+  ``e``, the 52 mantissa bits ``m`` give the probability ``m / 2^52`` exactly (a random 52-bit
+  integer below ``m``). Below ``2^e_min`` the choice is between 0 and ``2^e_min`` with
+  probability ``r_i / 2^e_min``. Either way ``E 2^(level + e_min - 1) = r_i``.
+
+Randomness: coordinate ``i`` uses the word ``random_u64(state, i)`` of the message's RandomKey,
+so encoding is a pure function of ``(x, key)`` whatever the number of threads.
+
+Kernels are generated per ``(kind, level_bits)`` with both as compile-time constants (the
+bit-packing loop then unrolls into constant shifts) and cached on disk by numba. Vectors of
+at least ``bitpack.PARALLEL_MIN_CHUNKS`` chunks are processed in parallel over chunk ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from llvmlite import ir
+from numba import float64, int64, njit, prange, uint32, uint64
+from numba.core import types
+from numba.extending import intrinsic
+
+from ..rng import random_u64
+from ..wire import MessageError
+from ..wire.bitpack import (
+    CHUNK_VALUES,
+    chunk_count,
+    chunk_words,
+    first_flagged,
+    pack_chunk,
+    packed_nbytes,
+    packed_words,
+    parallel_tasks,
+    task_chunks,
+    unpack_chunk,
+    word_buffer,
+)
+
+LINEAR = 0
+POW2 = 1
+
+_SEGMENT = 1 << 16  # norm partial sums run over segments of at most this many coordinates
+_RESCALE_BELOW = 2.0**-480  # max |x_i| outside [2^-480, 2^480]: squares would under/overflow
+_RESCALE_ABOVE = 2.0**480
+_PRESCALE_BELOW = 2.0**-900  # norms outside [2^-900, 2^900]: 1/norm would leave the normal range
+_PRESCALE_ABOVE = 2.0**900
+_MANTISSA = np.uint64((1 << 52) - 1)
+_TWO_POW_M53 = 1.0 / 9007199254740992.0
+
+
+@intrinsic
+def float64_bits(typingctx, value):
+    """The IEEE-754 bit pattern of a float64 as a uint64 (an LLVM bitcast, no memory round trip)."""
+    if value != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.uint64(types.float64), codegen
+
+
+@njit(cache=True, inline="always")
+def _uniform(u):
+    """Uniform float64 on [0, 1) from the top 53 bits of a random word."""
+    return float64(u >> uint64(11)) * _TWO_POW_M53
+
+
+@njit(cache=True, inline="always")
+def pow2_level(r, u, e_min, tiny_scale):
+    """Unbiased power-of-two rounding of ``r >= 0`` (see module docstring); ``tiny_scale = 2^-e_min``."""
+    pattern = float64_bits(r)
+    e = int64(pattern >> uint64(52)) - 1023
+    if e >= e_min:
+        up = int64((u >> uint64(12)) < (pattern & _MANTISSA))
+        return e - e_min + 1 + up
+    return int64(_uniform(u) < r * tiny_scale)
+
+
+@njit(cache=True, inline="always")
+def _encode_chunk(x, c, state, kind, block, mult, pre, cap, limit, e_min, tiny_scale, level_bits, bits, codes, words):
+    """Quantize and pack chunk ``c``; returns the first index with ``|x_i| > limit``, or -1."""
+    d = x.size
+    lo = c * CHUNK_VALUES
+    n = min(CHUNK_VALUES, d - lo)
+    b = lo // block
+    edge = (b + 1) * block
+    m = mult[b]
+    p = pre[b]
+    bad = -1
+    for k in range(n):
+        i = lo + k
+        if i == edge:
+            b += 1
+            edge += block
+            m = mult[b]
+            p = pre[b]
+        xi = float64(x[i])
+        a = abs(xi)
+        if a > limit and bad < 0:
+            bad = i
+        r = min(a * p * m, cap)
+        u = random_u64(state, i)
+        if kind == LINEAR:
+            level = int64(r)
+            level += int64(_uniform(u) < r - level)
+        else:
+            level = pow2_level(r, u, e_min, tiny_scale)
+        negative = uint32(1) if xi < 0.0 and level > 0 else uint32(0)
+        codes[k] = uint32(level) | (negative << uint32(level_bits))
+    for k in range(n, CHUNK_VALUES):
+        codes[k] = 0
+    pack_chunk(codes, words, c * bits, bits)
+    return bad
+
+
+@njit(cache=True, inline="always")
+def _decode_chunk(main, tail, c, d, kind, block, scale, table, max_level, level_bits, bits, codes, out):
+    """Unpack and dequantize chunk ``c``; returns the first index with an invalid code, or -1.
+
+    Invalid: a level above ``max_level``, a negative zero, a nonzero level in a block whose norm
+    is 0, or (index ``>= d``) nonzero padding bits after the last value.
+    """
+    words, w = chunk_words(main, tail, c, bits)
+    unpack_chunk(words, w, bits, codes)
+    lmask = uint32((1 << level_bits) - 1)
+    lo = c * CHUNK_VALUES
+    n = min(CHUNK_VALUES, d - lo)
+    b = lo // block
+    edge = (b + 1) * block
+    sc = scale[b]
+    bad = -1
+    for k in range(n):
+        i = lo + k
+        if i == edge:
+            b += 1
+            edge += block
+            sc = scale[b]
+        level = int64(codes[k] & lmask)
+        negative = codes[k] >> uint32(level_bits)
+        if (level > max_level or (negative and level == 0) or (level and sc == 0.0)) and bad < 0:
+            bad = i
+        if kind == LINEAR:
+            value = float64(level) * sc
+        else:
+            value = table[min(level, max_level)] * sc
+        out[i] = -value if negative else value
+    for k in range(n, CHUNK_VALUES):
+        if codes[k] and bad < 0:
+            bad = lo + k
+    return bad
+
+
+@lru_cache(maxsize=None)
+def _encoder(kind: int, level_bits: int):
+    """Serial and parallel encode kernels for one ``(kind, level_bits)``, both compile-time constants."""
+    bits = level_bits + 1
+
+    @njit(cache=True)
+    def encode_serial(x, state, block, mult, pre, cap, limit, e_min, tiny_scale, words):
+        codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
+        bad = -1
+        for c in range(words.size // bits):
+            flag = _encode_chunk(
+                x, c, state, kind, block, mult, pre, cap, limit, e_min, tiny_scale, level_bits, bits, codes, words
+            )
+            if flag >= 0 and bad < 0:
+                bad = flag
+        return bad
+
+    @njit(cache=True, parallel=True)
+    def encode_parallel(x, state, block, mult, pre, cap, limit, e_min, tiny_scale, words, ntasks):
+        flags = np.full(ntasks, -1, dtype=np.int64)
+        for t in prange(ntasks):
+            codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
+            c0, c1 = task_chunks(t, ntasks, words.size // bits)
+            for c in range(c0, c1):
+                flag = _encode_chunk(
+                    x, c, state, kind, block, mult, pre, cap, limit, e_min, tiny_scale, level_bits, bits, codes, words
+                )
+                if flag >= 0 and flags[t] < 0:
+                    flags[t] = flag
+        return first_flagged(flags)
+
+    return encode_serial, encode_parallel
+
+
+@lru_cache(maxsize=None)
+def _decoder(kind: int, level_bits: int):
+    """Serial and parallel decode kernels for one ``(kind, level_bits)``, both compile-time constants."""
+    bits = level_bits + 1
+
+    @njit(cache=True)
+    def decode_serial(main, tail, block, scale, table, max_level, out):
+        codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
+        bad = -1
+        for c in range((out.size + CHUNK_VALUES - 1) // CHUNK_VALUES):
+            flag = _decode_chunk(
+                main, tail, c, out.size, kind, block, scale, table, max_level, level_bits, bits, codes, out
+            )
+            if flag >= 0 and bad < 0:
+                bad = flag
+        return bad
+
+    @njit(cache=True, parallel=True)
+    def decode_parallel(main, tail, block, scale, table, max_level, out, ntasks):
+        flags = np.full(ntasks, -1, dtype=np.int64)
+        for t in prange(ntasks):
+            codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
+            c0, c1 = task_chunks(t, ntasks, (out.size + CHUNK_VALUES - 1) // CHUNK_VALUES)
+            for c in range(c0, c1):
+                flag = _decode_chunk(
+                    main, tail, c, out.size, kind, block, scale, table, max_level, level_bits, bits, codes, out
+                )
+                if flag >= 0 and flags[t] < 0:
+                    flags[t] = flag
+        return first_flagged(flags)
+
+    return decode_serial, decode_parallel
+
+
+@njit(cache=True)
+def _stats_range(x, block, seg, per_block, g0, g1, out_max, out_sumsq):
+    """Max |x_i| and sum of x_i^2 over segments ``[g0, g1)`` (``per_block`` segments per block)."""
+    d = x.size
+    for g in range(g0, g1):
+        b = g // per_block
+        lo = b * block + (g % per_block) * seg
+        hi = min(lo + seg, (b + 1) * block, d)
+        top = 0.0
+        total0 = 0.0
+        total1 = 0.0
+        i = lo
+        while i + 1 < hi:
+            a0 = abs(float64(x[i]))
+            a1 = abs(float64(x[i + 1]))
+            top = max(top, max(a0, a1))
+            total0 += a0 * a0
+            total1 += a1 * a1
+            i += 2
+        if i < hi:
+            a0 = abs(float64(x[i]))
+            top = max(top, a0)
+            total0 += a0 * a0
+        out_max[g] = top
+        out_sumsq[g] = total0 + total1
+
+
+@njit(cache=True, parallel=True)
+def _stats_parallel(x, block, seg, per_block, out_max, out_sumsq, ntasks):
+    for t in prange(ntasks):
+        g0, g1 = task_chunks(t, ntasks, out_max.size)
+        _stats_range(x, block, seg, per_block, g0, g1, out_max, out_sumsq)
+
+
+@njit(cache=True)
+def _rescaled_sumsq(x, block, blocks, factors, out):
+    """``out[j] = sum_i (x_i * factors[j])^2`` over block ``blocks[j]`` (power-of-two factors: exact)."""
+    for j in range(blocks.size):
+        lo = blocks[j] * block
+        total = 0.0
+        for i in range(lo, min(lo + block, x.size)):
+            v = float64(x[i]) * factors[j]
+            total += v * v
+        out[j] = total
+
+
+def block_norms(x: np.ndarray, block: int, p: float) -> np.ndarray:
+    """``||v_b||_p`` (p = 2 or inf) of each block ``v_b`` of ``block`` consecutive coordinates of ``x``.
+
+    Sums of squares are rescaled by a power of two where they would under- or overflow; a
+    2-norm above the float64 range raises ValueError.
+    """
+    d = x.size
+    nblocks = -(-d // block)
+    seg = min(block, _SEGMENT)
+    per_block = -(-block // seg)
+    tops = np.zeros(nblocks * per_block)
+    sumsq = np.zeros(nblocks * per_block)
+    ntasks = parallel_tasks(d)
+    if ntasks:
+        _stats_parallel(x, block, seg, per_block, tops, sumsq, min(ntasks, tops.size))
+    else:
+        _stats_range(x, block, seg, per_block, 0, tops.size, tops, sumsq)
+    tops = tops.reshape(nblocks, per_block).max(axis=1)
+    if p == np.inf:
+        return tops
+    sumsq = sumsq.reshape(nblocks, per_block).sum(axis=1)
+    extreme = np.flatnonzero((tops > 0) & ((tops < _RESCALE_BELOW) | (tops > _RESCALE_ABOVE)))
+    if extreme.size:
+        factors = np.ldexp(1.0, -np.frexp(tops[extreme])[1])
+        rescaled = np.empty(extreme.size)
+        _rescaled_sumsq(x, block, extreme.astype(np.int64), factors, rescaled)
+        with np.errstate(over="ignore"):
+            norms = np.sqrt(sumsq)
+            norms[extreme] = np.sqrt(rescaled) / factors
+    else:
+        norms = np.sqrt(sumsq)
+    if not np.isfinite(norms).all():
+        bad = int(np.flatnonzero(~np.isfinite(norms))[0])
+        raise ValueError(f"the 2-norm of block {bad} exceeds the float64 range; rescale the vector before compressing")
+    return norms
+
+
+@dataclass(frozen=True)
+class LevelCode:
+    """One sign + level code: how magnitudes map to levels and levels back to magnitudes.
+
+    ``level_bits`` bits hold levels ``0..max_level``; ``table[level]`` is the decoded magnitude
+    (relative to the block scale) for POW2 codes; LINEAR codes decode to ``level * scale``.
+    ``cap`` clamps the normalised magnitude, ``limit`` is the largest encodable ``|x_i|``.
+    """
+
+    kind: int
+    max_level: int
+    level_bits: int
+    cap: float
+    limit: float = np.inf
+    e_min: int = 0
+    table: np.ndarray | None = None
+
+    @property
+    def bits(self) -> int:
+        """Bits per coordinate: the level plus one sign bit."""
+        return self.level_bits + 1
+
+    @property
+    def tiny_scale(self) -> float:
+        """``2^-e_min``, the inverse of the smallest nonzero POW2 level."""
+        return float(np.ldexp(1.0, -self.e_min))
+
+
+def linear_code(s: int) -> LevelCode:
+    """Uniform levels ``0, 1, ..., s`` (random dithering with s levels)."""
+    return LevelCode(LINEAR, s, max(1, int(s).bit_length()), float(s))
+
+
+def pow2_code(e_min: int, max_level: int, level_bits: int, cap: float, limit: float = np.inf) -> LevelCode:
+    """Levels ``0`` and ``2^(e_min + k - 1)`` for ``k = 1..max_level`` (natural compression / dithering)."""
+    table = np.zeros(max_level + 1)
+    table[1:] = np.ldexp(1.0, np.arange(e_min, e_min + max_level))
+    return LevelCode(POW2, max_level, level_bits, cap, limit, e_min, table)
+
+
+def level_multipliers(norms: np.ndarray, level_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block ``(mult, pre)`` with ``(|x_i| * pre) * mult = level_scale * |x_i| / norm``.
+
+    ``pre`` is a power of two bringing extreme norms into range so that ``mult`` stays a normal
+    float; blocks of norm 0 get ``mult = 0`` (all levels 0).
+    """
+    pre = np.ones_like(norms)
+    pre[norms < _PRESCALE_BELOW] = 2.0**600
+    pre[norms > _PRESCALE_ABOVE] = 2.0**-600
+    mult = np.zeros_like(norms)
+    positive = norms > 0
+    mult[positive] = level_scale / (norms[positive] * pre[positive])
+    return mult, pre
+
+
+def encode_levels(
+    x: np.ndarray, state: np.uint64, code: LevelCode, block: int, mult: np.ndarray, pre: np.ndarray
+) -> np.ndarray:
+    """Quantize ``x`` to codes and pack them; returns the packed bytes (uint8, ``ceil(d bits / 8)``)."""
+    d = x.size
+    words = word_buffer(d, code.bits)
+    serial, parallel = _encoder(code.kind, code.level_bits)
+    args = (x, np.uint64(state), max(block, 1), mult, pre, code.cap, code.limit, code.e_min, code.tiny_scale, words)
+    ntasks = parallel_tasks(d)
+    bad = parallel(*args, ntasks) if ntasks else serial(*args)
+    if bad >= 0:
+        raise ValueError(
+            f"x[{bad}] = {x[bad]!r}: magnitudes above {code.limit!r} cannot be encoded by this codec; rescale the vector"
+        )
+    return words.view(np.uint8)[: packed_nbytes(d, code.bits)]
+
+
+def decode_levels(payload: np.ndarray, d: int, code: LevelCode, block: int, scale: np.ndarray, what: str) -> np.ndarray:
+    """Unpack and dequantize ``d`` codes: ``x_i = ±table[level] * scale_b``; MessageError on any invalid code."""
+    need = packed_nbytes(d, code.bits)
+    if payload.size != need:
+        raise MessageError(f"{what}: packed section holds {payload.size} bytes, d={d} codes of {code.bits} bits need {need}")
+    main, tail = packed_words(payload, d, code.bits)
+    out = np.empty(d, dtype=np.float64)
+    table = code.table if code.table is not None else np.zeros(1)
+    serial, parallel = _decoder(code.kind, code.level_bits)
+    args = (main, tail, max(block, 1), scale, table, code.max_level, out)
+    ntasks = parallel_tasks(d)
+    bad = parallel(*args, ntasks) if ntasks else serial(*args)
+    if bad >= d:
+        raise MessageError(f"{what}: nonzero padding bits after the last code")
+    if bad >= 0:
+        raise MessageError(f"{what}: invalid code for coordinate {bad} (level out of range, negative zero, or nonzero level in a zero-norm block)")
+    return out
+
+
+def check_levels(codec: str, s: object, largest: int) -> int:
+    """Validate a number of nonzero levels ``s``: an integer in ``1..largest``."""
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 1 <= s <= largest:
+        raise ValueError(f"{codec}: s (number of nonzero levels) must be an integer in 1..{largest}, got {s!r}")
+    return int(s)
+
+
+def check_norm_order(codec: str, p: object) -> float:
+    """Validate the norm order ``p``: 2 or inf (``"inf"`` accepted); returns 2 or ``float('inf')``."""
+    if isinstance(p, str) and p.strip().lower() in ("inf", "+inf"):
+        return np.inf
+    if not isinstance(p, bool) and isinstance(p, (int, float, np.integer, np.floating)) and p in (2, np.inf):
+        return 2 if p == 2 else np.inf
+    raise ValueError(f"{codec}: p (norm order) must be 2 or inf, got {p!r}")
+
+
+def rounding_variance_bound(d: int, step: float, p: float) -> float:
+    """``sup_x sum_i v_i / ||x||^2`` for per-coordinate variances ``v_i <= min(step^2/4, step r_i) N^2``.
+
+    Here ``N = ||x||_p``, ``r_i = |x_i| / N`` and ``step`` is the width of the rounding interval
+    at the bottom of the scale (``1/s`` for random dithering). p = 2: with ``u_i = r_i^2``,
+    ``sum_i u_i = 1`` and ``min(step^2/4, step sqrt(u))`` concave, Jensen gives
+    ``min(d step^2/4, sqrt(d) step)`` (the form of Alistarh et al. 2017, Lemma 3.1). p = inf: the
+    coordinate with ``r_i = 1`` rounds exactly and ``||x||^2 / N^2 = 1 + sum_{others} r_i^2``, so
+    the bound is the root R of ``m max_t (min(step^2/4, step t) - R t^2) = R`` over the other
+    ``m = d - 1`` coordinates: ``R = step sqrt(m) / 2`` if ``step sqrt(m) >= 4``, else
+    ``4 m step^2 / (16 + m step^2)``.
+    """
+    if d <= 0:
+        return 0.0
+    if p == 2:
+        return float(min(d * step * step / 4.0, np.sqrt(d) * step))
+    m = d - 1
+    if step * np.sqrt(m) >= 4.0:
+        return float(step * np.sqrt(m) / 2.0)
+    return float(4.0 * m * step * step / (16.0 + m * step * step))

@@ -1,0 +1,81 @@
+"""Block quantization: poster 000 Example 3.
+
+``x = [v_1, ..., v_t]`` is split into blocks of ``size`` coordinates (the last one shorter) and
+each block is randomly dithered with p = 2 and ``s`` levels (s = 1 in the poster):
+``Q(x)_i = ||v_b||_2 (1/s) sign(x_i) floor(s |x_i| / ||v_b||_2 + xi_i)`` for i in block b.
+
+Variance: each block obeys the p = 2 dithering bound (see :mod:`mpicomp.compressors.dither`),
+``E||Q(v_b) - v_b||^2 <= min(d_b / (4 s^2), sqrt(d_b) / s) ||v_b||^2``, which grows with
+``d_b``; summing over blocks, ``omega = min(m / (4 s^2), sqrt(m) / s)`` with
+``m = min(size, d)``. The poster states ``max_b sqrt(d_b) + 1``, a weaker bound.
+
+Wire (codec ``block``, no header scalars): payload = ``ceil(d / size)`` float64 block norms
+(little-endian), then d codes of ``1 + ceil(log2(s + 1))`` bits laid out as in
+:mod:`mpicomp.compressors.dither`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..rng import RandomKey
+from ..wire import Message, MessageError
+from ..wire.message import MAX_D
+from .base import Compressor
+from ._levels import (
+    block_norms,
+    check_levels,
+    decode_levels,
+    encode_levels,
+    level_multipliers,
+    linear_code,
+    rounding_variance_bound,
+)
+from .dither import MAX_LEVELS
+from .registry import register
+
+
+@register
+class Block(Compressor):
+    """Block quantization: random dithering (p = 2, ``s`` levels) of each block of ``size`` coordinates."""
+
+    name = "block"
+    unbiased = True
+
+    def __init__(self, size: int = 2000, s: int = 1) -> None:
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= MAX_D:
+            raise ValueError(f"block: size (coordinates per block) must be an integer in 1..{MAX_D}, got {size!r}")
+        self.size = int(size)
+        self.s = check_levels(self.name, s, MAX_LEVELS)
+        self.code = linear_code(self.s)
+
+    @property
+    def params(self) -> dict[str, object]:
+        return {"size": self.size, "s": self.s}
+
+    def n_blocks(self, d: int) -> int:
+        """Number of blocks of a d-dimensional vector: ``ceil(d / size)``."""
+        return -(-d // self.size)
+
+    def omega(self, d: int) -> float:
+        return rounding_variance_bound(min(self.size, d), 1.0 / self.s, 2)
+
+    def expected_bits(self, d: int) -> float:
+        return float(64 * self.n_blocks(d) + d * self.code.bits)
+
+    def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
+        norms = block_norms(x, self.size, 2)
+        mult, pre = level_multipliers(norms, float(self.s))
+        packed = encode_levels(x, key.state, self.code, self.size, mult, pre)
+        return (), np.concatenate((norms.astype("<f8").view(np.uint8), packed))
+
+    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+        payload = np.frombuffer(msg.payload, dtype=np.uint8)
+        head = 8 * self.n_blocks(msg.d)
+        if payload.size < head:
+            raise MessageError(f"{self.spec}: payload of {payload.size} bytes cannot hold {head // 8} block norms")
+        norms = payload[:head].view("<f8")
+        if not (np.isfinite(norms) & (norms >= 0)).all():
+            bad = int(np.flatnonzero(~(np.isfinite(norms) & (norms >= 0)))[0])
+            raise MessageError(f"{self.spec}: invalid norm {norms[bad]!r} of block {bad}")
+        return decode_levels(payload[head:], msg.d, self.code, self.size, norms / self.s, self.spec)

@@ -1,0 +1,392 @@
+"""Rand-K, Top-K, QSGD, TernGrad, scaled sign and compositions: statistics, sizes, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpicomp.compressors import make
+from mpicomp.compressors.compose import outer_key
+from mpicomp.compressors.qsgd import gaussian_stream_bits
+from mpicomp.compressors.registry import available
+from mpicomp.compressors.sparse import random_k_indices
+from mpicomp.rng import RandomKey
+from mpicomp.wire import MessageError, index_bits, pack_message, pack_uint, unpack_message
+from mpicomp.wire.elias import encode_elias
+from tests.stats import assert_alpha, assert_omega, assert_unbiased, draws, fixed_vectors
+
+KEY = RandomKey(2024, 3, 1, 0)
+UNBIASED = [
+    "randk(k=0.3)",
+    "randk(k=2,send_indices=True)",
+    "qsgd(s=1)",
+    "qsgd(s=4,code=gamma)",
+    "terngrad",
+    "identity∘randk(k=0.25)",
+    "qsgd(s=2)∘randk(k=0.4)",
+]
+CONTRACTIVE = ["topk(k=0.1)", "topk(k=3,dtype=float32)", "sign", "sign∘topk(k=0.2)", "qsgd(s=16)∘topk(k=0.1)"]
+EVERY_SPEC = UNBIASED + CONTRACTIVE + ["randk(k=0.1,dtype=float32)", "topk(k=0.5)∘randk(k=0.5)"]
+
+
+def payload_bits(compressor, message: bytes) -> int:
+    return 8 * len(unpack_message(message).payload)
+
+
+def check_unbiased(samples: np.ndarray, x: np.ndarray) -> None:
+    """``assert_unbiased``, except that draws which are all identical must equal x (the variance of
+    identical floats is not computed as exactly 0, which would make the chi2 statistic meaningless)."""
+    if np.all(samples == samples[0]):
+        np.testing.assert_allclose(samples[0], x, rtol=1e-12, atol=0)
+    else:
+        assert_unbiased(samples, x)
+
+
+def cases(dims: tuple[int, ...], names: tuple[str, ...] | None = None) -> list[tuple[int, str]]:
+    return [(d, name) for d in dims for name in (names or tuple(fixed_vectors(d)))]
+
+
+# ---------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize("spec", UNBIASED)
+@pytest.mark.parametrize(("d", "vector"), cases((1, 7), ("dense", "heavy-tailed")) + cases((1000,)))
+def test_unbiased_and_omega(spec: str, d: int, vector: str) -> None:
+    compressor = make(spec)
+    x = fixed_vectors(d)[vector]
+    samples = draws(compressor, x, 300)
+    check_unbiased(samples, x)
+    assert_omega(compressor, samples, x)
+
+
+@pytest.mark.parametrize("spec", ["randk(k=0.01)", "qsgd(s=8)", "terngrad"])
+def test_unbiased_and_omega_large_d(spec: str) -> None:
+    compressor = make(spec)
+    x = fixed_vectors(100_000)["dense"]
+    samples = draws(compressor, x, 60)
+    assert_unbiased(samples, x)
+    assert_omega(compressor, samples, x)
+
+
+@pytest.mark.parametrize("spec", CONTRACTIVE)
+@pytest.mark.parametrize(("d", "vector"), cases((1, 7), ("dense", "heavy-tailed")) + cases((1000,)))
+def test_alpha(spec: str, d: int, vector: str) -> None:
+    compressor = make(spec)
+    x = fixed_vectors(d)[vector]
+    assert_alpha(compressor, draws(compressor, x, 50), x)
+
+
+def test_randk_omega_is_exact() -> None:
+    """E||Q(x)||^2 = (d/k) ||x||^2 exactly, so the measured second moment matches omega from both sides."""
+    compressor, x = make("randk(k=5)"), fixed_vectors(40)["dense"]
+    errors = np.sum((draws(compressor, x, 4000) - x) ** 2, axis=1)
+    expected = compressor.omega(x.size) * float(x @ x)
+    assert abs(errors.mean() - expected) < 5 * errors.std(ddof=1) / np.sqrt(errors.size)
+
+
+def test_terngrad_omega_is_attained() -> None:
+    """x = (1, t, ..., t) with t = 1/(sqrt(d) + 1) attains omega = (sqrt(d) - 1)/2: the bound is tight."""
+    d = 49
+    x = np.full(d, 1.0 / (np.sqrt(d) + 1.0))
+    x[0] = 1.0
+    compressor = make("terngrad")
+    errors = np.sum((draws(compressor, x, 4000) - x) ** 2, axis=1)
+    expected = compressor.omega(d) * float(x @ x)
+    assert expected == pytest.approx(float(np.abs(x).sum() - x @ x))
+    assert abs(errors.mean() - expected) < 5 * errors.std(ddof=1) / np.sqrt(errors.size)
+
+
+def test_randk_indices_are_uniform() -> None:
+    """Every coordinate is kept with probability k/d (chi-square over 2000 draws, P(fail) < 1e-6)."""
+    d, k, n = 10, 3, 2000
+    counts = np.zeros(d)
+    for r in range(n):
+        counts[random_k_indices(d, k, RandomKey(7, r))] += 1
+    expected = n * k / d
+    chi2 = float(np.sum((counts - expected) ** 2 / expected))
+    assert chi2 < 40.0  # chi2 with 9 degrees of freedom exceeds 40 with probability 7e-6
+
+
+def test_floyd_sparse_and_dense_paths_agree() -> None:
+    """The hash-set and mask variants of Floyd's algorithm pick the same subset."""
+    from mpicomp.compressors.sparse import _floyd_dense, _floyd_sparse
+
+    state = np.uint64(KEY.state)
+    for d, k in ((1, 1), (10, 10), (1000, 17), (5000, 2500)):
+        a, b = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
+        _floyd_sparse(state, d, k, a)
+        _floyd_dense(state, d, k, b)
+        np.testing.assert_array_equal(a, b)
+        assert np.unique(a).size == k and a[0] >= 0 and a[-1] < d
+
+
+# ---------------------------------------------------------------- keys and determinism
+
+
+def test_randk_needs_the_key_unless_indices_are_sent() -> None:
+    x = fixed_vectors(100)["dense"]
+    message = make("randk(k=10)").encode(x, KEY)
+    with pytest.raises(ValueError, match="RandomKey"):
+        make("randk(k=10)").decode(message, 100)
+    with pytest.raises(ValueError, match="RandomKey"):
+        make("identity∘randk(k=10)").decode(make("identity∘randk(k=10)").encode(x, KEY), 100)
+    sent = make("randk(k=10,send_indices=True)")
+    np.testing.assert_array_equal(sent.decode(sent.encode(x, KEY), 100), make("randk(k=10)").decode(message, 100, KEY))
+
+
+def test_randk_with_the_wrong_key_decodes_other_indices() -> None:
+    compressor, x = make("randk(k=10)"), fixed_vectors(100)["dense"]
+    right = compressor.decode(compressor.encode(x, KEY), 100, KEY)
+    wrong = compressor.decode(compressor.encode(x, KEY), 100, RandomKey(1))
+    assert not np.array_equal(np.flatnonzero(right), np.flatnonzero(wrong))
+
+
+@pytest.mark.parametrize("spec", EVERY_SPEC)
+def test_same_key_same_bytes_other_key_other_bytes(spec: str) -> None:
+    compressor, x = make(spec), fixed_vectors(1000)["dense"]
+    assert compressor.encode(x, KEY) == compressor.encode(x.copy(), RandomKey(2024, 3, 1, 0))
+    if compressor.unbiased:
+        assert compressor.encode(x, KEY) != compressor.encode(x, RandomKey(2024, 4, 1, 0))
+
+
+def test_composition_uses_an_independent_outer_stream() -> None:
+    """The outer compressor sees the key of a shifted stream, so it is not correlated with the inner one."""
+    x = fixed_vectors(1000)["dense"]
+    composed = make("qsgd(s=2)∘randk(k=0.5)")
+    inner = make("randk(k=0.5)")
+    indices, values = inner.select(x, KEY)
+    nested = make("qsgd(s=2)").encode(values, outer_key(KEY))
+    assert outer_key(KEY) != KEY
+    assert composed.encode(x, KEY)[-len(nested) - 4 : -4] == nested
+
+
+# ---------------------------------------------------------------- Top-K selection
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [1, 3, 50, 999, 1000])
+def test_topk_keeps_exactly_the_k_largest(dtype: type, k: int) -> None:
+    x = fixed_vectors(1000)["heavy-tailed"].astype(dtype)
+    compressor = make(f"topk(k={k})")
+    indices, values = compressor.select(x, KEY)
+    expected = np.sort(np.argsort(-np.abs(x), kind="stable")[:k])
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_array_equal(values, x[expected].astype(np.float64))
+    decoded = compressor.decode(compressor.encode(x, KEY), x.size)
+    np.testing.assert_array_equal(np.flatnonzero(decoded), expected)
+    np.testing.assert_array_equal(decoded[expected], x[expected])
+
+
+def test_topk_breaks_ties_towards_low_indices() -> None:
+    x = np.array([1.0, -3.0, 3.0, 2.0, -3.0, 3.0, 0.0])
+    indices, _ = make("topk(k=3)").select(x, KEY)
+    np.testing.assert_array_equal(indices, [1, 2, 4])
+    indices, _ = make("topk(k=6)").select(np.zeros(7), KEY)
+    np.testing.assert_array_equal(indices, np.arange(6))
+
+
+# ---------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize("spec", [spec for spec in EVERY_SPEC if "qsgd" not in spec])  # qsgd: test_qsgd_size_*
+@pytest.mark.parametrize("d", [1, 7, 1000])
+def test_size_matches_expected_bits(spec: str, d: int) -> None:
+    """Deterministic-size codecs: payload = expected bits rounded up to whole bytes (per section)."""
+    compressor = make(spec)
+    message = compressor.encode(fixed_vectors(d)["dense"], KEY)
+    measured = payload_bits(compressor, message)
+    assert 0 <= measured - compressor.expected_bits(d) < 16
+    assert len(message) == measured // 8 + compressor.header_bits() // 8
+
+
+def test_qsgd_size_matches_gaussian_expectation_within_one_percent() -> None:
+    """For s = sqrt(d) (the paper's dense regime) and d = 1e5 the code length of one Gaussian draw
+    has a relative spread of about 1e-3, so 1% is a 10-sigma margin; it also stays below the
+    paper's 2.8 d + 32 bits."""
+    d = 100_000
+    x = np.random.default_rng(5).standard_normal(d)
+    for spec in ("qsgd(s=316)", "qsgd(s=316,code=gamma)", "qsgd(s=1000)"):
+        compressor = make(spec)
+        measured = payload_bits(compressor, compressor.encode(x, KEY))
+        assert measured == pytest.approx(compressor.expected_bits(d), rel=0.01), spec
+    compressor = make("qsgd(s=316)")
+    assert payload_bits(compressor, compressor.encode(x, KEY)) <= 2.8 * d + 32
+
+
+def test_qsgd_size_sparse_regime_matches_on_average() -> None:
+    """s = 1: about 250 nonzeros, so one draw varies by ~5%; the mean of 40 draws is within 2%."""
+    d = 100_000
+    x = np.random.default_rng(6).standard_normal(d)
+    compressor = make("qsgd(s=1)")
+    bits = [payload_bits(compressor, compressor.encode(x, RandomKey(9, r))) for r in range(40)]
+    assert np.mean(bits) == pytest.approx(compressor.expected_bits(d), rel=0.02)
+
+
+def test_qsgd_gaussian_model_matches_a_direct_sum() -> None:
+    """The closed-form level probabilities agree with numerical integration over the half-normal."""
+    from scipy import integrate, stats
+
+    from mpicomp.compressors.qsgd import _level_probabilities
+
+    d, s = 400, 30
+    sigma = s / np.sqrt(d)
+    probabilities = _level_probabilities(d, s)
+    for j in range(probabilities.size):
+        direct, _ = integrate.quad(
+            lambda r, j=j: max(0.0, 1.0 - abs(r - j)) * stats.halfnorm.pdf(r, scale=sigma), max(0, j - 1), j + 1
+        )
+        assert probabilities[j] == pytest.approx(direct, abs=1e-9)
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-9)
+    assert gaussian_stream_bits(d, s, "omega") > 0
+
+
+def test_composition_expected_bits_adds_the_nested_header() -> None:
+    composed = make("qsgd(s=4)∘topk(k=0.1)")
+    d = 1000
+    inner, outer = make("topk(k=0.1)"), make("qsgd(s=4)")
+    assert composed.expected_bits(d) == 100 * index_bits(d) + outer.expected_bits(100) + outer.header_bits()
+    message = composed.encode(fixed_vectors(d)["dense"], KEY)
+    nested = unpack_message(message).payload[inner.index_nbytes(d) :]
+    assert len(nested) == len(outer.encode(inner.select(fixed_vectors(d)["dense"], KEY)[1], outer_key(KEY)))
+
+
+# ---------------------------------------------------------------- edge cases and bad input
+
+
+@pytest.mark.parametrize("spec", EVERY_SPEC)
+def test_zero_vector_and_single_coordinate(spec: str) -> None:
+    compressor = make(spec)
+    for x in (np.zeros(50), np.zeros(1)):
+        np.testing.assert_array_equal(compressor.decode(compressor.encode(x, KEY), x.size, KEY), x)
+    x = np.array([-2.5])
+    decoded = compressor.decode(compressor.encode(x, KEY), 1, KEY)
+    assert decoded.dtype == np.float64
+    np.testing.assert_allclose(decoded, x, rtol=1e-7)
+
+
+@pytest.mark.parametrize("spec", EVERY_SPEC)
+def test_float32_input_and_non_finite_input(spec: str) -> None:
+    compressor = make(spec)
+    x = fixed_vectors(64)["dense"]
+    decoded32 = compressor.decode(compressor.encode(x.astype(np.float32), KEY), 64, KEY)
+    assert decoded32.dtype == np.float64 and np.isfinite(decoded32).all()
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[5] = bad
+        with pytest.raises(ValueError, match="non-finite"):
+            compressor.encode(y, KEY)
+
+
+def test_float32_values_out_of_range_are_refused() -> None:
+    with pytest.raises(ValueError, match="float32 range"):
+        make("topk(k=1,dtype=float32)").encode(np.array([1e300, 1.0]), KEY)
+
+
+def test_huge_and_tiny_vectors_keep_their_scale() -> None:
+    for name in ("huge", "tiny"):
+        x = fixed_vectors(100)[name]
+        for spec in ("qsgd(s=4)", "sign", "terngrad", "topk(k=10)", "randk(k=10)"):
+            decoded = make(spec).decode(make(spec).encode(x, KEY), 100, KEY)
+            assert np.isfinite(decoded).all()
+            assert 0 < np.linalg.norm(decoded / np.abs(x).max()) < 100
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("randk", "parameter k must be"),
+        ("randk(k=0)", "k as a count"),
+        ("randk(k=1.5)", "k as a fraction"),
+        ("randk(k='a')", "parameter k must be"),
+        ("randk(k=2,send_indices=1)", "send_indices"),
+        ("topk(k=2,dtype=float16)", "dtype must be one of float64, float32"),
+        ("qsgd", "s \\(number of levels\\)"),
+        ("qsgd(s=0)", "s \\(number of levels\\)"),
+        ("qsgd(s=2,code=delta)", "code must be one of gamma, omega"),
+        ("randk(q=1)", "valid parameters: k, dtype, send_indices"),
+        ("terngrad(s=1)", "valid parameters: none"),
+        ("randk(k=2)∘qsgd(s=1)", "must be a sparsifier"),
+        ("natural∘sign", "must be a sparsifier|unknown compressor"),
+    ],
+)
+def test_bad_specs_raise_value_error(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make(spec)
+
+
+def test_specs_round_trip() -> None:
+    for spec in EVERY_SPEC:
+        compressor = make(spec)
+        assert make(compressor.spec) == compressor
+        assert compressor.spec.replace("'", "") == spec.replace("*", "∘").replace("'", "")
+
+
+# ---------------------------------------------------------------- malformed payloads (valid CRC)
+
+
+def forged(compressor, d: int, payload: bytes | np.ndarray, scalars: tuple[float, ...] = ()) -> bytes:
+    return pack_message(compressor.codec_id, d, scalars, np.asarray(payload, dtype=np.uint8).tobytes())
+
+
+def test_sparse_payload_validation() -> None:
+    topk = make("topk(k=3)")
+    values = np.ones(3).view(np.uint8)
+    for indices in ([1, 1, 2], [2, 1, 5], [1, 2, 7]):  # duplicate, descending, 7 >= d = 6
+        payload = np.concatenate((pack_uint(np.array(indices), index_bits(6)), values))
+        with pytest.raises(MessageError, match="strictly ascending within"):
+            topk.decode(forged(topk, 6, payload))
+    with pytest.raises(MessageError, match="payload of"):
+        topk.decode(forged(topk, 8, np.zeros(5)))
+    payload = np.concatenate((pack_uint(np.array([0, 1, 2]), index_bits(8)), np.array([1.0, np.nan, 2.0]).view(np.uint8)))
+    with pytest.raises(MessageError, match="non-finite"):
+        topk.decode(forged(topk, 8, payload))
+    with pytest.raises(MessageError, match="payload of"):
+        make("randk(k=3)").decode(forged(make("randk(k=3)"), 8, np.zeros(25)), 8, KEY)
+
+
+def test_qsgd_payload_validation() -> None:
+    qsgd = make("qsgd(s=2)")
+    # omega(1) is the single bit 0, so [3, 1, 3] reads as: gap 3 (position 2), sign +, level 3 > s
+    with pytest.raises(MessageError, match="exceeds s"):
+        qsgd.decode(forged(qsgd, 8, encode_elias(np.array([3, 1, 3, 6])), (1.0,)))
+    with pytest.raises(MessageError, match="past the end"):
+        qsgd.decode(forged(qsgd, 8, encode_elias(np.array([12])), (1.0,)))
+    with pytest.raises(MessageError, match="truncated"):
+        qsgd.decode(forged(qsgd, 8, [], (1.0,)))
+    with pytest.raises(MessageError, match="zero norm"):
+        qsgd.decode(forged(qsgd, 8, [1], (0.0,)))
+    with pytest.raises(MessageError, match="norm"):
+        qsgd.decode(forged(qsgd, 8, encode_elias(np.array([9])), (-1.0,)))
+    valid = encode_elias(np.array([9]))
+    with pytest.raises(MessageError, match="bytes hold"):
+        qsgd.decode(forged(qsgd, 8, np.concatenate((valid, [0])), (1.0,)))
+    np.testing.assert_array_equal(qsgd.decode(forged(qsgd, 8, valid, (1.0,))), np.zeros(8))
+
+
+def test_terngrad_and_sign_payload_validation() -> None:
+    terngrad, sign = make("terngrad"), make("sign")
+    with pytest.raises(MessageError, match="ternary"):
+        terngrad.decode(forged(terngrad, 5, [243], (1.0,)))
+    with pytest.raises(MessageError, match="ternary"):
+        terngrad.decode(forged(terngrad, 4, [81], (1.0,)))  # fifth trit set beyond d = 4
+    with pytest.raises(MessageError, match="payload of"):
+        terngrad.decode(forged(terngrad, 6, [0], (1.0,)))
+    np.testing.assert_array_equal(terngrad.decode(forged(terngrad, 3, [1 + 2 * 9], (2.0,))), [2.0, 0.0, -2.0])
+    with pytest.raises(MessageError, match="padding"):
+        sign.decode(forged(sign, 3, [0b1000], (1.0,)))
+    with pytest.raises(MessageError, match="scale"):
+        sign.decode(forged(sign, 3, [0], (np.inf,)))
+
+
+def test_natural_composition_when_available() -> None:
+    if "natural" not in available():
+        pytest.skip("natural is not registered yet (written by another helper)")
+    compressor, x = make("natural∘randk(k=0.1)"), fixed_vectors(1000)["dense"]
+    assert compressor.omega(1000) == pytest.approx((make("natural").omega(100) + 1) * 10 - 1)
+    samples = draws(compressor, x, 300)
+    assert_unbiased(samples, x)
+    assert_omega(compressor, samples, x)
+
+
+def test_every_sparse_family_compressor_is_registered() -> None:
+    assert {"randk", "topk", "qsgd", "terngrad", "sign"} <= set(available())

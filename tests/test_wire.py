@@ -1,0 +1,223 @@
+"""Wire-level property tests: bit packing, Elias codes, message framing, and fuzzing of every codec.
+
+Every registered compressor (looked up at test time, so codecs added later are covered too) and a
+few compositions must turn corrupted, truncated, extended or mislabelled messages into
+:class:`MessageError`, never into a crash or a silently different vector.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mpicomp.compressors import available, make
+from mpicomp.rng import RandomKey
+from mpicomp.wire import (
+    HEADER_BYTES,
+    MessageError,
+    decode_elias,
+    elias_code_bits,
+    encode_elias,
+    pack_message,
+    pack_signs,
+    pack_uint,
+    split_messages,
+    unpack_message,
+    unpack_signs,
+    unpack_uint,
+)
+from mpicomp.wire.elias import MAX_ELIAS
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Compressors whose spec needs parameters; every other registered name is built from its bare name.
+EXAMPLE_SPECS = {"randk": "randk(k=0.3)", "topk": "topk(k=0.2)", "qsgd": "qsgd(s=4)"}
+COMPOSITIONS = ["qsgd(s=2)∘randk(k=0.5)", "identity∘randk(k=0.5,send_indices=True)", "sign∘topk(k=0.3)"]
+
+
+def fuzzed_specs() -> list[str]:
+    specs = [EXAMPLE_SPECS.get(name, name) for name in available()]
+    if "natural" in available():
+        specs.append("natural∘randk(k=0.1)")
+    return specs + COMPOSITIONS
+
+
+# ---------------------------------------------------------------- bit packing
+
+
+@FUZZ
+@given(st.integers(1, 32).flatmap(lambda b: st.tuples(st.just(b), st.lists(st.integers(0, 2**b - 1), max_size=200))))
+def test_pack_uint_round_trip(case: tuple[int, list[int]]) -> None:
+    bits, values = case
+    packed = pack_uint(np.array(values, dtype=np.uint64), bits)
+    assert packed.size == (len(values) * bits + 7) // 8
+    np.testing.assert_array_equal(unpack_uint(packed, len(values), bits), values)
+    with pytest.raises(MessageError):
+        unpack_uint(np.concatenate((packed, [0])), len(values), bits)
+
+
+@FUZZ
+@given(st.lists(st.booleans(), max_size=300))
+def test_signs_round_trip(negative: list[bool]) -> None:
+    packed = pack_signs(np.array(negative, dtype=bool))
+    np.testing.assert_array_equal(unpack_signs(packed, len(negative)), negative)
+    with pytest.raises(MessageError):
+        unpack_signs(packed[:-1] if packed.size else b"\x00", len(negative))
+
+
+# ---------------------------------------------------------------- Elias codes
+
+ELIAS_VALUES = st.lists(st.one_of(st.integers(1, 40), st.integers(1, MAX_ELIAS)), max_size=100)
+
+
+@FUZZ
+@given(ELIAS_VALUES, st.sampled_from(["gamma", "omega"]))
+def test_elias_round_trip_and_lengths(values: list[int], code: str) -> None:
+    encoded = encode_elias(np.array(values, dtype=np.uint64), code)
+    lengths = elias_code_bits(np.array(values, dtype=np.uint64), code)
+    assert encoded.size == (int(lengths.sum()) + 7) // 8
+    np.testing.assert_array_equal(decode_elias(encoded, len(values), code), values)
+    if values:
+        with pytest.raises(MessageError):
+            decode_elias(encoded[:-1], len(values), code)
+        with pytest.raises(MessageError):
+            decode_elias(np.concatenate((encoded, [0])), len(values), code)
+
+
+def textbook_codeword(n: int, code: str) -> str:
+    """The codeword as written in Elias (1975), most significant bit first."""
+    if code == "gamma":
+        return "0" * (n.bit_length() - 1) + format(n, "b")
+    word = "0"
+    while n > 1:
+        word = format(n, "b") + word
+        n = n.bit_length() - 1
+    return word
+
+
+@pytest.mark.parametrize("code", ["gamma", "omega"])
+def test_elias_lengths_match_the_textbook_codes(code: str) -> None:
+    n = [1, 2, 3, 4, 7, 8, 15, 16, 17, 100, 1000, 2**20, 2**32 - 1, 2**32]
+    expected = [len(textbook_codeword(v, code)) for v in n]
+    np.testing.assert_array_equal(elias_code_bits(np.array(n, dtype=np.uint64), code), expected)
+    assert textbook_codeword(17, "omega") == "10100100010" and textbook_codeword(5, "gamma") == "00101"
+
+
+@FUZZ
+@given(st.binary(max_size=40), st.integers(0, 30), st.sampled_from(["gamma", "omega"]))
+def test_elias_decoder_on_random_bytes(data: bytes, n: int, code: str) -> None:
+    """Arbitrary bytes either fail with MessageError or are the canonical encoding of what they decode to."""
+    try:
+        values = decode_elias(data, n, code)
+    except MessageError:
+        return
+    assert encode_elias(values, code).tobytes() == data
+
+
+def test_elias_rejects_out_of_range_values() -> None:
+    for bad in ([0], [MAX_ELIAS + 1]):
+        with pytest.raises(ValueError):
+            encode_elias(np.array(bad, dtype=np.uint64))
+    with pytest.raises(ValueError, match="gamma, omega"):
+        encode_elias(np.array([1]), "delta")
+    with pytest.raises(MessageError):
+        decode_elias(b"\x00" * 8, 1, "gamma")  # 64 zero bits: a gamma prefix longer than any valid codeword
+
+
+# ---------------------------------------------------------------- message framing
+
+
+@FUZZ
+@given(
+    st.integers(0, 255),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.floats(allow_nan=False), max_size=5),
+    st.binary(max_size=64),
+    st.booleans(),
+)
+def test_message_round_trip(codec: int, d: int, scalars: list[float], payload: bytes, crc: bool) -> None:
+    message = pack_message(codec, d, scalars, payload, crc=crc)
+    parsed = unpack_message(message, codec=codec, d=d)
+    assert (parsed.codec, parsed.d, list(parsed.scalars), bytes(parsed.payload)) == (codec, d, scalars, payload)
+    assert parsed.nbytes == len(message) == HEADER_BYTES + 8 * len(scalars) + len(payload) + 4 * crc
+    assert [bytes(m) for m in split_messages(message + message)] == [message, message]
+    for cut in (len(message) - 1, HEADER_BYTES - 1, 0):
+        with pytest.raises(MessageError):
+            unpack_message(message[:cut])
+    with pytest.raises(MessageError):
+        unpack_message(message + b"\x00")
+    with pytest.raises(MessageError):
+        unpack_message(message, codec=(codec + 1) % 256)
+
+
+# ---------------------------------------------------------------- every compressor under fuzzing
+
+
+def encoded(spec: str, seed: int, d: int) -> tuple[object, RandomKey, bytes, np.ndarray]:
+    compressor = make(spec)
+    key = RandomKey(seed, 1, 2, 0)
+    x = np.random.default_rng(seed).standard_normal(d)
+    message = compressor.encode(x, key)
+    return compressor, key, message, compressor.decode(message, d, key)
+
+
+MESSAGES = st.tuples(st.sampled_from(fuzzed_specs()), st.integers(0, 2**31), st.integers(1, 300))
+
+
+@FUZZ
+@given(MESSAGES, st.data())
+def test_corrupted_bytes_never_decode_to_another_vector(case: tuple[str, int, int], data: st.DataObject) -> None:
+    compressor, key, message, original = encoded(*case)
+    corrupt = bytearray(message)
+    for _ in range(data.draw(st.integers(1, 4))):
+        corrupt[data.draw(st.integers(0, len(message) - 1))] ^= data.draw(st.integers(1, 255))
+    if bytes(corrupt) == message:
+        return
+    try:
+        decoded = compressor.decode(bytes(corrupt), case[2], key)
+    except MessageError:
+        return
+    np.testing.assert_array_equal(decoded, original)
+
+
+@FUZZ
+@given(MESSAGES, st.data())
+def test_corrupt_payload_with_valid_crc_is_validated(case: tuple[str, int, int], data: st.DataObject) -> None:
+    """Re-framed with a correct CRC, a corrupted payload must fail with MessageError or decode to a
+    finite float64 vector of the right size: the codec's own checks, not the CRC, are what stand."""
+    compressor, key, message, _ = encoded(*case)
+    parsed = unpack_message(message)
+    payload = bytearray(parsed.payload)
+    if payload:
+        payload[data.draw(st.integers(0, len(payload) - 1))] ^= data.draw(st.integers(1, 255))
+    if data.draw(st.booleans()):
+        payload = payload[: data.draw(st.integers(0, len(payload)))] + data.draw(st.binary(max_size=3))
+    forged = pack_message(parsed.codec, parsed.d, parsed.scalars, bytes(payload))
+    try:
+        decoded = compressor.decode(forged, case[2], key)
+    except MessageError:
+        return
+    assert decoded.dtype == np.float64 and decoded.shape == (case[2],) and np.isfinite(decoded).all()
+
+
+@FUZZ
+@given(MESSAGES, st.data())
+def test_truncated_or_extended_messages_fail(case: tuple[str, int, int], data: st.DataObject) -> None:
+    compressor, key, message, _ = encoded(*case)
+    with pytest.raises(MessageError):
+        compressor.decode(message[: data.draw(st.integers(0, len(message) - 1))], case[2], key)
+    with pytest.raises(MessageError):
+        compressor.decode(message + data.draw(st.binary(min_size=1, max_size=16)), case[2], key)
+    with pytest.raises(MessageError):
+        compressor.decode(message, case[2] + 1, key)
+
+
+@pytest.mark.parametrize("spec", fuzzed_specs())
+def test_wrong_codec_is_refused(spec: str) -> None:
+    compressor, key, message, _ = encoded(spec, 11, 64)
+    for other in fuzzed_specs():
+        receiver = make(other)
+        if receiver.codec_id != compressor.codec_id:
+            with pytest.raises(MessageError, match="wrong codec"):
+                receiver.decode(message, 64, key)
