@@ -60,6 +60,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         result = run(config, out, overwrite=args.overwrite, progress=not args.no_progress and rank == 0)
+    except ConfigError as exc:
+        print(f"mpicomp: {exc}", file=sys.stderr)
+        _abort_others(size, 2)
+        return 2
     except (Exception, SystemExit):
         log.exception("run failed")
         _abort_others(size, 1)

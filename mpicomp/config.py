@@ -52,11 +52,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "l1": Key(float, 0.0, "L1 weight of R (l1, elastic)", minimum=0.0),
         "r_l2": Key(float, 0.0, "L2 weight of R (l2, elastic)", minimum=0.0),
         "intercept": Key(bool, True, "append a constant-1 feature"),
+        "positive_class": Key(float, None, "binary logistic on multiclass data: this label is +1, the rest -1"),
     },
     "data": {
         "workers": Key(int, 8, "number of logical workers n", minimum=1),
         "partition": Key(str, "iid", "how samples are split over workers", choices=PARTITIONS),
         "alpha": Key(float, 0.5, "Dirichlet concentration for partition = dirichlet", minimum=0.0, exclusive_minimum=True),
+        "sigma": Key(float, 1.0, "lognormal spread of shard sizes for partition = unbalanced", minimum=0.0),
         "scale": Key(str, "standard", "feature scaling fitted on the train split", choices=SCALINGS),
         "batch": Key(int, 0, "minibatch size per worker and round (0 = full local gradient)", minimum=0),
         "test_fraction": Key(float, 0.2, "held-out fraction for test accuracy", minimum=0.0),
@@ -71,6 +73,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "log_every": Key(int, 1, "log metrics every N rounds", minimum=1),
         "flush_every": Key(int, 10, "flush the HDF5 file every N logged rows", minimum=1),
         "check_every": Key(int, 50, "compare model replicas across ranks every N rounds", minimum=1),
+        "optimum": Key(bool, True, "compute the reference optimum F*, x* (L-BFGS, cached) for suboptimality"),
         "target_suboptimality": Key(float, 0.0, "stop when F(x) - F* <= this (0 = off)", minimum=0.0),
         "bit_budget": Key(float, 0.0, "stop when bits up + down exceed this (0 = off)", minimum=0.0),
         "divergence_factor": Key(float, 1e6, "diverged if F(x) > factor * F(x0) or not finite", minimum=1.0),
@@ -177,6 +180,10 @@ def validate(raw: dict[str, Any]) -> Config:
             make_compressor(spec)
         except ValueError as exc:
             raise ConfigError(f"[compressor] {direction}: {exc}") from None
+    if sections["problem"]["name"] == "logistic-nonconvex" and sections["problem"]["nonconvex"] <= 0:
+        raise ConfigError("[problem] nonconvex: logistic-nonconvex needs a weight > 0 (e.g. nonconvex = 0.1)")
+    if sections["run"]["target_suboptimality"] > 0 and not sections["run"]["optimum"]:
+        raise ConfigError("[run] target_suboptimality: needs the reference optimum; set [run] optimum = true or drop it")
     if sections["data"]["test_fraction"] >= 1.0:
         raise ConfigError(f"[data] test_fraction: must be < 1, got {sections['data']['test_fraction']!r}")
     if sections["problem"]["regularizer"] != "none" and not names[name].supports_prox:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .comm import NetworkModel, Transport, make_transport
 from .compressors import make as make_compressor
-from .config import Config
+from .config import Config, ConfigError
 from .methods import Method, MethodContext, method_class
 from .problems import build_problem
 from .problems.base import Problem
@@ -76,6 +76,8 @@ def build_problem_from(config: Config, seed: int) -> Problem:
         intercept=p["intercept"],
         partition=data["partition"],
         dirichlet_alpha=data["alpha"],
+        lognormal_sigma=data["sigma"],
+        positive_class=p["positive_class"],
         scale=data["scale"],
         test_fraction=data["test_fraction"],
         seed=seed,
@@ -125,8 +127,7 @@ class _Totals:
 
 def evaluate(problem: Problem, x: np.ndarray, optimum) -> dict[str, float]:
     """Loss F(x), ||grad f(x)||^2, F(x) - F*, ||x - x*||, test accuracy (NaN where unknown)."""
-    loss = problem.loss(x)
-    grad = problem.grad(x)
+    loss, grad = problem.loss_and_grad(x)
     acc = problem.test_accuracy(x)
     row = {
         "loss": loss,
@@ -162,7 +163,10 @@ class _Monitor:
 
     def __init__(self, config: Config, problem: Problem, method: Method, writer: ResultsWriter, progress: bool):
         self.config, self.problem, self.method, self.writer = config, problem, method, writer
-        self.optimum = problem.optimum()
+        self.optimum = None
+        if config.run["optimum"]:
+            log.info("reference optimum (scipy L-BFGS; cached after the first run; [run] optimum = false skips it)")
+            self.optimum = problem.optimum()
         self.totals = _Totals(problem.n_workers, NetworkModel(**config.network))
         self.start = time.perf_counter()
         self.loss0 = evaluate(problem, method.x, self.optimum)["loss"]
@@ -194,7 +198,10 @@ def run(
     """Run one experiment; rank 0 writes ``out``. Returns the final status on every rank."""
     transport = transport or make_transport(config.data["workers"])
     seed = root_seed(config.run["seed"])
-    problem = build_problem_from(config, seed)
+    try:
+        problem = build_problem_from(config, seed)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"[problem]/[data]: {exc}") from exc
     method = build_method(config, problem, transport, seed)
     if not transport.is_master:
         return _loop(config, transport, method, None)

@@ -11,9 +11,21 @@ from mpicomp.compressors.qsgd import gaussian_stream_bits
 from mpicomp.compressors.registry import available
 from mpicomp.compressors.sparse import random_k_indices
 from mpicomp.rng import RandomKey
-from mpicomp.wire import MessageError, index_bits, pack_message, pack_uint, unpack_message
+from mpicomp.wire import (
+    MessageError,
+    index_bits,
+    pack_message,
+    pack_uint,
+    unpack_message,
+)
 from mpicomp.wire.elias import encode_elias
-from tests.stats import assert_alpha, assert_omega, assert_unbiased, draws, fixed_vectors
+from tests.stats import (
+    assert_alpha,
+    assert_omega,
+    assert_unbiased,
+    draws,
+    fixed_vectors,
+)
 
 KEY = RandomKey(2024, 3, 1, 0)
 UNBIASED = [
@@ -154,7 +166,7 @@ def test_composition_uses_an_independent_outer_stream() -> None:
     x = fixed_vectors(1000)["dense"]
     composed = make("qsgd(s=2)∘randk(k=0.5)")
     inner = make("randk(k=0.5)")
-    indices, values = inner.select(x, KEY)
+    _, values = inner.select(x, KEY)
     nested = make("qsgd(s=2)").encode(values, outer_key(KEY))
     assert outer_key(KEY) != KEY
     assert composed.encode(x, KEY)[-len(nested) - 4 : -4] == nested
@@ -337,7 +349,8 @@ def test_sparse_payload_validation() -> None:
             topk.decode(forged(topk, 6, payload))
     with pytest.raises(MessageError, match="payload of"):
         topk.decode(forged(topk, 8, np.zeros(5)))
-    payload = np.concatenate((pack_uint(np.array([0, 1, 2]), index_bits(8)), np.array([1.0, np.nan, 2.0]).view(np.uint8)))
+    nan_values = np.array([1.0, np.nan, 2.0]).view(np.uint8)
+    payload = np.concatenate((pack_uint(np.array([0, 1, 2]), index_bits(8)), nan_values))
     with pytest.raises(MessageError, match="non-finite"):
         topk.decode(forged(topk, 8, payload))
     with pytest.raises(MessageError, match="payload of"):

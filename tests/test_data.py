@@ -215,7 +215,7 @@ def test_intercept_column():
     dense = add_intercept(np.zeros((3, 2)))
     np.testing.assert_array_equal(dense[:, -1], 1.0)
     sparse = add_intercept(sp.csr_matrix((3, 2)))
-    assert sp.isspmatrix_csr(sparse) and sparse.shape == (3, 3)
+    assert sp.issparse(sparse) and sparse.format == "csr" and sparse.shape == (3, 3)
     np.testing.assert_array_equal(sparse.toarray()[:, -1], 1.0)
 
 

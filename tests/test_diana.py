@@ -76,6 +76,8 @@ def test_bad_options_name_the_fix():
         make_method("vr-diana", batch=0)
     with pytest.raises(ValueError, match=r"\[method\] p"):
         make_method("vr-diana", {"p": 1.5}, batch=1)
+    with pytest.raises(ValueError, match="only variant 'lsvrg'"):
+        make_method("vr-diana", {"p": 0.5, "variant": "saga"}, batch=1)
     with pytest.raises(ValueError, match=r"set \[method\] alpha"):
         make_method("diana", {"stepsize": 0.1}, uplink="topk(k=4)")
 
@@ -120,7 +122,7 @@ def test_diana_compresses_differences_and_keeps_h_the_mean_of_h_i():
 
 
 def test_prox_step_soft_thresholds():
-    method, problem, transport = make_method("diana", n=4, regularizer="elastic", l1=0.05, r_l2=0.2)
+    method, _, transport = make_method("diana", n=4, regularizer="elastic", l1=0.05, r_l2=0.2)
     x = method.x.copy()
     _, downlink = play_round(method, transport, 0)
     v = x - method.stepsize * method.decode_down(downlink, 0)
@@ -178,7 +180,8 @@ def test_saga_table_updates_sampled_rows_only():
     method, problem, transport = make_method("vr-diana", {"variant": "saga"}, n=3, batch=3)
     for k in range(5):
         x = method.x.copy()
-        before = {w: (e.rows.copy(), e.mean.copy(), method.local_memory[w].copy()) for w, e in method.estimators.items()}
+        state = method.estimators.items()
+        before = {w: (e.rows.copy(), e.mean.copy(), method.local_memory[w].copy()) for w, e in state}
         uploads, _ = play_round(method, transport, k)
         for w, estimator in method.estimators.items():
             rows, mean, memory = before[w]
@@ -206,13 +209,14 @@ def test_qsvrg_is_vr_diana_without_memory():
 # --- convergence (end to end, through the runner) ----------------------------------------------
 
 
-def test_diana_converges_linearly_where_quantized_gd_stalls(tmp_path):
+@pytest.mark.parametrize("uplink", [UPLINK, "dither(s=2,p=inf)"])
+def test_diana_converges_linearly_where_quantized_gd_stalls(tmp_path, uplink):
     rounds, half = 400, 150
-    diana = run_inprocess(logistic_config({"name": "diana"}, rounds), tmp_path / "diana.h5")
+    diana = run_inprocess(logistic_config({"name": "diana"}, rounds, uplink=uplink), tmp_path / "diana.h5")
     assert diana.status == "finished"
-    method, problem, _ = make_method("diana", n=8)
+    method, problem, _ = make_method("diana", n=8, uplink=uplink)
     gamma, mu = method.stepsize, problem.strong_convexity()
-    gd = run_inprocess(logistic_config({"name": "gd", "stepsize": gamma}, rounds), tmp_path / "gd.h5")
+    gd = run_inprocess(logistic_config({"name": "gd", "stepsize": gamma}, rounds, uplink=uplink), tmp_path / "gd.h5")
     sub_diana, sub_gd = diana.metrics["suboptimality"], gd.metrics["suboptimality"]
     assert sub_diana[-1] < 1e-10
     # linear rate at least as fast as the theory's contraction (1 - gamma mu) per round

@@ -7,6 +7,9 @@ relative tolerances of 1e-6 leave four orders of margin and still catch any wron
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -349,6 +352,30 @@ def test_optimum_is_cached_on_disk_atomically(tmp_path, monkeypatch):
     assert other.cache_key() != problem.cache_key()
 
 
+def test_concurrent_cache_writers_leave_one_complete_file(tmp_path):
+    path = tmp_path / "sub" / "optimum-x-key.npz"
+    expected = {"x": np.arange(1000.0), "value": np.array(3.5)}
+
+    def compute() -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in expected.items()}
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: optimum_module.cached_arrays(path, compute), range(16)))
+    for result in results:
+        np.testing.assert_array_equal(result["x"], expected["x"])
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left behind
+
+
+def test_unwritable_cache_only_warns(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    problem = synthetic("lsq", False, nonconvex=0.0)
+    problem.cache_dir = blocker
+    with pytest.warns(RuntimeWarning, match="could not write cache file"):
+        x_star, _ = problem.optimum()
+    assert np.linalg.norm(problem.grad(x_star)) <= 1e-10
+
+
 def test_unreadable_cache_file_is_recomputed(tmp_path):
     problem = synthetic("lsq", False, nonconvex=0.0)
     problem.cache_dir = tmp_path
@@ -426,7 +453,7 @@ def test_build_problem_on_bundled_data(tmp_path):
     assert (digits.targets == 1.0).mean() == pytest.approx(0.1, abs=0.02)
     lsq = build_problem("lsq", "sklearn:wine", 2)
     assert lsq.test_accuracy(lsq.x0()) is None  # three classes: raw targets, a regression
-    x_star, f_star = p.optimum()
+    x_star, _ = p.optimum()
     assert np.linalg.norm(p.grad(x_star)) <= 1e-10
     assert p.test_accuracy(x_star) > 0.9
 
@@ -456,3 +483,24 @@ def test_build_problem_errors(kwargs, match):
     args = {"name": "logistic", "dataset": "sklearn:breast_cancer", "n_workers": 2} | kwargs
     with pytest.raises(ValueError, match=match):
         build_problem(args.pop("name"), args.pop("dataset"), args.pop("n_workers"), **args)
+
+
+A9A = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "a9a.gz"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not A9A.exists(), reason="../shared/datasets/a9a.gz is only present for developers")
+@pytest.mark.parametrize("regularizer,l1", [("none", 0.0), ("l1", 1e-3)])
+def test_a9a_reference_optimum(tmp_path, regularizer, l1):
+    p = build_problem(
+        "logistic", str(A9A), 16, l2=1e-4, regularizer=regularizer, l1=l1, scale="none", cache_dir=tmp_path
+    )
+    assert p.d == 124 and p.n_workers == 16
+    x_star, f_star = p.optimum()
+    g = p.grad(x_star)
+    zeros = x_star == 0.0
+    assert np.linalg.norm(g[~zeros] + l1 * np.sign(x_star[~zeros])) <= 1e-10
+    assert np.all(np.abs(g[zeros]) <= l1)
+    rng = np.random.default_rng(0)
+    assert all(p.loss(x_star + s * rng.normal(size=p.d)) > f_star for s in (1e-6, 1e-3))
+    assert p.test_accuracy(x_star) > 0.84

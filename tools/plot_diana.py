@@ -41,7 +41,9 @@ PANELS = (("suboptimality", r"$F(x^k) - F^*$"), ("dist_to_opt", r"$\|x^k - x^*\|
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--a9a", type=Path, default=DEFAULT_A9A, help="the LIBSVM a9a file (svmlight, gzipped)")
     parser.add_argument("--out", type=Path, default=Path("results/diana"), help="folder for the HDF5 files and PNGs")
     parser.add_argument("--workers", type=int, default=12, help="number of workers n")

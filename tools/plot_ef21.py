@@ -46,7 +46,9 @@ def int_list(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--mnist", type=Path, default=DEFAULT_MNIST, help="folder with the four MNIST idx files")
     parser.add_argument("--subsample", type=int, default=6000, help="training images used (0 = all 60,000)")
     parser.add_argument("--out", type=Path, default=Path("results/ef21"), help="folder for the HDF5 files and PNGs")

@@ -41,9 +41,9 @@ class Compose(Compressor):
 
     def __init__(self, outer: Compressor, inner: Compressor) -> None:
         if not isinstance(outer, Compressor):
-            raise ValueError(f"compose: the outer factor must be a Compressor, got {outer!r}")
+            raise ValueError(f"compose: the outer factor must be a Compressor, got {outer!r}")  # noqa: TRY004
         if not isinstance(inner, Sparsifier):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004  (a spec such as "natural∘sign" is a bad value, not a bad type)
                 f"compose: the inner (right-hand) factor must be a sparsifier (randk or topk), got {inner!r}"
             )
         self.outer = outer

@@ -57,39 +57,37 @@ def l2_norm(x):
     return scale * np.sqrt(total)
 
 
-@njit(cache=True, inline="always")
-def _level(value, norm, s, state, i):
-    """Stochastic rounding of ``|value| (s / norm)`` with the i-th uniform of ``state``, capped at s."""
-    r = abs(value) * (s / norm)
-    low = np.floor(r)
-    level = np.int64(low) + (1 if random_uniform(state, i) < r - low else 0)
-    return min(level, s)
-
-
 @njit(cache=True)
-def _stream_bits(x, norm, s, state, code):
-    total = 0
+def _quantize(x, norm, s, state, code, levels):
+    """Fill ``levels`` with ``sign(x_i) l_i``, ``l_i`` the stochastic rounding of ``r_i = |x_i| (s / norm)``
+    (capped at s) with the i-th uniform of ``state``; returns the stream length in bits."""
+    scale = s / norm
+    bits = 0
     previous = -1
     for i in range(x.size):
-        level = _level(x[i], norm, s, state, i)
+        r = abs(np.float64(x[i])) * scale
+        low = np.floor(r)
+        level = min(np.int64(low) + (1 if random_uniform(state, i) < r - low else 0), s)
+        levels[i] = -level if x[i] < 0 else level
         if level:
-            total += elias_bits(i - previous, code) + 1 + elias_bits(level, code)
+            bits += elias_bits(i - previous, code) + 1 + elias_bits(level, code)
             previous = i
-    return total + elias_bits(x.size - previous, code)
+    return bits + elias_bits(x.size - previous, code)
 
 
 @njit(cache=True)
-def _write_stream(x, norm, s, state, code, out):
+def _write_stream(levels, code, out):
+    """Per nonzero level: Elias(gap), sign bit, Elias(|level|); then Elias(gap to the sentinel at d)."""
     stream = (uint64(0), 0, 0)
     previous = -1
-    for i in range(x.size):
-        level = _level(x[i], norm, s, state, i)
+    for i in range(levels.size):
+        level = np.int64(levels[i])
         if level:
             stream = write_elias(out, stream, i - previous, code)
-            stream = write_bits(out, stream, 1 if x[i] < 0 else 0, 1)
-            stream = write_elias(out, stream, level, code)
+            stream = write_bits(out, stream, level < 0, 1)
+            stream = write_elias(out, stream, abs(level), code)
             previous = i
-    stream = write_elias(out, stream, x.size - previous, code)
+    stream = write_elias(out, stream, levels.size - previous, code)
     return flush_bits(out, stream)
 
 
@@ -185,6 +183,7 @@ class QSGD(Compressor):
             raise ValueError(f"qsgd: code must be one of {', '.join(ELIAS_CODES)}, got {code!r}")
         self.s = int(s)
         self.code = code
+        self._level_dtype = np.int8 if s < 2**7 else (np.int16 if s < 2**15 else np.int32)  # signed levels
 
     @property
     def params(self) -> dict[str, object]:
@@ -200,10 +199,11 @@ class QSGD(Compressor):
         norm = l2_norm(x)
         if norm == 0.0:
             return (0.0,), np.empty(0, dtype=np.uint8)
-        state = np.uint64(key.state)
         code = ELIAS_CODES[self.code]
-        out = np.zeros(packed_nbytes(_stream_bits(x, norm, self.s, state, code), 1) + 8, dtype=np.uint8)
-        return (norm,), out[: _write_stream(x, norm, self.s, state, code, out)]
+        levels = np.empty(x.size, dtype=self._level_dtype)
+        bits = _quantize(x, norm, self.s, np.uint64(key.state), code, levels)
+        out = np.zeros(packed_nbytes(bits, 1) + 8, dtype=np.uint8)
+        return (norm,), out[: _write_stream(levels, code, out)]
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
         norm = check_scalar(msg.scalars[0], "qsgd norm")

@@ -12,8 +12,7 @@ import numpy as np
 from numba import njit
 
 from ..rng import RandomKey
-from ..wire import Message, pack_signs, unpack_signs
-from ..wire.elias import check_padding
+from ..wire import Message, MessageError, pack_signs, packed_nbytes
 from .base import Compressor, check_scalar
 from .registry import register
 from .terngrad import max_magnitude
@@ -21,14 +20,37 @@ from .terngrad import max_magnitude
 
 @njit(cache=True)
 def mean_magnitude(x):
-    """``||x||_1 / d`` in float64 without overflow (summed as ``|x_i| / max |x_j|``, then rescaled)."""
-    largest = max_magnitude(x)
-    if largest == 0.0:
+    """``||x||_1 / d`` in float64; if the plain sum overflows, summed as ``|x_i| / max |x_j|`` and rescaled."""
+    if x.size == 0:
         return 0.0
+    total = 0.0
+    for v in x:
+        total += abs(np.float64(v))
+    if np.isfinite(total):
+        return total / x.size
+    largest = max_magnitude(x)
     total = 0.0
     for v in x:
         total += abs(np.float64(v)) / largest
     return largest * (total / x.size)
+
+
+@njit(cache=True)
+def _expand_signs(bitmap, scale, out):
+    """``out[i] = -scale`` if bit i of the LSB-first bitmap is set, else ``+scale``; False if a padding bit is set."""
+    d = out.size
+    values = np.array((scale, -scale))
+    for byte in range(d // 8):
+        bits = bitmap[byte]
+        for j in range(8):
+            out[8 * byte + j] = values[(bits >> j) & 1]
+    tail = d % 8
+    if tail:
+        bits = bitmap[d // 8]
+        for j in range(tail):
+            out[d - tail + j] = values[(bits >> j) & 1]
+        return bits >> tail == 0
+    return True
 
 
 @register
@@ -53,6 +75,10 @@ class Sign(Compressor):
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
         scale = check_scalar(msg.scalars[0], "sign scale")
-        negative = unpack_signs(msg.payload, msg.d)
-        check_padding(np.frombuffer(msg.payload, dtype=np.uint8), msg.d, "sign bitmap")
-        return np.where(negative, -scale, scale)
+        bitmap = np.frombuffer(msg.payload, dtype=np.uint8)
+        if bitmap.size != packed_nbytes(msg.d, 1):
+            raise MessageError(f"sign: bitmap of {bitmap.size} bytes, d={msg.d} signs need {packed_nbytes(msg.d, 1)}")
+        out = np.empty(msg.d)
+        if not _expand_signs(bitmap, scale, out):
+            raise MessageError("sign: nonzero padding bits after the last sign")
+        return out

@@ -20,7 +20,14 @@ import numpy as np
 from numba import njit, uint64
 
 from ..rng import GOLDEN, RandomKey, random_below
-from ..wire import Message, MessageError, index_bits, pack_uint, packed_nbytes, unpack_uint
+from ..wire import (
+    Message,
+    MessageError,
+    index_bits,
+    pack_uint,
+    packed_nbytes,
+    unpack_uint,
+)
 from .base import Compressor, require_key
 from .registry import register
 
@@ -29,7 +36,7 @@ _HASH_EMPTY = -1
 _DENSE_FLOYD_RATIO = 64  # k >= d / 64: a d-byte mask beats a hash set plus a sort
 
 
-def resolve_count(k: int | float, d: int) -> int:
+def resolve_count(k: float, d: int) -> int:
     """Coordinates kept in dimension d: ``min(k, d)`` for a count, ``max(1, round(k d))`` for a fraction."""
     if isinstance(k, float):
         return min(d, max(1, round(k * d)))
@@ -38,7 +45,9 @@ def resolve_count(k: int | float, d: int) -> int:
 
 def _check_count(name: str, k: object) -> int | float:
     if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name}: parameter k must be a count (int >= 1) or a fraction (float in (0, 1]), got {k!r}")
+        raise ValueError(  # noqa: TRY004  (a bad spec value is a ValueError, like every spec error)
+            f"{name}: parameter k must be a count (int >= 1) or a fraction (float in (0, 1]), got {k!r}"
+        )
     if isinstance(k, (int, np.integer)):
         if k < 1:
             raise ValueError(f"{name}: k as a count must be an int >= 1, got {k}")
@@ -189,7 +198,7 @@ def random_k_indices(d: int, k: int, key: RandomKey) -> np.ndarray:
 class Sparsifier(Compressor):
     """Base of Rand-K and Top-K: ``k`` kept coordinates, their indices and values on the wire."""
 
-    def __init__(self, k: int | float | None = None, dtype: str = "float64") -> None:
+    def __init__(self, k: float | None = None, dtype: str = "float64") -> None:
         self.k = _check_count(self.name, k)
         self.dtype = _check_dtype(self.name, dtype)
 
@@ -278,10 +287,10 @@ class RandK(Sparsifier):
     name = "randk"
     unbiased = True
 
-    def __init__(self, k: int | float | None = None, dtype: str = "float64", send_indices: bool = False) -> None:
+    def __init__(self, k: float | None = None, dtype: str = "float64", send_indices: bool = False) -> None:
         super().__init__(k, dtype)
         if not isinstance(send_indices, bool):
-            raise ValueError(f"randk: send_indices must be True or False, got {send_indices!r}")
+            raise ValueError(f"randk: send_indices must be True or False, got {send_indices!r}")  # noqa: TRY004
         self.send_indices = send_indices
 
     @property

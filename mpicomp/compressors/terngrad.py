@@ -23,6 +23,8 @@ from .registry import register
 
 TRITS_PER_BYTE = 5
 _VALID_BYTES = 3**TRITS_PER_BYTE
+# _TRITS[b, j]: digit j of byte b in base 3, the decoding table of the five-trit packing.
+_TRITS = (np.arange(_VALID_BYTES)[:, None] // 3 ** np.arange(TRITS_PER_BYTE) % 3).astype(np.int8)
 
 
 @njit(cache=True)
@@ -41,28 +43,28 @@ def _ternarize(x, scale, state, out):
         code = 0
         weight = 1
         for i in range(TRITS_PER_BYTE * g, min(TRITS_PER_BYTE * (g + 1), x.size)):
-            if random_uniform(state, i) < abs(np.float64(x[i])) / scale:
-                code += weight * (2 if x[i] < 0 else 1)
+            kept = random_uniform(state, i) < abs(np.float64(x[i])) / scale
+            code += weight * kept * (1 + (x[i] < 0))
             weight *= 3
         out[g] = code
 
 
 @njit(cache=True)
-def _unternarize(buf, scale, out):
-    """Unpack trits into ``{0, +s, -s}``; returns -1, or the index of the first invalid byte."""
+def _unternarize(buf, scale, trits, out):
+    """Unpack trits into ``{0, +s, -s}`` with the ``trits`` table; returns -1, or the first invalid byte."""
     d = out.size
+    values = np.array((0.0, scale, -scale))
     for g in range(buf.size):
-        code = np.int64(buf[g])
+        code = buf[g]
         if code >= _VALID_BYTES:
             return g
-        for i in range(TRITS_PER_BYTE * g, TRITS_PER_BYTE * (g + 1)):
-            trit = code % 3
-            code //= 3
-            if i >= d:
-                if trit:
-                    return g
-            else:
-                out[i] = 0.0 if trit == 0 else (scale if trit == 1 else -scale)
+        for j in range(TRITS_PER_BYTE):
+            i = TRITS_PER_BYTE * g + j
+            trit = trits[code, j]
+            if i < d:
+                out[i] = values[trit]
+            elif trit:
+                return g
     return -1
 
 
@@ -97,7 +99,7 @@ class TernGrad(Compressor):
         if data.size != need:
             raise MessageError(f"terngrad: payload of {data.size} bytes, d={msg.d} trits need {need}")
         out = np.empty(msg.d)
-        bad = _unternarize(data, scale, out)
+        bad = _unternarize(data, scale, _TRITS, out)
         if bad >= 0:
             raise MessageError(f"terngrad: byte {bad} is not five valid ternary digits")
         return out

@@ -21,8 +21,8 @@ import numpy as np
 
 from ..compressors import make as make_compressor
 from ..problems.base import LocalObjective
-from ..wire import MessageError, split_messages
 from ..rng import STREAM_DOWNLINK
+from ..wire import MessageError, split_messages
 from .base import MASTER, Method, MethodContext, MethodOptions, register_method
 
 VARIANTS = ("lsvrg", "saga")
@@ -37,14 +37,9 @@ class DianaOptions(MethodOptions):
     )
 
 
-@dataclass
-class VRDianaOptions(DianaOptions):
-    """VR-DIANA's options: DIANA's plus the estimator variant and L-SVRG's refresh probability p."""
-
-    variant: str = dataclasses.field(
-        default="lsvrg", metadata={"choices": VARIANTS, "help": "variance reduction: lsvrg (reference point) or saga"}
-    )
-    p: float | None = dataclasses.field(
+def refresh_probability_field() -> dataclasses.Field:
+    """The ``p`` option: L-SVRG's probability of moving the reference point, in (0, 1]."""
+    return dataclasses.field(
         default=None,
         metadata={
             "minimum": 0.0,
@@ -55,17 +50,20 @@ class VRDianaOptions(DianaOptions):
 
 
 @dataclass
+class VRDianaOptions(DianaOptions):
+    """VR-DIANA's options: DIANA's plus the estimator variant and L-SVRG's refresh probability p."""
+
+    variant: str = dataclasses.field(
+        default="lsvrg", metadata={"choices": VARIANTS, "help": "variance reduction: lsvrg (reference point) or saga"}
+    )
+    p: float | None = refresh_probability_field()
+
+
+@dataclass
 class QSVRGOptions(MethodOptions):
     """QSVRG's options: the step size and the L-SVRG refresh probability p."""
 
-    p: float | None = dataclasses.field(
-        default=None,
-        metadata={
-            "minimum": 0.0,
-            "exclusive_minimum": True,
-            "help": "refresh probability of the reference point, <= 1 (default batch/m)",
-        },
-    )
+    p: float | None = refresh_probability_field()
 
 
 def sample_gradients(local: LocalObjective, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -144,7 +142,10 @@ class Diana(Method):
     analysis of Gorbunov, Hanzely, Richtárik 2020, which recovers the rate
     ``O((kappa + kappa omega/n + omega) log 1/eps)`` of [1]): ``gamma = 1/(L (1 + 6 omega/n))`` with
     L the smoothness of every f_i (:meth:`Problem.smoothness`, from the data) and omega the uplink
-    compressor's variance; divided by ``1 + omega_M`` for a compressed downlink.
+    compressor's variance; divided by ``1 + omega_M`` for a compressed downlink. With mu the strong
+    convexity of f (:meth:`Problem.strong_convexity`) and full gradients, ``||x - x*||^2`` plus the memory
+    errors ``||h_i - grad f_i(x*)||^2`` decay linearly at a rate set by ``gamma mu`` and ``alpha``; minibatch
+    gradients (DIANA-SGD) stop in a neighbourhood of size ``O(gamma sigma^2/(mu n))``.
     """
 
     name = "diana"
@@ -206,7 +207,9 @@ class VRDiana(Diana):
     Defaults (poster 000, Theorem 1): ``gamma = 1/(L_max (1 + 36 (omega + 1)/n))``, ``alpha = 1/(omega+1)``,
     ``p = batch/m`` (``1/m`` for one sample per round, m the mean shard size), with ``L_max`` the largest
     smoothness constant of a single f_ij (:meth:`sample_smoothness`, from the data); divided by
-    ``1 + omega_M`` for a compressed downlink. The theorem needs f_ij convex and f strongly convex.
+    ``1 + omega_M`` for a compressed downlink. The theorem needs f_ij convex and f mu-strongly convex
+    (mu from :meth:`Problem.strong_convexity`) and gives ``O((kappa + kappa omega/n + m + omega) log 1/eps)``
+    rounds with ``kappa = L_max/mu``.
     """
 
     name = "vr-diana"
@@ -221,6 +224,8 @@ class VRDiana(Diana):
             )
         if options.p is not None and not 0.0 < options.p <= 1.0:
             raise ValueError(f"[method] p: the refresh probability must be in (0, 1], got {options.p!r}")
+        if options.p is not None and options.variant != "lsvrg":
+            raise ValueError(f"[method] p: only variant 'lsvrg' has a refresh probability, not {options.variant!r}")
         super().__init__(ctx, options)
         self.variant = options.variant
         mean_shard = np.mean([self.problem.local(w).m for w in range(self.n)])
@@ -253,7 +258,9 @@ class VRDiana(Diana):
         parts = split_messages(message)
         expected = 2 if self.variant == "lsvrg" else 1
         if len(parts) != expected:
-            raise MessageError(f"{self.name} ({self.variant}): downlink holds {len(parts)} messages, expected {expected}")
+            raise MessageError(
+                f"{self.name} ({self.variant}): downlink holds {len(parts)} messages, expected {expected}"
+            )
         if self.variant == "lsvrg" and self.decode_coin(parts[1]):
             for estimator in self.estimators.values():
                 estimator.refresh(self.x)

@@ -119,7 +119,7 @@ class EF21Options(MethodOptions):
         default=None,
         metadata={
             "minimum": 0,
-            "help": "B_init: samples per worker for v_i^0 = g_i^0 at x^0 (0 = full local gradient; unset = [data] batch)",
+            "help": "B_init: samples per worker for v_i^0 = g_i^0 at x^0 (0 = full gradient; unset = [data] batch)",
         },
     )
     init: str = dataclasses.field(

@@ -60,6 +60,10 @@ class Problem(ABC):
         """``prox_{gamma R}(v) = argmin_u R(u) + ||u - v||^2 / (2 gamma)``."""
         return self.regularizer.prox(v, gamma)
 
+    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(F(x), grad f(x))``; problems override it to share one pass over the data."""
+        return self.loss(x), self.grad(x)
+
     @abstractmethod
     def x0(self) -> np.ndarray:
         """The starting point (zeros unless the problem says otherwise)."""

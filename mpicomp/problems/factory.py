@@ -16,6 +16,7 @@ allowed on any problem) and ``R(x) = l1||x||_1 + (r_l2/2)||x||^2`` per ``regular
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,36 +47,28 @@ def _encode(labels: np.ndarray | None, encoder) -> np.ndarray | None:
 
 
 def _targets(
-    name: str, y: np.ndarray, y_test: np.ndarray | None, positive_class
+    name: str, y: np.ndarray, y_test: np.ndarray | None, positive_class: float | None
 ) -> tuple[MarginLoss, np.ndarray, np.ndarray | None]:
-    """The loss and its encoded train/test targets (``(m, 1)`` floats, or class indices for softmax)."""
+    """The loss and its train/test targets: class indices (softmax), +-1 signs, or raw reals (lsq)."""
     if name == "softmax":
         classes = np.unique(_all_labels(y, y_test))
-
-        def class_index(labels: np.ndarray) -> np.ndarray:
-            return np.searchsorted(classes, labels).astype(np.intp)
-
+        class_index = partial(np.searchsorted, classes)
         return SoftmaxLoss(classes.size), class_index(y), _encode(y_test, class_index)
     positive = _positive_label(name, y, y_test, positive_class)
-
-    def signs(labels: np.ndarray) -> np.ndarray:
-        return np.where(labels == positive, 1.0, -1.0)[:, None]
-
-    if name == "lsq" and positive is None:
-
-        def real(labels: np.ndarray) -> np.ndarray:
-            return np.asarray(labels, dtype=np.float64)[:, None]
-
-        return SquaredLoss(classification=False), real(y), _encode(y_test, real)
-    if name == "lsq":
-        return SquaredLoss(classification=True), signs(y), _encode(y_test, signs)
+    if positive is None and name == "lsq":
+        return SquaredLoss(classification=False), y, y_test
     if positive is None:
         found = np.unique(_all_labels(y, y_test))
         raise ValueError(
             f"problem {name!r} needs two classes but the labels have {found.size} ({found[:10]}); "
             "set positive_class (one class vs the rest) or use problem 'softmax'"
         )
-    return LogisticLoss(), signs(y), _encode(y_test, signs)
+
+    def signs(labels: np.ndarray) -> np.ndarray:
+        return np.where(labels == positive, 1.0, -1.0)
+
+    loss = SquaredLoss(classification=True) if name == "lsq" else LogisticLoss()
+    return loss, signs(y), _encode(y_test, signs)
 
 
 def build_problem(

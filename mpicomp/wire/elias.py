@@ -80,19 +80,16 @@ def write_elias(out, state, n, code):
         k = bit_length(n) - 1
         low = n & ((_ONE << uint64(k)) - _ONE)
         return _write_wide(out, state, (_ONE << uint64(k)) | (low << uint64(k + 1)), 2 * k + 1)
-    depth = 0
-    v = n
-    while v > 1:
-        v = uint64(bit_length(v) - 1)
-        depth += 1
-    for level in range(depth - 1, -1, -1):
-        v = n
-        for _ in range(level):
-            v = uint64(bit_length(v) - 1)
-        k = bit_length(v) - 1
-        low = v & ((_ONE << uint64(k)) - _ONE)
-        state = _write_wide(out, state, _ONE | (low << _ONE), k + 1)
-    return write_bits(out, state, 0, 1)
+    # Omega, built from the end: the final zero bit, then each group prepended (lower bits come first).
+    word = uint64(0)
+    length = 1
+    while n > 1:
+        k = bit_length(n) - 1
+        group = _ONE | ((n & ((_ONE << uint64(k)) - _ONE)) << _ONE)
+        word = group | (word << uint64(k + 1))
+        length += k + 1
+        n = uint64(k)
+    return _write_wide(out, state, word, length)
 
 
 @njit(cache=True)
