@@ -114,12 +114,12 @@ class RandomKey:
     def state(self) -> np.uint64:
         """The 64-bit generator state hashed from the four key fields."""
         mask = (1 << 64) - 1
-        return _hash_key(
+        return np.uint64(_hash_key(
             np.uint64(self.seed & mask),
             np.uint64(self.round & mask),
             np.uint64(self.worker & mask),
             np.uint64(self.stream & mask),
-        )
+        ))
 
     def with_stream(self, stream: int) -> RandomKey:
         return RandomKey(self.seed, self.round, self.worker, stream)

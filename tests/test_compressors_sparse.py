@@ -203,7 +203,8 @@ def test_topk_breaks_ties_towards_low_indices() -> None:
 @pytest.mark.parametrize("spec", [spec for spec in EVERY_SPEC if "qsgd" not in spec])  # qsgd: test_qsgd_size_*
 @pytest.mark.parametrize("d", [1, 7, 1000])
 def test_size_matches_expected_bits(spec: str, d: int) -> None:
-    """Deterministic-size codecs: payload = expected bits rounded up to whole bytes (per section)."""
+    """Deterministic-size codecs: payload = expected bits rounded up to whole bytes; each of at most two
+    bit-packed sections (indices, a nested message's payload) pads fewer than 8 bits."""
     compressor = make(spec)
     message = compressor.encode(fixed_vectors(d)["dense"], KEY)
     measured = payload_bits(compressor, message)
@@ -235,21 +236,28 @@ def test_qsgd_size_sparse_regime_matches_on_average() -> None:
 
 
 def test_qsgd_gaussian_model_matches_a_direct_sum() -> None:
-    """The closed-form level probabilities agree with numerical integration over the half-normal."""
+    """The closed-form level tails agree with numerical integration over the half-normal, and the
+    dyadic-block sum equals the plain sum over every gap length and level."""
     from scipy import integrate, stats
 
-    from mpicomp.compressors.qsgd import _level_probabilities
+    from mpicomp.compressors.qsgd import _level_tail
+    from mpicomp.wire import elias_code_bits
 
     d, s = 400, 30
     sigma = s / np.sqrt(d)
-    probabilities = _level_probabilities(d, s)
-    for j in range(probabilities.size):
-        direct, _ = integrate.quad(
-            lambda r, j=j: max(0.0, 1.0 - abs(r - j)) * stats.halfnorm.pdf(r, scale=sigma), max(0, j - 1), j + 1
-        )
-        assert probabilities[j] == pytest.approx(direct, abs=1e-9)
-    assert probabilities.sum() == pytest.approx(1.0, abs=1e-9)
-    assert gaussian_stream_bits(d, s, "omega") > 0
+    for j in range(1, s + 2):
+        direct = integrate.quad(
+            lambda r, j=j: min(1.0, max(0.0, r - j + 1.0)) * stats.halfnorm.pdf(r, scale=sigma), j - 1, np.inf
+        )[0]
+        expected = direct if j <= s else 0.0
+        assert _level_tail(np.array([float(j)]), d, s)[0] == pytest.approx(expected, abs=1e-9)
+    tails = _level_tail(np.arange(1.0, s + 2), d, s)
+    p = tails[0]
+    g = np.arange(1, d + 2)
+    gaps = np.where(g <= d, (1 - p) ** (g - 1) * p * ((d - g) * p + 2), (1 - p) ** d)
+    plain = float(gaps @ elias_code_bits(g, "omega"))
+    plain += d * float((tails[:-1] - tails[1:]) @ (1 + elias_code_bits(np.arange(1, s + 1), "omega")))
+    assert gaussian_stream_bits(d, s, "omega") == pytest.approx(plain, rel=1e-12)
 
 
 def test_composition_expected_bits_adds_the_nested_header() -> None:

@@ -18,7 +18,7 @@ from mpicomp.comm import LocalTransport
 from mpicomp.compressors import make
 from mpicomp.config import validate
 from mpicomp.methods import MethodContext, method_class
-from mpicomp.methods.diana import SAGATable, SVRGReference, VRDiana, sample_gradients
+from mpicomp.methods.diana import SAGATable, SVRGReference, VRDiana
 from mpicomp.problems import build_problem
 from mpicomp.rng import root_seed
 from mpicomp.wire import MessageError, split_messages
@@ -186,7 +186,7 @@ def test_saga_table_updates_sampled_rows_only():
         for w, estimator in method.estimators.items():
             rows, mean, memory = before[w]
             idx = method.sample_batch(w, k)
-            fresh = sample_gradients(problem.local(w), x, idx)
+            fresh = problem.local(w).sample_grads(x, idx)
             estimate = (fresh - rows[idx]).mean(axis=0) + mean
             assert bytes(uploads[w]) == method.encode_up(estimate - memory, w, k)
             untouched = np.setdiff1d(np.arange(problem.local(w).m), idx)

@@ -312,10 +312,11 @@ def grad_floor(result, first: int, last: int) -> float:
 
 
 def test_ef21_sgd_stalls_and_ef21_sgdm_goes_below_with_the_same_bits(tmp_path):
-    """Floors = mean ||grad f||^2 over rounds 200-400 (40 logged values). Measured over seeds 0-3:
-    EF21-SGD 0.76-0.88 (its first-half mean 200-300 within 25% of its second half 300-400: stalled),
-    EF21-SGDM 0.215-0.253, i.e. at least 3.0x lower; asserted: 2x. Same compressor, same rounds:
-    the counted uplink bits are identical, round by round."""
+    """Floors = mean ||grad f||^2 over rounds 200-400 (40 logged values). Measured over seeds 0-5:
+    EF21-SGD 0.69-0.88, at least 0.56x its value at round 5 (asserted 0.4x), with the mean over rounds
+    300-400 at least 0.91x the mean over 200-300 (stalled; asserted 0.75x); EF21-SGDM 0.206-0.253,
+    at least 3.1x below EF21-SGD (asserted 2x). Same compressor, same rounds: the counted uplink and
+    downlink bits are identical, round by round."""
     sgd = poster_run(tmp_path, "ef21", 4, 400)
     sgdm = poster_run(tmp_path, "ef21-sgdm", 4, 400)
     np.testing.assert_array_equal(sgd.metrics["bits_up"], sgdm.metrics["bits_up"])
@@ -328,8 +329,8 @@ def test_ef21_sgd_stalls_and_ef21_sgdm_goes_below_with_the_same_bits(tmp_path):
 
 
 def test_ef21_sgdm_floor_improves_with_n(tmp_path):
-    """Poster's "improving with n": EF21-SGDM floor over rounds 200-400, measured over seeds 0-3:
-    0.89-1.02 with n = 1, 0.215-0.253 with n = 4 (>= 3.5x lower); asserted: 2x."""
+    """Poster's "improving with n": EF21-SGDM floor over rounds 200-400, measured over seeds 0-5:
+    0.89-1.08 with n = 1, 0.206-0.253 with n = 4 (at least 3.7x lower per seed); asserted: 2x."""
     one, four = (grad_floor(poster_run(tmp_path, "ef21-sgdm", n, 400), 200, 400) for n in (1, 4))
     assert four < 0.5 * one, f"floor {four:.3f} with n = 4, {one:.3f} with n = 1"
 

@@ -10,7 +10,7 @@ Every run goes through :func:`mpicomp.runner.run` in this process and is read ba
 file with :func:`mpicomp.results.read_results`; the PNGs and the HDF5 files land in ``--out``.
 Example::
 
-    python tools/plot_ef21.py --mnist ../shared/datasets/mnist --subsample 6000 --rounds 1000 --out results/ef21
+    python tools/plot_ef21.py --mnist ../shared/datasets/mnist --subsample 6000 --rounds 600 --out results/ef21
 """
 
 from __future__ import annotations
@@ -52,16 +52,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mnist", type=Path, default=DEFAULT_MNIST, help="folder with the four MNIST idx files")
     parser.add_argument("--subsample", type=int, default=6000, help="training images used (0 = all 60,000)")
     parser.add_argument("--out", type=Path, default=Path("results/ef21"), help="folder for the HDF5 files and PNGs")
-    parser.add_argument("--rounds", type=int, default=1000, help="communication rounds per run")
+    parser.add_argument("--rounds", type=int, default=600, help="communication rounds per run")
     parser.add_argument("--workers", type=int, default=10, help="n in experiment 1")
     parser.add_argument("--batches", type=int_list, default=[1, 8, 64], help="minibatch sizes B of experiment 1")
     parser.add_argument("--ns", type=int_list, default=[1, 4, 16], help="worker counts n of experiment 2")
     parser.add_argument("--batch-n", type=int, default=1, help="minibatch size B in experiment 2")
-    parser.add_argument("--stepsize", type=float, default=1.0, help="gamma, the same for every method")
+    parser.add_argument("--stepsize", type=float, default=0.01, help="gamma, the same for every method")
     parser.add_argument("--eta", type=float, default=0.1, help="momentum eta of EF21-SGDM and EF21-SGD2M")
     parser.add_argument("--topk", type=float, default=0.01, help="Top-K uplink, k as a fraction of d")
     parser.add_argument("--lam", type=float, default=1e-3, help="weight of the nonconvex penalty")
-    parser.add_argument("--scale", choices=SCALINGS, default="unit-norm", help="feature scaling of the images")
+    parser.add_argument("--scale", choices=SCALINGS, default="standard", help="feature scaling of the images")
     parser.add_argument("--log-every", type=int, default=10, help="evaluate ||grad f||^2 every N rounds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--experiments", default="1,2", help="which experiments to run: 1, 2 or 1,2")

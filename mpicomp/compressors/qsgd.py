@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 from numba import njit, uint64
-from scipy.special import erf
+from scipy.special import erfc
 
 from ..rng import RandomKey, random_uniform
 from ..wire import Message, MessageError
@@ -118,46 +118,52 @@ def _read_stream(buf, d, s, unit, code, out):
         out[position] = -(np.float64(level) * unit) if negative else np.float64(level) * unit
 
 
-def _level_probabilities(d: int, s: int) -> np.ndarray:
-    """``P(l = j)``, j = 0..J, for one coordinate of a standard Gaussian x with ``||x||_2 = sqrt(d)``.
+def _level_tail(j: np.ndarray, d: int, s: int) -> np.ndarray:
+    """``P(l >= j)`` (integers ``j >= 1``) for one coordinate of a standard Gaussian x with ``||x||_2 = sqrt d``.
 
-    ``r = s |z| / sqrt(d)`` is half-normal with scale ``sigma = s / sqrt(d)``; stochastic rounding
-    gives ``P(l = j) = E max(0, 1 - |r - j|)``, integrated in closed form with the CDF
-    ``F(r) = erf(r / (sigma sqrt 2))`` and the partial mean ``G(r) = sigma sqrt(2/pi) (1 - exp(-r^2 / 2 sigma^2))``.
+    ``r = s |z| / sqrt(d)`` is half-normal with scale ``sigma = s / sqrt(d)`` and density f; stochastic
+    rounding gives ``P(l >= j) = E clip(r - j + 1, 0, 1) = int_{j-1}^{j} (r - j + 1) f(r) dr + P(r >= j)``,
+    in closed form with ``P(r >= t) = erfc(t / (sigma sqrt 2))`` and
+    ``int_a^b r f(r) dr = sigma sqrt(2/pi) (exp(-a^2 / 2 sigma^2) - exp(-b^2 / 2 sigma^2))``. Levels are
+    capped at s (the mass of ``r > s``, i.e. ``|z| > sqrt d``, rounds to s), so the tail is 0 beyond s.
     """
     sigma = s / np.sqrt(d)
-    top = int(min(s, np.ceil(40.0 * sigma) + 1))
-    j = np.arange(top + 2, dtype=np.float64)
-    cdf = erf(j / (sigma * np.sqrt(2.0)))
-    mean = sigma * np.sqrt(2.0 / np.pi) * -np.expm1(-0.5 * (j / sigma) ** 2)
-    rise = (mean[1:] - mean[:-1]) - j[:-1] * (cdf[1:] - cdf[:-1])  # ∫_{j}^{j+1} (r - j) f(r) dr
-    fall = (j[1:] * (cdf[1:] - cdf[:-1])) - (mean[1:] - mean[:-1])  # ∫_{j}^{j+1} (j + 1 - r) f(r) dr
-    probabilities = np.empty(top + 1)
-    probabilities[0] = fall[0]
-    probabilities[1:] = rise[:top] + fall[1 : top + 1]
-    if top == s:  # levels are capped at s: the mass of r > s (|z| > sqrt d) rounds to s
-        probabilities[top] = rise[top - 1] + (1.0 - cdf[top])
-    return np.clip(probabilities, 0.0, 1.0)
+    above = erfc(j / (sigma * np.sqrt(2.0)))
+    above_previous = erfc((j - 1) / (sigma * np.sqrt(2.0)))
+    moment = sigma * np.sqrt(2.0 / np.pi) * (np.exp(-0.5 * ((j - 1) / sigma) ** 2) - np.exp(-0.5 * (j / sigma) ** 2))
+    tail = moment - (j - 1) * (above_previous - above) + above
+    return np.where(j <= s, np.clip(tail, 0.0, 1.0), 0.0)
+
+
+def _dyadic_blocks(end: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block starts ``2^m`` and ends ``min(2^(m+1), end)`` covering ``[1, end)``: Elias lengths are
+    constant on each block (they depend on the bit length only)."""
+    starts = 2 ** np.arange(max(1, int(end - 1).bit_length()), dtype=np.float64)
+    return starts, np.minimum(2 * starts, end)
 
 
 @lru_cache(maxsize=64)
 def gaussian_stream_bits(d: int, s: int, code: str) -> float:
     """Expected payload bits of QSGD on a standard Gaussian x in dimension d (large-d model).
 
-    Nonzero levels are independent with probability ``p = P(l >= 1)``; the expected number of gaps
-    of length g (including the final one to the sentinel at d) is ``q^(g-1) p ((d - g) p + 2)`` for
-    ``g <= d`` and ``q^d`` for ``g = d + 1``, with ``q = 1 - p``. Bits =
-    ``sum_g w(g) L(g) + d sum_{j >= 1} P(l = j) (1 + L(j))`` with the exact Elias lengths L.
+    Nonzero levels are independent with probability ``p = P(l >= 1)``. The expected number of gaps
+    of length ``>= g`` (the final one, to the sentinel at d, included) is
+    ``T(g) = q^(g-1) (p (d - g + 1) + 1)`` for ``1 <= g <= d + 1``, ``q = 1 - p``. With the Elias
+    length L constant on dyadic blocks ``[a, b)``:
+    ``bits = sum_blocks L(a) (T(a) - T(b)) + d sum_blocks (1 + L(a)) (P(l >= a) - P(l >= b))``
+    (gap codes, then a sign bit and a level code per nonzero).
     """
-    probabilities = _level_probabilities(d, s)
-    levels = np.arange(1, probabilities.size)
-    level_bits = d * float(np.sum(probabilities[1:] * (1 + elias_code_bits(levels, code))))
-    p = float(np.sum(probabilities[1:]))
-    longest = int(min(d, np.ceil(50.0 / p)))
-    gaps = np.arange(1, longest + 1)
-    weights = np.exp((gaps - 1) * np.log1p(-p)) * p * ((d - gaps) * p + 2.0) if p < 1.0 else (gaps == 1) * (d + 1.0)
-    final = np.exp(d * np.log1p(-p)) if p < 1.0 else 0.0
-    gap_bits = float(np.sum(weights * elias_code_bits(gaps, code))) + final * float(elias_code_bits(d + 1, code))
+    p = float(_level_tail(np.array([1.0]), d, s)[0])
+
+    def gaps_at_least(g: np.ndarray) -> np.ndarray:
+        return np.where(g <= d + 1, np.power(1.0 - p, g - 1.0) * (p * (d - g + 1.0) + 1.0), 0.0)
+
+    starts, ends = _dyadic_blocks(d + 2)
+    lengths = elias_code_bits(starts.astype(np.uint64), code)
+    gap_bits = float(np.sum(lengths * (gaps_at_least(starts) - gaps_at_least(ends))))
+    starts, ends = _dyadic_blocks(s + 1)
+    lengths = elias_code_bits(starts.astype(np.uint64), code)
+    level_bits = d * float(np.sum((1 + lengths) * (_level_tail(starts, d, s) - _level_tail(ends, d, s))))
     return gap_bits + level_bits
 
 

@@ -66,14 +66,6 @@ class QSVRGOptions(MethodOptions):
     p: float | None = refresh_probability_field()
 
 
-def sample_gradients(local: LocalObjective, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Rows ``grad f_ij(x)`` for ``j in idx``, shape ``(len(idx), d)`` (each with the smooth l2 term)."""
-    out = np.empty((len(idx), local.d))
-    for row, j in enumerate(idx):
-        out[row] = local.grad_batch(x, np.array([j]))
-    return out
-
-
 class SVRGReference:
     """L-SVRG's estimator on one worker: ``g_i = grad f_iB(x) - grad f_iB(w) + mu_i`` with ``mu_i = grad f_i(w)``.
 
@@ -105,12 +97,12 @@ class SAGATable:
 
     def __init__(self, local: LocalObjective, x0: np.ndarray) -> None:
         self.local = local
-        self.rows = sample_gradients(local, x0, np.arange(local.m))
+        self.rows = local.sample_grads(x0, np.arange(local.m))
         self.mean = self.rows.mean(axis=0)
 
     def estimate(self, x: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
         idx = np.arange(self.local.m) if idx is None else idx
-        fresh = sample_gradients(self.local, x, idx)
+        fresh = self.local.sample_grads(x, idx)
         change = fresh - self.rows[idx]
         estimate = change.mean(axis=0) + self.mean
         self.mean += change.sum(axis=0) / self.local.m

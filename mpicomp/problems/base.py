@@ -37,6 +37,11 @@ class LocalObjective(ABC):
         """
 
 
+    def sample_grads(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Rows ``grad f_ij(x)`` for ``j in idx``, shape ``(len(idx), d)``; shards override it vectorised."""
+        return np.stack([self.grad_batch(x, np.array([j])) for j in idx])
+
+
 class Problem(ABC):
     """A distributed objective with per-worker shards, a reference optimum and metrics."""
 

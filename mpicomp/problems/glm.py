@@ -267,6 +267,17 @@ class GLMShard(LocalObjective):
         out += self.smooth.grad(x)
         return out
 
+    def sample_grads(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Rows ``grad f_ij(x) = vec(dloss/dz_j (x) a_j) + grad r(x)``, class-major, in one pass."""
+        x = _check_x(x, self.d)
+        idx = np.asarray(idx, dtype=np.intp)
+        rows = self.features[idx]
+        rows = rows.toarray() if sp.issparse(rows) else np.asarray(rows)
+        dz = self.loss_fn.derivative(margins(rows, x, self.loss_fn.outputs), self.targets[idx])
+        out = (dz[:, :, None] * rows[:, None, :]).reshape(idx.size, self.d)
+        out += self.smooth.grad(x)
+        return out
+
     def smoothness(self) -> float:
         """``L_i = max(c lambda_max(A_i^T A_i)/m_i + r_upper, -r_lower)``."""
         top = self.loss_fn.curvature * squared_spectral_norm(self.features) / self.m

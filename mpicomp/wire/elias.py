@@ -4,9 +4,9 @@ Universal prefix codes (Elias 1975) for ``1 <= n <= MAX_ELIAS``, with ``b(n)`` t
 
 * gamma: ``b(n) - 1`` zero bits, a one bit, then the ``b(n) - 1`` bits of n below its leading one;
   ``2 floor(log2 n) + 1`` bits.
-* omega (recursive): groups ``n_m, ..., n_1, n_0 = n`` with ``n_{i+1} = b(n_i) - 1`` down to
-  ``n_m > 1 = n_{m+1}``, then a zero bit. Each group is its leading one bit followed by its
-  ``b(n_i) - 1`` lower bits; the decoder starts at ``n = 1`` and, while it reads a one, reads ``n``
+* omega (recursive): with ``n_0 = n`` and ``n_{i+1} = b(n_i) - 1`` while ``n_i > 1``, the groups
+  ``n_m, ..., n_1, n_0`` (last one first), then a zero bit. Each group is its leading one bit
+  followed by its ``b(n_i) - 1`` lower bits; the decoder starts at ``n = 1`` and, while it reads a one, reads ``n``
   more bits to form the next ``n``. ``1 + sum_i b(n_i)`` bits (``log2 n + log2 log2 n + ...``).
 
 The bits after a leading one are stored least significant first, like every field of the stream
@@ -143,14 +143,6 @@ def read_elias(buf, state, consumed, total, code):
 
 
 @njit(cache=True)
-def _total_bits(values, code):
-    total = 0
-    for i in range(values.size):
-        total += elias_bits(values[i], code)
-    return total
-
-
-@njit(cache=True)
 def _lengths(values, code, out):
     for i in range(values.size):
         out[i] = elias_bits(values[i], code)
@@ -202,12 +194,9 @@ def elias_code_bits(values: np.ndarray, code: str = "omega") -> np.ndarray:
 
 def encode_elias(values: np.ndarray, code: str = "omega") -> np.ndarray:
     """Concatenated codewords of ``values`` (integers in [1, MAX_ELIAS]), zero-padded to whole bytes."""
-    code_id = _code_id(code)
     values = _checked_values(values)
-    nbytes = packed_nbytes(_total_bits(values, code_id), 1)
-    out = np.zeros(nbytes + 8, dtype=np.uint8)
-    written = _encode(values, code_id, out)
-    return out[:written]
+    out = np.zeros(packed_nbytes(int(elias_code_bits(values, code).sum()), 1) + 8, dtype=np.uint8)
+    return out[: _encode(values, _code_id(code), out)]
 
 
 def decode_elias(buf: np.ndarray | bytes | memoryview, n: int, code: str = "omega") -> np.ndarray:
