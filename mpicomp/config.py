@@ -70,6 +70,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "run": {
         "rounds": Key(int, 200, "number of rounds", minimum=1),
         "seed": Key(int, 0, "root seed (numpy SeedSequence)", minimum=0),
+        "threads": Key(int, 1, "BLAS threads per MPI rank", minimum=1),
         "log_every": Key(int, 1, "log metrics every N rounds", minimum=1),
         "flush_every": Key(int, 10, "flush the HDF5 file every N logged rows", minimum=1),
         "check_every": Key(int, 50, "compare model replicas across ranks every N rounds", minimum=1),
@@ -174,6 +175,10 @@ def validate(raw: dict[str, Any]) -> Config:
     if name not in names:
         raise ConfigError(f"[method] name: {name!r} is not allowed; choose one of {', '.join(map(repr, names))}")
     options = _validate_section("method", method_table, _option_keys(names[name].Options))
+    try:
+        names[name].Options(**options)
+    except ValueError as exc:
+        raise ConfigError(f"[method] {exc}") from None
     for direction in ("uplink", "downlink"):
         spec = sections["compressor"][direction]
         try:

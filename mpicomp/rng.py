@@ -12,6 +12,7 @@ The ``@njit`` functions here (``random_u64``, ``random_uniform``, ``random_norma
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numba import njit, uint64
@@ -91,6 +92,32 @@ def _fill_normal(state, out):
         out[i] = random_normal(state, i)
 
 
+@njit(cache=True)
+def _sample_without_replacement(state, m, size):
+    """``size`` distinct indices of range(m), uniform over subsets (Floyd's algorithm).
+
+    Floyd: for j = m - size .. m - 1 draw t uniform on {0..j}; take t unless taken, else j.
+    Membership is a linear scan, so this is for small samples (size^2 work); larger
+    samples use a partial Fisher-Yates shuffle of range(m).
+    """
+    out = np.empty(size, dtype=np.int64)
+    if size * size <= 8 * m:
+        for n, j in enumerate(range(m - size, m)):
+            t = random_below(state, n, j + 1)
+            for i in range(n):
+                if out[i] == t:
+                    t = j
+                    break
+            out[n] = t
+        return out
+    perm = np.arange(m)
+    for n in range(size):
+        t = n + random_below(state, n, m - n)
+        perm[n], perm[t] = perm[t], perm[n]
+    out[:] = perm[:size]
+    return out
+
+
 @dataclass(frozen=True)
 class RandomKey:
     """Identifies one random stream: ``(seed, round, worker, stream)``.
@@ -110,7 +137,7 @@ class RandomKey:
             if not isinstance(value, (int, np.integer)):
                 raise TypeError(f"RandomKey.{name} must be an integer, got {value!r}")
 
-    @property
+    @cached_property
     def state(self) -> np.uint64:
         """The 64-bit generator state hashed from the four key fields."""
         mask = (1 << 64) - 1
@@ -135,6 +162,12 @@ class RandomKey:
         out = np.empty(n, dtype=np.float64)
         _fill_normal(self.state, out)
         return out
+
+    def sample(self, m: int, size: int) -> np.ndarray:
+        """``size`` distinct indices of ``range(m)``, uniform over all subsets of that size."""
+        if not 0 <= size <= m:
+            raise ValueError(f"cannot sample {size} distinct indices from {m}")
+        return _sample_without_replacement(self.state, m, size)
 
     def numpy_generator(self) -> np.random.Generator:
         """A NumPy Philox generator seeded from this key, for host-side (non-kernel) draws."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from .comm import NetworkModel, Transport, make_transport
@@ -168,20 +169,37 @@ class _Monitor:
             log.info("reference optimum (scipy L-BFGS; cached after the first run; [run] optimum = false skips it)")
             self.optimum = problem.optimum()
         self.totals = _Totals(problem.n_workers, NetworkModel(**config.network))
-        self.start = time.perf_counter()
         self.loss0 = evaluate(problem, method.x, self.optimum)["loss"]
         self.last: dict[str, float] = {}
         self.bar = tqdm(total=config.run["rounds"], disable=not progress, unit="round", dynamic_ncols=True)
+        self.round_seconds = 0.0  # wall time spent in rounds; metric evaluation and logging excluded
+        self.mark = time.perf_counter()
 
     def end_round(self, round_bytes, k: int, logged: bool) -> tuple[int, str]:
         self.totals.add(round_bytes)
         self.bar.update(1)
         if not logged:
             return CONTINUE, ""
-        self.last = _log_row(self.writer, self.problem, self.method, self.optimum, self.totals, k, self.start)
+        self.round_seconds += time.perf_counter() - self.mark
+        self.last = self._log_row(k)
+        self.mark = time.perf_counter()
         bits = self.totals.bits_up + self.totals.bits_down
         self.bar.set_postfix(loss=f"{self.last['loss']:.4e}", Mbit=f"{bits / 1e6:.1f}")
         return _stop_code(self.config, self.last, self.loss0, self.totals, k)
+
+    def _log_row(self, k: int) -> dict[str, float]:
+        totals = self.totals
+        row = {"round": k + 1, **evaluate(self.problem, self.method.x, self.optimum)}
+        row.update({f"{name}_bytes": value for name, value in totals.fields.items() if name != "uploads"})
+        row.update(
+            bits_up=totals.bits_up,
+            bits_down=totals.bits_down,
+            uploads=totals.fields["uploads"],
+            wall_time=self.round_seconds,
+            modelled_time=totals.modelled_time,
+        )
+        self.writer.log(row, {"bytes_up": totals.bytes_up, "uploads": totals.uploads})
+        return row
 
     def close(self) -> None:
         self.bar.close()
@@ -196,13 +214,20 @@ def run(
     transport: Transport | None = None,
 ) -> RunResult:
     """Run one experiment; rank 0 writes ``out``. Returns the final status on every rank."""
-    transport = transport or make_transport(config.data["workers"])
+    with threadpool_limits(limits=config.run["threads"]):
+        return _run(config, out, overwrite, progress, transport or make_transport(config.data["workers"]))
+
+
+def _run(config: Config, out: str | Path, overwrite: bool, progress: bool, transport: Transport) -> RunResult:
     seed = root_seed(config.run["seed"])
     try:
         problem = build_problem_from(config, seed)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"[problem]/[data]: {exc}") from exc
-    method = build_method(config, problem, transport, seed)
+    try:
+        method = build_method(config, problem, transport, seed)
+    except ValueError as exc:
+        raise ConfigError(f"[method]: {exc}") from exc
     if not transport.is_master:
         return _loop(config, transport, method, None)
     log.info("%s", transport.layout_summary())
@@ -265,17 +290,3 @@ def _loop(config: Config, transport: Transport, method: Method, monitor: _Monito
             code, message = step_code, step_message
             break
     return RunResult(STATUS[code], message, k + 1, method.x, monitor.last if monitor else {})
-
-
-def _log_row(writer, problem, method, optimum, totals: _Totals, k: int, start: float) -> dict[str, float]:
-    row = {"round": k + 1, **evaluate(problem, method.x, optimum)}
-    row.update({f"{name}_bytes": value for name, value in totals.fields.items() if name != "uploads"})
-    row.update(
-        bits_up=totals.bits_up,
-        bits_down=totals.bits_down,
-        uploads=totals.fields["uploads"],
-        wall_time=time.perf_counter() - start,
-        modelled_time=totals.modelled_time,
-    )
-    writer.log(row, {"bytes_up": totals.bytes_up, "uploads": totals.uploads})
-    return row

@@ -76,3 +76,29 @@ def test_keys_validate_and_seed_from_seedsequence():
         RandomKey(1, 2.5)
     assert root_seed(0) == root_seed(0) != root_seed(1)
     assert 0 <= root_seed(123) < 2**63
+
+
+def test_small_samples_are_uniform_over_subsets():
+    """Floyd's branch (size^2 <= 8m): m = 6, size = 3 has 20 subsets; P(chi2_19 > 43.8) = 1e-3."""
+    counts: dict[tuple[int, ...], int] = {}
+    for r in range(20_000):
+        subset = RandomKey(4, r).sample(6, 3)
+        assert len(set(subset)) == 3
+        counts[tuple(sorted(subset))] = counts.get(tuple(sorted(subset)), 0) + 1
+    assert len(counts) == 20
+    observed = np.array(list(counts.values()))
+    assert np.sum((observed - 1000) ** 2 / 1000) < 43.8
+
+
+def test_large_samples_are_uniform_permutation_prefixes():
+    """Fisher-Yates branch (size^2 > 8m): every position is uniform on range(m); P(chi2_39 > 72) = 1e-3."""
+    first, last = np.zeros(40), np.zeros(40)
+    for r in range(8000):
+        sample = RandomKey(5, r).sample(40, 30)
+        assert len(set(sample)) == 30
+        first[sample[0]] += 1
+        last[sample[-1]] += 1
+    for counts in (first, last):
+        assert np.sum((counts - 200) ** 2 / 200) < 72.0
+    with pytest.raises(ValueError, match="cannot sample"):
+        RandomKey(0).sample(3, 4)

@@ -5,9 +5,10 @@ whole vector except in ``block``) is sent as one code of ``bits = level_bits + 1
 
     code = level | negative << level_bits        (dense LSB-first, mpicomp.wire.bitpack layout)
 
-where ``level`` indexes a magnitude ``table[level] * scale_b`` and ``negative`` is 1 only for
-``x_i < 0`` with ``level > 0`` (so each decoded value has exactly one code). The level is a
-stochastic rounding of the normalised magnitude ``r_i = min(|x_i| * mult_b, cap)``:
+where ``level`` indexes the magnitude ``scale_b * level / s`` (LINEAR) or ``scale_b * table[level]``
+(POW2), and ``negative`` is 1 only for ``x_i < 0`` with ``level > 0`` (so each decoded value has
+exactly one code). The level is a stochastic rounding of the normalised magnitude
+``r_i = min(|x_i| * mult_b, cap)``:
 
 * ``LINEAR`` (uniform levels 0, 1, ..., s; random dithering): ``level = floor(r_i + xi_i)``,
   ``xi_i ~ U[0, 1)``, so ``E level = r_i``.
@@ -22,18 +23,19 @@ Randomness: coordinate ``i`` uses the word ``random_u64(state, i)`` of the messa
 so encoding is a pure function of ``(x, key)`` whatever the number of threads.
 
 Kernels are generated per ``(kind, level_bits)`` with both as compile-time constants (the
-bit-packing loop then unrolls into constant shifts) and cached on disk by numba. Vectors of
-at least ``bitpack.PARALLEL_MIN_CHUNKS`` chunks are processed in parallel over chunk ranges.
+bit-packing loop then unrolls into constant shifts) and cached on disk by numba. They work on
+chunk ranges without the GIL; ``bitpack.run_chunks`` splits long vectors over threads.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from llvmlite import ir
-from numba import float64, int64, njit, prange, uint32, uint64
+from numba import float64, int64, njit, uint32, uint64
 from numba.core import types
 from numba.extending import intrinsic
 
@@ -41,14 +43,13 @@ from ..rng import random_u64
 from ..wire import MessageError
 from ..wire.bitpack import (
     CHUNK_VALUES,
-    chunk_count,
     chunk_words,
-    first_flagged,
     pack_chunk,
     packed_nbytes,
     packed_words,
     parallel_tasks,
-    task_chunks,
+    run_chunks,
+    run_split,
     unpack_chunk,
     word_buffer,
 )
@@ -141,6 +142,7 @@ def _decode_chunk(main, tail, c, d, kind, block, scale, table, max_level, level_
     words, w = chunk_words(main, tail, c, bits)
     unpack_chunk(words, w, bits, codes)
     lmask = uint32((1 << level_bits) - 1)
+    inv_max = 1.0 / max_level
     lo = c * CHUNK_VALUES
     n = min(CHUNK_VALUES, d - lo)
     b = lo // block
@@ -157,8 +159,8 @@ def _decode_chunk(main, tail, c, d, kind, block, scale, table, max_level, level_
         negative = codes[k] >> uint32(level_bits)
         if (level > max_level or (negative and level == 0) or (level and sc == 0.0)) and bad < 0:
             bad = i
-        if kind == LINEAR:
-            value = float64(level) * sc
+        if kind == LINEAR:  # level / s, exactly 1 at the top level
+            value = (1.0 if level == max_level else float64(level) * inv_max) * sc
         else:
             value = table[min(level, max_level)] * sc
         out[i] = -value if negative else value
@@ -168,16 +170,16 @@ def _decode_chunk(main, tail, c, d, kind, block, scale, table, max_level, level_
     return bad
 
 
-@lru_cache(maxsize=None)
+@cache
 def _encoder(kind: int, level_bits: int):
-    """Serial and parallel encode kernels for one ``(kind, level_bits)``, both compile-time constants."""
+    """Encode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants."""
     bits = level_bits + 1
 
-    @njit(cache=True)
-    def encode_serial(x, state, block, mult, pre, cap, limit, e_min, tiny_scale, words):
+    @njit(cache=True, nogil=True)
+    def encode_range(x, state, block, mult, pre, cap, limit, e_min, tiny_scale, words, c0, c1):
         codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
         bad = -1
-        for c in range(words.size // bits):
+        for c in range(c0, c1):
             flag = _encode_chunk(
                 x, c, state, kind, block, mult, pre, cap, limit, e_min, tiny_scale, level_bits, bits, codes, words
             )
@@ -185,33 +187,19 @@ def _encoder(kind: int, level_bits: int):
                 bad = flag
         return bad
 
-    @njit(cache=True, parallel=True)
-    def encode_parallel(x, state, block, mult, pre, cap, limit, e_min, tiny_scale, words, ntasks):
-        flags = np.full(ntasks, -1, dtype=np.int64)
-        for t in prange(ntasks):
-            codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
-            c0, c1 = task_chunks(t, ntasks, words.size // bits)
-            for c in range(c0, c1):
-                flag = _encode_chunk(
-                    x, c, state, kind, block, mult, pre, cap, limit, e_min, tiny_scale, level_bits, bits, codes, words
-                )
-                if flag >= 0 and flags[t] < 0:
-                    flags[t] = flag
-        return first_flagged(flags)
-
-    return encode_serial, encode_parallel
+    return encode_range
 
 
-@lru_cache(maxsize=None)
+@cache
 def _decoder(kind: int, level_bits: int):
-    """Serial and parallel decode kernels for one ``(kind, level_bits)``, both compile-time constants."""
+    """Decode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants."""
     bits = level_bits + 1
 
-    @njit(cache=True)
-    def decode_serial(main, tail, block, scale, table, max_level, out):
+    @njit(cache=True, nogil=True)
+    def decode_range(main, tail, block, scale, table, max_level, out, c0, c1):
         codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
         bad = -1
-        for c in range((out.size + CHUNK_VALUES - 1) // CHUNK_VALUES):
+        for c in range(c0, c1):
             flag = _decode_chunk(
                 main, tail, c, out.size, kind, block, scale, table, max_level, level_bits, bits, codes, out
             )
@@ -219,25 +207,11 @@ def _decoder(kind: int, level_bits: int):
                 bad = flag
         return bad
 
-    @njit(cache=True, parallel=True)
-    def decode_parallel(main, tail, block, scale, table, max_level, out, ntasks):
-        flags = np.full(ntasks, -1, dtype=np.int64)
-        for t in prange(ntasks):
-            codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
-            c0, c1 = task_chunks(t, ntasks, (out.size + CHUNK_VALUES - 1) // CHUNK_VALUES)
-            for c in range(c0, c1):
-                flag = _decode_chunk(
-                    main, tail, c, out.size, kind, block, scale, table, max_level, level_bits, bits, codes, out
-                )
-                if flag >= 0 and flags[t] < 0:
-                    flags[t] = flag
-        return first_flagged(flags)
-
-    return decode_serial, decode_parallel
+    return decode_range
 
 
-@njit(cache=True)
-def _stats_range(x, block, seg, per_block, g0, g1, out_max, out_sumsq):
+@njit(cache=True, nogil=True)
+def _stats_range(x, block, seg, per_block, out_max, out_sumsq, g0, g1):
     """Max |x_i| and sum of x_i^2 over segments ``[g0, g1)`` (``per_block`` segments per block)."""
     d = x.size
     for g in range(g0, g1):
@@ -261,62 +235,61 @@ def _stats_range(x, block, seg, per_block, g0, g1, out_max, out_sumsq):
             total0 += a0 * a0
         out_max[g] = top
         out_sumsq[g] = total0 + total1
+    return -1
 
 
-@njit(cache=True, parallel=True)
-def _stats_parallel(x, block, seg, per_block, out_max, out_sumsq, ntasks):
-    for t in prange(ntasks):
-        g0, g1 = task_chunks(t, ntasks, out_max.size)
-        _stats_range(x, block, seg, per_block, g0, g1, out_max, out_sumsq)
+@njit(cache=True, nogil=True)
+def _finish_scales(x, block, per_block, tops, sumsq, p_inf, level_scale, norms, mult, pre):
+    """Per block: the p-norm from the segment partials, then ``mult`` and ``pre`` (see :func:`block_scales`).
 
-
-@njit(cache=True)
-def _rescaled_sumsq(x, block, blocks, factors, out):
-    """``out[j] = sum_i (x_i * factors[j])^2`` over block ``blocks[j]`` (power-of-two factors: exact)."""
-    for j in range(blocks.size):
-        lo = blocks[j] * block
+    A block whose max ``|x_i|`` lies outside ``[2^-480, 2^480]`` has its squares summed again
+    after a power-of-two rescaling (exact). Returns the first block whose 2-norm overflows, or -1.
+    """
+    for b in range(norms.size):
+        top = 0.0
         total = 0.0
-        for i in range(lo, min(lo + block, x.size)):
-            v = float64(x[i]) * factors[j]
-            total += v * v
-        out[j] = total
+        for j in range(b * per_block, (b + 1) * per_block):
+            top = max(top, tops[j])
+            total += sumsq[j]
+        if p_inf:
+            norm = top
+        elif top > 0.0 and (top < _RESCALE_BELOW or top > _RESCALE_ABOVE):
+            factor = math.ldexp(1.0, min(1000, max(-1000, -math.frexp(top)[1])))
+            total = 0.0
+            for i in range(b * block, min((b + 1) * block, x.size)):
+                v = float64(x[i]) * factor
+                total += v * v
+            norm = math.sqrt(total) / factor
+        else:
+            norm = math.sqrt(total)
+        if not math.isfinite(norm):
+            return b
+        norms[b] = norm
+        pre[b] = 2.0**600 if norm < _PRESCALE_BELOW else (2.0**-600 if norm > _PRESCALE_ABOVE else 1.0)
+        mult[b] = level_scale / (norm * pre[b]) if norm > 0.0 else 0.0
+    return -1
 
 
-def block_norms(x: np.ndarray, block: int, p: float) -> np.ndarray:
-    """``||v_b||_p`` (p = 2 or inf) of each block ``v_b`` of ``block`` consecutive coordinates of ``x``.
+def block_scales(x: np.ndarray, block: int, p: float, level_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per block ``v_b`` of ``block`` coordinates: ``(||v_b||_p, mult_b, pre_b)`` for p = 2 or inf.
 
-    Sums of squares are rescaled by a power of two where they would under- or overflow; a
-    2-norm above the float64 range raises ValueError.
+    ``(|x_i| * pre_b) * mult_b = level_scale |x_i| / ||v_b||_p``, where the power of two ``pre_b``
+    keeps ``mult_b`` a normal float for extreme norms; a zero block gets ``mult_b = 0``. Sums of
+    squares are rescaled where they would under- or overflow; a 2-norm beyond the float64 range
+    raises ValueError.
     """
     d = x.size
     nblocks = -(-d // block)
     seg = min(block, _SEGMENT)
     per_block = -(-block // seg)
-    tops = np.zeros(nblocks * per_block)
-    sumsq = np.zeros(nblocks * per_block)
-    ntasks = parallel_tasks(d)
-    if ntasks:
-        _stats_parallel(x, block, seg, per_block, tops, sumsq, min(ntasks, tops.size))
-    else:
-        _stats_range(x, block, seg, per_block, 0, tops.size, tops, sumsq)
-    tops = tops.reshape(nblocks, per_block).max(axis=1)
-    if p == np.inf:
-        return tops
-    sumsq = sumsq.reshape(nblocks, per_block).sum(axis=1)
-    extreme = np.flatnonzero((tops > 0) & ((tops < _RESCALE_BELOW) | (tops > _RESCALE_ABOVE)))
-    if extreme.size:
-        factors = np.ldexp(1.0, -np.frexp(tops[extreme])[1])
-        rescaled = np.empty(extreme.size)
-        _rescaled_sumsq(x, block, extreme.astype(np.int64), factors, rescaled)
-        with np.errstate(over="ignore"):
-            norms = np.sqrt(sumsq)
-            norms[extreme] = np.sqrt(rescaled) / factors
-    else:
-        norms = np.sqrt(sumsq)
-    if not np.isfinite(norms).all():
-        bad = int(np.flatnonzero(~np.isfinite(norms))[0])
+    tops = np.empty(nblocks * per_block)
+    sumsq = np.empty(nblocks * per_block)
+    run_split(_stats_range, tops.size, parallel_tasks(d), x, block, seg, per_block, tops, sumsq)
+    norms, mult, pre = np.empty(nblocks), np.empty(nblocks), np.empty(nblocks)
+    bad = _finish_scales(x, block, per_block, tops, sumsq, p == np.inf, level_scale, norms, mult, pre)
+    if bad >= 0:
         raise ValueError(f"the 2-norm of block {bad} exceeds the float64 range; rescale the vector before compressing")
-    return norms
+    return norms, mult, pre
 
 
 @dataclass(frozen=True)
@@ -324,7 +297,7 @@ class LevelCode:
     """One sign + level code: how magnitudes map to levels and levels back to magnitudes.
 
     ``level_bits`` bits hold levels ``0..max_level``; ``table[level]`` is the decoded magnitude
-    (relative to the block scale) for POW2 codes; LINEAR codes decode to ``level * scale``.
+    (relative to the block scale) for POW2 codes; LINEAR codes decode to ``level / max_level * scale``.
     ``cap`` clamps the normalised magnitude, ``limit`` is the largest encodable ``|x_i|``.
     """
 
@@ -359,54 +332,44 @@ def pow2_code(e_min: int, max_level: int, level_bits: int, cap: float, limit: fl
     return LevelCode(POW2, max_level, level_bits, cap, limit, e_min, table)
 
 
-def level_multipliers(norms: np.ndarray, level_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-block ``(mult, pre)`` with ``(|x_i| * pre) * mult = level_scale * |x_i| / norm``.
-
-    ``pre`` is a power of two bringing extreme norms into range so that ``mult`` stays a normal
-    float; blocks of norm 0 get ``mult = 0`` (all levels 0).
-    """
-    pre = np.ones_like(norms)
-    pre[norms < _PRESCALE_BELOW] = 2.0**600
-    pre[norms > _PRESCALE_ABOVE] = 2.0**-600
-    mult = np.zeros_like(norms)
-    positive = norms > 0
-    mult[positive] = level_scale / (norms[positive] * pre[positive])
-    return mult, pre
-
-
 def encode_levels(
     x: np.ndarray, state: np.uint64, code: LevelCode, block: int, mult: np.ndarray, pre: np.ndarray
 ) -> np.ndarray:
     """Quantize ``x`` to codes and pack them; returns the packed bytes (uint8, ``ceil(d bits / 8)``)."""
     d = x.size
     words = word_buffer(d, code.bits)
-    serial, parallel = _encoder(code.kind, code.level_bits)
     args = (x, np.uint64(state), max(block, 1), mult, pre, code.cap, code.limit, code.e_min, code.tiny_scale, words)
-    ntasks = parallel_tasks(d)
-    bad = parallel(*args, ntasks) if ntasks else serial(*args)
+    bad = run_chunks(_encoder(code.kind, code.level_bits), d, *args)
     if bad >= 0:
         raise ValueError(
-            f"x[{bad}] = {x[bad]!r}: magnitudes above {code.limit!r} cannot be encoded by this codec; rescale the vector"
+            f"x[{bad}] = {x[bad]!r}: magnitudes above {code.limit!r} cannot be encoded by this codec; "
+            "rescale the vector"
         )
     return words.view(np.uint8)[: packed_nbytes(d, code.bits)]
 
 
 def decode_levels(payload: np.ndarray, d: int, code: LevelCode, block: int, scale: np.ndarray, what: str) -> np.ndarray:
-    """Unpack and dequantize ``d`` codes: ``x_i = ±table[level] * scale_b``; MessageError on any invalid code."""
+    """Unpack and dequantize ``d`` codes; MessageError on any invalid code.
+
+    ``x_i = ±scale_b * table[level]`` (POW2) or ``±scale_b * level / max_level`` (LINEAR).
+    """
     need = packed_nbytes(d, code.bits)
     if payload.size != need:
-        raise MessageError(f"{what}: packed section holds {payload.size} bytes, d={d} codes of {code.bits} bits need {need}")
+        raise MessageError(
+            f"{what}: packed section holds {payload.size} bytes, d={d} codes of {code.bits} bits need {need}"
+        )
     main, tail = packed_words(payload, d, code.bits)
     out = np.empty(d, dtype=np.float64)
     table = code.table if code.table is not None else np.zeros(1)
-    serial, parallel = _decoder(code.kind, code.level_bits)
     args = (main, tail, max(block, 1), scale, table, code.max_level, out)
-    ntasks = parallel_tasks(d)
-    bad = parallel(*args, ntasks) if ntasks else serial(*args)
+    bad = run_chunks(_decoder(code.kind, code.level_bits), d, *args)
     if bad >= d:
         raise MessageError(f"{what}: nonzero padding bits after the last code")
     if bad >= 0:
-        raise MessageError(f"{what}: invalid code for coordinate {bad} (level out of range, negative zero, or nonzero level in a zero-norm block)")
+        raise MessageError(
+            f"{what}: invalid code for coordinate {bad} "
+            "(level out of range, negative zero, or nonzero level in a zero-norm block)"
+        )
     return out
 
 

@@ -21,18 +21,19 @@ import numpy as np
 from ..rng import RandomKey
 from ..wire import Message, MessageError
 from ..wire.message import MAX_D
-from .base import Compressor
 from ._levels import (
-    block_norms,
+    block_scales,
     check_levels,
     decode_levels,
     encode_levels,
-    level_multipliers,
     linear_code,
     rounding_variance_bound,
 )
+from .base import Compressor
 from .dither import MAX_LEVELS
 from .registry import register
+
+_LARGEST = np.finfo(np.float64).max
 
 
 @register
@@ -64,8 +65,7 @@ class Block(Compressor):
         return float(64 * self.n_blocks(d) + d * self.code.bits)
 
     def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        norms = block_norms(x, self.size, 2)
-        mult, pre = level_multipliers(norms, float(self.s))
+        norms, mult, pre = block_scales(x, self.size, 2, float(self.s))
         packed = encode_levels(x, key.state, self.code, self.size, mult, pre)
         return (), np.concatenate((norms.astype("<f8").view(np.uint8), packed))
 
@@ -75,7 +75,8 @@ class Block(Compressor):
         if payload.size < head:
             raise MessageError(f"{self.spec}: payload of {payload.size} bytes cannot hold {head // 8} block norms")
         norms = payload[:head].view("<f8")
-        if not (np.isfinite(norms) & (norms >= 0)).all():
-            bad = int(np.flatnonzero(~(np.isfinite(norms) & (norms >= 0)))[0])
-            raise MessageError(f"{self.spec}: invalid norm {norms[bad]!r} of block {bad}")
-        return decode_levels(payload[head:], msg.d, self.code, self.size, norms / self.s, self.spec)
+        valid = (norms >= 0.0) & (norms <= _LARGEST)
+        if not valid.all():
+            bad = int(np.argmin(valid))
+            raise MessageError(f"{self.name}: invalid norm {norms[bad]!r} of block {bad}")
+        return decode_levels(payload[head:], msg.d, self.code, self.size, norms, self.name)

@@ -24,17 +24,16 @@ import numpy as np
 
 from ..rng import RandomKey
 from ..wire import Message
-from .base import Compressor, check_scalar
 from ._levels import (
-    block_norms,
+    block_scales,
     check_levels,
     check_norm_order,
     decode_levels,
     encode_levels,
-    level_multipliers,
     linear_code,
     rounding_variance_bound,
 )
+from .base import Compressor, check_scalar
 from .registry import register
 
 MAX_LEVELS = 2**31 - 1  # 31 level bits + 1 sign bit fill a 32-bit code
@@ -64,12 +63,12 @@ class Dither(Compressor):
         return float(d * self.code.bits)
 
     def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        d = x.size
-        norms = block_norms(x, d, self.p) if d else np.zeros(1)
-        mult, pre = level_multipliers(norms, float(self.s))
-        return (float(norms[0]),), encode_levels(x, key.state, self.code, d, mult, pre)
+        if x.size == 0:
+            return (0.0,), b""
+        norms, mult, pre = block_scales(x, x.size, self.p, float(self.s))
+        return (float(norms[0]),), encode_levels(x, key.state, self.code, x.size, mult, pre)
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
         norm = check_scalar(msg.scalars[0], "norm")
-        scale = np.array([norm / self.s])
-        return decode_levels(np.frombuffer(msg.payload, dtype=np.uint8), msg.d, self.code, msg.d, scale, self.spec)
+        payload = np.frombuffer(msg.payload, dtype=np.uint8)
+        return decode_levels(payload, msg.d, self.code, msg.d, np.array([norm]), self.name)

@@ -23,8 +23,8 @@ import numpy as np
 
 from ..rng import RandomKey
 from ..wire import Message
-from .base import Compressor
 from ._levels import decode_levels, encode_levels, pow2_code
+from .base import Compressor
 from .registry import register
 
 EXPONENT_BITS = 8
@@ -38,15 +38,19 @@ class Natural(Compressor):
 
     name = "natural"
     unbiased = True
+    code = _CODE
+
+    def __init__(self) -> None:
+        """Natural compression takes no parameters (the spec is just ``natural``)."""
 
     def omega(self, d: int) -> float:
         return 0.125
 
     def expected_bits(self, d: int) -> float:
-        return float(d * _CODE.bits)
+        return float(d * self.code.bits)
 
     def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        return (), encode_levels(x, key.state, _CODE, x.size, _UNIT, _UNIT)
+        return (), encode_levels(x, key.state, self.code, x.size, _UNIT, _UNIT)
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
-        return decode_levels(np.frombuffer(msg.payload, dtype=np.uint8), msg.d, _CODE, msg.d, _UNIT, self.name)
+        return decode_levels(np.frombuffer(msg.payload, dtype=np.uint8), msg.d, self.code, msg.d, _UNIT, self.name)

@@ -102,8 +102,7 @@ class Method(ABC):
         m = self.problem.local(w).m
         if size <= 0 or size >= m:
             return None
-        rng = self.key(w, k, STREAM_SAMPLING).numpy_generator()
-        return rng.choice(m, size=size, replace=False)
+        return self.key(w, k, STREAM_SAMPLING).sample(m, size)
 
     def stochastic_grad(self, w: int, x: np.ndarray, k: int, size: int | None = None) -> np.ndarray:
         """``g_i(x)``: the minibatch gradient of f_w at x for round k (full if batch = 0)."""

@@ -10,19 +10,24 @@ whose state is ``(acc, nacc, pos)``: a ``uint64`` bit accumulator, the number of
 in it, and the next byte position.
 
 Speed: ``CHUNK_VALUES = 32`` values of b bits fill exactly b 32-bit words, so chunk ``c``
-starts at byte ``4 b c`` whatever b is. Chunks are independent, which lets kernels pack or
-unpack them in parallel (``prange`` over groups of chunks) and, inside a full chunk, read
-whole words with :func:`read_word_bits`. :func:`parallel_tasks` picks the number of tasks
-(0 = run serially: for short vectors a thread launch costs more than the work).
+starts at word ``b c`` whatever b is, and chunks are independent. Kernels pack a chunk with
+:func:`pack_chunk` / :func:`unpack_chunk` on uint32 words; generated with b as a compile-time
+constant, the chunk loop unrolls into constant shifts. Kernels take a chunk range ``[c0, c1)``
+and release the GIL, so :func:`run_chunks` splits long vectors over ``numba.get_num_threads()``
+Python threads (compiling one serial kernel per width instead of a serial and a ``prange``
+variant halves the JIT time; a thread hand-off costs tens of microseconds, paid only above
+``PARALLEL_MIN_CHUNKS`` chunks).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache, lru_cache
 
 import numba
 import numpy as np
-from numba import njit, prange, uint32, uint64
+from numba import njit, uint32, uint64
 
 from .errors import MessageError
 
@@ -34,8 +39,8 @@ _BYTE = np.uint64(0xFF)
 _ONE = np.uint64(1)
 
 CHUNK_VALUES = 32
-PARALLEL_MIN_CHUNKS = 2048  # below 64 Ki values one thread is faster than a parallel launch
-TASKS_PER_THREAD = 4
+PARALLEL_MIN_CHUNKS = 4096  # below 128 Ki values one thread is faster than a hand-off to the pool
+_COPY_BELOW_BYTES = 1 << 16  # packed sections up to 64 KiB are copied into words, not viewed
 
 
 def packed_nbytes(n: int, bits: int) -> int:
@@ -54,11 +59,32 @@ def chunk_count(n: int) -> int:
 
 
 def parallel_tasks(n: int) -> int:
-    """Parallel tasks for a kernel over ``n`` values: 0 (serial) for short vectors, else a few per thread."""
-    chunks = chunk_count(n)
-    if chunks < PARALLEL_MIN_CHUNKS or numba.get_num_threads() < 2:
-        return 0
-    return min(chunks, TASKS_PER_THREAD * numba.get_num_threads())
+    """Threads to split a kernel over ``n`` values into: 1 for short vectors, else ``numba.get_num_threads()``."""
+    return 1 if chunk_count(n) < PARALLEL_MIN_CHUNKS else numba.get_num_threads()
+
+
+@lru_cache(maxsize=1)
+def _executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS, thread_name_prefix="mpicomp-kernel")
+
+
+def run_split(kernel: Callable[..., int], count: int, ntasks: int, *args: object) -> int:
+    """Call ``kernel(*args, lo, hi)`` on ``ntasks`` ranges covering ``[0, count)``, in threads if ``ntasks > 1``.
+
+    Kernels return the first flagged index of their range or -1; the smallest flagged index of
+    all ranges (or -1) is returned.
+    """
+    if ntasks <= 1 or count < 2:
+        return kernel(*args, 0, count)
+    bounds = [count * t // ntasks for t in range(ntasks + 1)]
+    results = list(_executor().map(lambda t: kernel(*args, bounds[t], bounds[t + 1]), range(ntasks)))
+    flagged = [r for r in results if r >= 0]
+    return min(flagged) if flagged else -1
+
+
+def run_chunks(kernel: Callable[..., int], n: int, *args: object) -> int:
+    """:func:`run_split` over the chunks of ``n`` values, threaded for long vectors."""
+    return run_split(kernel, chunk_count(n), parallel_tasks(n), *args)
 
 
 @njit(cache=True, inline="always")
@@ -147,22 +173,6 @@ def unpack_chunk(words, w, bits, codes):
         nacc -= bits
 
 
-@njit(cache=True, inline="always")
-def task_chunks(task, ntasks, nchunks):
-    """The chunk range ``[c0, c1)`` of parallel task ``task`` out of ``ntasks``."""
-    return nchunks * task // ntasks, nchunks * (task + 1) // ntasks
-
-
-@njit(cache=True)
-def first_flagged(flags):
-    """Smallest non-negative entry of ``flags`` (per-task first bad index), or -1 if none."""
-    best = -1
-    for f in flags:
-        if f >= 0 and (best < 0 or f < best):
-            best = f
-    return best
-
-
 def word_buffer(n: int, bits: int) -> np.ndarray:
     """Uninitialised uint32 output for ``n`` values: whole chunks, ``bits`` words each."""
     return np.empty(chunk_count(n) * bits, dtype=np.uint32)
@@ -171,18 +181,23 @@ def word_buffer(n: int, bits: int) -> np.ndarray:
 def packed_words(buf: np.ndarray, n: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """The packed bytes of ``n`` values of ``bits`` bits as read-only uint32 words ``(main, tail)``.
 
-    ``main`` views the whole chunks of ``buf`` (copied only if ``buf`` is not 4-byte aligned);
-    ``tail`` holds the last, partial chunk zero-padded to ``bits`` words (all zero if none).
-    ``buf`` must hold exactly ``packed_nbytes(n, bits)`` bytes (checked by the caller).
+    ``main`` holds the whole chunks, ``tail`` the last, partial chunk zero-padded to ``bits``
+    words (see :func:`chunk_words`). Short buffers are copied into one zero-padded array (then
+    ``main is tail``); long ones are viewed in place (copied only if not 4-byte aligned).
+    ``buf`` (uint8) must hold exactly ``packed_nbytes(n, bits)`` bytes (checked by the caller).
     """
+    if buf.size <= _COPY_BELOW_BYTES:
+        words = np.zeros(chunk_count(n) * bits, dtype=np.uint32)
+        words.view(np.uint8)[: buf.size] = buf
+        words.flags.writeable = False
+        return words, words
     full = n // CHUNK_VALUES * bits * 4
-    main = buf[:full]
-    if main.ctypes.data % 4:
+    main = buf[:full].view(np.uint32)
+    if not main.flags.aligned:
         main = main.copy()
-    main = main.view(np.uint32)
+    main.flags.writeable = False  # one read-only array type for every caller: one compiled kernel
     tail = np.zeros(bits, dtype=np.uint32)
     tail.view(np.uint8)[: buf.size - full] = buf[full:]
-    main.flags.writeable = False
     tail.flags.writeable = False
     return main, tail
 
@@ -196,12 +211,13 @@ def chunk_words(main, tail, c, bits):
     return tail, 0
 
 
-@lru_cache(maxsize=None)
-def _packer(bits: int):
-    """Serial and parallel packing kernels with ``bits`` compiled in as a constant."""
+@cache
+def _packer(bits: int) -> Callable[..., int]:
+    """Kernel ``(values, words, c0, c1) -> first value >= 2**bits or -1`` with ``bits`` compiled in."""
 
-    @njit(cache=True, inline="always")
-    def pack_range(values, words, codes, c0, c1):
+    @njit(cache=True, nogil=True)
+    def pack_range(values, words, c0, c1):
+        codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
         bad = -1
         n = values.size
         for c in range(c0, c1):
@@ -221,29 +237,16 @@ def _packer(bits: int):
             pack_chunk(codes, words, c * bits, bits)
         return bad
 
-    @njit(cache=True)
-    def pack_serial(values, words):
+    return pack_range
+
+
+@cache
+def _unpacker(bits: int) -> Callable[..., int]:
+    """Kernel ``(main, tail, out, c0, c1) -> -1`` with ``bits`` compiled in."""
+
+    @njit(cache=True, nogil=True)
+    def unpack_range(main, tail, out, c0, c1):
         codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
-        return pack_range(values, words, codes, 0, words.size // bits)
-
-    @njit(cache=True, parallel=True)
-    def pack_parallel(values, words, ntasks):
-        flags = np.empty(ntasks, dtype=np.int64)
-        for t in prange(ntasks):
-            codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
-            c0, c1 = task_chunks(t, ntasks, words.size // bits)
-            flags[t] = pack_range(values, words, codes, c0, c1)
-        return first_flagged(flags)
-
-    return pack_serial, pack_parallel
-
-
-@lru_cache(maxsize=None)
-def _unpacker(bits: int):
-    """Serial and parallel unpacking kernels with ``bits`` compiled in as a constant."""
-
-    @njit(cache=True, inline="always")
-    def unpack_range(main, tail, out, codes, c0, c1):
         n = out.size
         for c in range(c0, c1):
             words, w = chunk_words(main, tail, c, bits)
@@ -251,20 +254,9 @@ def _unpacker(bits: int):
             lo = c * CHUNK_VALUES
             for k in range(min(CHUNK_VALUES, n - lo)):
                 out[lo + k] = codes[k]
+        return -1
 
-    @njit(cache=True)
-    def unpack_serial(main, tail, out):
-        codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
-        unpack_range(main, tail, out, codes, 0, (out.size + CHUNK_VALUES - 1) // CHUNK_VALUES)
-
-    @njit(cache=True, parallel=True)
-    def unpack_parallel(main, tail, out, ntasks):
-        for t in prange(ntasks):
-            codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
-            c0, c1 = task_chunks(t, ntasks, (out.size + CHUNK_VALUES - 1) // CHUNK_VALUES)
-            unpack_range(main, tail, out, codes, c0, c1)
-
-    return unpack_serial, unpack_parallel
+    return unpack_range
 
 
 def _check_bits(bits: int) -> None:
@@ -281,11 +273,11 @@ def pack_uint(values: np.ndarray, bits: int) -> np.ndarray:
     if values.dtype.kind not in "iu":
         raise ValueError(f"pack_uint packs integer arrays, got dtype {values.dtype}")
     words = word_buffer(values.size, bits)
-    serial, parallel = _packer(bits)
-    ntasks = parallel_tasks(values.size)
-    bad = parallel(values, words, ntasks) if ntasks else serial(values, words)
+    bad = run_chunks(_packer(bits), values.size, values, words)
     if bad >= 0:
-        raise ValueError(f"values must lie in [0, 2**{bits}) to be packed with {bits} bits; value[{bad}] = {values[bad]}")
+        raise ValueError(
+            f"values must lie in [0, 2**{bits}) to be packed with {bits} bits; value[{bad}] = {values[bad]}"
+        )
     return words.view(np.uint8)[: packed_nbytes(values.size, bits)]
 
 
@@ -298,12 +290,7 @@ def unpack_uint(buf: np.ndarray | bytes | memoryview, n: int, bits: int) -> np.n
         raise MessageError(f"bit-packed section holds {data.size} bytes, {n} values of {bits} bits need {need}")
     out = np.empty(n, dtype=np.uint32)
     main, tail = packed_words(data, n, bits)
-    serial, parallel = _unpacker(bits)
-    ntasks = parallel_tasks(n)
-    if ntasks:
-        parallel(main, tail, out, ntasks)
-    else:
-        serial(main, tail, out)
+    run_chunks(_unpacker(bits), n, main, tail, out)
     return out
 
 

@@ -1,0 +1,157 @@
+"""Throughput of every registered compressor's encode and decode, against np.copyto and plain NumPy.
+
+For each spec (every name in ``mpicomp.compressors.available()``, the parameterised specs that have
+a NumPy reference, and compositions with a sparsifier when ``compose`` is registered), on one
+float32 vector of ``--d`` standard normals:
+
+* encode ``C.encode(x, key)`` and decode ``C.decode(msg, d, key)`` rates in elements/s, best of
+  ``--repeat`` after one untimed warm-up call (JIT compilation, page faults);
+* ``np.copyto`` of a float32 array of the same size, timed in the same repeats (interleaved, so
+  that a shared machine's load hits both alike); the ratio codec/copyto is the figure of merit;
+* the same with the message CRC32 switched off (``Compressor.crc = False``), to show its cost;
+* a straightforward NumPy version of the codec, from ``NUMPY_REFERENCES`` in
+  ``tools/numpy_reference_quant.py`` and ``tools/numpy_reference_sparse.py``, when there is one.
+
+Run: ``python tools/bench_kernels.py [--d 16777216] [--repeat 5] [--only natural --only dither]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numba
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from numpy_reference_quant import NUMPY_REFERENCES as QUANT_REFERENCES  # noqa: E402
+from numpy_reference_sparse import NUMPY_REFERENCES as SPARSE_REFERENCES  # noqa: E402
+
+from mpicomp.compressors import Compressor, available, make  # noqa: E402
+from mpicomp.rng import RandomKey  # noqa: E402
+
+NUMPY_REFERENCES = {**SPARSE_REFERENCES, **QUANT_REFERENCES}
+COMPOSITIONS = ("natural∘randk(k=0.01)", "natural∘topk(k=0.01)")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--d", type=int, default=2**24, help="vector dimension (default 2**24)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed repeats, best kept (default 5)")
+    parser.add_argument(
+        "--numpy-repeat", type=int, default=2, help="timed repeats of the (slow) NumPy references (default 2)"
+    )
+    parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy references")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="benchmark only specs whose registry name or spec is NAME (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the vector and the keys")
+    return parser.parse_args()
+
+
+def benchmark_specs(only: list[str] | None) -> list[str]:
+    """Reference specs, then default specs of the other registered names, then compositions."""
+    specs = list(NUMPY_REFERENCES)
+    covered = set()
+    for spec in specs:
+        try:
+            covered.add(make(spec).name)
+        except ValueError:
+            continue
+    for name in available():
+        if name not in covered:
+            specs.append(name)
+    specs.extend(COMPOSITIONS)
+    chosen = []
+    for spec in specs:
+        try:
+            compressor = make(spec)
+        except ValueError as err:
+            print(f"skipping {spec}: {err}", file=sys.stderr)
+            continue
+        if only is None or spec in only or compressor.name in only or compressor.spec in only:
+            chosen.append(spec)
+    return chosen
+
+
+def elapsed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def best_rates(d: int, timers: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Elements per second of each timer, best of ``repeat`` interleaved rounds after one warm-up round."""
+    for fn in timers.values():
+        fn()
+    best = dict.fromkeys(timers, np.inf)
+    for _ in range(repeat):
+        for name, fn in timers.items():
+            best[name] = min(best[name], elapsed(fn))
+    return {name: d / seconds for name, seconds in best.items()}
+
+
+def codec_timers(compressor: Compressor, x: np.ndarray, key: RandomKey) -> dict[str, Callable[[], object]]:
+    """encode / decode timers, with and without the CRC32 trailer."""
+    timers: dict[str, Callable[[], object]] = {}
+    for crc in (True, False):
+        codec = make(compressor.spec)
+        codec.crc = crc
+        message = codec.encode(x, key)
+        suffix = "" if crc else " no-crc"
+        timers["encode" + suffix] = lambda codec=codec: codec.encode(x, key)
+        timers["decode" + suffix] = lambda codec=codec, message=message: codec.decode(message, x.size, key)
+    return timers
+
+
+def main() -> None:
+    args = parse_args()
+    x = np.random.default_rng(args.seed).standard_normal(args.d).astype(np.float32)
+    copy_target = np.empty_like(x)
+    key = RandomKey(args.seed, 1, 0, 0)
+    print(f"d = {args.d} float32, best of {args.repeat}, numba threads = {numba.get_num_threads()}; rates in Gelem/s")
+    print("x copyto = codec rate / np.copyto rate in the same repeats; numpy x = codec / plain NumPy version")
+    header = (
+        f"{'spec':26s} {'bits/el':>7s} {'copyto':>7s} | {'enc':>6s} {'x cp':>6s} {'no-crc':>6s} | "
+        f"{'dec':>6s} {'x cp':>6s} {'no-crc':>6s} | {'np enc':>7s} {'np dec':>7s} {'x np enc':>8s} {'x np dec':>8s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for spec in benchmark_specs(args.only):
+        compressor = make(spec)
+        timers = {"copyto": lambda: np.copyto(copy_target, x), **codec_timers(compressor, x, key)}
+        rates = best_rates(args.d, timers, args.repeat)
+        bits = 8 * len(compressor.encode(x, key)) / args.d
+        ratio = {name: rates[name] / rates["copyto"] for name in rates}
+        line = (
+            f"{compressor.spec:26s} {bits:7.3f} {rates['copyto'] / 1e9:7.3f} | "
+            f"{rates['encode'] / 1e9:6.3f} {ratio['encode']:6.2f} {ratio['encode no-crc']:6.2f} | "
+            f"{rates['decode'] / 1e9:6.3f} {ratio['decode']:6.2f} {ratio['decode no-crc']:6.2f} |"
+        )
+        reference = NUMPY_REFERENCES.get(spec)
+        if reference is not None and not args.no_numpy:
+            encode, decode = reference
+            scalars, payload = encode(x, key)
+            numpy_rates = best_rates(
+                args.d,
+                {"encode": lambda: encode(x, key), "decode": lambda: decode(scalars, payload, args.d, key)},
+                args.numpy_repeat,
+            )
+            line += (
+                f" {numpy_rates['encode'] / 1e9:7.4f} {numpy_rates['decode'] / 1e9:7.4f}"
+                f" {rates['encode'] / numpy_rates['encode']:8.1f} {rates['decode'] / numpy_rates['decode']:8.1f}"
+            )
+        else:
+            line += f" {'-':>7s} {'-':>7s} {'-':>8s} {'-':>8s}"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
