@@ -18,6 +18,7 @@ Run: ``python tools/bench_kernels.py [--d 16777216] [--repeat 5] [--only natural
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Callable
@@ -26,15 +27,10 @@ from pathlib import Path
 import numba
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mpicomp.compressors import Compressor, available, make
+from mpicomp.rng import RandomKey
 
-from numpy_reference_quant import NUMPY_REFERENCES as QUANT_REFERENCES  # noqa: E402
-from numpy_reference_sparse import NUMPY_REFERENCES as SPARSE_REFERENCES  # noqa: E402
-
-from mpicomp.compressors import Compressor, available, make  # noqa: E402
-from mpicomp.rng import RandomKey  # noqa: E402
-
-NUMPY_REFERENCES = {**SPARSE_REFERENCES, **QUANT_REFERENCES}
+REFERENCE_MODULES = ("numpy_reference_sparse", "numpy_reference_quant")
 COMPOSITIONS = ("natural∘randk(k=0.01)", "natural∘topk(k=0.01)")
 
 
@@ -56,9 +52,18 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def benchmark_specs(only: list[str] | None) -> list[str]:
+def numpy_references() -> dict[str, tuple[Callable, Callable]]:
+    """The merged ``NUMPY_REFERENCES`` dicts of the reference modules next to this script."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    merged: dict[str, tuple[Callable, Callable]] = {}
+    for module in REFERENCE_MODULES:
+        merged.update(importlib.import_module(module).NUMPY_REFERENCES)
+    return merged
+
+
+def benchmark_specs(only: list[str] | None, references: dict[str, tuple[Callable, Callable]]) -> list[str]:
     """Reference specs, then default specs of the other registered names, then compositions."""
-    specs = list(NUMPY_REFERENCES)
+    specs = list(references)
     covered = set()
     for spec in specs:
         try:
@@ -111,6 +116,14 @@ def codec_timers(compressor: Compressor, x: np.ndarray, key: RandomKey) -> dict[
     return timers
 
 
+def reference_timers(
+    encode: Callable, decode: Callable, x: np.ndarray, key: RandomKey
+) -> dict[str, Callable[[], object]]:
+    """encode / decode timers of a NumPy reference."""
+    scalars, payload = encode(x, key)
+    return {"encode": lambda: encode(x, key), "decode": lambda: decode(scalars, payload, x.size, key)}
+
+
 def main() -> None:
     args = parse_args()
     x = np.random.default_rng(args.seed).standard_normal(args.d).astype(np.float32)
@@ -124,7 +137,8 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for spec in benchmark_specs(args.only):
+    references = numpy_references()
+    for spec in benchmark_specs(args.only, references):
         compressor = make(spec)
         timers = {"copyto": lambda: np.copyto(copy_target, x), **codec_timers(compressor, x, key)}
         rates = best_rates(args.d, timers, args.repeat)
@@ -135,15 +149,9 @@ def main() -> None:
             f"{rates['encode'] / 1e9:6.3f} {ratio['encode']:6.2f} {ratio['encode no-crc']:6.2f} | "
             f"{rates['decode'] / 1e9:6.3f} {ratio['decode']:6.2f} {ratio['decode no-crc']:6.2f} |"
         )
-        reference = NUMPY_REFERENCES.get(spec)
+        reference = references.get(spec)
         if reference is not None and not args.no_numpy:
-            encode, decode = reference
-            scalars, payload = encode(x, key)
-            numpy_rates = best_rates(
-                args.d,
-                {"encode": lambda: encode(x, key), "decode": lambda: decode(scalars, payload, args.d, key)},
-                args.numpy_repeat,
-            )
+            numpy_rates = best_rates(args.d, reference_timers(*reference, x, key), args.numpy_repeat)
             line += (
                 f" {numpy_rates['encode'] / 1e9:7.4f} {numpy_rates['decode'] / 1e9:7.4f}"
                 f" {rates['encode'] / numpy_rates['encode']:8.1f} {rates['decode'] / numpy_rates['decode']:8.1f}"

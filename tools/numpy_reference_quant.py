@@ -6,9 +6,10 @@ comparisons in ``tools/bench_kernels.py``.
 * ``encode(x, key) -> (scalars, payload)``: the codec scalars and payload bytes of the message body,
 * ``decode(scalars, payload, d, key) -> float64 vector``.
 
-They draw the same per-coordinate uniforms as the numba kernels (``numpy_reference_sparse.uniforms``)
-and apply the same roundings, so natural-compression payloads equal the numba ones bit for bit and the
-dithering payloads do whenever the norms agree to the last bit. Decoders trust their input.
+They draw the same per-coordinate random words as the numba kernels (``numpy_reference_sparse.uniforms``,
+cut to the 52-bit grid uniform of ``mpicomp.compressors._levels``) and apply the same roundings, so the
+payloads equal the numba ones bit for bit whenever the norms agree to the last bit (always for natural
+compression and p = inf). Decoders trust their input.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def unpack_fixed(payload: bytes, count: int, width: int) -> np.ndarray:
     return values
 
 
+def grid_uniforms(key: RandomKey, n: int) -> np.ndarray:
+    """The kernels' uniforms ``(u >> 12) 2^-52``: the 53-bit uniforms cut to 52 bits (exact)."""
+    return np.floor(uniforms(key, n) * 2.0**52) * 2.0**-52
+
+
 def linear_levels(r: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Random dithering of ``r >= 0`` to integers: ``floor(r) + [u < r - floor(r)]``."""
     low = np.floor(r)
@@ -71,7 +77,7 @@ def natural_encode(x: np.ndarray, key: RandomKey) -> Encoded:
     magnitude = np.abs(x.astype(np.float64))
     if np.any(magnitude > NATURAL_LIMIT):
         raise ValueError("natural: magnitudes above 2^127 cannot be encoded")
-    levels = pow2_levels(magnitude, uniforms(key, x.size), -126)
+    levels = pow2_levels(magnitude, grid_uniforms(key, x.size), -126)
     return (), pack_fixed(sign_codes(x, levels, NATURAL_EXPONENT_BITS), NATURAL_EXPONENT_BITS + 1)
 
 
@@ -83,7 +89,7 @@ def natural_decode(scalars: tuple[float, ...], payload: bytes, d: int, key: Rand
 def dither_encode(x: np.ndarray, key: RandomKey, s: int, p: float) -> Encoded:
     norm = float(np.linalg.norm(x.astype(np.float64), p))
     ratio = np.minimum(np.abs(x) * (s / norm), s) if norm > 0 else np.zeros(x.size)
-    codes = sign_codes(x, linear_levels(ratio, uniforms(key, x.size)), s.bit_length())
+    codes = sign_codes(x, linear_levels(ratio, grid_uniforms(key, x.size)), s.bit_length())
     return (norm,), pack_fixed(codes, s.bit_length() + 1)
 
 
@@ -95,7 +101,7 @@ def dither_decode(scalars: tuple[float, ...], payload: bytes, d: int, key: Rando
 def natdither_encode(x: np.ndarray, key: RandomKey, s: int, p: float) -> Encoded:
     norm = float(np.linalg.norm(x.astype(np.float64), p))
     ratio = np.minimum(np.abs(x) * (1.0 / norm), 1.0) if norm > 0 else np.zeros(x.size)
-    codes = sign_codes(x, pow2_levels(ratio, uniforms(key, x.size), 1 - s), s.bit_length())
+    codes = sign_codes(x, pow2_levels(ratio, grid_uniforms(key, x.size), 1 - s), s.bit_length())
     return (norm,), pack_fixed(codes, s.bit_length() + 1)
 
 
@@ -110,7 +116,7 @@ def block_encode(x: np.ndarray, key: RandomKey, size: int, s: int) -> Encoded:
     norms = np.sqrt(np.add.reduceat(values * values, starts))
     multipliers = np.divide(s, norms, out=np.zeros_like(norms), where=norms > 0)
     ratio = np.minimum(np.abs(values) * np.repeat(multipliers, np.diff(np.append(starts, x.size))), s)
-    codes = sign_codes(x, linear_levels(ratio, uniforms(key, x.size)), s.bit_length())
+    codes = sign_codes(x, linear_levels(ratio, grid_uniforms(key, x.size)), s.bit_length())
     return (), norms.astype("<f8").tobytes() + pack_fixed(codes, s.bit_length() + 1)
 
 

@@ -27,7 +27,7 @@ SPLITMIX_MULTIPLIERS = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB13311
 
 def uniforms(key: RandomKey, n: int) -> np.ndarray:
     """The uniforms ``random_uniform(state, i)``, i < n: SplitMix64 of ``state + (i + 1) GOLDEN``, top 53 bits."""
-    z = np.uint64(key.state) + np.arange(1, n + 1, dtype=np.uint64) * GOLDEN
+    z = key.state + np.arange(1, n + 1, dtype=np.uint64) * GOLDEN
     z = (z ^ (z >> np.uint64(30))) * SPLITMIX_MULTIPLIERS[0]
     z = (z ^ (z >> np.uint64(27))) * SPLITMIX_MULTIPLIERS[1]
     z ^= z >> np.uint64(31)

@@ -5,19 +5,20 @@ whole vector except in ``block``) is sent as one code of ``bits = level_bits + 1
 
     code = level | negative << level_bits        (dense LSB-first, mpicomp.wire.bitpack layout)
 
-where ``level`` indexes the magnitude ``scale_b * level / s`` (LINEAR) or ``scale_b * table[level]``
-(POW2), and ``negative`` is 1 only for ``x_i < 0`` with ``level > 0`` (so each decoded value has
+where ``level`` indexes the magnitude ``scale_b * level / s`` (LINEAR) or
+``scale_b * 2^(level + e_min - 1)`` (POW2, level > 0), and ``negative`` is 1 only for ``x_i < 0`` with ``level > 0`` (so each decoded value has
 exactly one code). The level is a stochastic rounding of the normalised magnitude
 ``r_i = min(|x_i| * mult_b, cap)``:
 
 * ``LINEAR`` (uniform levels 0, 1, ..., s; random dithering): ``level = floor(r_i + xi_i)``,
-  ``xi_i ~ U[0, 1)``, so ``E level = r_i``.
+  ``xi_i`` uniform on the grid ``{k 2^-52}`` of [0, 1), so ``E level = r_i`` up to ``2^-52``.
 * ``POW2`` (power-of-two levels; natural compression and natural dithering): with
   ``2^e <= r_i < 2^(e+1)`` and ``e >= e_min``, ``level = e - e_min + 1`` plus one with
   probability ``(r_i - 2^e) / 2^e``, read off the float64 bit pattern: the exponent field is
   ``e``, the 52 mantissa bits ``m`` give the probability ``m / 2^52`` exactly (a random 52-bit
   integer below ``m``). Below ``2^e_min`` the choice is between 0 and ``2^e_min`` with
-  probability ``r_i / 2^e_min``. Either way ``E 2^(level + e_min - 1) = r_i``.
+  probability ``r_i / 2^e_min`` (a grid uniform ``xi_i`` as above, exact up to ``2^-52``). So
+  ``E 2^(level + e_min - 1) = r_i``.
 
 Randomness: coordinate ``i`` uses the word ``random_u64(state, i)`` of the message's RandomKey,
 so encoding is a pure function of ``(x, key)`` whatever the number of threads.
@@ -35,12 +36,12 @@ from functools import cache
 
 import numpy as np
 from llvmlite import ir
-from numba import float64, int64, njit, uint32, uint64
+from numba import float64, int32, int64, njit, uint32, uint64
 from numba.core import types
 from numba.extending import intrinsic
 
 from ..rng import random_u64
-from ..wire import MessageError
+from ..wire import MessageError, unpack_uint
 from ..wire.bitpack import (
     CHUNK_VALUES,
     chunk_words,
@@ -63,7 +64,7 @@ _RESCALE_ABOVE = 2.0**480
 _PRESCALE_BELOW = 2.0**-900  # norms outside [2^-900, 2^900]: 1/norm would leave the normal range
 _PRESCALE_ABOVE = 2.0**900
 _MANTISSA = np.uint64((1 << 52) - 1)
-_TWO_POW_M53 = 1.0 / 9007199254740992.0
+_ONE_PATTERN = np.uint64(0x3FF0000000000000)  # bit pattern of 1.0
 
 
 @intrinsic
@@ -78,163 +79,242 @@ def float64_bits(typingctx, value):
     return types.uint64(types.float64), codegen
 
 
+@intrinsic
+def float64_from_bits(typingctx, pattern):
+    """The float64 whose IEEE-754 bit pattern is the uint64 ``pattern`` (an LLVM bitcast)."""
+    if pattern != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.uint64), codegen
+
+
 @njit(cache=True, inline="always")
 def _uniform(u):
-    """Uniform float64 on [0, 1) from the top 53 bits of a random word."""
-    return float64(u >> uint64(11)) * _TWO_POW_M53
+    """``(u >> 12) 2^-52``: uniform on the 2^52-point grid of [0, 1), from the top 52 bits of ``u``.
+
+    Built as ``float(1 + m 2^-52) - 1`` from the bit pattern (exact), since converting a uint64 to
+    a float does not vectorize on AVX2.
+    """
+    return float64_from_bits(_ONE_PATTERN | (u >> uint64(12))) - 1.0
 
 
 @njit(cache=True, inline="always")
 def pow2_level(r, u, e_min, tiny_scale):
-    """Unbiased power-of-two rounding of ``r >= 0`` (see module docstring); ``tiny_scale = 2^-e_min``."""
+    """Unbiased power-of-two rounding of ``r >= 0`` (see module docstring); ``tiny_scale = 2^-e_min``.
+
+    Branch-free (both cases computed, one selected) so that chunk loops vectorize.
+    """
     pattern = float64_bits(r)
     e = int64(pattern >> uint64(52)) - 1023
-    if e >= e_min:
-        up = int64((u >> uint64(12)) < (pattern & _MANTISSA))
-        return e - e_min + 1 + up
-    return int64(_uniform(u) < r * tiny_scale)
+    normal = e - e_min + 1 + int64((u >> uint64(12)) < (pattern & _MANTISSA))
+    tiny = int64(_uniform(u) < r * tiny_scale)
+    return normal if e >= e_min else tiny
 
 
 @njit(cache=True, inline="always")
-def _encode_chunk(x, c, state, kind, block, mult, pre, cap, limit, e_min, tiny_scale, level_bits, bits, codes, words):
-    """Quantize and pack chunk ``c``; returns the first index with ``|x_i| > limit``, or -1."""
-    d = x.size
+def _quantize(kind, xi, r, u, e_min, tiny_scale, level_bits):
+    """The code ``level | negative << level_bits`` of one coordinate with normalised magnitude r."""
+    if kind == LINEAR:
+        low = int64(int32(r))  # r <= s < 2^31: the int32 conversion vectorizes, int64 would not
+        level = low + int64(_uniform(u) < r - low)
+    else:
+        level = pow2_level(r, u, e_min, tiny_scale)
+    negative = uint32(xi < 0.0) & uint32(level > 0)
+    return uint32(level) | (negative << uint32(level_bits))
+
+
+@njit(cache=True, inline="always")
+def first_block(c, block):
+    """``(b, edge)``: the block holding the first coordinate of chunk ``c``, and where it ends."""
+    b = c * CHUNK_VALUES // block
+    return b, (b + 1) * block
+
+
+@njit(cache=True, inline="always")
+def next_block(c, b, edge, block):
+    """Advance ``(b, edge)`` to the block holding the first coordinate of chunk ``c`` (no division)."""
+    while c * CHUNK_VALUES >= edge:
+        b += 1
+        edge += block
+    return b, edge
+
+
+@njit(cache=True, inline="always")
+def _encode_chunk(
+    x, c, n, b, edge, state, kind, block, mult, pre, cap, limit, e_min, tiny_scale, level_bits, bits, codes, words
+):
+    """Quantize the ``n`` coordinates of chunk ``c`` and pack them; returns True if some ``|x_i| > limit``.
+
+    The chunk starts in block ``b``, which ends at coordinate ``edge``. Inlined with
+    ``n = CHUNK_VALUES`` for whole chunks, so that the loop has a constant trip count and no
+    branches; a chunk straddling a block boundary walks the blocks coordinate by coordinate.
+    """
     lo = c * CHUNK_VALUES
-    n = min(CHUNK_VALUES, d - lo)
-    b = lo // block
-    edge = (b + 1) * block
-    m = mult[b]
-    p = pre[b]
-    bad = -1
-    for k in range(n):
-        i = lo + k
-        if i == edge:
-            b += 1
-            edge += block
-            m = mult[b]
-            p = pre[b]
-        xi = float64(x[i])
-        a = abs(xi)
-        if a > limit and bad < 0:
-            bad = i
-        r = min(a * p * m, cap)
-        u = random_u64(state, i)
-        if kind == LINEAR:
-            level = int64(r)
-            level += int64(_uniform(u) < r - level)
-        else:
-            level = pow2_level(r, u, e_min, tiny_scale)
-        negative = uint32(1) if xi < 0.0 and level > 0 else uint32(0)
-        codes[k] = uint32(level) | (negative << uint32(level_bits))
+    over = False
+    if lo + n <= edge:
+        p = pre[b]
+        m = mult[b]
+        for k in range(n):
+            xi = float64(x[lo + k])
+            a = abs(xi)
+            over |= a > limit
+            codes[k] = _quantize(kind, xi, min(a * p * m, cap), random_u64(state, lo + k), e_min, tiny_scale, level_bits)
+    else:
+        for k in range(n):
+            if lo + k == edge:
+                b += 1
+                edge += block
+            xi = float64(x[lo + k])
+            a = abs(xi)
+            over |= a > limit
+            r = min(a * pre[b] * mult[b], cap)
+            codes[k] = _quantize(kind, xi, r, random_u64(state, lo + k), e_min, tiny_scale, level_bits)
     for k in range(n, CHUNK_VALUES):
         codes[k] = 0
     pack_chunk(codes, words, c * bits, bits)
-    return bad
+    return over
 
 
 @njit(cache=True, inline="always")
-def _decode_chunk(main, tail, c, d, kind, block, scale, table, max_level, level_bits, bits, codes, out):
-    """Unpack and dequantize chunk ``c``; returns the first index with an invalid code, or -1.
+def _dequantize(kind, code, level_bits, max_level, inv_max, e_min, scale):
+    """``(value, invalid)`` of one code: ``±scale level / max_level`` or ``±scale 2^(level + e_min - 1)``.
 
-    Invalid: a level above ``max_level``, a negative zero, a nonzero level in a block whose norm
-    is 0, or (index ``>= d``) nonzero padding bits after the last value.
+    The power of two is assembled from its bit pattern (exponent field ``level + e_min + 1022``);
+    an out-of-range level decodes to garbage but is flagged invalid.
+    """
+    level = int64(code & uint32((1 << level_bits) - 1))
+    negative = code >> uint32(level_bits)
+    invalid = (level > max_level) | ((negative == 1) & (level == 0)) | ((level > 0) & (scale == 0.0))
+    if kind == LINEAR:  # level / s, exactly 1 at the top level; level < 2^31 (int32: vectorizes)
+        magnitude = (1.0 if level == max_level else float64(int32(level)) * inv_max) * scale
+    else:
+        power = float64_from_bits(uint64(level + e_min + 1022) << uint64(52))
+        magnitude = (power if level > 0 else 0.0) * scale
+    return (-magnitude if negative else magnitude), invalid
+
+
+@njit(cache=True, inline="always")
+def _decode_chunk(main, tail, c, n, b, edge, kind, block, scale, e_min, max_level, level_bits, bits, codes, out):
+    """Unpack and dequantize the ``n`` coordinates of chunk ``c``; returns True if a code is invalid.
+
+    The chunk starts in block ``b``, which ends at coordinate ``edge``. Invalid: a level above
+    ``max_level``, a negative zero, a nonzero level in a block whose norm is 0, or nonzero
+    padding bits after the last value.
     """
     words, w = chunk_words(main, tail, c, bits)
     unpack_chunk(words, w, bits, codes)
-    lmask = uint32((1 << level_bits) - 1)
     inv_max = 1.0 / max_level
     lo = c * CHUNK_VALUES
-    n = min(CHUNK_VALUES, d - lo)
-    b = lo // block
-    edge = (b + 1) * block
-    sc = scale[b]
-    bad = -1
-    for k in range(n):
-        i = lo + k
-        if i == edge:
-            b += 1
-            edge += block
-            sc = scale[b]
-        level = int64(codes[k] & lmask)
-        negative = codes[k] >> uint32(level_bits)
-        if (level > max_level or (negative and level == 0) or (level and sc == 0.0)) and bad < 0:
-            bad = i
-        if kind == LINEAR:  # level / s, exactly 1 at the top level
-            value = (1.0 if level == max_level else float64(level) * inv_max) * sc
-        else:
-            value = table[min(level, max_level)] * sc
-        out[i] = -value if negative else value
+    invalid = False
+    if lo + n <= edge:
+        sc = scale[b]
+        for k in range(n):
+            value, bad = _dequantize(kind, codes[k], level_bits, max_level, inv_max, e_min, sc)
+            out[lo + k] = value
+            invalid |= bad
+    else:
+        for k in range(n):
+            if lo + k == edge:
+                b += 1
+                edge += block
+            value, bad = _dequantize(kind, codes[k], level_bits, max_level, inv_max, e_min, scale[b])
+            out[lo + k] = value
+            invalid |= bad
     for k in range(n, CHUNK_VALUES):
-        if codes[k] and bad < 0:
-            bad = lo + k
-    return bad
+        invalid |= codes[k] != 0
+    return invalid
 
 
 @cache
 def _encoder(kind: int, level_bits: int):
-    """Encode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants."""
+    """Encode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants.
+
+    Returns the first index whose ``|x_i|`` exceeds ``limit``, or -1.
+    """
     bits = level_bits + 1
 
     @njit(cache=True, nogil=True)
     def encode_range(x, state, block, mult, pre, cap, limit, e_min, tiny_scale, words, c0, c1):
         codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
-        bad = -1
-        for c in range(c0, c1):
-            flag = _encode_chunk(
-                x, c, state, kind, block, mult, pre, cap, limit, e_min, tiny_scale, level_bits, bits, codes, words
+        full = min(c1, x.size // CHUNK_VALUES)
+        b, edge = first_block(c0, block)
+        over = False
+        for c in range(c0, full):
+            b, edge = next_block(c, b, edge, block)
+            over |= _encode_chunk(
+                x, c, CHUNK_VALUES, b, edge, state, kind, block, mult, pre, cap, limit, e_min, tiny_scale,
+                level_bits, bits, codes, words,
             )
-            if flag >= 0 and bad < 0:
-                bad = flag
-        return bad
+        if c1 > full:
+            b, edge = next_block(full, b, edge, block)
+            over |= _encode_chunk(
+                x, full, x.size - full * CHUNK_VALUES, b, edge, state, kind, block, mult, pre, cap, limit, e_min,
+                tiny_scale, level_bits, bits, codes, words,
+            )
+        if over:
+            for i in range(c0 * CHUNK_VALUES, min(c1 * CHUNK_VALUES, x.size)):
+                if abs(float64(x[i])) > limit:
+                    return i
+        return -1
 
     return encode_range
 
 
 @cache
 def _decoder(kind: int, level_bits: int):
-    """Decode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants."""
+    """Decode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants.
+
+    Returns the first chunk holding an invalid code, or -1.
+    """
     bits = level_bits + 1
 
     @njit(cache=True, nogil=True)
-    def decode_range(main, tail, block, scale, table, max_level, out, c0, c1):
+    def decode_range(main, tail, block, scale, e_min, max_level, out, c0, c1):
         codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
-        bad = -1
-        for c in range(c0, c1):
-            flag = _decode_chunk(
-                main, tail, c, out.size, kind, block, scale, table, max_level, level_bits, bits, codes, out
-            )
-            if flag >= 0 and bad < 0:
-                bad = flag
-        return bad
+        full = min(c1, out.size // CHUNK_VALUES)
+        b, edge = first_block(c0, block)
+        for c in range(c0, full):
+            b, edge = next_block(c, b, edge, block)
+            if _decode_chunk(
+                main, tail, c, CHUNK_VALUES, b, edge, kind, block, scale, e_min, max_level, level_bits, bits, codes,
+                out,
+            ):
+                return c
+        if c1 > full:
+            b, edge = next_block(full, b, edge, block)
+            if _decode_chunk(
+                main, tail, full, out.size - full * CHUNK_VALUES, b, edge, kind, block, scale, e_min, max_level,
+                level_bits, bits, codes, out,
+            ):
+                return full
+        return -1
 
     return decode_range
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"nnan", "nsz", "reassoc"})
 def _stats_range(x, block, seg, per_block, out_max, out_sumsq, g0, g1):
-    """Max |x_i| and sum of x_i^2 over segments ``[g0, g1)`` (``per_block`` segments per block)."""
+    """Max |x_i| and sum of x_i^2 over segments ``[g0, g1)`` (``per_block`` segments per block).
+
+    Reassociation lets the reductions vectorize; "no NaN" holds since the input is finite (the
+    sums of squares may overflow to inf, which is allowed and handled by the caller).
+    """
     d = x.size
     for g in range(g0, g1):
         b = g // per_block
         lo = b * block + (g % per_block) * seg
         hi = min(lo + seg, (b + 1) * block, d)
         top = 0.0
-        total0 = 0.0
-        total1 = 0.0
-        i = lo
-        while i + 1 < hi:
-            a0 = abs(float64(x[i]))
-            a1 = abs(float64(x[i + 1]))
-            top = max(top, max(a0, a1))
-            total0 += a0 * a0
-            total1 += a1 * a1
-            i += 2
-        if i < hi:
-            a0 = abs(float64(x[i]))
-            top = max(top, a0)
-            total0 += a0 * a0
+        total = 0.0
+        for i in range(lo, hi):
+            a = abs(float64(x[i]))
+            top = max(top, a)
+            total += a * a
         out_max[g] = top
-        out_sumsq[g] = total0 + total1
+        out_sumsq[g] = total
     return -1
 
 
@@ -296,8 +376,8 @@ def block_scales(x: np.ndarray, block: int, p: float, level_scale: float) -> tup
 class LevelCode:
     """One sign + level code: how magnitudes map to levels and levels back to magnitudes.
 
-    ``level_bits`` bits hold levels ``0..max_level``; ``table[level]`` is the decoded magnitude
-    (relative to the block scale) for POW2 codes; LINEAR codes decode to ``level / max_level * scale``.
+    ``level_bits`` bits hold levels ``0..max_level``; relative to the block scale, a POW2 level
+    decodes to ``2^(level + e_min - 1)`` (0 for level 0), a LINEAR one to ``level / max_level``.
     ``cap`` clamps the normalised magnitude, ``limit`` is the largest encodable ``|x_i|``.
     """
 
@@ -307,7 +387,6 @@ class LevelCode:
     cap: float
     limit: float = np.inf
     e_min: int = 0
-    table: np.ndarray | None = None
 
     @property
     def bits(self) -> int:
@@ -327,9 +406,7 @@ def linear_code(s: int) -> LevelCode:
 
 def pow2_code(e_min: int, max_level: int, level_bits: int, cap: float, limit: float = np.inf) -> LevelCode:
     """Levels ``0`` and ``2^(e_min + k - 1)`` for ``k = 1..max_level`` (natural compression / dithering)."""
-    table = np.zeros(max_level + 1)
-    table[1:] = np.ldexp(1.0, np.arange(e_min, e_min + max_level))
-    return LevelCode(POW2, max_level, level_bits, cap, limit, e_min, table)
+    return LevelCode(POW2, max_level, level_bits, cap, limit, e_min)
 
 
 def encode_levels(
@@ -351,7 +428,7 @@ def encode_levels(
 def decode_levels(payload: np.ndarray, d: int, code: LevelCode, block: int, scale: np.ndarray, what: str) -> np.ndarray:
     """Unpack and dequantize ``d`` codes; MessageError on any invalid code.
 
-    ``x_i = ±scale_b * table[level]`` (POW2) or ``±scale_b * level / max_level`` (LINEAR).
+    ``x_i = ±scale_b 2^(level + e_min - 1)`` (POW2) or ``±scale_b level / max_level`` (LINEAR).
     """
     need = packed_nbytes(d, code.bits)
     if payload.size != need:
@@ -360,17 +437,30 @@ def decode_levels(payload: np.ndarray, d: int, code: LevelCode, block: int, scal
         )
     main, tail = packed_words(payload, d, code.bits)
     out = np.empty(d, dtype=np.float64)
-    table = code.table if code.table is not None else np.zeros(1)
-    args = (main, tail, max(block, 1), scale, table, code.max_level, out)
-    bad = run_chunks(_decoder(code.kind, code.level_bits), d, *args)
-    if bad >= d:
-        raise MessageError(f"{what}: nonzero padding bits after the last code")
-    if bad >= 0:
-        raise MessageError(
-            f"{what}: invalid code for coordinate {bad} "
-            "(level out of range, negative zero, or nonzero level in a zero-norm block)"
-        )
+    args = (main, tail, max(block, 1), scale, code.e_min, code.max_level, out)
+    bad_chunk = run_chunks(_decoder(code.kind, code.level_bits), d, *args)
+    if bad_chunk >= 0:
+        _raise_invalid(payload, bad_chunk, d, code, max(block, 1), scale, what)
     return out
+
+
+def _raise_invalid(payload: np.ndarray, chunk: int, d: int, code: LevelCode, block: int, scale: np.ndarray, what: str):
+    """Find the invalid code in chunk ``chunk`` (flagged by the decode kernel) and raise MessageError."""
+    lo = chunk * CHUNK_VALUES
+    n = min(CHUNK_VALUES, d - lo)
+    start = 4 * code.bits * chunk
+    section = payload[start : start + packed_nbytes(n, code.bits)]
+    codes = unpack_uint(section, n, code.bits)
+    levels = codes & ((1 << code.level_bits) - 1)
+    negative = codes >> code.level_bits
+    block_scale = scale[(lo + np.arange(n)) // block]
+    invalid = (levels > code.max_level) | ((negative == 1) & (levels == 0)) | ((levels > 0) & (block_scale == 0.0))
+    if not invalid.any():
+        raise MessageError(f"{what}: nonzero padding bits after the last code")
+    raise MessageError(
+        f"{what}: invalid code for coordinate {lo + int(np.argmax(invalid))} "
+        "(level out of range, negative zero, or nonzero level in a zero-norm block)"
+    )
 
 
 def check_levels(codec: str, s: object, largest: int) -> int:

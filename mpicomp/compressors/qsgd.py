@@ -42,19 +42,32 @@ _DECODE_ERRORS = {
 }
 
 
+@njit(cache=True, fastmath={"reassoc"})  # reassociation lets the sum vectorize
+def _sum_squares(x):
+    total = 0.0
+    for i in range(x.size):  # an indexed loop: LLVM vectorizes it (it does not for `for v in x`)
+        total += np.float64(x[i]) * np.float64(x[i])
+    return total
+
+
+@njit(cache=True)  # no fastmath: reassociation may factor the division out and overflow
+def _scaled_sum_squares(x, scale):
+    total = 0.0
+    for i in range(x.size):
+        t = np.float64(x[i]) / scale
+        total += t * t
+    return total
+
+
 @njit(cache=True)
 def l2_norm(x):
     """``||x||_2`` in float64 without overflow or underflow (rescaled by ``max |x_i|`` outside [1e-100, 1e100])."""
     largest = max_magnitude(x)
     if largest == 0.0:
         return 0.0
-    scale = 1.0 if 1e-100 < largest < 1e100 else largest
-    inverse = 1.0 / scale
-    total = 0.0
-    for v in x:
-        t = np.float64(v) * inverse
-        total += t * t
-    return scale * np.sqrt(total)
+    if 1e-100 < largest < 1e100:
+        return np.sqrt(_sum_squares(x))
+    return largest * np.sqrt(_scaled_sum_squares(x, largest))
 
 
 @njit(cache=True)
@@ -203,11 +216,13 @@ class QSGD(Compressor):
 
     def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
         norm = l2_norm(x)
+        if not np.isfinite(norm):
+            raise ValueError(f"{self.spec}: ||x||_2 exceeds the float64 range; scale the vector down")
         if norm == 0.0:
             return (0.0,), np.empty(0, dtype=np.uint8)
         code = ELIAS_CODES[self.code]
         levels = np.empty(x.size, dtype=self._level_dtype)
-        bits = _quantize(x, norm, self.s, np.uint64(key.state), code, levels)
+        bits = _quantize(x, norm, self.s, key.state, code, levels)
         out = np.zeros(packed_nbytes(bits, 1) + 8, dtype=np.uint8)
         return (norm,), out[: _write_stream(levels, code, out)]
 

@@ -12,26 +12,42 @@ import numpy as np
 from numba import njit
 
 from ..rng import RandomKey
-from ..wire import Message, MessageError, pack_signs, packed_nbytes
+from ..wire import Message, MessageError, packed_nbytes
 from .base import Compressor, check_scalar
 from .registry import register
 from .terngrad import max_magnitude
 
 
-@njit(cache=True)
-def mean_magnitude(x):
-    """``||x||_1 / d`` in float64; if the plain sum overflows, summed as ``|x_i| / max |x_j|`` and rescaled."""
-    if x.size == 0:
-        return 0.0
+@njit(cache=True, inline="always")
+def _sign_byte(x, first, count, total):
+    """Bits ``[x_i < 0]`` of coordinates ``first .. first + count - 1`` (LSB first) and the running ``sum |x_i|``."""
+    bits = 0
+    for j in range(count):
+        value = np.float64(x[first + j])
+        total += abs(value)
+        bits |= (value < 0) << j
+    return bits, total
+
+
+@njit(cache=True, fastmath={"reassoc"})  # reassociation lets the sum vectorize; no finiteness assumed
+def _sign_bitmap(x, out):
+    """Pack the sign bitmap of x into ``out`` in one pass; returns ``sum |x_i|`` (inf if it overflows)."""
     total = 0.0
-    for v in x:
-        total += abs(np.float64(v))
-    if np.isfinite(total):
-        return total / x.size
+    full = x.size // 8
+    for byte in range(full):
+        out[byte], total = _sign_byte(x, 8 * byte, 8, total)
+    if x.size % 8:
+        out[full], total = _sign_byte(x, 8 * full, x.size % 8, total)
+    return total
+
+
+@njit(cache=True)  # no fastmath: reassociation may factor the division out of the sum and overflow
+def rescaled_mean_magnitude(x):
+    """``||x||_1 / d`` summed as ``|x_i| / max |x_j|`` and rescaled: the fallback when the plain sum overflows."""
     largest = max_magnitude(x)
     total = 0.0
-    for v in x:
-        total += abs(np.float64(v)) / largest
+    for i in range(x.size):
+        total += abs(np.float64(x[i])) / largest
     return largest * (total / x.size)
 
 
@@ -71,7 +87,11 @@ class Sign(Compressor):
         return float(d)
 
     def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        return (mean_magnitude(x),), pack_signs(x < 0)
+        bitmap = np.empty(packed_nbytes(x.size, 1), dtype=np.uint8)
+        total = _sign_bitmap(x, bitmap)
+        if not x.size:
+            return (0.0,), bitmap
+        return (total / x.size if np.isfinite(total) else rescaled_mean_magnitude(x),), bitmap
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
         scale = check_scalar(msg.scalars[0], "sign scale")

@@ -171,10 +171,28 @@ def _top_k_indices(words, k, key_bits, out):
             j += 1
 
 
+_PARTITION_BELOW_D = 1 << 15  # measured crossover: the radix select's histogram costs ~0.2 ms at any d
+
+
+def _top_k_by_partition(x: np.ndarray, k: int) -> np.ndarray:
+    """The same set for short vectors in O(d): every magnitude above the k-th largest ``t``, then the
+    lowest-index magnitudes equal to ``t`` until there are k."""
+    mags = np.abs(x)
+    t = np.partition(mags, x.size - k)[x.size - k] if k else np.inf
+    above = np.flatnonzero(mags > t)
+    ties = np.flatnonzero(mags == t)[: k - above.size]
+    return np.union1d(above, ties).astype(np.int64)
+
+
 def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
     """Ascending indices of the ``k`` largest magnitudes of a float32/float64 vector (lowest index wins ties)."""
     if k == x.size:
         return np.arange(k, dtype=np.int64)
+    return _top_k_by_partition(x, k) if x.size < _PARTITION_BELOW_D else _top_k_by_radix(x, k)
+
+
+def _top_k_by_radix(x: np.ndarray, k: int) -> np.ndarray:
+    """The numba radix select on the magnitude bits (fast for long vectors)."""
     out = np.empty(k, dtype=np.int64)
     if k == 0:
         return out
@@ -191,7 +209,7 @@ def random_k_indices(d: int, k: int, key: RandomKey) -> np.ndarray:
     """
     out = np.empty(k, dtype=np.int64)
     floyd = _floyd_dense if k * _DENSE_FLOYD_RATIO >= d else _floyd_sparse
-    floyd(np.uint64(key.state), d, k, out)
+    floyd(key.state, d, k, out)
     return out
 
 

@@ -31,22 +31,35 @@ _TRITS = (np.arange(_VALID_BYTES)[:, None] // 3 ** np.arange(TRITS_PER_BYTE) % 3
 def max_magnitude(x):
     """``max_i |x_i|`` in float64 (0 for an empty vector)."""
     largest = 0.0
-    for v in x:
-        largest = max(largest, abs(np.float64(v)))
+    for i in range(x.size):
+        largest = max(largest, abs(np.float64(x[i])))
     return largest
+
+
+@njit(cache=True, inline="always")
+def _trit(x, scale, state, i):
+    """Trit of coordinate i: ``b_i (1 + [x_i < 0])`` with ``b_i = [u_i s < |x_i|]``, ``P(b_i = 1) = |x_i| / s``.
+
+    ``u_i <= 1 - 2**-53`` keeps ``fl(u_i s) < s``, so the largest coordinate is always kept, as it must be.
+    """
+    value = np.float64(x[i])
+    return (random_uniform(state, i) * scale < abs(value)) * (1 + (value < 0))
 
 
 @njit(cache=True)
 def _ternarize(x, scale, state, out):
-    """Draw ``b_i`` (the i-th uniform of ``state`` below ``|x_i| / s``) and pack the trits."""
-    for g in range(out.size):
+    """Draw the trits and pack five per byte, ``sum_j t_{5g+j} 3^j`` by Horner's rule from j = 4."""
+    full = x.size // TRITS_PER_BYTE
+    for g in range(full):
         code = 0
-        weight = 1
-        for i in range(TRITS_PER_BYTE * g, min(TRITS_PER_BYTE * (g + 1), x.size)):
-            kept = random_uniform(state, i) < abs(np.float64(x[i])) / scale
-            code += weight * kept * (1 + (x[i] < 0))
-            weight *= 3
+        for j in range(TRITS_PER_BYTE - 1, -1, -1):  # a constant trip count, unrolled
+            code = 3 * code + _trit(x, scale, state, TRITS_PER_BYTE * g + j)
         out[g] = code
+    if full < out.size:
+        code = 0
+        for i in range(x.size - 1, TRITS_PER_BYTE * full - 1, -1):
+            code = 3 * code + _trit(x, scale, state, i)
+        out[full] = code
 
 
 @njit(cache=True)
@@ -89,7 +102,7 @@ class TernGrad(Compressor):
         scale = max_magnitude(x)
         out = np.zeros(-(-x.size // TRITS_PER_BYTE), dtype=np.uint8)
         if scale > 0.0:
-            _ternarize(x, scale, np.uint64(key.state), out)
+            _ternarize(x, scale, key.state, out)
         return (scale,), out
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
