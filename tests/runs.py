@@ -49,7 +49,7 @@ def run_mpiexec(raw: dict[str, dict[str, Any]], out: Path, n: int, timeout: floa
     for item in overrides(raw):
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"mpiexec -n {n} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return read_results(out)

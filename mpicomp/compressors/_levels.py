@@ -41,7 +41,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from ..rng import random_u64
-from ..wire import MessageError, unpack_uint
+from ..wire import MessageError
 from ..wire.bitpack import (
     CHUNK_VALUES,
     chunk_words,
@@ -58,6 +58,7 @@ from ..wire.bitpack import (
 LINEAR = 0
 POW2 = 1
 
+SPAN_CHUNKS = 64  # kernels quantize / dequantize 64 chunks (2048 coordinates) at a time via scratch
 _SEGMENT = 1 << 16  # norm partial sums run over segments of at most this many coordinates
 _RESCALE_BELOW = 2.0**-480  # max |x_i| outside [2^-480, 2^480]: squares would under/overflow
 _RESCALE_ABOVE = 2.0**480
@@ -127,63 +128,12 @@ def _quantize(kind, xi, r, u, e_min, tiny_scale, level_bits):
 
 
 @njit(cache=True, inline="always")
-def first_block(c, block):
-    """``(b, edge)``: the block holding the first coordinate of chunk ``c``, and where it ends."""
-    b = c * CHUNK_VALUES // block
-    return b, (b + 1) * block
-
-
-@njit(cache=True, inline="always")
-def next_block(c, b, edge, block):
-    """Advance ``(b, edge)`` to the block holding the first coordinate of chunk ``c`` (no division)."""
-    while c * CHUNK_VALUES >= edge:
-        b += 1
-        edge += block
-    return b, edge
-
-
-@njit(cache=True, inline="always")
-def _encode_chunk(
-    x, c, n, b, edge, state, kind, block, mult, pre, cap, limit, e_min, tiny_scale, level_bits, bits, codes, words
-):
-    """Quantize the ``n`` coordinates of chunk ``c`` and pack them; returns True if some ``|x_i| > limit``.
-
-    The chunk starts in block ``b``, which ends at coordinate ``edge``. Inlined with
-    ``n = CHUNK_VALUES`` for whole chunks, so that the loop has a constant trip count and no
-    branches; a chunk straddling a block boundary walks the blocks coordinate by coordinate.
-    """
-    lo = c * CHUNK_VALUES
-    over = False
-    if lo + n <= edge:
-        p = pre[b]
-        m = mult[b]
-        for k in range(n):
-            xi = float64(x[lo + k])
-            a = abs(xi)
-            over |= a > limit
-            codes[k] = _quantize(kind, xi, min(a * p * m, cap), random_u64(state, lo + k), e_min, tiny_scale, level_bits)
-    else:
-        for k in range(n):
-            if lo + k == edge:
-                b += 1
-                edge += block
-            xi = float64(x[lo + k])
-            a = abs(xi)
-            over |= a > limit
-            r = min(a * pre[b] * mult[b], cap)
-            codes[k] = _quantize(kind, xi, r, random_u64(state, lo + k), e_min, tiny_scale, level_bits)
-    for k in range(n, CHUNK_VALUES):
-        codes[k] = 0
-    pack_chunk(codes, words, c * bits, bits)
-    return over
-
-
-@njit(cache=True, inline="always")
 def _dequantize(kind, code, level_bits, max_level, inv_max, e_min, scale):
     """``(value, invalid)`` of one code: ``±scale level / max_level`` or ``±scale 2^(level + e_min - 1)``.
 
     The power of two is assembled from its bit pattern (exponent field ``level + e_min + 1022``);
-    an out-of-range level decodes to garbage but is flagged invalid.
+    an out-of-range level decodes to garbage but is flagged invalid, as are a negative zero and a
+    nonzero level in a block of scale 0.
     """
     level = int64(code & uint32((1 << level_bits) - 1))
     negative = code >> uint32(level_bits)
@@ -197,63 +147,60 @@ def _dequantize(kind, code, level_bits, max_level, inv_max, e_min, scale):
 
 
 @njit(cache=True, inline="always")
-def _decode_chunk(main, tail, c, n, b, edge, kind, block, scale, e_min, max_level, level_bits, bits, codes, out):
-    """Unpack and dequantize the ``n`` coordinates of chunk ``c``; returns True if a code is invalid.
+def _first_invalid(codes, c, d, kind, block, scale, e_min, max_level, level_bits):
+    """First coordinate of chunk ``c`` (codes ``codes``) with an invalid code, ``>= d`` for nonzero
+    padding, or -1."""
+    for k in range(CHUNK_VALUES):
+        i = c * CHUNK_VALUES + k
+        if i >= d:
+            if codes[k] != 0:
+                return i
+        elif _dequantize(kind, codes[k], level_bits, max_level, 1.0, e_min, scale[i // block])[1]:
+            return i
+    return -1
 
-    The chunk starts in block ``b``, which ends at coordinate ``edge``. Invalid: a level above
-    ``max_level``, a negative zero, a nonzero level in a block whose norm is 0, or nonzero
-    padding bits after the last value.
-    """
-    words, w = chunk_words(main, tail, c, bits)
-    unpack_chunk(words, w, bits, codes)
-    inv_max = 1.0 / max_level
-    lo = c * CHUNK_VALUES
-    invalid = False
-    if lo + n <= edge:
-        sc = scale[b]
-        for k in range(n):
-            value, bad = _dequantize(kind, codes[k], level_bits, max_level, inv_max, e_min, sc)
-            out[lo + k] = value
-            invalid |= bad
-    else:
-        for k in range(n):
-            if lo + k == edge:
-                b += 1
-                edge += block
-            value, bad = _dequantize(kind, codes[k], level_bits, max_level, inv_max, e_min, scale[b])
-            out[lo + k] = value
-            invalid |= bad
-    for k in range(n, CHUNK_VALUES):
-        invalid |= codes[k] != 0
-    return invalid
+
+@njit(cache=True, inline="always")
+def _block_runs(lo, hi, block):
+    """Number of maximal runs of ``[lo, hi)`` inside one block, and the block of ``lo``."""
+    b = lo // block
+    return (hi - 1) // block - b + 1, b
 
 
 @cache
 def _encoder(kind: int, level_bits: int):
     """Encode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants.
 
+    Works span by span (``SPAN_CHUNKS`` chunks): first a plain loop per block run quantizes the
+    coordinates into a scratch array (it vectorizes), then the chunks are packed from it.
     Returns the first index whose ``|x_i|`` exceeds ``limit``, or -1.
     """
     bits = level_bits + 1
 
     @njit(cache=True, nogil=True)
     def encode_range(x, state, block, mult, pre, cap, limit, e_min, tiny_scale, words, c0, c1):
-        codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
-        full = min(c1, x.size // CHUNK_VALUES)
-        b, edge = first_block(c0, block)
+        scratch = np.zeros(SPAN_CHUNKS * CHUNK_VALUES, dtype=np.uint32)
         over = False
-        for c in range(c0, full):
-            b, edge = next_block(c, b, edge, block)
-            over |= _encode_chunk(
-                x, c, CHUNK_VALUES, b, edge, state, kind, block, mult, pre, cap, limit, e_min, tiny_scale,
-                level_bits, bits, codes, words,
-            )
-        if c1 > full:
-            b, edge = next_block(full, b, edge, block)
-            over |= _encode_chunk(
-                x, full, x.size - full * CHUNK_VALUES, b, edge, state, kind, block, mult, pre, cap, limit, e_min,
-                tiny_scale, level_bits, bits, codes, words,
-            )
+        for s0 in range(c0, c1, SPAN_CHUNKS):
+            s1 = min(c1, s0 + SPAN_CHUNKS)
+            lo = s0 * CHUNK_VALUES
+            hi = min(s1 * CHUNK_VALUES, x.size)
+            runs, b = _block_runs(lo, hi, block)
+            for run in range(runs):
+                start = max(lo, (b + run) * block)
+                stop = min(hi, (b + run + 1) * block)
+                p = pre[b + run]  # (|x_i| * pre) * mult: pre * mult alone may overflow
+                m = mult[b + run]
+                for i in range(start, stop):
+                    xi = float64(x[i])
+                    a = abs(xi)
+                    over |= a > limit
+                    r = min(a * p * m, cap)
+                    scratch[i - lo] = _quantize(kind, xi, r, random_u64(state, i), e_min, tiny_scale, level_bits)
+            scratch[hi - lo :] = 0
+            for c in range(s0, s1):
+                k = (c - s0) * CHUNK_VALUES
+                pack_chunk(scratch[k : k + CHUNK_VALUES], words, c * bits, bits)
         if over:
             for i in range(c0 * CHUNK_VALUES, min(c1 * CHUNK_VALUES, x.size)):
                 if abs(float64(x[i])) > limit:
@@ -267,29 +214,43 @@ def _encoder(kind: int, level_bits: int):
 def _decoder(kind: int, level_bits: int):
     """Decode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants.
 
-    Returns the first chunk holding an invalid code, or -1.
+    Span by span: the chunks are unpacked into a scratch array, then a plain loop per block run
+    dequantizes. Returns the first coordinate with an invalid code (``>= d``: nonzero padding), or -1.
     """
     bits = level_bits + 1
 
     @njit(cache=True, nogil=True)
     def decode_range(main, tail, block, scale, e_min, max_level, out, c0, c1):
-        codes = np.empty(CHUNK_VALUES, dtype=np.uint32)
-        full = min(c1, out.size // CHUNK_VALUES)
-        b, edge = first_block(c0, block)
-        for c in range(c0, full):
-            b, edge = next_block(c, b, edge, block)
-            if _decode_chunk(
-                main, tail, c, CHUNK_VALUES, b, edge, kind, block, scale, e_min, max_level, level_bits, bits, codes,
-                out,
-            ):
-                return c
-        if c1 > full:
-            b, edge = next_block(full, b, edge, block)
-            if _decode_chunk(
-                main, tail, full, out.size - full * CHUNK_VALUES, b, edge, kind, block, scale, e_min, max_level,
-                level_bits, bits, codes, out,
-            ):
-                return full
+        scratch = np.empty(SPAN_CHUNKS * CHUNK_VALUES, dtype=np.uint32)
+        inv_max = 1.0 / max_level
+        for s0 in range(c0, c1, SPAN_CHUNKS):
+            s1 = min(c1, s0 + SPAN_CHUNKS)
+            for c in range(s0, s1):
+                words, w = chunk_words(main, tail, c, bits)
+                k = (c - s0) * CHUNK_VALUES
+                unpack_chunk(words, w, bits, scratch[k : k + CHUNK_VALUES])
+            lo = s0 * CHUNK_VALUES
+            hi = min(s1 * CHUNK_VALUES, out.size)
+            invalid = False
+            runs, b = _block_runs(lo, hi, block)
+            for run in range(runs):
+                start = max(lo, (b + run) * block)
+                stop = min(hi, (b + run + 1) * block)
+                sc = scale[b + run]
+                for i in range(start, stop):
+                    value, bad = _dequantize(kind, scratch[i - lo], level_bits, max_level, inv_max, e_min, sc)
+                    out[i] = value
+                    invalid |= bad
+            for i in range(hi - lo, (s1 - s0) * CHUNK_VALUES):
+                invalid |= scratch[i] != 0
+            if invalid:
+                for c in range(s0, s1):
+                    k = (c - s0) * CHUNK_VALUES
+                    bad = _first_invalid(
+                        scratch[k : k + CHUNK_VALUES], c, out.size, kind, block, scale, e_min, max_level, level_bits
+                    )
+                    if bad >= 0:
+                        return bad
         return -1
 
     return decode_range
@@ -438,29 +399,15 @@ def decode_levels(payload: np.ndarray, d: int, code: LevelCode, block: int, scal
     main, tail = packed_words(payload, d, code.bits)
     out = np.empty(d, dtype=np.float64)
     args = (main, tail, max(block, 1), scale, code.e_min, code.max_level, out)
-    bad_chunk = run_chunks(_decoder(code.kind, code.level_bits), d, *args)
-    if bad_chunk >= 0:
-        _raise_invalid(payload, bad_chunk, d, code, max(block, 1), scale, what)
-    return out
-
-
-def _raise_invalid(payload: np.ndarray, chunk: int, d: int, code: LevelCode, block: int, scale: np.ndarray, what: str):
-    """Find the invalid code in chunk ``chunk`` (flagged by the decode kernel) and raise MessageError."""
-    lo = chunk * CHUNK_VALUES
-    n = min(CHUNK_VALUES, d - lo)
-    start = 4 * code.bits * chunk
-    section = payload[start : start + packed_nbytes(n, code.bits)]
-    codes = unpack_uint(section, n, code.bits)
-    levels = codes & ((1 << code.level_bits) - 1)
-    negative = codes >> code.level_bits
-    block_scale = scale[(lo + np.arange(n)) // block]
-    invalid = (levels > code.max_level) | ((negative == 1) & (levels == 0)) | ((levels > 0) & (block_scale == 0.0))
-    if not invalid.any():
+    bad = run_chunks(_decoder(code.kind, code.level_bits), d, *args)
+    if bad >= d:
         raise MessageError(f"{what}: nonzero padding bits after the last code")
-    raise MessageError(
-        f"{what}: invalid code for coordinate {lo + int(np.argmax(invalid))} "
-        "(level out of range, negative zero, or nonzero level in a zero-norm block)"
-    )
+    if bad >= 0:
+        raise MessageError(
+            f"{what}: invalid code for coordinate {bad} "
+            "(level out of range, negative zero, or nonzero level in a zero-norm block)"
+        )
+    return out
 
 
 def check_levels(codec: str, s: object, largest: int) -> int:

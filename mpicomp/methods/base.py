@@ -23,7 +23,13 @@ import numpy as np
 
 from ..compressors import Compressor
 from ..problems.base import Problem
-from ..rng import STREAM_DOWNLINK, STREAM_METHOD, STREAM_SAMPLING, STREAM_UPLINK, RandomKey
+from ..rng import (
+    STREAM_DOWNLINK,
+    STREAM_METHOD,
+    STREAM_SAMPLING,
+    STREAM_UPLINK,
+    RandomKey,
+)
 
 MASTER = -1  # the worker id used in the master's random keys
 
@@ -122,11 +128,11 @@ class Method(ABC):
         """Decode worker ``w``'s upload of round ``k``."""
         return (compressor or self.ctx.uplink).decode(message, self.d, self.key(w, k, STREAM_UPLINK))
 
-    def mean_of_uploads(self, uploads: list[bytes], k: int) -> np.ndarray:
+    def mean_of_uploads(self, uploads: list[bytes], k: int, compressor: Compressor | None = None) -> np.ndarray:
         """``(1/n) sum_i C_W(v_i)``, decoded and summed in worker-id order (rank-independent)."""
         total = np.zeros(self.d)
         for w, message in enumerate(uploads):
-            total += self.decode_up(message, w, k)
+            total += self.decode_up(message, w, k, compressor)
         return total / self.n
 
     def encode_down(self, v: np.ndarray, k: int) -> bytes:

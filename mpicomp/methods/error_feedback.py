@@ -197,11 +197,7 @@ class EF21(Method):
         return message
 
     def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
-        compressor = self.uplink_compressor(k)
-        total = np.zeros(self.d)
-        for w, message in enumerate(uploads):
-            total += self.decode_up(message, w, k, compressor)
-        self.g_master += total / self.n
+        self.g_master += self.mean_of_uploads(uploads, k, self.uplink_compressor(k))
         return self.encode_down(self.g_master - self.g_replica, k)
 
     def apply_downlink(self, message: bytes, k: int) -> None:
@@ -213,8 +209,9 @@ class EF21(Method):
 class EF21SGDM(EF21):
     """``ef21-sgdm``: EF21 compressing toward the Polyak momentum ``v_i``.
 
-    Default step ``min(alpha / (20 L), eta / (7 L))`` (Theorem 3 of Fatkhullin, Tyurin, Richtárik 2023,
-    with ``L~ <= L``).
+    Default step ``min(alpha / (20 L), eta / (7 L))``: the form of the step-size condition of
+    Fatkhullin, Tyurin, Richtárik 2023 (with ``L~ <= L``); these constants were not checked against
+    the paper's text, so treat the default as a conservative start and set ``stepsize`` for experiments.
     """
 
     name = "ef21-sgdm"

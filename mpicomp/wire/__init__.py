@@ -1,6 +1,13 @@
 """Wire format: message framing, bit packing, and the decoding error type."""
 
-from .bitpack import index_bits, pack_signs, pack_uint, packed_nbytes, unpack_signs, unpack_uint
+from .bitpack import (
+    index_bits,
+    pack_signs,
+    pack_uint,
+    packed_nbytes,
+    unpack_signs,
+    unpack_uint,
+)
 from .elias import ELIAS_CODES, decode_elias, elias_code_bits, encode_elias
 from .errors import MessageError
 from .message import (
