@@ -6,9 +6,10 @@ whole vector except in ``block``) is sent as one code of ``bits = level_bits + 1
     code = level | negative << level_bits        (dense LSB-first, mpicomp.wire.bitpack layout)
 
 where ``level`` indexes the magnitude ``scale_b * level / s`` (LINEAR) or
-``scale_b * 2^(level + e_min - 1)`` (POW2, level > 0), and ``negative`` is 1 only for ``x_i < 0`` with ``level > 0`` (so each decoded value has
-exactly one code). The level is a stochastic rounding of the normalised magnitude
-``r_i = min(|x_i| * mult_b, cap)``:
+``scale_b * 2^(level + e_min - 1)`` (POW2, level > 0), and ``negative`` is 1 only for
+``x_i < 0`` with ``level > 0`` (so each decoded value has exactly one code). The level is a
+stochastic rounding of the normalised magnitude ``r_i = min(|x_i| * pre_b * mult_b, cap)``
+(see :func:`block_scales`):
 
 * ``LINEAR`` (uniform levels 0, 1, ..., s; random dithering): ``level = floor(r_i + xi_i)``,
   ``xi_i`` uniform on the grid ``{k 2^-52}`` of [0, 1), so ``E level = r_i`` up to ``2^-52``.
@@ -25,7 +26,9 @@ so encoding is a pure function of ``(x, key)`` whatever the number of threads.
 
 Kernels are generated per ``(kind, level_bits)`` with both as compile-time constants (the
 bit-packing loop then unrolls into constant shifts) and cached on disk by numba. They work on
-chunk ranges without the GIL; ``bitpack.run_chunks`` splits long vectors over threads.
+chunk ranges without the GIL (``bitpack.run_chunks`` splits long vectors over threads), span by
+span: a plain, vectorizable loop (de)quantizes ``SPAN_CHUNKS`` chunks through a scratch array
+and a second loop (un)packs them.
 """
 
 from __future__ import annotations

@@ -4,19 +4,18 @@ Value ``j`` occupies bits ``[j*b, (j+1)*b)`` of the byte stream, least significa
 first; the last byte is zero-padded. A sign bitmap is the case b = 1, sparse indices the
 case b = :func:`index_bits` (d).
 
-Fused encoders (which quantize and pack in one pass) use the same layout through the
-inline accumulator helpers :func:`write_bits` / :func:`flush_bits` / :func:`read_bits`,
-whose state is ``(acc, nacc, pos)``: a ``uint64`` bit accumulator, the number of valid bits
-in it, and the next byte position.
+Variable-length streams (Elias codes) use the inline accumulator helpers :func:`write_bits` /
+:func:`flush_bits` / :func:`read_bits`, whose state is ``(acc, nacc, pos)``: a ``uint64`` bit
+accumulator, the number of valid bits in it, and the next byte position.
 
-Speed: ``CHUNK_VALUES = 32`` values of b bits fill exactly b 32-bit words, so chunk ``c``
-starts at word ``b c`` whatever b is, and chunks are independent. Kernels pack a chunk with
-:func:`pack_chunk` / :func:`unpack_chunk` on uint32 words; generated with b as a compile-time
-constant, the chunk loop unrolls into constant shifts. Kernels take a chunk range ``[c0, c1)``
-and release the GIL, so :func:`run_chunks` splits long vectors over ``numba.get_num_threads()``
-Python threads (compiling one serial kernel per width instead of a serial and a ``prange``
-variant halves the JIT time; a thread hand-off costs tens of microseconds, paid only above
-``PARALLEL_MIN_CHUNKS`` chunks).
+Fixed widths go faster: ``CHUNK_VALUES = 32`` values of b bits fill exactly b 32-bit words, so
+chunk ``c`` starts at word ``b c`` whatever b is, and chunks are independent. Kernels (here and
+in the fused quantizers) pack a chunk with :func:`pack_chunk` / :func:`unpack_chunk` on uint32
+words; generated with b as a compile-time constant, the chunk loop unrolls into constant shifts.
+Kernels take a chunk range ``[c0, c1)`` and release the GIL, so :func:`run_chunks` splits long
+vectors over ``numba.get_num_threads()`` Python threads (one serial kernel per width compiles
+in half the time of a serial plus a ``prange`` variant; a thread hand-off costs tens of
+microseconds, paid only above ``PARALLEL_MIN_CHUNKS`` chunks).
 """
 
 from __future__ import annotations
