@@ -27,8 +27,8 @@ so encoding is a pure function of ``(x, key)`` whatever the number of threads.
 Kernels are generated per ``(kind, level_bits)`` with both as compile-time constants (the
 bit-packing loop then unrolls into constant shifts) and cached on disk by numba. They work on
 chunk ranges without the GIL (``bitpack.run_chunks`` splits long vectors over threads), span by
-span: a plain, vectorizable loop (de)quantizes ``SPAN_CHUNKS`` chunks through a scratch array
-and a second loop (un)packs them.
+span: a plain, vectorizable loop per block run (de)quantizes ``SPAN_CHUNKS`` chunks through a
+scratch array and a second loop (un)packs them.
 """
 
 from __future__ import annotations
@@ -163,20 +163,55 @@ def _first_invalid(codes, c, d, kind, block, scale, e_min, max_level, level_bits
     return -1
 
 
+@njit(cache=True, nogil=True)
+def _quantize_run(x, state, scratch, lo, start, stop, pre, mult, kind, level_bits, e_min, tiny_scale, cap, limit):
+    """Codes of coordinates ``[start, stop)`` (one block: ``pre``, ``mult``) into ``scratch[i - lo]``.
+
+    A plain loop in a function of its own (not inlined: inside the span loop it stops
+    vectorizing and runs 2x slower). Returns True if some ``|x_i| > limit``.
+    """
+    over = False
+    for i in range(start, stop):
+        xi = float64(x[i])
+        a = abs(xi)
+        over |= a > limit
+        r = min(a * pre * mult, cap)  # (|x_i| * pre) * mult: pre * mult alone may overflow
+        scratch[i - lo] = _quantize(kind, xi, r, random_u64(state, i), e_min, tiny_scale, level_bits)
+    return over
+
+
+@njit(cache=True, nogil=True)
+def _dequantize_run(scratch, lo, start, stop, out, scale, kind, level_bits, max_level, e_min):
+    """Values of coordinates ``[start, stop)`` (one block of scale ``scale``) from ``scratch[i - lo]``.
+
+    Returns True if some code is invalid (see :func:`_dequantize`).
+    """
+    inv_max = 1.0 / max_level
+    invalid = False
+    for i in range(start, stop):
+        value, bad = _dequantize(kind, scratch[i - lo], level_bits, max_level, inv_max, e_min, scale)
+        out[i] = value
+        invalid |= bad
+    return invalid
+
+
 @njit(cache=True, inline="always")
-def _block_runs(lo, hi, block):
-    """Number of maximal runs of ``[lo, hi)`` inside one block, and the block of ``lo``."""
-    b = lo // block
-    return (hi - 1) // block - b + 1, b
+def _run_end(start, hi, b, edge, block):
+    """Advance ``(b, edge)`` to the block holding coordinate ``start``; returns ``(b, edge, stop)``
+    with ``stop = min(hi, edge)`` the end of the run of ``[start, hi)`` inside that block."""
+    while start >= edge:
+        b += 1
+        edge += block
+    return b, edge, min(hi, edge)
 
 
 @cache
 def _encoder(kind: int, level_bits: int):
     """Encode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants.
 
-    Works span by span (``SPAN_CHUNKS`` chunks): first a plain loop per block run quantizes the
-    coordinates into a scratch array (it vectorizes), then the chunks are packed from it.
-    Returns the first index whose ``|x_i|`` exceeds ``limit``, or -1.
+    Span by span (``SPAN_CHUNKS`` chunks): :func:`_quantize_run` writes the codes of each block
+    run into a scratch array, then the chunks are packed from it. Returns the first index whose
+    ``|x_i|`` exceeds ``limit``, or -1.
     """
     bits = level_bits + 1
 
@@ -184,22 +219,20 @@ def _encoder(kind: int, level_bits: int):
     def encode_range(x, state, block, mult, pre, cap, limit, e_min, tiny_scale, words, c0, c1):
         scratch = np.zeros(SPAN_CHUNKS * CHUNK_VALUES, dtype=np.uint32)
         over = False
+        b = c0 * CHUNK_VALUES // block
+        edge = (b + 1) * block
         for s0 in range(c0, c1, SPAN_CHUNKS):
             s1 = min(c1, s0 + SPAN_CHUNKS)
             lo = s0 * CHUNK_VALUES
             hi = min(s1 * CHUNK_VALUES, x.size)
-            runs, b = _block_runs(lo, hi, block)
-            for run in range(runs):
-                start = max(lo, (b + run) * block)
-                stop = min(hi, (b + run + 1) * block)
-                p = pre[b + run]  # (|x_i| * pre) * mult: pre * mult alone may overflow
-                m = mult[b + run]
-                for i in range(start, stop):
-                    xi = float64(x[i])
-                    a = abs(xi)
-                    over |= a > limit
-                    r = min(a * p * m, cap)
-                    scratch[i - lo] = _quantize(kind, xi, r, random_u64(state, i), e_min, tiny_scale, level_bits)
+            start = lo
+            while start < hi:
+                b, edge, stop = _run_end(start, hi, b, edge, block)
+                over |= _quantize_run(
+                    x, state, scratch, lo, start, stop, pre[b], mult[b], kind, level_bits, e_min, tiny_scale, cap,
+                    limit,
+                )
+                start = stop
             scratch[hi - lo :] = 0
             for c in range(s0, s1):
                 k = (c - s0) * CHUNK_VALUES
@@ -217,15 +250,17 @@ def _encoder(kind: int, level_bits: int):
 def _decoder(kind: int, level_bits: int):
     """Decode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants.
 
-    Span by span: the chunks are unpacked into a scratch array, then a plain loop per block run
-    dequantizes. Returns the first coordinate with an invalid code (``>= d``: nonzero padding), or -1.
+    Span by span: the chunks are unpacked into a scratch array, then :func:`_dequantize_run`
+    decodes each block run. Returns the first coordinate with an invalid code (``>= d``: nonzero
+    padding), or -1.
     """
     bits = level_bits + 1
 
     @njit(cache=True, nogil=True)
     def decode_range(main, tail, block, scale, e_min, max_level, out, c0, c1):
         scratch = np.empty(SPAN_CHUNKS * CHUNK_VALUES, dtype=np.uint32)
-        inv_max = 1.0 / max_level
+        b = c0 * CHUNK_VALUES // block
+        edge = (b + 1) * block
         for s0 in range(c0, c1, SPAN_CHUNKS):
             s1 = min(c1, s0 + SPAN_CHUNKS)
             for c in range(s0, s1):
@@ -235,15 +270,11 @@ def _decoder(kind: int, level_bits: int):
             lo = s0 * CHUNK_VALUES
             hi = min(s1 * CHUNK_VALUES, out.size)
             invalid = False
-            runs, b = _block_runs(lo, hi, block)
-            for run in range(runs):
-                start = max(lo, (b + run) * block)
-                stop = min(hi, (b + run + 1) * block)
-                sc = scale[b + run]
-                for i in range(start, stop):
-                    value, bad = _dequantize(kind, scratch[i - lo], level_bits, max_level, inv_max, e_min, sc)
-                    out[i] = value
-                    invalid |= bad
+            start = lo
+            while start < hi:
+                b, edge, stop = _run_end(start, hi, b, edge, block)
+                invalid |= _dequantize_run(scratch, lo, start, stop, out, scale[b], kind, level_bits, max_level, e_min)
+                start = stop
             for i in range(hi - lo, (s1 - s0) * CHUNK_VALUES):
                 invalid |= scratch[i] != 0
             if invalid:

@@ -34,7 +34,9 @@ def available() -> dict[str, type[Compressor]]:
 
 def parameters(cls: type[Compressor]) -> list[str]:
     """The spec parameters a compressor accepts (its constructor's keyword arguments)."""
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    params = inspect.signature(cls.__init__).parameters.values()
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [p.name for p in params if p.name != "self" and p.kind not in variadic]
 
 
 def _literal(text: str, where: str) -> object:
