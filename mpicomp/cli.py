@@ -141,7 +141,8 @@ def compressor_table(d: int) -> str:
 
 
 def _first_line(obj) -> str:
-    return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+    """The first docstring line, without reST literal markup, for terminal tables."""
+    return (obj.__doc__ or "").strip().splitlines()[0].replace("``", "") if obj.__doc__ else ""
 
 
 def _cmd_compressors(args: argparse.Namespace) -> int:

@@ -40,9 +40,6 @@ class Natural(Compressor):
     unbiased = True
     code = _CODE
 
-    def __init__(self) -> None:
-        """Natural compression takes no parameters (the spec is just ``natural``)."""
-
     def omega(self, d: int) -> float:
         return 0.125
 

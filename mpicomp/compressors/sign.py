@@ -77,9 +77,6 @@ class Sign(Compressor):
     unbiased = False
     n_scalars = 1
 
-    def __init__(self) -> None:
-        """No spec parameters."""
-
     def alpha(self, d: int) -> float:
         return 1.0 / d
 

@@ -89,9 +89,6 @@ class TernGrad(Compressor):
     unbiased = True
     n_scalars = 1
 
-    def __init__(self) -> None:
-        """No spec parameters."""
-
     def omega(self, d: int) -> float:
         return (np.sqrt(d) - 1.0) / 2.0
 
