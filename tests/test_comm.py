@@ -125,17 +125,13 @@ def test_local_argument_errors():
         transport.broadcast(None)
     with pytest.raises(ValueError, match="must pass the code"):
         transport.agree(None)
-    with pytest.raises(ValueError, match="one row per local worker"):
-        transport.gather_arrays(np.zeros((3, 2)))
     for bad in (0, -1, 2.5, True, "4"):
         with pytest.raises(ValueError, match="n_workers must be a positive integer"):
             LocalTransport(bad)
 
 
-def test_local_gather_arrays_is_float64_and_not_counted():
+def test_local_bookkeeping_is_not_counted():
     transport = LocalTransport(3)
-    rows = transport.gather_arrays(np.arange(6, dtype=np.int32).reshape(3, 2))
-    assert rows.dtype == np.float64 and rows.tolist() == [[0, 1], [2, 3], [4, 5]]
     transport.all_equal(b"x")
     transport.agree(1)
     assert transport.counter.end_round() == RoundBytes.zeros(3, complete=True)
@@ -359,7 +355,6 @@ def test_mpi_transport_with_one_rank_counts_like_local(monkeypatch):
         counted.append(transport.counter.end_round().to_dict())
     assert counted == run_local(n_workers)
     assert transport.agree(5) == 5 and transport.all_equal(b"d")
-    np.testing.assert_array_equal(transport.gather_arrays(np.arange(5.0)), np.arange(5.0))
 
 
 # --- MPI runs --------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ class Transport(ABC):
     """Uplink ``gather`` of each worker's upload to the master, downlink ``broadcast``.
 
     Every byte of ``gather`` and ``broadcast`` is counted in ``self.counter`` (see
-    :mod:`mpicomp.comm.accounting`); ``all_equal``, ``agree`` and ``gather_arrays`` are
+    :mod:`mpicomp.comm.accounting`); ``all_equal`` and ``agree`` are
     bookkeeping, not method traffic, and are not counted.
     """
 
@@ -125,8 +125,3 @@ class Transport(ABC):
     @abstractmethod
     def agree(self, code: int | None) -> int:
         """The master passes a small integer (a stop code), others ``None``; all return it."""
-
-    @abstractmethod
-    def gather_arrays(self, values: np.ndarray) -> np.ndarray | None:
-        """Concatenate per-local-worker rows (shape (len(local_workers), ...)) on the master,
-        ordered by worker id, as float64; others get ``None``. Used for metrics, not counted."""

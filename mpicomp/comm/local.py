@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from .accounting import ByteCounter
 from .base import Buffer, Transport, check_n_workers
 
@@ -34,9 +32,3 @@ class LocalTransport(Transport):
 
     def agree(self, code: int | None) -> int:
         return self._master_code(code)
-
-    def gather_arrays(self, values: np.ndarray) -> np.ndarray:
-        rows = np.array(values, dtype=np.float64)
-        if rows.ndim == 0 or rows.shape[0] != self.n_workers:
-            raise ValueError(f"gather_arrays needs one row per local worker ({self.n_workers}), got shape {rows.shape}")
-        return rows

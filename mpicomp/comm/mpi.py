@@ -136,30 +136,6 @@ class MPITransport(Transport):
         self.comm.Bcast(value, root=0)
         return int(value[0])
 
-    def gather_arrays(self, values: np.ndarray) -> np.ndarray | None:
-        rows = np.ascontiguousarray(values, dtype=np.float64)
-        if rows.ndim == 0 or rows.shape[0] != len(self.local_workers):
-            raise ValueError(
-                f"gather_arrays on rank {self.rank} needs one row per local worker "
-                f"({len(self.local_workers)}), got shape {rows.shape}"
-            )
-        count = np.array([rows.size], dtype=np.int64)
-        counts = np.empty(self.size, dtype=np.int64) if self.is_master else None
-        self.comm.Gather(count, counts, root=0)
-        if not self.is_master:
-            self.comm.Gatherv(rows.reshape(-1), None, root=0)
-            return None
-        received = np.empty(int(counts.sum()), dtype=np.float64)
-        self.comm.Gatherv(rows.reshape(-1), [received, counts, np.cumsum(counts) - counts, MPI.DOUBLE], root=0)
-        row_shape = rows.shape[1:]
-        expected = (self._block_ends - self._block_starts) * int(np.prod(row_shape))
-        if not np.array_equal(counts, expected):
-            raise ValueError(
-                f"gather_arrays: ranks sent {counts.tolist()} values, rows of shape {row_shape} "
-                f"(the master's) need {expected.tolist()}; pass shape (len(local_workers), *row_shape) on every rank"
-            )
-        return received.reshape((self.n_workers, *row_shape))
-
 
 def make_transport(n_workers: int) -> LocalTransport | MPITransport:
     """:class:`MPITransport` on ``COMM_WORLD`` when it has several ranks, else :class:`LocalTransport`.
