@@ -18,7 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from .comm import NetworkModel, Transport, make_transport
+from .comm import ByteCounter, NetworkModel, RoundBytes, Transport, make_transport
 from .compressors import make as make_compressor
 from .config import Config, ConfigError
 from .methods import Method, MethodContext, method_class
@@ -98,34 +98,6 @@ def build_method(config: Config, problem: Problem, transport: Transport, seed: i
     return method_class(config.method["name"])(ctx, config.method_options())
 
 
-class _Totals:
-    """Cumulative counted bytes and modelled time on the master."""
-
-    def __init__(self, n_workers: int, network: NetworkModel) -> None:
-        self.network = network
-        self.fields = dict.fromkeys(
-            ("up_payload", "up_header", "up_control", "down_payload", "down_header", "down_control", "uploads"), 0
-        )
-        self.bytes_up = np.zeros(n_workers, dtype=np.int64)
-        self.uploads = np.zeros(n_workers, dtype=np.int64)
-        self.modelled_time = 0.0
-
-    def add(self, rb) -> None:
-        for name in self.fields:
-            self.fields[name] += int(np.sum(getattr(rb, name)))
-        self.bytes_up += rb.up_bytes
-        self.uploads += rb.uploads
-        self.modelled_time += self.network.round_seconds(rb.up_bytes, rb.down_bytes)
-
-    @property
-    def bits_up(self) -> int:
-        return 8 * (self.fields["up_payload"] + self.fields["up_header"] + self.fields["up_control"])
-
-    @property
-    def bits_down(self) -> int:
-        return 8 * (self.fields["down_payload"] + self.fields["down_header"] + self.fields["down_control"])
-
-
 def evaluate(problem: Problem, x: np.ndarray, optimum) -> dict[str, float]:
     """Loss F(x), ||grad f(x)||^2, F(x) - F*, ||x - x*||, test accuracy (NaN where unknown)."""
     loss, grad = problem.loss_and_grad(x)
@@ -144,14 +116,14 @@ def evaluate(problem: Problem, x: np.ndarray, optimum) -> dict[str, float]:
     return row
 
 
-def _stop_code(config: Config, row: dict[str, float], loss0: float, totals: _Totals, k: int) -> tuple[int, str]:
-    run = config.run
+def _stop_code(config: Config, row: dict[str, float], loss0: float) -> tuple[int, str]:
+    run, rounds = config.run, row["round"]
     if not np.isfinite(row["loss"]) or row["loss"] > run["divergence_factor"] * max(abs(loss0), 1e-300):
-        return DIVERGED, f"loss {row['loss']:.6g} at round {k} (initial {loss0:.6g})"
+        return DIVERGED, f"loss {row['loss']:.6g} after round {rounds} (initial {loss0:.6g})"
     if run["target_suboptimality"] > 0 and row["suboptimality"] <= run["target_suboptimality"]:
-        return STOPPED, f"target suboptimality {run['target_suboptimality']:g} reached at round {k}"
-    if run["bit_budget"] > 0 and totals.bits_up + totals.bits_down >= run["bit_budget"]:
-        return STOPPED, f"bit budget {run['bit_budget']:g} exhausted at round {k}"
+        return STOPPED, f"target suboptimality {run['target_suboptimality']:g} reached after round {rounds}"
+    if run["bit_budget"] > 0 and row["bits_up"] + row["bits_down"] >= run["bit_budget"]:
+        return STOPPED, f"bit budget {run['bit_budget']:g} exhausted after round {rounds}"
     return CONTINUE, ""
 
 
@@ -162,43 +134,54 @@ def replica_digest(x: np.ndarray) -> bytes:
 class _Monitor:
     """The master's side of the loop: metrics, stop rules, the results file, the progress bar."""
 
-    def __init__(self, config: Config, problem: Problem, method: Method, writer: ResultsWriter, progress: bool):
-        self.config, self.problem, self.method, self.writer = config, problem, method, writer
+    def __init__(
+        self,
+        config: Config,
+        problem: Problem,
+        method: Method,
+        writer: ResultsWriter,
+        counter: ByteCounter,
+        progress: bool,
+    ) -> None:
+        self.config, self.problem, self.method, self.writer, self.counter = config, problem, method, writer, counter
         self.optimum = None
         if config.run["optimum"]:
             log.info("reference optimum (scipy L-BFGS; cached after the first run; [run] optimum = false skips it)")
             self.optimum = problem.optimum()
-        self.totals = _Totals(problem.n_workers, NetworkModel(**config.network))
+        self.network = NetworkModel(**config.network)
+        self.modelled_time = 0.0
         self.loss0 = evaluate(problem, method.x, self.optimum)["loss"]
         self.last: dict[str, float] = {}
         self.bar = tqdm(total=config.run["rounds"], disable=not progress, unit="round", dynamic_ncols=True)
         self.round_seconds = 0.0  # wall time spent in rounds; metric evaluation and logging excluded
         self.mark = time.perf_counter()
 
-    def end_round(self, round_bytes, k: int, logged: bool) -> tuple[int, str]:
-        self.totals.add(round_bytes)
+    def end_round(self, round_bytes: RoundBytes, k: int, logged: bool) -> tuple[int, str]:
+        self.modelled_time += self.network.round_seconds(round_bytes.up_bytes, round_bytes.down_bytes)
         self.bar.update(1)
         if not logged:
             return CONTINUE, ""
         self.round_seconds += time.perf_counter() - self.mark
         self.last = self._log_row(k)
         self.mark = time.perf_counter()
-        bits = self.totals.bits_up + self.totals.bits_down
+        bits = self.last["bits_up"] + self.last["bits_down"]
         self.bar.set_postfix(loss=f"{self.last['loss']:.4e}", Mbit=f"{bits / 1e6:.1f}")
-        return _stop_code(self.config, self.last, self.loss0, self.totals, k)
+        return _stop_code(self.config, self.last, self.loss0)
 
     def _log_row(self, k: int) -> dict[str, float]:
-        totals = self.totals
+        """Metrics at the current x and the cumulative counted bytes (the master's counter)."""
+        totals = self.counter.totals
         row = {"round": k + 1, **evaluate(self.problem, self.method.x, self.optimum)}
-        row.update({f"{name}_bytes": value for name, value in totals.fields.items() if name != "uploads"})
+        for name in ("up_payload", "up_header", "up_control", "down_payload", "down_header", "down_control"):
+            row[f"{name}_bytes"] = getattr(totals, name)
         row.update(
-            bits_up=totals.bits_up,
-            bits_down=totals.bits_down,
-            uploads=totals.fields["uploads"],
+            bits_up=8 * totals.up_total,
+            bits_down=8 * totals.down_bytes,
+            uploads=int(totals.uploads.sum()),
             wall_time=self.round_seconds,
-            modelled_time=totals.modelled_time,
+            modelled_time=self.modelled_time,
         )
-        self.writer.log(row, {"bytes_up": totals.bytes_up, "uploads": totals.uploads})
+        self.writer.log(row, {"bytes_up": totals.up_bytes, "uploads": totals.uploads})
         return row
 
     def close(self) -> None:
@@ -246,7 +229,7 @@ def _run(config: Config, out: str | Path, overwrite: bool, progress: bool, trans
         flush_every=config.run["flush_every"],
         overwrite=overwrite,
     ) as writer:
-        monitor = _Monitor(config, problem, method, writer, progress)
+        monitor = _Monitor(config, problem, method, writer, transport.counter, progress)
         try:
             result = _loop(config, transport, method, monitor)
         finally:
