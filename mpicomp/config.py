@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .comm.network import UPLINK_MODES
 from .compressors import make as make_compressor
+from .data.loaders import SCALINGS
+from .data.partition import PARTITIONS
 from .methods import available_methods, method_class
-
-PROBLEMS = ("logistic", "logistic-nonconvex", "softmax", "lsq")
-PARTITIONS = ("iid", "label", "dirichlet", "unbalanced")
-SCALINGS = ("none", "standard", "unit-norm")
-REGULARIZERS = ("none", "l1", "l2", "elastic")
-UPLINK_MODES = ("serial", "parallel")
+from .problems import PROBLEMS, REGULARIZERS
 
 
 class ConfigError(ValueError):
@@ -185,8 +183,6 @@ def validate(raw: dict[str, Any]) -> Config:
             make_compressor(spec)
         except ValueError as exc:
             raise ConfigError(f"[compressor] {direction}: {exc}") from None
-    if sections["problem"]["name"] == "logistic-nonconvex" and sections["problem"]["nonconvex"] <= 0:
-        raise ConfigError("[problem] nonconvex: logistic-nonconvex needs a weight > 0 (e.g. nonconvex = 0.1)")
     if sections["run"]["target_suboptimality"] > 0 and not sections["run"]["optimum"]:
         raise ConfigError("[run] target_suboptimality: needs the reference optimum; set [run] optimum = true or drop it")
     if sections["data"]["test_fraction"] >= 1.0:

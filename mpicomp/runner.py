@@ -70,7 +70,7 @@ def build_problem_from(config: Config, seed: int) -> Problem:
         p["dataset"],
         data["workers"],
         l2=p["l2"],
-        nonconvex_weight=p["nonconvex"],
+        nonconvex=p["nonconvex"],
         regularizer=p["regularizer"],
         l1=p["l1"],
         r_l2=p["r_l2"],

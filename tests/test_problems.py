@@ -448,7 +448,7 @@ def test_build_problem_on_bundled_data(tmp_path):
     assert build_problem("logistic", "sklearn:breast_cancer", 4, intercept=False).d == 30
     s = build_problem("softmax", "sklearn:iris", 3, partition="label", seed=1)
     assert s.d == 3 * 5 and s.loss_fn.outputs == 3
-    nc = build_problem("logistic-nonconvex", "sklearn:breast_cancer", 2, nonconvex_weight=0.1, l2=0.0)
+    nc = build_problem("logistic-nonconvex", "sklearn:breast_cancer", 2, nonconvex=0.1, l2=0.0)
     assert nc.optimum() is None and nc.strong_convexity() == 0.0
     digits = build_problem("logistic", "sklearn:digits", 2, positive_class=3)
     assert (digits.targets == 1.0).mean() == pytest.approx(0.1, abs=0.02)
@@ -473,7 +473,7 @@ def test_build_problem_is_deterministic_given_the_seed():
     [
         ({"name": "svm"}, "unknown problem"),
         ({"name": "logistic", "dataset": "sklearn:digits"}, "needs two classes"),
-        ({"name": "logistic-nonconvex"}, "needs nonconvex_weight > 0"),
+        ({"name": "logistic-nonconvex"}, "needs nonconvex > 0"),
         ({"name": "logistic", "regularizer": "l1"}, "needs l1 > 0"),
         ({"name": "logistic", "l2": -1.0}, "l2 must be"),
         ({"name": "logistic", "positive_class": 7}, "does not occur"),

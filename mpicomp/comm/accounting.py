@@ -29,15 +29,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..wire import message_length
-from ..wire.message import HEADER
+from ..wire import message_sizes
 
 SIZE_PREFIX_BYTES = 8
-
-
-def _payload_length(view: memoryview, offset: int) -> int:
-    """The header's payload-length field L of the message starting at ``offset``."""
-    return HEADER.unpack_from(view, offset)[-1]
 
 
 def split_bytes(buf: bytes | memoryview | np.ndarray) -> tuple[int, int]:
@@ -49,8 +43,7 @@ def split_bytes(buf: bytes | memoryview | np.ndarray) -> tuple[int, int]:
     view = memoryview(buf).cast("B")
     payload = header = offset = 0
     while offset < len(view):
-        total = message_length(view, offset)
-        length = _payload_length(view, offset)
+        total, length = message_sizes(view, offset)
         payload += length
         header += total - length
         offset += total
@@ -123,7 +116,6 @@ class ByteCounter:
     def __init__(self, n_workers: int, complete: bool) -> None:
         self.n_workers = n_workers
         self.complete = complete
-        self.rounds = 0
         self.totals = RoundBytes.zeros(n_workers, complete)
         self._reset()
 
@@ -158,6 +150,5 @@ class ByteCounter:
         """The counts since the previous call; also added to :attr:`totals` (all rounds so far)."""
         counts = self._snapshot()
         self.totals = self.totals + counts
-        self.rounds += 1
         self._reset()
         return counts

@@ -4,12 +4,12 @@ Problems (``f_i`` of worker i on its shard; ``r`` = smooth terms, R = prox term)
 
 * ``logistic`` — ``log(1 + exp(-b a^T x))``, labels mapped to ``+-1`` (the larger of two labels, or
   ``positive_class``, is +1);
-* ``logistic-nonconvex`` — the same plus ``nonconvex_weight sum_k x_k^2/(1 + x_k^2)`` (needs a weight > 0);
+* ``logistic-nonconvex`` — the same plus ``nonconvex sum_k x_k^2/(1 + x_k^2)`` (needs a weight > 0);
 * ``softmax`` — multiclass cross-entropy, ``x`` class-major (``x[y*l + f]``, l features incl. intercept);
 * ``lsq`` — ``(a^T x - b)^2 / 2``; two-label data gets ``+-1`` targets (and a sign test accuracy),
   anything else its raw labels as real targets.
 
-Every problem gets ``r(x) = (l2/2)||x||^2 + nonconvex_weight sum_k x_k^2/(1+x_k^2)`` (the latter is
+Every problem gets ``r(x) = (l2/2)||x||^2 + nonconvex sum_k x_k^2/(1+x_k^2)`` (the latter is
 allowed on any problem) and ``R(x) = l1||x||_1 + (r_l2/2)||x||^2`` per ``regularizer``
 (:func:`~.regularizers.make_regularizer`). The intercept, when on, is regularised like every weight.
 """
@@ -77,7 +77,7 @@ def build_problem(
     n_workers: int,
     *,
     l2: float = 1e-3,
-    nonconvex_weight: float = 0.0,
+    nonconvex: float = 0.0,
     regularizer: str = "none",
     l1: float = 0.0,
     r_l2: float = 0.0,
@@ -101,11 +101,11 @@ def build_problem(
     """
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
-    for key, value in (("l2", l2), ("nonconvex_weight", nonconvex_weight)):
+    for key, value in (("l2", l2), ("nonconvex", nonconvex)):
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"{key} must be finite and >= 0, got {value!r}")
-    if name == "logistic-nonconvex" and nonconvex_weight == 0:
-        raise ValueError("problem 'logistic-nonconvex' needs nonconvex_weight > 0 (e.g. 0.1); with 0 use 'logistic'")
+    if name == "logistic-nonconvex" and nonconvex == 0:
+        raise ValueError("problem 'logistic-nonconvex' needs nonconvex > 0 (e.g. 0.1); with 0 use 'logistic'")
     prox_term = make_regularizer(regularizer, l1, r_l2)
     data = prepare_dataset(
         dataset, test_fraction=test_fraction, scale=scale, intercept=intercept, seed=seed, n_features=n_features
@@ -117,7 +117,7 @@ def build_problem(
         data.X,
         targets,
         shards,
-        smooth=SmoothSum(SquaredNorm(l2), NonconvexPenalty(nonconvex_weight)),
+        smooth=SmoothSum(SquaredNorm(l2), NonconvexPenalty(nonconvex)),
         regularizer=prox_term,
         test_features=data.X_test,
         test_targets=test_targets,

@@ -155,10 +155,6 @@ class ElasticNet:
     l1: float = 0.0
     l2: float = 0.0
 
-    @property
-    def is_zero(self) -> bool:
-        return self.l1 == 0.0 and self.l2 == 0.0
-
     def value(self, x: np.ndarray) -> float:
         out = 0.0
         if self.l1:

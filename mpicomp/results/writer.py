@@ -222,7 +222,6 @@ class ResultsWriter:
         self.d = d
         self.sample_dim = sample_dim
         self.flush_every = flush_every
-        self.rows_logged = 0
         self._status = RUNNING
         self._finished = False
         self._file = h5py.File(self.path, "w" if overwrite else "x", libver=LIBVER, locking=FILE_LOCKING)
@@ -317,7 +316,6 @@ class ResultsWriter:
             self._metrics[name].append(value[None])
         for name, value in worker_rows.items():
             self._workers[name].append(value[None])
-        self.rows_logged += 1
         self._flush_if_due()
 
     def add_samples(self, samples: np.ndarray) -> None:

@@ -95,9 +95,15 @@ def _parse_header(view: memoryview, offset: int) -> tuple[int, int, int, int, in
     return codec, flags, n_scalars, d, length, total
 
 
+def message_sizes(buf: bytes | memoryview, offset: int = 0) -> tuple[int, int]:
+    """``(total, payload)`` bytes of the message that starts at ``offset`` (header checked, CRC not)."""
+    _, _, _, _, payload, total = _parse_header(memoryview(buf).cast("B"), offset)
+    return total, payload
+
+
 def message_length(buf: bytes | memoryview, offset: int = 0) -> int:
     """Total size in bytes of the message that starts at ``offset`` (header checked)."""
-    return _parse_header(memoryview(buf).cast("B"), offset)[5]
+    return message_sizes(buf, offset)[0]
 
 
 def unpack_message(
