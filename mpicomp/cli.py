@@ -55,6 +55,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             _abort_others(size, 2)
             return 2
         out.parent.mkdir(parents=True, exist_ok=True)
+    from .comm import AggregationOverflowError
     from .runner import run
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -64,6 +65,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"mpicomp: {exc}", file=sys.stderr)
         _abort_others(size, 2)
         return 2
+    except AggregationOverflowError as exc:
+        # raised on every rank in the same round (all read the same aggregate): nobody is left waiting,
+        # and aborting now could kill rank 0 before it records the failure in the results file
+        log.error("run failed: %s", exc)
+        return 1
     except (Exception, SystemExit):
         log.exception("run failed")
         _abort_others(size, 1)

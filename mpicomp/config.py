@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Key:
-    """One config key: its type, default, and constraints."""
+    """One config key: its type, default, and constraints.
+
+    ``type = list`` is a list-valued key whose entries have type ``item`` (int or float); the
+    choices and the minimum then apply to every entry.
+    """
 
     type: type | tuple[type, ...]
     default: Any
@@ -38,6 +43,7 @@ class Key:
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
     exclusive_minimum: bool = False
+    item: type | None = None
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -55,8 +61,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "data": {
         "workers": Key(int, 8, "number of logical workers n", minimum=1),
         "partition": Key(str, "iid", "how samples are split over workers", choices=PARTITIONS),
-        "alpha": Key(float, 0.5, "Dirichlet concentration for partition = dirichlet", minimum=0.0, exclusive_minimum=True),
-        "sigma": Key(float, 1.0, "lognormal spread of shard sizes for partition = unbalanced", minimum=0.0),
+        "dirichlet_alpha": Key(
+            float, 0.5, "Dirichlet concentration for partition = dirichlet", minimum=0.0, exclusive_minimum=True
+        ),
+        "lognormal_sigma": Key(float, 1.0, "lognormal spread of shard sizes for partition = unbalanced", minimum=0.0),
         "scale": Key(str, "standard", "feature scaling fitted on the train split", choices=SCALINGS),
         "batch": Key(int, 0, "minibatch size per worker and round (0 = full local gradient)", minimum=0),
         "test_fraction": Key(float, 0.2, "held-out fraction for test accuracy", minimum=0.0),
@@ -76,6 +84,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "target_suboptimality": Key(float, 0.0, "stop when F(x) - F* <= this (0 = off)", minimum=0.0),
         "bit_budget": Key(float, 0.0, "stop when bits up + down exceed this (0 = off)", minimum=0.0),
         "divergence_factor": Key(float, 1e6, "diverged if F(x) > factor * F(x0) or not finite", minimum=1.0),
+        "burn_in": Key(int, 0, "samplers: rounds before the first draw is stored in /samples", minimum=0),
+        "thin": Key(int, 1, "samplers: store every N-th draw after burn-in", minimum=1),
     },
     "network": {
         "latency": Key(float, 1e-5, "per-message latency in seconds", minimum=0.0),
@@ -83,15 +93,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "uplink": Key(str, "serial", "uplink transfers serialised at the master or parallel", choices=UPLINK_MODES),
     },
 }
+RENAMED = {("data", "alpha"): "dirichlet_alpha", ("data", "sigma"): "lognormal_sigma"}
+KIND_ONLY_KEYS = {"burn_in": "sampler", "thin": "sampler", "target_suboptimality": "optimizer"}
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
     types = t if isinstance(t, tuple) else (t,)
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
     return " or ".join(names.get(x, x.__name__) for x in types)
 
 
 def _check_value(where: str, key: Key, value: Any) -> Any:
+    if key.type is list:
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{where}: expected a non-empty list, each entry {_type_name(key.item)}, got {value!r}")
+        entry = dataclasses.replace(key, type=key.item, item=None)
+        return [_check_value(f"{where}[{i}]", entry, v) for i, v in enumerate(value)]
     accepts_float = key.type is float or (isinstance(key.type, tuple) and float in key.type)
     if accepts_float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -114,15 +131,22 @@ def _option_keys(options_cls: type) -> dict[str, Key]:
     keys = {}
     for field in dataclasses.fields(options_cls):
         hint = hints[field.name]
-        args = tuple(a for a in typing.get_args(hint) if a is not type(None)) or (hint,)
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        args = tuple(a for a in typing.get_args(hint) if a is not type(None)) if union else (hint,)
+        item = None
+        if len(args) == 1 and typing.get_origin(args[0]) is list:
+            (item,) = typing.get_args(args[0])
+            args = (list,)
         meta = field.metadata
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
         keys[field.name] = Key(
             args if len(args) > 1 else args[0],
-            field.default,
+            default,
             meta.get("help", ""),
             choices=meta.get("choices"),
             minimum=meta.get("minimum"),
             exclusive_minimum=meta.get("exclusive_minimum", False),
+            item=item,
         )
     return keys
 
@@ -150,6 +174,9 @@ class Config:
 def _validate_section(section: str, table: Any, schema: dict[str, Key]) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"[{section}] must be a table, got {table!r}")
+    for (where, old), new in RENAMED.items():
+        if where == section and old in table:
+            raise ConfigError(f"[{section}] {old} was renamed: write {new} = {table[old]!r} instead")
     unknown = sorted(set(table) - set(schema))
     if unknown:
         raise ConfigError(f"[{section}] unknown key {unknown[0]!r}; allowed keys: {', '.join(schema)}")
@@ -183,6 +210,7 @@ def validate(raw: dict[str, Any]) -> Config:
             make_compressor(spec)
         except ValueError as exc:
             raise ConfigError(f"[compressor] {direction}: {exc}") from None
+    _check_kind(names[name], sections["run"])
     if sections["run"]["target_suboptimality"] > 0 and not sections["run"]["optimum"]:
         raise ConfigError("[run] target_suboptimality: needs the reference optimum; set [run] optimum = true or drop it")
     if sections["data"]["test_fraction"] >= 1.0:
@@ -194,6 +222,15 @@ def validate(raw: dict[str, Any]) -> Config:
             f"use regularizer = 'none' or a prox method ({prox_methods})"
         )
     return Config(method={"name": name, **options}, **sections)
+
+
+def _check_kind(method: type, run: dict[str, Any]) -> None:
+    """Refuse [run] keys that mean nothing for the method's kind (optimizer or sampler)."""
+    for key, kind in KIND_ONLY_KEYS.items():
+        if run[key] != SCHEMA["run"][key].default and method.kind != kind:
+            raise ConfigError(
+                f"[run] {key}: only for {kind} methods, and {method.name!r} is of kind {method.kind!r}; drop the key"
+            )
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

@@ -18,12 +18,20 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from .comm import ByteCounter, NetworkModel, RoundBytes, Transport, make_transport
+from .comm import (
+    AggregationOverflowError,
+    ByteCounter,
+    NetworkModel,
+    RoundBytes,
+    Transport,
+    make_transport,
+)
 from .compressors import make as make_compressor
 from .config import Config, ConfigError
-from .methods import Method, MethodContext, method_class
+from .methods import OPTIMIZER, SAMPLER, Method, MethodContext, method_class
 from .problems import build_problem
 from .problems.base import Problem
+from .record import WORKER_COLUMNS, communication, dtypes, evaluate, metric_columns
 from .results import ResultsWriter
 from .rng import root_seed
 
@@ -31,27 +39,6 @@ log = logging.getLogger("mpicomp")
 
 CONTINUE, FINISHED, STOPPED, DIVERGED = 0, 1, 2, 3
 STATUS = {FINISHED: "finished", STOPPED: "stopped", DIVERGED: "diverged"}
-
-METRICS = {
-    "round": "int64",
-    "loss": "float64",
-    "grad_norm_sq": "float64",
-    "suboptimality": "float64",
-    "dist_to_opt": "float64",
-    "test_accuracy": "float64",
-    "bits_up": "int64",
-    "bits_down": "int64",
-    "up_payload_bytes": "int64",
-    "up_header_bytes": "int64",
-    "up_control_bytes": "int64",
-    "down_payload_bytes": "int64",
-    "down_header_bytes": "int64",
-    "down_control_bytes": "int64",
-    "uploads": "int64",
-    "wall_time": "float64",
-    "modelled_time": "float64",
-}
-WORKER_METRICS = {"bytes_up": "int64", "uploads": "int64"}
 
 
 @dataclass
@@ -76,8 +63,8 @@ def build_problem_from(config: Config, seed: int) -> Problem:
         r_l2=p["r_l2"],
         intercept=p["intercept"],
         partition=data["partition"],
-        dirichlet_alpha=data["alpha"],
-        lognormal_sigma=data["sigma"],
+        dirichlet_alpha=data["dirichlet_alpha"],
+        lognormal_sigma=data["lognormal_sigma"],
         positive_class=p["positive_class"],
         scale=data["scale"],
         test_fraction=data["test_fraction"],
@@ -98,29 +85,11 @@ def build_method(config: Config, problem: Problem, transport: Transport, seed: i
     return method_class(config.method["name"])(ctx, config.method_options())
 
 
-def evaluate(problem: Problem, x: np.ndarray, optimum) -> dict[str, float]:
-    """Loss F(x), ||grad f(x)||^2, F(x) - F*, ||x - x*||, test accuracy (NaN where unknown)."""
-    loss, grad = problem.loss_and_grad(x)
-    acc = problem.test_accuracy(x)
-    row = {
-        "loss": loss,
-        "grad_norm_sq": float(grad @ grad),
-        "suboptimality": np.nan,
-        "dist_to_opt": np.nan,
-        "test_accuracy": np.nan if acc is None else acc,
-    }
-    if optimum is not None:
-        x_star, f_star = optimum
-        row["suboptimality"] = loss - f_star
-        row["dist_to_opt"] = float(np.linalg.norm(x - x_star))
-    return row
-
-
 def _stop_code(config: Config, row: dict[str, float], loss0: float) -> tuple[int, str]:
     run, rounds = config.run, row["round"]
     if not np.isfinite(row["loss"]) or row["loss"] > run["divergence_factor"] * max(abs(loss0), 1e-300):
         return DIVERGED, f"loss {row['loss']:.6g} after round {rounds} (initial {loss0:.6g})"
-    if run["target_suboptimality"] > 0 and row["suboptimality"] <= run["target_suboptimality"]:
+    if run["target_suboptimality"] > 0 and row.get("suboptimality", np.nan) <= run["target_suboptimality"]:
         return STOPPED, f"target suboptimality {run['target_suboptimality']:g} reached after round {rounds}"
     if run["bit_budget"] > 0 and row["bits_up"] + row["bits_down"] >= run["bit_budget"]:
         return STOPPED, f"bit budget {run['bit_budget']:g} exhausted after round {rounds}"
@@ -132,7 +101,7 @@ def replica_digest(x: np.ndarray) -> bytes:
 
 
 class _Monitor:
-    """The master's side of the loop: metrics, stop rules, the results file, the progress bar."""
+    """The master's side of the loop: the record, stop rules, the results file, the progress bar."""
 
     def __init__(
         self,
@@ -145,20 +114,25 @@ class _Monitor:
     ) -> None:
         self.config, self.problem, self.method, self.writer, self.counter = config, problem, method, writer, counter
         self.optimum = None
-        if config.run["optimum"]:
+        if config.run["optimum"] and method.kind == OPTIMIZER:
             log.info("reference optimum (scipy L-BFGS; cached after the first run; [run] optimum = false skips it)")
             self.optimum = problem.optimum()
         self.network = NetworkModel(**config.network)
         self.modelled_time = 0.0
-        self.loss0 = evaluate(problem, method.x, self.optimum)["loss"]
+        self.loss0 = self._evaluate()["loss"]
         self.last: dict[str, float] = {}
         self.bar = tqdm(total=config.run["rounds"], disable=not progress, unit="round", dynamic_ncols=True)
         self.round_seconds = 0.0  # wall time spent in rounds; metric evaluation and logging excluded
         self.mark = time.perf_counter()
 
+    def _evaluate(self) -> dict[str, float]:
+        return evaluate(self.problem, self.method.x, self.method.kind, self.optimum)
+
     def end_round(self, round_bytes: RoundBytes, k: int, logged: bool) -> tuple[int, str]:
         self.modelled_time += self.network.round_seconds(round_bytes.up_bytes, round_bytes.down_bytes)
         self.bar.update(1)
+        if self.method.kind == SAMPLER and _keeps_sample(self.config, k):
+            self.writer.add_samples(self.method.sample())
         if not logged:
             return CONTINUE, ""
         self.round_seconds += time.perf_counter() - self.mark
@@ -169,23 +143,21 @@ class _Monitor:
         return _stop_code(self.config, self.last, self.loss0)
 
     def _log_row(self, k: int) -> dict[str, float]:
-        """Metrics at the current x and the cumulative counted bytes (the master's counter)."""
-        totals = self.counter.totals
-        row = {"round": k + 1, **evaluate(self.problem, self.method.x, self.optimum)}
-        for name in ("up_payload", "up_header", "up_control", "down_payload", "down_header", "down_control"):
-            row[f"{name}_bytes"] = getattr(totals, name)
-        row.update(
-            bits_up=8 * totals.up_total,
-            bits_down=8 * totals.down_bytes,
-            uploads=int(totals.uploads.sum()),
-            wall_time=self.round_seconds,
-            modelled_time=self.modelled_time,
-        )
-        self.writer.log(row, {"bytes_up": totals.up_bytes, "uploads": totals.uploads})
+        """The kind's metrics at the current x, the method's own columns, the cumulative counted bytes."""
+        totals, workers = communication(self.counter.totals)
+        row = {"round": k + 1, **self._evaluate(), **totals, **self.method.metrics()}
+        row.update(wall_time=self.round_seconds, modelled_time=self.modelled_time)
+        self.writer.log(row, workers)
         return row
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _keeps_sample(config: Config, k: int) -> bool:
+    """Round ``k``'s draw goes to ``/samples``: past ``[run] burn_in`` rounds, every ``[run] thin``-th."""
+    done, burn_in = k + 1, config.run["burn_in"]
+    return done > burn_in and (done - burn_in) % config.run["thin"] == 0
 
 
 def run(
@@ -198,7 +170,10 @@ def run(
 ) -> RunResult:
     """Run one experiment; rank 0 writes ``out``. Returns the final status on every rank."""
     with threadpool_limits(limits=config.run["threads"]):
-        return _run(config, out, overwrite, progress, transport or make_transport(config.data["workers"]))
+        if transport is not None:
+            return _run(config, out, overwrite, progress, transport)
+        with make_transport(config.data["workers"]) as own:
+            return _run(config, out, overwrite, progress, own)
 
 
 def _run(config: Config, out: str | Path, overwrite: bool, progress: bool, transport: Transport) -> RunResult:
@@ -221,10 +196,11 @@ def _run(config: Config, out: str | Path, overwrite: bool, progress: bool, trans
     with ResultsWriter(
         out,
         config=config.as_dict(),
-        metrics=METRICS,
-        worker_metrics=WORKER_METRICS,
+        metrics=dtypes(metric_columns(method)),
+        worker_metrics=dtypes(WORKER_COLUMNS),
         n_workers=problem.n_workers,
         d=problem.d,
+        sample_dim=problem.d if method.kind == SAMPLER else None,
         mpi_size=transport.size,
         flush_every=config.run["flush_every"],
         overwrite=overwrite,
@@ -240,14 +216,6 @@ def _run(config: Config, out: str | Path, overwrite: bool, progress: bool, trans
     return result
 
 
-def _round(transport: Transport, method: Method, k: int) -> None:
-    """One round: uploads of the local workers, gather, master step, broadcast, apply everywhere."""
-    uploads = [method.worker_upload(w, k) for w in transport.local_workers]
-    gathered = transport.gather(uploads)
-    downlink = method.master_downlink(gathered, k) if transport.is_master else None
-    method.apply_downlink(transport.broadcast(downlink), k)
-
-
 def _loop(config: Config, transport: Transport, method: Method, monitor: _Monitor | None) -> RunResult:
     """The rounds, identical on every rank; only the master has a monitor.
 
@@ -257,7 +225,10 @@ def _loop(config: Config, transport: Transport, method: Method, monitor: _Monito
     rounds, log_every = config.run["rounds"], config.run["log_every"]
     code, message, k = FINISHED, f"{rounds} rounds done", -1
     for k in range(rounds):
-        _round(transport, method, k)
+        try:
+            method.round(k, transport)
+        except AggregationOverflowError as exc:
+            raise AggregationOverflowError(f"round {k + 1}: {exc}") from None
         round_bytes = transport.counter.end_round()
         logged = (k + 1) % log_every == 0 or k + 1 == rounds
         finite = bool(np.isfinite(method.x).all())

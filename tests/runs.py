@@ -13,12 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mpicomp.comm import LocalTransport
+import numpy as np
+
+from mpicomp.comm import LocalTransport, Transport
 from mpicomp.config import validate
 from mpicomp.results import read_results
 from mpicomp.runner import run
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
+WITH_TEST_METHODS = Path(__file__).parent / "mpi_scripts" / "run_with_test_methods.py"
 
 
 def _toml_value(value: Any) -> str:
@@ -41,15 +44,59 @@ def run_inprocess(raw: dict[str, dict[str, Any]], out: Path):
     return read_results(out)
 
 
-def run_mpiexec(raw: dict[str, dict[str, Any]], out: Path, n: int, timeout: float = 600):
-    """``mpiexec -n n python -m mpicomp run --set ...``; returns ``read_results(out)``."""
+def mpiexec_run(
+    raw: dict[str, dict[str, Any]], out: Path, n: int, timeout: float = 600, test_methods: bool = False
+) -> subprocess.CompletedProcess:
+    """``mpiexec -n n python -m mpicomp run --set ...`` (with the test-only methods registered if asked)."""
     if not MPIEXEC.exists():
         raise RuntimeError(f"{MPIEXEC} not found: install the test extra (pip install -e '.[test]') for the mpich wheel")
-    cmd = [str(MPIEXEC), "-n", str(n), sys.executable, "-m", "mpicomp", "run", "--out", str(out), "--no-progress", "-q"]
+    program = [str(WITH_TEST_METHODS)] if test_methods else ["-m", "mpicomp"]
+    cmd = [str(MPIEXEC), "-n", str(n), sys.executable, *program, "run", "--out", str(out), "--no-progress", "-q"]
     for item in overrides(raw):
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+def run_mpiexec(raw: dict[str, dict[str, Any]], out: Path, n: int, timeout: float = 600, test_methods: bool = False):
+    """:func:`mpiexec_run`, which must succeed; returns ``read_results(out)``."""
+    proc = mpiexec_run(raw, out, n, timeout, test_methods)
     if proc.returncode != 0:
         raise AssertionError(f"mpiexec -n {n} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return read_results(out)
+
+
+def assert_same_metrics(a, b) -> None:
+    """Two runs wrote the same status, metrics (wall time aside), worker columns and final x."""
+    assert a.status == b.status, (a.status, b.status)
+    for name, column in a.metrics.items():
+        if name != "wall_time":
+            np.testing.assert_array_equal(column, b.metrics[name], err_msg=name)
+    for name, table in a.workers.items():
+        np.testing.assert_array_equal(table, b.workers[name], err_msg=name)
+    np.testing.assert_array_equal(a.final_x, b.final_x)
+
+
+class RecordingLink:
+    """A transport that keeps what the last round gathered (the master's view) and broadcast."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.uploads: list[memoryview] | None = None
+        self.downlink: memoryview | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+    def gather(self, uploads):
+        self.uploads = self.transport.gather(uploads)
+        return self.uploads
+
+    def broadcast(self, message):
+        self.downlink = self.transport.broadcast(message)
+        return self.downlink
+
+    def play(self, method, k: int) -> tuple[list[memoryview] | None, memoryview | None]:
+        """Round ``k`` of ``method``; returns ``(uploads, downlink)`` as they travelled."""
+        method.round(k, self)
+        return self.uploads, self.downlink

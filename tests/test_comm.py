@@ -27,6 +27,7 @@ from mpicomp.comm import (
 from mpicomp.compressors import make
 from mpicomp.rng import RandomKey
 from mpicomp.wire import HEADER_BYTES, MessageError, pack_message
+from tests.mpi_scripts.capabilities import CASES, exercise
 from tests.mpi_scripts.traffic import (
     ALL_EMPTY_ROUND,
     DOWNLINK,
@@ -191,6 +192,7 @@ def test_counter_arithmetic_per_round_and_per_worker():
     assert (counts.down_payload, counts.down_header, counts.down_control) == (16, 20, SIZE_PREFIX_BYTES)
     assert counts.up_bytes.tolist() == [len(first) + 8, 8, len(second) + 8]
     assert counts.uploads.tolist() == [1, 0, 1]
+    assert counts.skips.tolist() == [0, 1, 0]
     assert counts.up_bytes.sum() == counts.up_total
     assert counts.down_bytes == 16 + 20 + 8
     assert counts.complete
@@ -210,6 +212,7 @@ def test_counter_all_empty_round_costs_only_size_prefixes_and_resets():
         "down_control": 8,
         "up_bytes": [8, 8, 8, 8],
         "uploads": [0, 0, 0, 0],
+        "skips": [1, 1, 1, 1],
         "complete": True,
     }
     assert counter.end_round() == RoundBytes.zeros(4, complete=True)
@@ -388,6 +391,7 @@ def reference_counts(n_workers: int, rounds: int = ROUNDS, seed: int = SEED) -> 
                 "down_control": SIZE_PREFIX_BYTES,
                 "up_bytes": [len(u) + SIZE_PREFIX_BYTES for u in uploads],
                 "uploads": [int(len(u) > 0) for u in uploads],
+                "skips": [int(len(u) == 0) for u in uploads],
                 "complete": True,
             }
         )
@@ -413,3 +417,45 @@ def test_mpi_round_trip_and_counts(mpiexec, ranks, n_workers):
     assert all_empty["up_payload"] == all_empty["up_header"] == sum(all_empty["uploads"]) == 0
     assert result["rounds"][EMPTY_DOWNLINK_ROUND]["down_payload"] == 0
     assert ("host no worker" in done.stderr) == (n_workers < ranks)
+
+
+# --- switch capabilities: every transport through integer_sum and max_agree -------------------
+
+
+def switch_reference(n_workers: int) -> list[dict]:
+    """Counts from the packet format: per operation and worker, the values plus 12 header bytes per packet."""
+    expected = []
+    for length, width, packet_values in CASES:
+        packets = -(-length // packet_values)
+        payload, header = 2 * length * width // 8, 2 * 12 * packets  # integer_sum + max_agree
+        expected.append(
+            {
+                "up_payload": n_workers * payload,
+                "up_header": n_workers * header,
+                "up_control": 0,
+                "down_payload": payload,
+                "down_header": header,
+                "down_control": 0,
+                "up_bytes": [payload + header] * n_workers,
+                "uploads": [2] * n_workers,
+                "skips": [0] * n_workers,
+                "complete": True,
+            }
+        )
+    return expected
+
+
+@pytest.mark.parametrize("n_workers", [1, 3, 5])
+def test_local_switch_capabilities(n_workers):
+    assert exercise(LocalTransport(n_workers)) == switch_reference(n_workers)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(("ranks", "n_workers"), [(1, 5), (2, 5), (4, 5), (4, 3)])
+def test_mpi_switch_capabilities(mpiexec, ranks, n_workers):
+    command = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(SCRIPTS / "capabilities.py")]
+    done = subprocess.run([*command, str(n_workers)], check=False, capture_output=True, text=True, timeout=300, cwd=SCRIPTS)
+    assert done.returncode == 0, f"mpiexec failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result == {"size": ranks, "rounds": switch_reference(n_workers)}

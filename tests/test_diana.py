@@ -22,7 +22,7 @@ from mpicomp.methods.diana import SAGATable, SVRGReference, VRDiana
 from mpicomp.problems import build_problem
 from mpicomp.rng import root_seed
 from mpicomp.wire import MessageError, split_messages
-from tests.runs import run_inprocess, run_mpiexec
+from tests.runs import RecordingLink, assert_same_metrics, run_inprocess, run_mpiexec
 
 A9A = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "a9a.gz"
 UPLINK = "randk(k=8)"  # unbiased, omega = 31/8 - 1 on breast-cancer's d = 31
@@ -40,10 +40,7 @@ def make_method(name, options=None, *, n=4, batch=0, uplink=UPLINK, downlink="id
 
 def play_round(method, transport, k):
     """One round; returns (uploads, downlink) as the transport delivered them."""
-    uploads = transport.gather([method.worker_upload(w, k) for w in transport.local_workers])
-    downlink = transport.broadcast(method.master_downlink(uploads, k))
-    method.apply_downlink(downlink, k)
-    return uploads, downlink
+    return RecordingLink(transport).play(method, k)
 
 
 def logistic_config(method, rounds, *, uplink=UPLINK, batch=0, workers=8, scale="standard", **problem):
@@ -255,13 +252,6 @@ RANK_CASES = {
     "vr-diana-saga": ({"name": "vr-diana", "variant": "saga"}, {}),
     "qsvrg": ({"name": "qsvrg"}, {}),
 }
-
-
-def assert_same_metrics(a, b):
-    for name, values in a.metrics.items():
-        if name != "wall_time":
-            np.testing.assert_array_equal(values, b.metrics[name], err_msg=name)
-    np.testing.assert_array_equal(a.final_x, b.final_x)
 
 
 @pytest.mark.mpi

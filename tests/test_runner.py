@@ -13,7 +13,7 @@ import pytest
 
 from mpicomp.results import read_results
 from mpicomp.wire import overhead_bytes
-from tests.runs import overrides, run_inprocess, run_mpiexec
+from tests.runs import assert_same_metrics, overrides, run_inprocess, run_mpiexec
 
 BREAST_CANCER = {"name": "logistic", "dataset": "sklearn:breast_cancer"}
 D = 31  # breast_cancer: 30 features + intercept
@@ -32,16 +32,6 @@ def _experiment(**sections):
     return raw
 
 
-def _assert_same_metrics(a, b):
-    assert a.status == b.status
-    for name, column in a.metrics.items():
-        if name != "wall_time":
-            np.testing.assert_array_equal(column, b.metrics[name], err_msg=name)
-    for name, table in a.workers.items():
-        np.testing.assert_array_equal(table, b.workers[name], err_msg=name)
-    np.testing.assert_array_equal(a.final_x, b.final_x)
-
-
 @pytest.mark.mpi
 def test_identical_metrics_on_1_2_4_ranks(tmp_path):
     """Randomised compressors both ways, minibatches, unequal shards: the rank layout must not matter."""
@@ -53,7 +43,7 @@ def test_identical_metrics_on_1_2_4_ranks(tmp_path):
     reference = run_inprocess(raw, tmp_path / "local.h5")
     assert reference.status == "finished" and reference.n_rows == 20
     for n in (1, 2, 4):
-        _assert_same_metrics(reference, run_mpiexec(raw, tmp_path / f"n{n}.h5", n))
+        assert_same_metrics(reference, run_mpiexec(raw, tmp_path / f"n{n}.h5", n))
 
 
 def test_counted_bytes_are_the_real_message_sizes(tmp_path):

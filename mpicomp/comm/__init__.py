@@ -5,14 +5,17 @@ from .base import Transport, layout_summary, worker_range
 from .local import LocalTransport
 from .mpi import MPITransport, check_launcher_size, launcher_size, make_transport
 from .network import UPLINK_MODES, NetworkModel
+from .packets import AggregationOverflowError, PacketSpec
 
 __all__ = [
     "SIZE_PREFIX_BYTES",
     "UPLINK_MODES",
+    "AggregationOverflowError",
     "ByteCounter",
     "LocalTransport",
     "MPITransport",
     "NetworkModel",
+    "PacketSpec",
     "RoundBytes",
     "Transport",
     "check_launcher_size",

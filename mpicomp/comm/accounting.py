@@ -12,10 +12,16 @@ numbers do not depend on how workers are spread over ranks:
   even for a skipped worker (it announces the length 0);
 * downlink: one int64 (8 bytes) per ``broadcast``, the message length.
 
+Switch aggregations (``integer_sum``, ``max_agree``) are counted by the packet format of
+:mod:`mpicomp.comm.packets`: per worker, its values are ``payload`` and 12 bytes per packet are
+``header``; no control bytes (every rank knows the stream lengths). The switch's multicast of the
+aggregate is counted once, as downlink, the same way.
+
 The downlink is counted once, as what the master sends (not once per receiving rank).
 Per worker, ``up_bytes[w] = payload + header + control`` of worker ``w``, so
 ``sum(up_bytes) == up_payload + up_header + up_control``; ``uploads[w]`` counts its
-non-empty uploads (0 or 1 per ``gather``).
+non-empty contributions (0 or 1 per ``gather``, 1 per switch aggregation) and ``skips[w]``
+its empty uploads (a skipped worker: it costs only its size prefix).
 
 Only the master sees every upload, so only the master's counter is complete; a counter
 on another rank counts its own workers' uploads and the downlink (``RoundBytes.complete``
@@ -54,7 +60,7 @@ def split_bytes(buf: bytes | memoryview | np.ndarray) -> tuple[int, int]:
 class RoundBytes:
     """Bytes counted in one round (see the module docstring for what each field holds).
 
-    ``up_bytes`` (int64) and ``uploads`` (int64) have one entry per logical worker; entries
+    ``up_bytes``, ``uploads`` and ``skips`` (int64) have one entry per logical worker; entries
     of workers this rank does not see are 0 unless ``complete``.
     """
 
@@ -66,13 +72,14 @@ class RoundBytes:
     down_control: int
     up_bytes: np.ndarray
     uploads: np.ndarray
+    skips: np.ndarray
     complete: bool
 
     @classmethod
     def zeros(cls, n_workers: int, complete: bool) -> RoundBytes:
         """Nothing counted yet."""
         empty = np.zeros(n_workers, dtype=np.int64)
-        return cls(0, 0, 0, 0, 0, 0, up_bytes=empty, uploads=empty.copy(), complete=complete)
+        return cls(0, 0, 0, 0, 0, 0, up_bytes=empty, uploads=empty.copy(), skips=empty.copy(), complete=complete)
 
     @property
     def up_total(self) -> int:
@@ -125,9 +132,12 @@ class ByteCounter:
         )
         self._up_bytes = np.zeros(self.n_workers, dtype=np.int64)
         self._uploads = np.zeros(self.n_workers, dtype=np.int64)
+        self._skips = np.zeros(self.n_workers, dtype=np.int64)
 
     def _snapshot(self) -> RoundBytes:
-        return RoundBytes(**self._scalars, up_bytes=self._up_bytes, uploads=self._uploads, complete=self.complete)
+        return RoundBytes(
+            **self._scalars, up_bytes=self._up_bytes, uploads=self._uploads, skips=self._skips, complete=self.complete
+        )
 
     def count_uploads(self, workers: Iterable[int], uploads: Sequence[bytes | memoryview]) -> None:
         """Count one ``gather``: ``uploads[j]`` is what worker ``workers[j]`` sent."""
@@ -138,6 +148,20 @@ class ByteCounter:
             self._scalars["up_control"] += SIZE_PREFIX_BYTES
             self._up_bytes[worker] += payload + header + SIZE_PREFIX_BYTES
             self._uploads[worker] += len(upload) > 0
+            self._skips[worker] += len(upload) == 0
+
+    def count_packets(self, workers: Iterable[int], payload: int, header: int) -> None:
+        """Count one switch aggregation: each of ``workers`` sent ``payload`` + ``header`` bytes of packets."""
+        for worker in workers:
+            self._scalars["up_payload"] += payload
+            self._scalars["up_header"] += header
+            self._up_bytes[worker] += payload + header
+            self._uploads[worker] += 1
+
+    def count_packet_downlink(self, payload: int, header: int) -> None:
+        """Count the switch's multicast of an aggregate (once)."""
+        self._scalars["down_payload"] += payload
+        self._scalars["down_header"] += header
 
     def count_downlink(self, message: bytes | memoryview) -> None:
         """Count one ``broadcast`` of ``message`` (once, as the master sends it)."""

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Self
 
 import numpy as np
 
 from .accounting import ByteCounter
+from .packets import OP_MAX, OP_SUM, SWITCH_SENDER, PacketSpec, encode_packets
+from .switch import RESULT_LANES, read_aggregate, switch_aggregate
 
 Buffer = bytes | bytearray | memoryview | np.ndarray
 
@@ -68,11 +71,16 @@ def master_value(value: object, what: str) -> object:
 
 
 class Transport(ABC):
-    """Uplink ``gather`` of each worker's upload to the master, downlink ``broadcast``.
+    """What crosses the network in a round, counted in ``self.counter``.
 
-    Every byte of ``gather`` and ``broadcast`` is counted in ``self.counter`` (see
-    :mod:`mpicomp.comm.accounting`); ``all_equal`` and ``agree`` are
+    Method traffic: ``gather`` (every worker's upload to the master), ``broadcast`` (the master's
+    message to every rank), and the switch capabilities ``integer_sum`` and ``max_agree`` (every
+    worker's integer vector, combined by the emulated switch, the result on every rank). Every
+    byte of these is counted (see :mod:`mpicomp.comm.accounting`); ``all_equal`` and ``agree`` are
     bookkeeping, not method traffic, and are not counted.
+
+    A transport implements two uncounted byte movers, :meth:`_gather_bytes` and
+    :meth:`_broadcast_bytes`; the counted operations above are built on them here, once.
     """
 
     n_workers: int
@@ -92,31 +100,104 @@ class Transport(ABC):
         """Which rank hosts which workers, for the master's log."""
         return layout_summary(self.n_workers, self.size)
 
+    def close(self) -> None:
+        """Release what the transport holds (the MPI transport frees its communicator); idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _local_uploads(self, uploads: Sequence[Buffer]) -> list[memoryview]:
         """Check there is one upload per local worker and view each as read-only bytes."""
-        if len(uploads) != len(self.local_workers):
-            raise ValueError(
-                f"rank {self.rank} hosts {len(self.local_workers)} workers {self.local_workers} "
-                f"but passed {len(uploads)} uploads; pass one (b'' when skipped) per local worker"
-            )
+        self._check_local_count(uploads, "uploads", "b'' when skipped")
         return [readonly_bytes(upload) for upload in uploads]
 
-    def _master_message(self, message: Buffer | None) -> memoryview:
-        return readonly_bytes(master_value(message, "its downlink message to broadcast"))
+    def _check_local_count(self, items: Sequence[object], what: str, hint: str) -> None:
+        if len(items) != len(self.local_workers):
+            raise ValueError(
+                f"rank {self.rank} hosts {len(self.local_workers)} workers {self.local_workers} "
+                f"but passed {len(items)} {what}; pass one ({hint}) per local worker"
+            )
 
     def _master_code(self, code: int | None) -> int:
         return int(master_value(code, "the code to agree on"))
 
     @abstractmethod
+    def _gather_bytes(self, views: list[memoryview], sizes: np.ndarray | None) -> list[memoryview] | None:
+        """Uncounted: the local workers' ``views`` to the master, which returns all ``n_workers`` in
+        worker order (others ``None``). ``sizes`` (one per worker) when every rank knows them, so
+        they need not be sent; ``None`` sends them first."""
+
+    @abstractmethod
+    def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
+        """Uncounted: the master's ``view`` to every rank (others pass ``None``); ``size`` when
+        every rank knows it, else it is sent first."""
+
     def gather(self, uploads: Sequence[Buffer]) -> list[memoryview] | None:
         """``uploads[j]`` is the upload of ``local_workers[j]`` (``b""`` = skipped).
 
         The master returns all ``n_workers`` uploads ordered by worker id; others ``None``.
         """
+        views = self._local_uploads(uploads)
+        gathered = self._gather_bytes(views, None)
+        if gathered is None:
+            self.counter.count_uploads(self.local_workers, views)
+        else:
+            self.counter.count_uploads(range(self.n_workers), gathered)
+        return gathered
 
-    @abstractmethod
     def broadcast(self, message: Buffer | None) -> memoryview:
         """The master passes its downlink message, others ``None``; all return it."""
+        view = readonly_bytes(master_value(message, "its downlink message to broadcast")) if self.is_master else None
+        received = self._broadcast_bytes(view, None)
+        self.counter.count_downlink(received)
+        return received
+
+    def integer_sum(
+        self, values: Sequence[np.ndarray], length: int, *, width: int = 32, packet_values: int = 256
+    ) -> np.ndarray:
+        """``sum_w values_w`` over every worker, computed by the emulated switch, on every rank (int64).
+
+        ``values[j]`` is local worker j's integer vector of ``length`` entries, each in the signed
+        range of a ``width``-bit register. The sum is exact and order-independent; if it leaves
+        the register range, every rank raises :class:`AggregationOverflowError`.
+        """
+        return self._switch(PacketSpec(OP_SUM, "int", width, packet_values), values, length)
+
+    def max_agree(
+        self, values: Sequence[np.ndarray], length: int, *, width: int = 8, packet_values: int = 256
+    ) -> np.ndarray:
+        """``max_w values_w`` elementwise over every worker, by the switch, on every rank (int64):
+        e.g. the block exponents the workers must agree on before an integer sum."""
+        return self._switch(PacketSpec(OP_MAX, "int", width, packet_values), values, length)
+
+    def _switch(self, spec: PacketSpec, values: Sequence[np.ndarray], length: int) -> np.ndarray:
+        """Workers' packets up to the switch (hosted with the master), its aggregate down to every rank."""
+        self._check_local_count(values, "integer vectors", f"an integer array of length {length}")
+        if self.n_workers > SWITCH_SENDER:
+            raise ValueError(f"the switch packet header numbers at most {SWITCH_SENDER} workers, got {self.n_workers}")
+        streams = []
+        for worker, vector in zip(self.local_workers, values, strict=True):
+            array = np.asarray(vector)
+            if array.shape != (length,) or array.dtype.kind not in "iu":
+                raise ValueError(
+                    f"worker {worker}: expected an integer vector of length {length}, got {array.dtype} {array.shape}"
+                )
+            spec.encoding.check_values(array, spec.width, f"worker {worker}")
+            streams.append(memoryview(encode_packets(array.astype(np.int64), spec, worker)).toreadonly())
+        stream_bytes = spec.stream_bytes(length)
+        gathered = self._gather_bytes(streams, np.full(self.n_workers, stream_bytes, dtype=np.int64))
+        payload, header = spec.split(length)
+        counted = self.local_workers if gathered is None else range(self.n_workers)
+        self.counter.count_packets(counted, payload, header)
+        aggregate = None
+        if self.is_master:
+            aggregate = memoryview(switch_aggregate(gathered, spec, length)).toreadonly()
+        received = self._broadcast_bytes(aggregate, spec.stream_bytes(length, RESULT_LANES))
+        self.counter.count_packet_downlink(*spec.split(length, RESULT_LANES))
+        return read_aggregate(received, spec, length)
 
     @abstractmethod
     def all_equal(self, digest: bytes) -> bool:

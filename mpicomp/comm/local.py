@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numpy as np
 
 from .accounting import ByteCounter
-from .base import Buffer, Transport, check_n_workers
+from .base import Transport, check_n_workers
 
 
 class LocalTransport(Transport):
@@ -17,14 +17,10 @@ class LocalTransport(Transport):
         self.size = 1
         self.counter = ByteCounter(self.n_workers, complete=True)
 
-    def gather(self, uploads: Sequence[Buffer]) -> list[memoryview]:
-        views = self._local_uploads(uploads)
-        self.counter.count_uploads(self.local_workers, views)
+    def _gather_bytes(self, views: list[memoryview], sizes: np.ndarray | None) -> list[memoryview]:
         return views
 
-    def broadcast(self, message: Buffer | None) -> memoryview:
-        view = self._master_message(message)
-        self.counter.count_downlink(view)
+    def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
         return view
 
     def all_equal(self, digest: bytes) -> bool:

@@ -1,24 +1,30 @@
-"""MPI transport: upper-case (buffer) mpi4py collectives on numpy uint8 buffers, no pickle.
+"""MPI transport: upper-case (buffer) mpi4py collectives on numpy buffers, on its own communicator.
 
-Uplink (one ``gather``): ``Gatherv`` of every worker's upload length (int64, one per local
-worker) to rank 0, then ``Gatherv`` of each rank's concatenated local uploads. Downlink
-(one ``broadcast``): ``Bcast`` of the message length (int64), then ``Bcast`` of the bytes.
-Ranks hosting no worker send zero elements, so zero-length uploads and all-empty rounds
-cost only the size prefixes and never block.
+Method traffic uses buffer collectives only (no pickle). Uplink (one ``gather``): ``Gatherv`` of
+every worker's upload length (int64, one per local worker) to rank 0, then ``Gatherv`` of each
+rank's concatenated local uploads. Downlink (one ``broadcast``): ``Bcast`` of the message length
+(int64), then ``Bcast`` of the bytes. Switch aggregations skip the lengths (every rank knows
+them): ``Gatherv`` of the packets to rank 0, which hosts the switch, and ``Bcast`` of its
+aggregate. Ranks hosting no worker send zero elements, so zero-length uploads and all-empty
+rounds cost only the size prefixes and never block. The replica check ``all_equal`` uses
+mpi4py's pickle-based ``allgather`` of a 16-byte digest (bookkeeping, not counted).
+
+The transport duplicates the communicator it is given, so its collectives never match another
+library's on the same ranks, and frees the duplicate in :meth:`MPITransport.close`.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from itertools import pairwise
 
 import numpy as np
 from mpi4py import MPI
 
 from .accounting import ByteCounter
-from .base import Buffer, Transport, check_n_workers, worker_range
+from .base import Transport, check_n_workers, worker_range
 from .local import LocalTransport
 
 # Environment variables in which a launcher states how many processes it started, checked in
@@ -68,7 +74,7 @@ class MPITransport(Transport):
     def __init__(self, n_workers: int, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
         self.n_workers = check_n_workers(n_workers)
         check_launcher_size(MPI.COMM_WORLD.Get_size())
-        self.comm = comm
+        self.comm = comm.Dup()
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.counter = ByteCounter(self.n_workers, complete=self.is_master)
@@ -90,40 +96,39 @@ class MPITransport(Transport):
         displs = prefix[self._block_starts]
         return prefix[self._block_ends] - displs, displs
 
-    def gather(self, uploads: Sequence[Buffer]) -> list[memoryview] | None:
-        views = self._local_uploads(uploads)
-        local_sizes = np.array([len(view) for view in views], dtype=np.int64)
+    def close(self) -> None:
+        if self.comm != MPI.COMM_NULL:
+            self.comm.Free()
+
+    def _gather_bytes(self, views: list[memoryview], sizes: np.ndarray | None) -> list[memoryview] | None:
         send = np.frombuffer(views[0] if len(views) == 1 else b"".join(views), dtype=np.uint8)
-        if not self.is_master:
-            self.comm.Gatherv(local_sizes, None, root=0)
-            self.comm.Gatherv(send, None, root=0)
-            self.counter.count_uploads(self.local_workers, views)
-            return None
-        sizes = np.empty(self.n_workers, dtype=np.int64)
         worker_counts = self._block_ends - self._block_starts
-        self.comm.Gatherv(local_sizes, [sizes, worker_counts, self._block_starts, MPI.INT64_T], root=0)
+        if not self.is_master:
+            if sizes is None:
+                self.comm.Gatherv(np.array([len(view) for view in views], dtype=np.int64), None, root=0)
+            self.comm.Gatherv(send, None, root=0)
+            return None
+        if sizes is None:
+            sizes = np.empty(self.n_workers, dtype=np.int64)
+            local_sizes = np.array([len(view) for view in views], dtype=np.int64)
+            self.comm.Gatherv(local_sizes, [sizes, worker_counts, self._block_starts, MPI.INT64_T], root=0)
         received = np.empty(int(sizes.sum()), dtype=np.uint8)
         self.comm.Gatherv(send, [received, *self._per_rank(sizes), MPI.BYTE], root=0)
         whole = memoryview(received).toreadonly()
         offsets = np.concatenate(([0], np.cumsum(sizes))).tolist()
-        gathered = [whole[start:stop] for start, stop in pairwise(offsets)]
-        self.counter.count_uploads(range(self.n_workers), gathered)
-        return gathered
+        return [whole[start:stop] for start, stop in pairwise(offsets)]
 
-    def broadcast(self, message: Buffer | None) -> memoryview:
-        length = np.empty(1, dtype=np.int64)
+    def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
+        if size is None:
+            length = np.array([len(view) if self.is_master else 0], dtype=np.int64)
+            self.comm.Bcast(length, root=0)
+            size = int(length[0])
         if self.is_master:
-            view = self._master_message(message)
-            length[0] = len(view)
-            self.comm.Bcast(length, root=0)
             self.comm.Bcast(np.frombuffer(view, dtype=np.uint8), root=0)
-        else:
-            self.comm.Bcast(length, root=0)
-            received = np.empty(int(length[0]), dtype=np.uint8)
-            self.comm.Bcast(received, root=0)
-            view = memoryview(received).toreadonly()
-        self.counter.count_downlink(view)
-        return view
+            return view
+        received = np.empty(size, dtype=np.uint8)
+        self.comm.Bcast(received, root=0)
+        return memoryview(received).toreadonly()
 
     def all_equal(self, digest: bytes) -> bool:
         digests = self.comm.allgather(bytes(digest))

@@ -57,6 +57,7 @@ from ..wire.bitpack import (
     unpack_chunk,
     word_buffer,
 )
+from .numeric import rescaled_l2_norm
 
 LINEAR = 0
 POW2 = 1
@@ -317,8 +318,9 @@ def _stats_range(x, block, seg, per_block, out_max, out_sumsq, g0, g1):
 def _finish_scales(x, block, per_block, tops, sumsq, p_inf, level_scale, norms, mult, pre):
     """Per block: the p-norm from the segment partials, then ``mult`` and ``pre`` (see :func:`block_scales`).
 
-    A block whose max ``|x_i|`` lies outside ``[2^-480, 2^480]`` has its squares summed again
-    after a power-of-two rescaling (exact). Returns the first block whose 2-norm overflows, or -1.
+    A block whose max ``|x_i|`` lies outside ``[2^-480, 2^480]`` has its 2-norm summed again by
+    :func:`~mpicomp.compressors.numeric.rescaled_l2_norm`, scaled by a power of two near that max
+    (exact). Returns the first block whose 2-norm overflows, or -1.
     """
     for b in range(norms.size):
         top = 0.0
@@ -329,12 +331,8 @@ def _finish_scales(x, block, per_block, tops, sumsq, p_inf, level_scale, norms, 
         if p_inf:
             norm = top
         elif top > 0.0 and (top < _RESCALE_BELOW or top > _RESCALE_ABOVE):
-            factor = math.ldexp(1.0, min(1000, max(-1000, -math.frexp(top)[1])))
-            total = 0.0
-            for i in range(b * block, min((b + 1) * block, x.size)):
-                v = float64(x[i]) * factor
-                total += v * v
-            norm = math.sqrt(total) / factor
+            scale = math.ldexp(1.0, max(-1000, min(1000, math.frexp(top)[1])))
+            norm = rescaled_l2_norm(x, b * block, min((b + 1) * block, x.size), scale)
         else:
             norm = math.sqrt(total)
         if not math.isfinite(norm):

@@ -33,6 +33,16 @@ CODEC_IDS = {
     "laq": 13,
 }
 
+# Little-endian float formats for values sent as is (identity, sparsifiers), by their spec name.
+VALUE_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
+
+
+def check_dtype(codec: str, dtype: object) -> str:
+    """Validate a spec's value dtype: one of the names in :data:`VALUE_DTYPES`."""
+    if dtype not in VALUE_DTYPES:
+        raise ValueError(f"{codec}: dtype must be one of {', '.join(VALUE_DTYPES)}, got {dtype!r}")
+    return str(dtype)
+
 
 def check_input(x: np.ndarray) -> np.ndarray:
     """Validate a vector to compress: 1-D, float32 or float64, all finite."""

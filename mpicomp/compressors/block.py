@@ -30,7 +30,7 @@ from ._levels import (
     rounding_variance_bound,
 )
 from .base import Compressor
-from .dither import MAX_LEVELS
+from .dither import Dither
 from .registry import register
 
 _LARGEST = np.finfo(np.float64).max
@@ -47,7 +47,7 @@ class Block(Compressor):
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= MAX_D:
             raise ValueError(f"block: size (coordinates per block) must be an integer in 1..{MAX_D}, got {size!r}")
         self.size = int(size)
-        self.s = check_levels(self.name, s, MAX_LEVELS)
+        self.s = check_levels(self.name, s, Dither.max_levels)
         self.code = linear_code(self.s)
 
     @property

@@ -6,10 +6,8 @@ import numpy as np
 
 from ..rng import RandomKey
 from ..wire import Message, MessageError
-from .base import Compressor
+from .base import VALUE_DTYPES, Compressor, check_dtype
 from .registry import register
-
-_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
 
 
 @register
@@ -20,9 +18,7 @@ class Identity(Compressor):
     unbiased = True
 
     def __init__(self, dtype: str = "float64") -> None:
-        if dtype not in _DTYPES:
-            raise ValueError(f"identity: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-        self.dtype = dtype
+        self.dtype = check_dtype(self.name, dtype)
 
     @property
     def params(self) -> dict[str, object]:
@@ -32,13 +28,13 @@ class Identity(Compressor):
         return 0.0
 
     def expected_bits(self, d: int) -> float:
-        return 8.0 * _DTYPES[self.dtype].itemsize * d
+        return 8.0 * VALUE_DTYPES[self.dtype].itemsize * d
 
     def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        return (), x.astype(_DTYPES[self.dtype], copy=False)
+        return (), x.astype(VALUE_DTYPES[self.dtype], copy=False)
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
-        dtype = _DTYPES[self.dtype]
+        dtype = VALUE_DTYPES[self.dtype]
         if len(msg.payload) != msg.d * dtype.itemsize:
             raise MessageError(f"identity: payload of {len(msg.payload)} bytes, d={msg.d} {self.dtype} values need {msg.d * dtype.itemsize}")
         out = np.frombuffer(msg.payload, dtype=dtype).astype(np.float64)

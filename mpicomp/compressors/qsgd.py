@@ -31,8 +31,8 @@ from ..wire.elias import (
     write_elias,
 )
 from .base import Compressor, check_scalar
+from .numeric import l2_norm
 from .registry import register
-from .terngrad import max_magnitude
 
 _TRUNCATED, _GAP_PAST_END, _LEVEL_ABOVE_S = 1, 2, 3
 _DECODE_ERRORS = {
@@ -40,34 +40,6 @@ _DECODE_ERRORS = {
     _GAP_PAST_END: "a gap jumps past the end of the vector",
     _LEVEL_ABOVE_S: "a level exceeds s",
 }
-
-
-@njit(cache=True, fastmath={"reassoc"})  # reassociation lets the sum vectorize
-def _sum_squares(x):
-    total = 0.0
-    for i in range(x.size):  # an indexed loop: LLVM vectorizes it (it does not for `for v in x`)
-        total += np.float64(x[i]) * np.float64(x[i])
-    return total
-
-
-@njit(cache=True)  # no fastmath: reassociation may factor the division out and overflow
-def _scaled_sum_squares(x, scale):
-    total = 0.0
-    for i in range(x.size):
-        t = np.float64(x[i]) / scale
-        total += t * t
-    return total
-
-
-@njit(cache=True)
-def l2_norm(x):
-    """``||x||_2`` in float64 without overflow or underflow (rescaled by ``max |x_i|`` outside [1e-100, 1e100])."""
-    largest = max_magnitude(x)
-    if largest == 0.0:
-        return 0.0
-    if 1e-100 < largest < 1e100:
-        return np.sqrt(_sum_squares(x))
-    return largest * np.sqrt(_scaled_sum_squares(x, largest))
 
 
 @njit(cache=True)

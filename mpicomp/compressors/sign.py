@@ -14,8 +14,8 @@ from numba import njit
 from ..rng import RandomKey
 from ..wire import Message, MessageError, packed_nbytes
 from .base import Compressor, check_scalar
+from .numeric import rescaled_mean_magnitude
 from .registry import register
-from .terngrad import max_magnitude
 
 
 @njit(cache=True, inline="always")
@@ -39,16 +39,6 @@ def _sign_bitmap(x, out):
     if x.size % 8:
         out[full], total = _sign_byte(x, 8 * full, x.size % 8, total)
     return total
-
-
-@njit(cache=True)  # no fastmath: reassociation may factor the division out of the sum and overflow
-def rescaled_mean_magnitude(x):
-    """``||x||_1 / d`` summed as ``|x_i| / max |x_j|`` and rescaled: the fallback when the plain sum overflows."""
-    largest = max_magnitude(x)
-    total = 0.0
-    for i in range(x.size):
-        total += abs(np.float64(x[i])) / largest
-    return largest * (total / x.size)
 
 
 @njit(cache=True)

@@ -28,10 +28,9 @@ from ..wire import (
     packed_nbytes,
     unpack_uint,
 )
-from .base import Compressor, require_key
+from .base import VALUE_DTYPES, Compressor, check_dtype, require_key
 from .registry import register
 
-VALUE_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
 _HASH_EMPTY = -1
 _DENSE_FLOYD_RATIO = 64  # k >= d / 64: a d-byte mask beats a hash set plus a sort
 
@@ -55,12 +54,6 @@ def _check_count(name: str, k: object) -> int | float:
     if not 0.0 < k <= 1.0:
         raise ValueError(f"{name}: k as a fraction must be a float in (0, 1], got {k}")
     return float(k)
-
-
-def _check_dtype(name: str, dtype: object) -> str:
-    if dtype not in VALUE_DTYPES:
-        raise ValueError(f"{name}: dtype must be one of {', '.join(VALUE_DTYPES)}, got {dtype!r}")
-    return str(dtype)
 
 
 @njit(cache=True, inline="always")
@@ -218,7 +211,7 @@ class Sparsifier(Compressor):
 
     def __init__(self, k: float | None = None, dtype: str = "float64") -> None:
         self.k = _check_count(self.name, k)
-        self.dtype = _check_dtype(self.name, dtype)
+        self.dtype = check_dtype(self.name, dtype)
 
     @property
     def params(self) -> dict[str, object]:

@@ -19,21 +19,13 @@ from numba import njit
 from ..rng import RandomKey, random_uniform
 from ..wire import Message, MessageError
 from .base import Compressor, check_scalar
+from .numeric import max_magnitude
 from .registry import register
 
 TRITS_PER_BYTE = 5
 _VALID_BYTES = 3**TRITS_PER_BYTE
 # _TRITS[b, j]: digit j of byte b in base 3, the decoding table of the five-trit packing.
 _TRITS = (np.arange(_VALID_BYTES)[:, None] // 3 ** np.arange(TRITS_PER_BYTE) % 3).astype(np.int8)
-
-
-@njit(cache=True)
-def max_magnitude(x):
-    """``max_i |x_i|`` in float64 (0 for an empty vector)."""
-    largest = 0.0
-    for i in range(x.size):
-        largest = max(largest, abs(np.float64(x[i])))
-    return largest
 
 
 @njit(cache=True, inline="always")

@@ -6,6 +6,11 @@ from . import (  # noqa: F401  (registers)
     quantized_sgd,
 )
 from .base import (
+    KINDS,
+    OPTIMIZER,
+    SAMPLER,
+    SKIP_POLICIES,
+    Column,
     Method,
     MethodContext,
     MethodOptions,
@@ -13,5 +18,19 @@ from .base import (
     method_class,
     register_method,
 )
+from .link import Link
 
-__all__ = ["Method", "MethodContext", "MethodOptions", "available_methods", "method_class", "register_method"]
+__all__ = [
+    "KINDS",
+    "OPTIMIZER",
+    "SAMPLER",
+    "SKIP_POLICIES",
+    "Column",
+    "Link",
+    "Method",
+    "MethodContext",
+    "MethodOptions",
+    "available_methods",
+    "method_class",
+    "register_method",
+]

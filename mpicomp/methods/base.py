@@ -1,27 +1,33 @@
-"""The method contract: per-round worker uploads, master downlink, replica update.
+"""The method contract: a method owns its round and declares its record.
 
-A round k of every method is::
+:meth:`Method.round` runs round k on every process through a :class:`~mpicomp.methods.link.Link`.
+Its default is the three-call round most methods need::
 
     upload_w   = method.worker_upload(w, k)          for each local worker w  (bytes)
     downlink   = method.master_downlink(uploads, k)  on the master            (bytes)
     method.apply_downlink(downlink, k)               on every process
 
+A method with another shape (an agreement phase, then an integer sum; a server request before
+the uploads) overrides :meth:`Method.round` and uses the link's other exchanges.
+
 Methods hold worker state (for their local workers), master state (on the master only)
 and the model replica ``x`` (on every process, bit-identical). They never call MPI and
 never pack bits: vectors become bytes only through the uplink/downlink compressors, and
-the transport moves those bytes.
+the link moves those bytes. A method declares its ``kind`` (optimizer or sampler), the extra
+per-round ``columns`` it logs (values from :meth:`Method.metrics`) and how the master treats a
+skipped (zero-length) upload (``skipped_upload``); the runner builds the results file from these.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from ..compressors import Compressor
+from ..compressors import Compressor, MessageError
 from ..problems.base import Problem
 from ..rng import (
     STREAM_DOWNLINK,
@@ -30,8 +36,19 @@ from ..rng import (
     STREAM_UPLINK,
     RandomKey,
 )
+from .link import Link
 
 MASTER = -1  # the worker id used in the master's random keys
+OPTIMIZER, SAMPLER = "optimizer", "sampler"
+KINDS = (OPTIMIZER, SAMPLER)
+SKIP_POLICIES = ("error", "zero")
+
+
+class Column(NamedTuple):
+    """A per-round column a method adds to ``/metrics``: its dtype and what it means (for the docs)."""
+
+    dtype: str  # "float64" or "int64"
+    meaning: str
 
 
 @dataclass
@@ -60,12 +77,15 @@ class MethodContext:
     batch: int  # minibatch size per worker and round; 0 = full local gradient
 
 
-class Method(ABC):
+class Method:
     """Base class for distributed methods; subclasses register with :func:`register_method`."""
 
     name: ClassVar[str]
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     supports_prox: ClassVar[bool] = False  # True if the method applies prox_{gamma R} for a nonsmooth R
+    kind: ClassVar[str] = OPTIMIZER  # "optimizer" or "sampler" (streams draws to /samples)
+    columns: ClassVar[Mapping[str, Column]] = {}  # extra /metrics columns, values from metrics()
+    skipped_upload: ClassVar[str] = "error"  # "error": a b"" upload is a protocol error; "zero": it adds 0
 
     def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
         self.ctx = ctx
@@ -77,25 +97,39 @@ class Method(ABC):
         self.stepsize = options.stepsize if options.stepsize is not None else self.default_stepsize()
 
     # --- the round -------------------------------------------------------------------
-    @abstractmethod
+    def round(self, k: int, link: Link) -> None:
+        """Round ``k`` on every process: local uploads, gather, master downlink, broadcast, apply."""
+        uploads = [self.worker_upload(w, k) for w in link.local_workers]
+        gathered = link.gather(uploads)
+        downlink = self.master_downlink(gathered, k) if link.is_master else None
+        self.apply_downlink(link.broadcast(downlink), k)
+
     def worker_upload(self, w: int, k: int) -> bytes:
         """Worker ``w``'s message in round ``k`` (``b""`` for a skipped upload)."""
+        raise self._no_round("worker_upload")
 
-    @abstractmethod
-    def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
+    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes:
         """The master's message in round ``k`` from all uploads, ordered by worker id."""
+        raise self._no_round("master_downlink")
 
-    @abstractmethod
-    def apply_downlink(self, message: bytes, k: int) -> None:
+    def apply_downlink(self, message: memoryview, k: int) -> None:
         """Update the model replica (and local worker state) from the downlink, on every process."""
+        raise self._no_round("apply_downlink")
+
+    def _no_round(self, hook: str) -> NotImplementedError:
+        return NotImplementedError(f"method {self.name!r} must override round() or implement {hook}()")
 
     def default_stepsize(self) -> float:
         """Step size used when the user sets none: ``1/L`` unless the method's theory says otherwise."""
         return 1.0 / self.problem.smoothness()
 
     def metrics(self) -> dict[str, float]:
-        """Method-specific metrics logged next to the standard ones (empty by default)."""
+        """This round's values of the declared :attr:`columns` (called on the master, on logged rounds)."""
         return {}
+
+    def sample(self) -> np.ndarray:
+        """A sampler's current draw, streamed to ``/samples`` after burn-in and thinning (default: ``x``)."""
+        return self.x
 
     # --- helpers shared by methods ----------------------------------------------------
     def key(self, worker: int, k: int, stream: int) -> RandomKey:
@@ -128,11 +162,30 @@ class Method(ABC):
         """Decode worker ``w``'s upload of round ``k``."""
         return (compressor or self.ctx.uplink).decode(message, self.d, self.key(w, k, STREAM_UPLINK))
 
-    def mean_of_uploads(self, uploads: list[bytes], k: int, compressor: Compressor | None = None) -> np.ndarray:
-        """``(1/n) sum_i C_W(v_i)``, decoded and summed in worker-id order (rank-independent)."""
-        total = np.zeros(self.d)
+    def decode_uploads(
+        self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None
+    ) -> list[np.ndarray | None]:
+        """Every worker's decoded upload of round ``k``, ``None`` for a skipped (zero-length) one.
+
+        A skip is a :class:`MessageError` unless the method declares ``skipped_upload = "zero"``.
+        """
+        decoded: list[np.ndarray | None] = []
         for w, message in enumerate(uploads):
-            total += self.decode_up(message, w, k, compressor)
+            if len(message) == 0:
+                if self.skipped_upload == "error":
+                    raise MessageError(f"{self.name}: worker {w} sent an empty upload in round {k + 1}; this method never skips")
+                decoded.append(None)
+            else:
+                decoded.append(self.decode_up(message, w, k, compressor))
+        return decoded
+
+    def mean_of_uploads(self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None) -> np.ndarray:
+        """``(1/n) sum_i C_W(v_i)``, decoded and summed in worker-id order (rank-independent);
+        a skipped upload adds 0 where the method allows skips."""
+        total = np.zeros(self.d)
+        for vector in self.decode_uploads(uploads, k, compressor):
+            if vector is not None:
+                total += vector
         return total / self.n
 
     def encode_down(self, v: np.ndarray, k: int) -> bytes:
@@ -149,6 +202,10 @@ def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator adding a method to the registry under ``cls.name``."""
     if cls.name in _METHODS:
         raise RuntimeError(f"method name {cls.name!r} registered twice")
+    if cls.kind not in KINDS:
+        raise RuntimeError(f"method {cls.name!r}: kind {cls.kind!r} is not one of {KINDS}")
+    if cls.skipped_upload not in SKIP_POLICIES:
+        raise RuntimeError(f"method {cls.name!r}: skipped_upload {cls.skipped_upload!r} is not one of {SKIP_POLICIES}")
     _METHODS[cls.name] = cls
     return cls
 
@@ -165,7 +222,12 @@ def available_methods() -> dict[str, type[Method]]:
 
 
 __all__ = [
+    "KINDS",
     "MASTER",
+    "OPTIMIZER",
+    "SAMPLER",
+    "SKIP_POLICIES",
+    "Column",
     "Method",
     "MethodContext",
     "MethodOptions",

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..compressors import MessageError, bundle, unbundle
 from ..compressors import make as make_compressor
 from ..problems.base import LocalObjective
 from ..rng import STREAM_DOWNLINK
-from ..wire import MessageError, split_messages
 from .base import MASTER, Method, MethodContext, MethodOptions, register_method
 
 VARIANTS = ("lsvrg", "saga")
@@ -241,18 +241,14 @@ class VRDiana(Diana):
     def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
         """The step message, followed for L-SVRG by the coin ``u^k`` as a 1-d identity message."""
         message = super().master_downlink(uploads, k)
-        if self.variant == "lsvrg":
-            message += self.coin.encode(np.array([float(self.draw_coin(k))]), self.key(MASTER, k, STREAM_DOWNLINK))
-        return message
+        if self.variant != "lsvrg":
+            return message
+        coin = self.coin.encode(np.array([float(self.draw_coin(k))]), self.key(MASTER, k, STREAM_DOWNLINK))
+        return bundle([message, coin])
 
     def apply_downlink(self, message: bytes, k: int) -> None:
         """Refresh the local reference points to ``x^k`` if ``u^k = 1`` (L-SVRG), then take the prox step."""
-        parts = split_messages(message)
-        expected = 2 if self.variant == "lsvrg" else 1
-        if len(parts) != expected:
-            raise MessageError(
-                f"{self.name} ({self.variant}): downlink holds {len(parts)} messages, expected {expected}"
-            )
+        parts = unbundle(message, 2 if self.variant == "lsvrg" else 1, f"{self.name} ({self.variant}) downlink")
         if self.variant == "lsvrg" and self.decode_coin(parts[1]):
             for estimator in self.estimators.values():
                 estimator.refresh(self.x)

@@ -1,0 +1,223 @@
+"""Switch packets: the format in which workers' integer vectors travel to the emulated switch.
+
+A vector of ``n`` values goes out as ``ceil(n / P)`` packets of ``P`` values (the packet size,
+256 by default and 64 allowed, as in SwitchML); the last packet holds the remainder, and an
+empty vector is sent as no packet at all. A packet is a 12-byte header and its values::
+
+    offset size field
+    0      1    u8   op: 1 = sum, 2 = max
+    1      1    u8   lanes: how values are encoded (1 = two's-complement integers)
+    2      1    u8   register width in bits: 8, 16 or 32
+    3      1    u8   flags: bit 0 set on the switch's aggregate, bit 1 = a register overflowed
+    4      4    u32  packet index p: the packet holds values [p P, p P + count)
+    8      2    u16  count: values in this packet (P, or the remainder in the last one)
+    10     2    u16  sender: the worker id, or 0xFFFF for the switch
+    12     ...       count values in the lanes' encoding (integers: width/8 bytes each, little-endian)
+
+All numbers are little-endian. Per packet, the byte accounting counts the 12 header bytes as
+``header`` and the values as ``payload`` (no size prefixes: every rank knows ``n``, ``P`` and the
+encoding, so the length of every stream follows from them).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..wire import MessageError
+
+HEADER_BYTES = 12
+HEADER_DTYPE = np.dtype(
+    [("op", "u1"), ("lanes", "u1"), ("width", "u1"), ("flags", "u1"), ("index", "<u4"), ("count", "<u2"), ("sender", "<u2")]
+)
+OP_SUM, OP_MAX = 1, 2
+OPS = {OP_SUM: "sum", OP_MAX: "max"}
+FLAG_AGGREGATE, FLAG_OVERFLOW = 0x01, 0x02
+SWITCH_SENDER = 0xFFFF
+PACKET_SIZES = (64, 256)
+REGISTER_WIDTHS = (8, 16, 32)
+
+
+class AggregationOverflowError(ArithmeticError):
+    """The switch's registers could not hold an exact sum: the aggregate is wrong and the run must stop."""
+
+
+def register_range(width: int) -> tuple[int, int]:
+    """The signed range ``[-2^(width-1), 2^(width-1) - 1]`` of a ``width``-bit register."""
+    return -(1 << (width - 1)), (1 << (width - 1)) - 1
+
+
+class Lanes(ABC):
+    """How a packet's values are encoded; the switch turns every encoded value into an integer."""
+
+    code: int
+    name: str
+
+    @abstractmethod
+    def value_bytes(self, count: int, width: int) -> int:
+        """Payload bytes of a packet of ``count`` values."""
+
+    @abstractmethod
+    def write(self, values: np.ndarray, width: int, out: np.ndarray) -> None:
+        """Encode ``values`` (int64, ``(k, count)``) into ``out`` (uint8, ``(k, value_bytes)``)."""
+
+    @abstractmethod
+    def read(self, payload: np.ndarray, count: int, width: int) -> np.ndarray:
+        """The integers (int64, ``(k, count)``) of the payloads ``(k, value_bytes)``; MessageError if invalid."""
+
+    @abstractmethod
+    def check_values(self, values: np.ndarray, width: int, what: str) -> None:
+        """ValueError unless every value of ``values`` can be encoded."""
+
+
+class IntegerLanes(Lanes):
+    """Two's-complement integers of the register width, ``width / 8`` bytes each."""
+
+    code = 1
+    name = "int"
+
+    def value_bytes(self, count: int, width: int) -> int:
+        return count * width // 8
+
+    def write(self, values: np.ndarray, width: int, out: np.ndarray) -> None:
+        out[...] = values.astype(f"<i{width // 8}").view(np.uint8).reshape(out.shape)
+
+    def read(self, payload: np.ndarray, count: int, width: int) -> np.ndarray:
+        return np.ascontiguousarray(payload).view(f"<i{width // 8}").astype(np.int64).reshape(-1, count)
+
+    def check_values(self, values: np.ndarray, width: int, what: str) -> None:
+        low, high = register_range(width)
+        if values.size and (values.min() < low or values.max() > high):
+            raise ValueError(f"{what}: values must fit {width}-bit registers [{low}, {high}], got {values.min()}..{values.max()}")
+
+
+LANES: dict[str, Lanes] = {lanes.name: lanes for lanes in (IntegerLanes(),)}
+
+
+@dataclass(frozen=True)
+class PacketSpec:
+    """What every rank agrees on before an aggregation: operation, encoding, register width, packet size."""
+
+    op: int
+    lanes: str = "int"
+    width: int = 32
+    packet_values: int = 256
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ValueError(f"packet op must be one of {sorted(OPS)} (sum, max), got {self.op!r}")
+        if self.lanes not in LANES:
+            raise ValueError(f"packet lanes must be one of {', '.join(LANES)}, got {self.lanes!r}")
+        if self.width not in REGISTER_WIDTHS:
+            raise ValueError(f"register width must be one of {REGISTER_WIDTHS} bits, got {self.width!r}")
+        if self.packet_values not in PACKET_SIZES:
+            raise ValueError(f"packet size must be one of {PACKET_SIZES} values, got {self.packet_values!r}")
+
+    @property
+    def encoding(self) -> Lanes:
+        return LANES[self.lanes]
+
+    def packet_counts(self, n: int) -> list[int]:
+        """Values per packet of an ``n``-vector: full packets, then the remainder."""
+        full, rest = divmod(n, self.packet_values)
+        return [self.packet_values] * full + ([rest] if rest else [])
+
+    def stream_bytes(self, n: int, lanes: Lanes | None = None) -> int:
+        """Bytes of the packets of an ``n``-vector (in ``lanes``, default this spec's encoding)."""
+        lanes = lanes or self.encoding
+        return sum(HEADER_BYTES + lanes.value_bytes(count, self.width) for count in self.packet_counts(n))
+
+    def split(self, n: int, lanes: Lanes | None = None) -> tuple[int, int]:
+        """``(payload, header)`` bytes of the packets of an ``n``-vector."""
+        counts = self.packet_counts(n)
+        lanes = lanes or self.encoding
+        return sum(lanes.value_bytes(count, self.width) for count in counts), HEADER_BYTES * len(counts)
+
+
+def _groups(spec: PacketSpec, n: int, lanes: Lanes) -> list[tuple[int, int, int, int]]:
+    """``(first packet, packets, count, byte offset)`` of the full packets and of the remainder packet."""
+    full, rest = divmod(n, spec.packet_values)
+    stride = HEADER_BYTES + lanes.value_bytes(spec.packet_values, spec.width)
+    groups = [(0, full, spec.packet_values, 0)] if full else []
+    if rest:
+        groups.append((full, 1, rest, full * stride))
+    return groups
+
+
+def _group_view(buf: np.ndarray, offset: int, packets: int, count: int, spec: PacketSpec, lanes: Lanes):
+    stride = HEADER_BYTES + lanes.value_bytes(count, spec.width)
+    block = buf[offset : offset + packets * stride].reshape(packets, stride)
+    return block[:, :HEADER_BYTES].view(HEADER_DTYPE)[:, 0], block[:, HEADER_BYTES:]
+
+
+def encode_packets(
+    values: np.ndarray, spec: PacketSpec, sender: int, flags: int = 0, lanes: Lanes | None = None, overflow=None
+) -> np.ndarray:
+    """The packet stream (uint8) of ``values`` (int64) from ``sender``; ``overflow[p]`` sets packet p's flag."""
+    lanes = lanes or spec.encoding
+    n = values.size
+    buf = np.empty(spec.stream_bytes(n, lanes), dtype=np.uint8)
+    for first, packets, count, offset in _groups(spec, n, lanes):
+        header, payload = _group_view(buf, offset, packets, count, spec, lanes)
+        header["op"], header["lanes"], header["width"] = spec.op, lanes.code, spec.width
+        header["flags"] = flags
+        if overflow is not None:
+            header["flags"] |= np.where(overflow[first : first + packets], FLAG_OVERFLOW, 0).astype(np.uint8)
+        header["index"] = np.arange(first, first + packets)
+        header["count"], header["sender"] = count, sender
+        start = first * spec.packet_values
+        lanes.write(values[start : start + packets * count].reshape(packets, count), spec.width, payload)
+    return buf
+
+
+def decode_packets(
+    stream: bytes | memoryview | np.ndarray, spec: PacketSpec, n: int, sender: int, flags: int = 0, lanes: Lanes | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, overflowed)`` of a packet stream: int64 ``(n,)`` and a bool per packet.
+
+    MessageError unless the stream is exactly the packets of an ``n``-vector from ``sender`` with
+    this spec, in order, with header flags ``flags`` (the overflow bit aside) and valid values.
+    """
+    lanes = lanes or spec.encoding
+    buf = np.frombuffer(stream, dtype=np.uint8)
+    expected = spec.stream_bytes(n, lanes)
+    who = "the switch" if sender == SWITCH_SENDER else f"worker {sender}"
+    if buf.size != expected:
+        raise MessageError(
+            f"packet stream from {who} has {buf.size} bytes; {n} values in packets of {spec.packet_values} "
+            f"({lanes.name}, {spec.width}-bit) take {expected}"
+        )
+    values = np.empty(n, dtype=np.int64)
+    overflowed = np.zeros(len(spec.packet_counts(n)), dtype=bool)
+    for first, packets, count, offset in _groups(spec, n, lanes):
+        header, payload = _group_view(buf, offset, packets, count, spec, lanes)
+        _check_headers(header, spec, lanes, first, count, sender, flags, who)
+        overflowed[first : first + packets] = (header["flags"] & FLAG_OVERFLOW) != 0
+        start = first * spec.packet_values
+        values[start : start + packets * count] = lanes.read(payload, count, spec.width).ravel()
+    return values, overflowed
+
+
+def _check_headers(header, spec: PacketSpec, lanes: Lanes, first: int, count: int, sender: int, flags: int, who: str):
+    expected = {
+        "op": spec.op,
+        "lanes": lanes.code,
+        "width": spec.width,
+        "index": np.arange(first, first + len(header)),
+        "count": count,
+        "sender": sender,
+    }
+    for field, value in expected.items():
+        bad = np.flatnonzero(header[field] != value)
+        if bad.size:
+            p = first + int(bad[0])
+            want = value[bad[0]] if isinstance(value, np.ndarray) else value
+            raise MessageError(f"packet {p} from {who}: header field {field} is {header[field][bad[0]]}, expected {want}")
+    bad = np.flatnonzero((header["flags"] & ~np.uint8(FLAG_OVERFLOW)) != flags)
+    if bad.size:
+        raise MessageError(f"packet {first + int(bad[0])} from {who}: invalid flags {header['flags'][bad[0]]:#04x}")
+    if not flags & FLAG_AGGREGATE and (header["flags"] & FLAG_OVERFLOW).any():
+        raise MessageError(f"a packet from {who} claims an overflow: only the switch sets that flag")
+

@@ -1,0 +1,46 @@
+"""What a method may do with the network in a round: the :class:`Link` protocol.
+
+The transports of :mod:`mpicomp.comm` satisfy it; methods see only this protocol, so they never
+import ``comm`` and never call MPI. A round may use any number of exchanges, in any order, as
+long as every process makes the same calls (they are collective).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+Buffer = bytes | bytearray | memoryview | np.ndarray
+
+
+class Link(Protocol):
+    """The network as a method sees it (every operation is collective and counted)."""
+
+    n_workers: int
+
+    @property
+    def local_workers(self) -> range:
+        """The logical workers hosted by this process."""
+
+    @property
+    def is_master(self) -> bool:
+        """True on the process that hosts the master (and the switch)."""
+
+    def gather(self, uploads: Sequence[Buffer]) -> list[memoryview] | None:
+        """One upload per local worker (``b""`` = skipped) to the master, which gets all of them in
+        worker order; other processes get ``None``."""
+
+    def broadcast(self, message: Buffer | None) -> memoryview:
+        """The master's message (others pass ``None``) to every process."""
+
+    def integer_sum(
+        self, values: Sequence[np.ndarray], length: int, *, width: int = 32, packet_values: int = 256
+    ) -> np.ndarray:
+        """``sum_w values_w`` over all workers by the switch (exact integers), on every process."""
+
+    def max_agree(
+        self, values: Sequence[np.ndarray], length: int, *, width: int = 8, packet_values: int = 256
+    ) -> np.ndarray:
+        """``max_w values_w`` elementwise over all workers, on every process."""

@@ -1,0 +1,95 @@
+"""What a run records: the ``/metrics`` and ``/workers`` columns, by method kind, and their values.
+
+Every run logs the communication columns (cumulative counted bytes, uploads, skips, times); an
+optimizer adds loss, gradient norm and distance to the reference optimum, a sampler the loss and
+gradient norm at its current draw; a method adds the :attr:`~mpicomp.methods.Method.columns` it
+declares. Each column's meaning is listed in ``docs/results-format.md`` (a test checks that every
+column is documented there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .comm import RoundBytes
+from .methods import OPTIMIZER, SAMPLER, Column, Method
+from .problems.base import Problem
+
+ROUND_COLUMNS = {"round": Column("int64", "rounds completed (1-based)")}
+KIND_COLUMNS: dict[str, dict[str, Column]] = {
+    OPTIMIZER: {
+        "loss": Column("float64", "F(x) = (1/n) sum_i f_i(x) + R(x) on the training shards"),
+        "grad_norm_sq": Column("float64", "||grad f(x)||^2 of the smooth part"),
+        "suboptimality": Column("float64", "F(x) - F* (NaN without a reference optimum)"),
+        "dist_to_opt": Column("float64", "||x - x*|| (NaN without a reference optimum)"),
+        "test_accuracy": Column("float64", "accuracy on the held-out split (NaN without one)"),
+    },
+    SAMPLER: {
+        "loss": Column("float64", "F(theta) at the current draw"),
+        "grad_norm_sq": Column("float64", "||grad f(theta)||^2 at the current draw"),
+        "test_accuracy": Column("float64", "held-out accuracy of the current draw (NaN without a test split)"),
+    },
+}
+COMMUNICATION_COLUMNS = {
+    "bits_up": Column("int64", "8 x (payload + header + control) bytes sent up"),
+    "bits_down": Column("int64", "8 x (payload + header + control) bytes sent down"),
+    "up_payload_bytes": Column("int64", "uplink payload bytes"),
+    "up_header_bytes": Column("int64", "uplink framing bytes (message headers, scalars, CRC; packet headers)"),
+    "up_control_bytes": Column("int64", "uplink size prefixes"),
+    "down_payload_bytes": Column("int64", "downlink payload bytes"),
+    "down_header_bytes": Column("int64", "downlink framing bytes"),
+    "down_control_bytes": Column("int64", "downlink size prefixes"),
+    "uploads": Column("int64", "non-empty worker contributions (gathered uploads and switch packet streams)"),
+    "skips": Column("int64", "skipped (zero-length) uploads"),
+    "wall_time": Column("float64", "seconds spent in rounds on rank 0 (metric evaluation and logging excluded)"),
+    "modelled_time": Column("float64", "seconds the [network] model gives for the counted bytes"),
+}
+WORKER_COLUMNS = {
+    "bytes_up": Column("int64", "bytes the worker sent up, size prefixes included"),
+    "uploads": Column("int64", "the worker's non-empty contributions"),
+    "skips": Column("int64", "the worker's skipped uploads"),
+}
+
+
+def metric_columns(method: type[Method] | Method) -> dict[str, Column]:
+    """The ``/metrics`` columns of a run of ``method``, in logging order."""
+    columns = {**ROUND_COLUMNS, **KIND_COLUMNS[method.kind], **COMMUNICATION_COLUMNS}
+    clash = sorted(set(method.columns) & set(columns))
+    if clash:
+        raise ValueError(f"method {method.name!r} declares columns {clash} that every run already logs")
+    return {**columns, **method.columns}
+
+
+def dtypes(columns: Mapping[str, Column]) -> dict[str, str]:
+    return {name: column.dtype for name, column in columns.items()}
+
+
+def evaluate(problem: Problem, x: np.ndarray, kind: str, optimum: tuple[np.ndarray, float] | None) -> dict[str, float]:
+    """The kind's columns at ``x``: loss, ||grad f||^2, test accuracy, and for an optimizer
+    F(x) - F* and ||x - x*|| (NaN where unknown)."""
+    loss, grad = problem.loss_and_grad(x)
+    acc = problem.test_accuracy(x)
+    row = {"loss": loss, "grad_norm_sq": float(grad @ grad), "test_accuracy": np.nan if acc is None else acc}
+    if kind == OPTIMIZER:
+        row["suboptimality"] = row["dist_to_opt"] = np.nan
+        if optimum is not None:
+            x_star, f_star = optimum
+            row["suboptimality"] = loss - f_star
+            row["dist_to_opt"] = float(np.linalg.norm(x - x_star))
+    return row
+
+
+def communication(totals: RoundBytes) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+    """The cumulative byte columns and the per-worker columns from the master's counter totals."""
+    row = {f"{name}_bytes": getattr(totals, name) for name in (
+        "up_payload", "up_header", "up_control", "down_payload", "down_header", "down_control"
+    )}
+    row.update(
+        bits_up=8 * totals.up_total,
+        bits_down=8 * totals.down_bytes,
+        uploads=int(totals.uploads.sum()),
+        skips=int(totals.skips.sum()),
+    )
+    return row, {"bytes_up": totals.up_bytes, "uploads": totals.uploads, "skips": totals.skips}

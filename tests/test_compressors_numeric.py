@@ -1,0 +1,39 @@
+"""Overflow-safe reductions of mpicomp.compressors.numeric, checked against math.hypot and exact values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mpicomp.compressors.numeric import (
+    l2_norm,
+    max_magnitude,
+    rescaled_l2_norm,
+    rescaled_mean_magnitude,
+)
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype"),
+    [(s, np.float64) for s in (2.0**-1060, 1e-300, 1e-120, 1.0, 1e120, 1e300)]
+    + [(s, np.float32) for s in (1e-42, 1e-20, 1.0, 1e30)],
+)
+def test_l2_norm_matches_hypot_at_any_scale(scale: float, dtype: type) -> None:
+    x = (np.random.default_rng(0).standard_normal(1000) * scale).astype(dtype)
+    expected = math.hypot(*x.astype(np.float64))
+    assert l2_norm(x) == pytest.approx(expected, rel=1e-13)
+    assert rescaled_l2_norm(x, 10, 500, max_magnitude(x[10:500])) == pytest.approx(
+        math.hypot(*x[10:500].astype(np.float64)), rel=1e-13
+    )
+
+
+def test_l2_norm_overflows_only_when_the_norm_does() -> None:
+    assert l2_norm(np.array([1.5e308, 1.5e308])) == np.inf
+    assert l2_norm(np.array([1e308, -1e300])) == pytest.approx(1e308, rel=1e-15)
+    assert l2_norm(np.zeros(3)) == 0.0 and l2_norm(np.zeros(0)) == 0.0
+
+
+def test_rescaled_mean_magnitude_where_the_plain_sum_overflows() -> None:
+    x = np.array([1e308, -1e308, 1e308, 0.0])
+    assert rescaled_mean_magnitude(x) == pytest.approx(0.75e308, rel=1e-15)
+    assert max_magnitude(x) == 1e308 and max_magnitude(np.zeros(0)) == 0.0

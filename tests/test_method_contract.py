@@ -1,0 +1,215 @@
+"""The method contract: method-owned rounds, switch exchanges, skipped uploads, the method's record.
+
+The methods exercised here live in ``tests/methods_for_tests.py`` (registered on import):
+``test-switch-gd`` has a two-phase round (exponent agreement, then an integer sum) and
+``test-sampler`` is of kind "sampler" with a column of its own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import tests.methods_for_tests  # noqa: F401  (registers the test methods)
+from mpicomp.comm import LocalTransport
+from mpicomp.compressors import MessageError, make
+from mpicomp.config import ConfigError, validate
+from mpicomp.methods import MethodContext, available_methods, method_class
+from mpicomp.problems import build_problem
+from mpicomp.record import (
+    COMMUNICATION_COLUMNS,
+    KIND_COLUMNS,
+    ROUND_COLUMNS,
+    WORKER_COLUMNS,
+)
+from mpicomp.rng import root_seed
+from tests.runs import assert_same_metrics, mpiexec_run, run_inprocess, run_mpiexec
+
+D = 31  # breast_cancer: 30 features + intercept
+RESULTS_FORMAT = Path(__file__).resolve().parents[1] / "docs" / "results-format.md"
+
+
+def experiment(method: dict, rounds: int = 12, workers: int = 5, **run) -> dict:
+    return {
+        "problem": {"name": "logistic", "dataset": "sklearn:breast_cancer", "l2": 0.1},
+        "data": {"workers": workers, "partition": "label"},
+        "method": method,
+        "run": {"rounds": rounds, "seed": 1, "check_every": 3, "optimum": False, **run},
+    }
+
+
+# --- a two-phase round through the switch -----------------------------------------------------
+
+
+def switch_round_bytes(workers: int, block: int = 8) -> tuple[int, int]:
+    """(up, down) bytes of one test-switch-gd round: int16 exponents, then int32 values, 12 bytes a packet."""
+    exponents = -(-D // block) * 2 + 12
+    values = D * 4 + 12
+    return workers * (exponents + values), exponents + values
+
+
+@pytest.mark.mpi
+def test_two_phase_round_is_identical_on_1_2_4_ranks_with_exact_bytes(tmp_path):
+    raw = experiment({"name": "test-switch-gd", "stepsize": 0.5})
+    reference = run_inprocess(raw, tmp_path / "local.h5")
+    assert reference.status == "finished"
+    up, down = switch_round_bytes(5)
+    rounds = reference.metrics["round"]
+    np.testing.assert_array_equal(reference.metrics["bits_up"], 8 * up * rounds)
+    np.testing.assert_array_equal(reference.metrics["bits_down"], 8 * down * rounds)
+    assert reference.metrics["up_control_bytes"][-1] == 0
+    np.testing.assert_array_equal(reference.workers["uploads"][-1], 2 * 12)
+    assert np.all(reference.metrics["largest_exponent"] <= 1)  # logistic gradients are below 2
+    for n in (1, 2, 4):
+        assert_same_metrics(reference, run_mpiexec(raw, tmp_path / f"n{n}.h5", n, test_methods=True))
+
+
+def test_fixed_point_switch_gd_tracks_gd(tmp_path):
+    """Fixed point with 27 fraction bits below each block's exponent: per round an error of at most
+    2^-27 relative, so 12 rounds of GD and of its switch version agree to ~1e-7 relative."""
+    switch = run_inprocess(experiment({"name": "test-switch-gd", "stepsize": 0.5}), tmp_path / "switch.h5")
+    gd = run_inprocess(experiment({"name": "gd", "stepsize": 0.5}), tmp_path / "gd.h5")
+    np.testing.assert_allclose(switch.metrics["loss"], gd.metrics["loss"], rtol=1e-7)
+    assert not np.array_equal(switch.final_x, gd.final_x)  # the integers really were rounded
+
+
+def test_overflow_fails_the_run_naming_the_round(tmp_path):
+    """H = 30 with five workers whose gradients agree in sign at x0 = 0: the sum leaves int32 at once."""
+    res = run_inprocess_failing(experiment({"name": "test-switch-gd", "headroom": 30}), tmp_path / "r.h5")
+    assert res.status == "failed"
+    assert re.search(r"round 1: integer sum overflowed the switch's 32-bit registers", res.status_message)
+
+
+def run_inprocess_failing(raw, out):
+    from mpicomp.comm import AggregationOverflowError
+    from mpicomp.results import read_results
+
+    with pytest.raises(AggregationOverflowError, match="round 1"):
+        run_inprocess(raw, out)
+    return read_results(out)
+
+
+@pytest.mark.mpi
+def test_overflow_under_mpiexec_records_failed_and_exits_1(tmp_path):
+    from mpicomp.results import read_results
+
+    out = tmp_path / "r.h5"
+    proc = mpiexec_run(experiment({"name": "test-switch-gd", "headroom": 30}), out, 2, test_methods=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "round 1: integer sum overflowed" in proc.stderr
+    res = read_results(out)
+    assert res.status == "failed" and "round 1: integer sum overflowed" in res.status_message
+
+
+# --- skipped uploads --------------------------------------------------------------------------
+
+
+def small_method(name: str = "gd", **attributes):
+    problem = build_problem("logistic", "sklearn:breast_cancer", 3, seed=root_seed(0))
+    cls = type("Skipping", (method_class(name),), attributes) if attributes else method_class(name)
+    ctx = MethodContext(problem, make("identity"), make("identity"), range(3), True, root_seed(0), 0)
+    return cls(ctx, cls.Options())
+
+
+def test_a_skip_is_an_error_unless_the_method_allows_it():
+    strict = small_method()
+    uploads = [strict.worker_upload(w, 0) for w in range(3)]
+    with pytest.raises(MessageError, match="worker 1 sent an empty upload in round 1"):
+        strict.mean_of_uploads([uploads[0], b"", uploads[2]], 0)
+    lenient = small_method(skipped_upload="zero")
+    decoded = lenient.decode_uploads([uploads[0], b"", uploads[2]], 0)
+    assert decoded[1] is None
+    expected = (lenient.decode_up(uploads[0], 0, 0) + lenient.decode_up(uploads[2], 2, 0)) / 3
+    np.testing.assert_array_equal(lenient.mean_of_uploads([uploads[0], b"", uploads[2]], 0), expected)
+
+
+def test_a_method_without_round_or_hooks_says_what_to_implement():
+    from mpicomp.methods import Method
+
+    bare = type("Bare", (Method,), {"name": "bare"})
+    method = bare.__new__(bare)
+    with pytest.raises(NotImplementedError, match="must override round\\(\\) or implement worker_upload"):
+        method.round(0, LocalTransport(1))
+
+
+# --- the sampler's record ---------------------------------------------------------------------
+
+
+def test_sampler_streams_thinned_draws_after_burn_in_and_its_column(tmp_path):
+    raw = experiment({"name": "test-sampler", "stepsize": 0.01}, rounds=20, burn_in=5, thin=3)
+    res = run_inprocess(raw, tmp_path / "s.h5")
+    assert res.status == "finished"
+    assert res.samples.shape == (5, D)  # rounds 8, 11, 14, 17, 20
+    np.testing.assert_array_equal(res.samples[-1], res.final_x)
+    noise = res.metrics["noise_norm"]
+    assert np.all(np.abs(noise - math.sqrt(D)) < 4 * math.sqrt(0.5))  # ||Z|| ~ sqrt(d) +- O(1)
+    assert "suboptimality" not in res.metrics and "dist_to_opt" not in res.metrics
+
+
+@pytest.mark.mpi
+def test_sampler_draws_are_rank_independent(tmp_path):
+    raw = experiment({"name": "test-sampler", "stepsize": 0.01}, rounds=10, burn_in=2)
+    one = run_mpiexec(raw, tmp_path / "n1.h5", 1, test_methods=True)
+    two = run_mpiexec(raw, tmp_path / "n2.h5", 2, test_methods=True)
+    assert_same_metrics(one, two)
+    np.testing.assert_array_equal(one.samples, two.samples)
+
+
+@pytest.mark.parametrize(
+    ("method", "run", "message"),
+    [
+        ("test-sampler", {"target_suboptimality": 1e-6}, r"\[run\] target_suboptimality: only for optimizer methods"),
+        ("gd", {"burn_in": 10}, r"\[run\] burn_in: only for sampler methods"),
+        ("gd", {"thin": 2}, r"\[run\] thin: only for sampler methods"),
+    ],
+)
+def test_keys_of_the_other_kind_are_refused(method, run, message):
+    with pytest.raises(ConfigError, match=message):
+        validate({"method": {"name": method}, "run": {"optimum": True, **run}})
+
+
+# --- list-valued options and renamed keys -----------------------------------------------------
+
+
+def test_list_options_are_validated_entry_by_entry():
+    config = validate({"method": {"name": "test-switch-gd", "weights": [1, 0.5]}})
+    assert config.method["weights"] == [1.0, 0.5]
+    assert validate({"method": {"name": "test-switch-gd"}}).method["weights"] == [1.0]
+    for bad, message in [(0.5, "expected a non-empty list, each entry a number"), ([], "non-empty list"),
+                         ([1.0, -2.0], r"weights\[1\]: must be >= 0"), ([1.0, "x"], r"weights\[1\]: expected a number")]:
+        with pytest.raises(ConfigError, match=message):
+            validate({"method": {"name": "test-switch-gd", "weights": bad}})
+
+
+@pytest.mark.parametrize(("old", "new"), [("alpha", "dirichlet_alpha"), ("sigma", "lognormal_sigma")])
+def test_renamed_data_keys_name_the_new_key(old, new):
+    with pytest.raises(ConfigError, match=rf"\[data\] {old} was renamed: write {new} = 0.3 instead"):
+        validate({"data": {old: 0.3}})
+
+
+# --- the record is documented -----------------------------------------------------------------
+
+
+def test_every_column_is_documented_in_the_results_format():
+    text = RESULTS_FORMAT.read_text()
+    columns = {**ROUND_COLUMNS, **COMMUNICATION_COLUMNS, **WORKER_COLUMNS}
+    for kind_columns in KIND_COLUMNS.values():
+        columns.update(kind_columns)
+    for cls in available_methods().values():
+        if not cls.name.startswith("test-"):
+            columns.update(cls.columns)
+    missing = [name for name in columns if f"`{name}`" not in text]
+    assert not missing, f"columns missing from docs/results-format.md: {missing}"
+
+
+def test_samples_dataset_holds_the_draws(tmp_path):
+    raw = experiment({"name": "test-sampler", "stepsize": 0.01}, rounds=4)
+    run_inprocess(raw, tmp_path / "s.h5")
+    with h5py.File(tmp_path / "s.h5", "r", swmr=True) as f:
+        assert f["samples"].shape == (4, D)
+        assert f["metrics/noise_norm"].shape == (4,)

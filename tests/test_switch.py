@@ -1,0 +1,123 @@
+"""Switch packets and the switch's arithmetic: format, validation, overflow flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpicomp.comm import AggregationOverflowError, PacketSpec
+from mpicomp.comm.packets import (
+    FLAG_OVERFLOW,
+    HEADER_BYTES,
+    OP_MAX,
+    OP_SUM,
+    decode_packets,
+    encode_packets,
+)
+from mpicomp.comm.switch import read_aggregate, switch_aggregate
+from mpicomp.wire import MessageError
+
+SPEC = PacketSpec(OP_SUM, "int", 32, 64)
+
+
+def streams(values: list[np.ndarray], spec: PacketSpec = SPEC) -> list[bytes]:
+    return [encode_packets(v, spec, w).tobytes() for w, v in enumerate(values)]
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 200])
+@pytest.mark.parametrize("width", [8, 16, 32])
+def test_packets_round_trip_with_the_documented_sizes(n, width):
+    spec = PacketSpec(OP_SUM, "int", width, 64)
+    low, high = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    values = np.random.default_rng(n).integers(low, high + 1, size=n)
+    stream = encode_packets(values, spec, sender=5)
+    packets = -(-n // 64)
+    assert stream.size == n * width // 8 + HEADER_BYTES * packets == sum(spec.split(n))
+    decoded, overflowed = decode_packets(stream.tobytes(), spec, n, sender=5)
+    np.testing.assert_array_equal(decoded, values)
+    assert overflowed.shape == (packets,) and not overflowed.any()
+
+
+def test_header_layout_is_the_documented_one():
+    stream = encode_packets(np.arange(70), SPEC, sender=3)
+    second = stream[HEADER_BYTES + 64 * 4 :]
+    assert second[:HEADER_BYTES].tobytes() == bytes([OP_SUM, 1, 32, 0]) + (1).to_bytes(4, "little") + (6).to_bytes(
+        2, "little"
+    ) + (3).to_bytes(2, "little")
+    assert second[HEADER_BYTES:].view("<i4").tolist() == list(range(64, 70))
+
+
+def corrupt(offset: int, value: int) -> bytes:
+    stream = bytearray(encode_packets(np.arange(100), SPEC, sender=0).tobytes())
+    stream[offset] = value
+    return bytes(stream)
+
+
+@pytest.mark.parametrize(
+    ("stream", "reason"),
+    [
+        (encode_packets(np.arange(100), SPEC, 0).tobytes()[:-1], "has 423 bytes; 100 values in packets of 64 .int, 32-bit. take 424"),
+        (encode_packets(np.arange(100), SPEC, 0).tobytes() + b"\0", "has 425 bytes"),
+        (encode_packets(np.arange(99), SPEC, 0).tobytes(), "bytes"),
+        (corrupt(0, OP_MAX), "field op"),
+        (corrupt(1, 7), "field lanes"),
+        (corrupt(2, 16), "field width"),
+        (corrupt(3, 0x80), "invalid flags"),
+        (corrupt(3, FLAG_OVERFLOW), "claims an overflow"),
+        (corrupt(4, 9), "field index"),
+        (corrupt(8, 63), "field count"),
+        (corrupt(HEADER_BYTES + 256 + 10, 1), "field sender"),
+    ],
+)
+def test_malformed_packets_raise_message_error(stream, reason):
+    with pytest.raises(MessageError, match=reason):
+        decode_packets(stream, SPEC, 100, sender=0)
+
+
+def test_switch_sums_and_takes_max_exactly():
+    rng = np.random.default_rng(1)
+    values = [rng.integers(-(2**28), 2**28, size=130) for _ in range(5)]
+    total = read_aggregate(switch_aggregate(streams(values), SPEC, 130).tobytes(), SPEC, 130)
+    np.testing.assert_array_equal(total, np.sum(values, axis=0))
+    spec = PacketSpec(OP_MAX, "int", 32, 64)
+    top = read_aggregate(switch_aggregate(streams(values, spec), spec, 130).tobytes(), spec, 130)
+    np.testing.assert_array_equal(top, np.max(values, axis=0))
+
+
+def test_switch_flags_only_the_packets_that_overflow():
+    """Two workers at 2^30: packet 1 (values 64..127) sums to 2^31, one past the int32 register."""
+    values = [np.zeros(200, dtype=np.int64) for _ in range(2)]
+    for v in values:
+        v[100] = 2**30
+    aggregate = switch_aggregate(streams(values), SPEC, 200).tobytes()
+    _, overflowed = decode_packets(aggregate, SPEC, 200, 0xFFFF, flags=1)
+    assert overflowed.tolist() == [False, True, False, False]
+    with pytest.raises(AggregationOverflowError, match=r"1 of 4 packets \(first: packet 1, values 64..127\)"):
+        read_aggregate(aggregate, SPEC, 200)
+
+
+def test_wrapped_partial_sums_are_not_overflow():
+    """Two's complement is exact modulo 2^32: a sum that leaves int32 midway but ends in range is exact."""
+    values = [np.array([2**31 - 1]), np.array([2**31 - 1]), np.array([-(2**31)]), np.array([-(2**31) + 5])]
+    total = read_aggregate(switch_aggregate(streams(values), SPEC, 1).tobytes(), SPEC, 1)
+    assert total.tolist() == [3]
+
+
+def test_zero_length_vectors_send_no_packets():
+    aggregate = switch_aggregate(streams([np.zeros(0, dtype=np.int64)] * 3), SPEC, 0)
+    assert aggregate.size == 0
+    assert read_aggregate(b"", SPEC, 0).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"op": 3}, "op"),
+        ({"op": OP_SUM, "lanes": "float"}, "lanes"),
+        ({"op": OP_SUM, "width": 64}, "register width"),
+        ({"op": OP_SUM, "packet_values": 100}, "packet size"),
+    ],
+)
+def test_packet_spec_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PacketSpec(**kwargs)
