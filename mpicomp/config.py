@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from .comm.network import UPLINK_MODES
+from .comm.packets import PACKET_SIZES
 from .compressors import make as make_compressor
 from .data.loaders import SCALINGS
 from .data.partition import PARTITIONS
 from .methods import available_methods, method_class
+from .methods.in_network import AGGREGATIONS, SWITCH_ENCODINGS
 from .problems import PROBLEMS, REGULARIZERS
 
 
@@ -72,6 +74,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "compressor": {
         "uplink": Key(str, "identity", "worker compressor C_W (spec, see `mpicomp compressors`)"),
         "downlink": Key(str, "identity", "master compressor C_M (spec)"),
+        "aggregation": Key(str, "gather", "sum the uploads at the master or in the emulated switch", choices=AGGREGATIONS),
+        "packet_values": Key(int, 256, "values per switch packet", choices=PACKET_SIZES),
     },
     "run": {
         "rounds": Key(int, 200, "number of rounds", minimum=1),
@@ -211,6 +215,7 @@ def validate(raw: dict[str, Any]) -> Config:
         except ValueError as exc:
             raise ConfigError(f"[compressor] {direction}: {exc}") from None
     _check_kind(names[name], sections["run"])
+    _check_aggregation(names[name], sections["compressor"])
     if sections["run"]["target_suboptimality"] > 0 and not sections["run"]["optimum"]:
         raise ConfigError("[run] target_suboptimality: needs the reference optimum; set [run] optimum = true or drop it")
     if sections["data"]["test_fraction"] >= 1.0:
@@ -231,6 +236,29 @@ def _check_kind(method: type, run: dict[str, Any]) -> None:
             raise ConfigError(
                 f"[run] {key}: only for {kind} methods, and {method.name!r} is of kind {method.kind!r}; drop the key"
             )
+
+
+def _check_aggregation(method: type, compressor: dict[str, Any]) -> None:
+    """``aggregation = "switch"`` needs a method whose aggregate is a sum and compressors with an integer form."""
+    if compressor["aggregation"] != "switch":
+        return
+    summing = ", ".join(n for n, c in available_methods().items() if c.switch_aggregation)
+    if not method.switch_aggregation:
+        raise ConfigError(
+            f"[compressor] aggregation: method {method.name!r} does not aggregate a plain sum of worker vectors "
+            f"(its master keeps state), so the switch cannot do its aggregation; use 'gather' or one of {summing}"
+        )
+    uplink = make_compressor(compressor["uplink"])
+    if uplink.name not in SWITCH_ENCODINGS:
+        raise ConfigError(
+            f"[compressor] uplink: {uplink.spec!r} has no integer form for the switch; "
+            f"use {' or '.join(map(repr, SWITCH_ENCODINGS))} (or aggregation = 'gather')"
+        )
+    if make_compressor(compressor["downlink"]) != make_compressor("identity"):
+        raise ConfigError(
+            f"[compressor] downlink: the switch multicasts its integer sum, it cannot apply {compressor['downlink']!r}; "
+            "use 'identity' (or aggregation = 'gather')"
+        )
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

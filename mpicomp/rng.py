@@ -33,6 +33,7 @@ STREAM_DOWNLINK = 1
 STREAM_SAMPLING = 2
 STREAM_METHOD = 3
 STREAM_LANGEVIN = 4
+STREAM_AGGREGATION = 5
 
 
 @njit(uint64(uint64), cache=True, inline="always")

@@ -81,6 +81,8 @@ def build_method(config: Config, problem: Problem, transport: Transport, seed: i
         is_master=transport.is_master,
         seed=seed,
         batch=config.data["batch"],
+        aggregation=config.compressor["aggregation"],
+        packet_values=config.compressor["packet_values"],
     )
     return method_class(config.method["name"])(ctx, config.method_options())
 

@@ -121,3 +121,44 @@ def test_zero_length_vectors_send_no_packets():
 def test_packet_spec_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PacketSpec(**kwargs)
+
+
+NATURAL_SPEC = PacketSpec(OP_SUM, "natural", 32, 64)
+
+
+def natural_stream(codes: np.ndarray) -> bytearray:
+    return bytearray(encode_packets(codes, NATURAL_SPEC, sender=0).tobytes())
+
+
+def test_natural_lanes_are_nine_bits_a_value_and_map_through_the_table():
+    codes = np.array([0, 1, 2 | 256, 31, 31 | 256, 5, 6, 7, 8, 9], dtype=np.int64)
+    stream = natural_stream(codes)
+    assert len(stream) == HEADER_BYTES + 10 + 2 == sum(NATURAL_SPEC.split(10))
+    values, _ = decode_packets(bytes(stream), NATURAL_SPEC, 10, sender=0)
+    assert values.tolist() == [0, 1, -2, 2**30, -(2**30), 16, 32, 64, 128, 256]
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "reason"),
+    [
+        (HEADER_BYTES + 3, 32, "value 3 has the invalid natural code 0x020"),
+        (HEADER_BYTES + 0, 0, "value 0 has the invalid natural code 0x100"),  # r = 0 with a sign: negative zero
+        (HEADER_BYTES + 10 + 1, 0x80, "nonzero padding bits"),
+    ],
+)
+def test_invalid_natural_codes_raise_message_error(offset, value, reason):
+    stream = natural_stream(np.array([1 | 256, 1, 1, 1, 1, 1, 1, 1, 1, 1], dtype=np.int64))
+    stream[offset] = value
+    with pytest.raises(MessageError, match=reason):
+        decode_packets(bytes(stream), NATURAL_SPEC, 10, sender=0)
+
+
+def test_a_stream_for_another_block_count_is_refused():
+    """300 values are 5 packets of 64; a worker sending the packets of 256 values is caught."""
+    with pytest.raises(MessageError, match="take"):
+        decode_packets(natural_stream(np.ones(256, dtype=np.int64)), NATURAL_SPEC, 300, sender=0)
+
+
+def test_natural_lanes_need_32_bit_sum_registers():
+    with pytest.raises(ValueError, match="natural lanes"):
+        PacketSpec(OP_SUM, "natural", 16, 64)

@@ -156,15 +156,23 @@ class Transport(ABC):
         return received
 
     def integer_sum(
-        self, values: Sequence[np.ndarray], length: int, *, width: int = 32, packet_values: int = 256
+        self,
+        values: Sequence[np.ndarray],
+        length: int,
+        *,
+        width: int = 32,
+        packet_values: int = 256,
+        lanes: str = "int",
     ) -> np.ndarray:
         """``sum_w values_w`` over every worker, computed by the emulated switch, on every rank (int64).
 
-        ``values[j]`` is local worker j's integer vector of ``length`` entries, each in the signed
-        range of a ``width``-bit register. The sum is exact and order-independent; if it leaves
-        the register range, every rank raises :class:`AggregationOverflowError`.
+        ``values[j]`` is local worker j's vector of ``length`` entries in the ``lanes`` encoding:
+        ``"int"``, integers in the signed range of a ``width``-bit register; ``"natural"``, codes
+        ``r | negative << 8`` that the switch maps to ``(-1)^negative 2^(r-1)``. The sum is exact and
+        order-independent; if it leaves the register range, every rank raises
+        :class:`AggregationOverflowError`.
         """
-        return self._switch(PacketSpec(OP_SUM, "int", width, packet_values), values, length)
+        return self._switch(PacketSpec(OP_SUM, lanes, width, packet_values), values, length)
 
     def max_agree(
         self, values: Sequence[np.ndarray], length: int, *, width: int = 8, packet_values: int = 256

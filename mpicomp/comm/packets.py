@@ -6,13 +6,18 @@ empty vector is sent as no packet at all. A packet is a 12-byte header and its v
 
     offset size field
     0      1    u8   op: 1 = sum, 2 = max
-    1      1    u8   lanes: how values are encoded (1 = two's-complement integers)
+    1      1    u8   lanes: how values are encoded (1 = two's-complement integers, 2 = natural codes)
     2      1    u8   register width in bits: 8, 16 or 32
     3      1    u8   flags: bit 0 set on the switch's aggregate, bit 1 = a register overflowed
     4      4    u32  packet index p: the packet holds values [p P, p P + count)
     8      2    u16  count: values in this packet (P, or the remainder in the last one)
     10     2    u16  sender: the worker id, or 0xFFFF for the switch
-    12     ...       count values in the lanes' encoding (integers: width/8 bytes each, little-endian)
+    12     ...       count values in the lanes' encoding:
+                     int:     width/8 bytes each, two's complement, little-endian
+                     natural: count bytes r (0 = zero, 1..31 = 2^(r-1)), then a sign bitmap of
+                              ceil(count/8) bytes (bit j % 8 of byte j // 8, LSB first; padding 0):
+                              9 bits per value, the switch maps r | negative << 8 to an integer
+                              with a 512-entry table (natural lanes need 32-bit registers)
 
 All numbers are little-endian. Per packet, the byte accounting counts the 12 header bytes as
 ``header`` and the values as ``payload`` (no size prefixes: every rank knows ``n``, ``P`` and the
@@ -64,8 +69,9 @@ class Lanes(ABC):
         """Encode ``values`` (int64, ``(k, count)``) into ``out`` (uint8, ``(k, value_bytes)``)."""
 
     @abstractmethod
-    def read(self, payload: np.ndarray, count: int, width: int) -> np.ndarray:
-        """The integers (int64, ``(k, count)``) of the payloads ``(k, value_bytes)``; MessageError if invalid."""
+    def read(self, payload: np.ndarray, count: int, width: int, first: int) -> np.ndarray:
+        """The integers (int64, ``(k, count)``) of the payloads ``(k, value_bytes)`` of packets
+        ``first, first + 1, ...``; MessageError naming the packet if a value is invalid."""
 
     @abstractmethod
     def check_values(self, values: np.ndarray, width: int, what: str) -> None:
@@ -84,7 +90,7 @@ class IntegerLanes(Lanes):
     def write(self, values: np.ndarray, width: int, out: np.ndarray) -> None:
         out[...] = values.astype(f"<i{width // 8}").view(np.uint8).reshape(out.shape)
 
-    def read(self, payload: np.ndarray, count: int, width: int) -> np.ndarray:
+    def read(self, payload: np.ndarray, count: int, width: int, first: int) -> np.ndarray:
         return np.ascontiguousarray(payload).view(f"<i{width // 8}").astype(np.int64).reshape(-1, count)
 
     def check_values(self, values: np.ndarray, width: int, what: str) -> None:
@@ -93,7 +99,54 @@ class IntegerLanes(Lanes):
             raise ValueError(f"{what}: values must fit {width}-bit registers [{low}, {high}], got {values.min()}..{values.max()}")
 
 
-LANES: dict[str, Lanes] = {lanes.name: lanes for lanes in (IntegerLanes(),)}
+def _natural_table() -> tuple[np.ndarray, np.ndarray]:
+    """The switch's match-action table: code ``r | negative << 8`` -> ``(-1)^negative 2^(r - 1)``, and validity."""
+    table = np.zeros(512, dtype=np.int64)
+    valid = np.zeros(512, dtype=bool)
+    valid[0] = True
+    for r in range(1, NaturalLanes.max_exponent_code + 1):
+        table[r], table[r | 256] = 1 << (r - 1), -(1 << (r - 1))
+        valid[r] = valid[r | 256] = True
+    return table, valid
+
+
+class NaturalLanes(Lanes):
+    """Natural codes relative to the block: ``r`` (one byte) and a sign bit per value, 9 bits in all."""
+
+    code = 2
+    name = "natural"
+    max_exponent_code = 31  # r = 31 is 2^30, the largest power of two below the int32 limit
+
+    def value_bytes(self, count: int, width: int) -> int:
+        return count + (count + 7) // 8
+
+    def write(self, values: np.ndarray, width: int, out: np.ndarray) -> None:
+        count = values.shape[1]
+        out[:, :count] = values & 0xFF
+        out[:, count:] = np.packbits((values >> 8).astype(bool), axis=1, bitorder="little")
+
+    def read(self, payload: np.ndarray, count: int, width: int, first: int) -> np.ndarray:
+        signs = np.unpackbits(payload[:, count:], axis=1, bitorder="little")
+        if signs[:, count:].any():
+            row = int(np.flatnonzero(signs[:, count:].any(axis=1))[0])
+            raise MessageError(f"packet {first + row}: nonzero padding bits after the last sign")
+        codes = payload[:, :count].astype(np.int64) | signs[:, :count].astype(np.int64) << 8
+        bad = ~_NATURAL_VALID[codes]
+        if bad.any():
+            row, j = (int(i[0]) for i in np.nonzero(bad))
+            raise MessageError(
+                f"packet {first + row}: value {j} has the invalid natural code {codes[row, j]:#05x} "
+                f"(r must be 0..{self.max_exponent_code}, and a zero has no sign)"
+            )
+        return _NATURAL_TABLE[codes]
+
+    def check_values(self, values: np.ndarray, width: int, what: str) -> None:
+        if values.size and (values.min() < 0 or values.max() > 511 or not _NATURAL_VALID[values].all()):
+            raise ValueError(f"{what}: natural codes are r | negative << 8 with r in 0..{self.max_exponent_code}")
+
+
+_NATURAL_TABLE, _NATURAL_VALID = _natural_table()
+LANES: dict[str, Lanes] = {lanes.name: lanes for lanes in (IntegerLanes(), NaturalLanes())}
 
 
 @dataclass(frozen=True)
@@ -114,6 +167,8 @@ class PacketSpec:
             raise ValueError(f"register width must be one of {REGISTER_WIDTHS} bits, got {self.width!r}")
         if self.packet_values not in PACKET_SIZES:
             raise ValueError(f"packet size must be one of {PACKET_SIZES} values, got {self.packet_values!r}")
+        if self.lanes == "natural" and (self.op, self.width) != (OP_SUM, 32):
+            raise ValueError("natural lanes are summed in 32-bit registers: use op sum and width 32")
 
     @property
     def encoding(self) -> Lanes:
@@ -196,7 +251,7 @@ def decode_packets(
         _check_headers(header, spec, lanes, first, count, sender, flags, who)
         overflowed[first : first + packets] = (header["flags"] & FLAG_OVERFLOW) != 0
         start = first * spec.packet_values
-        values[start : start + packets * count] = lanes.read(payload, count, spec.width).ravel()
+        values[start : start + packets * count] = lanes.read(payload, count, spec.width, first).ravel()
     return values, overflowed
 
 

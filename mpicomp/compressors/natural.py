@@ -22,14 +22,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..rng import RandomKey
-from ..wire import Message
+from ..wire import Message, unpack_uint
 from ._levels import decode_levels, encode_levels, pow2_code
-from .base import Compressor
+from .base import Compressor, check_input
 from .registry import register
 
 EXPONENT_BITS = 8
 _CODE = pow2_code(-126, 254, EXPONENT_BITS, np.inf, limit=2.0**127)
 _UNIT = np.ones(1)
+EXPONENT_BIAS = 127  # exponent code e > 0 stands for 2^(e - 127)
+
+
+def natural_codes(x: np.ndarray, key: RandomKey) -> np.ndarray:
+    """The 9-bit codes ``e | negative << 8`` (uint16) that ``natural`` sends for ``x`` with ``key``:
+    ``C_nat(x)_i = (-1)^negative 2^(e - 127)``, 0 for ``e = 0``; bit for bit the codec's rounding."""
+    x = check_input(x)
+    return unpack_uint(encode_levels(x, key.state, _CODE, x.size, _UNIT, _UNIT), x.size, _CODE.bits).astype(np.uint16)
 
 
 @register

@@ -75,6 +75,8 @@ class MethodContext:
     is_master: bool
     seed: int
     batch: int  # minibatch size per worker and round; 0 = full local gradient
+    aggregation: str = "gather"  # "gather" (master) or "switch" (in-network integer sum)
+    packet_values: int = 256  # switch packet size
 
 
 class Method:
@@ -86,6 +88,7 @@ class Method:
     kind: ClassVar[str] = OPTIMIZER  # "optimizer" or "sampler" (streams draws to /samples)
     columns: ClassVar[Mapping[str, Column]] = {}  # extra /metrics columns, values from metrics()
     skipped_upload: ClassVar[str] = "error"  # "error": a b"" upload is a protocol error; "zero": it adds 0
+    switch_aggregation: ClassVar[bool] = False  # True if the round can sum worker vectors in the switch
 
     def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
         self.ctx = ctx

@@ -36,9 +36,16 @@ class Link(Protocol):
         """The master's message (others pass ``None``) to every process."""
 
     def integer_sum(
-        self, values: Sequence[np.ndarray], length: int, *, width: int = 32, packet_values: int = 256
+        self,
+        values: Sequence[np.ndarray],
+        length: int,
+        *,
+        width: int = 32,
+        packet_values: int = 256,
+        lanes: str = "int",
     ) -> np.ndarray:
-        """``sum_w values_w`` over all workers by the switch (exact integers), on every process."""
+        """``sum_w values_w`` over all workers by the switch (exact integers), on every process;
+        ``lanes = "natural"``: values are natural codes the switch maps to signed powers of two."""
 
     def max_agree(
         self, values: Sequence[np.ndarray], length: int, *, width: int = 8, packet_values: int = 256

@@ -5,11 +5,21 @@ Round k: worker i sends ``Delta_i = C_W(g_i(x^k))``; the master forms the mean
 ``x^{k+1} = x^k - gamma g^k`` from the same decoded bytes, so replicas stay bit-identical.
 (The poster sums and divides by n after C_M; for the unbiased C_M used here both are
 unbiased estimates of the same step.) QSGD is this method with the ``qsgd`` compressor.
+
+With ``[compressor] aggregation = "switch"`` the sum ``sum_i Delta_i`` is formed by the emulated
+switch instead of the master (:mod:`mpicomp.methods.in_network`: fixed point for an identity
+uplink, the exact integer form of C_nat for ``natural``) and arrives at every worker, which steps
+``x^{k+1} = x^k - gamma (1/n) sum_i Delta_i`` (the switch only adds, so there is no C_M).
 """
 
 from __future__ import annotations
 
-from .base import Method, register_method
+import numpy as np
+
+from ..rng import STREAM_UPLINK
+from .base import Method, MethodContext, MethodOptions, register_method
+from .in_network import make_switch_sum
+from .link import Link
 
 
 @register_method
@@ -19,10 +29,28 @@ class QuantizedSGD(Method):
 
     name = "quantized-sgd"
     full_gradient = False
+    switch_aggregation = True
+
+    def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
+        super().__init__(ctx, options)
+        self.switch = make_switch_sum(ctx.aggregation, ctx.uplink, self.n, self.d, ctx.packet_values)
+
+    def gradient(self, w: int, k: int) -> np.ndarray:
+        """``g_i(x^k)``: the full local gradient (gd) or the round's minibatch gradient."""
+        return self.stochastic_grad(w, self.x, k, 0 if self.full_gradient else None)
+
+    def round(self, k: int, link: Link) -> None:
+        """The three-call round, or with a switch: ``x -= gamma (1/n) switch-sum of the g_i``."""
+        if self.switch is None:
+            super().round(k, link)
+            return
+        workers = link.local_workers
+        keys = [self.key(w, k, STREAM_UPLINK) for w in workers]
+        total = self.switch.total([self.gradient(w, k) for w in workers], keys, link)
+        self.x -= self.stepsize * total / self.n
 
     def worker_upload(self, w: int, k: int) -> bytes:
-        size = 0 if self.full_gradient else None
-        return self.encode_up(self.stochastic_grad(w, self.x, k, size), w, k)
+        return self.encode_up(self.gradient(w, k), w, k)
 
     def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
         return self.encode_down(self.mean_of_uploads(uploads, k), k)
