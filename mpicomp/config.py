@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .comm.network import UPLINK_MODES
+from .comm.network import TOPOLOGIES
 from .comm.packets import PACKET_SIZES
 from .compressors import make as make_compressor
 from .data.loaders import SCALINGS
@@ -94,10 +94,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "network": {
         "latency": Key(float, 1e-5, "per-message latency in seconds", minimum=0.0),
         "bandwidth": Key(float, 1.25e8, "link bandwidth in bytes/s", minimum=0.0, exclusive_minimum=True),
-        "uplink": Key(str, "serial", "uplink transfers serialised at the master or parallel", choices=UPLINK_MODES),
+        "topology": Key(
+            str, "serial", "serial or parallel parameter server, switch, or ring all-reduce", choices=TOPOLOGIES
+        ),
     },
 }
-RENAMED = {("data", "alpha"): "dirichlet_alpha", ("data", "sigma"): "lognormal_sigma"}
+RENAMED = {
+    ("data", "alpha"): "dirichlet_alpha",
+    ("data", "sigma"): "lognormal_sigma",
+    ("network", "uplink"): "topology",
+}
 KIND_ONLY_KEYS = {"burn_in": "sampler", "thin": "sampler", "target_suboptimality": "optimizer"}
 
 

@@ -265,14 +265,19 @@ def test_counts_are_independent_of_the_rank_layout():
 
 def test_network_model_formulas():
     up = np.array([100, 300, 0, 600])
-    serial = NetworkModel(latency=0.5, bandwidth=100.0, uplink="serial")
-    parallel = NetworkModel(latency=0.5, bandwidth=100.0, uplink="parallel")
+    serial = NetworkModel(latency=0.5, bandwidth=100.0, topology="serial")
+    parallel = NetworkModel(latency=0.5, bandwidth=100.0, topology="parallel")
     assert serial.uplink_seconds(up) == pytest.approx(0.5 + 1000 / 100.0, rel=1e-15)
     assert parallel.uplink_seconds(up) == pytest.approx(0.5 + 600 / 100.0, rel=1e-15)
     assert serial.downlink_seconds(250) == pytest.approx(0.5 + 2.5, rel=1e-15)
     assert serial.round_seconds(up, 250) == pytest.approx(10.5 + 3.0, rel=1e-15)
     assert parallel.round_seconds(up, 250) == pytest.approx(6.5 + 3.0, rel=1e-15)
     assert NetworkModel(0.0, float("inf")).round_seconds(up, 10) == 0.0
+    switch = NetworkModel(latency=0.5, bandwidth=100.0, topology="switch")
+    assert switch.round_seconds(up, 250) == parallel.round_seconds(up, 250)
+    ring = NetworkModel(latency=0.5, bandwidth=100.0, topology="ring")  # n = 4: 6 steps of 1/4 of 600 bytes
+    assert ring.round_seconds(up, 250) == pytest.approx(6 * 0.5 + 6 / 4 * 600 / 100.0, rel=1e-15)
+    assert ring.round_seconds(up[:1], 250) == 0.0  # one worker: nothing to reduce
 
 
 def test_network_model_on_counted_round():
@@ -293,7 +298,7 @@ def test_network_model_on_counted_round():
         ({"latency": True, "bandwidth": 1.0}, "latency must be"),
         ({"latency": 0.0, "bandwidth": 0.0}, "bandwidth must be"),
         ({"latency": 0.0, "bandwidth": "fast"}, "bandwidth must be"),
-        ({"latency": 0.0, "bandwidth": 1.0, "uplink": "tree"}, "uplink mode must be one of serial, parallel"),
+        ({"latency": 0.0, "bandwidth": 1.0, "topology": "tree"}, "topology must be one of serial, parallel, switch, ring"),
     ],
 )
 def test_network_model_rejects_bad_arguments(kwargs, message):

@@ -186,10 +186,13 @@ def test_list_options_are_validated_entry_by_entry():
             validate({"method": {"name": "test-switch-gd", "weights": bad}})
 
 
-@pytest.mark.parametrize(("old", "new"), [("alpha", "dirichlet_alpha"), ("sigma", "lognormal_sigma")])
-def test_renamed_data_keys_name_the_new_key(old, new):
-    with pytest.raises(ConfigError, match=rf"\[data\] {old} was renamed: write {new} = 0.3 instead"):
-        validate({"data": {old: 0.3}})
+@pytest.mark.parametrize(
+    ("section", "old", "new"),
+    [("data", "alpha", "dirichlet_alpha"), ("data", "sigma", "lognormal_sigma"), ("network", "uplink", "topology")],
+)
+def test_renamed_keys_name_the_new_key(section, old, new):
+    with pytest.raises(ConfigError, match=rf"\[{section}\] {old} was renamed: write {new} = 0.3 instead"):
+        validate({section: {old: 0.3}})
 
 
 # --- the record is documented -----------------------------------------------------------------

@@ -4,12 +4,12 @@ from .accounting import SIZE_PREFIX_BYTES, ByteCounter, RoundBytes, split_bytes
 from .base import Transport, layout_summary, worker_range
 from .local import LocalTransport
 from .mpi import MPITransport, check_launcher_size, launcher_size, make_transport
-from .network import UPLINK_MODES, NetworkModel
+from .network import TOPOLOGIES, NetworkModel
 from .packets import AggregationOverflowError, PacketSpec
 
 __all__ = [
     "SIZE_PREFIX_BYTES",
-    "UPLINK_MODES",
+    "TOPOLOGIES",
     "AggregationOverflowError",
     "ByteCounter",
     "LocalTransport",

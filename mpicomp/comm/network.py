@@ -1,11 +1,18 @@
-"""A latency-bandwidth network model that turns counted bytes into modelled seconds.
+"""A latency-bandwidth network model that turns counted bytes into modelled seconds per round.
 
-With latency ``a`` (seconds), bandwidth ``B`` (bytes per second), ``b_w`` the bytes worker
-``w`` sends up in a round and ``b_down`` the bytes the master broadcasts, one round takes
+With latency ``a`` (seconds), bandwidth ``B`` (bytes per second per link), n workers, ``b_w``
+the bytes worker ``w`` sends up in a round and ``b_down`` the bytes sent down (the master's
+broadcast, or the switch's multicast), one round takes, by topology:
 
-    T = T_up + T_down,  T_down = a + b_down / B,
-    T_up = a + (sum_w b_w) / B     ("serial": uploads share the master's link),
-    T_up = a + (max_w b_w) / B     ("parallel": every worker has its own link to the master).
+    "serial"    parameter server, the uploads share the master's link:
+                T = a + (sum_w b_w) / B  +  a + b_down / B
+    "parallel"  parameter server, every worker has its own link to the master:
+                T = a + (max_w b_w) / B  +  a + b_down / B
+    "switch"    every worker's link to the switch works in parallel, the switch multicasts once:
+                T = a + (max_w b_w) / B  +  a + b_down / B   (the parallel formula, for packets)
+    "ring"      ring all-reduce of what each worker contributes (its upload, e.g. the
+                uncompressed vector): 2(n-1) steps, each moving 1/n of it on every link,
+                T = 2 (n - 1) a + (2 (n - 1) / n) (max_w b_w) / B; nothing is sent down.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from numbers import Real
 
 import numpy as np
 
-UPLINK_MODES = ("serial", "parallel")
+TOPOLOGIES = ("serial", "parallel", "switch", "ring")
 
 
 def _is_number(value: object) -> bool:
@@ -27,34 +34,39 @@ def _is_number(value: object) -> bool:
 class NetworkModel:
     """Modelled round time ``T = T_up + T_down`` (formulas in the module docstring).
 
-    ``latency`` in seconds (>= 0), ``bandwidth`` in bytes per second (> 0), ``uplink`` one of
-    ``"serial"`` or ``"parallel"``.
+    ``latency`` in seconds (>= 0), ``bandwidth`` in bytes per second (> 0), ``topology`` one of
+    :data:`TOPOLOGIES`.
     """
 
     latency: float
     bandwidth: float
-    uplink: str = "serial"
+    topology: str = "serial"
 
     def __post_init__(self) -> None:
         if not _is_number(self.latency) or not math.isfinite(self.latency) or self.latency < 0:
             raise ValueError(f"network latency must be a finite number of seconds >= 0, got {self.latency!r}")
         if not _is_number(self.bandwidth) or math.isnan(self.bandwidth) or self.bandwidth <= 0:
             raise ValueError(f"network bandwidth must be a positive number of bytes per second, got {self.bandwidth!r}")
-        if self.uplink not in UPLINK_MODES:
-            raise ValueError(f"network uplink mode must be one of {', '.join(UPLINK_MODES)}, got {self.uplink!r}")
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(f"network topology must be one of {', '.join(TOPOLOGIES)}, got {self.topology!r}")
 
     def uplink_seconds(self, up_bytes: np.ndarray) -> float:
-        """``T_up = a + sum_w b_w / B`` (serial) or ``a + max_w b_w / B`` (parallel)."""
+        """The upward (or, for a ring, the whole all-reduce) part of a round (module docstring)."""
         sent = np.asarray(up_bytes)
         if sent.ndim != 1 or sent.size == 0 or (sent < 0).any():
             raise ValueError(f"up_bytes must be a non-empty 1-D array of byte counts >= 0, got {sent!r}")
-        moved = sent.sum() if self.uplink == "serial" else sent.max()
+        if self.topology == "ring":
+            steps = 2 * (sent.size - 1)
+            return steps * self.latency + steps / sent.size * float(sent.max()) / self.bandwidth
+        moved = sent.sum() if self.topology == "serial" else sent.max()
         return self.latency + float(moved) / self.bandwidth
 
     def downlink_seconds(self, down_bytes: int) -> float:
-        """``T_down = a + b_down / B``."""
+        """``T_down = a + b_down / B`` (0 for a ring, whose all-reduce leaves the result everywhere)."""
         if down_bytes < 0:
             raise ValueError(f"down_bytes must be >= 0, got {down_bytes}")
+        if self.topology == "ring":
+            return 0.0
         return self.latency + down_bytes / self.bandwidth
 
     def round_seconds(self, up_bytes: np.ndarray, down_bytes: int) -> float:

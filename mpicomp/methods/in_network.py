@@ -53,17 +53,46 @@ def headroom(n_workers: int) -> int:
 
 
 class SwitchSum(ABC):
-    """``sum_i x_i`` over every worker through the switch, on every process (float64, ``(d,)``)."""
+    """``sum_i x_i`` over every worker through the switch, on every process (float64, ``(d,)``).
+
+    A round: each worker ``prepare``s its vector, the workers agree the block exponents
+    (``max_agree``), convert to integers (``to_integers``), the switch sums, and every process
+    converts back (``from_integers``). The host steps are separate methods so that they can be
+    timed on their own (``tools/bench_switch.py``).
+    """
+
+    lanes: str  # how the integers travel: "int" or "natural"
 
     def __init__(self, n_workers: int, d: int, packet_values: int) -> None:
         self.n, self.d, self.packet_values = n_workers, d, packet_values
         self.headroom = headroom(n_workers)
         self.blocks = -(-d // packet_values)
 
-    @abstractmethod
     def total(self, vectors: Sequence[np.ndarray], keys: Sequence[RandomKey], link: Link) -> np.ndarray:
         """The sum of every worker's vector; ``vectors[j]`` and ``keys[j]`` (its uplink key) belong to
         the local worker ``link.local_workers[j]``."""
+        prepared = [self.prepare(v, key) for v, key in zip(vectors, keys, strict=True)]
+        exponents = [self.block_exponents(p) for p in prepared]
+        agreed = link.max_agree(exponents, self.blocks, width=EXPONENT_WIDTH, packet_values=self.packet_values)
+        integers = [self.to_integers(p, agreed, key) for p, key in zip(prepared, keys, strict=True)]
+        total = link.integer_sum(integers, self.d, packet_values=self.packet_values, lanes=self.lanes)
+        return self.from_integers(total, agreed)
+
+    @abstractmethod
+    def prepare(self, x: np.ndarray, key: RandomKey) -> np.ndarray:
+        """The worker's vector as the encoding sees it (e.g. rounded to float32, or C_nat's exponents)."""
+
+    @abstractmethod
+    def block_exponents(self, prepared: np.ndarray) -> np.ndarray:
+        """The worker's exponent per block (int64 in int8 range, :data:`EMPTY_BLOCK` for an all-zero block)."""
+
+    @abstractmethod
+    def to_integers(self, prepared: np.ndarray, agreed: np.ndarray, key: RandomKey) -> np.ndarray:
+        """What the worker sends the switch, given the agreed block exponents."""
+
+    def from_integers(self, total: np.ndarray, agreed: np.ndarray) -> np.ndarray:
+        """The float64 sum ``2^(E_b - H) total`` from the switch's integer sum (exact)."""
+        return np.ldexp(total.astype(np.float64), self.per_coordinate(agreed - self.headroom))
 
     def block_max(self, values: np.ndarray, empty: float) -> np.ndarray:
         """Per block of ``packet_values`` coordinates, the max of ``values`` (``empty`` pads the last block)."""
@@ -74,61 +103,62 @@ class SwitchSum(ABC):
     def per_coordinate(self, per_block: np.ndarray) -> np.ndarray:
         return np.repeat(per_block, self.packet_values)[: self.d]
 
-    def agree(self, exponents: list[np.ndarray], link: Link) -> np.ndarray:
-        return link.max_agree(exponents, self.blocks, width=EXPONENT_WIDTH, packet_values=self.packet_values)
-
 
 class FixedPointSum(SwitchSum):
     """SwitchML's fixed point: one agreed exponent per block, ``rint(x 2^(H - E))`` as int32."""
+
+    lanes = "int"
 
     def __init__(self, n_workers: int, d: int, packet_values: int, float32: bool) -> None:
         super().__init__(n_workers, d, packet_values)
         self.float32 = float32
 
-    def block_exponents(self, x: np.ndarray) -> np.ndarray:
+    def prepare(self, x: np.ndarray, key: RandomKey) -> np.ndarray:
+        return x.astype(np.float32).astype(np.float64) if self.float32 else x
+
+    def block_exponents(self, prepared: np.ndarray) -> np.ndarray:
         """Per block, the smallest e >= -127 with ``max |x| < 2^e`` (-128 for an all-zero block)."""
-        largest = self.block_max(np.abs(x), 0.0)
+        largest = self.block_max(np.abs(prepared), 0.0)
         if largest.size and largest.max() >= LARGEST_MAGNITUDE:
             raise ValueError(f"|x| = {largest.max():.3g} >= 2^127 has no int8 block exponent for the switch")
         exponents = np.maximum(np.frexp(largest)[1], SMALLEST_EXPONENT)
         return np.where(largest > 0, exponents, EMPTY_BLOCK).astype(np.int64)
 
-    def total(self, vectors: Sequence[np.ndarray], keys: Sequence[RandomKey], link: Link) -> np.ndarray:
-        if self.float32:
-            vectors = [v.astype(np.float32).astype(np.float64) for v in vectors]
-        agreed = self.agree([self.block_exponents(v) for v in vectors], link)
-        shift = self.per_coordinate(self.headroom - agreed)
-        integers = [np.rint(np.ldexp(v, shift)).astype(np.int64) for v in vectors]
-        total = link.integer_sum(integers, self.d, packet_values=self.packet_values)
-        return np.ldexp(total.astype(np.float64), -shift)
+    def to_integers(self, prepared: np.ndarray, agreed: np.ndarray, key: RandomKey) -> np.ndarray:
+        return np.rint(np.ldexp(prepared, self.per_coordinate(self.headroom - agreed))).astype(np.int64)
 
 
 class NaturalSum(SwitchSum):
-    """C_nat's values ``±2^k`` as exact integers ``±2^(k - K* + H)`` relative to the agreed block exponent."""
+    """C_nat's values ``±2^k`` as exact integers ``±2^(k - K* + H)`` relative to the agreed block exponent.
 
-    def total(self, vectors: Sequence[np.ndarray], keys: Sequence[RandomKey], link: Link) -> np.ndarray:
-        codes = [natural_codes(v, key).astype(np.int64) for v, key in zip(vectors, keys, strict=True)]
-        exponents = [np.where(c & 0xFF, (c & 0xFF) - EXPONENT_BIAS, EMPTY_BLOCK) for c in codes]
-        agreed = self.agree([self.block_max(k, EMPTY_BLOCK) for k in exponents], link)
-        floor = self.per_coordinate(agreed - self.headroom)  # exponent of the integer 1 in each block
-        sent = [
-            self.relative_codes(c, k, floor, key.with_stream(STREAM_AGGREGATION))
-            for c, k, key in zip(codes, exponents, keys, strict=True)
-        ]
-        total = link.integer_sum(sent, self.d, packet_values=self.packet_values, lanes="natural")
-        return np.ldexp(total.astype(np.float64), floor)
+    ``prepare`` keeps C_nat's 9-bit codes ``e | negative << 8`` (``k = e - 127``, ``e = 0`` for zero).
+    """
+
+    lanes = "natural"
+
+    def prepare(self, x: np.ndarray, key: RandomKey) -> np.ndarray:
+        return natural_codes(x, key).astype(np.int64)
+
+    def block_exponents(self, prepared: np.ndarray) -> np.ndarray:
+        return self.block_max(self.exponents(prepared), EMPTY_BLOCK)
 
     @staticmethod
-    def relative_codes(codes: np.ndarray, exponents: np.ndarray, floor: np.ndarray, key: RandomKey) -> np.ndarray:
+    def exponents(codes: np.ndarray) -> np.ndarray:
+        """``k`` of every ``±2^k``, :data:`EMPTY_BLOCK` for a zero."""
+        return np.where(codes & 0xFF, (codes & 0xFF) - EXPONENT_BIAS, EMPTY_BLOCK)
+
+    def to_integers(self, prepared: np.ndarray, agreed: np.ndarray, key: RandomKey) -> np.ndarray:
         """``r | negative << 8`` with ``r = k - floor + 1``; below the range ``r = 1`` w.p. ``2^(k - floor)``, else 0."""
-        nonzero = (codes & 0xFF) != 0
-        shift = exponents - floor
+        floor = self.per_coordinate(agreed - self.headroom)  # exponent of the integer 1 in each block
+        nonzero = (prepared & 0xFF) != 0
+        shift = self.exponents(prepared) - floor
         kept = np.where(nonzero & (shift >= 0), shift + 1, 0)
         below = nonzero & (shift < 0)
         if below.any():
-            rounded_up = key.uniform(codes.size) < np.ldexp(1.0, np.minimum(shift, 0))
+            uniform = key.with_stream(STREAM_AGGREGATION).uniform(self.d)
+            rounded_up = uniform < np.ldexp(1.0, np.minimum(shift, 0))
             kept = np.where(below, rounded_up.astype(np.int64), kept)
-        return np.where(kept > 0, kept | (codes >> 8) << 8, 0)
+        return np.where(kept > 0, kept | (prepared >> 8) << 8, 0)
 
 
 def make_switch_sum(aggregation: str, uplink: Compressor, n_workers: int, d: int, packet_values: int) -> SwitchSum | None:
