@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,11 @@ def test_cli_help_mentions_commands():
     assert proc.returncode == 0
     for command in ("run", "info", "compressors", "methods"):
         assert command in proc.stdout
+
+
+EXAMPLE_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "jobscripts" / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=lambda p: p.name)
+def test_example_configs_are_valid(path):
+    load(path)

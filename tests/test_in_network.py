@@ -78,7 +78,7 @@ def test_fixed_point_error_is_within_its_deterministic_bound():
     total = switch.total(vectors, keys(n), LocalTransport(n))
     np.testing.assert_array_equal(total, switch.total(vectors, keys(n, rnd=1), LocalTransport(n)))
     agreed = np.max([switch.block_exponents(v) for v in vectors], axis=0)
-    bound = n * np.ldexp(1.0, switch.per_coordinate(agreed) - switch.headroom - 1)
+    bound = n * np.ldexp(1.0, np.repeat(agreed, packet_values)[:d] - switch.headroom - 1)
     error = np.abs(total - np.sum(vectors, axis=0))
     assert np.all(error <= bound), float(np.max(error / bound))
     assert np.max(error / bound) > 0.1  # the bound is not vacuous: rounding errors come close to it

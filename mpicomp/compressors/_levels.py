@@ -169,15 +169,16 @@ def _quantize_run(x, state, scratch, lo, start, stop, pre, mult, kind, level_bit
     """Codes of coordinates ``[start, stop)`` (one block: ``pre``, ``mult``) into ``scratch[i - lo]``.
 
     A plain loop in a function of its own (not inlined: inside the span loop it stops
-    vectorizing and runs 2x slower). Returns True if some ``|x_i| > limit``.
+    vectorizing and runs 2x slower). Returns True if some ``|x_i| > limit`` (or NaN).
     """
     over = False
-    for i in range(start, stop):
-        xi = float64(x[i])
+    values, codes = x[start:stop], scratch[start - lo : stop - lo]  # 0-based slices vectorize
+    for j in range(values.size):
+        xi = float64(values[j])
         a = abs(xi)
-        over |= a > limit
+        over |= not a <= limit  # also NaN
         r = min(a * pre * mult, cap)  # (|x_i| * pre) * mult: pre * mult alone may overflow
-        scratch[i - lo] = _quantize(kind, xi, r, random_u64(state, i), e_min, tiny_scale, level_bits)
+        codes[j] = _quantize(kind, xi, r, random_u64(state, start + j), e_min, tiny_scale, level_bits)
     return over
 
 
@@ -416,6 +417,20 @@ def encode_levels(
             "rescale the vector"
         )
     return words.view(np.uint8)[: packed_nbytes(d, code.bits)]
+
+
+def quantize_levels(x: np.ndarray, state: np.uint64, code: LevelCode) -> np.ndarray:
+    """The unpacked codes (uint32) of ``x`` as one block of unit scale: what :func:`encode_levels`
+    packs for ``block = d`` and ``mult = pre = 1`` (natural compression), in one pass that also
+    rejects NaN, Inf and magnitudes above ``code.limit`` (ValueError)."""
+    codes = np.empty(x.size, dtype=np.uint32)
+    args = (code.kind, code.level_bits, code.e_min, code.tiny_scale, code.cap, code.limit)
+    if _quantize_run(x, np.uint64(state), codes, 0, 0, x.size, 1.0, 1.0, *args):
+        bad = int(np.flatnonzero(~(np.abs(x) <= code.limit))[0])
+        raise ValueError(
+            f"x[{bad}] = {x[bad]!r}: only finite magnitudes up to {code.limit!r} can be encoded by this codec"
+        )
+    return codes
 
 
 def decode_levels(payload: np.ndarray, d: int, code: LevelCode, block: int, scale: np.ndarray, what: str) -> np.ndarray:

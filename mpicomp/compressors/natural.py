@@ -22,9 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..rng import RandomKey
-from ..wire import Message, unpack_uint
-from ._levels import decode_levels, encode_levels, pow2_code
-from .base import Compressor, check_input
+from ..wire import Message
+from ._levels import decode_levels, encode_levels, pow2_code, quantize_levels
+from .base import Compressor
 from .registry import register
 
 EXPONENT_BITS = 8
@@ -34,10 +34,12 @@ EXPONENT_BIAS = 127  # exponent code e > 0 stands for 2^(e - 127)
 
 
 def natural_codes(x: np.ndarray, key: RandomKey) -> np.ndarray:
-    """The 9-bit codes ``e | negative << 8`` (uint16) that ``natural`` sends for ``x`` with ``key``:
+    """The 9-bit codes ``e | negative << 8`` (uint32) that ``natural`` sends for ``x`` with ``key``:
     ``C_nat(x)_i = (-1)^negative 2^(e - 127)``, 0 for ``e = 0``; bit for bit the codec's rounding."""
-    x = check_input(x)
-    return unpack_uint(encode_levels(x, key.state, _CODE, x.size, _UNIT, _UNIT), x.size, _CODE.bits).astype(np.uint16)
+    x = np.asarray(x)
+    if x.ndim != 1 or x.dtype not in (np.float32, np.float64):
+        raise ValueError(f"natural codes of a 1-D float32 or float64 vector, got {x.dtype} {x.shape}")
+    return quantize_levels(np.ascontiguousarray(x), key.state, _CODE)
 
 
 @register

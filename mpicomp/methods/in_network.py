@@ -38,13 +38,17 @@ from ..compressors import Compressor
 from ..compressors.natural import EXPONENT_BIAS, natural_codes
 from ..rng import STREAM_AGGREGATION, RandomKey
 from .link import Link
+from .switch_kernels import (
+    fixed_block_exponents,
+    fixed_to_integers,
+    from_integers,
+    natural_block_exponents,
+    natural_relative_codes,
+)
 
 AGGREGATIONS = ("gather", "switch")
 SWITCH_ENCODINGS = {"identity": "fixed", "natural": "natural"}  # uplink compressor -> host encoding
 EXPONENT_WIDTH = 8  # agreed block exponents travel as int8, as in SwitchML
-EMPTY_BLOCK = -128  # the exponent of an all-zero block: below every real one
-SMALLEST_EXPONENT = -127
-LARGEST_MAGNITUDE = 2.0**127
 
 
 def headroom(n_workers: int) -> int:
@@ -84,7 +88,7 @@ class SwitchSum(ABC):
 
     @abstractmethod
     def block_exponents(self, prepared: np.ndarray) -> np.ndarray:
-        """The worker's exponent per block (int64 in int8 range, :data:`EMPTY_BLOCK` for an all-zero block)."""
+        """The worker's exponent per block (int64 in the int8 range, -128 for an all-zero block)."""
 
     @abstractmethod
     def to_integers(self, prepared: np.ndarray, agreed: np.ndarray, key: RandomKey) -> np.ndarray:
@@ -92,16 +96,9 @@ class SwitchSum(ABC):
 
     def from_integers(self, total: np.ndarray, agreed: np.ndarray) -> np.ndarray:
         """The float64 sum ``2^(E_b - H) total`` from the switch's integer sum (exact)."""
-        return np.ldexp(total.astype(np.float64), self.per_coordinate(agreed - self.headroom))
-
-    def block_max(self, values: np.ndarray, empty: float) -> np.ndarray:
-        """Per block of ``packet_values`` coordinates, the max of ``values`` (``empty`` pads the last block)."""
-        padded = np.full(self.blocks * self.packet_values, empty, dtype=values.dtype)
-        padded[: self.d] = values
-        return padded.reshape(self.blocks, self.packet_values).max(axis=1)
-
-    def per_coordinate(self, per_block: np.ndarray) -> np.ndarray:
-        return np.repeat(per_block, self.packet_values)[: self.d]
+        out = np.empty(self.d)
+        from_integers(total, agreed, self.packet_values, self.headroom, out)
+        return out
 
 
 class FixedPointSum(SwitchSum):
@@ -118,14 +115,18 @@ class FixedPointSum(SwitchSum):
 
     def block_exponents(self, prepared: np.ndarray) -> np.ndarray:
         """Per block, the smallest e >= -127 with ``max |x| < 2^e`` (-128 for an all-zero block)."""
-        largest = self.block_max(np.abs(prepared), 0.0)
-        if largest.size and largest.max() >= LARGEST_MAGNITUDE:
-            raise ValueError(f"|x| = {largest.max():.3g} >= 2^127 has no int8 block exponent for the switch")
-        exponents = np.maximum(np.frexp(largest)[1], SMALLEST_EXPONENT)
-        return np.where(largest > 0, exponents, EMPTY_BLOCK).astype(np.int64)
+        out = np.empty(self.blocks, dtype=np.int64)
+        bad = fixed_block_exponents(prepared, self.packet_values, out)
+        if bad >= 0:
+            raise ValueError(
+                f"x[{bad}] = {prepared[bad]!r}: the switch's fixed point needs finite values below 2^127 (int8 exponents)"
+            )
+        return out
 
     def to_integers(self, prepared: np.ndarray, agreed: np.ndarray, key: RandomKey) -> np.ndarray:
-        return np.rint(np.ldexp(prepared, self.per_coordinate(self.headroom - agreed))).astype(np.int64)
+        out = np.empty(self.d, dtype=np.int32)
+        fixed_to_integers(prepared, agreed, self.packet_values, self.headroom, out)
+        return out
 
 
 class NaturalSum(SwitchSum):
@@ -137,28 +138,20 @@ class NaturalSum(SwitchSum):
     lanes = "natural"
 
     def prepare(self, x: np.ndarray, key: RandomKey) -> np.ndarray:
-        return natural_codes(x, key).astype(np.int64)
+        return natural_codes(x, key)
 
     def block_exponents(self, prepared: np.ndarray) -> np.ndarray:
-        return self.block_max(self.exponents(prepared), EMPTY_BLOCK)
-
-    @staticmethod
-    def exponents(codes: np.ndarray) -> np.ndarray:
-        """``k`` of every ``±2^k``, :data:`EMPTY_BLOCK` for a zero."""
-        return np.where(codes & 0xFF, (codes & 0xFF) - EXPONENT_BIAS, EMPTY_BLOCK)
+        out = np.empty(self.blocks, dtype=np.int64)
+        natural_block_exponents(prepared, self.packet_values, EXPONENT_BIAS, out)
+        return out
 
     def to_integers(self, prepared: np.ndarray, agreed: np.ndarray, key: RandomKey) -> np.ndarray:
-        """``r | negative << 8`` with ``r = k - floor + 1``; below the range ``r = 1`` w.p. ``2^(k - floor)``, else 0."""
-        floor = self.per_coordinate(agreed - self.headroom)  # exponent of the integer 1 in each block
-        nonzero = (prepared & 0xFF) != 0
-        shift = self.exponents(prepared) - floor
-        kept = np.where(nonzero & (shift >= 0), shift + 1, 0)
-        below = nonzero & (shift < 0)
-        if below.any():
-            uniform = key.with_stream(STREAM_AGGREGATION).uniform(self.d)
-            rounded_up = uniform < np.ldexp(1.0, np.minimum(shift, 0))
-            kept = np.where(below, rounded_up.astype(np.int64), kept)
-        return np.where(kept > 0, kept | (prepared >> 8) << 8, 0)
+        """``r | negative << 8`` with ``r = k - (K*_b - H) + 1``; below the range ``r = 1`` with probability
+        ``2^(k - K*_b + H)``, else 0 (uniforms of the worker's aggregation stream)."""
+        out = np.empty(self.d, dtype=np.int16)
+        state = key.with_stream(STREAM_AGGREGATION).state
+        natural_relative_codes(prepared, agreed, self.packet_values, self.headroom, EXPONENT_BIAS, state, out)
+        return out
 
 
 def make_switch_sum(aggregation: str, uplink: Compressor, n_workers: int, d: int, packet_values: int) -> SwitchSum | None:

@@ -1,0 +1,163 @@
+"""In-network aggregation speed: host conversion rates, and a switch round against MPI baselines.
+
+``python tools/bench_switch.py convert [--d 4194304]``: the hosts' float <-> integer conversion
+of both switch encodings (:mod:`mpicomp.methods.in_network`) on one float64 vector of standard
+normals, in elements/s and as a ratio to ``np.copyto`` of a float64 array of the same size timed in
+the same repeats (interleaved, best of ``--repeat``). SwitchML's hosts spend their CPU exactly
+here (FPISA, NSDI 2022); the target is >= 0.5x copyto.
+
+* encode: ``prepare`` + ``block_exponents`` + ``to_integers`` (fixed point: float64 -> int64;
+  natural: C_nat codes -> codes relative to the block exponent), the agreed exponents being the
+  worker's own;
+* packets: the integers into switch packets (``encode_packets``);
+* decode: ``from_integers`` (int64 sums -> float64).
+
+``mpiexec -n 4 python -m mpi4py tools/bench_switch.py round [--d 1000000]`` (one worker per
+rank): seconds per round, from a barrier until the slowest rank is done, best and median of
+``--repeat``, and the ratio to an MPI float32 ``Allreduce`` of the same vector:
+
+* switch natural / switch fixed: ``SwitchSum.total`` through ``MPITransport`` (agreement,
+  packets gathered to the switch on rank 0, its multicast);
+* gather natural: natural messages ``gather``ed to the master, decoded and summed, the sum
+  re-encoded with natural and ``broadcast``, decoded everywhere (bi-directional C_nat);
+* allreduce float32: ``comm.Allreduce`` of the float32 vector (the software baseline's lower bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+from mpi4py import MPI
+
+from mpicomp.comm import MPITransport
+from mpicomp.comm.packets import OP_SUM, PacketSpec, encode_packets
+from mpicomp.compressors import make
+from mpicomp.methods.in_network import FixedPointSum, NaturalSum, SwitchSum
+from mpicomp.rng import STREAM_DOWNLINK, STREAM_UPLINK, RandomKey
+
+MASTER = -1
+PACKET_VALUES = 256
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=("convert", "round"), help="host conversion rates, or one round under mpiexec")
+    parser.add_argument("--d", type=float, help="vector dimension (default 2**22 for convert, 1e6 for round)")
+    parser.add_argument("--repeat", type=int, default=10, help="timed repeats (default 10)")
+    parser.add_argument("--workers", type=int, default=8, help="convert: n, which sets the headroom (default 8)")
+    args = parser.parse_args()
+    args.d = int(args.d or (2**22 if args.mode == "convert" else 1e6))
+    if args.d < 1 or args.repeat < 1 or args.workers < 1:
+        parser.error("--d, --repeat and --workers must be positive")
+    return args
+
+
+def encodings(n: int, d: int) -> dict[str, SwitchSum]:
+    return {"fixed": FixedPointSum(n, d, PACKET_VALUES, float32=False), "natural": NaturalSum(n, d, PACKET_VALUES)}
+
+
+def convert(args: argparse.Namespace) -> None:
+    x = np.random.default_rng(0).standard_normal(args.d)
+    key = RandomKey(0, 0, 0, STREAM_UPLINK)
+    copy_target = np.empty_like(x)
+    rows = []
+    for name, switch in encodings(args.workers, args.d).items():
+        spec = PacketSpec(OP_SUM, switch.lanes, 32, PACKET_VALUES)
+
+        def encode(switch=switch) -> np.ndarray:
+            prepared = switch.prepare(x, key)
+            agreed = switch.block_exponents(prepared)
+            return switch.to_integers(prepared, agreed, key), agreed
+
+        integers, agreed = encode()
+        steps: dict[str, Callable[[], object]] = {
+            "encode": encode,
+            "packets": lambda integers=integers, spec=spec: encode_packets(integers, spec, sender=0),
+            "decode": lambda switch=switch, integers=integers, agreed=agreed: switch.from_integers(integers, agreed),
+        }
+        best = dict.fromkeys([*steps, "copyto"], np.inf)
+        for _ in range(args.repeat):
+            for step, run in [*steps.items(), ("copyto", lambda: np.copyto(copy_target, x))]:
+                start = time.perf_counter()
+                run()
+                best[step] = min(best[step], time.perf_counter() - start)
+        for step in steps:
+            rate = args.d / best[step]
+            rows.append((name, step, rate, best["copyto"] / best[step]))
+    print(f"host conversion, d = {args.d} float64, n = {args.workers} (headroom), best of {args.repeat}")
+    print(f"{'encoding':10s} {'step':8s} {'Melem/s':>10s} {'x copyto':>9s}   (target: encode, decode >= 0.5)")
+    for name, step, rate, ratio in rows:
+        print(f"{name:10s} {step:8s} {rate / 1e6:10.1f} {ratio:9.3f}")
+
+
+class GatherNatural:
+    """Bi-directional C_nat through the master: gather, decode and sum, re-encode, broadcast, decode."""
+
+    def __init__(self, transport: MPITransport, x: np.ndarray) -> None:
+        self.transport, self.x, self.natural = transport, x, make("natural")
+
+    def __call__(self, rnd: int) -> None:
+        t, c, d = self.transport, self.natural, self.x.size
+        keys = {w: RandomKey(0, rnd, w, STREAM_UPLINK) for w in range(t.n_workers)}
+        gathered = t.gather([c.encode(self.x, keys[w]) for w in t.local_workers])
+        down_key = RandomKey(0, rnd, MASTER, STREAM_DOWNLINK)
+        message = None
+        if t.is_master:
+            total = np.zeros(d)
+            for w, upload in enumerate(gathered):
+                total += c.decode(upload, d, keys[w])
+            message = c.encode(total, down_key)
+        c.decode(t.broadcast(message), d, down_key)
+
+
+def timed(comm: MPI.Comm, run: Callable[[int], None], rnd: int) -> float:
+    """Seconds from a barrier until the slowest rank has finished ``run(rnd)``."""
+    comm.Barrier()
+    start = MPI.Wtime()
+    run(rnd)
+    return comm.allreduce(MPI.Wtime() - start, op=MPI.MAX)
+
+
+def round_benchmark(args: argparse.Namespace) -> None:
+    comm = MPI.COMM_WORLD
+    with MPITransport(comm.size) as transport:
+        x = np.random.default_rng(comm.rank).standard_normal(args.d)
+        x32, summed = x.astype(np.float32), np.empty(args.d, dtype=np.float32)
+        variants: dict[str, Callable[[int], None]] = {
+            f"switch {name}": (
+                lambda rnd, s=switch: s.total([x], [RandomKey(0, rnd, comm.rank, STREAM_UPLINK)], transport)
+            )
+            for name, switch in encodings(comm.size, args.d).items()
+        }
+        variants["gather natural"] = GatherNatural(transport, x)
+        variants["allreduce float32"] = lambda rnd: comm.Allreduce(x32, summed, op=MPI.SUM)
+        seconds: dict[str, list[float]] = {name: [] for name in variants}
+        for rnd in range(args.repeat + 1):
+            names = list(variants)
+            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+                elapsed = timed(comm, variants[name], rnd)
+                if rnd > 0:  # the first repeat warms up (JIT, page faults)
+                    seconds[name].append(elapsed)
+    if comm.rank == 0:
+        base = statistics.median(seconds["allreduce float32"])
+        print(f"one round, d = {args.d}, {comm.size} ranks x 1 worker, {args.repeat} repeats")
+        print(f"{'variant':20s} {'best ms':>9s} {'median ms':>10s} {'x allreduce':>12s}")
+        for name, values in seconds.items():
+            median = statistics.median(values)
+            print(f"{name:20s} {1e3 * min(values):9.2f} {1e3 * median:10.2f} {median / base:12.2f}")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.mode == "convert":
+        convert(args)
+    else:
+        round_benchmark(args)
+
+
+if __name__ == "__main__":
+    main()
