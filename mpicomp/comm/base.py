@@ -194,7 +194,7 @@ class Transport(ABC):
                     f"worker {worker}: expected an integer vector of length {length}, got {array.dtype} {array.shape}"
                 )
             spec.encoding.check_values(array, spec.width, f"worker {worker}")
-            streams.append(memoryview(encode_packets(array.astype(np.int64), spec, worker)).toreadonly())
+            streams.append(memoryview(encode_packets(array, spec, worker)).toreadonly())
         stream_bytes = spec.stream_bytes(length)
         gathered = self._gather_bytes(streams, np.full(self.n_workers, stream_bytes, dtype=np.int64))
         payload, header = spec.split(length)

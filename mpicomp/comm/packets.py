@@ -30,6 +30,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+from numba import int64, njit
 
 from ..wire import MessageError
 
@@ -66,11 +67,11 @@ class Lanes(ABC):
 
     @abstractmethod
     def write(self, values: np.ndarray, width: int, out: np.ndarray) -> None:
-        """Encode ``values`` (int64, ``(k, count)``) into ``out`` (uint8, ``(k, value_bytes)``)."""
+        """Encode ``values`` (integers, ``(k, count)``) into ``out`` (uint8, ``(k, value_bytes)``)."""
 
     @abstractmethod
     def read(self, payload: np.ndarray, count: int, width: int, first: int) -> np.ndarray:
-        """The integers (int64, ``(k, count)``) of the payloads ``(k, value_bytes)`` of packets
+        """The integers (``(k, count)``, any integer dtype) of the payloads ``(k, value_bytes)`` of packets
         ``first, first + 1, ...``; MessageError naming the packet if a value is invalid."""
 
     @abstractmethod
@@ -88,10 +89,10 @@ class IntegerLanes(Lanes):
         return count * width // 8
 
     def write(self, values: np.ndarray, width: int, out: np.ndarray) -> None:
-        out[...] = values.astype(f"<i{width // 8}").view(np.uint8).reshape(out.shape)
+        out.view(f"<i{width // 8}")[...] = values
 
     def read(self, payload: np.ndarray, count: int, width: int, first: int) -> np.ndarray:
-        return np.ascontiguousarray(payload).view(f"<i{width // 8}").astype(np.int64).reshape(-1, count)
+        return payload.view(f"<i{width // 8}")
 
     def check_values(self, values: np.ndarray, width: int, what: str) -> None:
         low, high = register_range(width)
@@ -121,28 +122,61 @@ class NaturalLanes(Lanes):
         return count + (count + 7) // 8
 
     def write(self, values: np.ndarray, width: int, out: np.ndarray) -> None:
-        count = values.shape[1]
-        out[:, :count] = values & 0xFF
-        out[:, count:] = np.packbits((values >> 8).astype(bool), axis=1, bitorder="little")
+        _write_natural(values, out)
 
     def read(self, payload: np.ndarray, count: int, width: int, first: int) -> np.ndarray:
-        signs = np.unpackbits(payload[:, count:], axis=1, bitorder="little")
-        if signs[:, count:].any():
-            row = int(np.flatnonzero(signs[:, count:].any(axis=1))[0])
-            raise MessageError(f"packet {first + row}: nonzero padding bits after the last sign")
-        codes = payload[:, :count].astype(np.int64) | signs[:, :count].astype(np.int64) << 8
-        bad = ~_NATURAL_VALID[codes]
-        if bad.any():
-            row, j = (int(i[0]) for i in np.nonzero(bad))
+        values = np.empty((payload.shape[0], count), dtype=np.int64)
+        bad = _read_natural(payload, _NATURAL_TABLE, _NATURAL_VALID, values)
+        if bad >= 0:
+            row, j = divmod(bad, count + 1)
+            if j == count:
+                raise MessageError(f"packet {first + row}: nonzero padding bits after the last sign")
+            code = int(payload[row, j]) | (int(payload[row, count + j // 8]) >> (j % 8) & 1) << 8
             raise MessageError(
-                f"packet {first + row}: value {j} has the invalid natural code {codes[row, j]:#05x} "
+                f"packet {first + row}: value {j} has the invalid natural code {code:#05x} "
                 f"(r must be 0..{self.max_exponent_code}, and a zero has no sign)"
             )
-        return _NATURAL_TABLE[codes]
+        return values
 
     def check_values(self, values: np.ndarray, width: int, what: str) -> None:
         if values.size and (values.min() < 0 or values.max() > 511 or not _NATURAL_VALID[values].all()):
             raise ValueError(f"{what}: natural codes are r | negative << 8 with r in 0..{self.max_exponent_code}")
+
+
+@njit(cache=True, nogil=True)
+def _write_natural(values, out):
+    """Per packet row: the bytes ``r``, then the sign bits ``values >> 8`` packed LSB first."""
+    count = values.shape[1]
+    for p in range(values.shape[0]):
+        row, codes = out[p], values[p]
+        for j in range(count):
+            row[j] = codes[j] & 0xFF
+        for byte in range((count + 7) // 8):
+            bits = 0
+            for bit in range(min(8, count - 8 * byte)):
+                bits |= ((codes[8 * byte + bit] >> 8) & 1) << bit
+            row[count + byte] = bits
+
+
+@njit(cache=True, nogil=True)
+def _read_natural(payload, table, valid, out):
+    """``out[p, j] = table[r | negative << 8]``; returns ``p (count + 1) + j`` of the first invalid
+    code (``j = count``: nonzero padding bits), or -1."""
+    count = out.shape[1]
+    for p in range(payload.shape[0]):
+        row, values = payload[p], out[p]
+        ok = True
+        for j in range(count):
+            code = int64(row[j]) | ((int64(row[count + (j >> 3)]) >> (j & 7)) & 1) << 8
+            values[j] = table[code]
+            ok &= valid[code]
+        if not ok:
+            for j in range(count):
+                if not valid[int64(row[j]) | ((int64(row[count + (j >> 3)]) >> (j & 7)) & 1) << 8]:
+                    return p * (count + 1) + j
+        if count % 8 and row[count + count // 8] >> (count % 8):
+            return p * (count + 1) + count
+    return -1
 
 
 _NATURAL_TABLE, _NATURAL_VALID = _natural_table()
@@ -174,21 +208,20 @@ class PacketSpec:
     def encoding(self) -> Lanes:
         return LANES[self.lanes]
 
-    def packet_counts(self, n: int) -> list[int]:
-        """Values per packet of an ``n``-vector: full packets, then the remainder."""
-        full, rest = divmod(n, self.packet_values)
-        return [self.packet_values] * full + ([rest] if rest else [])
-
-    def stream_bytes(self, n: int, lanes: Lanes | None = None) -> int:
-        """Bytes of the packets of an ``n``-vector (in ``lanes``, default this spec's encoding)."""
-        lanes = lanes or self.encoding
-        return sum(HEADER_BYTES + lanes.value_bytes(count, self.width) for count in self.packet_counts(n))
+    def packets(self, n: int) -> int:
+        """Packets of an ``n``-vector: ``ceil(n / P)``."""
+        return -(-n // self.packet_values)
 
     def split(self, n: int, lanes: Lanes | None = None) -> tuple[int, int]:
-        """``(payload, header)`` bytes of the packets of an ``n``-vector."""
-        counts = self.packet_counts(n)
+        """``(payload, header)`` bytes of the packets of an ``n``-vector (in ``lanes``, default this spec's)."""
         lanes = lanes or self.encoding
-        return sum(lanes.value_bytes(count, self.width) for count in counts), HEADER_BYTES * len(counts)
+        full, rest = divmod(n, self.packet_values)
+        payload = full * lanes.value_bytes(self.packet_values, self.width) + lanes.value_bytes(rest, self.width)
+        return payload, HEADER_BYTES * self.packets(n)
+
+    def stream_bytes(self, n: int, lanes: Lanes | None = None) -> int:
+        """Bytes of the packets of an ``n``-vector."""
+        return sum(self.split(n, lanes))
 
 
 def _groups(spec: PacketSpec, n: int, lanes: Lanes) -> list[tuple[int, int, int, int]]:
@@ -210,7 +243,7 @@ def _group_view(buf: np.ndarray, offset: int, packets: int, count: int, spec: Pa
 def encode_packets(
     values: np.ndarray, spec: PacketSpec, sender: int, flags: int = 0, lanes: Lanes | None = None, overflow=None
 ) -> np.ndarray:
-    """The packet stream (uint8) of ``values`` (int64) from ``sender``; ``overflow[p]`` sets packet p's flag."""
+    """The packet stream (uint8) of ``values`` (integers) from ``sender``; ``overflow[p]`` sets packet p's flag."""
     lanes = lanes or spec.encoding
     n = values.size
     buf = np.empty(spec.stream_bytes(n, lanes), dtype=np.uint8)
@@ -245,7 +278,7 @@ def decode_packets(
             f"({lanes.name}, {spec.width}-bit) take {expected}"
         )
     values = np.empty(n, dtype=np.int64)
-    overflowed = np.zeros(len(spec.packet_counts(n)), dtype=bool)
+    overflowed = np.zeros(spec.packets(n), dtype=bool)
     for first, packets, count, offset in _groups(spec, n, lanes):
         header, payload = _group_view(buf, offset, packets, count, spec, lanes)
         _check_headers(header, spec, lanes, first, count, sender, flags, who)
