@@ -220,6 +220,11 @@ def validate(raw: dict[str, Any]) -> Config:
             make_compressor(spec)
         except ValueError as exc:
             raise ConfigError(f"[compressor] {direction}: {exc}") from None
+    if names[name].requires_unbiased_uplink and not make_compressor(sections["compressor"]["uplink"]).unbiased:
+        raise ConfigError(
+            f"[compressor] uplink: method {name!r} needs an unbiased compressor, "
+            f"{sections['compressor']['uplink']!r} is biased (e.g. use 'qsgd(s=16)' or 'natural')"
+        )
     _check_kind(names[name], sections["run"])
     _check_aggregation(names[name], sections["compressor"])
     if sections["run"]["target_suboptimality"] > 0 and not sections["run"]["optimum"]:

@@ -30,6 +30,13 @@ KIND_COLUMNS: dict[str, dict[str, Column]] = {
         "loss": Column("float64", "F(theta) at the current draw"),
         "grad_norm_sq": Column("float64", "||grad f(theta)||^2 at the current draw"),
         "test_accuracy": Column("float64", "held-out accuracy of the current draw (NaN without a test split)"),
+        "samples_kept": Column("int64", "draws stored in /samples so far (after burn-in, thinned)"),
+        "posterior_mean_mse": Column(
+            "float64", "||mean of the kept draws - reference posterior mean||^2 / d (NaN without a reference)"
+        ),
+        "posterior_variance_mse": Column(
+            "float64", "||variance of the kept draws - reference posterior variance||^2 / d (NaN without one)"
+        ),
     },
 }
 COMMUNICATION_COLUMNS = {
@@ -93,3 +100,32 @@ def communication(totals: RoundBytes) -> tuple[dict[str, int], dict[str, np.ndar
         skips=int(totals.skips.sum()),
     )
     return row, {"bytes_up": totals.up_bytes, "uploads": totals.uploads, "skips": totals.skips}
+
+
+class PosteriorTracker:
+    """Running mean and variance of the kept draws (Welford), and their errors against a reference.
+
+    ``mean_mse = ||m_hat - m||^2 / d`` and ``variance_mse = ||v_hat - v||^2 / d`` with ``v_hat`` the
+    unbiased sample variance per coordinate (NaN before two draws, or without a reference).
+    """
+
+    def __init__(self, d: int, reference: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self.count = 0
+        self.mean = np.zeros(d)
+        self.squares = np.zeros(d)  # sum of squared deviations from the running mean
+        self.reference = reference
+
+    def add(self, draw: np.ndarray) -> None:
+        self.count += 1
+        delta = draw - self.mean
+        self.mean += delta / self.count
+        self.squares += delta * (draw - self.mean)
+
+    def columns(self) -> dict[str, float]:
+        row = {"samples_kept": self.count, "posterior_mean_mse": np.nan, "posterior_variance_mse": np.nan}
+        if self.reference is not None and self.count > 0:
+            mean, variance = self.reference
+            row["posterior_mean_mse"] = float(np.mean((self.mean - mean) ** 2))
+            if self.count > 1:
+                row["posterior_variance_mse"] = float(np.mean((self.squares / (self.count - 1) - variance) ** 2))
+        return row

@@ -31,7 +31,14 @@ from .config import Config, ConfigError
 from .methods import OPTIMIZER, SAMPLER, Method, MethodContext, method_class
 from .problems import build_problem
 from .problems.base import Problem
-from .record import WORKER_COLUMNS, communication, dtypes, evaluate, metric_columns
+from .record import (
+    WORKER_COLUMNS,
+    PosteriorTracker,
+    communication,
+    dtypes,
+    evaluate,
+    metric_columns,
+)
 from .results import ResultsWriter
 from .rng import root_seed
 
@@ -119,6 +126,7 @@ class _Monitor:
         if config.run["optimum"] and method.kind == OPTIMIZER:
             log.info("reference optimum (scipy L-BFGS; cached after the first run; [run] optimum = false skips it)")
             self.optimum = problem.optimum()
+        self.posterior = PosteriorTracker(problem.d, problem.posterior()) if method.kind == SAMPLER else None
         self.network = NetworkModel(**config.network)
         self.modelled_time = 0.0
         self.loss0 = self._evaluate()["loss"]
@@ -133,8 +141,10 @@ class _Monitor:
     def end_round(self, round_bytes: RoundBytes, k: int, logged: bool) -> tuple[int, str]:
         self.modelled_time += self.network.round_seconds(round_bytes.up_bytes, round_bytes.down_bytes)
         self.bar.update(1)
-        if self.method.kind == SAMPLER and _keeps_sample(self.config, k):
-            self.writer.add_samples(self.method.sample())
+        if self.posterior is not None and _keeps_sample(self.config, k):
+            draw = self.method.sample()
+            self.writer.add_samples(draw)
+            self.posterior.add(draw)
         if not logged:
             return CONTINUE, ""
         self.round_seconds += time.perf_counter() - self.mark
@@ -148,6 +158,8 @@ class _Monitor:
         """The kind's metrics at the current x, the method's own columns, the cumulative counted bytes."""
         totals, workers = communication(self.counter.totals)
         row = {"round": k + 1, **self._evaluate(), **totals, **self.method.metrics()}
+        if self.posterior is not None:
+            row.update(self.posterior.columns())
         row.update(wall_time=self.round_seconds, modelled_time=self.modelled_time)
         self.writer.log(row, workers)
         return row

@@ -3,6 +3,7 @@
 from . import (  # noqa: F401  (registers)
     diana,
     error_feedback,
+    langevin,
     quantized_sgd,
 )
 from .base import (

@@ -89,6 +89,7 @@ class Method:
     columns: ClassVar[Mapping[str, Column]] = {}  # extra /metrics columns, values from metrics()
     skipped_upload: ClassVar[str] = "error"  # "error": a b"" upload is a protocol error; "zero": it adds 0
     switch_aggregation: ClassVar[bool] = False  # True if the round can sum worker vectors in the switch
+    requires_unbiased_uplink: ClassVar[bool] = False  # True: a biased uplink compressor is refused at validation
 
     def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
         self.ctx = ctx
@@ -182,14 +183,18 @@ class Method:
                 decoded.append(self.decode_up(message, w, k, compressor))
         return decoded
 
-    def mean_of_uploads(self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None) -> np.ndarray:
-        """``(1/n) sum_i C_W(v_i)``, decoded and summed in worker-id order (rank-independent);
-        a skipped upload adds 0 where the method allows skips."""
+    def sum_of_uploads(self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None) -> np.ndarray:
+        """``sum_i C_W(v_i)``, decoded and summed in worker-id order (rank-independent); a skipped
+        upload adds 0 where the method allows skips."""
         total = np.zeros(self.d)
         for vector in self.decode_uploads(uploads, k, compressor):
             if vector is not None:
                 total += vector
-        return total / self.n
+        return total
+
+    def mean_of_uploads(self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None) -> np.ndarray:
+        """``(1/n) sum_i C_W(v_i)`` (:meth:`sum_of_uploads` divided by n)."""
+        return self.sum_of_uploads(uploads, k, compressor) / self.n
 
     def encode_down(self, v: np.ndarray, k: int) -> bytes:
         return self.ctx.downlink.encode(v, self.key(MASTER, k, STREAM_DOWNLINK))

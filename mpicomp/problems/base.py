@@ -3,6 +3,12 @@
 ``f_i(x) = (1/m_i) sum_j loss(a_ij, b_ij; x) + smooth regularisers`` is worker i's local
 objective on its shard of ``m_i`` samples; ``R`` is an optional nonsmooth regulariser handled
 through its prox by the methods that support it. Metrics report ``F(x) = f(x) + R(x)``.
+
+Samplers see the same shards through the **sample-weighted** view: the posterior
+``pi(theta) ∝ exp(-U(theta))`` with the potential ``U = sum_i U_i``, ``U_i = m_i f_i`` (a sum over
+every sample, the smooth regulariser ``(l2/2)||theta||^2`` per sample acting as the Gaussian prior
+``N(0, I / (M l2))``, M the number of samples), and its MAP ``theta* = argmin U`` — not the
+worker-weighted optimum of f, which differs when the shards are unbalanced.
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from .optimum import lbfgs
 from .regularizers import ElasticNet
+
+MAP_GTOL = 1e-10  # L-BFGS tolerance on the gradient of U / M at the MAP
 
 
 class LocalObjective(ABC):
@@ -91,4 +100,32 @@ class Problem(ABC):
 
     def test_accuracy(self, x: np.ndarray) -> float | None:
         """Accuracy on the held-out split, or None for problems without one."""
+        return None
+
+    # --- the posterior view (samplers) ------------------------------------------------
+    def sample_counts(self) -> np.ndarray:
+        """``m_i``, the samples of every worker's shard (int64)."""
+        return np.array([self.local(w).m for w in range(self.n_workers)], dtype=np.int64)
+
+    def potential_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(U(x), grad U(x))`` with ``U = sum_i m_i f_i`` (module docstring)."""
+        value, grad = 0.0, np.zeros(self.d)
+        for w in range(self.n_workers):
+            local = self.local(w)
+            value += local.m * local.loss(x)
+            grad += local.m * local.grad(x)
+        return value, grad
+
+    def map_point(self) -> np.ndarray:
+        """``theta* = argmin U`` by L-BFGS on ``U / M`` (problems with a closed form override it)."""
+        total = float(self.sample_counts().sum())
+
+        def scaled(x: np.ndarray) -> tuple[float, np.ndarray]:
+            value, grad = self.potential_and_grad(x)
+            return value / total, grad / total
+
+        return lbfgs(scaled, self.x0(), MAP_GTOL)
+
+    def posterior(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The reference posterior mean and per-coordinate variance of ``exp(-U)``, or None if unknown."""
         return None

@@ -7,7 +7,9 @@ Problems (``f_i`` of worker i on its shard; ``r`` = smooth terms, R = prox term)
 * ``logistic-nonconvex`` — the same plus ``nonconvex sum_k x_k^2/(1 + x_k^2)`` (needs a weight > 0);
 * ``softmax`` — multiclass cross-entropy, ``x`` class-major (``x[y*l + f]``, l features incl. intercept);
 * ``lsq`` — ``(a^T x - b)^2 / 2``; two-label data gets ``+-1`` targets (and a sign test accuracy),
-  anything else its raw labels as real targets.
+  anything else its raw labels as real targets;
+* ``gaussian`` — the Gaussian toy of :mod:`.gaussian` (posterior in closed form) on generated data,
+  ``dataset = "synthetic:d=50,points=200,spread=2,noise=1"`` (every key optional; these defaults).
 
 Every problem gets ``r(x) = (l2/2)||x||^2 + nonconvex sum_k x_k^2/(1+x_k^2)`` (the latter is
 allowed on any problem) and ``R(x) = l1||x||_1 + (r_l2/2)||x||^2`` per ``regularizer``
@@ -22,10 +24,30 @@ from pathlib import Path
 import numpy as np
 
 from ..data import partition_indices, prepare_dataset
+from .base import Problem
+from .gaussian import GaussianClients
 from .glm import GLMProblem, LogisticLoss, MarginLoss, SoftmaxLoss, SquaredLoss
 from .regularizers import NonconvexPenalty, SmoothSum, SquaredNorm, make_regularizer
 
-PROBLEMS = ("logistic", "logistic-nonconvex", "softmax", "lsq")
+PROBLEMS = ("logistic", "logistic-nonconvex", "softmax", "lsq", "gaussian")
+SYNTHETIC_DEFAULTS = {"d": 50, "points": 200, "spread": 2.0, "noise": 1.0}
+
+
+def synthetic_options(dataset: str) -> dict[str, float]:
+    """``"synthetic:d=50,points=200"`` -> the Gaussian toy's options (defaults for the keys not given)."""
+    prefix, _, rest = dataset.partition(":")
+    if prefix != "synthetic":
+        raise ValueError(f"problem 'gaussian' generates its data: dataset must be 'synthetic[:key=value,...]', got {dataset!r}")
+    options = dict(SYNTHETIC_DEFAULTS)
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, _, value = item.partition("=")
+        if key not in SYNTHETIC_DEFAULTS:
+            raise ValueError(f"dataset {dataset!r}: unknown key {key!r}; keys: {', '.join(SYNTHETIC_DEFAULTS)}")
+        try:
+            options[key] = type(SYNTHETIC_DEFAULTS[key])(value)
+        except ValueError:
+            raise ValueError(f"dataset {dataset!r}: {key} = {value!r} is not a number") from None
+    return options
 
 
 def _all_labels(y: np.ndarray, y_test: np.ndarray | None) -> np.ndarray:
@@ -91,7 +113,7 @@ def build_problem(
     n_features: int | None = None,
     positive_class: float | None = None,
     cache_dir: str | Path | None = None,
-) -> GLMProblem:
+) -> Problem:
     """Load ``dataset``, split/scale it, partition the train rows over ``n_workers`` and build the problem.
 
     ``partition`` in ``iid``, ``label``, ``dirichlet`` (``dirichlet_alpha``), ``unbalanced``
@@ -106,6 +128,10 @@ def build_problem(
             raise ValueError(f"{key} must be finite and >= 0, got {value!r}")
     if name == "logistic-nonconvex" and nonconvex == 0:
         raise ValueError("problem 'logistic-nonconvex' needs nonconvex > 0 (e.g. 0.1); with 0 use 'logistic'")
+    if name == "gaussian":
+        if regularizer != "none" or nonconvex:
+            raise ValueError("problem 'gaussian' takes only l2 (the prior): set regularizer = 'none', nonconvex = 0")
+        return GaussianClients(n_workers, l2=l2, seed=seed, **synthetic_options(dataset))
     prox_term = make_regularizer(regularizer, l1, r_l2)
     data = prepare_dataset(
         dataset, test_fraction=test_fraction, scale=scale, intercept=intercept, seed=seed, n_features=n_features

@@ -32,7 +32,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from scipy.special import expit
 
 from .base import LocalObjective, Problem
-from .optimum import cached_arrays, optimum_cache_path, solve_optimum
+from .optimum import cache_root, cached_arrays, optimum_cache_path, solve_optimum
 from .regularizers import ElasticNet, SmoothRegularizer, SmoothSum
 
 Features = np.ndarray | sp.csr_matrix
@@ -471,6 +471,20 @@ class GLMProblem(Problem):
             self._optimum = (np.asarray(data["x"], dtype=np.float64), float(data["value"]))
         x, value = self._optimum
         return x.copy(), value
+
+    # -- reference posterior (samplers) ----------------------------------------------------
+    def posterior_cache_path(self) -> Path:
+        """Where ``tools/reference_posterior.py`` stores this problem's reference posterior."""
+        return cache_root(self.cache_dir) / f"posterior-{self.name}-{self.cache_key()}.npz"
+
+    def posterior(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The cached reference ``(mean, variance)`` of ``exp(-U)`` (a long uncompressed MALA chain from
+        ``tools/reference_posterior.py``), or None if that tool has not been run for this problem."""
+        path = self.posterior_cache_path()
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            return np.array(data["mean"]), np.array(data["variance"])
 
     # -- metrics ---------------------------------------------------------------------------
     def test_accuracy(self, x: np.ndarray) -> float | None:

@@ -1,0 +1,127 @@
+"""Quantised Langevin stochastic dynamics: QLSD#, QLSD* and QLSD++ (Vono et al. 2022; talk 001).
+
+Target: the posterior ``pi(theta) ∝ exp(-U(theta))``, ``U = sum_i U_i``, ``U_i = m_i f_i`` (the
+sample-weighted view of :mod:`mpicomp.problems.base`). With ``S`` client i's minibatch of the
+round (``[data] batch``; all its ``m_i`` samples when 0) and ``grad U_iS(theta) =
+(m_i/|S|) sum_{j in S} grad U_ij(theta)``, client i uploads ``g_i = C(v_i)``, C the unbiased uplink
+compressor, with
+
+    sharp     v_i = grad U_iS(theta_k)
+    star      v_i = grad U_iS(theta_k) - grad U_iS(theta*)           (theta* the MAP: sum_i grad U_i(theta*) = 0)
+    plusplus  v_i = grad U_iS(theta_k) - grad U_iS(zeta) + h_i - eta_i,   eta_i <- eta_i + alpha g_i
+
+(QLSD++: every ``refresh`` rounds ``zeta <- theta_k`` and ``h_i <- grad U_i(zeta)``, the full local
+gradient; the memories ``eta_i`` learn ``v_i`` so that the compressed quantity vanishes). The
+server forms ``G = sum_i g_i`` (plus ``eta``, ``eta <- eta + alpha G``, for plusplus), broadcasts
+``C_M(G)`` and every replica steps
+
+    theta_{k+1} = theta_k - gamma C_M(G) + sqrt(2 gamma) Z_{k+1},
+
+with ``Z`` drawn from the round's shared key (``STREAM_LANGEVIN``, the master's id), so that all
+replicas draw the same noise and stay bit-identical on any number of ranks.
+
+Defaults: ``gamma = 0.1 / L_U`` with ``L_U = sum_i m_i L_i`` a smoothness bound of U (the talk runs
+``gamma L = 0.1`` and ``0.01``); ``alpha = 1/(omega + 1)`` (Theorem: ``alpha <= 1/(1 + omega)``);
+``refresh = 100`` (the talk's logistic experiment). QLSD# keeps a bias from the compression noise
+of ``grad U_i`` at stationarity, which grows with client heterogeneity; QLSD* and QLSD++ remove it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..rng import STREAM_LANGEVIN
+from .base import MASTER, SAMPLER, Method, MethodContext, MethodOptions, register_method
+from .link import Link
+
+VARIANTS = ("sharp", "star", "plusplus")
+
+
+@dataclass
+class QLSDOptions(MethodOptions):
+    """QLSD's ``[method]`` options."""
+
+    variant: str = dataclasses.field(
+        default="plusplus", metadata={"choices": VARIANTS, "help": "sharp (QLSD#), star (QLSD*) or plusplus (QLSD++)"}
+    )
+    alpha: float | None = dataclasses.field(
+        default=None, metadata={"minimum": 0.0, "help": "plusplus: memory rate alpha (default 1/(omega+1))"}
+    )
+    refresh: int = dataclasses.field(
+        default=100, metadata={"minimum": 1, "help": "plusplus: rounds between control-variate refreshes"}
+    )
+
+
+@register_method
+class QLSD(Method):
+    """``qlsd``: compressed Langevin sampling of ``exp(-sum_i U_i)`` (QLSD#, QLSD*, QLSD++)."""
+
+    name = "qlsd"
+    kind = SAMPLER
+    Options = QLSDOptions
+    requires_unbiased_uplink = True
+
+    def __init__(self, ctx: MethodContext, options: QLSDOptions) -> None:
+        omega = ctx.uplink.omega(ctx.problem.d)
+        if omega is None:
+            raise ValueError(f"qlsd needs an unbiased uplink compressor (with an omega), got {ctx.uplink.spec!r}")
+        if options.variant != "plusplus" and options.alpha is not None:
+            raise ValueError(f"[method] alpha: only variant 'plusplus' has memories, not {options.variant!r}")
+        super().__init__(ctx, options)
+        self.variant = options.variant
+        self.refresh = options.refresh
+        self.alpha = options.alpha if options.alpha is not None else 1.0 / (omega + 1.0)
+        self.counts = self.problem.sample_counts()
+        if self.variant == "star":
+            self.map_point = self.problem.map_point()
+        if self.variant == "plusplus":
+            self.anchor = self.x.copy()  # zeta, set with h_i = grad U_i(zeta) in round 0
+            self.anchor_grads: dict[int, np.ndarray] = {}
+            self.local_memory = {w: np.zeros(self.d) for w in ctx.local_workers}  # eta_i
+            self.master_memory = np.zeros(self.d) if ctx.is_master else None  # eta
+
+    def default_stepsize(self) -> float:
+        """``gamma = 0.1 / L_U``, ``L_U = sum_i m_i L_i`` (a smoothness bound of the potential)."""
+        return 0.1 / (float(self.problem.sample_counts().sum()) * self.problem.smoothness())
+
+    def local_potential_grad(self, w: int, theta: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        """``grad U_iS(theta) = m_i grad f_iS(theta)``: the minibatch ``idx`` scaled to the whole shard."""
+        local = self.problem.local(w)
+        return self.counts[w] * (local.grad(theta) if idx is None else local.grad_batch(theta, idx))
+
+    def round(self, k: int, link: Link) -> None:
+        """QLSD++ refreshes its control variate every ``refresh`` rounds, then the three-call round."""
+        if self.variant == "plusplus" and k % self.refresh == 0:
+            self.anchor = self.x.copy()
+            self.anchor_grads = {w: self.local_potential_grad(w, self.anchor) for w in link.local_workers}
+        super().round(k, link)
+
+    def worker_upload(self, w: int, k: int) -> bytes:
+        idx = self.sample_batch(w, k)
+        v = self.local_potential_grad(w, self.x, idx)
+        if self.variant == "star":
+            v -= self.local_potential_grad(w, self.map_point, idx)
+        elif self.variant == "plusplus":
+            v += self.anchor_grads[w] - self.local_memory[w] - self.local_potential_grad(w, self.anchor, idx)
+        message = self.encode_up(v, w, k)
+        if self.variant == "plusplus":
+            self.local_memory[w] += self.alpha * self.decode_up(message, w, k)
+        return message
+
+    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes:
+        """``C_M(sum_i g_i (+ eta))``; QLSD++ then moves ``eta += alpha sum_i g_i``."""
+        total = self.sum_of_uploads(uploads, k)
+        if self.variant != "plusplus":
+            return self.encode_down(total, k)
+        direction = total + self.master_memory
+        self.master_memory += self.alpha * total
+        return self.encode_down(direction, k)
+
+    def apply_downlink(self, message: memoryview, k: int) -> None:
+        """``theta <- theta - gamma C_M(G) + sqrt(2 gamma) Z`` with the round's shared noise."""
+        noise = self.key(MASTER, k, STREAM_LANGEVIN).normal(self.d)
+        self.x = self.x - self.stepsize * self.decode_down(message, k) + math.sqrt(2.0 * self.stepsize) * noise

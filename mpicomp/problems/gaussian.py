@@ -1,0 +1,96 @@
+"""A Gaussian toy with heterogeneous clients whose posterior is Gaussian in closed form (talk 001).
+
+Client i holds ``m`` points ``y_ij = mu_i + noise e_ij`` in ``R^d`` (``e_ij ~ N(0, I)``), around its
+own mean ``mu_i = spread z_i`` (``z_i ~ N(0, I)``), and
+
+    f_i(theta) = (1/m) sum_j ||theta - y_ij||^2 / (2 noise^2) + (l2/2) ||theta||^2.
+
+The potential ``U = sum_i m f_i`` (``M = n m`` samples) is quadratic with precision
+``P = M (1/noise^2 + l2)`` on every coordinate, so the posterior is ``N(ybar / (noise^2 (1/noise^2 + l2)), I/P)``
+with ``ybar`` the mean of all points, and ``U``'s smoothness is ``L = P``. The data depend only on
+the seed, never on the rank layout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import LocalObjective, Problem
+
+
+class GaussianShard(LocalObjective):
+    """Client i's points and ``f_i``; every gradient is affine in ``theta``."""
+
+    def __init__(self, points: np.ndarray, noise: float, l2: float) -> None:
+        self.points = points
+        self.m, self.d = points.shape
+        self.precision = 1.0 / noise**2
+        self.l2 = l2
+        self.mean_point = points.mean(axis=0)
+
+    def loss(self, x: np.ndarray) -> float:
+        spread = float(np.mean(np.sum((x - self.points) ** 2, axis=1)))
+        return 0.5 * self.precision * spread + 0.5 * self.l2 * float(x @ x)
+
+    def grad(self, x: np.ndarray) -> np.ndarray:
+        return self.precision * (x - self.mean_point) + self.l2 * x
+
+    def grad_batch(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return self.precision * (x - self.points[idx].mean(axis=0)) + self.l2 * x
+
+    def sample_grads(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return self.precision * (x - self.points[idx]) + self.l2 * x
+
+
+class GaussianClients(Problem):
+    """``n`` clients with ``m`` points each in ``R^d`` around spread-apart means (module docstring)."""
+
+    name = "gaussian"
+
+    def __init__(self, n_workers: int, d: int, points: int, spread: float, noise: float, l2: float, seed: int) -> None:
+        for label, value in (("d", d), ("points", points)):
+            if value < 1:
+                raise ValueError(f"gaussian: {label} must be a positive integer, got {value}")
+        if not (spread >= 0 and noise > 0 and l2 >= 0):
+            raise ValueError(f"gaussian: need spread >= 0, noise > 0, l2 >= 0; got {spread}, {noise}, {l2}")
+        self.n_workers, self.d = n_workers, d
+        self.noise, self.l2 = noise, l2
+        rng = np.random.default_rng([seed, 0x6A055])
+        means = spread * rng.standard_normal((n_workers, d))
+        self.shards = [GaussianShard(mu + noise * rng.standard_normal((points, d)), noise, l2) for mu in means]
+
+    def local(self, worker: int) -> GaussianShard:
+        return self.shards[worker]
+
+    def loss(self, x: np.ndarray) -> float:
+        return float(np.mean([shard.loss(x) for shard in self.shards]))
+
+    def grad(self, x: np.ndarray) -> np.ndarray:
+        return np.mean([shard.grad(x) for shard in self.shards], axis=0)
+
+    def x0(self) -> np.ndarray:
+        return np.zeros(self.d)
+
+    def smoothness(self) -> float:
+        return 1.0 / self.noise**2 + self.l2
+
+    def sample_smoothness(self) -> float:
+        return self.smoothness()
+
+    def strong_convexity(self) -> float:
+        return self.smoothness()
+
+    def optimum(self) -> tuple[np.ndarray, float]:
+        """``x* = mean_i ybar_i / (1 + noise^2 l2)`` minimises the worker-weighted f."""
+        x = np.mean([s.mean_point for s in self.shards], axis=0) / (1.0 + self.noise**2 * self.l2)
+        return x, self.loss(x)
+
+    def map_point(self) -> np.ndarray:
+        return self.posterior()[0]
+
+    def posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """``N(ybar / (1 + noise^2 l2), I / P)``, ``P = M (1/noise^2 + l2)``."""
+        total = sum(s.m for s in self.shards)
+        ybar = sum(s.m * s.mean_point for s in self.shards) / total
+        precision = total * self.smoothness()
+        return ybar / (1.0 + self.noise**2 * self.l2), np.full(self.d, 1.0 / precision)
