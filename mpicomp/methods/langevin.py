@@ -85,8 +85,8 @@ class QLSD(Method):
             self.master_memory = np.zeros(self.d) if ctx.is_master else None  # eta
 
     def default_stepsize(self) -> float:
-        """``gamma = 0.1 / L_U``, ``L_U = sum_i m_i L_i`` (a smoothness bound of the potential)."""
-        return 0.1 / (float(self.problem.sample_counts().sum()) * self.problem.smoothness())
+        """``gamma = 0.1 / L_U``, ``L_U`` the problem's smoothness bound of the potential (``sum_i m_i L_i``)."""
+        return 0.1 / self.problem.potential_smoothness()
 
     def local_potential_grad(self, w: int, theta: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
         """``grad U_iS(theta) = m_i grad f_iS(theta)``: the minibatch ``idx`` scaled to the whole shard."""

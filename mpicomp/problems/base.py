@@ -116,6 +116,10 @@ class Problem(ABC):
             grad += local.m * local.grad(x)
         return value, grad
 
+    def potential_smoothness(self) -> float:
+        """An upper bound on the smoothness of U: ``M max_i L_i`` (problems with per-shard constants tighten it)."""
+        return float(self.sample_counts().sum()) * self.smoothness()
+
     def map_point(self) -> np.ndarray:
         """``theta* = argmin U`` by L-BFGS on ``U / M`` (problems with a closed form override it)."""
         total = float(self.sample_counts().sum())

@@ -406,6 +406,10 @@ class GLMProblem(Problem):
         """``max_i L_i``."""
         return float(self.local_smoothness().max())
 
+    def potential_smoothness(self) -> float:
+        """``sum_i m_i L_i``, the smoothness bound of ``U = sum_i m_i f_i``."""
+        return float(self.shard_sizes @ self.local_smoothness())
+
     def sample_smoothness(self) -> float:
         """``L_max = max(c max_j ||a_j||^2 + r_upper, -r_lower)`` over every single sample."""
         top = self.loss_fn.curvature * float(row_squared_norms(self.features).max())
