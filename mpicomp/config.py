@@ -10,6 +10,7 @@ naming the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -104,6 +105,8 @@ RENAMED = {
     ("data", "sigma"): "lognormal_sigma",
     ("network", "uplink"): "topology",
 }
+PATH_SCHEMES = ("mnist", "npz", "svmlight", "libsvm")  # dataset specs naming a file or directory
+NAMED_SCHEMES = ("sklearn", "synthetic")
 KIND_ONLY_KEYS = {"burn_in": "sampler", "thin": "sampler", "target_suboptimality": "optimizer"}
 
 
@@ -127,6 +130,8 @@ def _check_value(where: str, key: Key, value: Any) -> Any:
         raise ConfigError(f"{where}: expected {_type_name(key.type)}, got {value!r}")
     if key.choices is not None and value not in key.choices:
         raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {', '.join(map(repr, key.choices))}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
     if key.minimum is not None and not isinstance(value, bool):
         low = value <= key.minimum if key.exclusive_minimum else value < key.minimum
         if low:
@@ -285,16 +290,41 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key.strip(), parsed
 
 
+def resolve_dataset(spec: str, base: Path) -> str:
+    """A dataset spec with its relative path made relative to ``base`` (the config file's directory);
+    ``sklearn:`` and ``synthetic`` specs name no file and are returned unchanged."""
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme in PATH_SCHEMES:
+        return f"{scheme}:{_resolved(rest, base)}"
+    if scheme in NAMED_SCHEMES or not spec:
+        return spec
+    return _resolved(spec, base)
+
+
+def _resolved(path: str, base: Path) -> str:
+    expanded = Path(path).expanduser()
+    return str(expanded if expanded.is_absolute() else base / expanded)
+
+
 def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read a TOML file (or start from defaults when ``path`` is None), apply overrides, validate."""
     raw: dict[str, Any] = {}
     if path is not None:
         try:
-            raw = tomllib.loads(Path(path).read_text())
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {str(path)!r} is a directory; give a TOML file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (a binary file?); give a TOML file") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        problem = raw.get("problem")
+        if isinstance(problem, dict) and isinstance(problem.get("dataset"), str):
+            problem["dataset"] = resolve_dataset(problem["dataset"], Path(path).parent)
     for text in overrides:
         section, key, value = parse_override(text)
         raw.setdefault(section, {})

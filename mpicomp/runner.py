@@ -105,6 +105,12 @@ def _stop_code(config: Config, row: dict[str, float], loss0: float) -> tuple[int
     return CONTINUE, ""
 
 
+def _prefixed(section: str, exc: Exception) -> str:
+    """``"[section]: message"`` unless the message already names its config section."""
+    message = str(exc)
+    return message if message.startswith("[") else f"{section}: {message}"
+
+
 def replica_digest(x: np.ndarray) -> bytes:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest()[:16]
 
@@ -195,11 +201,11 @@ def _run(config: Config, out: str | Path, overwrite: bool, progress: bool, trans
     try:
         problem = build_problem_from(config, seed)
     except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError(f"[problem]/[data]: {exc}") from exc
+        raise ConfigError(_prefixed("[problem]/[data]", exc)) from exc
     try:
         method = build_method(config, problem, transport, seed)
     except ValueError as exc:
-        raise ConfigError(f"[method]: {exc}") from exc
+        raise ConfigError(_prefixed("[method]", exc)) from exc
     if not transport.is_master:
         return _loop(config, transport, method, None)
     log.info("%s", transport.layout_summary())

@@ -9,7 +9,9 @@ broadcast, or the switch's multicast), one round takes, by topology:
     "parallel"  parameter server, every worker has its own link to the master:
                 T = a + (max_w b_w) / B  +  a + b_down / B
     "switch"    every worker's link to the switch works in parallel, the switch multicasts once:
-                T = a + (max_w b_w) / B  +  a + b_down / B   (the parallel formula, for packets)
+                T = a + (max_w b_w) / B  +  a + b_down / B   (the parallel formula, for packets;
+                one latency each way although a switch round has two exchanges: SwitchML carries
+                the exponent agreement of the next block in the packets of the current one)
     "ring"      ring all-reduce of what each worker contributes (its upload, e.g. the
                 uncompressed vector): 2(n-1) steps, each moving 1/n of it on every link,
                 T = 2 (n - 1) a + (2 (n - 1) / n) (max_w b_w) / B; nothing is sent down.

@@ -31,7 +31,12 @@ class Identity(Compressor):
         return 8.0 * VALUE_DTYPES[self.dtype].itemsize * d
 
     def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        return (), x.astype(VALUE_DTYPES[self.dtype], copy=False)
+        with np.errstate(over="ignore"):
+            values = x.astype(VALUE_DTYPES[self.dtype], copy=False)
+        if not np.isfinite(values).all():
+            bad = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise ValueError(f"{self.spec}: x[{bad}] = {x[bad]!r} exceeds the {self.dtype} range; use dtype='float64'")
+        return (), values
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
         dtype = VALUE_DTYPES[self.dtype]

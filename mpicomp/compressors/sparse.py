@@ -14,6 +14,7 @@ The selection API used by both the sparsifiers and :class:`mpicomp.compressors.c
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 
 import numpy as np
@@ -226,7 +227,9 @@ class Sparsifier(Compressor):
         return True
 
     def count(self, d: int) -> int:
-        """k resolved for dimension d."""
+        """k resolved for dimension d (a warning when a count k exceeds d: every coordinate is kept)."""
+        if not isinstance(self.k, float) and self.k > d:
+            warnings.warn(f"{self.spec}: k = {self.k} exceeds d = {d}; all {d} coordinates are kept", stacklevel=2)
         return resolve_count(self.k, d)
 
     @abstractmethod
@@ -265,7 +268,8 @@ class Sparsifier(Compressor):
         with np.errstate(over="ignore"):
             wire_values = values.astype(VALUE_DTYPES[self.dtype])
         if not np.isfinite(wire_values).all():
-            raise ValueError(f"{self.spec}: values exceed the {self.dtype} range; use dtype='float64'")
+            advice = "; use dtype='float64'" if self.dtype != "float64" else " after scaling; rescale the vector"
+            raise ValueError(f"{self.spec}: values exceed the {self.dtype} range{advice}")
         return (), np.concatenate((self.encode_indices(indices, x.size), wire_values.view(np.uint8)))
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:

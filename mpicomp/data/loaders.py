@@ -21,6 +21,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import re
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -93,16 +94,20 @@ def load_svmlight(path: str | Path, n_features: int | None = None) -> Dataset:
     path = _require_file(Path(path), "a LIBSVM/svmlight text file, optionally .gz or .bz2")
     try:
         X, y = sk_datasets.load_svmlight_file(str(path), n_features=n_features, dtype=np.float64)
-    except ValueError as err:
-        raise ValueError(f"{path}: not a valid LIBSVM/svmlight file ({err})") from err
+    except (ValueError, OSError, EOFError) as err:  # also a truncated or non-gzip .gz, an unreadable file
+        raise ValueError(f"{path}: not a readable LIBSVM/svmlight file ({err})") from None
     return Dataset(str(path), sp.csr_matrix(X), np.asarray(y))
 
 
 def load_npz(path: str | Path) -> Dataset:
     """A ``.npz`` archive with ``X`` (2-D) and ``y``, optionally ``X_test`` and ``y_test``."""
     path = _require_file(Path(path), "a .npz archive with arrays X and y (optionally X_test, y_test)")
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        reason = "it holds Python objects, not numeric arrays" if "allow_pickle" in str(err) else str(err) or "empty file"
+        raise ValueError(f"{path}: not a readable .npz archive of numeric arrays X and y ({reason})") from None
     missing = [key for key in ("X", "y") if key not in arrays]
     if missing:
         raise ValueError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(arrays) or 'none'}")
@@ -126,8 +131,11 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     Images (magic 0x803) have a 16-byte header ``(magic, count, rows, cols)`` and come back as
     ``(count, rows*cols)``; labels (magic 0x801) have an 8-byte header ``(magic, count)``.
     """
-    with _open_binary(path) as handle:
-        buf = handle.read()
+    try:
+        with _open_binary(path) as handle:
+            buf = handle.read()
+    except (OSError, EOFError) as err:  # a truncated or non-gzip .gz
+        raise ValueError(f"{path}: cannot read the idx file ({err})") from None
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(buf) < header:
@@ -176,8 +184,26 @@ def load_mnist(directory: str | Path) -> Dataset:
     )
 
 
+def check_dataset(data: Dataset) -> Dataset:
+    """ValueError naming the dataset unless it has samples, features and finite numeric features."""
+    for label, X in (("train", data.X), ("test", data.X_test)):
+        if X is None:
+            continue
+        if X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"{data.name}: the {label} features have shape {X.shape}; need at least one row and column")
+        values = X.data if sp.issparse(X) else X
+        if not np.isfinite(values).all():
+            raise ValueError(f"{data.name}: the {label} features contain NaN or Inf; clean the file first")
+    return data
+
+
 def load_dataset(spec: str, *, n_features: int | None = None) -> Dataset:
-    """Load a dataset from its string (see the module docstring); ``n_features`` fixes LIBSVM widths."""
+    """Load a dataset from its string (see the module docstring) and check it (:func:`check_dataset`);
+    ``n_features`` fixes LIBSVM widths."""
+    return check_dataset(_load(spec, n_features))
+
+
+def _load(spec: str, n_features: int | None) -> Dataset:
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"dataset must be a non-empty string: {ACCEPTED_FORMS}")
     scheme, sep, rest = spec.partition(":")

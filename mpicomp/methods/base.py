@@ -21,6 +21,7 @@ skipped (zero-length) upload (``skipped_upload``); the runner builds the results
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
@@ -37,6 +38,8 @@ from ..rng import (
     RandomKey,
 )
 from .link import Link
+
+log = logging.getLogger("mpicomp")
 
 MASTER = -1  # the worker id used in the master's random keys
 OPTIMIZER, SAMPLER = "optimizer", "sampler"
@@ -99,6 +102,10 @@ class Method:
         self.d = ctx.problem.d
         self.x = ctx.problem.x0().astype(np.float64, copy=True)
         self.stepsize = options.stepsize if options.stepsize is not None else self.default_stepsize()
+        smallest = min(ctx.problem.local(w).m for w in range(self.n))
+        if ctx.is_master and ctx.batch > smallest:
+            log.warning("[data] batch = %d exceeds the smallest shard (%d samples): such workers use their whole shard",
+                        ctx.batch, smallest)
 
     # --- the round -------------------------------------------------------------------
     def round(self, k: int, link: Link) -> None:

@@ -1,0 +1,128 @@
+"""Every bad input gets one clear line on stderr and exit status 2; nothing is left half-written.
+
+Table-driven: each case builds its input in a temporary directory, runs the command line in this
+process (``mpicomp.cli.main``) and checks the exit status and the first line of stderr.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpicomp.cli import main
+
+BASE = ["--set", "run.rounds=2", "--set", "run.optimum=false", "--no-progress", "-q"]
+
+
+def svm_file(tmp: Path) -> Path:
+    path = tmp / "data.svm"
+    path.write_text("".join(f"{(-1) ** i} 1:{i} 2:{i % 3}\n" for i in range(40)))
+    return path
+
+
+def truncated_gz(tmp: Path) -> str:
+    data = gzip.compress(svm_file(tmp).read_bytes())
+    (tmp / "t.svm.gz").write_bytes(data[: len(data) // 2])
+    return str(tmp / "t.svm.gz")
+
+
+def not_gzip(tmp: Path) -> str:
+    (tmp / "plain.svm.gz").write_bytes(svm_file(tmp).read_bytes())
+    return str(tmp / "plain.svm.gz")
+
+
+def empty_npz(tmp: Path) -> str:
+    (tmp / "empty.npz").write_bytes(b"")
+    return str(tmp / "empty.npz")
+
+
+def npz(tmp: Path, name: str, X, y, **kw) -> str:
+    np.savez(tmp / name, X=X, y=y, **kw)
+    return str(tmp / name)
+
+
+DATASET_CASES = {
+    "truncated gz": (truncated_gz, r"mpicomp: \[problem\]/\[data\]: .*t\.svm\.gz: not a readable LIBSVM/svmlight file \("),
+    "gz that is not gzip": (not_gzip, r"mpicomp: \[problem\]/\[data\]: .*plain\.svm\.gz: not a readable LIBSVM"),
+    "empty npz": (empty_npz, r"mpicomp: \[problem\]/\[data\]: .*empty\.npz: not a readable \.npz archive"),
+    "zero columns": (
+        lambda tmp: npz(tmp, "wide.npz", np.zeros((10, 0)), np.arange(10) % 2),
+        r"mpicomp: \[problem\]/\[data\]: .*wide\.npz: the train features have shape \(10, 0\)",
+    ),
+    "nan in data": (
+        lambda tmp: npz(tmp, "nan.npz", np.where(np.eye(10, 3) > 0, np.nan, 1.0), np.arange(10) % 2),
+        r"mpicomp: \[problem\]/\[data\]: .*nan\.npz: the (train|test) features contain NaN or Inf",
+    ),
+    "python objects in npz": (
+        lambda tmp: npz(tmp, "obj.npz", np.array([[1.0, 2.0]] * 4), np.array(["a", None, 1, 2.0], dtype=object)),
+        r"mpicomp: \[problem\]/\[data\]: .*obj\.npz: not a readable \.npz archive .*holds Python objects",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DATASET_CASES)
+def test_bad_datasets(tmp_path, capsys, case):
+    make, first_line = DATASET_CASES[case]
+    dataset = make(tmp_path)
+    code = main(["run", "--out", str(tmp_path / "r.h5"), "--set", f"problem.dataset='{dataset}'", *BASE])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err, err
+    assert re.fullmatch(first_line + ".*", err[0]), err[0]
+    assert not (tmp_path / "r.h5").exists()
+
+
+SETTING_CASES = {
+    "nan step": (["method.stepsize=nan"], r"mpicomp: config error: \[method\] stepsize: must be a finite number, got nan"),
+    "inf step": (["method.stepsize=inf"], r"mpicomp: config error: \[method\] stepsize: must be a finite number, got inf"),
+    "nan divergence factor": (
+        ["run.divergence_factor=nan"],
+        r"mpicomp: config error: \[run\] divergence_factor: must be a finite number, got nan",
+    ),
+    "one prefix only": (
+        ["method.name='vr-diana'", "data.batch=1", "method.p=2.0"],
+        r"mpicomp: \[method\] p: the refresh probability must be in \(0, 1\], got 2\.0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SETTING_CASES)
+def test_bad_settings(tmp_path, capsys, case):
+    settings, first_line = SETTING_CASES[case]
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    code = main(["run", "--out", str(tmp_path / "r.h5"), *sets, *BASE])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err and re.fullmatch(first_line + ".*", err[0]), err
+
+
+def test_config_path_that_is_a_directory_or_binary(tmp_path, capsys):
+    assert main(["run", str(tmp_path), *BASE]) == 2
+    assert capsys.readouterr().err.startswith(f"mpicomp: config error: config file '{tmp_path}' is a directory")
+    binary = tmp_path / "cfg.toml"
+    binary.write_bytes(bytes(range(256)))
+    assert main(["run", str(binary), *BASE]) == 2
+    assert "is not UTF-8 text (a binary file?)" in capsys.readouterr().err
+
+
+def test_dataset_paths_in_a_config_file_are_relative_to_it(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    npz(folder, "d.npz", np.random.default_rng(0).standard_normal((40, 3)), np.arange(40) % 2)
+    (folder / "run.toml").write_text('[problem]\ndataset = "d.npz"\n[run]\nrounds = 2\noptimum = false\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "configs/run.toml", "--out", str(tmp_path / "r.h5"), "--no-progress", "-q"]) == 0
+    assert capsys.readouterr().out.startswith("finished: 2 rounds done")
+
+
+def test_oversized_batch_and_k_are_used_with_one_warning(tmp_path, caplog, recwarn):
+    """breast_cancer on 8 workers: shards of about 57 samples; batch 500 and randk(k=100) > d = 31."""
+    args = ["run", "--out", str(tmp_path / "r.h5"), "--set", "data.batch=500", "--set", "method.name='sgd'"]
+    args += ["--set", "compressor.uplink='randk(k=100)'", "--set", "run.rounds=3", "--set", "run.optimum=false", "--no-progress"]
+    assert main(args) == 0
+    batch_warnings = [r for r in caplog.records if "exceeds the smallest shard" in r.getMessage()]
+    assert len(batch_warnings) == 1
+    k_warnings = [w for w in recwarn if "k = 100 exceeds d = 31" in str(w.message)]
+    assert k_warnings, "randk(k) > d must warn"
