@@ -149,6 +149,11 @@ class RandomKey:
             np.uint64(self.stream & mask),
         ))
 
+    @property
+    def fingerprint(self) -> int:
+        """16 bits of the key (a hash of its state), carried by messages that depend on it."""
+        return int(mix64(self.state ^ GOLDEN) >> np.uint64(48))
+
     def with_stream(self, stream: int) -> RandomKey:
         return RandomKey(self.seed, self.round, self.worker, stream)
 

@@ -137,11 +137,21 @@ def test_randk_needs_the_key_unless_indices_are_sent() -> None:
     np.testing.assert_array_equal(sent.decode(sent.encode(x, KEY), 100), make("randk(k=10)").decode(message, 100, KEY))
 
 
-def test_randk_with_the_wrong_key_decodes_other_indices() -> None:
-    compressor, x = make("randk(k=10)"), fixed_vectors(100)["dense"]
-    right = compressor.decode(compressor.encode(x, KEY), 100, KEY)
-    wrong = compressor.decode(compressor.encode(x, KEY), 100, RandomKey(1))
-    assert not np.array_equal(np.flatnonzero(right), np.flatnonzero(wrong))
+@pytest.mark.parametrize("spec", ["randk(k=10)", "natural∘randk(k=10)"])
+def test_a_wrong_key_is_caught_by_the_fingerprint(spec: str) -> None:
+    """Key-derived indices would decode silently to another vector: the message's key fingerprint stops that."""
+    compressor, x = make(spec), fixed_vectors(100)["dense"]
+    message = compressor.encode(x, KEY)
+    assert np.count_nonzero(compressor.decode(message, 100, KEY)) <= 10
+    next_round = RandomKey(KEY.seed, KEY.round + 1, KEY.worker, KEY.stream)
+    with pytest.raises(MessageError, match="encoded with another RandomKey"):
+        compressor.decode(message, 100, next_round)
+
+
+def test_sent_indices_need_no_key_and_carry_no_fingerprint() -> None:
+    compressor, x = make("randk(k=10,send_indices=True)"), fixed_vectors(100)["dense"]
+    message = compressor.encode(x, KEY)
+    np.testing.assert_array_equal(compressor.decode(message, 100, RandomKey(1)), compressor.decode(message, 100))
 
 
 @pytest.mark.parametrize("spec", EVERY_SPEC)
@@ -351,8 +361,10 @@ def test_specs_round_trip() -> None:
 # ---------------------------------------------------------------- malformed payloads (valid CRC)
 
 
-def forged(compressor, d: int, payload: bytes | np.ndarray, scalars: tuple[float, ...] = ()) -> bytes:
-    return pack_message(compressor.codec_id, d, scalars, np.asarray(payload, dtype=np.uint8).tobytes())
+def forged(compressor, d: int, payload: bytes | np.ndarray, scalars: tuple[float, ...] = (), key=None) -> bytes:
+    """A hand-made message; ``key`` stamps its fingerprint (codecs that decode with the shared key check it)."""
+    fingerprint = None if key is None else key.fingerprint
+    return pack_message(compressor.codec_id, d, scalars, np.asarray(payload, dtype=np.uint8).tobytes(), key_fingerprint=fingerprint)
 
 
 def test_sparse_payload_validation() -> None:
@@ -369,7 +381,7 @@ def test_sparse_payload_validation() -> None:
     with pytest.raises(MessageError, match="non-finite"):
         topk.decode(forged(topk, 8, payload))
     with pytest.raises(MessageError, match="payload of"):
-        make("randk(k=3)").decode(forged(make("randk(k=3)"), 8, np.zeros(25)), 8, KEY)
+        make("randk(k=3)").decode(forged(make("randk(k=3)"), 8, np.zeros(25), key=KEY), 8, KEY)
 
 
 def test_qsgd_payload_validation() -> None:

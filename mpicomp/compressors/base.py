@@ -31,6 +31,8 @@ CODEC_IDS = {
     "compose": 11,
     "stovoq": 12,
     "laq": 13,
+    "cross-polytope": 14,
+    "hsq": 15,
 }
 
 # Little-endian float formats for values sent as is (identity, sparsifiers), by their spec name.
@@ -101,20 +103,32 @@ class Compressor(ABC):
     def __hash__(self) -> int:
         return hash(self.spec)
 
+    @property
+    def uses_shared_key(self) -> bool:
+        """True if decoding needs the encoder's key (shared randomness, e.g. Rand-K's indices): such
+        messages carry the key's fingerprint, and a decoder given another key raises MessageError."""
+        return False
+
     def encode(self, x: np.ndarray, key: RandomKey) -> bytes:
         """Compress ``x`` into one framed, bit-packed message."""
         x = check_input(x)
         scalars, payload = self._encode(x, key)
-        return pack_message(self.codec_id, x.size, scalars, payload, crc=self.crc)
+        fingerprint = key.fingerprint if self.uses_shared_key else None
+        return pack_message(self.codec_id, x.size, scalars, payload, crc=self.crc, key_fingerprint=fingerprint)
 
     def decode(self, buf: bytes | memoryview, d: int | None = None, key: RandomKey | None = None) -> np.ndarray:
         """Decode a message into a float64 vector; :class:`MessageError` on any bad buffer.
 
-        ``key`` is the encoder's key; codecs with shared randomness (Rand-K) need it.
+        ``key`` is the encoder's key; codecs with shared randomness (Rand-K) need it, and their
+        messages carry its fingerprint so that a wrong key is caught instead of decoding garbage.
         """
         msg = unpack_message(buf, codec=self.codec_id, d=d)
         if len(msg.scalars) != self.n_scalars:
             raise MessageError(f"{self.name}: message has {len(msg.scalars)} scalars, codec uses {self.n_scalars}")
+        if self.uses_shared_key:
+            check_fingerprint(self.name, msg.key_fingerprint, require_key(self.name, key))
+        elif msg.key_fingerprint is not None:
+            raise MessageError(f"{self.name}: message carries a key fingerprint, but this codec uses no shared key")
         return self._decode(msg, key)
 
     def header_bits(self) -> int:
@@ -140,6 +154,17 @@ class Compressor(ABC):
     @abstractmethod
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
         """Rebuild the vector from a validated message; raise MessageError on bad payload."""
+
+
+def check_fingerprint(name: str, fingerprint: int | None, key: RandomKey) -> None:
+    """MessageError unless the message carries the fingerprint of ``key`` (the decoder's key)."""
+    if fingerprint is None:
+        raise MessageError(f"{name}: message carries no key fingerprint, but decoding depends on the encoder's key")
+    if fingerprint != key.fingerprint:
+        raise MessageError(
+            f"{name}: message was encoded with another RandomKey (fingerprint 0x{fingerprint:04x}, decoder's "
+            f"0x{key.fingerprint:04x}): wrong round, worker or stream on one side"
+        )
 
 
 def require_key(name: str, key: RandomKey | None) -> RandomKey:

@@ -58,6 +58,10 @@ class Compose(Compressor):
     def spec(self) -> str:
         return f"{self.outer.spec}∘{self.inner.spec}"
 
+    @property
+    def uses_shared_key(self) -> bool:
+        return self.inner.uses_shared_key
+
     def omega(self, d: int) -> float | None:
         omega_outer = self.outer.omega(self.inner.count(d))
         omega_inner = self.inner.omega(d)

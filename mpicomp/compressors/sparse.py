@@ -226,6 +226,11 @@ class Sparsifier(Compressor):
         """Whether the index section is on the wire (else both sides derive it from the key)."""
         return True
 
+    @property
+    def uses_shared_key(self) -> bool:
+        """Indices that are not sent come from the shared key."""
+        return not self.sends_indices
+
     def count(self, d: int) -> int:
         """k resolved for dimension d (a warning when a count k exceeds d: every coordinate is kept)."""
         if not isinstance(self.k, float) and self.k > d:

@@ -5,9 +5,9 @@ Layout (documented byte by byte in ``docs/wire-format.md``)::
     0   2  magic  b"MC"
     2   1  u8     version (1)
     3   1  u8     codec id
-    4   1  u8     flags (bit 0: CRC32 trailer present; other bits must be 0)
+    4   1  u8     flags (bit 0: CRC32 trailer present; bit 1: key fingerprint present; others 0)
     5   1  u8     n_scalars, the number of float64 codec scalars
-    6   2  u16    reserved, must be 0
+    6   2  u16    key fingerprint with flag bit 1 (16 bits of the encoder's RandomKey), else 0
     8   4  u32    d, the dimension of the encoded vector
     12  4  u32    payload length L in bytes
     16  8n f64    codec scalars (norms, radii, scales)
@@ -30,6 +30,7 @@ from .errors import MessageError
 MAGIC = b"MC"
 VERSION = 1
 FLAG_CRC32 = 0x01
+FLAG_KEY = 0x02
 HEADER = struct.Struct("<2sBBBBHII")
 HEADER_BYTES = HEADER.size
 CRC_BYTES = 4
@@ -46,6 +47,7 @@ class Message:
     scalars: tuple[float, ...]
     payload: memoryview
     nbytes: int
+    key_fingerprint: int | None = None  # 16 bits of the encoder's key, for codecs with shared randomness
 
     @property
     def overhead_bytes(self) -> int:
@@ -64,21 +66,24 @@ def pack_message(
     scalars: tuple[float, ...] | list[float] = (),
     payload: bytes | bytearray | memoryview | np.ndarray = b"",
     crc: bool = True,
+    key_fingerprint: int | None = None,
 ) -> bytes:
-    """Frame ``payload`` with the header and (optionally) a CRC32 trailer."""
+    """Frame ``payload`` with the header, (optionally) a CRC32 trailer and the encoder's key fingerprint."""
     if not 0 <= d <= MAX_D:
         raise ValueError(f"dimension d={d} does not fit the u32 header field")
     if len(scalars) > MAX_SCALARS:
         raise ValueError(f"{len(scalars)} codec scalars exceed the limit of {MAX_SCALARS}")
     body = memoryview(payload).cast("B")
-    head = HEADER.pack(MAGIC, VERSION, codec, FLAG_CRC32 if crc else 0, len(scalars), 0, d, len(body))
+    flags = (FLAG_CRC32 if crc else 0) | (FLAG_KEY if key_fingerprint is not None else 0)
+    fingerprint = key_fingerprint or 0
+    head = HEADER.pack(MAGIC, VERSION, codec, flags, len(scalars), fingerprint, d, len(body))
     head += struct.pack(f"<{len(scalars)}d", *scalars)
     if not crc:
         return b"".join((head, body))
     return b"".join((head, body, struct.pack("<I", zlib.crc32(body, zlib.crc32(head)))))
 
 
-def _parse_header(view: memoryview, offset: int) -> tuple[int, int, int, int, int, int]:
+def _parse_header(view: memoryview, offset: int) -> tuple[int, int, int, int, int, int, int | None]:
     remaining = len(view) - offset
     if remaining < HEADER_BYTES:
         raise MessageError(f"truncated message: {remaining} bytes, the header alone needs {HEADER_BYTES}")
@@ -87,17 +92,17 @@ def _parse_header(view: memoryview, offset: int) -> tuple[int, int, int, int, in
         raise MessageError(f"bad magic {bytes(magic)!r}: not an mpicomp message (expected {MAGIC!r})")
     if version != VERSION:
         raise MessageError(f"unsupported wire version {version} (this build reads version {VERSION})")
-    if flags & ~FLAG_CRC32 or reserved:
+    if flags & ~(FLAG_CRC32 | FLAG_KEY) or (reserved and not flags & FLAG_KEY):
         raise MessageError(f"unknown flag bits 0x{flags:02x} / reserved field {reserved}: corrupt header")
     total = HEADER_BYTES + 8 * n_scalars + length + (CRC_BYTES if flags & FLAG_CRC32 else 0)
     if total > remaining:
         raise MessageError(f"truncated message: header announces {total} bytes, only {remaining} present")
-    return codec, flags, n_scalars, d, length, total
+    return codec, flags, n_scalars, d, length, total, (reserved if flags & FLAG_KEY else None)
 
 
 def message_sizes(buf: bytes | memoryview, offset: int = 0) -> tuple[int, int]:
     """``(total, payload)`` bytes of the message that starts at ``offset`` (header checked, CRC not)."""
-    _, _, _, _, payload, total = _parse_header(memoryview(buf).cast("B"), offset)
+    _, _, _, _, payload, total, _ = _parse_header(memoryview(buf).cast("B"), offset)
     return total, payload
 
 
@@ -118,7 +123,7 @@ def unpack_message(
     hold exactly one message (no trailing bytes).
     """
     view = memoryview(buf).cast("B")
-    msg_codec, flags, n_scalars, msg_d, length, total = _parse_header(view, 0)
+    msg_codec, flags, n_scalars, msg_d, length, total, fingerprint = _parse_header(view, 0)
     if exact and total != len(view):
         raise MessageError(f"oversized buffer: message is {total} bytes but {len(view)} were given")
     if codec is not None and msg_codec != codec:
@@ -132,7 +137,7 @@ def unpack_message(
             raise MessageError(f"CRC32 mismatch (stored 0x{stored:08x}, computed 0x{computed:08x}): corrupt message")
     start = HEADER_BYTES + 8 * n_scalars
     scalars = struct.unpack_from(f"<{n_scalars}d", view, HEADER_BYTES)
-    return Message(msg_codec, msg_d, scalars, view[start : start + length], total)
+    return Message(msg_codec, msg_d, scalars, view[start : start + length], total, fingerprint)
 
 
 def split_messages(buf: bytes | memoryview) -> list[memoryview]:
