@@ -1,4 +1,4 @@
-"""Command line: ``mpicomp run | info | compressors | methods``.
+"""Command line: ``mpicomp run | info | compare | plot | compressors | methods``.
 
 Launch with ``mpiexec -n 4 mpicomp run CONFIG.toml`` or ``srun mpicomp run ...``; a plain
 ``mpicomp run`` (or ``python -m mpicomp run``) runs every logical worker in one process
@@ -104,6 +104,65 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _note(message: str) -> None:
+    print(f"mpicomp: note: {message}", file=sys.stderr)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .results.collect import RunsError, load_runs
+    from .results.compare import (
+        Target,
+        compare_runs,
+        sort_rows,
+        to_csv,
+        to_json,
+        to_text,
+    )
+
+    try:
+        targets = [Target.parse(text) for text in args.target]
+        runs, skipped = load_runs(args.runs)
+        comparison = compare_runs(runs, targets, args.metric, group_seeds=args.group_seeds)
+        if args.sort:
+            sort_rows(comparison, args.sort, reverse=args.reverse)
+    except (RunsError, ValueError) as exc:
+        print(f"mpicomp: compare: {exc}", file=sys.stderr)
+        return 2
+    comparison.notes[:0] = skipped
+    if args.json:
+        print(to_json(comparison))
+    elif args.csv:
+        print(to_csv(comparison), end="")
+        for note in comparison.notes:
+            _note(note)
+    else:
+        print(to_text(comparison))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .results.collect import RunsError, check_metrics, load_runs
+    from .results.plot import check_output, figure, run_labels, save
+
+    try:
+        out = check_output(args.out)
+        runs, notes = load_runs(args.runs)
+        check_metrics(runs, args.y, "--y")
+    except (RunsError, ValueError) as exc:
+        print(f"mpicomp: plot: {exc}", file=sys.stderr)
+        return 2
+    try:
+        fig, drawn = figure(list(zip(run_labels(runs), runs, strict=True)), args.y, args.x or ["rounds"],
+                            yscale=args.yscale, xscale=args.xscale, title=args.title)
+    except ImportError as exc:
+        print(f"mpicomp: plot: {exc}", file=sys.stderr)
+        return 1
+    for note in notes + drawn:
+        _note(note)
+    print(f"wrote {save(fig, out)} ({len(runs)} runs)")
+    return 0
+
+
 EXAMPLE_SPECS = (
     "identity",
     "identity(dtype=float32)",
@@ -167,13 +226,43 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+COMPARE_DESCRIPTION = """\
+One row per run: the config keys that differ between the runs, status, last logged round, final
+loss, suboptimality, gradient norm and test accuracy, bits up and down, uploads, modelled and wall
+time, the final value of columns a method declared (a sampler's own metrics), and per --target
+whether the run reached it and the round, bits (up + down), modelled and wall time at the first
+logged row that meets it. Runs that lack a value (killed, another method or format, samplers)
+show n/a and a note below the table.
+
+examples:
+  mpicomp compare results/sweep --target loss=0.3 --sort 'bits to loss<=0.3'
+  mpicomp compare 'results/sweep/*.h5' --group-seeds --csv > sweep.csv"""
+PLOT_DESCRIPTION = """\
+Overlay the runs' curves: one panel per --y metric and --x axis, one legend whose labels are the
+config keys that differ between the runs. The y axis is logarithmic for suboptimality, gradient
+norm, distance to x* and metrics spanning two decades (--yscale to choose).
+
+example:
+  mpicomp plot results/sweep --y suboptimality --x rounds --x bits --out sweep.png"""
+
+
+def _runs_parser(sub, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that reads several results files: its parser with the ``RUNS`` argument."""
+    p = sub.add_parser(name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUNS",
+                   help="results files, directories (every *.h5 below them) or quoted glob patterns")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpicomp",
         description="Communication-compressed distributed optimization on MPI.",
         epilog="Examples:\n  mpicomp run jobscripts/configs/quickstart.toml\n"
         "  mpiexec -n 4 mpicomp run cfg.toml --set compressor.uplink='natural' --out nat.h5\n"
-        "  mpicomp info nat.h5",
+        "  mpicomp info nat.h5\n"
+        "  mpicomp compare results/ --target loss=0.3\n"
+        "  mpicomp plot results/ --y loss --x bits --out loss.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mpicomp {__version__}")
@@ -193,6 +282,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarise results files", description="Print config, status and final metrics.")
     p.add_argument("results", nargs="+", help="HDF5 results file(s)")
     p.set_defaults(func=_cmd_info)
+
+    p = _runs_parser(sub, "compare", "compare runs in one table", COMPARE_DESCRIPTION)
+    p.add_argument("--target", action="append", default=[], metavar="METRIC=VALUE",
+                   help="a target to reach: loss=0.3, suboptimality=1e-6, accuracy=0.9 (= means >= for accuracy, "
+                   "<= otherwise; METRIC<=VALUE and METRIC>=VALUE say it explicitly); repeatable")
+    p.add_argument("--metric", action="append", default=[], metavar="NAME",
+                   help="also show the final value of this metric column (e.g. dist_to_opt, skips); repeatable")
+    p.add_argument("--sort", metavar="COLUMN", help="sort the rows by this column (runs without a value last)")
+    p.add_argument("--reverse", action="store_true", help="sort in descending order")
+    p.add_argument("--group-seeds", action="store_true",
+                   help="one row per set of runs whose configs differ only in run.seed: mean ± sample std")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--csv", action="store_true", help="CSV on stdout (notes on stderr)")
+    form.add_argument("--json", action="store_true", help="JSON on stdout: columns, rows and notes")
+    p.set_defaults(func=_cmd_compare)
+
+    p = _runs_parser(sub, "plot", "plot metrics of runs against rounds, bits or time", PLOT_DESCRIPTION)
+    p.add_argument("--y", action="append", required=True, metavar="METRIC",
+                   help="metric column to plot (loss, suboptimality, grad_norm_sq, test_accuracy, ...); repeatable")
+    p.add_argument("--x", action="append", choices=("rounds", "bits", "modelled_time", "wall_time"),
+                   help="x-axis: rounds (default), bits (sent up + down), modelled_time or wall_time; repeatable")
+    p.add_argument("--out", required=True, help="figure file: .png, .pdf or .svg")
+    p.add_argument("--yscale", choices=("auto", "linear", "log"), default="auto", help="y axis scale (default auto)")
+    p.add_argument("--xscale", choices=("linear", "log"), default="linear", help="x axis scale (default linear)")
+    p.add_argument("--title", help="figure title")
+    p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("compressors", help="list compressors", description="The compressor registry as a table.")
     p.add_argument("--d", type=int, default=100_000, help="dimension for omega/alpha and bits (default 1e5)")

@@ -51,6 +51,8 @@ COMMUNICATION_COLUMNS = {
     "uploads": Column("int64", "non-empty worker contributions (gathered uploads and switch packet streams)"),
     "skips": Column("int64", "skipped (zero-length) uploads"),
     "wall_time": Column("float64", "seconds spent in rounds on rank 0 (metric evaluation and logging excluded)"),
+    "codec_time": Column("float64", "of wall_time: seconds rank 0 spent encoding and decoding (compression)"),
+    "comm_time": Column("float64", "of wall_time: seconds rank 0 spent in collectives, waiting for other ranks included"),
     "modelled_time": Column("float64", "seconds the [network] model gives for the counted bytes"),
 }
 WORKER_COLUMNS = {

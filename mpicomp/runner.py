@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
 from .comm import (
     AggregationOverflowError,
@@ -31,6 +30,7 @@ from .config import Config, ConfigError
 from .methods import OPTIMIZER, SAMPLER, Method, MethodContext, method_class
 from .problems import build_problem
 from .problems.base import Problem
+from .progress import Progress
 from .record import (
     WORKER_COLUMNS,
     PosteriorTracker,
@@ -41,6 +41,7 @@ from .record import (
 )
 from .results import ResultsWriter
 from .rng import root_seed
+from .timing import CODEC, Stopwatch
 
 log = logging.getLogger("mpicomp")
 
@@ -125,6 +126,7 @@ class _Monitor:
         method: Method,
         writer: ResultsWriter,
         counter: ByteCounter,
+        clock: Stopwatch,
         progress: bool,
     ) -> None:
         self.config, self.problem, self.method, self.writer, self.counter = config, problem, method, writer, counter
@@ -137,8 +139,10 @@ class _Monitor:
         self.modelled_time = 0.0
         self.loss0 = self._evaluate()["loss"]
         self.last: dict[str, float] = {}
-        self.bar = tqdm(total=config.run["rounds"], disable=not progress, unit="round", dynamic_ncols=True)
+        self.progress = Progress(config.run["rounds"], progress)
         self.round_seconds = 0.0  # wall time spent in rounds; metric evaluation and logging excluded
+        self.codec_start, self.comm_start = CODEC.seconds, clock.seconds
+        self.clock = clock
         self.mark = time.perf_counter()
 
     def _evaluate(self) -> dict[str, float]:
@@ -146,7 +150,7 @@ class _Monitor:
 
     def end_round(self, round_bytes: RoundBytes, k: int, logged: bool) -> tuple[int, str]:
         self.modelled_time += self.network.round_seconds(round_bytes.up_bytes, round_bytes.down_bytes)
-        self.bar.update(1)
+        self.progress.update()
         if self.posterior is not None and _keeps_sample(self.config, k):
             draw = self.method.sample()
             self.writer.add_samples(draw)
@@ -157,7 +161,7 @@ class _Monitor:
         self.last = self._log_row(k)
         self.mark = time.perf_counter()
         bits = self.last["bits_up"] + self.last["bits_down"]
-        self.bar.set_postfix(loss=f"{self.last['loss']:.4e}", Mbit=f"{bits / 1e6:.1f}")
+        self.progress.note(loss=f"{self.last['loss']:.4e}", Mbit=f"{bits / 1e6:.1f}")
         return _stop_code(self.config, self.last, self.loss0)
 
     def _log_row(self, k: int) -> dict[str, float]:
@@ -166,12 +170,17 @@ class _Monitor:
         row = {"round": k + 1, **self._evaluate(), **totals, **self.method.metrics()}
         if self.posterior is not None:
             row.update(self.posterior.columns())
-        row.update(wall_time=self.round_seconds, modelled_time=self.modelled_time)
+        row.update(
+            wall_time=self.round_seconds,
+            codec_time=CODEC.seconds - self.codec_start,
+            comm_time=self.clock.seconds - self.comm_start,
+            modelled_time=self.modelled_time,
+        )
         self.writer.log(row, workers)
         return row
 
     def close(self) -> None:
-        self.bar.close()
+        self.progress.close()
 
 
 def _keeps_sample(config: Config, k: int) -> bool:
@@ -197,6 +206,7 @@ def run(
 
 
 def _run(config: Config, out: str | Path, overwrite: bool, progress: bool, transport: Transport) -> RunResult:
+    started = time.perf_counter()
     seed = root_seed(config.run["seed"])
     try:
         problem = build_problem_from(config, seed)
@@ -206,6 +216,7 @@ def _run(config: Config, out: str | Path, overwrite: bool, progress: bool, trans
         method = build_method(config, problem, transport, seed)
     except ValueError as exc:
         raise ConfigError(_prefixed("[method]", exc)) from exc
+    method.warm_up()
     if not transport.is_master:
         return _loop(config, transport, method, None)
     log.info("%s", transport.layout_summary())
@@ -225,7 +236,10 @@ def _run(config: Config, out: str | Path, overwrite: bool, progress: bool, trans
         flush_every=config.run["flush_every"],
         overwrite=overwrite,
     ) as writer:
-        monitor = _Monitor(config, problem, method, writer, transport.counter, progress)
+        monitor = _Monitor(config, problem, method, writer, transport.counter, transport.clock, progress)
+        startup = time.perf_counter() - started
+        writer.record_startup(startup)
+        log.info("start-up %.1f s (data, reference optimum, JIT compilation); round 1 starts", startup)
         try:
             result = _loop(config, transport, method, monitor)
         finally:

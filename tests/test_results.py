@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from mpicomp.results import FINAL_STATUSES, ResultsWriter, read_results, summarize
-from mpicomp.results.writer import git_commit
+from mpicomp.results.writer import failure_message, git_commit
 
 N_WORKERS = 3
 D = 4
@@ -162,7 +163,7 @@ def test_exception_inside_with_records_failed_and_propagates(tmp_path):
         raise FloatingPointError("overflow in the DIANA shift update")
     results = read_results(path)
     assert results.status == "failed"
-    assert results.status_message == "FloatingPointError('overflow in the DIANA shift update')"
+    assert results.status_message == "FloatingPointError: overflow in the DIANA shift update"
     assert results.n_rows == 2  # buffered rows were flushed by the failure path
 
 
@@ -447,3 +448,29 @@ def test_reader_rejects_other_format_versions(tmp_path):
         f.attrs["format_version"] = np.int64(2)
     with pytest.raises(ValueError, match="uses results format 2; this mpicomp reads format 1"):
         read_results(path)
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (KeyboardInterrupt(), "interrupted (SIGINT)"),
+        (SystemExit(143), "terminated by SIGTERM (time limit or scancel?)"),
+        (SystemExit(129), "terminated by SIGHUP"),
+        (ValueError("bad"), "ValueError: bad"),
+        (RuntimeError(), "RuntimeError"),
+    ],
+)
+def test_failure_messages_say_what_happened(exc, message):
+    assert failure_message(exc) == message
+
+
+def test_heartbeat_moves_at_every_flush_and_pid_is_stored(tmp_path):
+    with make_writer(tmp_path / "r.h5", flush_every=1) as writer:
+        with h5py.File(tmp_path / "r.h5", "r", swmr=True) as f:
+            first = f["heartbeat"][()]
+            assert f.attrs["pid"] == os.getpid()
+        writer.record_startup(1.5)
+        writer.log(row(0), worker_row(0))
+        writer.finish("finished")
+    with h5py.File(tmp_path / "r.h5", "r", swmr=True) as f:
+        assert f["heartbeat"][()] >= first and f["startup_seconds"][()] == 1.5

@@ -6,9 +6,9 @@ with l_inf random dithering, QSVRG with l_2 dithering; step sizes, alpha and p a
 defaults (see :mod:`mpicomp.methods.diana`) unless ``--stepsize`` is given.
 
 Every run goes through :func:`mpicomp.runner.run` in this process and writes an HDF5 file; the
-plots are drawn from those files via :func:`mpicomp.results.read_results` (``--plot-only`` redraws
-from existing files). Panels: suboptimality and ``||x - x*||`` against rounds and against the bits
-sent up and down. Example::
+plots are drawn from those files via :func:`mpicomp.results.read_results` and the plotting code of
+``mpicomp plot`` (:mod:`mpicomp.results.plot`; ``--plot-only`` redraws from existing files). Panels:
+suboptimality and ``||x - x*||`` against rounds and against the bits sent up and down. Example::
 
     python tools/plot_diana.py --rounds 1500 --out results/diana
 """
@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
 from mpicomp.comm import LocalTransport
 from mpicomp.config import PARTITIONS, SCALINGS, validate
 from mpicomp.results import Results, read_results
+from mpicomp.results.plot import figure, save
 from mpicomp.runner import run
 
 DEFAULT_A9A = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "a9a.gz"
@@ -37,7 +37,7 @@ RUNS = {
     "QSVRG": ({"name": "qsvrg"}, "two"),
 }
 DEFAULT_RUNS = ("VR-DIANA (L-SVRG)", "DIANA-SGD", "QSVRG")
-PANELS = (("suboptimality", r"$F(x^k) - F^*$"), ("dist_to_opt", r"$\|x^k - x^*\|$"))
+PANELS = ("suboptimality", "dist_to_opt")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,31 +105,22 @@ def summary(label: str, results: Results) -> str:
 
 
 def plot(args: argparse.Namespace, curves: dict[str, Results]) -> Path:
-    fig = Figure(figsize=(11, 8))
-    axes = fig.subplots(2, 2)
-    for row, (metric, ylabel) in enumerate(PANELS):
-        for label, results in curves.items():
-            m = results.metrics
-            values = np.where(m[metric] > 0, m[metric], np.nan)  # F - F* rounds to <= 0 at the optimum: not drawn
-            axes[row][0].semilogy(m["round"], values, label=label, lw=1.2)
-            axes[row][1].semilogy((m["bits_up"] + m["bits_down"]) / 1e6, values, label=label, lw=1.2)
-        axes[row][0].set_xlabel("round")
-        axes[row][1].set_xlabel("Mbit sent (up + down)")
-        for ax in axes[row]:
-            ax.set_ylabel(ylabel)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
+    """The 2 x 2 grid through :mod:`mpicomp.results.plot`: each metric against rounds and bits."""
     config = next(iter(curves.values())).config
-    fig.suptitle(
-        f"a9a logistic, l2 = {config['problem']['l2']:g}, n = {config['data']['workers']}, "
-        f"batch {config['data']['batch']}, {config['data']['scale']} features; "
-        f"l_inf dithering (s = {args.levels}) for VR-DIANA and DIANA, l_2 for QSVRG",
-        fontsize=10,
+    fig, notes = figure(
+        list(curves.items()),
+        ys=PANELS,
+        xs=("rounds", "bits"),
+        yscale="log",
+        title=(
+            f"a9a logistic, l2 = {config['problem']['l2']:g}, n = {config['data']['workers']}, "
+            f"batch {config['data']['batch']}, {config['data']['scale']} features; "
+            f"l_inf dithering (s = {args.levels}) for VR-DIANA and DIANA, l_2 for QSVRG"
+        ),
     )
-    fig.tight_layout()
-    path = args.out / "diana_a9a.png"
-    fig.savefig(path, dpi=120)
-    return path
+    for note in notes:
+        print(f"note: {note}")
+    return save(fig, args.out / "diana_a9a.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@ Problem: softmax regression with the nonconvex penalty ``lam sum_k x_k^2 / (1 + 
 * Experiment 2 ("improving with n"): one panel per method, one curve per number of workers n, B fixed.
 
 Every run goes through :func:`mpicomp.runner.run` in this process and is read back from its HDF5
-file with :func:`mpicomp.results.read_results`; the PNGs and the HDF5 files land in ``--out``.
+file with :func:`mpicomp.results.read_results` and drawn by the plotting code of ``mpicomp plot``
+(:mod:`mpicomp.results.plot`); the PNGs and the HDF5 files land in ``--out``.
 Example::
 
     python tools/plot_ef21.py --mnist ../shared/datasets/mnist --subsample 6000 --rounds 600 --out results/ef21
@@ -26,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from mpicomp.comm import LocalTransport
 from mpicomp.config import SCALINGS, validate
 from mpicomp.data import load_mnist
-from mpicomp.results import Results, read_results
+from mpicomp.results import Results, plot, read_results
 from mpicomp.runner import run
 
 METHODS = ("ef14", "ef21", "ef21-sgdm", "ef21-sgd2m")
@@ -118,12 +119,10 @@ def floor(results: Results) -> float:
 
 
 def panel(ax, curves: dict[str, Results], title: str) -> None:
-    for label, results in curves.items():
-        ax.semilogy(results.metrics["round"], results.metrics["grad_norm_sq"], label=label, lw=1.2)
+    """||grad f||^2 against rounds, one curve per run, through :func:`mpicomp.results.plot.draw`."""
+    for note in plot.draw(ax, list(curves.items()), "grad_norm_sq", "rounds", yscale="log"):
+        print(f"note: {note}")
     ax.set_title(title)
-    ax.set_xlabel("round")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
 
 
 def experiment_1(args: argparse.Namespace, dataset: Path) -> Path:
@@ -133,7 +132,6 @@ def experiment_1(args: argparse.Namespace, dataset: Path) -> Path:
         curves = {LABELS[m]: run_one(args, dataset, m, args.workers, batch) for m in METHODS}
         panel(ax, curves, f"B = {batch}, n = {args.workers}")
         print(f"exp1 B={batch:<4d}" + "".join(f"  {k}: {floor(r):.3e}" for k, r in curves.items()), flush=True)
-    axes[0][0].set_ylabel(r"$\|\nabla f(x^t)\|^2$")
     return save(fig, args, "ef21_exp1_batch.png", "Experiment 1: increasing batch size")
 
 
@@ -144,7 +142,6 @@ def experiment_2(args: argparse.Namespace, dataset: Path) -> Path:
         curves = {f"n = {n}": run_one(args, dataset, method, n, args.batch_n) for n in args.ns}
         panel(ax, curves, f"{LABELS[method]}, B = {args.batch_n}")
         print(f"exp2 {LABELS[method]:<11s}" + "".join(f"  {k}: {floor(r):.3e}" for k, r in curves.items()), flush=True)
-    axes[0][0].set_ylabel(r"$\|\nabla f(x^t)\|^2$")
     return save(fig, args, "ef21_exp2_workers.png", "Experiment 2: improving with n")
 
 
@@ -155,9 +152,7 @@ def save(fig: Figure, args: argparse.Namespace, name: str, title: str) -> Path:
         fontsize=10,
     )
     fig.tight_layout()
-    path = args.out / name
-    fig.savefig(path, dpi=120)
-    return path
+    return plot.save(fig, args.out / name)
 
 
 def main(argv: list[str] | None = None) -> int:

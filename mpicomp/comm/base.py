@@ -17,6 +17,7 @@ from typing import Self
 
 import numpy as np
 
+from ..timing import Stopwatch
 from .accounting import ByteCounter
 from .packets import OP_MAX, OP_SUM, SWITCH_SENDER, PacketSpec, encode_packets
 from .switch import RESULT_LANES, read_aggregate, switch_aggregate
@@ -87,6 +88,7 @@ class Transport(ABC):
     rank: int
     size: int
     counter: ByteCounter
+    clock: Stopwatch  # seconds in counted collectives (and the switch), waiting for other ranks included
 
     @property
     def is_master(self) -> bool:
@@ -141,7 +143,8 @@ class Transport(ABC):
         The master returns all ``n_workers`` uploads ordered by worker id; others ``None``.
         """
         views = self._local_uploads(uploads)
-        gathered = self._gather_bytes(views, None)
+        with self.clock.timing():
+            gathered = self._gather_bytes(views, None)
         if gathered is None:
             self.counter.count_uploads(self.local_workers, views)
         else:
@@ -151,7 +154,8 @@ class Transport(ABC):
     def broadcast(self, message: Buffer | None) -> memoryview:
         """The master passes its downlink message, others ``None``; all return it."""
         view = readonly_bytes(master_value(message, "its downlink message to broadcast")) if self.is_master else None
-        received = self._broadcast_bytes(view, None)
+        with self.clock.timing():
+            received = self._broadcast_bytes(view, None)
         self.counter.count_downlink(received)
         return received
 
@@ -195,15 +199,16 @@ class Transport(ABC):
                 )
             spec.encoding.check_values(array, spec.width, f"worker {worker}")
             streams.append(memoryview(encode_packets(array, spec, worker)).toreadonly())
-        stream_bytes = spec.stream_bytes(length)
-        gathered = self._gather_bytes(streams, np.full(self.n_workers, stream_bytes, dtype=np.int64))
+        with self.clock.timing():  # the network and the switch
+            sizes = np.full(self.n_workers, spec.stream_bytes(length), dtype=np.int64)
+            gathered = self._gather_bytes(streams, sizes)
+            aggregate = None
+            if self.is_master:
+                aggregate = memoryview(switch_aggregate(gathered, spec, length)).toreadonly()
+            received = self._broadcast_bytes(aggregate, spec.stream_bytes(length, RESULT_LANES))
         payload, header = spec.split(length)
         counted = self.local_workers if gathered is None else range(self.n_workers)
         self.counter.count_packets(counted, payload, header)
-        aggregate = None
-        if self.is_master:
-            aggregate = memoryview(switch_aggregate(gathered, spec, length)).toreadonly()
-        received = self._broadcast_bytes(aggregate, spec.stream_bytes(length, RESULT_LANES))
         self.counter.count_packet_downlink(*spec.split(length, RESULT_LANES))
         return read_aggregate(received, spec, length)
 

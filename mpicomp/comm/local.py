@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..timing import Stopwatch
 from .accounting import ByteCounter
 from .base import Transport, check_n_workers
 
@@ -15,6 +16,7 @@ class LocalTransport(Transport):
         self.n_workers = check_n_workers(n_workers)
         self.rank = 0
         self.size = 1
+        self.clock = Stopwatch()
         self.counter = ByteCounter(self.n_workers, complete=True)
 
     def _gather_bytes(self, views: list[memoryview], sizes: np.ndarray | None) -> list[memoryview]:

@@ -23,6 +23,7 @@ from itertools import pairwise
 import numpy as np
 from mpi4py import MPI
 
+from ..timing import Stopwatch
 from .accounting import ByteCounter
 from .base import Transport, check_n_workers, worker_range
 from .local import LocalTransport
@@ -77,6 +78,7 @@ class MPITransport(Transport):
         self.comm = comm.Dup()
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
+        self.clock = Stopwatch()
         self.counter = ByteCounter(self.n_workers, complete=self.is_master)
         blocks = [worker_range(self.n_workers, self.size, rank) for rank in range(self.size)]
         self._block_starts = np.array([block.start for block in blocks], dtype=np.int64)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..rng import RandomKey
+from ..timing import CODEC
 from ..wire import Message, MessageError, overhead_bytes, pack_message, unpack_message
 
 # Codec ids on the wire; one per compressor class, never reused.
@@ -111,10 +112,11 @@ class Compressor(ABC):
 
     def encode(self, x: np.ndarray, key: RandomKey) -> bytes:
         """Compress ``x`` into one framed, bit-packed message."""
-        x = check_input(x)
-        scalars, payload = self._encode(x, key)
-        fingerprint = key.fingerprint if self.uses_shared_key else None
-        return pack_message(self.codec_id, x.size, scalars, payload, crc=self.crc, key_fingerprint=fingerprint)
+        with CODEC.timing():
+            x = check_input(x)
+            scalars, payload = self._encode(x, key)
+            fingerprint = key.fingerprint if self.uses_shared_key else None
+            return pack_message(self.codec_id, x.size, scalars, payload, crc=self.crc, key_fingerprint=fingerprint)
 
     def decode(self, buf: bytes | memoryview, d: int | None = None, key: RandomKey | None = None) -> np.ndarray:
         """Decode a message into a float64 vector; :class:`MessageError` on any bad buffer.
@@ -122,14 +124,15 @@ class Compressor(ABC):
         ``key`` is the encoder's key; codecs with shared randomness (Rand-K) need it, and their
         messages carry its fingerprint so that a wrong key is caught instead of decoding garbage.
         """
-        msg = unpack_message(buf, codec=self.codec_id, d=d)
-        if len(msg.scalars) != self.n_scalars:
-            raise MessageError(f"{self.name}: message has {len(msg.scalars)} scalars, codec uses {self.n_scalars}")
-        if self.uses_shared_key:
-            check_fingerprint(self.name, msg.key_fingerprint, require_key(self.name, key))
-        elif msg.key_fingerprint is not None:
-            raise MessageError(f"{self.name}: message carries a key fingerprint, but this codec uses no shared key")
-        return self._decode(msg, key)
+        with CODEC.timing():
+            msg = unpack_message(buf, codec=self.codec_id, d=d)
+            if len(msg.scalars) != self.n_scalars:
+                raise MessageError(f"{self.name}: message has {len(msg.scalars)} scalars, codec uses {self.n_scalars}")
+            if self.uses_shared_key:
+                check_fingerprint(self.name, msg.key_fingerprint, require_key(self.name, key))
+            elif msg.key_fingerprint is not None:
+                raise MessageError(f"{self.name}: message carries a key fingerprint, but this codec uses no shared key")
+            return self._decode(msg, key)
 
     def header_bits(self) -> int:
         """Bits of framing (header, scalars, CRC) around each message of this codec."""

@@ -130,6 +130,13 @@ class Method:
     def _no_round(self, hook: str) -> NotImplementedError:
         return NotImplementedError(f"method {self.name!r} must override round() or implement {hook}()")
 
+    def warm_up(self) -> None:
+        """Compile what the round needs (numba kernels of the compressors) before round 1, so that
+        start-up is not mistaken for the first round's time; encodes with a throwaway key only."""
+        x, key = np.linspace(-1.0, 1.0, self.d), RandomKey(0)
+        for compressor in {self.ctx.uplink, self.ctx.downlink}:
+            compressor.decode(compressor.encode(x, key), self.d, key)
+
     def default_stepsize(self) -> float:
         """Step size used when the user sets none: ``1/L`` unless the method's theory says otherwise."""
         return 1.0 / self.problem.smoothness()

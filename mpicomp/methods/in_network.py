@@ -37,6 +37,7 @@ import numpy as np
 from ..compressors import Compressor
 from ..compressors.natural import EXPONENT_BIAS, natural_codes
 from ..rng import STREAM_AGGREGATION, RandomKey
+from ..timing import CODEC
 from .link import Link
 from .switch_kernels import (
     fixed_block_exponents,
@@ -75,12 +76,22 @@ class SwitchSum(ABC):
     def total(self, vectors: Sequence[np.ndarray], keys: Sequence[RandomKey], link: Link) -> np.ndarray:
         """The sum of every worker's vector; ``vectors[j]`` and ``keys[j]`` (its uplink key) belong to
         the local worker ``link.local_workers[j]``."""
-        prepared = [self.prepare(v, key) for v, key in zip(vectors, keys, strict=True)]
-        exponents = [self.block_exponents(p) for p in prepared]
+        with CODEC.timing():
+            prepared = [self.prepare(v, key) for v, key in zip(vectors, keys, strict=True)]
+            exponents = [self.block_exponents(p) for p in prepared]
         agreed = link.max_agree(exponents, self.blocks, width=EXPONENT_WIDTH, packet_values=self.packet_values)
-        integers = [self.to_integers(p, agreed, key) for p, key in zip(prepared, keys, strict=True)]
+        with CODEC.timing():
+            integers = [self.to_integers(p, agreed, key) for p, key in zip(prepared, keys, strict=True)]
         total = link.integer_sum(integers, self.d, packet_values=self.packet_values, lanes=self.lanes)
-        return self.from_integers(total, agreed)
+        with CODEC.timing():
+            return self.from_integers(total, agreed)
+
+    def warm_up(self) -> None:
+        """Run the host conversions once (their numba kernels compile on first use)."""
+        key = RandomKey(0)
+        prepared = self.prepare(np.linspace(-1.0, 1.0, self.d), key)
+        agreed = self.block_exponents(prepared)
+        self.from_integers(self.to_integers(prepared, agreed, key).astype(np.int64), agreed)
 
     @abstractmethod
     def prepare(self, x: np.ndarray, key: RandomKey) -> np.ndarray:

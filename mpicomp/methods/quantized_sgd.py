@@ -35,6 +35,11 @@ class QuantizedSGD(Method):
         super().__init__(ctx, options)
         self.switch = make_switch_sum(ctx.aggregation, ctx.uplink, self.n, self.d, ctx.packet_values)
 
+    def warm_up(self) -> None:
+        super().warm_up()
+        if self.switch is not None:
+            self.switch.warm_up()
+
     def gradient(self, w: int, k: int) -> np.ndarray:
         """``g_i(x^k)``: the full local gradient (gd) or the round's minibatch gradient."""
         return self.stochastic_grad(w, self.x, k, 0 if self.full_gradient else None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 from collections.abc import Mapping
@@ -259,7 +260,10 @@ class ResultsWriter:
                 "hostname": socket.gethostname(),
             }
         )
+        f.attrs["pid"] = np.int64(os.getpid())
         f.create_dataset("status", data=np.array(RUNNING, dtype=STATUS_DTYPE))
+        f.create_dataset("heartbeat", data=np.array(utc_now(), dtype=TIME_DTYPE))
+        f.create_dataset("startup_seconds", data=np.array(np.nan))
         f.create_dataset("status_message", shape=(0,), maxshape=(None,), chunks=(1024,), dtype="u1")
         f.create_dataset("end_time", data=np.array("", dtype=TIME_DTYPE))
         f.create_group("final").create_dataset("x", shape=(self.d,), dtype="<f8", fillvalue=np.nan)
@@ -284,13 +288,13 @@ class ResultsWriter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        """On an exception, record status ``"failed"`` with ``repr(exc)`` unless already finished; close."""
+        """On an exception, record status ``"failed"`` with :func:`failure_message` unless already finished; close."""
         if exc is None:
             self.close()
             return
         try:
             if self._file.id.valid and not self._finished:
-                self.finish("failed", repr(exc))
+                self.finish("failed", failure_message(exc))
         except Exception as secondary:  # noqa: BLE001 - whatever it is, it must not mask the original exception
             exc.add_note(f"ResultsWriter could not record the failure in {self.path}: {secondary!r}")
         finally:
@@ -350,7 +354,13 @@ class ResultsWriter:
             column.flush()
         if self._samples is not None:
             self._samples.flush()
+        self._file["heartbeat"][()] = np.array(utc_now(), dtype=TIME_DTYPE)
         self._file.flush()
+
+    def record_startup(self, seconds: float) -> None:
+        """``/startup_seconds``: what the run spent before round 1 (data, reference optimum, JIT compilation)."""
+        self._check_writable("record the start-up time")
+        self._file["startup_seconds"][()] = float(seconds)
 
     def finish(self, status: str, message: str = "", final_x: np.ndarray | None = None) -> None:
         """Flush, then record ``final_x`` (if given), ``message``, the end time and ``status``.
@@ -393,6 +403,20 @@ class ResultsWriter:
                 self.finish("failed", "ResultsWriter was closed without finish(): the run ended without a final status")
         finally:
             self._file.close()
+
+
+def failure_message(exc: BaseException) -> str:
+    """What ended a run, for people: the signal for an exit by signal, else ``Type: message``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (SIGINT)"
+    if isinstance(exc, SystemExit) and isinstance(exc.code, int) and exc.code > 128:
+        try:
+            name = signal.Signals(exc.code - 128).name
+        except ValueError:
+            return f"exited with status {exc.code}"
+        hint = " (time limit or scancel?)" if name == "SIGTERM" else ""
+        return f"terminated by {name}{hint}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _validated_rows(
