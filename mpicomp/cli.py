@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -25,16 +26,33 @@ def _rank() -> tuple[int, int]:
 
 
 def setup_logging(rank: int, verbosity: int) -> None:
-    """Rank 0 logs at INFO (DEBUG with -v); other ranks log warnings and errors only."""
+    """mpicomp's own logger: rank 0 at INFO (DEBUG with -v), other ranks and -q warnings and errors only.
+
+    Only the ``mpicomp`` logger is configured, so -v never turns on third-party debug output.
+    """
     level = logging.DEBUG if verbosity > 0 else logging.INFO
     if verbosity < 0 or rank != 0:
         level = logging.WARNING
-    logging.basicConfig(
-        level=level,
-        format=f"%(asctime)s [rank {rank}] %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def check_out(out: Path, overwrite: bool) -> str:
+    """Why ``out`` cannot receive the results (``""`` if it can); creates its folder."""
+    if out.is_dir():
+        return f"--out {out} is a directory; give a file path, e.g. {out / 'run.h5'}"
+    if out.exists() and not overwrite:
+        return f"{out} exists; pass --overwrite or choose another --out"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the folder of --out {out}: {exc.strerror or exc}"
+    if not os.access(out.parent, os.W_OK):
+        return f"cannot write in {out.parent} (permission denied); choose another --out"
+    return ""
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -49,18 +67,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"mpicomp: config error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem if args.config else 'run'}.h5"
-    if rank == 0:
-        if out.exists() and not args.overwrite:
-            print(f"mpicomp: {out} exists; pass --overwrite or choose another --out", file=sys.stderr)
-            _abort_others(size, 2)
-            return 2
-        out.parent.mkdir(parents=True, exist_ok=True)
+    problem = check_out(out, args.overwrite) if rank == 0 else ""
+    if problem:  # rank 0 alone knows: take the other ranks down before they wait in a collective
+        print(f"mpicomp: {problem}", file=sys.stderr)
+        _abort_others(size, 2)
+        return 2
     from .comm import AggregationOverflowError
     from .runner import run
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        result = run(config, out, overwrite=args.overwrite, progress=not args.no_progress and rank == 0)
+        progress = rank == 0 and not args.no_progress and args.quiet == 0
+        result = run(config, out, overwrite=args.overwrite, progress=progress)
     except ConfigError as exc:
         print(f"mpicomp: {exc}", file=sys.stderr)
         _abort_others(size, 2)
@@ -97,10 +115,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     for path in args.results:
         try:
-            print(summarize(path))
+            text = summarize(path)
         except (OSError, KeyError, ValueError) as exc:
             print(f"mpicomp: cannot read {path}: {exc}", file=sys.stderr)
             return 2
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:  # `mpicomp info f.h5 | head`: the reader has seen enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     return 0
 
 
@@ -254,6 +277,17 @@ def _runs_parser(sub, name: str, summary: str, description: str) -> argparse.Arg
     return p
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpicomp",
@@ -310,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("compressors", help="list compressors", description="The compressor registry as a table.")
-    p.add_argument("--d", type=int, default=100_000, help="dimension for omega/alpha and bits (default 1e5)")
+    p.add_argument("--d", type=positive_int, default=100_000, help="dimension for omega/alpha and bits (default 1e5)")
     p.set_defaults(func=_cmd_compressors)
 
     p = sub.add_parser("methods", help="list methods and their [method] options")

@@ -117,12 +117,33 @@ def test_dataset_paths_in_a_config_file_are_relative_to_it(tmp_path, capsys, mon
     assert capsys.readouterr().out.startswith("finished: 2 rounds done")
 
 
-def test_oversized_batch_and_k_are_used_with_one_warning(tmp_path, caplog, recwarn):
+def test_oversized_batch_and_k_are_used_with_one_warning(tmp_path, capsys, recwarn):
     """breast_cancer on 8 workers: shards of about 57 samples; batch 500 and randk(k=100) > d = 31."""
     args = ["run", "--out", str(tmp_path / "r.h5"), "--set", "data.batch=500", "--set", "method.name='sgd'"]
     args += ["--set", "compressor.uplink='randk(k=100)'", "--set", "run.rounds=3", "--set", "run.optimum=false", "--no-progress"]
     assert main(args) == 0
-    batch_warnings = [r for r in caplog.records if "exceeds the smallest shard" in r.getMessage()]
-    assert len(batch_warnings) == 1
+    batch_warnings = [line for line in capsys.readouterr().err.splitlines() if "exceeds the smallest shard" in line]
+    assert len(batch_warnings) == 1 and "WARNING [data] batch = 500" in batch_warnings[0]
     k_warnings = [w for w in recwarn if "k = 100 exceeds d = 31" in str(w.message)]
     assert k_warnings, "randk(k) > d must warn"
+
+
+OUT_CASES = {
+    "parent is a file": (lambda tmp: tmp / "file.txt" / "r.h5", r"mpicomp: cannot create the folder of --out .*file\.txt/r\.h5: "),
+    "out is a directory": (lambda tmp: tmp, r"mpicomp: --out .* is a directory; give a file path, e.g. .*run\.h5"),
+}
+
+
+@pytest.mark.parametrize("case", OUT_CASES)
+def test_bad_out_paths(tmp_path, capsys, case):
+    (tmp_path / "file.txt").write_text("x")
+    make, first_line = OUT_CASES[case]
+    assert main(["run", "--out", str(make(tmp_path)), "--overwrite", *BASE]) == 2
+    assert re.fullmatch(first_line + ".*", capsys.readouterr().err.splitlines()[0])
+
+
+def test_compressor_table_needs_a_positive_dimension(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compressors", "--d", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --d: must be >= 1, got 0" in capsys.readouterr().err

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
 
-from mpicomp.results import read_results
+from mpicomp.results import read_results, summarize
+from mpicomp.results.reader import STALE_MINUTES, staleness
 from mpicomp.wire import overhead_bytes
 from tests.runs import assert_same_metrics, overrides, run_inprocess, run_mpiexec
 
@@ -139,4 +142,8 @@ def test_killed_run_leaves_a_readable_file(tmp_path):
     res = read_results(out)
     assert res.status == "running"
     assert res.n_rows >= 5
+    assert f"the writer (pid {proc.pid} on" in staleness(res) and staleness(res).endswith(": killed")
+    assert "status: running? the writer" in summarize(res)
+    later = datetime.fromisoformat(res.heartbeat) + timedelta(minutes=STALE_MINUTES + 1)
+    assert "probably killed" in staleness(dataclasses.replace(res, attrs={**res.attrs, "hostname": "elsewhere"}), later)
     np.testing.assert_array_equal(res.metrics["round"], np.arange(1, res.n_rows + 1))

@@ -31,7 +31,7 @@ TOTALS = ("bits_up", "bits_down", "uploads", "modelled_time", "wall_time")
 STANDARD_COLUMNS = frozenset({
     "round", "loss", "grad_norm_sq", "suboptimality", "dist_to_opt", "test_accuracy", "bits_up", "bits_down",
     "up_payload_bytes", "up_header_bytes", "up_control_bytes", "down_payload_bytes", "down_header_bytes",
-    "down_control_bytes", "uploads", "skips", "wall_time", "modelled_time",
+    "down_control_bytes", "uploads", "skips", "wall_time", "codec_time", "comm_time", "modelled_time",
 })
 OPTIMIZER_ONLY = ("suboptimality", "dist_to_opt")
 INCREASING = frozenset({"test_accuracy"})  # a target on these is reached from below

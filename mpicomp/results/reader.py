@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from .writer import FILE_LOCKING, FORMAT_VERSION, STATUSES
+from .writer import FILE_LOCKING, FORMAT_VERSION, RUNNING, STATUSES
+
+STALE_MINUTES = 10  # a running file with no flush for this long is reported as probably killed
 
 # Metrics shown first, in this order, by summarize(); the others follow in logging order.
 HEADLINE_METRICS = (
@@ -51,6 +55,8 @@ class Results:
     workers: dict[str, np.ndarray]
     final_x: np.ndarray
     samples: np.ndarray | None
+    heartbeat: str = ""  # UTC time of the writer's latest flush ("" in files written before it existed)
+    startup_seconds: float = float("nan")
 
     @property
     def n_rows(self) -> int:
@@ -106,7 +112,34 @@ def read_results(path: str | os.PathLike) -> Results:
             workers={name: values[:n_rows] for name, values in workers.items()},
             final_x=f["final/x"][()],
             samples=f["samples"][()] if "samples" in f else None,
+            heartbeat=f["heartbeat"][()].decode("ascii") if "heartbeat" in f else "",
+            startup_seconds=float(f["startup_seconds"][()]) if "startup_seconds" in f else float("nan"),
         )
+
+
+def staleness(results: Results, now: datetime | None = None) -> str:
+    """For a file whose status is ``running``: ``""`` if its writer looks alive, else why it looks dead
+    (its process is gone from this host, or no flush for :data:`STALE_MINUTES` minutes)."""
+    if results.status != RUNNING or not results.heartbeat:
+        return ""
+    now = now or datetime.now(UTC)
+    idle = (now - datetime.fromisoformat(results.heartbeat)).total_seconds() / 60
+    pid, host = results.attrs.get("pid"), results.attrs.get("hostname")
+    if pid is not None and host == socket.gethostname() and not _process_alive(int(pid)):
+        return f"the writer (pid {pid} on {host}) is gone and wrote last {idle:.0f} min ago: killed"
+    if idle >= STALE_MINUTES:
+        return f"no write for {idle:.0f} min: probably killed (writer pid {pid} on {host})"
+    return ""
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _human_bytes(n_bytes: float) -> str:
@@ -153,12 +186,16 @@ def summarize(source: str | os.PathLike | Results) -> str:
     results = source if isinstance(source, Results) else read_results(source)
     attrs = results.attrs
     status = results.status + (f" ({results.status_message})" if results.status_message else "")
+    stale = staleness(results)
+    if stale:
+        status = f"running? {stale}"
     commit = attrs.get("git_commit") or "no git checkout"
     ended = results.end_time or "not yet (still running or killed)"
     lines = [
         f"results: {results.path}",
         f"status: {status}",
-        f"time: started {attrs.get('start_time', '?')}, ended {ended}",
+        f"time: started {attrs.get('start_time', '?')}, ended {ended}, last write {results.heartbeat or '?'}"
+        + ("" if math.isnan(results.startup_seconds) else f", start-up {results.startup_seconds:.1f} s"),
         (
             f"run: mpicomp {attrs.get('mpicomp_version', '?')} ({commit}), MPI ranks: {attrs.get('mpi_size', '?')}, "
             f"workers: {attrs.get('n_workers', '?')}, d: {attrs.get('d', '?')}, host: {attrs.get('hostname', '?')}"
