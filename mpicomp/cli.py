@@ -13,8 +13,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .comm.signals import SignalWatch
 
 log = logging.getLogger("mpicomp")
 
@@ -25,6 +29,18 @@ def _rank() -> tuple[int, int]:
     return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (tests and notebooks replace it)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
+
+
 def setup_logging(rank: int, verbosity: int) -> None:
     """mpicomp's own logger: rank 0 at INFO (DEBUG with -v), other ranks and -q warnings and errors only.
 
@@ -33,7 +49,7 @@ def setup_logging(rank: int, verbosity: int) -> None:
     level = logging.DEBUG if verbosity > 0 else logging.INFO
     if verbosity < 0 or rank != 0:
         level = logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S"))
     log.handlers[:] = [handler]
     log.setLevel(level)
@@ -56,10 +72,24 @@ def check_out(out: Path, overwrite: bool) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load
-
     rank, size = _rank()
     setup_logging(rank, args.verbose - args.quiet)
+    if size == 1:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        return _run_command(args, rank, size, None)
+    from .comm.signals import SignalWatch
+
+    watch = SignalWatch()  # first, before other threads start: they inherit its signal mask
+    try:
+        return _run_command(args, rank, size, watch)
+    finally:
+        watch.close()
+
+
+def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWatch | None) -> int:
+    """``mpicomp run`` after the signal set-up; ``watch`` is the MPI runs' SignalWatch."""
+    from .config import ConfigError, load
+
     try:
         config = load(args.config, args.set)
     except ConfigError as exc:
@@ -75,10 +105,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .comm import AggregationOverflowError
     from .runner import run
 
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         progress = rank == 0 and not args.no_progress and args.quiet == 0
-        result = run(config, out, overwrite=args.overwrite, progress=progress)
+        result = run(config, out, overwrite=args.overwrite, progress=progress, signals=watch)
     except ConfigError as exc:
         print(f"mpicomp: {exc}", file=sys.stderr)
         _abort_others(size, 2)
@@ -200,8 +229,12 @@ EXAMPLE_SPECS = (
     "qsgd(s=16)",
     "terngrad",
     "sign",
+    "laq(bits=8)",
     "natural∘randk(k=0.01)",
     "qsgd(s=4)∘topk(k=0.01)",
+    "stovoq",
+    "hsq(mode=span)",
+    "cross-polytope",
 )
 
 

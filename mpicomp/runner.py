@@ -25,6 +25,7 @@ from .comm import (
     Transport,
     make_transport,
 )
+from .comm.signals import SignalWatch
 from .compressors import make as make_compressor
 from .config import Config, ConfigError
 from .methods import OPTIMIZER, SAMPLER, Method, MethodContext, method_class
@@ -196,16 +197,23 @@ def run(
     overwrite: bool = False,
     progress: bool = True,
     transport: Transport | None = None,
+    signals: SignalWatch | None = None,
 ) -> RunResult:
-    """Run one experiment; rank 0 writes ``out``. Returns the final status on every rank."""
+    """Run one experiment; rank 0 writes ``out``. Returns the final status on every rank.
+
+    ``signals`` (MPI runs): rank 0 hands it the writer's failure recorder, so that a signal on any
+    rank is recorded in ``out`` before the job is aborted.
+    """
     with threadpool_limits(limits=config.run["threads"]):
         if transport is not None:
-            return _run(config, out, overwrite, progress, transport)
+            return _run(config, out, overwrite, progress, transport, signals)
         with make_transport(config.data["workers"]) as own:
-            return _run(config, out, overwrite, progress, own)
+            return _run(config, out, overwrite, progress, own, signals)
 
 
-def _run(config: Config, out: str | Path, overwrite: bool, progress: bool, transport: Transport) -> RunResult:
+def _run(
+    config: Config, out: str | Path, overwrite: bool, progress: bool, transport: Transport, signals: SignalWatch | None
+) -> RunResult:
     started = time.perf_counter()
     seed = root_seed(config.run["seed"])
     try:
@@ -236,6 +244,8 @@ def _run(config: Config, out: str | Path, overwrite: bool, progress: bool, trans
         flush_every=config.run["flush_every"],
         overwrite=overwrite,
     ) as writer:
+        if signals is not None:
+            signals.attach(writer.record_failure)
         monitor = _Monitor(config, problem, method, writer, transport.counter, transport.clock, progress)
         startup = time.perf_counter() - started
         writer.record_startup(startup)

@@ -60,7 +60,7 @@ def test_svmlight_file(tmp_path, suffix):
 def test_svmlight_garbage_is_a_clear_error(tmp_path):
     path = tmp_path / "bad.svm"
     path.write_text("this is not : svmlight\n")
-    with pytest.raises(ValueError, match="not a valid LIBSVM"):
+    with pytest.raises(ValueError, match="not a readable LIBSVM"):
         load_dataset(str(path))
 
 

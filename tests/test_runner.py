@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,13 @@ import pytest
 from mpicomp.results import read_results, summarize
 from mpicomp.results.reader import STALE_MINUTES, staleness
 from mpicomp.wire import overhead_bytes
-from tests.runs import assert_same_metrics, overrides, run_inprocess, run_mpiexec
+from tests.runs import (
+    MPIEXEC,
+    assert_same_metrics,
+    overrides,
+    run_inprocess,
+    run_mpiexec,
+)
 
 BREAST_CANCER = {"name": "logistic", "dataset": "sklearn:breast_cancer"}
 D = 31  # breast_cancer: 30 features + intercept
@@ -147,3 +154,56 @@ def test_killed_run_leaves_a_readable_file(tmp_path):
     later = datetime.fromisoformat(res.heartbeat) + timedelta(minutes=STALE_MINUTES + 1)
     assert "probably killed" in staleness(dataclasses.replace(res, attrs={**res.attrs, "hostname": "elsewhere"}), later)
     np.testing.assert_array_equal(res.metrics["round"], np.arange(1, res.n_rows + 1))
+
+
+def _start_and_wait_for_rows(out, n: int):
+    """``mpiexec -n n mpicomp run`` for ever (flushing every row), once it has written 5 rows."""
+    raw = _experiment(run={"rounds": 100_000_000, "flush_every": 1, "optimum": False})
+    cmd = [str(MPIEXEC), "-n", str(n), sys.executable, "-m", "mpicomp", "run", "--out", str(out), "--no-progress"]
+    for item in overrides(raw):
+        cmd += ["--set", item]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline and proc.poll() is None, "the run did not start writing rows"
+        time.sleep(0.3)
+        try:
+            if read_results(out).n_rows >= 5:
+                return proc
+        except (ValueError, OSError):
+            continue
+
+
+def _rank_pids(out) -> list[int]:
+    """Process ids of the ranks writing ``out`` (from /proc: their command lines), ascending."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mpicomp" in args and str(out).encode() in args and not args[0].endswith(b"mpiexec"):
+            pids.append(int(cmdline.parent.name))
+    return sorted(pids)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    ("target", "signum", "message"),
+    [
+        ("mpiexec", signal.SIGINT, "interrupted (SIGINT)"),  # Ctrl-C in a terminal: mpiexec forwards it
+        ("last rank", signal.SIGTERM, "rank 1: terminated by SIGTERM (time limit or scancel?)"),
+    ],
+)
+def test_a_signal_ends_every_rank_and_is_recorded(tmp_path, target, signum, message):
+    out = tmp_path / "signal.h5"
+    proc = _start_and_wait_for_rows(out, 2)
+    try:
+        os.kill(proc.pid if target == "mpiexec" else _rank_pids(out)[-1], signum)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the job did not end within 30 s of the signal")
+    result = read_results(out)
+    assert (result.status, result.status_message) == ("failed", message)

@@ -382,17 +382,26 @@ class ResultsWriter:
             if x.shape != (self.d,) or x.dtype.kind not in "biuf":
                 raise ValueError(f"final_x has shape {x.shape} and dtype {x.dtype}, expected ({self.d},) real numbers")
         self.flush()
-        f = self._file
         if final_x is not None:
-            f["final/x"][...] = x
+            self._file["final/x"][...] = x
+        self._write_status(status, message)
+
+    def record_failure(self, message: str) -> None:
+        """Record ``failed`` with ``message`` at once, from any thread, without touching the buffered
+        rows (the process is about to be killed: a signal arrived while the main thread was busy)."""
+        if self._file.id.valid and not self._finished:
+            self._write_status("failed", message)
+
+    def _write_status(self, status: str, message: str) -> None:
+        """``/status_message``, ``/end_time``, then ``/status`` (last: a reader seeing it sees the rest)."""
+        f = self._file
         encoded = np.frombuffer(message.encode("utf-8"), dtype="u1")
         f["status_message"].resize(encoded.shape)
         f["status_message"][...] = encoded
         f["end_time"][()] = np.array(utc_now(), dtype=TIME_DTYPE)
         f["status"][()] = np.array(status, dtype=STATUS_DTYPE)
         f.flush()
-        self._status = status
-        self._finished = True
+        self._status, self._finished = status, True
 
     def close(self) -> None:
         """Close the file; a run closed without ``finish`` is recorded as ``failed``. Idempotent."""

@@ -1,0 +1,131 @@
+"""Ctrl-C and kill under MPI: end every rank within seconds and record why in the results file.
+
+A Python signal handler runs only when the main thread returns to the interpreter, which a rank
+waiting inside an MPI collective does not do, so a Ctrl-C could hang the job with every rank alive.
+:class:`SignalWatch` replaces the handlers of SIGINT, SIGTERM and SIGHUP by no-ops and points
+Python's wakeup file descriptor at a pipe: the interpreter's C-level handler writes each signal's
+number to it at once, whichever thread is running, and a thread of the watch reads it:
+
+* on rank 0, it records ``failed`` with "interrupted (SIGINT)" or "terminated by SIGTERM (time
+  limit or scancel?)" in the results file and calls ``MPI_Abort`` on the world communicator, which
+  ends every rank;
+* on another rank, it sends the reason to rank 0 on a control communicator of its own (rank 0
+  polls it every :data:`POLL_SECONDS`), so rank 0 records "rank r: terminated by SIGTERM" and
+  aborts; if rank 0 does not within :data:`GRACE_SECONDS`, the rank aborts the job itself.
+
+Single-process runs keep Python's handlers (SIGINT raises KeyboardInterrupt, the CLI turns SIGTERM
+into SystemExit), which the results writer records the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from mpi4py import MPI
+
+WATCHED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+POLL_SECONDS = 0.2
+GRACE_SECONDS = 10.0
+CONTROL_TAG = 7
+STOP_BYTE = b"\0"  # written by close(); signal numbers are never 0
+
+
+def signal_reason(signum: int) -> str:
+    """What the run's failure message says for signal ``signum``."""
+    if signum == signal.SIGINT:
+        return "interrupted (SIGINT)"
+    if signum == signal.SIGTERM:
+        return "terminated by SIGTERM (time limit or scancel?)"
+    return f"terminated by {signal.Signals(signum).name}"
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """The Python-level handler: nothing (the watch thread acts on the wakeup byte)."""
+
+
+class SignalWatch:
+    """Watches for SIGINT/SIGTERM/SIGHUP on every rank of ``comm`` (see the module docstring).
+
+    Created in the main thread. Rank 0 calls :meth:`attach` with the function that records a failure
+    (the results writer's); :meth:`close` restores the handlers. Collective: every rank creates and
+    closes it.
+    """
+
+    def __init__(self, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+        self.rank = comm.Get_rank()
+        self.control = comm.Dup()
+        self.record: Callable[[str], None] | None = None
+        self.closing = threading.Event()
+        self.lock = threading.Lock()
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.write_end, False)
+        self.previous_handlers = {signum: signal.signal(signum, _ignore) for signum in WATCHED}
+        self.previous_wakeup = signal.set_wakeup_fd(self.write_end, warn_on_full_buffer=False)
+        self.waiter = threading.Thread(target=self._wait_for_signal, name="mpicomp-signals", daemon=True)
+        self.waiter.start()
+        self.listener = None
+        if self.rank == 0:
+            self.listener = threading.Thread(target=self._listen, name="mpicomp-control", daemon=True)
+            self.listener.start()
+
+    def attach(self, record: Callable[[str], None]) -> None:
+        """On rank 0: ``record(message)`` writes the failure (called once, from the watcher threads)."""
+        self.record = record
+
+    def _wait_for_signal(self) -> None:
+        byte = os.read(self.read_end, 1)
+        if byte in (STOP_BYTE, b""):
+            return
+        signum = byte[0]
+        reason = signal_reason(signum)
+        if self.rank == 0:
+            self._fail(reason, 128 + signum)
+            return
+        self.control.isend(reason, dest=0, tag=CONTROL_TAG)
+        time.sleep(GRACE_SECONDS)
+        MPI.COMM_WORLD.Abort(128 + signum)
+
+    def _listen(self) -> None:
+        """Rank 0: wait (polling, so as not to spin a core) for another rank's signal, or for close()."""
+        request = self.control.irecv(source=MPI.ANY_SOURCE, tag=CONTROL_TAG)
+        status = MPI.Status()
+        while True:
+            done, reason = request.test(status)
+            if done:
+                if reason is not None:  # None: close() on rank 0 ends the wait
+                    self._fail(f"rank {status.Get_source()}: {reason}", 1)
+                return
+            time.sleep(POLL_SECONDS)
+
+    def _fail(self, reason: str, code: int) -> None:
+        """Record ``reason`` (rank 0, once the writer is attached), then end every rank."""
+        with self.lock:
+            if self.closing.is_set():
+                return
+            try:
+                if self.record is not None:
+                    self.record(reason)
+            finally:
+                MPI.COMM_WORLD.Abort(code)
+
+    def close(self) -> None:
+        """Stop watching (the run ended without a signal); every rank calls it. Idempotent."""
+        with self.lock:
+            if self.closing.is_set():
+                return
+            self.closing.set()
+        os.write(self.write_end, STOP_BYTE)
+        self.waiter.join()
+        if self.listener is not None:
+            self.control.isend(None, dest=0, tag=CONTROL_TAG).wait()
+            self.listener.join()
+        signal.set_wakeup_fd(self.previous_wakeup)
+        for signum, handler in self.previous_handlers.items():
+            signal.signal(signum, handler)
+        os.close(self.read_end)
+        os.close(self.write_end)
+        self.control.Free()
