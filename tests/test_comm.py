@@ -333,8 +333,12 @@ def test_launcher_size_reads_the_launchers_variables():
 def test_check_launcher_size_explains_a_mismatch():
     check_launcher_size(4, {"PMI_SIZE": "4"})
     check_launcher_size(1, {})
-    with pytest.raises(RuntimeError, match=r"OMPI_COMM_WORLD_SIZE=4 .* size 1\. mpi4py is probably built against"):
+    with pytest.raises(RuntimeError, match=r"started 4 processes \(OMPI_COMM_WORLD_SIZE=4\) but MPI sees 1: mpi4py uses"):
         check_launcher_size(1, {"OMPI_COMM_WORLD_SIZE": "4"})
+    slurm = {"SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "3"}
+    with pytest.raises(RuntimeError, match=r"srun's PMI plugin does not match .*: add --mpi=pmi2 .* or --mpi=pmix") as err:
+        check_launcher_size(1, slurm)
+    assert "\n" not in str(err.value)
 
 
 def test_make_transport_in_one_process(monkeypatch):

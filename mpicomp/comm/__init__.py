@@ -3,7 +3,13 @@
 from .accounting import SIZE_PREFIX_BYTES, ByteCounter, RoundBytes, split_bytes
 from .base import Transport, layout_summary, worker_range
 from .local import LocalTransport
-from .mpi import MPITransport, check_launcher_size, launcher_size, make_transport
+from .mpi import (
+    LauncherMismatch,
+    MPITransport,
+    check_launcher_size,
+    launcher_size,
+    make_transport,
+)
 from .network import TOPOLOGIES, NetworkModel
 from .packets import AggregationOverflowError, PacketSpec
 
@@ -12,6 +18,7 @@ __all__ = [
     "TOPOLOGIES",
     "AggregationOverflowError",
     "ByteCounter",
+    "LauncherMismatch",
     "LocalTransport",
     "MPITransport",
     "NetworkModel",

@@ -49,23 +49,36 @@ def launcher_size(environ: Mapping[str, str] | None = None) -> tuple[str, int] |
     return None
 
 
-def check_launcher_size(world_size: int, environ: Mapping[str, str] | None = None) -> None:
-    """RuntimeError when MPI's world size differs from the number of processes the launcher started.
+class LauncherMismatch(RuntimeError):
+    """The launcher started more processes than MPI sees: the job would run n copies of itself."""
 
-    The usual cause: mpi4py was built against another MPI library than the launcher's, so each
-    process starts as its own size-1 world and every process would run the whole job alone.
+
+def check_launcher_size(world_size: int, environ: Mapping[str, str] | None = None) -> None:
+    """:class:`LauncherMismatch` when MPI's world size differs from the number of processes the launcher started.
+
+    Under srun the usual cause is a PMI plugin that does not match the MPI library (``--mpi=``);
+    under mpiexec, mpi4py built against another MPI than the launcher's. Either way each process
+    starts as its own size-1 world and would run the whole job alone. The message is one line.
     """
+    environ = os.environ if environ is None else environ
     found = launcher_size(environ)
     if found is None or found[1] == world_size:
         return
     name, promised = found
-    raise RuntimeError(
-        f"{name}={promised} says {LAUNCHER_SIZE_VARIABLES[name]} started {promised} processes, but MPI "
-        f"COMM_WORLD has size {world_size}. mpi4py is probably built against a different MPI than this "
-        f"launcher ({MPI.Get_library_version().splitlines()[0].strip()}): launch with the matching "
-        "mpiexec (with the mpich wheel: the mpiexec next to this Python), or rebuild mpi4py for your MPI "
-        "(`pip install --no-binary mpi4py mpi4py` with that MPI's mpicc on PATH). If this process is "
-        f"really meant to run alone, unset {name}."
+    library = MPI.Get_library_version().splitlines()[0].strip()
+    if name == "SLURM_STEP_NUM_TASKS":
+        hint = (
+            f"srun's PMI plugin does not match {library}: add --mpi=pmi2 (MPICH, Intel MPI) or --mpi=pmix "
+            "(Open MPI) to the srun line (`srun --mpi=list` shows the choices)"
+        )
+    else:
+        hint = (
+            f"mpi4py uses another MPI ({library}) than this launcher: use the mpiexec next to this Python "
+            "or rebuild mpi4py (`pip install --no-binary mpi4py mpi4py` with your MPI's mpicc on PATH)"
+        )
+    raise LauncherMismatch(
+        f"{LAUNCHER_SIZE_VARIABLES[name]} started {promised} processes ({name}={promised}) but MPI sees {world_size}: "
+        f"{hint}; to run one process alone, unset {name}"
     )
 
 

@@ -1,0 +1,44 @@
+"""Compile every numba kernel ahead of a batch job (``mpicomp compile``).
+
+numba compiles a kernel the first time it is called with a new type signature and caches the
+machine code on disk (next to the package's ``.py`` files, or in ``NUMBA_CACHE_DIR``), so the first
+run after an install pays seconds to a minute of compilation. Running this once, on the machine
+and with the cache directory the jobs will use, moves that cost out of the jobs' start-up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from .comm.packets import OP_SUM, PacketSpec, decode_packets, encode_packets
+from .compressors import make
+from .methods.in_network import FixedPointSum, NaturalSum
+from .rng import RandomKey
+
+SIZES = (1000, 200_000)  # small vectors and ones long enough for the multi-threaded paths
+
+
+def compile_kernels(specs: Iterable[str]) -> list[tuple[str, float]]:
+    """Encode and decode float64 and float32 vectors with every spec, and run the switch host and
+    packet kernels; returns ``(what, seconds)`` per item."""
+    timings = []
+    key = RandomKey(0)
+    for spec in specs:
+        start = time.perf_counter()
+        compressor = make(spec)
+        for d in SIZES:
+            for dtype in (np.float64, np.float32):
+                x = np.linspace(-1.0, 1.0, d, dtype=dtype)
+                compressor.decode(compressor.encode(x, key), d, key)
+        timings.append((spec, time.perf_counter() - start))
+    start = time.perf_counter()
+    for switch in (FixedPointSum(8, SIZES[0], 256, float32=False), NaturalSum(8, SIZES[0], 256)):
+        switch.warm_up()
+        spec = PacketSpec(OP_SUM, switch.lanes, 32, 256)
+        values = np.zeros(SIZES[0], dtype=np.int64)
+        decode_packets(encode_packets(values, spec, 0).tobytes(), spec, SIZES[0], 0)
+    timings.append(("switch host and packet kernels", time.perf_counter() - start))
+    return timings
