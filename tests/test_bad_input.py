@@ -7,13 +7,18 @@ process (``mpicomp.cli.main``) and checks the exit status and the first line of 
 from __future__ import annotations
 
 import gzip
+import io
+import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mpicomp.cli import main
+from mpicomp.progress import Progress
 
 BASE = ["--set", "run.rounds=2", "--set", "run.optimum=false", "--no-progress", "-q"]
 
@@ -147,3 +152,35 @@ def test_compressor_table_needs_a_positive_dimension(capsys):
         main(["compressors", "--d", "0"])
     assert exit_info.value.code == 2
     assert "argument --d: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_info_into_a_closed_pipe_is_not_an_error(tmp_path):
+    """`mpicomp info f.h5 | head -1`: the reader stops early; info must neither fail nor say "cannot read"."""
+    out = tmp_path / "r.h5"
+    assert main(["run", "--out", str(out), *BASE]) == 0
+    done = subprocess.run(
+        f"{sys.executable} -m mpicomp info {out} {out} {out} | head -1", shell=True, capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+    assert done.stdout.startswith("results: ") and done.stderr == "", done.stderr
+
+
+def test_progress_in_a_log_file_is_a_few_plain_lines(caplog):
+    """Not a terminal: one line per 10% of the rounds (and every 30 s), not a carriage-return bar."""
+    stream = io.StringIO()
+    progress = Progress(1000, enabled=True, stream=stream)
+    logger = logging.getLogger("mpicomp")  # the CLI stops it propagating to the root logger
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="mpicomp"):
+            for _ in range(1000):
+                progress.update()
+            progress.close()
+    finally:
+        logger.removeHandler(caplog.handler)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round ")]
+    assert stream.getvalue() == "" and 10 <= len(lines) <= 11, lines
+    assert lines[-1].startswith("round 1000/1000 (100%")
+    quiet = io.StringIO()
+    Progress(10, enabled=False, stream=quiet).update()
+    assert quiet.getvalue() == ""
