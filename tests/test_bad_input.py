@@ -169,7 +169,8 @@ def test_progress_in_a_log_file_is_a_few_plain_lines(caplog):
     """Not a terminal: one line per 10% of the rounds (and every 30 s), not a carriage-return bar."""
     stream = io.StringIO()
     progress = Progress(1000, enabled=True, stream=stream)
-    logger = logging.getLogger("mpicomp")  # the CLI stops it propagating to the root logger
+    logger = logging.getLogger("mpicomp")  # as the CLI sets it up: its own handler, no propagation
+    propagate, logger.propagate = logger.propagate, False
     logger.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.INFO, logger="mpicomp"):
@@ -178,6 +179,7 @@ def test_progress_in_a_log_file_is_a_few_plain_lines(caplog):
             progress.close()
     finally:
         logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round ")]
     assert stream.getvalue() == "" and 10 <= len(lines) <= 11, lines
     assert lines[-1].startswith("round 1000/1000 (100%")
