@@ -232,8 +232,12 @@ EXAMPLE_SPECS = (
     "qsgd(s=16)",
     "terngrad",
     "sign",
+    "laq(bits=8)",
     "natural∘randk(k=0.01)",
     "qsgd(s=4)∘topk(k=0.01)",
+    "stovoq",
+    "hsq(mode=span)",
+    "cross-polytope",
 )
 
 

@@ -4,12 +4,16 @@ from ..wire import MessageError
 from . import (  # noqa: F401  (each module registers its compressors)
     block,
     compose,
+    cross_polytope,
     dither,
+    hsq,
     identity,
+    laq,
     natural,
     qsgd,
     sign,
     sparse,
+    stovoq,
     terngrad,
 )
 from .base import Compressor

@@ -3,7 +3,9 @@
 from . import (  # noqa: F401  (registers)
     diana,
     error_feedback,
+    lag,
     langevin,
+    laq,
     quantized_sgd,
 )
 from .base import (

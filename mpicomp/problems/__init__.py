@@ -10,6 +10,7 @@ from .glm import (
     SoftmaxLoss,
     SquaredLoss,
 )
+from .mlp import MLPProblem
 from .regularizers import (
     REGULARIZERS,
     ElasticNet,
@@ -28,6 +29,7 @@ __all__ = [
     "GLMShard",
     "LocalObjective",
     "LogisticLoss",
+    "MLPProblem",
     "MarginLoss",
     "NonconvexPenalty",
     "Problem",

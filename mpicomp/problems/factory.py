@@ -9,7 +9,9 @@ Problems (``f_i`` of worker i on its shard; ``r`` = smooth terms, R = prox term)
 * ``lsq`` — ``(a^T x - b)^2 / 2``; two-label data gets ``+-1`` targets (and a sign test accuracy),
   anything else its raw labels as real targets;
 * ``gaussian`` — the Gaussian toy of :mod:`.gaussian` (posterior in closed form) on generated data,
-  ``dataset = "synthetic:d=50,points=200,spread=2,noise=1"`` (every key optional; these defaults).
+  ``dataset = "synthetic:d=50,points=200,spread=2,noise=1"`` (every key optional; these defaults);
+* ``mlp`` — a ReLU multilayer perceptron with softmax cross-entropy (:mod:`.mlp`), hidden widths
+  ``hidden`` (default one layer of 200: MNIST 784-200-10); the intercept column is its first bias.
 
 Every problem gets ``r(x) = (l2/2)||x||^2 + nonconvex sum_k x_k^2/(1+x_k^2)`` (the latter is
 allowed on any problem) and ``R(x) = l1||x||_1 + (r_l2/2)||x||^2`` per ``regularizer``
@@ -27,9 +29,10 @@ from ..data import partition_indices, prepare_dataset
 from .base import Problem
 from .gaussian import GaussianClients
 from .glm import GLMProblem, LogisticLoss, MarginLoss, SoftmaxLoss, SquaredLoss
+from .mlp import MLPProblem
 from .regularizers import NonconvexPenalty, SmoothSum, SquaredNorm, make_regularizer
 
-PROBLEMS = ("logistic", "logistic-nonconvex", "softmax", "lsq", "gaussian")
+PROBLEMS = ("logistic", "logistic-nonconvex", "softmax", "lsq", "gaussian", "mlp")
 SYNTHETIC_DEFAULTS = {"d": 50, "points": 200, "spread": 2.0, "noise": 1.0}
 
 
@@ -113,12 +116,14 @@ def build_problem(
     n_features: int | None = None,
     positive_class: float | None = None,
     cache_dir: str | Path | None = None,
+    hidden: tuple[int, ...] = (200,),
 ) -> Problem:
     """Load ``dataset``, split/scale it, partition the train rows over ``n_workers`` and build the problem.
 
     ``partition`` in ``iid``, ``label``, ``dirichlet`` (``dirichlet_alpha``), ``unbalanced``
     (``lognormal_sigma``); ``scale`` in ``none``, ``standard``, ``unit-norm``; ``n_features`` fixes a
-    LIBSVM file's width; ``cache_dir`` holds cached optima (default ``$MPICOMP_CACHE`` or ``~/.cache/mpicomp``).
+    LIBSVM file's width; ``cache_dir`` holds cached optima (default ``$MPICOMP_CACHE`` or ``~/.cache/mpicomp``);
+    ``hidden`` the hidden layer widths of ``mlp``.
     Data, split and shards depend only on these arguments and ``seed``, never on MPI ranks.
     """
     if name not in PROBLEMS:
@@ -136,14 +141,20 @@ def build_problem(
     data = prepare_dataset(
         dataset, test_fraction=test_fraction, scale=scale, intercept=intercept, seed=seed, n_features=n_features
     )
-    loss, targets, test_targets = _targets(name, data.y, data.y_test, positive_class)
+    loss, targets, test_targets = _targets("softmax" if name == "mlp" else name, data.y, data.y_test, positive_class)
     shards = partition_indices(data.y, n_workers, partition, seed=seed, alpha=dirichlet_alpha, sigma=lognormal_sigma)
+    smooth = SmoothSum(SquaredNorm(l2), NonconvexPenalty(nonconvex))
+    if name == "mlp":
+        return MLPProblem(
+            data.X, targets, shards, loss.outputs, hidden, seed=seed, smooth=smooth, regularizer=prox_term,
+            test_features=data.X_test, test_targets=test_targets,
+        )
     return GLMProblem(
         loss,
         data.X,
         targets,
         shards,
-        smooth=SmoothSum(SquaredNorm(l2), NonconvexPenalty(nonconvex)),
+        smooth=smooth,
         regularizer=prox_term,
         test_features=data.X_test,
         test_targets=test_targets,

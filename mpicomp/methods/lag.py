@@ -1,0 +1,135 @@
+"""LAG, lazily aggregated gradient (Chen, Giannakis, Sun, Yin, NeurIPS 2018; paper 003's baseline).
+
+The master keeps ``nabla^k = sum_m grad f_m(theta_hat_m)``, each worker's gradient at the point
+``theta_hat_m`` of its last upload, and steps with it (:mod:`.lazy`). A worker that uploads sends
+its innovation ``delta_m = grad f_m(theta^k) - grad f_m(theta_hat_m)`` and sets
+``theta_hat_m = theta^k``. Two triggers, both (7a) without quantization error:
+
+* LAG-WK (``variant = "wk"``, worker-triggered): worker m computes ``grad f_m(theta^k)`` and skips iff
+  ``||delta_m||^2 <= (1/gamma^2) sum_d xi_d ||theta^{k+1-d} - theta^{k-d}||^2``.
+* LAG-PS (``variant = "ps"``, server-triggered): the master skips worker m iff
+  ``L_m^2 ||theta_hat_m - theta^k||^2 <= (the same right-hand side)`` (L_m, the smoothness of f_m,
+  makes the left side a bound on ``||delta_m||^2``), and first broadcasts its request: the vector
+  ``r_m = -1`` (asked) or ``+1`` as a ``sign`` message, i.e. a bitmap of n bits plus 28 bytes of
+  framing, counted as downlink traffic. A worker that is not asked computes no gradient.
+
+With ``t_bar`` set, the clock (7b) forces an upload after ``t_bar`` skips in a row (the LAG paper has
+no clock: unset by default). The innovation goes through the uplink compressor (``identity``: raw
+float64 gradients; ``identity(dtype=float32)`` for the papers' 32 bits per coordinate); the worker's
+reference follows the decoded bytes, so master and worker agree for any compressor.
+
+Defaults: paper 003's (:mod:`.lazy`), whose analysis covers LAG as LAQ without quantization error.
+The LAG authors' experiments use ``xi_d = 1/D`` (WK), ``10/D`` (PS) and ``alpha = 1/L``. L_m comes
+from the problem's per-worker constants when it has them (``local_smoothness()``), else the common
+bound :meth:`Problem.smoothness` (valid for every m, so only more conservative).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..compressors import MessageError
+from ..compressors import make as make_compressor
+from ..rng import STREAM_DOWNLINK
+from .base import MASTER, MethodContext, register_method
+from .lazy import LazyMethod, LazyOptions, lazy_skip
+from .link import Link
+
+VARIANTS = ("wk", "ps")
+
+
+@dataclass
+class LAGOptions(LazyOptions):
+    """LAG's options: the trigger (worker or server) and those of :class:`LazyOptions`."""
+
+    variant: str = dataclasses.field(
+        default="wk", metadata={"choices": VARIANTS, "help": "wk: the worker decides (LAG-WK); ps: the master asks (LAG-PS)"}
+    )
+
+
+@register_method
+class LAG(LazyMethod):
+    """``lag``: LAG-WK or LAG-PS with full local gradients; uploads through the uplink compressor."""
+
+    name = "lag"
+    Options = LAGOptions
+    request_codec = make_compressor("sign")
+
+    def __init__(self, ctx: MethodContext, options: LAGOptions) -> None:
+        super().__init__(ctx, options)
+        self.require_batch(minibatch=False)
+        self.variant = options.variant
+        self.asked: np.ndarray | None = None
+        if self.variant == "ps" and ctx.is_master:
+            self.anchors: list[np.ndarray | None] = [None] * self.n  # theta_hat_m (None: nothing received yet)
+            self.clocks = np.zeros(self.n, dtype=np.int64)
+            self.local_smoothness = self.worker_smoothness()
+
+    def worker_smoothness(self) -> np.ndarray:
+        """L_m for every worker: the problem's own per-worker constants, else its common bound."""
+        per_worker = getattr(self.problem, "local_smoothness", None)
+        if per_worker is not None:
+            return np.asarray(per_worker(), dtype=np.float64)
+        return np.full(self.n, self.problem.smoothness())
+
+    # --- LAG-PS: the request before the uploads ---------------------------------------------
+    def round(self, k: int, link: Link) -> None:
+        """LAG-WK: the three-call round. LAG-PS: the master's request is broadcast first."""
+        if self.variant == "ps":
+            request = self.request_message(k) if link.is_master else None
+            self.asked = self.read_request(link.broadcast(request))
+        super().round(k, link)
+
+    def request_message(self, k: int) -> bytes:
+        """The master's choice for round k as a sign message (-1: upload, +1: skip)."""
+        threshold = self.threshold()
+        signs = np.ones(self.n)
+        for m, anchor in enumerate(self.anchors):
+            drift = None if anchor is None else self.local_smoothness[m] ** 2 * float(np.sum((anchor - self.x) ** 2))
+            if drift is None or not lazy_skip(drift, threshold, int(self.clocks[m]), self.t_bar):
+                signs[m] = -1.0
+        return self.request_codec.encode(signs, self.key(MASTER, k, STREAM_DOWNLINK))
+
+    def read_request(self, message: memoryview) -> np.ndarray:
+        """The workers asked to upload (True), from the request bytes."""
+        signs = self.request_codec.decode(message, self.n)
+        if not np.all(np.abs(signs) == 1.0):
+            raise MessageError(f"{self.name}: the upload request must hold entries +-1, got scale {abs(signs[0])!r}")
+        return signs < 0
+
+    # --- the uploads ---------------------------------------------------------------------------
+    def worker_upload(self, w: int, k: int) -> bytes:
+        """LAG-WK: the innovation unless (7a) lets the worker skip. LAG-PS: the innovation if asked."""
+        if self.variant == "ps":
+            return self.send_innovation(w, k, self.problem.local(w).grad(self.x)) if self.asked[w] else b""
+        state = self.workers[w]
+        grad = self.problem.local(w).grad(self.x)
+        change = grad - state.reference
+        if lazy_skip(float(change @ change), self.threshold(), state.clock, self.t_bar):
+            state.clock += 1
+            return b""
+        return self.send_innovation(w, k, grad)
+
+    def send_innovation(self, w: int, k: int, grad: np.ndarray) -> bytes:
+        """``C(grad - reference)``; the reference moves by what the master will decode."""
+        state = self.workers[w]
+        message = self.encode_up(grad - state.reference, w, k)
+        state.reference += self.decode_up(message, w, k)
+        state.clock = 0
+        return message
+
+    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes:
+        """LAG-PS also checks the answers and records ``theta_hat_m = theta^k`` and the clocks."""
+        if self.variant == "ps":
+            for m, message in enumerate(uploads):
+                if (len(message) > 0) != self.asked[m]:
+                    raise MessageError(f"{self.name}: worker {m} did not answer the round-{k + 1} request as asked")
+                if self.asked[m]:
+                    self.anchors[m] = self.x.copy()
+                    self.clocks[m] = 0
+                else:
+                    self.clocks[m] += 1
+        return super().master_downlink(uploads, k)

@@ -1,0 +1,124 @@
+"""LAQ and SLAQ: lazily aggregated quantized gradients (Sun, Chen, Giannakis, Yang 2019, paper 003).
+
+Round k, worker m (Algorithm 2), with its reference ``Q_m(theta_hat_m^{k-1})`` (0 at the start):
+
+1. ``g = grad f_m(theta^k)`` (SLAQ: the minibatch gradient of ``[data] batch`` samples);
+2. quantize the innovation ``g - Q_m(theta_hat)`` with b bits (:mod:`mpicomp.compressors.laq`,
+   eqs. 5-6): ``delta Q_m^k``, ``Q_m(theta^k) = Q_m(theta_hat) + delta Q_m^k``, error
+   ``eps_m^k = g - Q_m(theta^k)``;
+3. skip (send ``b""``) iff (7a) and (7b) hold (:mod:`.lazy`):
+   ``||delta Q_m^k||^2 <= (1/gamma^2) sum_d xi_d ||theta^{k+1-d} - theta^{k-d}||^2
+   + 3 (||eps_m^k||^2 + ||eps_hat_m^{k-1}||^2)`` and ``t_m < t_bar``; a skip advances the clock;
+4. otherwise upload delta Q_m^k (``32 + b p`` bits of payload) and set ``Q_m(theta_hat) = Q_m(theta^k)``,
+   ``eps_hat_m = eps_m^k``, ``t_m = 0``.
+
+The master adds the uploads that arrived to ``nabla^k`` (eq. 4) and every process steps
+``theta^{k+1} = theta^k - gamma (1/n) nabla^k``. With xi = 0 and many bits every worker uploads
+every round and LAQ is GD up to the quantization error ``tau R``.
+
+SLAQ (the minibatch version; its rule is not in the paper): the authors' code weighs the error
+terms by 0.5 and adds 0.2 to the right-hand side, here ``error_weight`` and ``offset`` (defaults
+1 and 0: LAQ's rule). Defaults otherwise as LAQ: ``gamma = 1/(8L)``, ``xi_d = 1/(16 D)``, D = 10
+(:mod:`.lazy`); ``t_bar = 100`` and ``b = 3`` are the experiments' values (the theory fixes neither).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..compressors import Compressor
+from ..compressors import make as make_compressor
+from ..compressors.laq import MAX_BITS
+from .base import MethodContext, register_method
+from .lazy import LazyMethod, LazyOptions, lazy_skip
+
+ERROR_FACTOR = 3.0  # the 3 in front of the quantization errors in (7a)
+
+
+@dataclass
+class LAQOptions(LazyOptions):
+    """LAQ's options: bits per coordinate b and the trigger's D, xi, t_bar."""
+
+    bits: int = dataclasses.field(default=3, metadata={"minimum": 1, "help": f"b: bits per coordinate, 1..{MAX_BITS}"})
+    t_bar: int | None = dataclasses.field(
+        default=100, metadata={"minimum": 1, "help": "t_bar: a worker skips at most t_bar rounds in a row (unset: no limit)"}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bits > MAX_BITS:
+            raise ValueError(f"bits: at most {MAX_BITS} bits per coordinate, got {self.bits}")
+
+
+@dataclass
+class SLAQOptions(LAQOptions):
+    """SLAQ's options: LAQ's plus the weight of the error terms and a constant in the rule."""
+
+    error_weight: float = dataclasses.field(
+        default=1.0, metadata={"minimum": 0.0, "help": "weight of 3(||eps||^2 + ||eps_hat||^2) in (7a) (authors' code: 0.5)"}
+    )
+    offset: float = dataclasses.field(
+        default=0.0, metadata={"minimum": 0.0, "help": "constant added to the right-hand side of (7a) (authors' code: 0.2)"}
+    )
+
+
+@register_method
+class LAQ(LazyMethod):
+    """``laq``: full local gradients, b-bit innovations, skip rule (7a)+(7b)."""
+
+    name = "laq"
+    Options = LAQOptions
+    minibatch = False
+
+    def __init__(self, ctx: MethodContext, options: LAQOptions) -> None:
+        super().__init__(ctx, options)
+        self.require_batch(minibatch=self.minibatch)
+        if ctx.uplink != make_compressor("identity"):
+            raise ValueError(
+                f"{self.name} quantizes its innovations with its own laq(bits=b) codec, so [compressor] uplink must "
+                f"stay 'identity' (got {ctx.uplink.spec!r}); set [method] bits instead"
+            )
+        self.quantizer = make_compressor(f"laq(bits={options.bits})")
+        self.error_weight = ERROR_FACTOR  # multiplies ||eps||^2 + ||eps_hat||^2 in (7a)
+        self.offset = 0.0  # added to the right-hand side of (7a)
+
+    def upload_compressor(self) -> Compressor:
+        return self.quantizer
+
+    def local_gradient(self, w: int, k: int) -> np.ndarray:
+        """``grad f_m(theta^k)`` (SLAQ: the round's minibatch gradient)."""
+        return self.stochastic_grad(w, self.x, k, None if self.minibatch else 0)
+
+    def worker_upload(self, w: int, k: int) -> bytes:
+        """Steps 1-4 of the module docstring."""
+        state = self.workers[w]
+        grad = self.local_gradient(w, k)
+        message = self.encode_up(grad - state.reference, w, k, self.quantizer)
+        innovation = self.decode_up(message, w, k, self.quantizer)
+        error = grad - (state.reference + innovation)
+        error_sq = float(error @ error)
+        threshold = self.threshold() + self.error_weight * (error_sq + state.error_sq) + self.offset
+        if lazy_skip(float(innovation @ innovation), threshold, state.clock, self.t_bar):
+            state.clock += 1
+            return b""
+        state.reference += innovation
+        state.error_sq = error_sq
+        state.clock = 0
+        return message
+
+
+@register_method
+class SLAQ(LAQ):
+    """``slaq``: LAQ on minibatch gradients (``[data] batch`` >= 1)."""
+
+    name = "slaq"
+    Options = SLAQOptions
+    minibatch = True
+
+    def __init__(self, ctx: MethodContext, options: SLAQOptions) -> None:
+        super().__init__(ctx, options)
+        self.error_weight = ERROR_FACTOR * options.error_weight
+        self.offset = options.offset

@@ -1,0 +1,112 @@
+"""Encode and decode throughput of the vector quantizers against the BLAS matrix product their search is.
+
+For each spec, on one float32 vector of ``--d`` standard normals (default 2^20):
+
+* encode ``C.encode(x, key)`` and decode ``C.decode(msg, d, key)``, best of ``--repeat`` after one
+  untimed warm-up call (JIT compilation, the HSQ codebook, the StoVoQ radial table), in elements/s;
+* the BLAS product of the same size as the codebook search (``L x (size + 1)`` buckets against
+  ``(size + 1) x 2^P`` codewords in float32 for StoVoQ and HSQ-greedy, ``L x size`` against the
+  ``size x 2^(P-1)`` decomposition in float64 for HSQ-span; L = d / size), run exactly as the
+  search runs it: in the same tiles, over
+  the same threads, BLAS single-threaded, but with no codebook to draw, no argmax and no packing.
+  Timed interleaved with the codec (a shared machine's load hits both alike). The ratio
+  encode / GEMM elements/s says how close encoding gets to the product it cannot avoid.
+  Cross-polytope has no search (no GEMM column).
+
+Run: ``python tools/bench_vq.py [--d 1048576] [--repeat 3] [--only stovoq]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import numba
+import numpy as np
+from bench_kernels import best_rates  # this folder is on sys.path when the script runs
+
+from mpicomp.compressors import Compressor, make
+from mpicomp.compressors._codebook import tile_rows, tiled
+from mpicomp.rng import RandomKey
+
+SPECS = (
+    "stovoq(P=13,R=3,size=16)",
+    "stovoq(P=13,R=0,size=16,unbiased=False)",
+    "hsq(mode=greedy,P=10,R=6,size=16)",
+    "hsq(mode=span,P=10,R=6,size=16)",
+    "cross-polytope(samples=2,size=16)",
+)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--d", type=int, default=2**20, help="vector dimension (default 2**20)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed repeats, best kept (default 3)")
+    parser.add_argument("--only", action="append", metavar="NAME", help="only specs whose name is NAME (repeatable)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the vector and the key")
+    args = parser.parse_args()
+    if args.d < 1 or args.repeat < 1:
+        parser.error("--d and --repeat must be >= 1")
+    return args
+
+
+def search_product(compressor: Compressor) -> tuple[int, int, type]:
+    """(inner width, columns, dtype) of the search's matrix product; 0 columns without a search.
+
+    StoVoQ and HSQ-greedy: ``[b, 1]`` against 2^P codewords in float32; HSQ-span: the decomposition
+    ``b (U^T U)^-1 U^T`` over the 2^(P-1) directions in float64.
+    """
+    if compressor.name == "stovoq" or (compressor.name == "hsq" and not compressor.unbiased):
+        return compressor.size + 1, 2**compressor.P, np.float32
+    if compressor.name == "hsq":
+        return compressor.size, 2 ** (compressor.P - 1), np.float64
+    return 0, 0, np.float32
+
+
+def tiled_gemm(n_rows: int, width: int, m: int, dtype: type) -> Callable[[], object]:
+    """The search's product without the search, in its tiles and threads."""
+    rng = np.random.default_rng(1)
+    left = rng.standard_normal((n_rows, width)).astype(dtype)
+    right = rng.standard_normal((width, m)).astype(dtype)
+    step = tile_rows(m)
+
+    def product(first: int, end: int) -> int:
+        scores = np.empty((step, m), dtype=dtype)
+        for tile in range(first, end):
+            rows = slice(tile * step, min(n_rows, (tile + 1) * step))
+            np.matmul(left[rows], right, out=scores[: rows.stop - rows.start])
+        return -1
+
+    return lambda: tiled(product, n_rows, m)
+
+
+def main() -> None:
+    args = parse_args()
+    x = np.random.default_rng(args.seed).standard_normal(args.d).astype(np.float32)
+    key = RandomKey(args.seed, 1, 0, 0)
+    print(f"d = {args.d}, float32 input, {numba.get_num_threads()} threads, best of {args.repeat}")
+    print(f"{'spec':<42s} {'encode el/s':>12s} {'decode el/s':>12s} {'GEMM el/s':>12s} {'GEMM GFLOP/s':>12s} {'encode/GEMM':>11s}")
+    for spec in SPECS:
+        compressor = make(spec)
+        if args.only and compressor.name not in args.only:
+            continue
+        message = compressor.encode(x, key)
+        timers = {
+            "encode": lambda c=compressor: c.encode(x, key),
+            "decode": lambda c=compressor, m=message: c.decode(m, args.d, key),
+        }
+        width, m, dtype = search_product(compressor)
+        n_rows = -(-args.d // compressor.size)
+        if m:
+            timers["gemm"] = tiled_gemm(n_rows, width, m, dtype)
+        rates = best_rates(args.d, timers, args.repeat)
+        if m:
+            flops = 2.0 * n_rows * width * m * rates["gemm"] / args.d
+            gemm = f"{rates['gemm']:12.3e} {flops / 1e9:12.1f} {rates['encode'] / rates['gemm']:11.2f}"
+        else:
+            gemm = f"{'-':>12s} {'-':>12s} {'-':>11s}"
+        print(f"{compressor.spec:<42s} {rates['encode']:12.3e} {rates['decode']:12.3e} {gemm}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
