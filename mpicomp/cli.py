@@ -79,7 +79,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _run_command(args, rank, size, None)
     from .comm.signals import SignalWatch
 
-    watch = SignalWatch()  # first, before other threads start: they inherit its signal mask
+    try:
+        watch = SignalWatch()
+    except RuntimeError as exc:
+        log.warning("%s; Ctrl-C may leave ranks waiting and the results file saying 'running'", exc)
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        return _run_command(args, rank, size, None)
     try:
         return _run_command(args, rank, size, watch)
     finally:
@@ -103,14 +108,15 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
         _abort_others(size, 2)
         return 2
     from .comm import AggregationOverflowError, LauncherMismatch
+    from .results.writer import failure_message
     from .runner import run
 
     try:
         progress = rank == 0 and not args.no_progress and args.quiet == 0
         result = run(config, out, overwrite=args.overwrite, progress=progress, signals=watch)
-    except ConfigError as exc:
-        print(f"mpicomp: {exc}", file=sys.stderr)
-        _abort_others(size, 2)
+    except ConfigError as exc:  # raised alike on every rank (same config, same data): no one waits
+        if rank == 0:
+            print(f"mpicomp: {exc}", file=sys.stderr)
         return 2
     except LauncherMismatch as exc:  # every process is its own size-1 world: each says so, in one line
         print(f"mpicomp: {exc}", file=sys.stderr)
@@ -120,8 +126,10 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
         # and aborting now could kill rank 0 before it records the failure in the results file
         log.error("run failed: %s", exc)
         return 1
-    except (Exception, SystemExit):
+    except (Exception, SystemExit) as exc:
         log.exception("run failed")
+        if watch is not None and rank != 0:  # rank 0 waits in a collective: let it record why first
+            watch.report(failure_message(exc))
         _abort_others(size, 1)
         return 1
     if rank == 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import types
 import typing
@@ -296,8 +297,8 @@ def resolve_dataset(spec: str, base: Path) -> str:
     scheme, sep, rest = spec.partition(":")
     if sep and scheme in PATH_SCHEMES:
         return f"{scheme}:{_resolved(rest, base)}"
-    if scheme in NAMED_SCHEMES or not spec:
-        return spec
+    if scheme in NAMED_SCHEMES or not spec or (sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9_+.-]+", scheme)):
+        return spec  # no file, or a mistyped scheme the loader names in its error
     return _resolved(spec, base)
 
 

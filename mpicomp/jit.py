@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .comm.packets import OP_SUM, PacketSpec, decode_packets, encode_packets
+from .comm.packets import warm_up_packets
 from .compressors import make
 from .methods.in_network import FixedPointSum, NaturalSum
 from .rng import RandomKey
@@ -37,8 +37,6 @@ def compile_kernels(specs: Iterable[str]) -> list[tuple[str, float]]:
     start = time.perf_counter()
     for switch in (FixedPointSum(8, SIZES[0], 256, float32=False), NaturalSum(8, SIZES[0], 256)):
         switch.warm_up()
-        spec = PacketSpec(OP_SUM, switch.lanes, 32, 256)
-        values = np.zeros(SIZES[0], dtype=np.int64)
-        decode_packets(encode_packets(values, spec, 0).tobytes(), spec, SIZES[0], 0)
+    warm_up_packets()
     timings.append(("switch host and packet kernels", time.perf_counter() - start))
     return timings

@@ -25,6 +25,7 @@ from .comm import (
     Transport,
     make_transport,
 )
+from .comm.packets import warm_up_packets
 from .comm.signals import SignalWatch
 from .compressors import make as make_compressor
 from .config import Config, ConfigError
@@ -225,6 +226,8 @@ def _run(
     except ValueError as exc:
         raise ConfigError(_prefixed("[method]", exc)) from exc
     method.warm_up()
+    if config.compressor["aggregation"] == "switch":
+        warm_up_packets()
     if not transport.is_master:
         return _loop(config, transport, method, None)
     log.info("%s", transport.layout_summary())
@@ -276,13 +279,13 @@ def _loop(config: Config, transport: Transport, method: Method, monitor: _Monito
         round_bytes = transport.counter.end_round()
         logged = (k + 1) % log_every == 0 or k + 1 == rounds
         finite = bool(np.isfinite(method.x).all())
-        if finite and (k + 1) % config.run["check_every"] == 0 and not transport.all_equal(replica_digest(method.x)):
+        if (k + 1) % config.run["check_every"] == 0 and not transport.all_equal(replica_digest(method.x)):
             raise RuntimeError(f"model replicas differ across ranks after round {k + 1}: the method is not rank-independent")
         step_code, step_message = monitor.end_round(round_bytes, k, logged or not finite) if monitor else (CONTINUE, "")
         if not finite:
             code, message = DIVERGED, f"non-finite model after round {k + 1}"
             break
-        if (k + 1) % log_every == 0:
+        if (k + 1) % log_every == 0 or k + 1 == rounds:  # every rank leaves with the master's status
             step_code = transport.agree(step_code if monitor else None)
         if step_code != CONTINUE:
             code, message = step_code, step_message

@@ -100,3 +100,21 @@ class TestLangevin(Method):
 
     def metrics(self) -> dict[str, float]:
         return {"noise_norm": self.noise_norm}
+
+
+@register_method
+class FailingOnLastWorker(Method):
+    """test-fail-last: GD whose last worker raises in round 3, so only the rank hosting it fails."""
+
+    name = "test-fail-last"
+
+    def worker_upload(self, w: int, k: int) -> bytes:
+        if w == self.n - 1 and k == 2:
+            raise RuntimeError(f"worker {w} cannot compute its gradient")
+        return self.encode_up(self.problem.local(w).grad(self.x), w, k)
+
+    def master_downlink(self, uploads, k: int) -> bytes:
+        return self.encode_down(self.mean_of_uploads(uploads, k), k)
+
+    def apply_downlink(self, message, k: int) -> None:
+        self.x -= self.stepsize * self.decode_down(message, k)

@@ -144,7 +144,8 @@ def test_gaussian_toy_closed_forms_match_generic_computations():
     np.testing.assert_allclose(problem.grad(x_star), 0.0, atol=1e-10)
 
 
-@pytest.mark.parametrize(("dataset", "message"), [("synthetic:q=1", "unknown key 'q'"), ("synthetic:d=x", "is not a number"),
+@pytest.mark.parametrize(("dataset", "message"), [("synthetic:q=1", "unknown key 'q'"), ("synthetic:d=x", "is not an integer"),
+                                                  ("synthetic:spread=x", "is not a number"),
                                                   ("sklearn:iris", "generates its data")])
 def test_bad_synthetic_specs_are_refused(dataset, message):
     with pytest.raises(ValueError, match=message):

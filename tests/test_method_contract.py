@@ -216,3 +216,15 @@ def test_samples_dataset_holds_the_draws(tmp_path):
     with h5py.File(tmp_path / "s.h5", "r", swmr=True) as f:
         assert f["samples"].shape == (4, D)
         assert f["metrics/noise_norm"].shape == (4,)
+
+
+@pytest.mark.mpi
+def test_an_error_on_one_rank_is_recorded_by_rank_0(tmp_path):
+    """Worker 4 (on rank 1 of 2) fails alone while rank 0 waits in the gather: the file says why."""
+    from mpicomp.results import read_results
+
+    out = tmp_path / "r.h5"
+    proc = mpiexec_run(experiment({"name": "test-fail-last"}, rounds=10), out, 2, test_methods=True, timeout=120)
+    assert proc.returncode != 0
+    res = read_results(out)
+    assert (res.status, res.status_message) == ("failed", "rank 1: RuntimeError: worker 4 cannot compute its gradient")

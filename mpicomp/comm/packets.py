@@ -309,3 +309,10 @@ def _check_headers(header, spec: PacketSpec, lanes: Lanes, first: int, count: in
     if not flags & FLAG_AGGREGATE and (header["flags"] & FLAG_OVERFLOW).any():
         raise MessageError(f"a packet from {who} claims an overflow: only the switch sets that flag")
 
+
+def warm_up_packets() -> None:
+    """Compile the natural lanes' kernels for the integer types hosts send (int16 codes, int64)."""
+    spec = PacketSpec(OP_SUM, "natural", 32, PACKET_SIZES[0])
+    for dtype in (np.int16, np.int64):
+        values = np.zeros(3 * PACKET_SIZES[0] + 1, dtype=dtype)  # strided full packets and a remainder
+        decode_packets(encode_packets(values, spec, 0).tobytes(), spec, values.size, 0)

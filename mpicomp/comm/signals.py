@@ -14,7 +14,10 @@ number to it at once, whichever thread is running, and a thread of the watch rea
   aborts; if rank 0 does not within :data:`GRACE_SECONDS`, the rank aborts the job itself.
 
 Single-process runs keep Python's handlers (SIGINT raises KeyboardInterrupt, the CLI turns SIGTERM
-into SystemExit), which the results writer records the same way.
+into SystemExit), which the results writer records the same way. The watch calls MPI from its
+threads, so it needs ``MPI_THREAD_MULTIPLE`` (mpi4py's default request; the CLI falls back to
+Python's handlers, with a warning, where the MPI library gives less). :meth:`SignalWatch.report`
+also carries an error that only one rank sees to rank 0, so that it is recorded too.
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ class SignalWatch:
     """
 
     def __init__(self, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+        if MPI.Query_thread() < MPI.THREAD_MULTIPLE:
+            raise RuntimeError(
+                "SignalWatch needs MPI_THREAD_MULTIPLE (MPI calls from its threads); this MPI gives level "
+                f"{MPI.Query_thread()} (check MPI4PY_RC_THREAD_LEVEL)"
+            )
         self.rank = comm.Get_rank()
         self.control = comm.Dup()
         self.record: Callable[[str], None] | None = None
@@ -77,17 +85,28 @@ class SignalWatch:
         self.record = record
 
     def _wait_for_signal(self) -> None:
-        byte = os.read(self.read_end, 1)
-        if byte in (STOP_BYTE, b""):
-            return
+        while True:
+            byte = os.read(self.read_end, 1)
+            if byte in (STOP_BYTE, b""):
+                return
+            if byte[0] in WATCHED:  # other signals with Python handlers also write their number
+                break
         signum = byte[0]
-        reason = signal_reason(signum)
         if self.rank == 0:
-            self._fail(reason, 128 + signum)
-            return
-        self.control.isend(reason, dest=0, tag=CONTROL_TAG)
-        time.sleep(GRACE_SECONDS)
-        MPI.COMM_WORLD.Abort(128 + signum)
+            self._fail(signal_reason(signum), 128 + signum)
+        else:
+            self.report(signal_reason(signum), 128 + signum)
+
+    def report(self, reason: str, code: int = 1) -> None:
+        """On a rank other than 0: send ``reason`` to rank 0, which records "rank r: reason" and aborts the job; if it
+        has not within :data:`GRACE_SECONDS`, abort here. Used for signals and for errors that only
+        this rank sees (another rank then waits in a collective and would die unrecorded)."""
+        request = self.control.isend(f"{reason}", dest=0, tag=CONTROL_TAG)
+        deadline = time.monotonic() + GRACE_SECONDS
+        while time.monotonic() < deadline:
+            request.Test()
+            time.sleep(POLL_SECONDS)
+        MPI.COMM_WORLD.Abort(code)
 
     def _listen(self) -> None:
         """Rank 0: wait (polling, so as not to spin a core) for another rank's signal, or for close()."""

@@ -241,7 +241,7 @@ def _encoder(kind: int, level_bits: int):
                 pack_chunk(scratch[k : k + CHUNK_VALUES], words, c * bits, bits)
         if over:
             for i in range(c0 * CHUNK_VALUES, min(c1 * CHUNK_VALUES, x.size)):
-                if abs(float64(x[i])) > limit:
+                if not abs(float64(x[i])) <= limit:  # also NaN
                     return i
         return -1
 

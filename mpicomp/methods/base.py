@@ -102,8 +102,7 @@ class Method:
         self.d = ctx.problem.d
         self.x = ctx.problem.x0().astype(np.float64, copy=True)
         self.stepsize = options.stepsize if options.stepsize is not None else self.default_stepsize()
-        smallest = min(ctx.problem.local(w).m for w in range(self.n))
-        if ctx.is_master and ctx.batch > smallest:
+        if ctx.is_master and ctx.batch > (smallest := int(ctx.problem.sample_counts().min())):
             log.warning("[data] batch = %d exceeds the smallest shard (%d samples): such workers use their whole shard",
                         ctx.batch, smallest)
 

@@ -11,9 +11,10 @@ receives the sum. With n workers both encodings use the headroom ``H = 30 - ceil
 smallest e with ``max_{j in b} |x_ij| < 2^e`` (``frexp``; -127 at least, -128 for an all-zero block);
 with the agreed ``E_b = max_i e_ib`` it sends ``q_ij = rint(x_ij 2^(H - E_b))`` and the hosts decode
 ``S_j = 2^(E_b - H) sum_i q_ij``. Deterministic, with
-``|S_j - sum_i x_ij| <= n 2^(E_b - H - 1) < n 2^-H max_{i, j in b} |x_ij|`` (round to nearest; E_b > -127).
+``|S_j - sum_i x_ij| <= n 2^(E_b - H - 1) <= n 2^-H max_{i, j in b} |x_ij|`` (round to nearest; E_b > -127).
 SwitchML scales by ``(2^31 - 1) / (n 2^E)``; a power of two keeps the decode exact for < 1 bit.
-With ``identity(dtype=float32)`` the vectors are rounded to float32 first, as SwitchML's hosts do.
+With ``identity(dtype=float32)`` the vectors are rounded to float32 first, as SwitchML's hosts do
+(the bound then holds for the rounded vectors; against the float64 ones add ``n 2^(E_b - 25)``).
 
 **natural** (uplink ``natural``; poster 004, exact integer form of C_nat). Worker i compresses
 ``x_i`` with C_nat (the ``natural`` codec's rounding and key) to values ``±2^k``; per block
@@ -22,7 +23,7 @@ With ``identity(dtype=float32)`` the vectors are rounded to float32 first, as Sw
 ``±2^(r - 1)``); a smaller one cannot be represented and is re-rounded unbiasedly: ``r = 1`` with
 probability ``2^(k - K*_b + H)``, else 0 (never flushed to zero). The hosts decode
 ``S_j = 2^(K*_b - H) sum_i (±2^(r_ij - 1))``, which is exactly ``sum_i C_nat(x_i)_j`` whenever no value
-of the block lies below its range (``31 - ceil(log2 n)`` binades under the block's largest), and
+of the block lies below its range (the H + 1 binades from the block's largest down), and
 ``E S = sum_i x_i`` always. 9 bits per value on the wire, as C_nat.
 """
 
@@ -130,7 +131,8 @@ class FixedPointSum(SwitchSum):
         bad = fixed_block_exponents(prepared, self.packet_values, out)
         if bad >= 0:
             raise ValueError(
-                f"x[{bad}] = {prepared[bad]!r}: the switch's fixed point needs finite values below 2^127 (int8 exponents)"
+                f"x[{bad}] = {prepared[bad]!r}: the switch's fixed point needs finite values below 2^127 "
+                "(int8 exponents)" + (" that fit float32 (the uplink's dtype)" if self.float32 else "")
             )
         return out
 

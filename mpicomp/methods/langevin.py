@@ -39,6 +39,8 @@ from .base import MASTER, SAMPLER, Method, MethodContext, MethodOptions, registe
 from .link import Link
 
 VARIANTS = ("sharp", "star", "plusplus")
+DEFAULT_REFRESH = 100  # the talk's logistic experiment
+PLUSPLUS_ONLY = {"alpha": "memories", "refresh": "a control variate to refresh"}
 
 
 @dataclass
@@ -51,8 +53,8 @@ class QLSDOptions(MethodOptions):
     alpha: float | None = dataclasses.field(
         default=None, metadata={"minimum": 0.0, "help": "plusplus: memory rate alpha (default 1/(omega+1))"}
     )
-    refresh: int = dataclasses.field(
-        default=100, metadata={"minimum": 1, "help": "plusplus: rounds between control-variate refreshes"}
+    refresh: int | None = dataclasses.field(
+        default=None, metadata={"minimum": 1, "help": "plusplus: rounds between control-variate refreshes (default 100)"}
     )
 
 
@@ -69,11 +71,12 @@ class QLSD(Method):
         omega = ctx.uplink.omega(ctx.problem.d)
         if omega is None:
             raise ValueError(f"qlsd needs an unbiased uplink compressor (with an omega), got {ctx.uplink.spec!r}")
-        if options.variant != "plusplus" and options.alpha is not None:
-            raise ValueError(f"[method] alpha: only variant 'plusplus' has memories, not {options.variant!r}")
+        for name in ("alpha", "refresh"):
+            if options.variant != "plusplus" and getattr(options, name) is not None:
+                raise ValueError(f"[method] {name}: only variant 'plusplus' has {PLUSPLUS_ONLY[name]}, not {options.variant!r}")
         super().__init__(ctx, options)
         self.variant = options.variant
-        self.refresh = options.refresh
+        self.refresh = options.refresh if options.refresh is not None else DEFAULT_REFRESH
         self.alpha = options.alpha if options.alpha is not None else 1.0 / (omega + 1.0)
         self.counts = self.problem.sample_counts()
         if self.variant == "star":

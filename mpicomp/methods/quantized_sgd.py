@@ -57,7 +57,7 @@ class QuantizedSGD(Method):
     def worker_upload(self, w: int, k: int) -> bytes:
         return self.encode_up(self.gradient(w, k), w, k)
 
-    def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
+    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes:
         return self.encode_down(self.mean_of_uploads(uploads, k), k)
 
     def apply_downlink(self, message: bytes, k: int) -> None:

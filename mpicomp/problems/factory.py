@@ -46,10 +46,12 @@ def synthetic_options(dataset: str) -> dict[str, float]:
         key, _, value = item.partition("=")
         if key not in SYNTHETIC_DEFAULTS:
             raise ValueError(f"dataset {dataset!r}: unknown key {key!r}; keys: {', '.join(SYNTHETIC_DEFAULTS)}")
+        kind = type(SYNTHETIC_DEFAULTS[key])
         try:
-            options[key] = type(SYNTHETIC_DEFAULTS[key])(value)
+            options[key] = kind(value)
         except ValueError:
-            raise ValueError(f"dataset {dataset!r}: {key} = {value!r} is not a number") from None
+            what = "an integer" if kind is int else "a number"
+            raise ValueError(f"dataset {dataset!r}: {key} = {value!r} is not {what}") from None
     return options
 
 

@@ -51,8 +51,8 @@ class GaussianClients(Problem):
         for label, value in (("d", d), ("points", points)):
             if value < 1:
                 raise ValueError(f"gaussian: {label} must be a positive integer, got {value}")
-        if not (spread >= 0 and noise > 0 and l2 >= 0):
-            raise ValueError(f"gaussian: need spread >= 0, noise > 0, l2 >= 0; got {spread}, {noise}, {l2}")
+        if not (0 <= spread < np.inf and 0 < noise < np.inf and 0 <= l2 < np.inf):
+            raise ValueError(f"gaussian: need finite spread >= 0, noise > 0, l2 >= 0; got {spread}, {noise}, {l2}")
         self.n_workers, self.d = n_workers, d
         self.noise, self.l2 = noise, l2
         rng = np.random.default_rng([seed, 0x6A055])

@@ -406,6 +406,10 @@ class GLMProblem(Problem):
         """``max_i L_i``."""
         return float(self.local_smoothness().max())
 
+    def sample_counts(self) -> np.ndarray:
+        """``m_i`` from the shard sizes (no shard is built)."""
+        return self.shard_sizes.copy()
+
     def potential_smoothness(self) -> float:
         """``sum_i m_i L_i``, the smoothness bound of ``U = sum_i m_i f_i``."""
         return float(self.shard_sizes @ self.local_smoothness())

@@ -128,7 +128,7 @@ def staleness(results: Results, now: datetime | None = None) -> str:
     if pid is not None and host == socket.gethostname() and not _process_alive(int(pid)):
         return f"the writer (pid {pid} on {host}) is gone and wrote last {idle:.0f} min ago: killed"
     if idle >= STALE_MINUTES:
-        return f"no write for {idle:.0f} min: probably killed (writer pid {pid} on {host})"
+        return f"no write for {idle:.0f} min: probably killed, unless one round takes that long (writer pid {pid} on {host})"
     return ""
 
 

@@ -17,6 +17,8 @@ import platform
 import signal
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
@@ -45,6 +47,7 @@ TIME_DTYPE = np.dtype("S32")
 COLUMN_DTYPES = (np.dtype("<f8"), np.dtype("<i8"))
 CHUNK_BYTES = 8192
 GIT_TIMEOUT_SECONDS = 2.0
+HEARTBEAT_SECONDS = 60.0  # flush (rows and /heartbeat) at least this often while rows are logged
 
 
 def utc_now() -> str:
@@ -225,6 +228,8 @@ class ResultsWriter:
         self.flush_every = flush_every
         self._status = RUNNING
         self._finished = False
+        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()  # finish() and record_failure() may race (a signal thread)
         self._file = h5py.File(self.path, "w" if overwrite else "x", libver=LIBVER, locking=FILE_LOCKING)
         try:
             self._create_layout(config_text, metric_dtypes, worker_dtypes, mpi_size)
@@ -343,7 +348,8 @@ class ResultsWriter:
         columns = [*self._metrics.values(), *self._workers.values()]
         if self._samples is not None:
             columns.append(self._samples)
-        if any(column.pending_rows >= self.flush_every for column in columns):
+        stale = time.monotonic() - self._last_flush >= HEARTBEAT_SECONDS  # keep /heartbeat fresh on slow runs
+        if stale or any(column.pending_rows >= self.flush_every for column in columns):
             self.flush()
 
     def flush(self) -> None:
@@ -356,11 +362,13 @@ class ResultsWriter:
             self._samples.flush()
         self._file["heartbeat"][()] = np.array(utc_now(), dtype=TIME_DTYPE)
         self._file.flush()
+        self._last_flush = time.monotonic()
 
     def record_startup(self, seconds: float) -> None:
         """``/startup_seconds``: what the run spent before round 1 (data, reference optimum, JIT compilation)."""
         self._check_writable("record the start-up time")
         self._file["startup_seconds"][()] = float(seconds)
+        self.flush()
 
     def finish(self, status: str, message: str = "", final_x: np.ndarray | None = None) -> None:
         """Flush, then record ``final_x`` (if given), ``message``, the end time and ``status``.
@@ -389,19 +397,23 @@ class ResultsWriter:
     def record_failure(self, message: str) -> None:
         """Record ``failed`` with ``message`` at once, from any thread, without touching the buffered
         rows (the process is about to be killed: a signal arrived while the main thread was busy)."""
-        if self._file.id.valid and not self._finished:
+        if self._file.id.valid:
             self._write_status("failed", message)
 
     def _write_status(self, status: str, message: str) -> None:
-        """``/status_message``, ``/end_time``, then ``/status`` (last: a reader seeing it sees the rest)."""
-        f = self._file
-        encoded = np.frombuffer(message.encode("utf-8"), dtype="u1")
-        f["status_message"].resize(encoded.shape)
-        f["status_message"][...] = encoded
-        f["end_time"][()] = np.array(utc_now(), dtype=TIME_DTYPE)
-        f["status"][()] = np.array(status, dtype=STATUS_DTYPE)
-        f.flush()
-        self._status, self._finished = status, True
+        """``/status_message``, ``/end_time``, then ``/status`` (last: a reader seeing it sees the rest);
+        only the first final status counts."""
+        with self._lock:
+            if self._finished:
+                return
+            f = self._file
+            encoded = np.frombuffer(message.encode("utf-8"), dtype="u1")
+            f["status_message"].resize(encoded.shape)
+            f["status_message"][...] = encoded
+            f["end_time"][()] = np.array(utc_now(), dtype=TIME_DTYPE)
+            f["status"][()] = np.array(status, dtype=STATUS_DTYPE)
+            f.flush()
+            self._status, self._finished = status, True
 
     def close(self) -> None:
         """Close the file; a run closed without ``finish`` is recorded as ``failed``. Idempotent."""
