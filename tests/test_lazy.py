@@ -287,12 +287,14 @@ def test_lag_compresses_its_innovations_with_the_uplink_compressor():
 
 
 def load_tool():
-    """tools/plot_laq.py as a module (tools/ is not a package)."""
+    """tools/plot_laq.py as a module (tools/ is not a package; registered, for its dataclasses)."""
     import importlib.util
+    import sys
 
     path = Path(__file__).resolve().parents[1] / "tools" / "plot_laq.py"
     spec = importlib.util.spec_from_file_location("plot_laq", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
     spec.loader.exec_module(module)
     return module
 

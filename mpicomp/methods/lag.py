@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compressors import MessageError
+from ..compressors import Compressor, MessageError
 from ..compressors import make as make_compressor
 from ..rng import STREAM_DOWNLINK
 from .base import MASTER, MethodContext, register_method
@@ -74,6 +74,9 @@ class LAG(LazyMethod):
         if per_worker is not None:
             return np.asarray(per_worker(), dtype=np.float64)
         return np.full(self.n, self.problem.smoothness())
+
+    def own_codecs(self) -> list[tuple[Compressor, int]]:
+        return [(self.request_codec, self.n)] if self.variant == "ps" else []
 
     # --- LAG-PS: the request before the uploads ---------------------------------------------
     def round(self, k: int, link: Link) -> None:

@@ -88,6 +88,9 @@ class LAQ(LazyMethod):
     def upload_compressor(self) -> Compressor:
         return self.quantizer
 
+    def own_codecs(self) -> list[tuple[Compressor, int]]:
+        return [(self.quantizer, self.d)]
+
     def local_gradient(self, w: int, k: int) -> np.ndarray:
         """``grad f_m(theta^k)`` (SLAQ: the round's minibatch gradient)."""
         return self.stochastic_grad(w, self.x, k, None if self.minibatch else 0)

@@ -36,6 +36,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..compressors import Compressor
+from ..rng import RandomKey
 from .base import Column, Method, MethodContext, MethodOptions
 
 UPLOAD_COLUMNS = {"round_uploads": Column("int64", "workers that uploaded in the round (the others skipped)")}
@@ -120,6 +121,17 @@ class LazyMethod(Method):
             raise ValueError(f"{self.name} is the minibatch method: set [data] batch >= 1 (or use the full-gradient method)")
         if not minibatch and self.ctx.batch > 0:
             raise ValueError(f"{self.name} uses full local gradients: set [data] batch = 0 (slaq is the minibatch LAQ)")
+
+    def own_codecs(self) -> list[tuple[Compressor, int]]:
+        """Codecs the method uses besides ``[compressor]`` uplink and downlink, with their dimensions."""
+        return []
+
+    def warm_up(self) -> None:
+        """Also compile the method's own codecs before round 1 (throwaway key)."""
+        super().warm_up()
+        key = RandomKey(0)
+        for codec, size in self.own_codecs():
+            codec.decode(codec.encode(np.linspace(-1.0, 1.0, size), key), size, key)
 
     def default_stepsize(self) -> float:
         """``gamma = 1/(8 L)`` (module docstring)."""
