@@ -61,6 +61,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "r_l2": Key(float, 0.0, "L2 weight of R (l2, elastic)", minimum=0.0),
         "intercept": Key(bool, True, "append a constant-1 feature"),
         "positive_class": Key(float, None, "binary logistic on multiclass data: this label is +1, the rest -1"),
+        "hidden": Key(list, [200], "mlp: hidden layer widths, input to output", minimum=1, item=int),
     },
     "data": {
         "workers": Key(int, 8, "number of logical workers n", minimum=1),

@@ -76,6 +76,7 @@ def build_problem_from(config: Config, seed: int) -> Problem:
         dirichlet_alpha=data["dirichlet_alpha"],
         lognormal_sigma=data["lognormal_sigma"],
         positive_class=p["positive_class"],
+        hidden=tuple(p["hidden"]),
         scale=data["scale"],
         test_fraction=data["test_fraction"],
         seed=seed,

@@ -99,3 +99,13 @@ def test_gd_trains_the_network_through_the_runner(tmp_path):
     assert np.isnan(res.metrics["suboptimality"]).all()
     with pytest.raises(ConfigError, match=r"set \[method\] stepsize"):
         run_inprocess(raw | {"method": {"name": "gd"}}, tmp_path / "default.h5")
+
+
+def test_hidden_widths_come_from_the_config():
+    from mpicomp.config import validate
+    from mpicomp.rng import root_seed
+    from mpicomp.runner import build_problem_from
+
+    config = validate({"problem": {"name": "mlp", "dataset": "sklearn:iris", "hidden": [5, 3]}, "method": {"stepsize": 0.1}})
+    problem = build_problem_from(config, root_seed(0))
+    assert problem.d == (4 + 1) * 5 + (5 + 1) * 3 + (3 + 1) * 3  # [W | b] per layer: 4 features + intercept -> 5 -> 3 -> 3 classes
