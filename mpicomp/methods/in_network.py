@@ -36,17 +36,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..compressors import Compressor
-from ..compressors.natural import EXPONENT_BIAS, natural_codes
-from ..rng import STREAM_AGGREGATION, RandomKey
-from ..timing import CODEC
-from .link import Link
-from .switch_kernels import (
+from ..compressors._switch_kernels import (
     fixed_block_exponents,
     fixed_to_integers,
     from_integers,
     natural_block_exponents,
     natural_relative_codes,
 )
+from ..compressors.natural import EXPONENT_BIAS, natural_codes
+from ..rng import STREAM_AGGREGATION, RandomKey
+from ..timing import CODEC
+from .link import Link
 
 AGGREGATIONS = ("gather", "switch")
 SWITCH_ENCODINGS = {"identity": "fixed", "natural": "natural"}  # uplink compressor -> host encoding

@@ -1,4 +1,4 @@
-"""Numba kernels of the switch host encodings (:mod:`mpicomp.methods.in_network`): one pass each.
+"""Numba kernels of the switch host encodings (the host side of :mod:`mpicomp.methods.in_network`): one pass each.
 
 Blocks are ``block`` consecutive coordinates (the packet size); ``agreed[b]`` is block b's agreed
 exponent and ``headroom`` is H. Powers of two are assembled from their float64 bit pattern, so
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import float64, int64, njit, uint64
 
-from ..compressors._levels import float64_bits, float64_from_bits
 from ..rng import random_uniform
+from ._levels import float64_bits, float64_from_bits
 
 EMPTY_BLOCK = -128  # the exponent of an all-zero block: below every real one
 SMALLEST_EXPONENT = -127
