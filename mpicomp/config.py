@@ -79,6 +79,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "downlink": Key(str, "identity", "master compressor C_M (spec)"),
         "aggregation": Key(str, "gather", "sum the uploads at the master or in the emulated switch", choices=AGGREGATIONS),
         "packet_values": Key(int, 256, "values per switch packet", choices=PACKET_SIZES),
+        "checksum": Key(
+            bool, False, "append a CRC-32 to every message (MPI delivers bytes intact; for stored or fuzzed messages)"
+        ),
     },
     "run": {
         "rounds": Key(int, 200, "number of rounds", minimum=1),

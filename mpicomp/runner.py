@@ -28,6 +28,7 @@ from .comm import (
 from .comm.packets import warm_up_packets
 from .comm.signals import SignalWatch
 from .compressors import make as make_compressor
+from .compressors import message_checksums
 from .config import Config, ConfigError
 from .methods import OPTIMIZER, SAMPLER, Method, MethodContext, method_class
 from .problems import build_problem
@@ -206,7 +207,7 @@ def run(
     ``signals`` (MPI runs): rank 0 hands it the writer's failure recorder, so that a signal on any
     rank is recorded in ``out`` before the job is aborted.
     """
-    with threadpool_limits(limits=config.run["threads"]):
+    with threadpool_limits(limits=config.run["threads"]), message_checksums(config.compressor["checksum"]):
         if transport is not None:
             return _run(config, out, overwrite, progress, transport, signals)
         with make_transport(config.data["workers"]) as own:

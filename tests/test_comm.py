@@ -44,7 +44,7 @@ ROUNDS = 6
 
 def identity_message(d: int, worker: int = 0, dtype: str = "float64") -> bytes:
     codec = make("identity") if dtype == "float64" else make(f"identity(dtype='{dtype}')")
-    return codec.encode(np.linspace(-1.0, 1.0, d), RandomKey(1, 0, worker))
+    return bytes(codec.encode(np.linspace(-1.0, 1.0, d), RandomKey(1, 0, worker)))
 
 
 def run_local(n_workers: int, rounds: int = ROUNDS, seed: int = SEED) -> list[dict]:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import mpicomp.compressors._levels as levels_module
 import mpicomp.wire.bitpack as bitpack_module
 from mpicomp.compressors import make
+from mpicomp.compressors.natural import natural_codes
 from mpicomp.rng import RandomKey
 from mpicomp.wire import (
     MessageError,
@@ -162,12 +163,45 @@ def test_natural_message_size(d):
     assert compressor.expected_bits(d) == 9 * d
 
 
+def natural_payload(codes: np.ndarray) -> bytes:
+    """The natural codec's payload for 9-bit codes ``exponent | negative << 8``: d exponent bytes,
+    then the sign bitmap (LSB first)."""
+    codes = np.asarray(codes, dtype=np.uint32)
+    signs = np.packbits((codes >> 8).astype(np.uint8), bitorder="little")
+    return (codes & 0xFF).astype(np.uint8).tobytes() + signs.tobytes()
+
+
+def natural_payload_codes(payload: bytes | memoryview, d: int) -> np.ndarray:
+    """The 9-bit codes ``exponent | negative << 8`` of a natural payload (inverse of :func:`natural_payload`)."""
+    raw = np.frombuffer(payload, dtype=np.uint8)
+    assert raw.size == d + -(-d // 8)
+    negative = np.unpackbits(raw[d:], bitorder="little")[:d].astype(np.uint32)
+    return raw[:d].astype(np.uint32) | negative << 8
+
+
 def test_natural_float32_codes_are_the_float32_exponent_and_sign():
-    """A 9-bit code shifted left by 23 is the float32 bit pattern of the decoded power of two."""
+    """A 9-bit code (exponent byte, sign bit) shifted left by 23 is the float32 bit pattern of
+    the decoded power of two."""
     x = np.array([1.0, -2.0, 0.5, -0.0, 0.0, 2.0**127, -(2.0**-126)], dtype=np.float32)
     msg = unpack_message(make("natural").encode(x, KEY))
-    codes = unpack_uint(msg.payload, x.size, 9)
-    assert ((codes.astype(np.uint32) << 23).view(np.float32) == x).all()
+    codes = natural_payload_codes(msg.payload, x.size)
+    assert ((codes << 23).view(np.float32) == x).all()
+
+
+@pytest.mark.parametrize("d", [1, 63, 64, 65, 200, 4097])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_natural_payload_is_natural_codes(d, dtype):
+    """The codec's payload (fast kernels per float32/float64 group) equals the reference rounding
+    ``natural_codes`` bit for bit, zeros, tiny, subnormal and extreme magnitudes included."""
+    x = np.random.default_rng(d).standard_normal(d).astype(dtype)
+    x[::5] = 0.0
+    x[1::7] = -0.0
+    x[2::11] = np.asarray(3e-39, dtype=dtype)  # below 2^-126 (a float32 subnormal)
+    x[3::13] = -(2.0**127)
+    x[4::17] = np.finfo(dtype).tiny / 4  # subnormal
+    for key in (KEY, RandomKey(9, 4, 1)):
+        payload = unpack_message(make("natural").encode(x, key)).payload
+        np.testing.assert_array_equal(natural_payload_codes(payload, d), natural_codes(x, key))
 
 
 def test_natural_tiny_and_subnormal_values_are_unbiased():
@@ -323,7 +357,7 @@ def test_omega_formulas():
 def test_truncated_oversized_wrong_codec_wrong_d(spec):
     compressor = make(spec)
     x = fixed_vectors(100)["dense"]
-    msg = compressor.encode(x, KEY)
+    msg = bytes(compressor.encode(x, KEY))
     for broken in (msg[:-1], msg[:10], msg + b"\0", b""):
         with pytest.raises(MessageError):
             compressor.decode(broken, x.size)
@@ -374,12 +408,11 @@ def test_invalid_block_norm(norm):
 
 def codes_message(compressor, d: int, codes: np.ndarray, scalars=(1.0,)) -> bytes:
     """A well-framed message of ``compressor`` whose coordinates carry the given raw codes."""
-    bits = compressor.code.bits
-    packed = pack_uint(codes, bits).tobytes()
+    if compressor.name == "natural":
+        return pack_message(compressor.codec_id, d, (), natural_payload(codes))
+    packed = pack_uint(codes, compressor.code.bits).tobytes()
     if compressor.name == "block":
         packed = np.ones(compressor.n_blocks(d), dtype="<f8").tobytes() + packed
-        scalars = ()
-    if compressor.name == "natural":
         scalars = ()
     return pack_message(compressor.codec_id, d, scalars, packed)
 

@@ -56,11 +56,13 @@ def test_identical_metrics_on_1_2_4_ranks(tmp_path):
         assert_same_metrics(reference, run_mpiexec(raw, tmp_path / f"n{n}.h5", n))
 
 
-def test_counted_bytes_are_the_real_message_sizes(tmp_path):
-    """identity float64 over 8 workers: every byte is predictable from the wire format."""
-    res = run_inprocess(_experiment(), tmp_path / "r.h5")
+@pytest.mark.parametrize("checksum", [False, True])
+def test_counted_bytes_are_the_real_message_sizes(tmp_path, checksum):
+    """identity float64 over 8 workers: every byte is predictable from the wire format, with and
+    without the CRC-32 trailer."""
+    res = run_inprocess(_experiment(compressor={"checksum": checksum}), tmp_path / "r.h5")
     rounds, n = 20, 8
-    framing = overhead_bytes(0, crc=True)
+    framing = overhead_bytes(0, crc=checksum)
     m = res.metrics
     assert m["up_payload_bytes"][-1] == rounds * n * 8 * D
     assert m["up_header_bytes"][-1] == rounds * n * framing

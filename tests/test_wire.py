@@ -223,7 +223,7 @@ def test_truncated_or_extended_messages_fail(case: tuple[str, int, int], data: s
     with pytest.raises(MessageError):
         compressor.decode(message[: data.draw(st.integers(0, len(message) - 1))], case[2], key)
     with pytest.raises(MessageError):
-        compressor.decode(message + data.draw(st.binary(min_size=1, max_size=16)), case[2], key)
+        compressor.decode(bytes(message) + data.draw(st.binary(min_size=1, max_size=16)), case[2], key)
     with pytest.raises(MessageError):
         compressor.decode(message, case[2] + 1, key)
 

@@ -16,8 +16,8 @@ from . import (  # noqa: F401  (each module registers its compressors)
     stovoq,
     terngrad,
 )
-from .base import Compressor
+from .base import Compressor, message_checksums
 from .bundle import bundle, unbundle
 from .registry import available, make, register
 
-__all__ = ["Compressor", "MessageError", "available", "bundle", "make", "register", "unbundle"]
+__all__ = ["Compressor", "MessageError", "available", "bundle", "make", "message_checksums", "register", "unbundle"]

@@ -97,7 +97,7 @@ def float64_from_bits(typingctx, pattern):
 
 
 @njit(cache=True, inline="always")
-def _uniform(u):
+def uniform_grid(u):
     """``(u >> 12) 2^-52``: uniform on the 2^52-point grid of [0, 1), from the top 52 bits of ``u``.
 
     Built as ``float(1 + m 2^-52) - 1`` from the bit pattern (exact), since converting a uint64 to
@@ -115,7 +115,7 @@ def pow2_level(r, u, e_min, tiny_scale):
     pattern = float64_bits(r)
     e = int64(pattern >> uint64(52)) - 1023
     normal = e - e_min + 1 + int64((u >> uint64(12)) < (pattern & _MANTISSA))
-    tiny = int64(_uniform(u) < r * tiny_scale)
+    tiny = int64(uniform_grid(u) < r * tiny_scale)
     return normal if e >= e_min else tiny
 
 
@@ -124,7 +124,7 @@ def _quantize(kind, xi, r, u, e_min, tiny_scale, level_bits):
     """The code ``level | negative << level_bits`` of one coordinate with normalised magnitude r."""
     if kind == LINEAR:
         low = int64(int32(r))  # r <= s < 2^31: the int32 conversion vectorizes, int64 would not
-        level = low + int64(_uniform(u) < r - low)
+        level = low + int64(uniform_grid(u) < r - low)
     else:
         level = pow2_level(r, u, e_min, tiny_scale)
     negative = uint32(xi < 0.0) & uint32(level > 0)

@@ -3,19 +3,34 @@
 A compressor ``C`` maps ``x in R^d`` to bytes and back. Unbiased ones satisfy
 ``E C(x) = x`` and ``E||C(x) - x||^2 <= omega ||x||^2``; contractive (biased) ones satisfy
 ``E||C(x) - x||^2 <= (1 - alpha) ||x||^2``. Every message is framed by
-:func:`mpicomp.wire.pack_message`; subclasses only produce codec scalars and a payload.
+:func:`mpicomp.wire.frame_message`; subclasses only produce codec scalars and a payload.
+
+Buffers: ``encode(x, key, out=)`` writes the message into a caller's byte buffer (the codec's
+payload kernel writes straight into it: no copy, no fresh pages), ``decode(buf, d, key, out=)``
+into a caller's float64 vector, and ``decode_add(buf, total, key)`` adds the decoded vector to
+``total`` (the master's fused decode-and-accumulate). Codecs with a fixed payload size implement
+:meth:`Compressor.payload_bytes` and :meth:`Compressor._encode_into`; the others :meth:`Compressor._encode`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..rng import RandomKey
 from ..timing import CODEC
-from ..wire import Message, MessageError, overhead_bytes, pack_message, unpack_message
+from ..wire import (
+    Message,
+    MessageError,
+    frame_message,
+    overhead_bytes,
+    payload_offset,
+    unpack_message,
+)
 
 # Codec ids on the wire; one per compressor class, never reused.
 CODEC_IDS = {
@@ -47,17 +62,42 @@ def check_dtype(codec: str, dtype: object) -> str:
     return str(dtype)
 
 
-def check_input(x: np.ndarray) -> np.ndarray:
-    """Validate a vector to compress: 1-D, float32 or float64, all finite."""
+def check_input(x: np.ndarray, finite: bool = True) -> np.ndarray:
+    """Validate a vector to compress: 1-D, float32 or float64, and (with ``finite``) all finite."""
     x = np.asarray(x)
     if x.ndim != 1:
         raise ValueError(f"compressors take 1-D vectors, got shape {x.shape}")
     if x.dtype not in (np.float32, np.float64):
         raise ValueError(f"compressors take float32 or float64 vectors, got dtype {x.dtype}")
-    if not np.isfinite(x).all():
-        bad = int(np.flatnonzero(~np.isfinite(x))[0])
-        raise ValueError(f"cannot compress a non-finite vector: x[{bad}] = {x[bad]} (NaN or Inf)")
+    if finite and not np.isfinite(x).all():
+        raise non_finite_input(x, int(np.flatnonzero(~np.isfinite(x))[0]))
     return np.ascontiguousarray(x)
+
+
+def non_finite_input(x: np.ndarray, bad: int) -> ValueError:
+    """The error for a vector to compress whose coordinate ``bad`` is NaN or Inf."""
+    return ValueError(f"cannot compress a non-finite vector: x[{bad}] = {x[bad]} (NaN or Inf)")
+
+
+def message_buffer(out: np.ndarray | None, size: int) -> np.ndarray:
+    """``out`` (a writable, contiguous 1-D uint8 array of at least ``size`` bytes), or a new one."""
+    if out is None:
+        return np.empty(size, dtype=np.uint8)
+    if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 1 and out.flags.c_contiguous):
+        raise ValueError(f"out must be a contiguous 1-D uint8 array, got {type(out).__name__} {getattr(out, 'dtype', '')}")
+    if not out.flags.writeable or out.size < size:
+        raise ValueError(f"out must be writable and hold {size} bytes (message_capacity); it has {out.size}")
+    return out
+
+
+def vector_buffer(out: np.ndarray, d: int) -> np.ndarray:
+    """Validate a caller's decode target: a writable, contiguous float64 vector of length ``d``."""
+    if not (isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == (d,) and out.flags.c_contiguous):
+        raise ValueError(f"decode target must be a contiguous float64 vector of length {d}, got "
+                         f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
+    if not out.flags.writeable:
+        raise ValueError("decode target is read-only")
+    return out
 
 
 def check_scalar(value: float, what: str, minimum: float = 0.0) -> float:
@@ -68,17 +108,24 @@ def check_scalar(value: float, what: str, minimum: float = 0.0) -> float:
 
 
 class Compressor(ABC):
-    """Base class: ``encode(x, key) -> bytes`` and ``decode(buf, d, key) -> float64 vector``.
+    """Base class: ``encode(x, key) -> message`` and ``decode(buf, d, key) -> float64 vector``.
 
-    Subclasses set ``name`` (the registry name), ``unbiased`` and implement
-    :meth:`_encode`, :meth:`_decode` and :meth:`expected_bits`, plus :meth:`omega` (unbiased)
-    or :meth:`alpha` (contractive). Constructor keyword arguments are the spec parameters.
+    Subclasses set ``name`` (the registry name), ``unbiased`` and implement :meth:`expected_bits`,
+    either :meth:`_encode` or (fixed payload size) :meth:`payload_bytes` and :meth:`_encode_into`,
+    either :meth:`_decode` or :meth:`_decode_into`, plus :meth:`omega` (unbiased) or
+    :meth:`alpha` (contractive). Constructor keyword arguments are the spec parameters.
     """
 
     name: ClassVar[str]
     unbiased: ClassVar[bool]
     n_scalars: ClassVar[int] = 0
-    crc: bool = True
+    checks_finite: ClassVar[bool] = False  # True: the payload kernel rejects NaN/Inf in its own pass
+    crc: bool = True  # append the CRC-32 trailer (a run sets it from [compressor] checksum)
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in vars(cls) and cls._decode is Compressor._decode and cls._decode_into is Compressor._decode_into:
+            raise TypeError(f"compressor {cls.name!r} must implement _decode or _decode_into")
 
     @property
     def codec_id(self) -> int:
@@ -110,29 +157,75 @@ class Compressor(ABC):
         messages carry the key's fingerprint, and a decoder given another key raises MessageError."""
         return False
 
-    def encode(self, x: np.ndarray, key: RandomKey) -> bytes:
-        """Compress ``x`` into one framed, bit-packed message."""
-        with CODEC.timing():
-            x = check_input(x)
-            scalars, payload = self._encode(x, key)
-            fingerprint = key.fingerprint if self.uses_shared_key else None
-            return pack_message(self.codec_id, x.size, scalars, payload, crc=self.crc, key_fingerprint=fingerprint)
+    def payload_bytes(self, d: int) -> int | None:
+        """The payload size of every message in dimension d, for codecs whose size does not depend
+        on the data (they implement :meth:`_encode_into`); None for the others."""
+        return None
 
-    def decode(self, buf: bytes | memoryview, d: int | None = None, key: RandomKey | None = None) -> np.ndarray:
-        """Decode a message into a float64 vector; :class:`MessageError` on any bad buffer.
+    def message_capacity(self, d: int) -> int | None:
+        """Bytes an ``encode(x, key, out=)`` buffer needs in dimension d (None: data-dependent)."""
+        size = self.payload_bytes(d)
+        return None if size is None else overhead_bytes(self.n_scalars, self.crc) + size
+
+    def encode(self, x: np.ndarray, key: RandomKey, out: np.ndarray | None = None) -> memoryview:
+        """Compress ``x`` into one framed, bit-packed message, a read-only view of its bytes.
+
+        With ``out`` (a writable uint8 array of :meth:`message_capacity` bytes or more) the message
+        is written at its start and the view is of ``out``; it stays valid while ``out`` is unchanged.
+        """
+        with CODEC.timing():
+            x = check_input(x, finite=not self.checks_finite)
+            start = payload_offset(self.n_scalars)
+            trailer = overhead_bytes(self.n_scalars, self.crc) - start
+            size = self.payload_bytes(x.size)
+            if size is None:
+                scalars, payload = self._encode(x, key)
+                body = np.frombuffer(memoryview(payload).cast("B"), dtype=np.uint8)
+                size = body.size
+                buffer = message_buffer(out, start + size + trailer)
+                buffer[start : start + size] = body
+            else:
+                buffer = message_buffer(out, start + size + trailer)
+                scalars = self._encode_into(x, key, buffer[start : start + size])
+            fingerprint = key.fingerprint if self.uses_shared_key else None
+            total = frame_message(buffer, self.codec_id, x.size, scalars, size, self.crc, fingerprint)
+            return memoryview(buffer[:total]).toreadonly()
+
+    def decode(
+        self, buf: bytes | memoryview, d: int | None = None, key: RandomKey | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Decode a message into a float64 vector (into ``out`` when given); :class:`MessageError` on
+        any bad buffer.
 
         ``key`` is the encoder's key; codecs with shared randomness (Rand-K) need it, and their
         messages carry its fingerprint so that a wrong key is caught instead of decoding garbage.
         """
         with CODEC.timing():
-            msg = unpack_message(buf, codec=self.codec_id, d=d)
-            if len(msg.scalars) != self.n_scalars:
-                raise MessageError(f"{self.name}: message has {len(msg.scalars)} scalars, codec uses {self.n_scalars}")
-            if self.uses_shared_key:
-                check_fingerprint(self.name, msg.key_fingerprint, require_key(self.name, key))
-            elif msg.key_fingerprint is not None:
-                raise MessageError(f"{self.name}: message carries a key fingerprint, but this codec uses no shared key")
-            return self._decode(msg, key)
+            msg = self._message(buf, d, key)
+            if out is None:
+                return self._decode(msg, key)
+            self._decode_into(msg, key, vector_buffer(out, msg.d), accumulate=False)
+            return out
+
+    def decode_add(self, buf: bytes | memoryview, total: np.ndarray, key: RandomKey | None = None) -> np.ndarray:
+        """``total += C(x)``, the vector decoded from ``buf`` added in place (fused where the codec
+        can, without building the vector); returns ``total``. After a :class:`MessageError`,
+        ``total`` may hold part of the sum."""
+        with CODEC.timing():
+            msg = self._message(buf, len(total), key)
+            self._decode_into(msg, key, vector_buffer(total, msg.d), accumulate=True)
+            return total
+
+    def _message(self, buf: bytes | memoryview, d: int | None, key: RandomKey | None) -> Message:
+        """The parsed message, checked against this codec: id, d, scalar count and key fingerprint."""
+        msg = unpack_message(buf, codec=self.codec_id, d=d)
+        if len(msg.scalars) != self.n_scalars:
+            raise MessageError(f"{self.name}: message has {len(msg.scalars)} scalars, codec uses {self.n_scalars}")
+        if self.uses_shared_key:
+            check_fingerprint(self.name, msg.key_fingerprint, require_key(self.name, key))
+        elif msg.key_fingerprint is not None:
+            raise MessageError(f"{self.name}: message carries a key fingerprint, but this codec uses no shared key")
+        return msg
 
     def header_bits(self) -> int:
         """Bits of framing (header, scalars, CRC) around each message of this codec."""
@@ -150,13 +243,43 @@ class Compressor(ABC):
     def expected_bits(self, d: int) -> float:
         """Payload bits per message in theory (excluding :meth:`header_bits`)."""
 
-    @abstractmethod
     def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray | bytes]:
-        """Return (codec scalars, payload) for a validated vector."""
+        """Return (codec scalars, payload) for a validated vector (codecs of data-dependent size)."""
+        raise NotImplementedError(f"compressor {self.name!r} must implement _encode or payload_bytes + _encode_into")
 
-    @abstractmethod
+    def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
+        """Write the payload of a validated vector into ``payload`` (``payload_bytes(d)`` bytes) and
+        return the codec scalars. Default: :meth:`_encode`, copied."""
+        scalars, data = self._encode(x, key)
+        payload[:] = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+        return scalars
+
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
         """Rebuild the vector from a validated message; raise MessageError on bad payload."""
+        out = np.empty(msg.d)
+        self._decode_into(msg, key, out, accumulate=False)
+        return out
+
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+        """Write (``accumulate``: add) the decoded vector into ``out``. Default: :meth:`_decode`."""
+        values = self._decode(msg, key)
+        if accumulate:
+            out += values
+        else:
+            out[:] = values
+
+
+@contextmanager
+def message_checksums(enabled: bool) -> Iterator[None]:
+    """Within the block, every compressor that has not set its own ``crc`` frames its messages with
+    (or without) the CRC-32 trailer: a run's ``[compressor] checksum``. Decoders read the header's
+    flag, so either kind of message decodes anywhere."""
+    previous = Compressor.crc
+    Compressor.crc = bool(enabled)
+    try:
+        yield
+    finally:
+        Compressor.crc = previous
 
 
 def check_fingerprint(name: str, fingerprint: int | None, key: RandomKey) -> None:

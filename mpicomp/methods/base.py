@@ -171,7 +171,7 @@ class Method:
         """A generator for the method's own coin flips (e.g. L-SVRG's refresh), keyed by (worker, k)."""
         return self.key(worker, k, STREAM_METHOD).numpy_generator()
 
-    def encode_up(self, v: np.ndarray, w: int, k: int, compressor: Compressor | None = None) -> bytes:
+    def encode_up(self, v: np.ndarray, w: int, k: int, compressor: Compressor | None = None) -> memoryview:
         """Compress worker ``w``'s vector with the uplink compressor and its round key."""
         return (compressor or self.ctx.uplink).encode(v, self.key(w, k, STREAM_UPLINK))
 
@@ -186,30 +186,34 @@ class Method:
 
         A skip is a :class:`MessageError` unless the method declares ``skipped_upload = "zero"``.
         """
-        decoded: list[np.ndarray | None] = []
-        for w, message in enumerate(uploads):
-            if len(message) == 0:
-                if self.skipped_upload == "error":
-                    raise MessageError(f"{self.name}: worker {w} sent an empty upload in round {k + 1}; this method never skips")
-                decoded.append(None)
-            else:
-                decoded.append(self.decode_up(message, w, k, compressor))
-        return decoded
+        return [
+            None if self._skipped(w, message, k) else self.decode_up(message, w, k, compressor)
+            for w, message in enumerate(uploads)
+        ]
+
+    def _skipped(self, w: int, message: bytes | memoryview, k: int) -> bool:
+        """True for a skipped (zero-length) upload; a :class:`MessageError` unless the method allows skips."""
+        if len(message) > 0:
+            return False
+        if self.skipped_upload == "error":
+            raise MessageError(f"{self.name}: worker {w} sent an empty upload in round {k + 1}; this method never skips")
+        return True
 
     def sum_of_uploads(self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None) -> np.ndarray:
-        """``sum_i C_W(v_i)``, decoded and summed in worker-id order (rank-independent); a skipped
-        upload adds 0 where the method allows skips."""
+        """``sum_i C_W(v_i)``, each upload decoded straight into the sum (fused decode-and-add), in
+        worker-id order (rank-independent); a skipped upload adds 0 where the method allows skips."""
+        codec = compressor or self.ctx.uplink
         total = np.zeros(self.d)
-        for vector in self.decode_uploads(uploads, k, compressor):
-            if vector is not None:
-                total += vector
+        for w, message in enumerate(uploads):
+            if not self._skipped(w, message, k):
+                codec.decode_add(message, total, self.key(w, k, STREAM_UPLINK))
         return total
 
     def mean_of_uploads(self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None) -> np.ndarray:
         """``(1/n) sum_i C_W(v_i)`` (:meth:`sum_of_uploads` divided by n)."""
         return self.sum_of_uploads(uploads, k, compressor) / self.n
 
-    def encode_down(self, v: np.ndarray, k: int) -> bytes:
+    def encode_down(self, v: np.ndarray, k: int) -> memoryview:
         return self.ctx.downlink.encode(v, self.key(MASTER, k, STREAM_DOWNLINK))
 
     def decode_down(self, message: bytes | memoryview, k: int) -> np.ndarray:

@@ -13,10 +13,12 @@ from .errors import MessageError
 from .message import (
     HEADER_BYTES,
     Message,
+    frame_message,
     message_length,
     message_sizes,
     overhead_bytes,
     pack_message,
+    payload_offset,
     split_messages,
     unpack_message,
 )
@@ -29,6 +31,7 @@ __all__ = [
     "decode_elias",
     "elias_code_bits",
     "encode_elias",
+    "frame_message",
     "index_bits",
     "message_length",
     "message_sizes",
@@ -37,6 +40,7 @@ __all__ = [
     "pack_signs",
     "pack_uint",
     "packed_nbytes",
+    "payload_offset",
     "split_messages",
     "unpack_message",
     "unpack_signs",
