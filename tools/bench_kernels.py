@@ -2,15 +2,20 @@
 
 For each spec (every name in ``mpicomp.compressors.available()``, the parameterised specs that have
 a NumPy reference, and compositions with a sparsifier when ``compose`` is registered), on one
-float32 vector of ``--d`` standard normals:
+vector of ``--d`` standard normals, float32 and float64 (the methods hand float64 to the codecs):
 
-* encode ``C.encode(x, key)`` and decode ``C.decode(msg, d, key)`` rates in elements/s, best of
-  ``--repeat`` after one untimed warm-up call (JIT compilation, page faults);
+* encode ``C.encode(x, key, out=buffer)`` (into a reused message buffer where the codec's size is
+  fixed), decode ``C.decode(msg, d, key, out=vector)`` and the master's fused
+  ``C.decode_add(msg, total, key)``: rates in elements/s, best of ``--repeat`` after one untimed
+  warm-up call (JIT compilation, page faults);
 * ``np.copyto`` of a float32 array of the same size, timed in the same repeats (interleaved, so
   that a shared machine's load hits both alike); the ratio codec/copyto is the figure of merit;
-* the same with the message CRC32 switched off (``Compressor.crc = False``), to show its cost;
+* the same with the message CRC-32 (``[compressor] checksum``) switched off, to show its cost;
 * a straightforward NumPy version of the codec, from ``NUMPY_REFERENCES`` in
   ``tools/numpy_reference_quant.py`` and ``tools/numpy_reference_sparse.py``, when there is one.
+
+Kernels run on ``--threads`` numba threads (default 1, as the targets are stated). The last lines
+check issue 14's targets (ratios to copyto, float32 input, CRC off) and print the load average.
 
 Run: ``python tools/bench_kernels.py [--d 16777216] [--repeat 5] [--only natural --only dither]``.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +38,14 @@ from mpicomp.rng import RandomKey
 
 REFERENCE_MODULES = ("numpy_reference_sparse", "numpy_reference_quant")
 COMPOSITIONS = ("natural∘randk(k=0.01)", "natural∘topk(k=0.01)")
+# issue 14: (registry name, timer) -> the smallest rate / copyto rate, float32 input, CRC off
+TARGETS = {
+    ("natural", "encode no-crc"): 0.5,
+    ("natural", "decode no-crc"): 0.5,
+    ("dither", "encode no-crc"): 0.33,
+    ("qsgd", "encode no-crc"): 0.25,
+    ("identity", "encode no-crc"): 0.5,
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,6 +63,10 @@ def parse_args() -> argparse.Namespace:
         help="benchmark only specs whose registry name or spec is NAME (repeatable)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the vector and the keys")
+    parser.add_argument("--threads", type=int, default=1, help="numba threads for the kernels (default 1)")
+    parser.add_argument(
+        "--dtype", action="append", choices=("float32", "float64"), help="input dtype (repeatable; default both)"
+    )
     return parser.parse_args()
 
 
@@ -104,15 +122,19 @@ def best_rates(d: int, timers: dict[str, Callable[[], object]], repeat: int) -> 
 
 
 def codec_timers(compressor: Compressor, x: np.ndarray, key: RandomKey) -> dict[str, Callable[[], object]]:
-    """encode / decode timers, with and without the CRC32 trailer."""
+    """encode / decode / decode_add timers into caller buffers, with and without the CRC-32 trailer."""
     timers: dict[str, Callable[[], object]] = {}
+    vector = np.zeros(x.size)
     for crc in (True, False):
         codec = make(compressor.spec)
         codec.crc = crc
-        message = codec.encode(x, key)
+        capacity = codec.message_capacity(x.size)
+        buffer = None if capacity is None else np.empty(capacity, dtype=np.uint8)
+        message = bytes(codec.encode(x, key))
         suffix = "" if crc else " no-crc"
-        timers["encode" + suffix] = lambda codec=codec: codec.encode(x, key)
-        timers["decode" + suffix] = lambda codec=codec, message=message: codec.decode(message, x.size, key)
+        timers["encode" + suffix] = lambda codec=codec, buffer=buffer: codec.encode(x, key, out=buffer)
+        timers["decode" + suffix] = lambda codec=codec, message=message: codec.decode(message, x.size, key, out=vector)
+        timers["add" + suffix] = lambda codec=codec, message=message: codec.decode_add(message, vector, key)
     return timers
 
 
@@ -126,39 +148,58 @@ def reference_timers(
 
 def main() -> None:
     args = parse_args()
-    x = np.random.default_rng(args.seed).standard_normal(args.d).astype(np.float32)
-    copy_target = np.empty_like(x)
-    key = RandomKey(args.seed, 1, 0, 0)
-    print(f"d = {args.d} float32, best of {args.repeat}, numba threads = {numba.get_num_threads()}; rates in Gelem/s")
-    print("x copyto = codec rate / np.copyto rate in the same repeats; numpy x = codec / plain NumPy version")
-    header = (
-        f"{'spec':26s} {'bits/el':>7s} {'copyto':>7s} | {'enc':>6s} {'x cp':>6s} {'no-crc':>6s} | "
-        f"{'dec':>6s} {'x cp':>6s} {'no-crc':>6s} | {'np enc':>7s} {'np dec':>7s} {'x np enc':>8s} {'x np dec':>8s}"
-    )
-    print(header)
-    print("-" * len(header))
+    numba.set_num_threads(args.threads)
     references = numpy_references()
-    for spec in benchmark_specs(args.only, references):
-        compressor = make(spec)
-        timers = {"copyto": lambda: np.copyto(copy_target, x), **codec_timers(compressor, x, key)}
-        rates = best_rates(args.d, timers, args.repeat)
-        bits = 8 * len(compressor.encode(x, key)) / args.d
-        ratio = {name: rates[name] / rates["copyto"] for name in rates}
-        line = (
-            f"{compressor.spec:26s} {bits:7.3f} {rates['copyto'] / 1e9:7.3f} | "
-            f"{rates['encode'] / 1e9:6.3f} {ratio['encode']:6.2f} {ratio['encode no-crc']:6.2f} | "
-            f"{rates['decode'] / 1e9:6.3f} {ratio['decode']:6.2f} {ratio['decode no-crc']:6.2f} |"
+    specs = benchmark_specs(args.only, references)
+    met: dict[tuple[str, str], list[float]] = {}
+    for dtype in args.dtype or ["float32", "float64"]:
+        x = np.random.default_rng(args.seed).standard_normal(args.d).astype(dtype)
+        copy_source = x.astype(np.float32)
+        copy_target = np.empty_like(copy_source)
+        key = RandomKey(args.seed, 1, 0, 0)
+        print(f"\nd = {args.d} {dtype} input, best of {args.repeat}, numba threads = {numba.get_num_threads()}; "
+              "rates in Gelem/s")
+        print("x copyto = codec rate / float32 np.copyto rate in the same repeats; numpy x = codec / plain NumPy version")
+        header = (
+            f"{'spec':26s} {'bits/el':>7s} {'copyto':>7s} | {'enc':>6s} {'x cp':>6s} {'no-crc':>6s} | "
+            f"{'dec':>6s} {'x cp':>6s} {'no-crc':>6s} | {'add':>6s} {'x cp':>6s} | "
+            f"{'np enc':>7s} {'np dec':>7s} {'x np enc':>8s} {'x np dec':>8s}"
         )
-        reference = references.get(spec)
-        if reference is not None and not args.no_numpy:
-            numpy_rates = best_rates(args.d, reference_timers(*reference, x, key), args.numpy_repeat)
-            line += (
-                f" {numpy_rates['encode'] / 1e9:7.4f} {numpy_rates['decode'] / 1e9:7.4f}"
-                f" {rates['encode'] / numpy_rates['encode']:8.1f} {rates['decode'] / numpy_rates['decode']:8.1f}"
+        print(header)
+        print("-" * len(header))
+        for spec in specs:
+            compressor = make(spec)
+            copy = lambda target=copy_target, source=copy_source: np.copyto(target, source)
+            timers = {"copyto": copy, **codec_timers(compressor, x, key)}
+            rates = best_rates(args.d, timers, args.repeat)
+            bits = 8 * len(compressor.encode(x, key)) / args.d
+            ratio = {name: rates[name] / rates["copyto"] for name in rates}
+            if dtype == "float32":
+                for name, timer in TARGETS:
+                    if name == compressor.name:
+                        met.setdefault((compressor.spec, timer), []).append(ratio[timer])
+            line = (
+                f"{compressor.spec:26s} {bits:7.3f} {rates['copyto'] / 1e9:7.3f} | "
+                f"{rates['encode'] / 1e9:6.3f} {ratio['encode']:6.2f} {ratio['encode no-crc']:6.2f} | "
+                f"{rates['decode'] / 1e9:6.3f} {ratio['decode']:6.2f} {ratio['decode no-crc']:6.2f} | "
+                f"{rates['add no-crc'] / 1e9:6.3f} {ratio['add no-crc']:6.2f} |"
             )
-        else:
-            line += f" {'-':>7s} {'-':>7s} {'-':>8s} {'-':>8s}"
-        print(line, flush=True)
+            reference = references.get(spec)
+            if reference is not None and not args.no_numpy:
+                numpy_rates = best_rates(args.d, reference_timers(*reference, x, key), args.numpy_repeat)
+                line += (
+                    f" {numpy_rates['encode'] / 1e9:7.4f} {numpy_rates['decode'] / 1e9:7.4f}"
+                    f" {rates['encode'] / numpy_rates['encode']:8.1f} {rates['decode'] / numpy_rates['decode']:8.1f}"
+                )
+            else:
+                line += f" {'-':>7s} {'-':>7s} {'-':>8s} {'-':>8s}"
+            print(line, flush=True)
+    print("\nissue 14 targets (float32 input, CRC off, x copyto):")
+    for (spec, timer), ratios in met.items():
+        target = TARGETS[(make(spec).name, timer)]
+        verdict = "PASS" if min(ratios) >= target else "MISS"
+        print(f"  {spec:26s} {timer:14s} {min(ratios):5.2f} (target >= {target}) {verdict}")
+    print("load average (1, 5, 15 min): " + ", ".join(f"{load:.2f}" for load in os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from numpy_reference_sparse import uniforms
 from mpicomp.rng import RandomKey
 
 Encoded = tuple[tuple[float, ...], bytes]
-NATURAL_EXPONENT_BITS = 8
 NATURAL_LIMIT = 2.0**127
 
 
@@ -78,11 +77,14 @@ def natural_encode(x: np.ndarray, key: RandomKey) -> Encoded:
     if np.any(magnitude > NATURAL_LIMIT):
         raise ValueError("natural: magnitudes above 2^127 cannot be encoded")
     levels = pow2_levels(magnitude, grid_uniforms(key, x.size), -126)
-    return (), pack_fixed(sign_codes(x, levels, NATURAL_EXPONENT_BITS), NATURAL_EXPONENT_BITS + 1)
+    negative = (x < 0) & (levels > 0)
+    return (), levels.astype(np.uint8).tobytes() + np.packbits(negative, bitorder="little").tobytes()
 
 
 def natural_decode(scalars: tuple[float, ...], payload: bytes, d: int, key: RandomKey) -> np.ndarray:
-    levels, signs = split_codes(unpack_fixed(payload, d, NATURAL_EXPONENT_BITS + 1), NATURAL_EXPONENT_BITS)
+    raw = np.frombuffer(payload, dtype=np.uint8)
+    levels = raw[:d].astype(np.int64)
+    signs = 1.0 - 2.0 * np.unpackbits(raw[d:], count=d, bitorder="little")
     return signs * np.where(levels > 0, np.ldexp(1.0, levels - 127), 0.0)
 
 
