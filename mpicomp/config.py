@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .comm.mpi import WAIT_MODES
 from .comm.network import TOPOLOGIES
 from .comm.packets import PACKET_SIZES
 from .compressors import make as make_compressor
@@ -87,6 +88,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "rounds": Key(int, 200, "number of rounds", minimum=1),
         "seed": Key(int, 0, "root seed (numpy SeedSequence)", minimum=0),
         "threads": Key(int, 1, "BLAS threads per MPI rank", minimum=1),
+        "wait": Key(
+            str, "auto", "how ranks wait in collectives: sleep between polls, busy (MPI's own), auto = sleep when "
+            "a node hosts more ranks than cores", choices=WAIT_MODES,
+        ),
         "log_every": Key(int, 1, "log metrics every N rounds", minimum=1),
         "flush_every": Key(int, 10, "flush the HDF5 file every N logged rows", minimum=1),
         "check_every": Key(int, 50, "compare model replicas across ranks every N rounds", minimum=1),

@@ -210,7 +210,7 @@ def run(
     with threadpool_limits(limits=config.run["threads"]), message_checksums(config.compressor["checksum"]):
         if transport is not None:
             return _run(config, out, overwrite, progress, transport, signals)
-        with make_transport(config.data["workers"]) as own:
+        with make_transport(config.data["workers"], wait=config.run["wait"]) as own:
             return _run(config, out, overwrite, progress, own, signals)
 
 

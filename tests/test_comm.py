@@ -341,6 +341,11 @@ def test_check_launcher_size_explains_a_mismatch():
     assert "\n" not in str(err.value)
 
 
+def test_unknown_wait_mode_is_refused():
+    with pytest.raises(ValueError, match="wait must be one of auto, sleep, busy"):
+        MPITransport(2, wait="spin")
+
+
 def test_make_transport_in_one_process(monkeypatch):
     for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
         monkeypatch.delenv(name, raising=False)
@@ -408,10 +413,14 @@ def reference_counts(n_workers: int, rounds: int = ROUNDS, seed: int = SEED) -> 
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize(("ranks", "n_workers"), [(1, 5), (2, 5), (4, 5), (4, 3)])
-def test_mpi_round_trip_and_counts(mpiexec, ranks, n_workers):
+@pytest.mark.parametrize(
+    ("ranks", "n_workers", "wait"), [(1, 5, "auto"), (2, 5, "busy"), (4, 5, "sleep"), (4, 3, "busy"), (4, 3, "auto")]
+)
+def test_mpi_round_trip_and_counts(mpiexec, ranks, n_workers, wait):
+    """Every upload and downlink arrives intact (received into buffers the transport reuses from
+    round to round), counted exactly, whichever way the ranks wait."""
     command = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(SCRIPTS / "roundtrip.py")]
-    arguments = [str(n_workers), str(ROUNDS), str(SEED)]
+    arguments = [str(n_workers), str(ROUNDS), str(SEED), wait]
     done = subprocess.run(
         [*command, *arguments], check=False, capture_output=True, text=True, timeout=300, cwd=SCRIPTS
     )

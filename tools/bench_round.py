@@ -6,7 +6,10 @@ same machine load and cache state; each is timed from a barrier to the moment th
 is done (max over ranks of MPI.Wtime differences):
 
 * ``mpicomp round``: every worker encodes its d-vector, ``MPITransport.gather``, the master
-  decodes all uploads, averages, encodes the mean, ``broadcast``, every rank decodes it;
+  adds every decoded upload into the sum (``decode_add``, as ``Method.sum_of_uploads`` does),
+  encodes the mean, ``broadcast``, every rank decodes it into its buffer; messages without the
+  CRC-32, as a run sends them by default;
+* ``mpicomp +crc``: the same with the CRC-32 trailer on every message (``[compressor] checksum``);
 * ``transport only``: ``gather`` + ``broadcast`` of the same, already encoded, messages;
 * ``raw mpi4py``: ``Gather`` of one int64 size per rank, ``Gatherv`` of the upload bytes,
   ``Bcast`` of the downlink size and bytes, into preallocated buffers (a lower bound).
@@ -17,6 +20,7 @@ Prints best and median seconds over the repeats and the ratios to the raw baseli
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 from collections.abc import Callable
 
@@ -24,6 +28,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpicomp.comm import SIZE_PREFIX_BYTES, MPITransport
+from mpicomp.comm.mpi import WAIT_MODES
 from mpicomp.compressors import Compressor, make
 from mpicomp.rng import STREAM_DOWNLINK, STREAM_UPLINK, RandomKey
 
@@ -37,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed repeats first (default 2)")
     parser.add_argument("--compressor", default="identity", help="compressor spec for both links (default identity)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the worker vectors and keys")
+    parser.add_argument(
+        "--wait", choices=WAIT_MODES, default="auto", help="how ranks wait in collectives (default auto: see comm/mpi.py)"
+    )
     args = parser.parse_args()
     if args.d < 1 or args.d != int(args.d):
         parser.error(f"--d must be a positive integer, got {args.d}")
@@ -53,10 +61,12 @@ def worker_vector(seed: int, worker: int, d: int) -> np.ndarray:
 class MpicompRound:
     """One round of compressed averaging through :class:`MPITransport`, as a method would run it."""
 
-    def __init__(self, transport: MPITransport, compressor: Compressor, d: int, seed: int) -> None:
-        self.transport, self.compressor, self.d, self.seed = transport, compressor, d, seed
+    def __init__(self, transport: MPITransport, compressor: Compressor, d: int, seed: int, checksum: bool) -> None:
+        self.transport, self.d, self.seed = transport, d, seed
+        self.compressor = make(compressor.spec)
+        self.compressor.crc = checksum
         self.vectors = {w: worker_vector(seed, w, d) for w in transport.local_workers}
-        self.result = np.empty(0)
+        self.result = np.empty(d)
 
     def __call__(self, rnd: int) -> None:
         t, c = self.transport, self.compressor
@@ -67,9 +77,9 @@ class MpicompRound:
         if t.is_master:
             total = np.zeros(self.d)
             for w, upload in enumerate(gathered):
-                total += c.decode(upload, self.d, RandomKey(self.seed, rnd, w, STREAM_UPLINK))
+                c.decode_add(upload, total, RandomKey(self.seed, rnd, w, STREAM_UPLINK))
             message = c.encode(total / t.n_workers, down_key)
-        self.result = c.decode(t.broadcast(message), self.d, down_key)
+        c.decode(t.broadcast(message), self.d, down_key, out=self.result)
 
 
 class TransportOnly:
@@ -118,20 +128,22 @@ def timed(comm: MPI.Comm, run: Callable[[int], None], rnd: int) -> float:
 def main() -> None:
     args = parse_args()
     comm = MPI.COMM_WORLD
-    transport = MPITransport(comm.size)
+    transport = MPITransport(comm.size, wait=args.wait)
     compressor = make(args.compressor)
-    mpicomp_round = MpicompRound(transport, compressor, args.d, args.seed)
+    mpicomp_round = MpicompRound(transport, compressor, args.d, args.seed, checksum=False)
 
     mpicomp_round(0)
     expected = sum(worker_vector(args.seed, w, args.d) for w in range(comm.size)) / comm.size
     error = float(np.linalg.norm(mpicomp_round.result - expected) / np.linalg.norm(expected))
     counted = transport.counter.end_round()
-    uploads = [compressor.encode(mpicomp_round.vectors[w], RandomKey(args.seed, 0, w, STREAM_UPLINK))
+    codec = mpicomp_round.compressor
+    uploads = [codec.encode(mpicomp_round.vectors[w], RandomKey(args.seed, 0, w, STREAM_UPLINK))
                for w in transport.local_workers]
-    downlink = compressor.encode(mpicomp_round.result, RandomKey(args.seed, 0, MASTER, STREAM_DOWNLINK))
+    downlink = codec.encode(mpicomp_round.result, RandomKey(args.seed, 0, MASTER, STREAM_DOWNLINK))
     upload_bytes = comm.allreduce(max((len(u) for u in uploads), default=0), op=MPI.MAX)
     variants = {
         "mpicomp round": mpicomp_round,
+        "mpicomp +crc": MpicompRound(transport, compressor, args.d, args.seed, checksum=True),
         "transport only": TransportOnly(transport, uploads, downlink),
         "raw mpi4py": RawRound(comm, upload_bytes, len(downlink)),
     }
@@ -148,7 +160,8 @@ def main() -> None:
     raw_up = comm.size * (upload_bytes + SIZE_PREFIX_BYTES)
     raw_down = len(downlink) + SIZE_PREFIX_BYTES
     print(transport.layout_summary())
-    print(f"d = {args.d}, compressor {compressor.spec}, {args.repeats} repeats after {args.warmup} warm-up")
+    print(f"d = {args.d}, compressor {compressor.spec}, {args.repeats} repeats after {args.warmup} warm-up; "
+          f"wait {args.wait} (polite: {transport.polite}); load average {os.getloadavg()[0]:.2f}")
     print(f"counted bytes, round 0: up {counted.up_total} (raw moves {raw_up}), down {counted.down_bytes} "
           f"(raw moves {raw_down}); uploads of {upload_bytes} B each")
     print(f"round 0 result vs exact mean: relative error {error:.3e} (0 for identity)")

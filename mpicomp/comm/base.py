@@ -6,7 +6,9 @@ worker's id, never its rank, decides its data shard and random stream. With fewe
 than ranks some ranks host no worker (they still take part in every collective).
 
 Received buffers are returned as read-only ``memoryview`` objects (``len``, slicing,
-``== b""`` and every decoder accept them; ``bytes(view)`` copies).
+``== b""`` and every decoder accept them; ``bytes(view)`` copies). A transport may receive into
+buffers it reuses, so a received view is valid until its next collective of the same kind:
+decode (or copy) it before.
 """
 
 from __future__ import annotations

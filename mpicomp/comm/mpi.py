@@ -11,11 +11,25 @@ mpi4py's pickle-based ``allgather`` of a 16-byte digest (bookkeeping, not counte
 
 The transport duplicates the communicator it is given, so its collectives never match another
 library's on the same ranks, and frees the duplicate in :meth:`MPITransport.close`.
+
+Zero copy: uploads are sent from the encoders' own buffers (one local worker) and received into
+buffers the transport keeps from round to round, so a received view is valid until the
+transport's next collective of the same kind (decode it, or copy it, before).
+
+Waiting (``wait``): MPI libraries busy-poll while a collective is pending. With more ranks on a
+node than cores (a laptop, an oversubscribed node), the ranks waiting for the master's downlink
+then take the cores the master computes on. ``"sleep"`` runs the collectives nonblocking and
+sleeps ``SLEEP_SECONDS`` between tests of the request; ``"busy"`` is MPI's own blocking wait;
+``"auto"`` (the default) sleeps exactly when this node hosts more ranks than this process may use
+cores (``os.sched_getaffinity``). MPICH's own knob for the same is the environment variable
+``MPIR_CVAR_CH4_PROGRESS_THROTTLE=1`` (a ``usleep(1)`` after
+``MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT`` idle polls).
 """
 
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Mapping
 from itertools import pairwise
@@ -47,6 +61,19 @@ def launcher_size(environ: Mapping[str, str] | None = None) -> tuple[str, int] |
         if value.isdigit() and (name != "SLURM_STEP_NUM_TASKS" or "SLURM_PROCID" in environ):
             return name, int(value)
     return None
+
+
+WAIT_MODES = ("auto", "sleep", "busy")
+SLEEP_SECONDS = 50e-6  # between tests of a pending collective when waiting politely
+
+
+def oversubscribed(comm: MPI.Comm) -> bool:
+    """True if the ranks of ``comm`` on this node outnumber the cores this process may run on (collective)."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_size() > len(os.sched_getaffinity(0))
+    finally:
+        node.Free()
 
 
 class LauncherMismatch(RuntimeError):
@@ -83,16 +110,24 @@ def check_launcher_size(world_size: int, environ: Mapping[str, str] | None = Non
 
 
 class MPITransport(Transport):
-    """Workers spread over the ranks of ``comm`` in contiguous blocks (:func:`worker_range`)."""
+    """Workers spread over the ranks of ``comm`` in contiguous blocks (:func:`worker_range`).
 
-    def __init__(self, n_workers: int, comm: MPI.Comm = MPI.COMM_WORLD) -> None:
+    ``wait`` is how a rank waits for a pending collective: ``"auto"``, ``"sleep"`` or ``"busy"``
+    (module docstring).
+    """
+
+    def __init__(self, n_workers: int, comm: MPI.Comm = MPI.COMM_WORLD, wait: str = "auto") -> None:
         self.n_workers = check_n_workers(n_workers)
+        if wait not in WAIT_MODES:
+            raise ValueError(f"wait must be one of {', '.join(WAIT_MODES)}, got {wait!r}")
         check_launcher_size(MPI.COMM_WORLD.Get_size())
         self.comm = comm.Dup()
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
+        self.polite = wait == "sleep" or (wait == "auto" and oversubscribed(self.comm))
         self.clock = Stopwatch()
         self.counter = ByteCounter(self.n_workers, complete=self.is_master)
+        self._inboxes: dict[str, np.ndarray] = {}
         blocks = [worker_range(self.n_workers, self.size, rank) for rank in range(self.size)]
         self._block_starts = np.array([block.start for block in blocks], dtype=np.int64)
         self._block_ends = np.array([block.stop for block in blocks], dtype=np.int64)
@@ -104,6 +139,21 @@ class MPITransport(Transport):
                 RuntimeWarning,
                 stacklevel=2,
             )
+
+    def _inbox(self, name: str, size: int) -> np.ndarray:
+        """The first ``size`` bytes of the receive buffer ``name``, kept (and grown) across rounds."""
+        buffer = self._inboxes.get(name)
+        if buffer is None or buffer.size < size:
+            buffer = self._inboxes[name] = np.empty(size, dtype=np.uint8)
+        return buffer[:size]
+
+    def _complete(self, request: MPI.Request) -> None:
+        """Wait for a nonblocking collective: sleeping between tests when polite, else MPI's own wait."""
+        if self.polite:
+            while not request.Test():
+                time.sleep(SLEEP_SECONDS)
+        else:
+            request.Wait()
 
     def _per_rank(self, per_worker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Counts and displacements per rank of a per-worker quantity (sums over each block)."""
@@ -120,15 +170,16 @@ class MPITransport(Transport):
         worker_counts = self._block_ends - self._block_starts
         if not self.is_master:
             if sizes is None:
-                self.comm.Gatherv(np.array([len(view) for view in views], dtype=np.int64), None, root=0)
-            self.comm.Gatherv(send, None, root=0)
+                local_sizes = np.array([len(view) for view in views], dtype=np.int64)
+                self._complete(self.comm.Igatherv(local_sizes, None, root=0))
+            self._complete(self.comm.Igatherv(send, None, root=0))
             return None
         if sizes is None:
             sizes = np.empty(self.n_workers, dtype=np.int64)
             local_sizes = np.array([len(view) for view in views], dtype=np.int64)
-            self.comm.Gatherv(local_sizes, [sizes, worker_counts, self._block_starts, MPI.INT64_T], root=0)
-        received = np.empty(int(sizes.sum()), dtype=np.uint8)
-        self.comm.Gatherv(send, [received, *self._per_rank(sizes), MPI.BYTE], root=0)
+            self._complete(self.comm.Igatherv(local_sizes, [sizes, worker_counts, self._block_starts, MPI.INT64_T], root=0))
+        received = self._inbox("gather", int(sizes.sum()))
+        self._complete(self.comm.Igatherv(send, [received, *self._per_rank(sizes), MPI.BYTE], root=0))
         whole = memoryview(received).toreadonly()
         offsets = np.concatenate(([0], np.cumsum(sizes))).tolist()
         return [whole[start:stop] for start, stop in pairwise(offsets)]
@@ -136,13 +187,13 @@ class MPITransport(Transport):
     def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
         if size is None:
             length = np.array([len(view) if self.is_master else 0], dtype=np.int64)
-            self.comm.Bcast(length, root=0)
+            self._complete(self.comm.Ibcast(length, root=0))
             size = int(length[0])
         if self.is_master:
-            self.comm.Bcast(np.frombuffer(view, dtype=np.uint8), root=0)
+            self._complete(self.comm.Ibcast(np.frombuffer(view, dtype=np.uint8), root=0))
             return view
-        received = np.empty(size, dtype=np.uint8)
-        self.comm.Bcast(received, root=0)
+        received = self._inbox("broadcast", size)
+        self._complete(self.comm.Ibcast(received, root=0))
         return memoryview(received).toreadonly()
 
     def all_equal(self, digest: bytes) -> bool:
@@ -157,14 +208,15 @@ class MPITransport(Transport):
         return int(value[0])
 
 
-def make_transport(n_workers: int) -> LocalTransport | MPITransport:
-    """:class:`MPITransport` on ``COMM_WORLD`` when it has several ranks, else :class:`LocalTransport`.
+def make_transport(n_workers: int, wait: str = "auto") -> LocalTransport | MPITransport:
+    """:class:`MPITransport` on ``COMM_WORLD`` when it has several ranks (waiting as ``wait`` says),
+    else :class:`LocalTransport`.
 
     Both count bytes identically, so a size-1 run gives the same results either way; the
     launcher check of :func:`check_launcher_size` runs in both cases.
     """
     size = MPI.COMM_WORLD.Get_size()
     if size > 1:
-        return MPITransport(n_workers)
+        return MPITransport(n_workers, wait=wait)
     check_launcher_size(size)
     return LocalTransport(n_workers)

@@ -1,4 +1,4 @@
-"""Run under ``mpiexec -n N python -m mpi4py roundtrip.py N_WORKERS ROUNDS SEED``.
+"""Run under ``mpiexec -n N python -m mpi4py roundtrip.py N_WORKERS ROUNDS SEED [WAIT]``.
 
 Every rank sends its workers' :func:`traffic.traffic` uploads; the master checks it received
 exactly every worker's upload in worker order, every rank checks the downlink, then the
@@ -17,8 +17,8 @@ from traffic import DOWNLINK, payload_and_header, traffic
 from mpicomp.comm import SIZE_PREFIX_BYTES, MPITransport, RoundBytes
 
 
-def main(n_workers: int, rounds: int, seed: int) -> None:
-    transport = MPITransport(n_workers)
+def main(n_workers: int, rounds: int, seed: int, wait: str) -> None:
+    transport = MPITransport(n_workers, wait=wait)
     counted = []
     for rnd in range(rounds):
         local = [traffic(seed, rnd, w) for w in transport.local_workers]
@@ -54,4 +54,4 @@ def check_local_counts(counts: RoundBytes, local: list[bytes], workers: range, d
 
 
 if __name__ == "__main__":
-    main(*(int(arg) for arg in sys.argv[1:4]))
+    main(*(int(arg) for arg in sys.argv[1:4]), sys.argv[4] if len(sys.argv) > 4 else "auto")
