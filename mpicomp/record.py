@@ -75,11 +75,22 @@ def dtypes(columns: Mapping[str, Column]) -> dict[str, str]:
     return {name: column.dtype for name, column in columns.items()}
 
 
-def evaluate(problem: Problem, x: np.ndarray, kind: str, optimum: tuple[np.ndarray, float] | None) -> dict[str, float]:
-    """The kind's columns at ``x``: loss, ||grad f||^2, test accuracy, and for an optimizer
-    F(x) - F* and ||x - x*|| (NaN where unknown)."""
-    loss, grad = problem.loss_and_grad(x)
+def evaluate(
+    problem: Problem, x: np.ndarray, kind: str, optimum: tuple[np.ndarray, float] | None
+) -> dict[str, float] | None:
+    """Collective: the kind's columns at ``x`` on the master (None on the other ranks): loss,
+    ||grad f||^2, test accuracy, and for an optimizer F(x) - F* and ||x - x*|| (NaN where unknown).
+
+    Every rank computes ``[f_w(x), grad f_w(x)]`` for its own workers; the master sums every
+    worker's row in worker order (:meth:`Problem.loss_and_grad`), so the values do not depend on
+    the rank layout. Likewise each worker scores its block of the held-out split and the master
+    adds the counts (:meth:`Problem.test_accuracy`).
+    """
+    reduced = problem.loss_and_grad(x, everyone=False)
     acc = problem.test_accuracy(x)
+    if reduced is None:
+        return None
+    loss, grad = reduced
     row = {"loss": loss, "grad_norm_sq": float(grad @ grad), "test_accuracy": np.nan if acc is None else acc}
     if kind == OPTIMIZER:
         row["suboptimality"] = row["dist_to_opt"] = np.nan

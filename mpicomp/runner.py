@@ -1,9 +1,10 @@
 """The round loop: build everything from a Config, run, stream metrics to HDF5 (rank 0).
 
-Every rank builds the same problem (a worker's shard depends on its id only), the same
-compressors and the method; it hosts the workers the transport assigns to it. Rank 0 is
-also the master: it aggregates, logs metrics, evaluates stop rules and tells every rank
-whether to stop, so all ranks leave the loop after the same round.
+Every rank builds the problem with the shards of the workers the transport assigns to it (a
+worker's shard depends on its id only), the same compressors and the method. Rank 0 is also
+the master: it aggregates, logs metrics, evaluates stop rules and tells every rank whether to
+stop, so all ranks leave the loop after the same round. Metrics over all data are collective:
+on the rounds the master logs, every rank computes its own workers' share (:func:`record.evaluate`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .compressors import message_checksums
 from .config import Config, ConfigError
 from .methods import OPTIMIZER, SAMPLER, Method, MethodContext, method_class
 from .problems import build_problem
-from .problems.base import Problem
+from .problems.base import Collective, Problem
 from .progress import Progress
 from .record import (
     WORKER_COLUMNS,
@@ -61,7 +62,8 @@ class RunResult:
     last_row: dict[str, float]
 
 
-def build_problem_from(config: Config, seed: int) -> Problem:
+def build_problem_from(config: Config, seed: int, collective: Collective | None = None) -> Problem:
+    """The config's problem; with a ``collective`` (the run's transport) holding only that rank's workers' shards."""
     p, data = config.problem, config.data
     return build_problem(
         p["name"],
@@ -81,6 +83,7 @@ def build_problem_from(config: Config, seed: int) -> Problem:
         scale=data["scale"],
         test_fraction=data["test_fraction"],
         seed=seed,
+        collective=collective,
     )
 
 
@@ -120,25 +123,43 @@ def replica_digest(x: np.ndarray) -> bytes:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest()[:16]
 
 
+References = tuple[tuple[np.ndarray, float] | None, tuple[np.ndarray, np.ndarray] | None]
+
+
+def _references(config: Config, problem: Problem, kind: str) -> References:
+    """Collective (every rank): an optimizer's reference optimum (``[run] optimum``) and a sampler's
+    reference posterior; the master's values are the ones used."""
+    optimum = posterior = None
+    if config.run["optimum"] and kind == OPTIMIZER:
+        log.info("reference optimum (scipy L-BFGS; cached after the first run; [run] optimum = false skips it)")
+        optimum = problem.optimum()
+    if kind == SAMPLER:
+        posterior = problem.posterior()
+    return optimum, posterior
+
+
+def _worker_share(method: Method) -> None:
+    """A non-master rank's part in a logged row: its workers' share of the metrics (collective)."""
+    evaluate(method.problem, method.x, method.kind, None)
+
+
 class _Monitor:
     """The master's side of the loop: the record, stop rules, the results file, the progress bar."""
 
     def __init__(
         self,
         config: Config,
-        problem: Problem,
         method: Method,
+        references: References,
         writer: ResultsWriter,
         counter: ByteCounter,
         clock: Stopwatch,
         progress: bool,
     ) -> None:
-        self.config, self.problem, self.method, self.writer, self.counter = config, problem, method, writer, counter
-        self.optimum = None
-        if config.run["optimum"] and method.kind == OPTIMIZER:
-            log.info("reference optimum (scipy L-BFGS; cached after the first run; [run] optimum = false skips it)")
-            self.optimum = problem.optimum()
-        self.posterior = PosteriorTracker(problem.d, problem.posterior()) if method.kind == SAMPLER else None
+        self.config, self.method, self.writer, self.counter = config, method, writer, counter
+        self.problem = method.problem
+        self.optimum, posterior = references
+        self.posterior = PosteriorTracker(self.problem.d, posterior) if method.kind == SAMPLER else None
         self.network = NetworkModel(**config.network)
         self.modelled_time = 0.0
         self.loss0 = self._evaluate()["loss"]
@@ -150,6 +171,7 @@ class _Monitor:
         self.mark = time.perf_counter()
 
     def _evaluate(self) -> dict[str, float]:
+        """The kind's metrics at the current x (collective: the other ranks run :func:`_worker_share`)."""
         return evaluate(self.problem, self.method.x, self.method.kind, self.optimum)
 
     def end_round(self, round_bytes: RoundBytes, k: int, logged: bool) -> tuple[int, str]:
@@ -220,7 +242,7 @@ def _run(
     started = time.perf_counter()
     seed = root_seed(config.run["seed"])
     try:
-        problem = build_problem_from(config, seed)
+        problem = build_problem_from(config, seed, transport)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(_prefixed("[problem]/[data]", exc)) from exc
     try:
@@ -231,6 +253,8 @@ def _run(
     if config.compressor["aggregation"] == "switch":
         warm_up_packets()
     if not transport.is_master:
+        _references(config, problem, method.kind)
+        _worker_share(method)  # the initial loss
         return _loop(config, transport, method, None)
     log.info("%s", transport.layout_summary())
     log.info(
@@ -251,7 +275,8 @@ def _run(
     ) as writer:
         if signals is not None:
             signals.attach(writer.record_failure)
-        monitor = _Monitor(config, problem, method, writer, transport.counter, transport.clock, progress)
+        references = _references(config, problem, method.kind)
+        monitor = _Monitor(config, method, references, writer, transport.counter, transport.clock, progress)
         startup = time.perf_counter() - started
         writer.record_startup(startup)
         log.info("start-up %.1f s (data, reference optimum, JIT compilation); round 1 starts", startup)
@@ -268,8 +293,9 @@ def _run(
 def _loop(config: Config, transport: Transport, method: Method, monitor: _Monitor | None) -> RunResult:
     """The rounds, identical on every rank; only the master has a monitor.
 
-    Non-finite model entries are detected on every rank at once (replicas are identical);
-    the master's stop rules reach the other ranks through ``transport.agree`` on logged rounds.
+    Non-finite model entries are detected on every rank at once (replicas are identical), so every
+    rank knows when the master evaluates the metrics and takes its share; the master's stop rules
+    reach the other ranks through ``transport.agree`` on logged rounds.
     """
     rounds, log_every = config.run["rounds"], config.run["log_every"]
     code, message, k = FINISHED, f"{rounds} rounds done", -1
@@ -283,7 +309,11 @@ def _loop(config: Config, transport: Transport, method: Method, monitor: _Monito
         finite = bool(np.isfinite(method.x).all())
         if (k + 1) % config.run["check_every"] == 0 and not transport.all_equal(replica_digest(method.x)):
             raise RuntimeError(f"model replicas differ across ranks after round {k + 1}: the method is not rank-independent")
-        step_code, step_message = monitor.end_round(round_bytes, k, logged or not finite) if monitor else (CONTINUE, "")
+        step_code, step_message = CONTINUE, ""
+        if monitor is not None:
+            step_code, step_message = monitor.end_round(round_bytes, k, logged or not finite)
+        elif logged or not finite:
+            _worker_share(method)
         if not finite:
             code, message = DIVERGED, f"non-finite model after round {k + 1}"
             break

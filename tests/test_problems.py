@@ -72,7 +72,7 @@ def synthetic(loss_name: str, sparse: bool, n_workers: int = 3, *, l2=0.1, nonco
         loss, targets = SquaredLoss(classification=False), rng.normal(size=(m, 1))
     features = sp.csr_matrix(a) if sparse else a
     shards = np.split(rng.permutation(m), [7, 20][: n_workers - 1])
-    return GLMProblem(
+    return GLMProblem.from_shards(
         loss,
         features,
         targets,
@@ -166,6 +166,12 @@ def test_softmax_is_stable_and_uses_class_major_layout():
 # -- smoothness and strong convexity ---------------------------------------------------------
 
 
+def alone(local: GLMShard, rows: slice = slice(None)) -> GLMProblem:
+    """Rows ``rows`` of a worker's shard as a one-worker problem."""
+    features, targets = local.features[rows], local.targets[rows]
+    return GLMProblem.from_shards(local.loss_fn, features, targets, [np.arange(features.shape[0])], smooth=local.smooth)
+
+
 @pytest.mark.parametrize("name,sparse", CASES)
 def test_smoothness_bounds_the_hessian_everywhere(name, sparse):
     problem = synthetic(name, sparse)
@@ -174,14 +180,14 @@ def test_smoothness_bounds_the_hessian_everywhere(name, sparse):
     assert problem.smoothness() == L.max()
     for w in range(problem.n_workers):
         local = problem.local(w)
-        shard = GLMProblem(local.loss_fn, local.features, local.targets, [np.arange(local.m)], smooth=local.smooth)
+        shard = alone(local)
         for scale in (0.0, 0.3, 1.0, 5.0):
             eig = np.linalg.eigvalsh(hessian_matrix(shard.hessp, scale * rng.normal(size=problem.d)))
             assert eig[-1] <= L[w] and eig[0] >= -L[w]
     # single samples: the Hessian of f_ij is bounded by the sample smoothness
     local = problem.local(0)
     for j in range(local.m):
-        one = GLMProblem(local.loss_fn, local.features[j : j + 1], local.targets[j : j + 1], [[0]], smooth=local.smooth)
+        one = alone(local, slice(j, j + 1))
         eig = np.linalg.eigvalsh(hessian_matrix(one.hessp, rng.normal(size=problem.d)))
         assert eig[-1] <= problem.sample_smoothness()
     assert problem.sample_smoothness() >= problem.smoothness()
@@ -193,7 +199,7 @@ def test_logistic_smoothness_is_attained_at_zero(sparse):
     problem = synthetic("logistic", sparse, nonconvex=0.0)
     for w in range(problem.n_workers):
         local = problem.local(w)
-        shard = GLMProblem(local.loss_fn, local.features, local.targets, [np.arange(local.m)], smooth=local.smooth)
+        shard = alone(local)
         top = np.linalg.eigvalsh(hessian_matrix(shard.hessp, np.zeros(problem.d)))[-1]
         assert top == pytest.approx(problem.local_smoothness()[w], rel=1e-8)
 
@@ -284,7 +290,8 @@ def test_optimum_is_stationary_and_minimal(name, sparse, tmp_path):
 def test_least_squares_optimum_matches_normal_equations(tmp_path):
     problem = synthetic("lsq", False, nonconvex=0.0, l2=0.01)
     problem.cache_dir = tmp_path
-    a, b, w = problem.features, problem.targets[:, 0], problem.row_weights
+    a, b = problem.features, problem.targets[:, 0]
+    w = np.repeat(1.0 / (problem.n_workers * problem.shard_sizes), problem.shard_sizes)  # row j of shard i: 1/(n m_i)
     x_exact = np.linalg.solve(a.T @ (w[:, None] * a) + 0.01 * np.eye(problem.d), a.T @ (w * b))
     x_star, f_star = problem.optimum()
     np.testing.assert_allclose(x_star, x_exact, rtol=1e-10, atol=1e-12)
@@ -393,13 +400,15 @@ def test_unreadable_cache_file_is_recomputed(tmp_path):
 def test_test_accuracy_counts_correct_predictions():
     a = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
     signs = np.array([[1.0], [-1.0], [1.0], [1.0]])
-    binary = GLMProblem(LogisticLoss(), a, signs, [np.arange(4)], test_features=a, test_targets=signs)
+    binary = GLMProblem.from_shards(LogisticLoss(), a, signs, [np.arange(4)], test_features=a, test_targets=signs)
     assert binary.test_accuracy(np.array([1.0, -1.0])) == pytest.approx(0.75)  # z = 1, -1, 0 (-> +1), -1
     classes = np.array([0, 1, 1, 0])
-    multi = GLMProblem(SoftmaxLoss(2), a, classes, [np.arange(4)], test_features=a, test_targets=classes)
+    multi = GLMProblem.from_shards(SoftmaxLoss(2), a, classes, [np.arange(4)], test_features=a, test_targets=classes)
     assert multi.test_accuracy(np.array([1.0, 0.0, 0.0, 1.0])) == pytest.approx(0.5)  # argmax: 0,1,tie->0,1
-    assert GLMProblem(LogisticLoss(), a, signs, [np.arange(4)]).test_accuracy(np.zeros(2)) is None
-    regression = GLMProblem(SquaredLoss(False), a, signs, [np.arange(4)], test_features=a, test_targets=signs)
+    assert GLMProblem.from_shards(LogisticLoss(), a, signs, [np.arange(4)]).test_accuracy(np.zeros(2)) is None
+    regression = GLMProblem.from_shards(
+        SquaredLoss(False), a, signs, [np.arange(4)], test_features=a, test_targets=signs
+    )
     assert regression.test_accuracy(np.zeros(2)) is None
 
 
@@ -417,12 +426,12 @@ def test_dense_shards_are_views_of_one_copy():
 def test_targets_are_validated_per_loss():
     a = np.eye(3)
     with pytest.raises(ValueError, match="-1 or \\+1"):
-        GLMProblem(LogisticLoss(), a, np.array([0.0, 1.0, 1.0]), [np.arange(3)])
+        GLMProblem.from_shards(LogisticLoss(), a, np.array([0.0, 1.0, 1.0]), [np.arange(3)])
     with pytest.raises(ValueError, match="class indices"):
-        GLMProblem(SoftmaxLoss(2), a, np.array([0, 1, 2]), [np.arange(3)])
+        GLMProblem.from_shards(SoftmaxLoss(2), a, np.array([0, 1, 2]), [np.arange(3)])
     with pytest.raises(ValueError, match="every shard"):
-        GLMProblem(SquaredLoss(False), a, np.zeros(3), [np.arange(3), np.array([], dtype=int)])
-    flat = GLMProblem(LogisticLoss(), a, np.array([1.0, -1.0, 1.0]), [np.arange(3)])  # 1-D +-1 labels accepted
+        GLMProblem.from_shards(SquaredLoss(False), a, np.zeros(3), [np.arange(3), np.array([], dtype=int)])
+    flat = GLMProblem.from_shards(LogisticLoss(), a, np.array([1.0, -1.0, 1.0]), [np.arange(3)])  # 1-D +-1 labels
     assert flat.targets.shape == (3, 1)
 
 

@@ -79,8 +79,9 @@ class Transport(ABC):
     Method traffic: ``gather`` (every worker's upload to the master), ``broadcast`` (the master's
     message to every rank), and the switch capabilities ``integer_sum`` and ``max_agree`` (every
     worker's integer vector, combined by the emulated switch, the result on every rank). Every
-    byte of these is counted (see :mod:`mpicomp.comm.accounting`); ``all_equal`` and ``agree`` are
-    bookkeeping, not method traffic, and are not counted.
+    byte of these is counted (see :mod:`mpicomp.comm.accounting`); ``all_equal``, ``agree`` and
+    ``gather_partials`` (the runner's and the problems' per-worker metric shares) are bookkeeping,
+    not method traffic, and are not counted.
 
     A transport implements two uncounted byte movers, :meth:`_gather_bytes` and
     :meth:`_broadcast_bytes`; the counted operations above are built on them here, once.
@@ -124,6 +125,14 @@ class Transport(ABC):
                 f"rank {self.rank} hosts {len(self.local_workers)} workers {self.local_workers} "
                 f"but passed {len(items)} {what}; pass one ({hint}) per local worker"
             )
+
+    def _partials(self, per_local_worker: np.ndarray) -> np.ndarray:
+        """``per_local_worker`` as a C-contiguous float64 array with one row per local worker."""
+        rows = np.ascontiguousarray(per_local_worker, dtype=np.float64)
+        if rows.ndim != 2:
+            raise ValueError(f"partials must be a 2-D array (one row per local worker), got shape {rows.shape}")
+        self._check_local_count(rows, "rows of partials", "a row of m float64 values")
+        return rows
 
     def _master_code(self, code: int | None) -> int:
         return int(master_value(code, "the code to agree on"))
@@ -221,3 +230,13 @@ class Transport(ABC):
     @abstractmethod
     def agree(self, code: int | None) -> int:
         """The master passes a small integer (a stop code), others ``None``; all return it."""
+
+    @abstractmethod
+    def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:
+        """Uncounted bookkeeping: every local worker's row of ``m`` float64 partial values to the master.
+
+        Each rank passes a ``(len(local_workers), m)`` array (the same ``m`` everywhere); the master
+        (every rank with ``everyone``) gets the ``(n_workers, m)`` array of all rows in worker-id
+        order, other ranks ``None``. Nothing is summed here, so a caller that folds the rows in
+        worker order gets the same bits whatever the rank layout.
+        """

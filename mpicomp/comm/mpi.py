@@ -207,6 +207,21 @@ class MPITransport(Transport):
         self.comm.Bcast(value, root=0)
         return int(value[0])
 
+    def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:
+        rows = self._partials(per_local_worker)
+        width = rows.shape[1]
+        if not (everyone or self.is_master):
+            self._complete(self.comm.Igatherv(rows, None, root=0))
+            return None
+        gathered = np.empty((self.n_workers, width), dtype=np.float64)
+        counts = (self._block_ends - self._block_starts) * width
+        receive = [gathered, counts, self._block_starts * width, MPI.DOUBLE]
+        if everyone:
+            self._complete(self.comm.Iallgatherv(rows, receive))
+        else:
+            self._complete(self.comm.Igatherv(rows, receive, root=0))
+        return gathered
+
 
 def make_transport(n_workers: int, wait: str = "auto") -> LocalTransport | MPITransport:
     """:class:`MPITransport` on ``COMM_WORLD`` when it has several ranks (waiting as ``wait`` says),

@@ -11,9 +11,12 @@ Accepted dataset strings (:func:`load_dataset`):
 * ``npz:PATH`` or a path ending in ``.npz`` — a NumPy archive with a 2-D array ``X`` and labels
   ``y`` (one per row), and optionally ``X_test``, ``y_test`` as its own held-out split.
 
-:func:`prepare_dataset` chains loading, the split (fraction ``test_fraction``, drawn from
-``SeedSequence(seed)``; sources with their own test set keep it), scaling fitted on the train split
-only, and the optional constant-1 intercept column (appended last, after scaling, never scaled).
+:func:`prepare_data` chains loading (features kept as stored: MNIST's pixels stay bytes), the split
+(fraction ``test_fraction``, drawn from ``SeedSequence(seed)``; sources with their own test set keep
+it) and the fitting of the scaling on the whole train split; its :class:`PreparedData` then turns
+only the rows asked for into float64, scaled, with the optional constant-1 intercept column
+(appended last, after scaling, never scaled). A rank materialises its own workers' rows and nothing
+else; :func:`prepare_dataset` materialises every row. Every row comes out with the same bits either way.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ ACCEPTED_FORMS = (
 )
 # SeedSequence spawn key of the train/test split (partitions use another one).
 SPLIT_STREAM = 1
+# Stored rows per block when fitting the standard scaling and when materialising dense rows: no
+# float64 copy of the whole train split, nor a second copy of a rank's rows, is ever made.
+CHUNK_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -161,8 +167,11 @@ def _find_idx(directory: Path, stem: str) -> Path:
     )
 
 
-def load_mnist(directory: str | Path) -> Dataset:
-    """MNIST from the four idx files in ``directory``; its 10,000-image test set is the held-out split."""
+def load_mnist(directory: str | Path, dtype: type[np.generic] = np.float64) -> Dataset:
+    """MNIST from the four idx files in ``directory``; its 10,000-image test set is the held-out split.
+
+    Pixels come as ``dtype`` (``np.uint8`` keeps the stored bytes, an eighth of the float64 size).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(
@@ -177,9 +186,9 @@ def load_mnist(directory: str | Path) -> Dataset:
             raise ValueError(f"{directory}: {split} split has {n_images} images but {n_labels} labels")
     return Dataset(
         f"mnist:{directory}",
-        parts["train_images"].astype(np.float64),
+        parts["train_images"].astype(dtype, copy=False),
         parts["train_labels"].astype(np.int64),
-        parts["test_images"].astype(np.float64),
+        parts["test_images"].astype(dtype, copy=False),
         parts["test_labels"].astype(np.int64),
     )
 
@@ -192,25 +201,26 @@ def check_dataset(data: Dataset) -> Dataset:
         if X.shape[0] == 0 or X.shape[1] == 0:
             raise ValueError(f"{data.name}: the {label} features have shape {X.shape}; need at least one row and column")
         values = X.data if sp.issparse(X) else X
-        if not np.isfinite(values).all():
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
             raise ValueError(f"{data.name}: the {label} features contain NaN or Inf; clean the file first")
     return data
 
 
-def load_dataset(spec: str, *, n_features: int | None = None) -> Dataset:
+def load_dataset(spec: str, *, n_features: int | None = None, stored: bool = False) -> Dataset:
     """Load a dataset from its string (see the module docstring) and check it (:func:`check_dataset`);
-    ``n_features`` fixes LIBSVM widths."""
-    return check_dataset(_load(spec, n_features))
+    ``n_features`` fixes LIBSVM widths. Features are float64 (CSR for LIBSVM); ``stored`` keeps
+    MNIST's pixels as the stored bytes (uint8)."""
+    return check_dataset(_load(spec, n_features, np.uint8 if stored else np.float64))
 
 
-def _load(spec: str, n_features: int | None) -> Dataset:
+def _load(spec: str, n_features: int | None, pixels: type[np.generic]) -> Dataset:
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"dataset must be a non-empty string: {ACCEPTED_FORMS}")
     scheme, sep, rest = spec.partition(":")
     if sep and scheme == "sklearn":
         return load_sklearn(rest)
     if sep and scheme == "mnist":
-        return load_mnist(rest)
+        return load_mnist(rest, pixels)
     if sep and scheme in ("svmlight", "libsvm"):
         return load_svmlight(rest, n_features)
     if sep and scheme == "npz":
@@ -221,46 +231,108 @@ def _load(spec: str, n_features: int | None) -> Dataset:
     return load_npz(path) if path.suffix == ".npz" else load_svmlight(path, n_features)
 
 
-def split_train_test(data: Dataset, test_fraction: float, seed: int) -> Dataset:
-    """Hold out ``round(test_fraction * N)`` random rows (from ``SeedSequence(seed)``); no-op if a test split exists."""
+def _check_fraction(test_fraction: float) -> None:
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
-    if data.X_test is not None:
-        return data
-    n = data.X.shape[0]
+
+
+def split_rows(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(train, test)`` row indices (ascending) holding out ``round(test_fraction * n)`` random rows
+    (from ``SeedSequence(seed)``); ``test`` is None when that rounds to no row."""
+    _check_fraction(test_fraction)
     n_test = round(test_fraction * n)
     if n_test == 0:
-        return data
+        return np.arange(n), None
     if n_test >= n:
         raise ValueError(f"test_fraction {test_fraction} leaves no training sample out of {n}")
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLIT_STREAM,)))
     perm = rng.permutation(n)
-    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def split_train_test(data: Dataset, test_fraction: float, seed: int) -> Dataset:
+    """Hold out ``round(test_fraction * N)`` random rows (:func:`split_rows`); no-op if a test split exists."""
+    _check_fraction(test_fraction)
+    if data.X_test is not None:
+        return data
+    train, test = split_rows(data.X.shape[0], test_fraction, seed)
+    if test is None:
+        return data
     return replace(data, X=data.X[train], y=data.y[train], X_test=data.X[test], y_test=data.y[test])
 
 
-def standard_scaling(X: Features) -> tuple[np.ndarray | None, np.ndarray]:
-    """``(center, scale)`` for per-feature standardisation: mean (None for sparse X) and standard deviation.
+def _column_sum(X: np.ndarray, rows: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
+    """``sum_j x_j`` (or ``sum_j (x_j - center)^2``) over ``X[rows]`` in float64, ``CHUNK_ROWS`` rows at a time.
+
+    Each block is folded onto the running total row after row, the order of NumPy's axis-0 sum of
+    the whole float64 array, without making that array.
+    """
+    total = None
+    for start in range(0, rows.size, CHUNK_ROWS):
+        block = np.asarray(X[rows[start : start + CHUNK_ROWS]], dtype=np.float64)
+        if center is not None:
+            block -= center
+            block *= block
+        if total is not None:
+            block = np.vstack((total, block))
+        total = np.add.reduce(block, axis=0)
+    return total
+
+
+def standard_scaling(X: Features, rows: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(center, scale)`` for per-feature standardisation over ``X[rows]``: mean (None for sparse X) and
+    standard deviation (``sqrt(mean (x - mean)^2)``).
 
     Features whose deviation is below ``1e-10 max(1, |mean|)`` (constant up to rounding) keep scale 1.
     """
     if sp.issparse(X):
-        mean, var = mean_variance_axis(sp.csr_matrix(X), axis=0)
+        mean, var = mean_variance_axis(sp.csr_matrix(X[rows]), axis=0)
         center = None
     else:
-        mean, var = X.mean(axis=0), X.var(axis=0)
+        mean = _column_sum(X, rows) / rows.size
+        var = _column_sum(X, rows, mean) / rows.size
         center = mean
     std = np.sqrt(var)
     return center, np.where(std > 1e-10 * np.maximum(1.0, np.abs(mean)), std, 1.0)
 
 
-def _apply_scaling(X: Features, center: np.ndarray | None, scale: np.ndarray) -> Features:
-    """``(X - center) / scale`` column-wise, in a new array (sparse: no centering, stays CSR)."""
-    if sp.issparse(X):
-        return sp.csr_matrix(X @ sp.diags(1.0 / scale))
-    out = np.subtract(X, center)
-    out /= scale
-    return out
+@dataclass(frozen=True)
+class Scaling:
+    """A feature transform fitted on the train split: ``(x - center) / scale`` per feature (``standard``;
+    sparse data: ``x / scale``, no centering), ``x / ||x||`` per row (``unit-norm``), or none."""
+
+    method: str = "none"
+    center: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    def apply(self, X: Features) -> Features:
+        """The transformed rows, in a new float64 array (CSR stays CSR)."""
+        if sp.issparse(X):
+            if self.method == "standard":
+                return sp.csr_matrix(X @ sp.diags(1.0 / self.scale))
+            return normalize(X) if self.method == "unit-norm" else X
+        out = np.empty(X.shape)
+        self.apply_into(X, out)
+        return out
+
+    def apply_into(self, X: np.ndarray, out: np.ndarray) -> None:
+        """Write the transformed dense rows ``X`` (any numeric dtype) into the float64 array (or view) ``out``."""
+        if self.method == "standard":
+            np.subtract(X, self.center, out=out)
+            out /= self.scale
+            return
+        out[...] = X
+        if self.method == "unit-norm":
+            out[...] = normalize(out, copy=False)
+
+
+def fit_scaling(X: Features, rows: np.ndarray, method: str) -> Scaling:
+    """The :class:`Scaling` ``method`` fitted on ``X[rows]`` (only ``standard`` has parameters)."""
+    if method not in SCALINGS:
+        raise ValueError(f"unknown scaling {method!r}; choose one of {', '.join(SCALINGS)}")
+    if method != "standard":
+        return Scaling(method)
+    return Scaling(method, *standard_scaling(X, rows))
 
 
 def scale_features(data: Dataset, method: str) -> Dataset:
@@ -270,16 +342,11 @@ def scale_features(data: Dataset, method: str) -> Dataset:
     variance only, to keep sparsity; constant features are left unscaled); ``unit-norm``: every row
     to unit L2 norm (zero rows stay zero); ``none``: unchanged.
     """
-    if method not in SCALINGS:
-        raise ValueError(f"unknown scaling {method!r}; choose one of {', '.join(SCALINGS)}")
+    scaling = fit_scaling(data.X, np.arange(data.X.shape[0]), method)
     if method == "none":
         return data
-    if method == "unit-norm":
-        X_test = None if data.X_test is None else normalize(data.X_test)
-        return replace(data, X=normalize(data.X), X_test=X_test)
-    center, scale = standard_scaling(data.X)
-    X_test = None if data.X_test is None else _apply_scaling(data.X_test, center, scale)
-    return replace(data, X=_apply_scaling(data.X, center, scale), X_test=X_test)
+    X_test = None if data.X_test is None else scaling.apply(data.X_test)
+    return replace(data, X=scaling.apply(data.X), X_test=X_test)
 
 
 def add_intercept(X: Features) -> Features:
@@ -288,6 +355,79 @@ def add_intercept(X: Features) -> Features:
     if sp.issparse(X):
         return sp.hstack([X, sp.csr_matrix(ones)], format="csr")
     return np.hstack([X, ones])
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A split dataset with its scaling fitted, whose features stay as stored until rows are asked for.
+
+    Train rows are ``X[train]`` (labels ``y``), held-out rows ``X_test[test]`` (``X_test`` may be
+    ``X`` itself); :meth:`train_rows` and :meth:`test_rows` return them float64, scaled, with the
+    intercept column when ``intercept``.
+    """
+
+    name: str
+    X: Features
+    train: np.ndarray
+    y: np.ndarray
+    X_test: Features | None
+    test: np.ndarray | None
+    y_test: np.ndarray | None
+    scaling: Scaling
+    intercept: bool
+
+    def train_rows(self, idx: np.ndarray) -> Features:
+        """Train rows ``idx`` (indices into the train split), in that order."""
+        return self._finish(self.X, self.train[idx])
+
+    def test_rows(self, idx: np.ndarray) -> Features:
+        """Held-out rows ``idx`` (indices into the held-out split; there must be one)."""
+        return self._finish(self.X_test, self.test[idx])
+
+    def dataset(self) -> Dataset:
+        """Every row materialised."""
+        X_test = None if self.X_test is None else self.test_rows(np.arange(self.test.size))
+        return Dataset(self.name, self.train_rows(np.arange(self.train.size)), self.y, X_test, self.y_test)
+
+    def _finish(self, source: Features, rows: np.ndarray) -> Features:
+        """``source[rows]`` -> float64, scaled, then the intercept column; dense rows go straight into
+        one allocation, ``CHUNK_ROWS`` stored rows at a time."""
+        if sp.issparse(source):
+            scaled = self.scaling.apply(sp.csr_matrix(source[rows]))
+            return add_intercept(scaled) if self.intercept else scaled
+        width = source.shape[1]
+        out = np.empty((rows.size, width + self.intercept))
+        for start in range(0, rows.size, CHUNK_ROWS):
+            block = slice(start, start + CHUNK_ROWS)
+            self.scaling.apply_into(source[rows[block]], out[block, :width])
+        if self.intercept:
+            out[:, width] = 1.0
+        return out
+
+
+def prepare_data(
+    spec: str,
+    *,
+    test_fraction: float = 0.2,
+    scale: str = "standard",
+    intercept: bool = True,
+    seed: int = 0,
+    n_features: int | None = None,
+) -> PreparedData:
+    """Load (features as stored), split (``test_fraction``) and fit the scaling on the train split."""
+    if scale not in SCALINGS:
+        raise ValueError(f"unknown scaling {scale!r}; choose one of {', '.join(SCALINGS)}")
+    _check_fraction(test_fraction)
+    data = load_dataset(spec, n_features=n_features, stored=True)
+    if data.X_test is not None:
+        train, test = np.arange(data.X.shape[0]), np.arange(data.X_test.shape[0])
+        X_test, y, y_test = data.X_test, data.y, data.y_test
+    else:
+        train, test = split_rows(data.X.shape[0], test_fraction, seed)
+        X_test = None if test is None else data.X
+        y, y_test = data.y[train], None if test is None else data.y[test]
+    scaling = fit_scaling(data.X, train, scale)
+    return PreparedData(data.name, data.X, train, y, X_test, test, y_test, scaling, intercept)
 
 
 def prepare_dataset(
@@ -299,11 +439,7 @@ def prepare_dataset(
     seed: int = 0,
     n_features: int | None = None,
 ) -> Dataset:
-    """Load, split (``test_fraction``), scale (fit on train) and optionally append the intercept column."""
-    if scale not in SCALINGS:
-        raise ValueError(f"unknown scaling {scale!r}; choose one of {', '.join(SCALINGS)}")
-    data = scale_features(split_train_test(load_dataset(spec, n_features=n_features), test_fraction, seed), scale)
-    if intercept:
-        X_test = None if data.X_test is None else add_intercept(data.X_test)
-        data = replace(data, X=add_intercept(data.X), X_test=X_test)
-    return data
+    """Load, split (``test_fraction``), scale (fit on train) and optionally append the intercept column: every row."""
+    return prepare_data(
+        spec, test_fraction=test_fraction, scale=scale, intercept=intercept, seed=seed, n_features=n_features
+    ).dataset()

@@ -220,7 +220,7 @@ class VRDiana(Diana):
             raise ValueError(f"[method] p: only variant 'lsvrg' has a refresh probability, not {options.variant!r}")
         super().__init__(ctx, options)
         self.variant = options.variant
-        mean_shard = np.mean([self.problem.local(w).m for w in range(self.n)])
+        mean_shard = np.mean(self.problem.sample_counts())
         self.refresh_probability = options.p if options.p is not None else min(1.0, ctx.batch / mean_shard)
         estimator = SVRGReference if self.variant == "lsvrg" else SAGATable
         self.estimators = {w: estimator(self.problem.local(w), self.x) for w in ctx.local_workers}

@@ -63,13 +63,14 @@ class LAG(LazyMethod):
         self.require_batch(minibatch=False)
         self.variant = options.variant
         self.asked: np.ndarray | None = None
+        smoothness = self.worker_smoothness() if self.variant == "ps" else None  # collective: on every rank
         if self.variant == "ps" and ctx.is_master:
             self.anchors: list[np.ndarray | None] = [None] * self.n  # theta_hat_m (None: nothing received yet)
             self.clocks = np.zeros(self.n, dtype=np.int64)
-            self.local_smoothness = self.worker_smoothness()
+            self.local_smoothness = smoothness
 
     def worker_smoothness(self) -> np.ndarray:
-        """L_m for every worker: the problem's own per-worker constants, else its common bound."""
+        """L_m for every worker: the problem's own per-worker constants, else its common bound (collective)."""
         per_worker = getattr(self.problem, "local_smoothness", None)
         if per_worker is not None:
             return np.asarray(per_worker(), dtype=np.float64)

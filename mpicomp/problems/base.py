@@ -9,11 +9,20 @@ Samplers see the same shards through the **sample-weighted** view: the posterior
 every sample, the smooth regulariser ``(l2/2)||theta||^2`` per sample acting as the Gaussian prior
 ``N(0, I / (M l2))``, M the number of samples), and its MAP ``theta* = argmin U`` — not the
 worker-weighted optimum of f, which differs when the shards are unbalanced.
+
+**Who holds what.** A problem built for one MPI rank (``collective`` set) holds only the shards of
+that rank's workers (``local_workers``); anything over every worker (``F``, ``grad f``, ``U``, the
+constants, the reference optimum) is then **collective**: every rank computes one row per local
+worker, the rows meet in worker-id order through ``collective.gather_partials``, and
+:func:`worker_sum` folds them in that order, so the value has the same bits whatever the rank
+layout. Without a collective every worker is local and the same code runs in one process.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -21,6 +30,66 @@ from .optimum import lbfgs
 from .regularizers import ElasticNet
 
 MAP_GTOL = 1e-10  # L-BFGS tolerance on the gradient of U / M at the MAP
+
+
+class Collective(Protocol):
+    """How the processes of a run combine per-worker values; the transports of :mod:`mpicomp.comm` satisfy it."""
+
+    @property
+    def local_workers(self) -> range:
+        """The workers whose shards this process holds."""
+
+    @property
+    def is_master(self) -> bool:
+        """True on the process that logs the metrics and writes the caches."""
+
+    def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:
+        """One float64 row per local worker in, every worker's row in worker order out (``(n_workers, m)``),
+        on the master or, with ``everyone``, on every process; ``None`` elsewhere."""
+
+    def agree(self, code: int | None) -> int:
+        """The master's small integer (others pass ``None``), on every process."""
+
+
+def held_out_blocks(n_test: int, n_workers: int) -> np.ndarray:
+    """Every worker's number of held-out rows: the split cut into ``n_workers`` contiguous near-equal blocks."""
+    return np.array([len(block) for block in np.array_split(np.arange(n_test), n_workers)], dtype=np.int64)
+
+
+def held_out_sizes(
+    features: object | None,
+    targets: np.ndarray | None,
+    sizes: Sequence[int] | np.ndarray | None,
+    n_workers: int,
+    collective: Collective | None,
+) -> np.ndarray | None:
+    """Every worker's block of the held-out split (None without one), checked against the local rows given."""
+    if (features is None) != (targets is None):
+        raise ValueError("give both test_features and test_targets, or neither")
+    if features is None:
+        return None
+    n_rows = features.shape[0]
+    if len(targets) != n_rows:
+        raise ValueError(f"test features have {n_rows} rows but {len(targets)} targets")
+    if sizes is None and collective is not None:
+        raise ValueError("give test_sizes (every worker's block of the held-out split) with a collective")
+    sizes = held_out_blocks(n_rows, n_workers) if sizes is None else np.asarray(sizes, dtype=np.int64)
+    local = range(n_workers) if collective is None else collective.local_workers
+    if sizes.shape != (n_workers,) or sizes[local.start : local.stop].sum() != n_rows:
+        raise ValueError(f"test_sizes {sizes[:10]} do not match {n_rows} held-out rows of workers {local}")
+    return sizes
+
+
+def worker_sum(rows: np.ndarray) -> np.ndarray:
+    """``sum_w rows[w]`` as the left fold ``((rows_0 + rows_1) + rows_2) + ...`` in worker-id order.
+
+    One fixed order of additions, so the sum has the same bits whatever the rank layout that
+    produced the rows (``rows`` holds at least one row).
+    """
+    total = np.array(rows[0], dtype=np.float64)
+    for row in rows[1:]:
+        total += row
+    return total
 
 
 class LocalObjective(ABC):
@@ -45,38 +114,92 @@ class LocalObjective(ABC):
         ``idx`` of length 1 gives one per-sample gradient, repeated indices count repeatedly.
         """
 
-
     def sample_grads(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Rows ``grad f_ij(x)`` for ``j in idx``, shape ``(len(idx), d)``; shards override it vectorised."""
         return np.stack([self.grad_batch(x, np.array([j])) for j in idx])
 
+    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(f_i(x), grad f_i(x))``; shards override it to share one pass over their rows."""
+        return self.loss(x), self.grad(x)
+
 
 class Problem(ABC):
-    """A distributed objective with per-worker shards, a reference optimum and metrics."""
+    """A distributed objective with per-worker shards, a reference optimum and metrics.
+
+    Methods marked *collective* must be called on every process of a run, in the same order.
+    """
 
     d: int
     n_workers: int
     regularizer: ElasticNet = ElasticNet()  # the nonsmooth R; the default is R = 0
+    collective: Collective | None = None  # None: every worker's shard is in this process
+    test_sizes: np.ndarray | None = None  # every worker's block of the held-out split (None: no split)
 
     @abstractmethod
     def local(self, worker: int) -> LocalObjective:
-        """Worker ``worker``'s local objective (built from its shard only)."""
+        """Worker ``worker``'s local objective (built from its shard only; a local worker's)."""
 
-    @abstractmethod
+    @property
+    def local_workers(self) -> range:
+        """The workers whose shards this process holds."""
+        return range(self.n_workers) if self.collective is None else self.collective.local_workers
+
+    @property
+    def is_master(self) -> bool:
+        """True on the process that gets the metrics' totals and writes the caches."""
+        return self.collective is None or self.collective.is_master
+
+    def _not_local(self, worker: int) -> IndexError:
+        """The error for asking this process for a shard it does not hold."""
+        if not 0 <= worker < self.n_workers:
+            return IndexError(f"worker must be in [0, {self.n_workers}), got {worker}")
+        return IndexError(f"worker {worker}'s shard is held by another process (this one holds {self.local_workers})")
+
+    def gather_workers(self, per_local_worker: np.ndarray, *, everyone: bool = True) -> np.ndarray | None:
+        """Collective: every worker's row, ``(n_workers, m)`` in worker order, from each process's local rows;
+        on every process, or with ``everyone=False`` on the master only (``None`` elsewhere)."""
+        if self.collective is None:
+            return np.asarray(per_local_worker, dtype=np.float64)
+        return self.collective.gather_partials(per_local_worker, everyone=everyone)
+
+    def agree(self, flag: bool) -> bool:
+        """Collective: the master's ``flag`` on every process."""
+        return flag if self.collective is None else bool(self.collective.agree(int(flag) if self.is_master else None))
+
+    def worker_partials(self, x: np.ndarray) -> np.ndarray:
+        """Rows ``[f_w(x), grad f_w(x)]`` of the local workers, shape ``(len(local_workers), 1 + d)``."""
+        rows = np.empty((len(self.local_workers), 1 + self.d))
+        for row, w in zip(rows, self.local_workers, strict=True):
+            row[0], row[1:] = self.local(w).loss_and_grad(x)
+        return rows
+
+    def smooth_loss_and_grad(self, x: np.ndarray, *, everyone: bool = True) -> tuple[float, np.ndarray] | None:
+        """Collective: ``(f(x), grad f(x))``, ``f = (1/n) sum_w f_w`` with the sum a :func:`worker_sum` of
+        every worker's partials; on every process, or with ``everyone=False`` on the master only."""
+        rows = self.gather_workers(self.worker_partials(x), everyone=everyone)
+        if rows is None:
+            return None
+        total = worker_sum(rows) / self.n_workers
+        return float(total[0]), total[1:]
+
+    def loss_and_grad(self, x: np.ndarray, *, everyone: bool = True) -> tuple[float, np.ndarray] | None:
+        """Collective: ``(F(x), grad f(x))`` with ``F = f + R`` (:meth:`smooth_loss_and_grad`)."""
+        smooth = self.smooth_loss_and_grad(x, everyone=everyone)
+        if smooth is None:
+            return None
+        return smooth[0] + self.regularizer.value(x), smooth[1]
+
     def loss(self, x: np.ndarray) -> float:
-        """``F(x) = (1/n) sum_i f_i(x) + R(x)``."""
+        """Collective: ``F(x) = (1/n) sum_i f_i(x) + R(x)``."""
+        return self.loss_and_grad(x)[0]
 
-    @abstractmethod
     def grad(self, x: np.ndarray) -> np.ndarray:
-        """``grad f(x)`` (smooth part only)."""
+        """Collective: ``grad f(x)`` (smooth part only)."""
+        return self.loss_and_grad(x)[1]
 
     def prox(self, v: np.ndarray, gamma: float) -> np.ndarray:
         """``prox_{gamma R}(v) = argmin_u R(u) + ||u - v||^2 / (2 gamma)``."""
         return self.regularizer.prox(v, gamma)
-
-    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """``(F(x), grad f(x))``; problems override it to share one pass over the data."""
-        return self.loss(x), self.grad(x)
 
     @abstractmethod
     def x0(self) -> np.ndarray:
@@ -95,12 +218,27 @@ class Problem(ABC):
         return 0.0
 
     def optimum(self) -> tuple[np.ndarray, float] | None:
-        """Reference ``(x*, F*)`` (cached), or None for nonconvex problems."""
+        """Collective: reference ``(x*, F*)`` (cached) on the master, or None for nonconvex problems."""
+        return None
+
+    def test_correct(self, x: np.ndarray) -> np.ndarray | None:
+        """Whether each held-out row of the local workers' blocks is classified correctly (None: not a classifier)."""
         return None
 
     def test_accuracy(self, x: np.ndarray) -> float | None:
-        """Accuracy on the held-out split, or None for problems without one."""
-        return None
+        """Collective: the fraction of held-out rows classified correctly, on the master (None elsewhere, and
+        without a held-out split or a classifier). Each worker scores its block of the split
+        (``test_sizes``); the master adds the integer counts, exactly."""
+        if self.test_sizes is None or self.test_sizes.sum() == 0:
+            return None
+        correct = self.test_correct(x)
+        if correct is None:
+            return None
+        local = self.local_workers
+        ends = np.cumsum(self.test_sizes[local.start : local.stop])
+        counts = [[np.count_nonzero(block)] for block in np.split(correct, ends[:-1])] if len(local) else []
+        rows = self.gather_workers(np.array(counts, dtype=np.float64).reshape(-1, 1), everyone=False)
+        return None if rows is None else float(rows.sum() / self.test_sizes.sum())
 
     # --- the posterior view (samplers) ------------------------------------------------
     def sample_counts(self) -> np.ndarray:
@@ -108,20 +246,17 @@ class Problem(ABC):
         return np.array([self.local(w).m for w in range(self.n_workers)], dtype=np.int64)
 
     def potential_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """``(U(x), grad U(x))`` with ``U = sum_i m_i f_i`` (module docstring)."""
-        value, grad = 0.0, np.zeros(self.d)
-        for w in range(self.n_workers):
-            local = self.local(w)
-            value += local.m * local.loss(x)
-            grad += local.m * local.grad(x)
-        return value, grad
+        """Collective: ``(U(x), grad U(x))`` with ``U = sum_i m_i f_i`` (module docstring), summed in worker order."""
+        rows = self.gather_workers(self.worker_partials(x))
+        total = worker_sum(self.sample_counts()[:, None] * rows)
+        return float(total[0]), total[1:]
 
     def potential_smoothness(self) -> float:
         """An upper bound on the smoothness of U: ``M max_i L_i`` (problems with per-shard constants tighten it)."""
         return float(self.sample_counts().sum()) * self.smoothness()
 
     def map_point(self) -> np.ndarray:
-        """``theta* = argmin U`` by L-BFGS on ``U / M`` (problems with a closed form override it)."""
+        """Collective: ``theta* = argmin U`` by L-BFGS on ``U / M`` (problems with a closed form override it)."""
         total = float(self.sample_counts().sum())
 
         def scaled(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -131,5 +266,6 @@ class Problem(ABC):
         return lbfgs(scaled, self.x0(), MAP_GTOL)
 
     def posterior(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The reference posterior mean and per-coordinate variance of ``exp(-U)``, or None if unknown."""
+        """Collective: the reference posterior mean and per-coordinate variance of ``exp(-U)`` on the master,
+        or None if unknown."""
         return None

@@ -16,6 +16,10 @@ Problems (``f_i`` of worker i on its shard; ``r`` = smooth terms, R = prox term)
 Every problem gets ``r(x) = (l2/2)||x||^2 + nonconvex sum_k x_k^2/(1+x_k^2)`` (the latter is
 allowed on any problem) and ``R(x) = l1||x||_1 + (r_l2/2)||x||^2`` per ``regularizer``
 (:func:`~.regularizers.make_regularizer`). The intercept, when on, is regularised like every weight.
+
+Built with a ``collective`` (an MPI rank's transport), a problem holds only that rank's workers'
+rows, materialised from the dataset as stored (:class:`~mpicomp.data.PreparedData`), and their
+blocks of the held-out split (scored worker by worker); without one, every row.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import partition_indices, prepare_dataset
-from .base import Problem
+from ..data import PreparedData, partition_indices, prepare_data
+from .base import Collective, Problem, held_out_blocks
 from .gaussian import GaussianClients
 from .glm import GLMProblem, LogisticLoss, MarginLoss, SoftmaxLoss, SquaredLoss
 from .mlp import MLPProblem
@@ -119,13 +123,15 @@ def build_problem(
     positive_class: float | None = None,
     cache_dir: str | Path | None = None,
     hidden: tuple[int, ...] = (200,),
+    collective: Collective | None = None,
 ) -> Problem:
     """Load ``dataset``, split/scale it, partition the train rows over ``n_workers`` and build the problem.
 
     ``partition`` in ``iid``, ``label``, ``dirichlet`` (``dirichlet_alpha``), ``unbalanced``
     (``lognormal_sigma``); ``scale`` in ``none``, ``standard``, ``unit-norm``; ``n_features`` fixes a
     LIBSVM file's width; ``cache_dir`` holds cached optima (default ``$MPICOMP_CACHE`` or ``~/.cache/mpicomp``);
-    ``hidden`` the hidden layer widths of ``mlp``.
+    ``hidden`` the hidden layer widths of ``mlp``; ``collective`` (an MPI rank's transport) keeps only
+    that rank's workers' shards (module docstring).
     Data, split and shards depend only on these arguments and ``seed``, never on MPI ranks.
     """
     if name not in PROBLEMS:
@@ -138,28 +144,51 @@ def build_problem(
     if name == "gaussian":
         if regularizer != "none" or nonconvex:
             raise ValueError("problem 'gaussian' takes only l2 (the prior): set regularizer = 'none', nonconvex = 0")
-        return GaussianClients(n_workers, l2=l2, seed=seed, **synthetic_options(dataset))
+        return GaussianClients(n_workers, l2=l2, seed=seed, collective=collective, **synthetic_options(dataset))
     prox_term = make_regularizer(regularizer, l1, r_l2)
-    data = prepare_dataset(
+    data = prepare_data(
         dataset, test_fraction=test_fraction, scale=scale, intercept=intercept, seed=seed, n_features=n_features
     )
     loss, targets, test_targets = _targets("softmax" if name == "mlp" else name, data.y, data.y_test, positive_class)
     shards = partition_indices(data.y, n_workers, partition, seed=seed, alpha=dirichlet_alpha, sigma=lognormal_sigma)
+    local = range(n_workers) if collective is None else collective.local_workers
+    order = np.concatenate([shards[w] for w in local]) if len(local) else np.empty(0, dtype=np.intp)
+    features = data.train_rows(order)
+    held_out = _held_out(data, test_targets, n_workers, local)
+    sizes = [len(shard) for shard in shards]
     smooth = SmoothSum(SquaredNorm(l2), NonconvexPenalty(nonconvex))
     if name == "mlp":
         return MLPProblem(
-            data.X, targets, shards, loss.outputs, hidden, seed=seed, smooth=smooth, regularizer=prox_term,
-            test_features=data.X_test, test_targets=test_targets,
+            features,
+            targets[order],
+            sizes,
+            loss.outputs,
+            hidden,
+            seed=seed,
+            collective=collective,
+            smooth=smooth,
+            regularizer=prox_term,
+            **held_out,
         )
     return GLMProblem(
         loss,
-        data.X,
-        targets,
-        shards,
+        features,
+        targets[order],
+        sizes,
+        collective=collective,
         smooth=smooth,
         regularizer=prox_term,
-        test_features=data.X_test,
-        test_targets=test_targets,
         name=name,
         cache_dir=cache_dir,
+        **held_out,
     )
+
+
+def _held_out(data: PreparedData, targets: np.ndarray | None, n_workers: int, local: range) -> dict[str, object]:
+    """The local workers' blocks of the held-out split (:func:`~.base.held_out_blocks`) as problem arguments."""
+    if targets is None:
+        return {}
+    sizes = held_out_blocks(len(targets), n_workers)
+    start = int(sizes[: local.start].sum())
+    rows = np.arange(start, start + int(sizes[local.start : local.stop].sum()))
+    return {"test_features": data.test_rows(rows), "test_targets": targets[rows], "test_sizes": sizes}

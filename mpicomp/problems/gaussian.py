@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LocalObjective, Problem
+from .base import Collective, LocalObjective, Problem
 
 
 class GaussianShard(LocalObjective):
@@ -43,30 +43,50 @@ class GaussianShard(LocalObjective):
 
 
 class GaussianClients(Problem):
-    """``n`` clients with ``m`` points each in ``R^d`` around spread-apart means (module docstring)."""
+    """``n`` clients with ``m`` points each in ``R^d`` around spread-apart means (module docstring).
+
+    Every process draws every client's points (one generator, client after client) but keeps only
+    its own clients' shards, and every client's mean point for the closed forms.
+    """
 
     name = "gaussian"
 
-    def __init__(self, n_workers: int, d: int, points: int, spread: float, noise: float, l2: float, seed: int) -> None:
+    def __init__(
+        self,
+        n_workers: int,
+        d: int,
+        points: int,
+        spread: float,
+        noise: float,
+        l2: float,
+        seed: int,
+        collective: Collective | None = None,
+    ) -> None:
         for label, value in (("d", d), ("points", points)):
             if value < 1:
                 raise ValueError(f"gaussian: {label} must be a positive integer, got {value}")
         if not (0 <= spread < np.inf and 0 < noise < np.inf and 0 <= l2 < np.inf):
             raise ValueError(f"gaussian: need finite spread >= 0, noise > 0, l2 >= 0; got {spread}, {noise}, {l2}")
-        self.n_workers, self.d = n_workers, d
+        self.n_workers, self.d, self.points = n_workers, d, points
         self.noise, self.l2 = noise, l2
+        self.collective = collective
         rng = np.random.default_rng([seed, 0x6A055])
         means = spread * rng.standard_normal((n_workers, d))
-        self.shards = [GaussianShard(mu + noise * rng.standard_normal((points, d)), noise, l2) for mu in means]
+        self.mean_points = np.empty((n_workers, d))
+        self.shards: dict[int, GaussianShard] = {}
+        for w, mu in enumerate(means):
+            cloud = mu + noise * rng.standard_normal((points, d))
+            self.mean_points[w] = cloud.mean(axis=0)
+            if w in self.local_workers:
+                self.shards[w] = GaussianShard(cloud, noise, l2)
 
     def local(self, worker: int) -> GaussianShard:
+        if worker not in self.shards:
+            raise self._not_local(worker)
         return self.shards[worker]
 
-    def loss(self, x: np.ndarray) -> float:
-        return float(np.mean([shard.loss(x) for shard in self.shards]))
-
-    def grad(self, x: np.ndarray) -> np.ndarray:
-        return np.mean([shard.grad(x) for shard in self.shards], axis=0)
+    def sample_counts(self) -> np.ndarray:
+        return np.full(self.n_workers, self.points, dtype=np.int64)
 
     def x0(self) -> np.ndarray:
         return np.zeros(self.d)
@@ -81,16 +101,16 @@ class GaussianClients(Problem):
         return self.smoothness()
 
     def optimum(self) -> tuple[np.ndarray, float]:
-        """``x* = mean_i ybar_i / (1 + noise^2 l2)`` minimises the worker-weighted f."""
-        x = np.mean([s.mean_point for s in self.shards], axis=0) / (1.0 + self.noise**2 * self.l2)
+        """Collective: ``x* = mean_i ybar_i / (1 + noise^2 l2)`` minimises the worker-weighted f."""
+        x = np.mean(self.mean_points, axis=0) / (1.0 + self.noise**2 * self.l2)
         return x, self.loss(x)
 
     def map_point(self) -> np.ndarray:
         return self.posterior()[0]
 
     def posterior(self) -> tuple[np.ndarray, np.ndarray]:
-        """``N(ybar / (1 + noise^2 l2), I / P)``, ``P = M (1/noise^2 + l2)``."""
-        total = sum(s.m for s in self.shards)
-        ybar = sum(s.m * s.mean_point for s in self.shards) / total
+        """``N(ybar / (1 + noise^2 l2), I / P)``, ``P = M (1/noise^2 + l2)`` (closed form, every process)."""
+        total = self.n_workers * self.points
+        ybar = sum(self.points * mean for mean in self.mean_points) / total
         precision = total * self.smoothness()
         return ybar / (1.0 + self.noise**2 * self.l2), np.full(self.d, 1.0 / precision)

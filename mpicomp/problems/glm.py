@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,8 +31,14 @@ from scipy.linalg import eigvalsh
 from scipy.sparse.linalg import LinearOperator, eigsh
 from scipy.special import expit
 
-from .base import LocalObjective, Problem
-from .optimum import cache_root, cached_arrays, optimum_cache_path, solve_optimum
+from .base import Collective, LocalObjective, Problem, held_out_sizes, worker_sum
+from .optimum import (
+    cache_root,
+    optimum_cache_path,
+    read_cached,
+    solve_optimum,
+    write_cached,
+)
 from .regularizers import ElasticNet, SmoothRegularizer, SmoothSum
 
 Features = np.ndarray | sp.csr_matrix
@@ -42,7 +48,7 @@ DENSE_GRAM_LIMIT = 2000
 # Relative margin on lambda_max covering float rounding of the Gram product (about m * eps).
 SPECTRAL_MARGIN = 1e-9
 # Cache format version: bump when the optimum computation or the key changes.
-CACHE_VERSION = "glm-optimum-1"
+CACHE_VERSION = "glm-optimum-2"
 
 
 class MarginLoss(ABC):
@@ -170,7 +176,8 @@ class SoftmaxLoss(MarginLoss):
 
     def targets(self, b: np.ndarray) -> np.ndarray:
         b = np.asarray(b)
-        if b.ndim != 1 or not np.issubdtype(b.dtype, np.integer) or b.min() < 0 or b.max() >= self.outputs:
+        in_range = b.size == 0 or (b.min() >= 0 and b.max() < self.outputs)
+        if b.ndim != 1 or not np.issubdtype(b.dtype, np.integer) or not in_range:
             raise ValueError(f"softmax targets must be class indices in [0, {self.outputs}), one per sample")
         return b.astype(np.intp)
 
@@ -187,16 +194,26 @@ def pullback(a: Features, g: np.ndarray) -> np.ndarray:
     return (g.T @ a).ravel()
 
 
-def weighted_value(loss: MarginLoss, a: Features, b: np.ndarray, weight, x: np.ndarray) -> float:
-    """``sum_j w_j loss(Z_j, b_j)`` for a scalar or per-row weight ``w``."""
+def weighted_value(loss: MarginLoss, a: Features, b: np.ndarray, weight: float, x: np.ndarray) -> float:
+    """``w sum_j loss(Z_j, b_j)`` (the weight applied to every term)."""
     return float(np.sum(weight * loss.values(margins(a, x, loss.outputs), b)))
 
 
-def weighted_grad(loss: MarginLoss, a: Features, b: np.ndarray, weight, x: np.ndarray) -> np.ndarray:
-    """``grad_x sum_j w_j loss(Z_j, b_j) = vec((w * dloss/dZ)^T A)``."""
+def weighted_grad(loss: MarginLoss, a: Features, b: np.ndarray, weight: float, x: np.ndarray) -> np.ndarray:
+    """``grad_x w sum_j loss(Z_j, b_j) = vec((w dloss/dZ)^T A)``."""
     dz = loss.derivative(margins(a, x, loss.outputs), b)
-    dz *= np.reshape(weight, (-1, 1)) if np.ndim(weight) else weight
+    dz *= weight
     return pullback(a, dz)
+
+
+def weighted_value_and_grad(
+    loss: MarginLoss, a: Features, b: np.ndarray, weight: float, x: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """:func:`weighted_value` and :func:`weighted_grad` (the same bits) from one computation of the margins."""
+    z = margins(a, x, loss.outputs)
+    dz = loss.derivative(z, b)
+    dz *= weight
+    return float(np.sum(weight * loss.values(z, b))), pullback(a, dz)
 
 
 def row_squared_norms(a: Features) -> np.ndarray:
@@ -255,6 +272,21 @@ class GLMShard(LocalObjective):
         out += self.smooth.grad(x)
         return out
 
+    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(f_i(x), grad f_i(x))`` in one pass, bit for bit :meth:`loss` and :meth:`grad`."""
+        x = _check_x(x, self.d)
+        value, out = weighted_value_and_grad(self.loss_fn, self.features, self.targets, 1.0 / self.m, x)
+        out += self.smooth.grad(x)
+        return value + self.smooth.value(x), out
+
+    def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """``hess f_i(x) v = vec((H_loss[A_i V^T] / m_i)^T A_i) + hess r(x) v``."""
+        x, v = _check_x(x, self.d), _check_x(v, self.d)
+        k = self.loss_fn.outputs
+        hz = self.loss_fn.curvature_apply(margins(self.features, x, k), self.targets, margins(self.features, v, k))
+        hz /= self.m
+        return pullback(self.features, hz) + self.smooth.hessp(x, v)
+
     def grad_batch(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
         x = _check_x(x, self.d)
         idx = np.asarray(idx, dtype=np.intp)
@@ -283,13 +315,30 @@ class GLMShard(LocalObjective):
         top = self.loss_fn.curvature * squared_spectral_norm(self.features) / self.m
         return max(top + self.smooth.upper, -self.smooth.lower)
 
+    def digest(self) -> bytes:
+        """16 bytes hashing the shard's rows and targets (layout and values), for cache keys."""
+        h = hashlib.blake2b(digest_size=16)
+        arrays = [self.targets]
+        if sp.issparse(self.features):
+            arrays += [self.features.data, self.features.indices, self.features.indptr]
+        else:
+            arrays.append(self.features)
+        h.update(repr([(a.dtype.str, a.shape) for a in arrays]).encode())
+        for a in arrays:
+            h.update(np.ascontiguousarray(a).data)
+        return h.digest()
+
 
 class GLMProblem(Problem):
     """``F(x) = (1/n) sum_i f_i(x) + R(x)`` for a :class:`MarginLoss` on n shards.
 
-    ``shards`` lists each worker's row indices into ``features``. The rows are stored once, in
-    shard order, so each worker's ``A_i`` is a slice (a view for dense data); the full objective
-    weighs row j of shard i by ``1/(n m_i)``.
+    ``features`` and ``targets`` hold the rows of this process's workers' shards only
+    (``collective.local_workers``; every worker without a collective), concatenated in worker
+    order, so each local ``A_i`` is a slice (a view for dense data); ``shard_sizes`` gives every
+    worker's ``m_i``. Likewise ``test_features``/``test_targets`` hold the local workers' blocks of
+    the held-out split, ``test_sizes`` every worker's block (default without a collective: the
+    given rows in :func:`~.base.held_out_blocks`). Sums over every worker are collective (:mod:`.base`).
+    :meth:`from_shards` builds the one-process problem from all rows and each worker's row indices.
     """
 
     def __init__(
@@ -297,113 +346,108 @@ class GLMProblem(Problem):
         loss: MarginLoss,
         features: Features,
         targets: np.ndarray,
-        shards: Sequence[np.ndarray],
+        shard_sizes: Sequence[int] | np.ndarray,
         *,
+        collective: Collective | None = None,
         smooth: SmoothRegularizer | None = None,
         regularizer: ElasticNet | None = None,
         test_features: Features | None = None,
         test_targets: np.ndarray | None = None,
+        test_sizes: Sequence[int] | np.ndarray | None = None,
         name: str | None = None,
         cache_dir: str | Path | None = None,
     ) -> None:
-        if len(shards) == 0:
+        sizes = np.asarray(shard_sizes, dtype=np.int64)
+        if sizes.ndim != 1 or sizes.size == 0:
             raise ValueError("need at least one shard")
-        sizes = np.array([len(s) for s in shards], dtype=np.int64)
-        if (sizes == 0).any():
-            raise ValueError(f"every shard needs at least one sample; empty shards: {np.flatnonzero(sizes == 0)[:10]}")
-        order = np.concatenate([np.asarray(s, dtype=np.intp) for s in shards])
+        if (sizes <= 0).any():
+            raise ValueError(f"every shard needs at least one sample; empty shards: {np.flatnonzero(sizes <= 0)[:10]}")
+        self.n_workers = sizes.size
+        self.collective = collective
+        local = self.local_workers
+        self.offsets = np.concatenate([[0], np.cumsum(sizes[local.start : local.stop])])
         n_rows = features.shape[0]
-        if order.min() < 0 or order.max() >= n_rows:
-            raise IndexError(f"shard indices must lie in [0, {n_rows}), got {order.min()}..{order.max()}")
+        if n_rows != self.offsets[-1]:
+            raise ValueError(f"the shards of workers {local} have {self.offsets[-1]} rows but features have {n_rows}")
         if len(targets) != n_rows:
             raise ValueError(f"features have {n_rows} rows but targets have {len(targets)} entries")
-        if test_features is not None and test_targets is not None and len(test_targets) != test_features.shape[0]:
-            raise ValueError(f"test features have {test_features.shape[0]} rows but {len(test_targets)} targets")
+        if test_features is not None and test_features.shape[1] != features.shape[1]:
+            raise ValueError(f"test features have {test_features.shape[1]} columns, train has {features.shape[1]}")
+        self.test_sizes = held_out_sizes(test_features, test_targets, test_sizes, self.n_workers, collective)
         self.loss_fn = loss
         self.name = name or loss.name
-        self.features = features[order]
-        self.targets = loss.targets(targets)[order]
+        self.features = features
+        self.targets = loss.targets(targets)
         self.shard_sizes = sizes
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
-        self.n_workers = len(shards)
         self.n_features = features.shape[1]
         self.d = loss.outputs * self.n_features
-        self.row_weights = np.repeat(1.0 / (self.n_workers * sizes), sizes)
         self.smooth = smooth if smooth is not None else SmoothSum()
         self.regularizer = regularizer if regularizer is not None else ElasticNet()
-        if (test_features is None) != (test_targets is None):
-            raise ValueError("give both test_features and test_targets, or neither")
-        if test_features is not None and test_features.shape[1] != self.n_features:
-            raise ValueError(f"test features have {test_features.shape[1]} columns, train has {self.n_features}")
         self.test_features = test_features
         self.test_targets = None if test_targets is None else loss.targets(test_targets)
         self.cache_dir = cache_dir
         self._locals: dict[int, GLMShard] = {}
         self._local_smoothness: np.ndarray | None = None
+        self._cache_key: str | None = None
         self._optimum: tuple[np.ndarray, float] | None = None
+        self._optimum_known = False  # True once optimum() ran its collective part on this process
+
+    @classmethod
+    def from_shards(
+        cls, loss: MarginLoss, features: Features, targets: np.ndarray, shards: Sequence[np.ndarray], **options
+    ) -> GLMProblem:
+        """Every worker in this process: ``shards`` lists each worker's row indices into ``features``
+        (the rows are stored once, in shard order); ``options`` as for the constructor."""
+        if len(shards) == 0:
+            raise ValueError("need at least one shard")
+        order = np.concatenate([np.asarray(s, dtype=np.intp) for s in shards])
+        n_rows = features.shape[0]
+        if order.size and (order.min() < 0 or order.max() >= n_rows):
+            raise IndexError(f"shard indices must lie in [0, {n_rows}), got {order.min()}..{order.max()}")
+        if len(targets) != n_rows:
+            raise ValueError(f"features have {n_rows} rows but targets have {len(targets)} entries")
+        sizes = [len(s) for s in shards]
+        return cls(loss, features[order], np.asarray(targets)[order], sizes, **options)
 
     # -- per-worker objectives -------------------------------------------------------------
     def local(self, worker: int) -> GLMShard:
         shard = self._locals.get(worker)
         if shard is None:
-            if not 0 <= worker < self.n_workers:
-                raise IndexError(f"worker must be in [0, {self.n_workers}), got {worker}")
-            rows = slice(self.offsets[worker], self.offsets[worker + 1])
+            if worker not in self.local_workers:
+                raise self._not_local(worker)
+            i = worker - self.local_workers.start
+            rows = slice(self.offsets[i], self.offsets[i + 1])
             shard = GLMShard(self.features[rows], self.targets[rows], self.loss_fn, self.smooth)
             self._locals[worker] = shard
         return shard
 
+    def per_worker(self, value: Callable[[GLMShard], float]) -> np.ndarray:
+        """Collective: ``value(local(w))`` for every worker w (one float each, computed where w lives)."""
+        own = np.array([[value(self.local(w))] for w in self.local_workers], dtype=np.float64).reshape(-1, 1)
+        return self.gather_workers(own)[:, 0]
+
     # -- the global objective --------------------------------------------------------------
     def smooth_loss(self, x: np.ndarray) -> float:
-        """``f(x) = (1/n) sum_i f_i(x)``."""
-        x = _check_x(x, self.d)
-        return weighted_value(self.loss_fn, self.features, self.targets, self.row_weights, x) + self.smooth.value(x)
-
-    def loss(self, x: np.ndarray) -> float:
-        return self.smooth_loss(x) + self.regularizer.value(x)
-
-    def grad(self, x: np.ndarray) -> np.ndarray:
-        x = _check_x(x, self.d)
-        out = weighted_grad(self.loss_fn, self.features, self.targets, self.row_weights, x)
-        out += self.smooth.grad(x)
-        return out
-
-    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """``(F(x), grad f(x))`` from one pass over the data (half the cost of ``loss`` then ``grad``)."""
-        value, grad = self.smooth_loss_and_grad(x)
-        return value + self.regularizer.value(x), grad
-
-    def smooth_loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """``(f(x), grad f(x))`` from one pass over the data."""
-        x = _check_x(x, self.d)
-        z = margins(self.features, x, self.loss_fn.outputs)
-        value = float(self.row_weights @ self.loss_fn.values(z, self.targets))
-        dz = self.loss_fn.derivative(z, self.targets)
-        dz *= self.row_weights[:, None]
-        grad = pullback(self.features, dz)
-        grad += self.smooth.grad(x)
-        return value + self.smooth.value(x), grad
+        """Collective: ``f(x) = (1/n) sum_i f_i(x)``."""
+        return self.smooth_loss_and_grad(x)[0]
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """``hess f(x) v = vec((w * H_loss[A V^T])^T A) + hess r(x) v``."""
-        x, v = _check_x(x, self.d), _check_x(v, self.d)
-        k = self.loss_fn.outputs
-        z = margins(self.features, x, k)
-        hz = self.loss_fn.curvature_apply(z, self.targets, margins(self.features, v, k))
-        return pullback(self.features, hz * self.row_weights[:, None]) + self.smooth.hessp(x, v)
+        """Collective: ``hess f(x) v = (1/n) sum_i hess f_i(x) v``, summed in worker order."""
+        rows = np.array([self.local(w).hessp(x, v) for w in self.local_workers]).reshape(-1, self.d)
+        return worker_sum(self.gather_workers(rows)) / self.n_workers
 
     def x0(self) -> np.ndarray:
         return np.zeros(self.d)
 
     # -- constants -------------------------------------------------------------------------
     def local_smoothness(self) -> np.ndarray:
-        """``L_i`` for every worker (computed once)."""
+        """Collective (once): ``L_i`` for every worker."""
         if self._local_smoothness is None:
-            self._local_smoothness = np.array([self.local(i).smoothness() for i in range(self.n_workers)])
+            self._local_smoothness = self.per_worker(GLMShard.smoothness)
         return self._local_smoothness
 
     def smoothness(self) -> float:
-        """``max_i L_i``."""
+        """Collective: ``max_i L_i``."""
         return float(self.local_smoothness().max())
 
     def sample_counts(self) -> np.ndarray:
@@ -411,12 +455,13 @@ class GLMProblem(Problem):
         return self.shard_sizes.copy()
 
     def potential_smoothness(self) -> float:
-        """``sum_i m_i L_i``, the smoothness bound of ``U = sum_i m_i f_i``."""
+        """Collective: ``sum_i m_i L_i``, the smoothness bound of ``U = sum_i m_i f_i``."""
         return float(self.shard_sizes @ self.local_smoothness())
 
     def sample_smoothness(self) -> float:
-        """``L_max = max(c max_j ||a_j||^2 + r_upper, -r_lower)`` over every single sample."""
-        top = self.loss_fn.curvature * float(row_squared_norms(self.features).max())
+        """Collective: ``L_max = max(c max_j ||a_j||^2 + r_upper, -r_lower)`` over every single sample."""
+        largest = self.per_worker(lambda shard: row_squared_norms(shard.features).max()).max()
+        top = self.loss_fn.curvature * float(largest)
         return max(top + self.smooth.upper, -self.smooth.lower)
 
     def strong_convexity(self) -> float:
@@ -430,21 +475,21 @@ class GLMProblem(Problem):
 
     # -- reference optimum -----------------------------------------------------------------
     def cache_key(self) -> str:
-        """Hash of the stored rows, shard sizes, loss, regularisers and cache version."""
-        h = hashlib.blake2b(digest_size=16)
-        h.update(repr((CACHE_VERSION, self.loss_fn.name, self.loss_fn.outputs, self.smooth, self.regularizer)).encode())
-        arrays = [self.targets, self.shard_sizes]
-        if sp.issparse(self.features):
-            arrays += [self.features.data, self.features.indices, self.features.indptr]
-        else:
-            arrays.append(self.features)
-        h.update(repr([(a.dtype.str, a.shape) for a in arrays]).encode())
-        for a in arrays:
-            h.update(np.ascontiguousarray(a).data)
-        return h.hexdigest()
+        """Collective (once): a hash of the loss, regularisers, cache version, shard sizes and every
+        worker's shard digest (:meth:`GLMShard.digest`), in worker order."""
+        if self._cache_key is None:
+            own = [np.frombuffer(self.local(w).digest(), dtype=np.uint32) for w in self.local_workers]
+            digests = self.gather_workers(np.array(own, dtype=np.float64).reshape(-1, 4))  # uint32s are exact
+            h = hashlib.blake2b(digest_size=16)
+            described = (CACHE_VERSION, self.loss_fn.name, self.loss_fn.outputs, self.smooth, self.regularizer)
+            h.update(repr(described).encode())
+            h.update(self.shard_sizes.tobytes())
+            h.update(digests.astype(np.uint32).tobytes())
+            self._cache_key = h.hexdigest()
+        return self._cache_key
 
     def _solve_optimum(self) -> dict[str, np.ndarray]:
-        """Minimise ``f + (r_l2/2)||x||^2 + l1||x||_1`` (the l1 part handled by :func:`solve_optimum`)."""
+        """Collective: minimise ``f + (r_l2/2)||x||^2 + l1||x||_1`` (the l1 part handled by :func:`solve_optimum`)."""
         r_l2 = self.regularizer.l2
 
         def value_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -458,47 +503,65 @@ class GLMProblem(Problem):
         result = solve_optimum(value_and_grad, hessp, self.x0(), l1=self.regularizer.l1)
         return {"x": result.x, "value": np.array(self.loss(result.x)), "residual": np.array(result.residual)}
 
-    def optimum(self) -> tuple[np.ndarray, float] | None:
-        """``(x*, F*)`` for convex problems, solved once to a stationarity residual ~1e-12 and cached on disk.
+    def _cached_optimum(self) -> dict[str, np.ndarray] | None:
+        """Collective: the master's cached optimum, else one solved by every process (and cached by the master);
+        None on the other processes when the master read it from the cache."""
+        path = optimum_cache_path(self.cache_dir, self.name, self.cache_key())
+        cached = read_cached(path) if self.is_master else None
+        if self.agree(cached is not None):
+            return cached
+        solved = self._solve_optimum()
+        if self.is_master:
+            write_cached(path, solved)
+        return solved
 
-        None when F may be nonconvex (the nonconvex penalty outweighs the l2 terms).
+    def optimum(self) -> tuple[np.ndarray, float] | None:
+        """Collective: ``(x*, F*)`` for convex problems, solved once (every process evaluating its own
+        workers) to a stationarity residual ~1e-12 and cached on disk by the master.
+
+        None when F may be nonconvex (the nonconvex penalty outweighs the l2 terms), and on the
+        processes other than the master when the master read it from the cache.
         """
         if not self.convex:
             return None
+        if not self._optimum_known:
+            data = self._cached_optimum()
+            self._optimum_known = True
+            if data is not None:
+                self._check_residual(float(data["residual"]))
+                self._optimum = (np.asarray(data["x"], dtype=np.float64), float(data["value"]))
         if self._optimum is None:
-            path = optimum_cache_path(self.cache_dir, self.name, self.cache_key())
-            data = cached_arrays(path, self._solve_optimum)
-            residual = float(data["residual"])
-            if residual > 1e-8:
-                warnings.warn(
-                    f"{self.name}: reference optimum has stationarity residual {residual:.1e}; "
-                    "F* (and suboptimality) may be inaccurate at that level",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            self._optimum = (np.asarray(data["x"], dtype=np.float64), float(data["value"]))
+            return None
         x, value = self._optimum
         return x.copy(), value
 
+    def _check_residual(self, residual: float) -> None:
+        """Warn (on the master) when the optimum's stationarity residual is too large for trustworthy metrics."""
+        if residual > 1e-8 and self.is_master:
+            warnings.warn(
+                f"{self.name}: reference optimum has stationarity residual {residual:.1e}; "
+                "F* (and suboptimality) may be inaccurate at that level",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
     # -- reference posterior (samplers) ----------------------------------------------------
     def posterior_cache_path(self) -> Path:
-        """Where ``tools/reference_posterior.py`` stores this problem's reference posterior."""
+        """Collective: where ``tools/reference_posterior.py`` stores this problem's reference posterior."""
         return cache_root(self.cache_dir) / f"posterior-{self.name}-{self.cache_key()}.npz"
 
     def posterior(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The cached reference ``(mean, variance)`` of ``exp(-U)`` (a long uncompressed MALA chain from
-        ``tools/reference_posterior.py``), or None if that tool has not been run for this problem."""
+        """Collective: the cached reference ``(mean, variance)`` of ``exp(-U)`` (a long uncompressed MALA chain
+        from ``tools/reference_posterior.py``) on the master, or None if that tool has not been run for
+        this problem."""
         path = self.posterior_cache_path()
-        if not path.is_file():
+        if not self.is_master or not path.is_file():
             return None
         with np.load(path) as data:
             return np.array(data["mean"]), np.array(data["variance"])
 
     # -- metrics ---------------------------------------------------------------------------
-    def test_accuracy(self, x: np.ndarray) -> float | None:
-        """Fraction of held-out samples classified correctly (sign for binary, argmax for softmax)."""
-        if self.test_features is None or self.test_features.shape[0] == 0:
-            return None
+    def test_correct(self, x: np.ndarray) -> np.ndarray | None:
+        """Held-out rows of the local blocks classified correctly (sign for binary, argmax for softmax)."""
         x = _check_x(x, self.d)
-        correct = self.loss_fn.correct(margins(self.test_features, x, self.loss_fn.outputs), self.test_targets)
-        return None if correct is None else float(correct.mean())
+        return self.loss_fn.correct(margins(self.test_features, x, self.loss_fn.outputs), self.test_targets)

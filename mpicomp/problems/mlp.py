@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .base import LocalObjective, Problem
+from .base import Collective, LocalObjective, Problem, held_out_sizes
 from .glm import SoftmaxLoss
 from .regularizers import ElasticNet, SmoothRegularizer, SmoothSum
 
@@ -150,6 +150,11 @@ class MLPShard(LocalObjective):
     def grad(self, x: np.ndarray) -> np.ndarray:
         return self.network.value_and_grad(x, self.features, self.targets, 1.0 / self.m)[1] + self.smooth.grad(x)
 
+    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(f_i(x), grad f_i(x))`` from one forward and backward pass, bit for bit :meth:`loss` and :meth:`grad`."""
+        value, grad = self.network.value_and_grad(x, self.features, self.targets, 1.0 / self.m)
+        return value + self.smooth.value(x), grad + self.smooth.grad(x)
+
     def grad_batch(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
         idx = self.indices(idx)
         grad = self.network.value_and_grad(x, self.features[idx], self.targets[idx], 1.0 / idx.size)[1]
@@ -167,7 +172,12 @@ class MLPShard(LocalObjective):
 
 
 class MLPProblem(Problem):
-    """``F(x) = (1/n) sum_i f_i(x) + R(x)`` for the MLP on n shards of dense features."""
+    """``F(x) = (1/n) sum_i f_i(x) + R(x)`` for the MLP on n shards of dense features.
+
+    ``features`` and ``targets`` hold the rows of this process's workers' shards only, concatenated
+    in worker order; ``shard_sizes`` gives every worker's ``m_i``; the held-out split likewise
+    (``test_sizes``), as for :class:`~.glm.GLMProblem`.
+    """
 
     name = "mlp"
 
@@ -175,52 +185,50 @@ class MLPProblem(Problem):
         self,
         features: np.ndarray | sp.spmatrix,
         targets: np.ndarray,
-        shards: Sequence[np.ndarray],
+        shard_sizes: Sequence[int] | np.ndarray,
         n_classes: int,
         hidden: Sequence[int] = (200,),
         *,
         seed: int = 0,
+        collective: Collective | None = None,
         smooth: SmoothRegularizer | None = None,
         regularizer: ElasticNet | None = None,
         test_features: np.ndarray | sp.spmatrix | None = None,
         test_targets: np.ndarray | None = None,
+        test_sizes: Sequence[int] | np.ndarray | None = None,
     ) -> None:
-        if any(len(s) == 0 for s in shards):
+        sizes = np.asarray(shard_sizes, dtype=np.int64)
+        if sizes.size == 0 or (sizes <= 0).any():
             raise ValueError("mlp: every shard needs at least one sample")
-        order = np.concatenate([np.asarray(s, dtype=np.intp) for s in shards])
         loss = SoftmaxLoss(n_classes)
         self.network = Network(Layout([features.shape[1], *hidden, n_classes]), loss)
-        self.features = dense(features)[order]
-        self.targets = loss.targets(targets)[order]
-        sizes = np.array([len(s) for s in shards])
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
-        self.row_weights = np.repeat(1.0 / (len(shards) * sizes), sizes)
-        self.n_workers = len(shards)
+        self.n_workers = sizes.size
+        self.collective = collective
+        self.shard_sizes = sizes
         self.d = self.network.layout.d
         self.smooth = smooth if smooth is not None else SmoothSum()
         self.regularizer = regularizer if regularizer is not None else ElasticNet()
+        self.test_sizes = held_out_sizes(test_features, test_targets, test_sizes, self.n_workers, collective)
         self.test_features = None if test_features is None else dense(test_features)
         self.test_targets = None if test_targets is None else loss.targets(test_targets)
         self.start = self.network.layout.glorot(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(INIT_STREAM,))))
-        self.shards = [
-            MLPShard(self.network, self.features[lo:hi], self.targets[lo:hi], self.smooth)
-            for lo, hi in zip(self.offsets[:-1], self.offsets[1:], strict=True)
-        ]
+        local = self.local_workers
+        offsets = np.concatenate([[0], np.cumsum(sizes[local.start : local.stop])])
+        if features.shape[0] != offsets[-1]:
+            raise ValueError(f"mlp: workers {local} hold {offsets[-1]} rows but features have {features.shape[0]}")
+        rows, labels = dense(features), loss.targets(targets)
+        self.shards = {
+            w: MLPShard(self.network, rows[lo:hi], labels[lo:hi], self.smooth)
+            for w, lo, hi in zip(local, offsets[:-1], offsets[1:], strict=True)
+        }
 
     def local(self, worker: int) -> MLPShard:
+        if worker not in self.shards:
+            raise self._not_local(worker)
         return self.shards[worker]
 
-    def loss_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """``(F(x), grad f(x))`` from one forward and backward pass over every row."""
-        value, grad = self.network.value_and_grad(x, self.features, self.targets, self.row_weights)
-        return value + self.smooth.value(x) + self.regularizer.value(x), grad + self.smooth.grad(x)
-
-    def loss(self, x: np.ndarray) -> float:
-        value = self.network.value(x, self.features, self.targets, self.row_weights)
-        return value + self.smooth.value(x) + self.regularizer.value(x)
-
-    def grad(self, x: np.ndarray) -> np.ndarray:
-        return self.loss_and_grad(x)[1]
+    def sample_counts(self) -> np.ndarray:
+        return self.shard_sizes.copy()
 
     def x0(self) -> np.ndarray:
         return self.start.copy()
@@ -234,8 +242,6 @@ class MLPProblem(Problem):
     def sample_smoothness(self) -> float:
         return self.smoothness()
 
-    def test_accuracy(self, x: np.ndarray) -> float | None:
-        """Fraction of held-out samples whose largest logit is their class."""
-        if self.test_features is None or self.test_features.shape[0] == 0:
-            return None
-        return float(np.mean(self.network.logits(x, self.test_features).argmax(axis=1) == self.test_targets))
+    def test_correct(self, x: np.ndarray) -> np.ndarray:
+        """Held-out rows of the local blocks whose largest logit is their class."""
+        return self.network.logits(x, self.test_features).argmax(axis=1) == self.test_targets

@@ -11,8 +11,8 @@ until the optimality conditions ``grad_k f + l1 sign(x_k) = 0`` on the support a
 ``dist(0, dF(x))`` is returned.
 
 Results are cached as ``.npz`` files named by a hash of everything they depend on, written
-to a temporary file and moved in with ``os.replace``, so concurrent processes computing the
-same (deterministic) optimum never see a half-written file.
+to a temporary file and moved in with ``os.replace`` (:func:`write_cached`), so concurrent
+processes computing the same (deterministic) optimum never see a half-written file.
 """
 
 from __future__ import annotations
@@ -186,18 +186,20 @@ def optimum_cache_path(cache_dir: str | Path | None, name: str, key: str) -> Pat
     return cache_root(cache_dir) / f"optimum-{name}-{key}.npz"
 
 
-def cached_arrays(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Arrays stored at ``path``, or ``compute()`` stored there atomically (temp file + ``os.replace``).
+def read_cached(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays stored at ``path``, or None when there is no file; an unreadable file only costs a warning."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        warnings.warn(f"ignoring unreadable cache file {path} ({err}); recomputing", RuntimeWarning, stacklevel=2)
+        return None
 
-    An unreadable cache file is recomputed; an unwritable cache directory only costs a warning.
-    """
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {key: data[key] for key in data.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as err:
-            warnings.warn(f"ignoring unreadable cache file {path} ({err}); recomputing", RuntimeWarning, stacklevel=2)
-    arrays = compute()
+
+def write_cached(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Store ``arrays`` at ``path`` atomically (temp file + ``os.replace``); an unwritable directory costs a warning."""
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,4 +213,12 @@ def cached_arrays(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> d
         )
         if tmp_name is not None and os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+def cached_arrays(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Arrays stored at ``path`` (:func:`read_cached`), or ``compute()`` stored there (:func:`write_cached`)."""
+    arrays = read_cached(path)
+    if arrays is None:
+        arrays = compute()
+        write_cached(path, arrays)
     return arrays
