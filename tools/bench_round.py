@@ -78,7 +78,8 @@ class MpicompRound:
             total = np.zeros(self.d)
             for w, upload in enumerate(gathered):
                 c.decode_add(upload, total, RandomKey(self.seed, rnd, w, STREAM_UPLINK))
-            message = c.encode(total / t.n_workers, down_key)
+            total /= t.n_workers
+            message = c.encode(total, down_key)
         c.decode(t.broadcast(message), self.d, down_key, out=self.result)
 
 

@@ -210,8 +210,10 @@ class Method:
         return total
 
     def mean_of_uploads(self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None) -> np.ndarray:
-        """``(1/n) sum_i C_W(v_i)`` (:meth:`sum_of_uploads` divided by n)."""
-        return self.sum_of_uploads(uploads, k, compressor) / self.n
+        """``(1/n) sum_i C_W(v_i)`` (:meth:`sum_of_uploads` divided by n, in place)."""
+        total = self.sum_of_uploads(uploads, k, compressor)
+        total /= self.n
+        return total
 
     def encode_down(self, v: np.ndarray, k: int) -> memoryview:
         return self.ctx.downlink.encode(v, self.key(MASTER, k, STREAM_DOWNLINK))
