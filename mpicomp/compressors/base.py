@@ -227,6 +227,14 @@ class Compressor(ABC):
             raise MessageError(f"{self.name}: message carries a key fingerprint, but this codec uses no shared key")
         return msg
 
+    def compile_kernels(self, d: int, dtypes: tuple[type, ...] = (np.float64,)) -> None:
+        """Run encode, decode and decode_add once per input dtype on a ramp of length ``d`` with a
+        throwaway key, so that numba compiles (or loads) their kernels before they are timed."""
+        key = RandomKey(0)
+        for dtype in dtypes:
+            message = self.encode(np.linspace(-1.0, 1.0, d, dtype=dtype), key)
+            self.decode_add(message, self.decode(message, d, key), key)
+
     def header_bits(self) -> int:
         """Bits of framing (header, scalars, CRC) around each message of this codec."""
         return 8 * overhead_bytes(self.n_scalars, self.crc)

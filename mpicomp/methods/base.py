@@ -132,9 +132,8 @@ class Method:
     def warm_up(self) -> None:
         """Compile what the round needs (numba kernels of the compressors) before round 1, so that
         start-up is not mistaken for the first round's time; encodes with a throwaway key only."""
-        x, key = np.linspace(-1.0, 1.0, self.d), RandomKey(0)
         for compressor in {self.ctx.uplink, self.ctx.downlink}:
-            compressor.decode(compressor.encode(x, key), self.d, key)
+            compressor.compile_kernels(self.d)
 
     def default_stepsize(self) -> float:
         """Step size used when the user sets none: ``1/L`` unless the method's theory says otherwise."""

@@ -36,7 +36,6 @@ from typing import ClassVar
 import numpy as np
 
 from ..compressors import Compressor
-from ..rng import RandomKey
 from .base import Column, Method, MethodContext, MethodOptions
 
 UPLOAD_COLUMNS = {"round_uploads": Column("int64", "workers that uploaded in the round (the others skipped)")}
@@ -129,9 +128,8 @@ class LazyMethod(Method):
     def warm_up(self) -> None:
         """Also compile the method's own codecs before round 1 (throwaway key)."""
         super().warm_up()
-        key = RandomKey(0)
         for codec, size in self.own_codecs():
-            codec.decode(codec.encode(np.linspace(-1.0, 1.0, size), key), size, key)
+            codec.compile_kernels(size)
 
     def default_stepsize(self) -> float:
         """``gamma = 1/(8 L)`` (module docstring)."""
