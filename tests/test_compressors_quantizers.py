@@ -406,11 +406,36 @@ def test_invalid_block_norm(norm):
         compressor.decode(reframe(msg, payload=bytes(payload)), 10)
 
 
+def plane_bit_positions(d: int, bits: int) -> np.ndarray:
+    """``positions[i, t]``: where bit t of coordinate i's code lies in the bit-plane layout
+    (docs/wire-format.md): group g = i // 64 of n_g coordinates starts at bit 64 g bits, and its
+    plane t is the field of n_g bits at t n_g."""
+    i = np.arange(d)[:, None]
+    t = np.arange(bits)[None, :]
+    group, j = i // 64, i % 64
+    length = np.minimum(64, d - 64 * group)
+    return 64 * bits * group + t * length + j
+
+
+def plane_payload(codes: np.ndarray, bits: int) -> bytes:
+    """The code section of dither / natdither / block for the given raw codes."""
+    codes = np.asarray(codes, dtype=np.uint64)
+    stream = np.zeros(codes.size * bits, dtype=np.uint8)
+    stream[plane_bit_positions(codes.size, bits)] = (codes[:, None] >> np.arange(bits, dtype=np.uint64)) & 1
+    return np.packbits(stream, bitorder="little").tobytes()
+
+
+def plane_payload_codes(payload: bytes | memoryview, d: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`plane_payload`."""
+    stream = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), bitorder="little").astype(np.uint64)
+    return (stream[plane_bit_positions(d, bits)] << np.arange(bits, dtype=np.uint64)).sum(axis=1)
+
+
 def codes_message(compressor, d: int, codes: np.ndarray, scalars=(1.0,)) -> bytes:
     """A well-framed message of ``compressor`` whose coordinates carry the given raw codes."""
     if compressor.name == "natural":
         return pack_message(compressor.codec_id, d, (), natural_payload(codes))
-    packed = pack_uint(codes, compressor.code.bits).tobytes()
+    packed = plane_payload(codes, compressor.code.bits)
     if compressor.name == "block":
         packed = np.ones(compressor.n_blocks(d), dtype="<f8").tobytes() + packed
         scalars = ()

@@ -20,6 +20,7 @@ from mpicomp.comm import LocalTransport
 from mpicomp.compressors import MessageError, make
 from mpicomp.config import ConfigError, validate
 from mpicomp.methods import MethodContext, available_methods, method_class
+from mpicomp.methods.quantized_sgd import BATCH_ROWS
 from mpicomp.problems import build_problem
 from mpicomp.record import (
     COMMUNICATION_COLUMNS,
@@ -228,3 +229,15 @@ def test_an_error_on_one_rank_is_recorded_by_rank_0(tmp_path):
     assert proc.returncode != 0
     res = read_results(out)
     assert (res.status, res.status_message) == ("failed", "rank 1: RuntimeError: worker 4 cannot compute its gradient")
+
+
+@pytest.mark.parametrize("name", ["gd", "sgd"])
+def test_batched_uploads_are_the_per_worker_uploads(name):
+    """``worker_uploads`` (blocks of BATCH_ROWS workers, one encode_many each) sends exactly the
+    bytes of ``worker_upload`` worker by worker."""
+    workers = BATCH_ROWS + 6
+    problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0))
+    ctx = MethodContext(problem, make("natural"), make("identity"), range(workers), True, root_seed(0), 4)
+    method = method_class(name)(ctx, method_class(name).Options())
+    batched = method.worker_uploads(range(workers), 3)
+    assert [bytes(u) for u in batched] == [bytes(method.worker_upload(w, 3)) for w in range(workers)]

@@ -236,3 +236,55 @@ def test_wrong_codec_is_refused(spec: str) -> None:
         if receiver.codec_id != compressor.codec_id:
             with pytest.raises(MessageError, match="wrong codec"):
                 receiver.decode(message, 64, key)
+
+
+# ---------------------------------------------------------------- caller buffers and batches
+
+
+@pytest.mark.parametrize("spec", fuzzed_specs())
+@pytest.mark.parametrize("crc", [True, False])
+def test_buffers_and_batches_give_the_same_bytes_and_sums(spec: str, crc: bool) -> None:
+    """``encode(out=)`` and ``encode_many`` write exactly ``encode``'s bytes; ``decode(out=)`` and
+    ``decode_add`` give exactly ``decode`` and ``total + decode`` (bit for bit, the master's sum)."""
+    compressor = make(spec)
+    compressor.crc = crc
+    d = 130
+    rows = np.random.default_rng(7).standard_normal((3, d))
+    rows[1, ::4] = 0.0
+    keys = [RandomKey(5, 2, w, 0) for w in range(3)]
+    messages = [compressor.encode(row, key) for row, key in zip(rows, keys, strict=True)]
+    assert [bytes(m) for m in compressor.encode_many(rows, keys)] == [bytes(m) for m in messages]
+    capacity = compressor.message_capacity(d)
+    for message, row, key in zip(messages, rows, keys, strict=True):
+        if capacity is not None:
+            buffer = np.full(capacity + 5, 0xAB, dtype=np.uint8)
+            assert bytes(compressor.encode(row, key, out=buffer)) == bytes(message)
+        decoded = compressor.decode(message, d, key)
+        into = np.full(d, np.nan)
+        assert compressor.decode(message, d, key, out=into) is into
+        np.testing.assert_array_equal(into, decoded)
+        total = np.linspace(-1.0, 1.0, d)
+        expected = total + decoded
+        np.testing.assert_array_equal(compressor.decode_add(message, total, key), expected)
+
+
+def test_caller_buffers_are_checked() -> None:
+    compressor = make("natural")
+    x = np.ones(100)
+    with pytest.raises(ValueError, match="hold 133 bytes"):
+        compressor.encode(x, RandomKey(0), out=np.empty(100, dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        compressor.encode(x, RandomKey(0), out=np.empty(200, dtype=np.float64))
+    message = compressor.encode(x, RandomKey(0))
+    with pytest.raises(ValueError, match="float64 vector of length 100"):
+        compressor.decode(message, 100, out=np.empty(99))
+    with pytest.raises(MessageError, match="d=100"):
+        compressor.decode_add(message, np.zeros(99))
+
+
+@pytest.mark.parametrize("spec", ["natural", "identity", "dither(s=3,p=2)"])
+def test_encode_many_names_the_bad_row_value(spec: str) -> None:
+    rows = np.ones((3, 70))
+    rows[2, 41] = np.nan
+    with pytest.raises(ValueError, match=r"x\[41\] = nan"):
+        make(spec).encode_many(rows, [RandomKey(0, 0, w) for w in range(3)])

@@ -7,9 +7,11 @@ comparisons in ``tools/bench_kernels.py``.
 * ``decode(scalars, payload, d, key) -> float64 vector``.
 
 They draw the same per-coordinate random words as the numba kernels (``numpy_reference_sparse.uniforms``,
-cut to the 52-bit grid uniform of ``mpicomp.compressors._levels``) and apply the same roundings, so the
-payloads equal the numba ones bit for bit whenever the norms agree to the last bit (always for natural
-compression and p = inf). Decoders trust their input.
+cut to the 52-bit grid uniform of ``mpicomp.compressors._levels``), apply the same roundings and lay
+the codes out the same way (dither, natdither, block: bit planes per group of 64 coordinates, see
+:func:`pack_planes`), so the payloads equal the numba ones bit for bit whenever the norms agree to the
+last bit (always for natural compression and p = inf; for p = 2 when the sums of squares are exact,
+e.g. for integer-valued vectors). Decoders trust their input.
 """
 
 from __future__ import annotations
@@ -23,22 +25,30 @@ Encoded = tuple[tuple[float, ...], bytes]
 NATURAL_LIMIT = 2.0**127
 
 
-def pack_fixed(values: np.ndarray, width: int) -> bytes:
-    """Values of ``width`` bits, densely, least significant bit first (one bit plane at a time)."""
-    planes = np.empty((values.size, width), dtype=np.uint8)
-    for j in range(width):
-        planes[:, j] = (values >> j) & 1
-    return np.packbits(planes, bitorder="little").tobytes()
+def pack_planes(codes: np.ndarray, width: int) -> bytes:
+    """Codes of ``width`` bits in the bit-plane layout of ``mpicomp.compressors._levels``: per group of
+    64 coordinates (the last one shorter), ``width`` fields of the group's length, field t holding
+    bit t of each code; all fields one LSB-first bit stream."""
+    d = codes.size
+    full = d - d % 64
+    planes = np.empty((width, d), dtype=np.uint8)
+    for t in range(width):
+        planes[t] = (codes >> t) & 1
+    groups = planes[:, :full].reshape(width, -1, 64).transpose(1, 0, 2)  # (group, plane, coordinate)
+    stream = np.concatenate((groups.ravel(), planes[:, full:].ravel()))
+    return np.packbits(stream, bitorder="little").tobytes()
 
 
-def unpack_fixed(payload: bytes, count: int, width: int) -> np.ndarray:
-    """Inverse of :func:`pack_fixed`."""
-    planes = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=count * width, bitorder="little")
-    planes = planes.reshape(count, width)
-    values = np.zeros(count, dtype=np.int64)
-    for j in range(width):
-        values |= planes[:, j].astype(np.int64) << j
-    return values
+def unpack_planes(payload: bytes, d: int, width: int) -> np.ndarray:
+    """Inverse of :func:`pack_planes`."""
+    stream = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=d * width, bitorder="little")
+    full = d - d % 64
+    groups = stream[: full * width].reshape(-1, width, 64).transpose(1, 0, 2).reshape(width, full)
+    planes = np.concatenate((groups, stream[full * width :].reshape(width, d - full)), axis=1)
+    codes = np.zeros(d, dtype=np.int64)
+    for t in range(width):
+        codes |= planes[t].astype(np.int64) << t
+    return codes
 
 
 def grid_uniforms(key: RandomKey, n: int) -> np.ndarray:
@@ -92,11 +102,11 @@ def dither_encode(x: np.ndarray, key: RandomKey, s: int, p: float) -> Encoded:
     norm = float(np.linalg.norm(x.astype(np.float64), p))
     ratio = np.minimum(np.abs(x) * (s / norm), s) if norm > 0 else np.zeros(x.size)
     codes = sign_codes(x, linear_levels(ratio, grid_uniforms(key, x.size)), s.bit_length())
-    return (norm,), pack_fixed(codes, s.bit_length() + 1)
+    return (norm,), pack_planes(codes, s.bit_length() + 1)
 
 
 def dither_decode(scalars: tuple[float, ...], payload: bytes, d: int, key: RandomKey, s: int) -> np.ndarray:
-    levels, signs = split_codes(unpack_fixed(payload, d, s.bit_length() + 1), s.bit_length())
+    levels, signs = split_codes(unpack_planes(payload, d, s.bit_length() + 1), s.bit_length())
     return signs * levels * (scalars[0] / s)
 
 
@@ -104,11 +114,11 @@ def natdither_encode(x: np.ndarray, key: RandomKey, s: int, p: float) -> Encoded
     norm = float(np.linalg.norm(x.astype(np.float64), p))
     ratio = np.minimum(np.abs(x) * (1.0 / norm), 1.0) if norm > 0 else np.zeros(x.size)
     codes = sign_codes(x, pow2_levels(ratio, grid_uniforms(key, x.size), 1 - s), s.bit_length())
-    return (norm,), pack_fixed(codes, s.bit_length() + 1)
+    return (norm,), pack_planes(codes, s.bit_length() + 1)
 
 
 def natdither_decode(scalars: tuple[float, ...], payload: bytes, d: int, key: RandomKey, s: int) -> np.ndarray:
-    levels, signs = split_codes(unpack_fixed(payload, d, s.bit_length() + 1), s.bit_length())
+    levels, signs = split_codes(unpack_planes(payload, d, s.bit_length() + 1), s.bit_length())
     return signs * np.where(levels > 0, np.ldexp(scalars[0], levels - s), 0.0)
 
 
@@ -119,13 +129,13 @@ def block_encode(x: np.ndarray, key: RandomKey, size: int, s: int) -> Encoded:
     multipliers = np.divide(s, norms, out=np.zeros_like(norms), where=norms > 0)
     ratio = np.minimum(np.abs(values) * np.repeat(multipliers, np.diff(np.append(starts, x.size))), s)
     codes = sign_codes(x, linear_levels(ratio, grid_uniforms(key, x.size)), s.bit_length())
-    return (), norms.astype("<f8").tobytes() + pack_fixed(codes, s.bit_length() + 1)
+    return (), norms.astype("<f8").tobytes() + pack_planes(codes, s.bit_length() + 1)
 
 
 def block_decode(scalars: tuple[float, ...], payload: bytes, d: int, key: RandomKey, size: int, s: int) -> np.ndarray:
     nblocks = -(-d // size)
     norms = np.frombuffer(payload[: 8 * nblocks], dtype="<f8")
-    levels, signs = split_codes(unpack_fixed(payload[8 * nblocks :], d, s.bit_length() + 1), s.bit_length())
+    levels, signs = split_codes(unpack_planes(payload[8 * nblocks :], d, s.bit_length() + 1), s.bit_length())
     return signs * levels * np.repeat(norms / s, size)[:d]
 
 

@@ -1,9 +1,9 @@
-"""Shared numba kernels of the sign + level quantizers (dither, natdither, block, natural).
+"""Shared numba kernels of the sign + level quantizers (dither, natdither, block).
 
 Each coordinate ``x_i`` of block ``b`` (blocks of ``block`` coordinates; one block for the
-whole vector except in ``block``) is sent as one code of ``bits = level_bits + 1`` bits::
+whole vector except in ``block``) is sent as one code of ``P = level_bits + 1`` bits::
 
-    code = level | negative << level_bits        (dense LSB-first, mpicomp.wire.bitpack layout)
+    code = level | negative << level_bits
 
 where ``level`` indexes the magnitude ``scale_b * level / s`` (LINEAR) or
 ``scale_b * 2^(level + e_min - 1)`` (POW2, level > 0), and ``negative`` is 1 only for
@@ -11,24 +11,35 @@ where ``level`` indexes the magnitude ``scale_b * level / s`` (LINEAR) or
 stochastic rounding of the normalised magnitude ``r_i = min(|x_i| * pre_b * mult_b, cap)``
 (see :func:`block_scales`):
 
-* ``LINEAR`` (uniform levels 0, 1, ..., s; random dithering): ``level = floor(r_i + xi_i)``,
+* ``LINEAR`` (uniform levels 0, 1, ..., s; random dithering): ``level = floor(r_i) + [xi_i < r_i - floor(r_i)]``,
   ``xi_i`` uniform on the grid ``{k 2^-52}`` of [0, 1), so ``E level = r_i`` up to ``2^-52``.
-* ``POW2`` (power-of-two levels; natural compression and natural dithering): with
-  ``2^e <= r_i < 2^(e+1)`` and ``e >= e_min``, ``level = e - e_min + 1`` plus one with
-  probability ``(r_i - 2^e) / 2^e``, read off the float64 bit pattern: the exponent field is
-  ``e``, the 52 mantissa bits ``m`` give the probability ``m / 2^52`` exactly (a random 52-bit
-  integer below ``m``). Below ``2^e_min`` the choice is between 0 and ``2^e_min`` with
-  probability ``r_i / 2^e_min`` (a grid uniform ``xi_i`` as above, exact up to ``2^-52``). So
-  ``E 2^(level + e_min - 1) = r_i``.
+* ``POW2`` (power-of-two levels; natural dithering): with ``2^e <= r_i < 2^(e+1)`` and
+  ``e >= e_min``, ``level = e - e_min + 1`` plus one with probability ``(r_i - 2^e) / 2^e``, read
+  off the float64 bit pattern: the exponent field is ``e``, the 52 mantissa bits ``m`` give the
+  probability ``m / 2^52`` exactly (a random 52-bit integer below ``m``). Below ``2^e_min`` the
+  choice is between 0 and ``2^e_min`` with probability ``r_i / 2^e_min`` (a grid uniform ``xi_i``
+  as above, exact up to ``2^-52``). So ``E 2^(level + e_min - 1) = r_i``.
 
-Randomness: coordinate ``i`` uses the word ``random_u64(state, i)`` of the message's RandomKey,
-so encoding is a pure function of ``(x, key)`` whatever the number of threads.
+Layout (bit planes, ``d P`` bits in all, ``ceil(d P / 8)`` bytes): coordinates form groups of
+``GROUP = 64`` (the last one holds ``n = d mod 64`` if that is not 0). Group g contributes P
+fields of ``n_g`` bits to an LSB-first bit stream (bit k of the stream is bit ``k mod 8`` of byte
+``k // 8``): field t is bit plane t of the group's codes, its bit j bit t of coordinate
+``64 g + j``'s code (planes ``0..level_bits - 1`` hold the level, plane ``level_bits`` the sign).
+A whole group is thus P little-endian uint64 words at byte ``8 P g``; the last byte is zero-padded.
+Planes turn packing into a vector compare per plane and unpacking into a mask spread
+(:func:`mpicomp.wire.bitpack.plane_word`, :func:`~mpicomp.wire.bitpack.or_plane`) for any P.
 
-Kernels are generated per ``(kind, level_bits)`` with both as compile-time constants (the
-bit-packing loop then unrolls into constant shifts) and cached on disk by numba. They work on
-chunk ranges without the GIL (``bitpack.run_chunks`` splits long vectors over threads), span by
-span: a plain, vectorizable loop per block run (de)quantizes ``SPAN_CHUNKS`` chunks through a
-scratch array and a second loop (un)packs them.
+Randomness: coordinate ``i`` uses the word ``random_u64(state, i) = mix64(state + (i + 1) GOLDEN)``
+of the message's RandomKey, so encoding is a pure function of ``(x, key)`` whatever the number of
+threads. Loops keep ``state + (i + 1) GOLDEN`` as a running counter (:func:`random_counter`): an
+induction variable vectorizes without a 64-bit multiply per coordinate.
+
+Kernels are generated per ``(kind, level_bits)`` with both as compile-time constants and cached
+on disk by numba. They work on group ranges without the GIL (``bitpack.run_split`` splits long
+vectors over threads), span by span (``SPAN_GROUPS`` groups): a plain, vectorizable loop per block
+run (de)quantizes the span through a scratch array of codes, and the planes are packed from (or
+spread into) it. NaN and Inf are caught by the norm pass (:func:`block_scales`), invalid codes by
+an integer flag in the decode loop; the search for the culprit runs only on that error path.
 """
 
 from __future__ import annotations
@@ -43,32 +54,38 @@ from numba import float64, int32, int64, njit, uint32, uint64
 from numba.core import types
 from numba.extending import intrinsic
 
-from ..rng import random_u64
+from ..rng import GOLDEN, mix64
 from ..wire import MessageError
 from ..wire.bitpack import (
-    CHUNK_VALUES,
-    chunk_words,
-    pack_chunk,
+    GROUP,
+    load_u64,
+    or_plane,
     packed_nbytes,
-    packed_words,
     parallel_tasks,
-    run_chunks,
+    peek_bits,
+    plane_word,
+    put_bits,
     run_split,
-    unpack_chunk,
-    word_buffer,
+    set_plane,
+    specialized,
+    store_u64,
 )
+from .base import non_finite_input
 from .numeric import rescaled_l2_norm
 
 LINEAR = 0
 POW2 = 1
+_KIND_NAMES = {LINEAR: "linear", POW2: "pow2"}
 
-SPAN_CHUNKS = 64  # kernels quantize / dequantize 64 chunks (2048 coordinates) at a time via scratch
+SPAN_GROUPS = 32  # kernels quantize / dequantize 32 groups (2048 coordinates) at a time via scratch
+_SPAN = SPAN_GROUPS * GROUP
 _SEGMENT = 1 << 16  # norm partial sums run over segments of at most this many coordinates
 _RESCALE_BELOW = 2.0**-480  # max |x_i| outside [2^-480, 2^480]: squares would under/overflow
 _RESCALE_ABOVE = 2.0**480
 _PRESCALE_BELOW = 2.0**-900  # norms outside [2^-900, 2^900]: 1/norm would leave the normal range
 _PRESCALE_ABOVE = 2.0**900
 _MANTISSA = np.uint64((1 << 52) - 1)
+_MAGNITUDE = np.uint64((1 << 63) - 1)  # all bits of a float64 but the sign
 _ONE_PATTERN = np.uint64(0x3FF0000000000000)  # bit pattern of 1.0
 
 
@@ -107,6 +124,13 @@ def uniform_grid(u):
 
 
 @njit(cache=True, inline="always")
+def random_counter(state, i):
+    """``state + (i + 1) GOLDEN``: ``mix64`` of it is ``random_u64(state, i)``, and adding ``GOLDEN``
+    moves it to coordinate ``i + 1``."""
+    return uint64(state) + (uint64(i) + uint64(1)) * GOLDEN
+
+
+@njit(cache=True, inline="always")
 def pow2_level(r, u, e_min, tiny_scale):
     """Unbiased power-of-two rounding of ``r >= 0`` (see module docstring); ``tiny_scale = 2^-e_min``.
 
@@ -123,8 +147,8 @@ def pow2_level(r, u, e_min, tiny_scale):
 def _quantize(kind, xi, r, u, e_min, tiny_scale, level_bits):
     """The code ``level | negative << level_bits`` of one coordinate with normalised magnitude r."""
     if kind == LINEAR:
-        low = int64(int32(r))  # r <= s < 2^31: the int32 conversion vectorizes, int64 would not
-        level = low + int64(uniform_grid(u) < r - low)
+        low = np.floor(r)  # <= s < 2^31: converted through int32, which vectorizes (int64 would not)
+        level = int64(int32(low)) + int64(uniform_grid(u) < r - low)
     else:
         level = pow2_level(r, u, e_min, tiny_scale)
     negative = uint32(xi < 0.0) & uint32(level > 0)
@@ -136,65 +160,18 @@ def _dequantize(kind, code, level_bits, max_level, inv_max, e_min, scale):
     """``(value, invalid)`` of one code: ``±scale level / max_level`` or ``±scale 2^(level + e_min - 1)``.
 
     The power of two is assembled from its bit pattern (exponent field ``level + e_min + 1022``);
-    an out-of-range level decodes to garbage but is flagged invalid, as are a negative zero and a
-    nonzero level in a block of scale 0.
+    an out-of-range level decodes to garbage but is flagged invalid (``invalid = 1``), as are a
+    negative zero and a nonzero level in a block of scale 0.
     """
     level = int64(code & uint32((1 << level_bits) - 1))
-    negative = code >> uint32(level_bits)
-    invalid = (level > max_level) | ((negative == 1) & (level == 0)) | ((level > 0) & (scale == 0.0))
+    negative = uint32(code) >> uint32(level_bits)
+    invalid = uint32(level > max_level) | (negative & uint32(level == 0)) | uint32((level > 0) & (scale == 0.0))
     if kind == LINEAR:  # level / s, exactly 1 at the top level; level < 2^31 (int32: vectorizes)
         magnitude = (1.0 if level == max_level else float64(int32(level)) * inv_max) * scale
     else:
         power = float64_from_bits(uint64(level + e_min + 1022) << uint64(52))
         magnitude = (power if level > 0 else 0.0) * scale
     return (-magnitude if negative else magnitude), invalid
-
-
-@njit(cache=True, inline="always")
-def _first_invalid(codes, c, d, kind, block, scale, e_min, max_level, level_bits):
-    """First coordinate of chunk ``c`` (codes ``codes``) with an invalid code, ``>= d`` for nonzero
-    padding, or -1."""
-    for k in range(CHUNK_VALUES):
-        i = c * CHUNK_VALUES + k
-        if i >= d:
-            if codes[k] != 0:
-                return i
-        elif _dequantize(kind, codes[k], level_bits, max_level, 1.0, e_min, scale[i // block])[1]:
-            return i
-    return -1
-
-
-@njit(cache=True, nogil=True)
-def _quantize_run(x, state, scratch, lo, start, stop, pre, mult, kind, level_bits, e_min, tiny_scale, cap, limit):
-    """Codes of coordinates ``[start, stop)`` (one block: ``pre``, ``mult``) into ``scratch[i - lo]``.
-
-    A plain loop in a function of its own (not inlined: inside the span loop it stops
-    vectorizing and runs 2x slower). Returns True if some ``|x_i| > limit`` (or NaN).
-    """
-    over = False
-    values, codes = x[start:stop], scratch[start - lo : stop - lo]  # 0-based slices vectorize
-    for j in range(values.size):
-        xi = float64(values[j])
-        a = abs(xi)
-        over |= not a <= limit  # also NaN
-        r = min(a * pre * mult, cap)  # (|x_i| * pre) * mult: pre * mult alone may overflow
-        codes[j] = _quantize(kind, xi, r, random_u64(state, start + j), e_min, tiny_scale, level_bits)
-    return over
-
-
-@njit(cache=True, nogil=True)
-def _dequantize_run(scratch, lo, start, stop, out, scale, kind, level_bits, max_level, e_min):
-    """Values of coordinates ``[start, stop)`` (one block of scale ``scale``) from ``scratch[i - lo]``.
-
-    Returns True if some code is invalid (see :func:`_dequantize`).
-    """
-    inv_max = 1.0 / max_level
-    invalid = False
-    for i in range(start, stop):
-        value, bad = _dequantize(kind, scratch[i - lo], level_bits, max_level, inv_max, e_min, scale)
-        out[i] = value
-        invalid |= bad
-    return invalid
 
 
 @njit(cache=True, inline="always")
@@ -207,110 +184,197 @@ def _run_end(start, hi, b, edge, block):
     return b, edge, min(hi, edge)
 
 
+@njit(cache=True, nogil=True)
+def _store_last_group(payload, base, scratch, k, planes, count):
+    """The planes of the last, partial group (``count < 64`` codes at ``scratch[k:]``, zeros after
+    them) as P fields of ``count`` bits from byte ``base`` on, to the end of ``payload``. Not
+    inlined: in the group loop it slows the whole encode kernel down by a third."""
+    fields = np.zeros(8 * planes + 8, dtype=np.uint8)
+    position = 0
+    for t in range(planes):
+        word = plane_word(scratch, k, t)
+        position = put_bits(fields, position, word & uint64(0xFFFFFFFF), min(count, 32))
+        if count > 32:
+            position = put_bits(fields, position, word >> uint64(32), count - 32)
+    payload[base:] = fields[: payload.size - base]
+
+
+@njit(cache=True, nogil=True)
+def _load_last_group(payload, base, scratch, k, planes, count):
+    """Inverse of :func:`_store_last_group`: the codes of the last group into ``scratch[k : k + 64]``
+    (zeros after the ``count`` codes)."""
+    fields = np.zeros(8 * planes + 8, dtype=np.uint8)
+    fields[: payload.size - base] = payload[base:]
+    low = uint64((1 << min(count, 32)) - 1)
+    high = uint64((1 << max(count - 32, 0)) - 1)
+    for t in range(planes):
+        position = t * count
+        word = (peek_bits(fields, position) & low) | ((peek_bits(fields, position + 32) & high) << uint64(32))
+        if t == 0:
+            set_plane(scratch, k, word, 0)
+        else:
+            or_plane(scratch, k, word, t)
+
+
+def code_dtype(bits: int) -> type[np.unsignedinteger]:
+    """The narrowest unsigned integer type holding codes of ``bits`` bits (the kernels' scratch)."""
+    return np.uint8 if bits <= 8 else (np.uint16 if bits <= 16 else np.uint32)
+
+
 @cache
 def _encoder(kind: int, level_bits: int):
-    """Encode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants.
+    """Encode kernel over a group range for one ``(kind, level_bits)``, both compile-time constants.
 
-    Span by span (``SPAN_CHUNKS`` chunks): :func:`_quantize_run` writes the codes of each block
-    run into a scratch array, then the chunks are packed from it. Returns the first index whose
-    ``|x_i|`` exceeds ``limit``, or -1.
+    Span by span (``SPAN_GROUPS`` groups): ``quantize_run`` writes the codes of each block run into
+    a scratch array, then each group's bit planes are stored, P words (the last group: P fields
+    of ``d mod 64`` bits).
     """
-    bits = level_bits + 1
+    planes = level_bits + 1
+    dtype = code_dtype(planes)
+    tag = f"{_KIND_NAMES[kind]}{level_bits}"
 
-    @njit(cache=True, nogil=True)
-    def encode_range(x, state, block, mult, pre, cap, limit, e_min, tiny_scale, words, c0, c1):
-        scratch = np.zeros(SPAN_CHUNKS * CHUNK_VALUES, dtype=np.uint32)
-        over = False
-        b = c0 * CHUNK_VALUES // block
+    @specialized(tag)
+    def quantize_run(x, state, scratch, lo, start, stop, pre, mult, cap, e_min, tiny_scale):
+        """Codes of coordinates ``[start, stop)`` (one block: ``pre``, ``mult``) into ``scratch[i - lo]``.
+
+        A plain loop in a function of its own (not inlined: inside the span loop it stops
+        vectorizing and runs 2x slower).
+        """
+        values, codes = x[start:stop], scratch[start - lo : stop - lo]  # 0-based slices vectorize
+        counter = random_counter(state, start)
+        for j in range(values.size):
+            xi = float64(values[j])
+            r = min(abs(xi) * pre * mult, cap)  # (|x_i| * pre) * mult: pre * mult alone may overflow
+            codes[j] = _quantize(kind, xi, r, mix64(counter), e_min, tiny_scale, level_bits)
+            counter += GOLDEN
+
+    @specialized(tag)
+    def encode_range(x, state, block, mult, pre, cap, e_min, tiny_scale, payload, g0, g1):
+        scratch = np.empty(_SPAN, dtype=dtype)
+        d = x.size
+        b = g0 * GROUP // block
         edge = (b + 1) * block
-        for s0 in range(c0, c1, SPAN_CHUNKS):
-            s1 = min(c1, s0 + SPAN_CHUNKS)
-            lo = s0 * CHUNK_VALUES
-            hi = min(s1 * CHUNK_VALUES, x.size)
+        for s0 in range(g0, g1, SPAN_GROUPS):
+            s1 = min(g1, s0 + SPAN_GROUPS)
+            lo = s0 * GROUP
+            hi = min(s1 * GROUP, d)
             start = lo
             while start < hi:
                 b, edge, stop = _run_end(start, hi, b, edge, block)
-                over |= _quantize_run(
-                    x, state, scratch, lo, start, stop, pre[b], mult[b], kind, level_bits, e_min, tiny_scale, cap,
-                    limit,
-                )
+                quantize_run(x, state, scratch, lo, start, stop, pre[b], mult[b], cap, e_min, tiny_scale)
                 start = stop
-            scratch[hi - lo :] = 0
-            for c in range(s0, s1):
-                k = (c - s0) * CHUNK_VALUES
-                pack_chunk(scratch[k : k + CHUNK_VALUES], words, c * bits, bits)
-        if over:
-            for i in range(c0 * CHUNK_VALUES, min(c1 * CHUNK_VALUES, x.size)):
-                if not abs(float64(x[i])) <= limit:  # also NaN
-                    return i
+            scratch[hi - lo :] = 0  # past d: the last group's planes get zero high bits
+            for g in range(s0, s1):
+                k = (g - s0) * GROUP
+                base = g * GROUP * planes // 8
+                count = min(GROUP, d - g * GROUP)
+                if count == GROUP:
+                    for t in range(planes):
+                        store_u64(payload, base + 8 * t, plane_word(scratch, k, t))
+                else:
+                    _store_last_group(payload, base, scratch, k, planes, count)
         return -1
 
     return encode_range
 
 
 @cache
-def _decoder(kind: int, level_bits: int):
-    """Decode kernel over a chunk range for one ``(kind, level_bits)``, both compile-time constants.
+def _decoder(kind: int, level_bits: int, accumulate: bool):
+    """Decode kernel over a group range for one ``(kind, level_bits)``, writing (``accumulate``:
+    adding) into ``out``; all three compile-time constants.
 
-    Span by span: the chunks are unpacked into a scratch array, then :func:`_dequantize_run`
-    decodes each block run. Returns the first coordinate with an invalid code (``>= d``: nonzero
-    padding), or -1.
+    Span by span: the groups' bit planes are spread into a scratch array of codes, then
+    ``dequantize_run`` decodes each block run. Returns 0 if some code is invalid, else -1.
     """
-    bits = level_bits + 1
+    planes = level_bits + 1
+    dtype = code_dtype(planes)
+    tag = f"{_KIND_NAMES[kind]}{level_bits}{'_add' if accumulate else ''}"
 
-    @njit(cache=True, nogil=True)
-    def decode_range(main, tail, block, scale, e_min, max_level, out, c0, c1):
-        scratch = np.empty(SPAN_CHUNKS * CHUNK_VALUES, dtype=np.uint32)
-        b = c0 * CHUNK_VALUES // block
+    @specialized(tag)
+    def dequantize_run(scratch, lo, start, stop, out, scale, max_level, e_min):
+        """Values of coordinates ``[start, stop)`` (one block of scale ``scale``) from ``scratch[i - lo]``;
+        nonzero if some code is invalid (see :func:`_dequantize`)."""
+        inv_max = 1.0 / max_level
+        codes, target = scratch[start - lo : stop - lo], out[start:stop]
+        invalid = uint32(0)
+        for j in range(codes.size):
+            value, bad = _dequantize(kind, uint32(codes[j]), level_bits, max_level, inv_max, e_min, scale)
+            if accumulate:
+                target[j] += value
+            else:
+                target[j] = value
+            invalid |= bad
+        return invalid
+
+    @specialized(tag)
+    def decode_range(payload, block, scale, e_min, max_level, out, g0, g1):
+        scratch = np.empty(_SPAN, dtype=dtype)
+        d = out.size
+        invalid = uint32(0)
+        b = g0 * GROUP // block
         edge = (b + 1) * block
-        for s0 in range(c0, c1, SPAN_CHUNKS):
-            s1 = min(c1, s0 + SPAN_CHUNKS)
-            for c in range(s0, s1):
-                words, w = chunk_words(main, tail, c, bits)
-                k = (c - s0) * CHUNK_VALUES
-                unpack_chunk(words, w, bits, scratch[k : k + CHUNK_VALUES])
-            lo = s0 * CHUNK_VALUES
-            hi = min(s1 * CHUNK_VALUES, out.size)
-            invalid = False
+        for s0 in range(g0, g1, SPAN_GROUPS):
+            s1 = min(g1, s0 + SPAN_GROUPS)
+            for g in range(s0, s1):
+                k = (g - s0) * GROUP
+                base = g * GROUP * planes // 8
+                count = min(GROUP, d - g * GROUP)
+                if count == GROUP:
+                    set_plane(scratch, k, load_u64(payload, base), 0)
+                    for t in range(1, planes):
+                        or_plane(scratch, k, load_u64(payload, base + 8 * t), t)
+                else:
+                    _load_last_group(payload, base, scratch, k, planes, count)
+            lo = s0 * GROUP
+            hi = min(s1 * GROUP, d)
             start = lo
             while start < hi:
                 b, edge, stop = _run_end(start, hi, b, edge, block)
-                invalid |= _dequantize_run(scratch, lo, start, stop, out, scale[b], kind, level_bits, max_level, e_min)
+                invalid |= dequantize_run(scratch, lo, start, stop, out, scale[b], max_level, e_min)
                 start = stop
-            for i in range(hi - lo, (s1 - s0) * CHUNK_VALUES):
-                invalid |= scratch[i] != 0
-            if invalid:
-                for c in range(s0, s1):
-                    k = (c - s0) * CHUNK_VALUES
-                    bad = _first_invalid(
-                        scratch[k : k + CHUNK_VALUES], c, out.size, kind, block, scale, e_min, max_level, level_bits
-                    )
-                    if bad >= 0:
-                        return bad
-        return -1
+        return 0 if invalid else -1
 
     return decode_range
 
 
-@njit(cache=True, nogil=True, fastmath={"nnan", "nsz", "reassoc"})
+@njit(cache=True, nogil=True)
+def _first_invalid(payload, d, kind, level_bits, block, scale, e_min, max_level):
+    """The first coordinate whose code is invalid (see :func:`_dequantize`), or -1; reads each code
+    bit by bit from the plane layout (searched only after a decode kernel flagged one)."""
+    planes = level_bits + 1
+    for i in range(d):
+        g, j = divmod(i, GROUP)
+        count = min(GROUP, d - g * GROUP)
+        code = uint32(0)
+        for t in range(planes):
+            position = g * GROUP * planes + t * count + j
+            code |= uint32((payload[position >> 3] >> (position & 7)) & 1) << uint32(t)
+        if _dequantize(kind, code, level_bits, max_level, 1.0, e_min, scale[i // block])[1]:
+            return i
+    return -1
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _stats_range(x, block, seg, per_block, out_max, out_sumsq, g0, g1):
     """Max |x_i| and sum of x_i^2 over segments ``[g0, g1)`` (``per_block`` segments per block).
 
-    Reassociation lets the reductions vectorize; "no NaN" holds since the input is finite (the
-    sums of squares may overflow to inf, which is allowed and handled by the caller).
+    The max is taken over the bit patterns of ``|x_i|`` (integers: the reduction vectorizes, and a
+    NaN, whose pattern lies above infinity's, comes out as NaN); reassociation lets the sum
+    vectorize (it may overflow to inf, which the caller handles).
     """
     d = x.size
     for g in range(g0, g1):
         b = g // per_block
         lo = b * block + (g % per_block) * seg
         hi = min(lo + seg, (b + 1) * block, d)
-        top = 0.0
+        values = x[lo:hi]
+        top = uint64(0)
         total = 0.0
-        for i in range(lo, hi):
-            a = abs(float64(x[i]))
-            top = max(top, a)
-            total += a * a
-        out_max[g] = top
+        for j in range(values.size):
+            value = float64(values[j])
+            top = max(top, float64_bits(value) & _MAGNITUDE)
+            total += value * value
+        out_max[g] = float64_from_bits(top)
         out_sumsq[g] = total
     return -1
 
@@ -349,8 +413,8 @@ def block_scales(x: np.ndarray, block: int, p: float, level_scale: float) -> tup
 
     ``(|x_i| * pre_b) * mult_b = level_scale |x_i| / ||v_b||_p``, where the power of two ``pre_b``
     keeps ``mult_b`` a normal float for extreme norms; a zero block gets ``mult_b = 0``. Sums of
-    squares are rescaled where they would under- or overflow; a 2-norm beyond the float64 range
-    raises ValueError.
+    squares are rescaled where they would under- or overflow. ValueError for NaN or Inf in ``x``
+    (:func:`~mpicomp.compressors.base.non_finite_input`) and for a 2-norm beyond the float64 range.
     """
     d = x.size
     nblocks = -(-d // block)
@@ -359,10 +423,13 @@ def block_scales(x: np.ndarray, block: int, p: float, level_scale: float) -> tup
     tops = np.empty(nblocks * per_block)
     sumsq = np.empty(nblocks * per_block)
     run_split(_stats_range, tops.size, parallel_tasks(d), x, block, seg, per_block, tops, sumsq)
+    if not np.isfinite(tops).all():
+        raise non_finite_input(x, int(np.flatnonzero(~np.isfinite(x))[0]))
     norms, mult, pre = np.empty(nblocks), np.empty(nblocks), np.empty(nblocks)
     bad = _finish_scales(x, block, per_block, tops, sumsq, p == np.inf, level_scale, norms, mult, pre)
     if bad >= 0:
-        raise ValueError(f"the 2-norm of block {bad} exceeds the float64 range; rescale the vector before compressing")
+        where = f"block {bad} of x" if nblocks > 1 else "x"
+        raise ValueError(f"the 2-norm of {where} exceeds the float64 range; rescale the vector before compressing")
     return norms, mult, pre
 
 
@@ -372,14 +439,13 @@ class LevelCode:
 
     ``level_bits`` bits hold levels ``0..max_level``; relative to the block scale, a POW2 level
     decodes to ``2^(level + e_min - 1)`` (0 for level 0), a LINEAR one to ``level / max_level``.
-    ``cap`` clamps the normalised magnitude, ``limit`` is the largest encodable ``|x_i|``.
+    ``cap`` clamps the normalised magnitude.
     """
 
     kind: int
     max_level: int
     level_bits: int
     cap: float
-    limit: float = np.inf
     e_min: int = 0
 
     @property
@@ -392,69 +458,61 @@ class LevelCode:
         """``2^-e_min``, the inverse of the smallest nonzero POW2 level."""
         return float(np.ldexp(1.0, -self.e_min))
 
+    def nbytes(self, d: int) -> int:
+        """Bytes of the codes of d coordinates: ``ceil(d * bits / 8)``."""
+        return packed_nbytes(d, self.bits)
+
 
 def linear_code(s: int) -> LevelCode:
     """Uniform levels ``0, 1, ..., s`` (random dithering with s levels)."""
     return LevelCode(LINEAR, s, max(1, int(s).bit_length()), float(s))
 
 
-def pow2_code(e_min: int, max_level: int, level_bits: int, cap: float, limit: float = np.inf) -> LevelCode:
-    """Levels ``0`` and ``2^(e_min + k - 1)`` for ``k = 1..max_level`` (natural compression / dithering)."""
-    return LevelCode(POW2, max_level, level_bits, cap, limit, e_min)
+def pow2_code(e_min: int, max_level: int, level_bits: int, cap: float) -> LevelCode:
+    """Levels ``0`` and ``2^(e_min + k - 1)`` for ``k = 1..max_level`` (natural dithering)."""
+    return LevelCode(POW2, max_level, level_bits, cap, e_min)
+
+
+def _groups(d: int) -> int:
+    return -(-d // GROUP)
 
 
 def encode_levels(
-    x: np.ndarray, state: np.uint64, code: LevelCode, block: int, mult: np.ndarray, pre: np.ndarray
-) -> np.ndarray:
-    """Quantize ``x`` to codes and pack them; returns the packed bytes (uint8, ``ceil(d bits / 8)``)."""
+    x: np.ndarray, state: np.uint64, code: LevelCode, block: int, mult: np.ndarray, pre: np.ndarray, payload: np.ndarray
+) -> None:
+    """Quantize finite ``x`` and write its codes in the bit-plane layout into ``payload``
+    (uint8, ``code.nbytes(d)`` bytes)."""
     d = x.size
-    words = word_buffer(d, code.bits)
-    args = (x, np.uint64(state), max(block, 1), mult, pre, code.cap, code.limit, code.e_min, code.tiny_scale, words)
-    bad = run_chunks(_encoder(code.kind, code.level_bits), d, *args)
-    if bad >= 0:
-        raise ValueError(
-            f"x[{bad}] = {x[bad]!r}: magnitudes above {code.limit!r} cannot be encoded by this codec; "
-            "rescale the vector"
-        )
-    return words.view(np.uint8)[: packed_nbytes(d, code.bits)]
+    args = (x, np.uint64(state), max(block, 1), mult, pre, code.cap, code.e_min, code.tiny_scale, payload)
+    run_split(_encoder(code.kind, code.level_bits), _groups(d), parallel_tasks(d), *args)
 
 
-def quantize_levels(x: np.ndarray, state: np.uint64, code: LevelCode) -> np.ndarray:
-    """The unpacked codes (uint32) of ``x`` as one block of unit scale: what :func:`encode_levels`
-    packs for ``block = d`` and ``mult = pre = 1`` (natural compression), in one pass that also
-    rejects NaN, Inf and magnitudes above ``code.limit`` (ValueError)."""
-    codes = np.empty(x.size, dtype=np.uint32)
-    args = (code.kind, code.level_bits, code.e_min, code.tiny_scale, code.cap, code.limit)
-    if _quantize_run(x, np.uint64(state), codes, 0, 0, x.size, 1.0, 1.0, *args):
-        bad = int(np.flatnonzero(~(np.abs(x) <= code.limit))[0])
-        raise ValueError(
-            f"x[{bad}] = {x[bad]!r}: only finite magnitudes up to {code.limit!r} can be encoded by this codec"
-        )
-    return codes
-
-
-def decode_levels(payload: np.ndarray, d: int, code: LevelCode, block: int, scale: np.ndarray, what: str) -> np.ndarray:
-    """Unpack and dequantize ``d`` codes; MessageError on any invalid code.
+def decode_levels(
+    payload: np.ndarray, code: LevelCode, block: int, scale: np.ndarray, what: str, out: np.ndarray, accumulate: bool
+) -> None:
+    """Dequantize the ``d = out.size`` codes of ``payload`` into ``out`` (``accumulate``: add them to
+    it); MessageError on a wrong length, nonzero padding or any invalid code.
 
     ``x_i = ±scale_b 2^(level + e_min - 1)`` (POW2) or ``±scale_b level / max_level`` (LINEAR).
     """
-    need = packed_nbytes(d, code.bits)
+    d = out.size
+    need = code.nbytes(d)
     if payload.size != need:
         raise MessageError(
             f"{what}: packed section holds {payload.size} bytes, d={d} codes of {code.bits} bits need {need}"
         )
-    main, tail = packed_words(payload, d, code.bits)
-    out = np.empty(d, dtype=np.float64)
-    args = (main, tail, max(block, 1), scale, code.e_min, code.max_level, out)
-    bad = run_chunks(_decoder(code.kind, code.level_bits), d, *args)
-    if bad >= d:
+    used = d * code.bits % 8
+    if used and payload[-1] >> used:
         raise MessageError(f"{what}: nonzero padding bits after the last code")
-    if bad >= 0:
-        raise MessageError(
-            f"{what}: invalid code for coordinate {bad} "
-            "(level out of range, negative zero, or nonzero level in a zero-norm block)"
-        )
-    return out
+    block = max(block, 1)
+    args = (payload, block, scale, code.e_min, code.max_level, out)
+    if run_split(_decoder(code.kind, code.level_bits, accumulate), _groups(d), parallel_tasks(d), *args) < 0:
+        return
+    bad = _first_invalid(payload, d, code.kind, code.level_bits, block, scale, code.e_min, code.max_level)
+    raise MessageError(
+        f"{what}: invalid code for coordinate {bad} "
+        "(level out of range, negative zero, or nonzero level in a zero-norm block)"
+    )
 
 
 def check_levels(codec: str, s: object, largest: int) -> int:

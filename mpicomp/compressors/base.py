@@ -15,7 +15,7 @@ into a caller's float64 vector, and ``decode_add(buf, total, key)`` adds the dec
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -27,6 +27,7 @@ from ..wire import (
     Message,
     MessageError,
     frame_message,
+    frame_messages,
     overhead_bytes,
     payload_offset,
     unpack_message,
@@ -62,15 +63,18 @@ def check_dtype(codec: str, dtype: object) -> str:
     return str(dtype)
 
 
-def check_input(x: np.ndarray, finite: bool = True) -> np.ndarray:
-    """Validate a vector to compress: 1-D, float32 or float64, and (with ``finite``) all finite."""
+def check_input(x: np.ndarray, finite: bool = True, ndim: int = 1) -> np.ndarray:
+    """Validate a vector (``ndim = 1``) or an ``(m, d)`` array of rows (``ndim = 2``) to compress:
+    float32 or float64, and (with ``finite``) all finite; returned C-contiguous."""
     x = np.asarray(x)
-    if x.ndim != 1:
-        raise ValueError(f"compressors take 1-D vectors, got shape {x.shape}")
+    if x.ndim != ndim:
+        shape = "1-D vectors" if ndim == 1 else "(m, d) arrays of rows"
+        raise ValueError(f"compressors take {shape}, got shape {x.shape}")
     if x.dtype not in (np.float32, np.float64):
         raise ValueError(f"compressors take float32 or float64 vectors, got dtype {x.dtype}")
     if finite and not np.isfinite(x).all():
-        raise non_finite_input(x, int(np.flatnonzero(~np.isfinite(x))[0]))
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise non_finite_input(x[tuple(bad[:-1])], int(bad[-1]))
     return np.ascontiguousarray(x)
 
 
@@ -191,6 +195,26 @@ class Compressor(ABC):
             total = frame_message(buffer, self.codec_id, x.size, scalars, size, self.crc, fingerprint)
             return memoryview(buffer[:total]).toreadonly()
 
+    def encode_many(self, rows: np.ndarray, keys: Sequence[RandomKey]) -> list[memoryview]:
+        """One message per row of the ``(m, d)`` array ``rows``, row j with ``keys[j]``: the bytes of
+        ``encode(rows[j], keys[j])``, written into one buffer (a rank's local workers, batched; one
+        kernel call for codecs with a rows kernel, :meth:`_encode_rows_into`)."""
+        rows = check_input(rows, finite=False, ndim=2)
+        if len(keys) != rows.shape[0]:
+            raise ValueError(f"encode_many: {rows.shape[0]} rows but {len(keys)} keys")
+        size = self.payload_bytes(rows.shape[1])
+        if size is None or self.uses_shared_key:
+            return [self.encode(row, key) for row, key in zip(rows, keys, strict=True)]
+        with CODEC.timing():
+            rows = check_input(rows, finite=not self.checks_finite, ndim=2)
+            frame = overhead_bytes(self.n_scalars, self.crc) + size
+            buffer = np.empty((len(rows), frame), dtype=np.uint8)
+            scalars = self._encode_rows_into(rows, keys, buffer, payload_offset(self.n_scalars))
+            table = np.array(scalars, dtype=np.float64).reshape(len(rows), self.n_scalars)
+            frame_messages(buffer, self.codec_id, rows.shape[1], table, size, self.crc)
+            whole = memoryview(buffer.reshape(-1)).toreadonly()
+            return [whole[j * frame : (j + 1) * frame] for j in range(len(rows))]
+
     def decode(
         self, buf: bytes | memoryview, d: int | None = None, key: RandomKey | None = None, out: np.ndarray | None = None
     ) -> np.ndarray:
@@ -261,6 +285,14 @@ class Compressor(ABC):
         scalars, data = self._encode(x, key)
         payload[:] = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
         return scalars
+
+    def _encode_rows_into(
+        self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
+    ) -> list[tuple[float, ...]]:
+        """Write row j's payload into ``messages[j, start : start + payload_bytes(d)]`` (``messages``
+        is ``(m, frame)`` uint8) and return every row's scalars. Default: :meth:`_encode_into` per row."""
+        end = start + messages.shape[1] - overhead_bytes(self.n_scalars, self.crc)
+        return [self._encode_into(row, key, message[start:end]) for row, key, message in zip(rows, keys, messages, strict=True)]
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
         """Rebuild the vector from a validated message; raise MessageError on bad payload."""

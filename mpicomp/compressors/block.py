@@ -11,7 +11,8 @@ Variance: each block obeys the p = 2 dithering bound (see :mod:`mpicomp.compress
 
 Wire (codec ``block``, no header scalars): payload = ``ceil(d / size)`` float64 block norms
 (little-endian), then d codes of ``1 + ceil(log2(s + 1))`` bits laid out as in
-:mod:`mpicomp.compressors.dither`.
+:mod:`mpicomp.compressors.dither` (bit planes per group of 64 coordinates, whatever the block
+size). The norm pass also rejects NaN and Inf input.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Block(Compressor):
 
     name = "block"
     unbiased = True
+    checks_finite = True  # the norm pass rejects NaN and Inf
 
     def __init__(self, size: int = 2000, s: int = 1) -> None:
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= MAX_D:
@@ -64,19 +66,26 @@ class Block(Compressor):
     def expected_bits(self, d: int) -> float:
         return float(64 * self.n_blocks(d) + d * self.code.bits)
 
-    def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        norms, mult, pre = block_scales(x, self.size, 2, float(self.s))
-        packed = encode_levels(x, key.state, self.code, self.size, mult, pre)
-        return (), np.concatenate((norms.astype("<f8").view(np.uint8), packed))
+    def payload_bytes(self, d: int) -> int:
+        return 8 * self.n_blocks(d) + self.code.nbytes(d)
 
-    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+    def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
+        if x.size == 0:
+            return ()
+        norms, mult, pre = block_scales(x, self.size, 2, float(self.s))
+        head = 8 * norms.size
+        payload[:head] = norms.astype("<f8").view(np.uint8)
+        encode_levels(x, key.state, self.code, self.size, mult, pre, payload[head:])
+        return ()
+
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         payload = np.frombuffer(msg.payload, dtype=np.uint8)
         head = 8 * self.n_blocks(msg.d)
         if payload.size < head:
             raise MessageError(f"{self.spec}: payload of {payload.size} bytes cannot hold {head // 8} block norms")
-        norms = payload[:head].view("<f8")
+        norms = np.frombuffer(msg.payload, dtype="<f8", count=head // 8)
         valid = (norms >= 0.0) & (norms <= _LARGEST)
         if not valid.all():
             bad = int(np.argmin(valid))
             raise MessageError(f"{self.name}: invalid norm {norms[bad]!r} of block {bad}")
-        return decode_levels(payload[head:], msg.d, self.code, self.size, norms, self.name)
+        decode_levels(payload[head:], self.code, self.size, norms, self.name, out, accumulate)

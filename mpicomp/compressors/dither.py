@@ -31,10 +31,11 @@ two, ``(2^(e+1) - r)(r - 2^e) <= r^2 / 8`` (the natural compression bound); belo
 both within the paper's ``1/8 + d^(1/min(p,2)) 2^(1-s) min(1, d^(1/min(p,2)) 2^(1-s))``.
 
 Wire (both codecs): one float64 scalar, the norm ``||x||_p``; payload: d codes of
-``1 + ceil(log2(s + 1))`` bits, ``level | negative << ceil(log2(s + 1))`` with ``level in 0..s``
-(layout of :mod:`mpicomp.compressors._levels`): level k is ``k / s`` (``dither``), or 0 for
-k = 0 and ``2^(k - s)`` for ``k = 1..s`` (``natdither``), times the norm. Decoding checks the norm
-(finite, >= 0), every level (``<= s``), canonical signs and padding.
+``P = 1 + ceil(log2(s + 1))`` bits, ``level | negative << (P - 1)`` with ``level in 0..s``, stored
+as bit planes per group of 64 coordinates (layout of :mod:`mpicomp.compressors._levels`, ``d P``
+bits): level k is ``k / s`` (``dither``), or 0 for k = 0 and ``2^(k - s)`` for ``k = 1..s``
+(``natdither``), times the norm. Decoding checks the norm (finite, >= 0), every level (``<= s``),
+canonical signs and padding. The norm pass also rejects NaN and Inf input.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Dithering(Compressor):
 
     unbiased = True
     n_scalars = 1
+    checks_finite = True  # the norm pass rejects NaN and Inf
     max_levels: ClassVar[int]
 
     def __init__(self, s: int, p: float) -> None:
@@ -88,16 +90,20 @@ class Dithering(Compressor):
     def expected_bits(self, d: int) -> float:
         return float(d * self.code.bits)
 
-    def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        if x.size == 0:
-            return (0.0,), b""
-        norms, mult, pre = block_scales(x, x.size, self.p, self.code.cap)
-        return (float(norms[0]),), encode_levels(x, key.state, self.code, x.size, mult, pre)
+    def payload_bytes(self, d: int) -> int:
+        return self.code.nbytes(d)
 
-    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+    def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
+        if x.size == 0:
+            return (0.0,)
+        norms, mult, pre = block_scales(x, x.size, self.p, self.code.cap)
+        encode_levels(x, key.state, self.code, x.size, mult, pre, payload)
+        return (float(norms[0]),)
+
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         norm = check_scalar(msg.scalars[0], "norm")
         payload = np.frombuffer(msg.payload, dtype=np.uint8)
-        return decode_levels(payload, msg.d, self.code, msg.d, np.array([norm]), self.name)
+        decode_levels(payload, self.code, msg.d, np.array([norm]), self.name, out, accumulate)
 
 
 @register

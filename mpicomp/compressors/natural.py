@@ -25,6 +25,7 @@ the number of threads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
@@ -32,7 +33,7 @@ from numba import float64, int64, njit, uint8, uint32, uint64
 
 from ..rng import RandomKey, random_u64
 from ..wire import Message, MessageError
-from ..wire.bitpack import parallel_tasks, run_split
+from ..wire.bitpack import parallel_tasks, run_split, specialized
 from ._levels import float64_bits, float64_from_bits, uniform_grid
 from .base import Compressor, non_finite_input
 from .registry import register
@@ -194,7 +195,6 @@ def _decoder(accumulate: bool):
     """Decode kernel over groups ``[g0, g1)``, writing (``accumulate``: adding) into ``out``;
     0 if some code or padding bit is invalid, else -1."""
 
-    @njit(cache=True, inline="always")
     def decode_group(exponents, signs, out, g, count):
         """Values of group ``g`` (``count`` coordinates; a constant 64 for whole groups, so that
         the loop vectorizes); nonzero if a code is invalid (255, or a negative zero) or a padding
@@ -215,7 +215,11 @@ def _decoder(accumulate: bool):
                 target[j] = natural_value(code, negative)
         return invalid
 
-    @njit(cache=True, nogil=True)
+    tag = "add" if accumulate else "set"
+    decode_group.__qualname__ += f"_{tag}"
+    decode_group = njit(cache=True, inline="always")(decode_group)
+
+    @specialized(tag)
     def decode_natural(exponents, signs, out, g0, g1):
         whole = min(g1, out.size // GROUP)
         invalid = uint64(0)
@@ -226,6 +230,24 @@ def _decoder(accumulate: bool):
         return 0 if invalid else -1
 
     return decode_natural
+
+
+@cache
+def _rows_encoder(single: bool):
+    """Kernel encoding every row of ``rows`` (float32 if ``single``) into its message, the payload at
+    ``messages[r, start:]``; returns the first row with a value too large or NaN, or -1."""
+    encode_row = encode_single if single else encode_double
+
+    @specialized("single" if single else "double")
+    def encode_rows(rows, states, messages, start):
+        d = rows.shape[1]
+        for r in range(rows.shape[0]):
+            exponents, signs = messages[r, start : start + d], messages[r, start + d : start + d + (d + 7) // 8]
+            if encode_row(rows[r], states[r], exponents, signs, 0, (d + GROUP - 1) // GROUP) >= 0:
+                return r
+        return -1
+
+    return encode_rows
 
 
 @njit(cache=True, nogil=True)
@@ -298,13 +320,27 @@ class Natural(Compressor):
             raise _too_large(x)
         return ()
 
+    def _encode_rows_into(
+        self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
+    ) -> list[tuple[float, ...]]:
+        states = np.array([key.state for key in keys], dtype=np.uint64)
+        if (bad := _rows_encoder(rows.dtype == np.float32)(rows, states, messages, start)) >= 0:
+            raise _too_large(rows[bad])
+        return [()] * len(rows)
+
+    def _payload(self, msg: Message) -> np.ndarray:
+        """The payload bytes of a validated message, checked to be ``d`` exponents and ``ceil(d/8)`` sign bytes."""
+        payload = np.frombuffer(msg.payload, dtype=np.uint8)
+        if payload.size != self.payload_bytes(msg.d):
+            raise MessageError(
+                f"natural: payload holds {payload.size} bytes, d={msg.d} exponent bytes and sign bits need "
+                f"{self.payload_bytes(msg.d)}"
+            )
+        return payload
+
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         d = msg.d
-        payload = np.frombuffer(msg.payload, dtype=np.uint8)
-        if payload.size != self.payload_bytes(d):
-            raise MessageError(
-                f"natural: payload holds {payload.size} bytes, d={d} exponent bytes and sign bits need {self.payload_bytes(d)}"
-            )
+        payload = self._payload(msg)
         exponents, signs = payload[:d], payload[d:]
         if run_split(_decoder(accumulate), _groups(d), parallel_tasks(d), exponents, signs, out) < 0:
             return

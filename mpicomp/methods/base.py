@@ -3,7 +3,8 @@
 :meth:`Method.round` runs round k on every process through a :class:`~mpicomp.methods.link.Link`.
 Its default is the three-call round most methods need::
 
-    upload_w   = method.worker_upload(w, k)          for each local worker w  (bytes)
+    upload_w   = method.worker_upload(w, k)          for each local worker w  (bytes; batched
+                                                     by worker_uploads where a method can)
     downlink   = method.master_downlink(uploads, k)  on the master            (bytes)
     method.apply_downlink(downlink, k)               on every process
 
@@ -109,10 +110,14 @@ class Method:
     # --- the round -------------------------------------------------------------------
     def round(self, k: int, link: Link) -> None:
         """Round ``k`` on every process: local uploads, gather, master downlink, broadcast, apply."""
-        uploads = [self.worker_upload(w, k) for w in link.local_workers]
-        gathered = link.gather(uploads)
+        gathered = link.gather(self.worker_uploads(link.local_workers, k))
         downlink = self.master_downlink(gathered, k) if link.is_master else None
         self.apply_downlink(link.broadcast(downlink), k)
+
+    def worker_uploads(self, workers: range, k: int) -> list[bytes | memoryview]:
+        """The messages of a rank's local ``workers`` in round ``k``: :meth:`worker_upload` of each,
+        unless the method batches them (e.g. one ``encode_many`` call for all)."""
+        return [self.worker_upload(w, k) for w in workers]
 
     def worker_upload(self, w: int, k: int) -> bytes:
         """Worker ``w``'s message in round ``k`` (``b""`` for a skipped upload)."""

@@ -4,18 +4,23 @@ Value ``j`` occupies bits ``[j*b, (j+1)*b)`` of the byte stream, least significa
 first; the last byte is zero-padded. A sign bitmap is the case b = 1, sparse indices the
 case b = :func:`index_bits` (d).
 
-Variable-length streams (Elias codes) use the inline accumulator helpers :func:`write_bits` /
-:func:`flush_bits` / :func:`read_bits`, whose state is ``(acc, nacc, pos)``: a ``uint64`` bit
-accumulator, the number of valid bits in it, and the next byte position.
+Variable-length streams (Elias codes) keep a bit position: :func:`put_bits` ORs a field into a
+zeroed buffer with one unaligned 64-bit load and store (no branch), :func:`peek_bits` reads the
+next 57 or more bits at once from a buffer with 8 bytes of slack (:func:`padded`).
 
 Fixed widths go faster: ``CHUNK_VALUES = 32`` values of b bits fill exactly b 32-bit words, so
-chunk ``c`` starts at word ``b c`` whatever b is, and chunks are independent. Kernels (here and
-in the fused quantizers) pack a chunk with :func:`pack_chunk` / :func:`unpack_chunk` on uint32
-words; generated with b as a compile-time constant, the chunk loop unrolls into constant shifts.
-Kernels take a chunk range ``[c0, c1)`` and release the GIL, so :func:`run_chunks` splits long
-vectors over ``numba.get_num_threads()`` Python threads (one serial kernel per width compiles
-in half the time of a serial plus a ``prange`` variant; a thread hand-off costs tens of
-microseconds, paid only above ``PARALLEL_MIN_CHUNKS`` chunks).
+chunk ``c`` starts at word ``b c`` whatever b is, and chunks are independent. Kernels pack a
+chunk with :func:`pack_chunk` / :func:`unpack_chunk` on uint32 words; generated with b as a
+compile-time constant, the chunk loop unrolls into constant shifts. Kernels take a chunk range
+``[c0, c1)`` and release the GIL, so :func:`run_chunks` splits long vectors over
+``numba.get_num_threads()`` Python threads (one serial kernel per width compiles in half the time
+of a serial plus a ``prange`` variant; a thread hand-off costs tens of microseconds, paid only
+above ``PARALLEL_MIN_CHUNKS`` chunks).
+
+Bit planes of ``GROUP = 64`` integers (the layout of the sign + level quantizers): the intrinsics
+:func:`plane_word` (bit t of 64 integers as one uint64 word: a vector compare and a mask move),
+:func:`set_plane` / :func:`or_plane` (the inverse) and :func:`nonzero_word` (the mask of the
+nonzero ones) work on any integer array, with no bounds check.
 """
 
 from __future__ import annotations
@@ -26,18 +31,18 @@ from functools import cache, lru_cache
 
 import numba
 import numpy as np
-from numba import njit, uint32, uint64
+from llvmlite import ir
+from numba import njit, uint8, uint32, uint64
+from numba.core import types
+from numba.extending import intrinsic
 
 from .errors import MessageError
 
-_U8 = np.uint64(8)
-_U16 = np.uint64(16)
-_U24 = np.uint64(24)
 _U32 = np.uint64(32)
-_BYTE = np.uint64(0xFF)
 _ONE = np.uint64(1)
 
 CHUNK_VALUES = 32
+GROUP = 64  # integers per bit-plane word (plane_word, nonzero_word, set_plane, or_plane)
 PARALLEL_MIN_CHUNKS = 4096  # below 128 Ki values one thread is faster than a hand-off to the pool
 _COPY_BELOW_BYTES = 1 << 16  # packed sections up to 64 KiB are copied into words, not viewed
 
@@ -87,54 +92,135 @@ def run_chunks(kernel: Callable[..., int], n: int, *args: object) -> int:
 
 
 @njit(cache=True, inline="always")
-def write_bits(out, state, value, bits):
-    """Append the low ``bits`` (<= 32) bits of ``value``; ``state = (acc, nacc, pos)``.
-
-    Flushes whole 32-bit words to ``out`` (a uint8 array); call :func:`flush_bits` at the end.
-    """
-    acc, nacc, pos = state
-    acc |= (uint64(value) & ((uint64(1) << uint64(bits)) - uint64(1))) << uint64(nacc)
-    nacc += bits
-    if nacc >= 32:
-        out[pos] = acc & _BYTE
-        out[pos + 1] = (acc >> _U8) & _BYTE
-        out[pos + 2] = (acc >> _U16) & _BYTE
-        out[pos + 3] = (acc >> _U24) & _BYTE
-        acc >>= _U32
-        nacc -= 32
-        pos += 4
-    return acc, nacc, pos
+def load_u64(buf, pos):
+    """The little-endian uint64 at bytes ``buf[pos : pos + 8]`` (one unaligned load once compiled)."""
+    start = uint64(pos)  # unsigned indices: no negative-index wraparound, so the loads combine
+    word = uint64(0)
+    for k in range(8):
+        word |= uint64(buf[start + uint64(k)]) << uint64(8 * k)
+    return word
 
 
 @njit(cache=True, inline="always")
-def flush_bits(out, state):
-    """Write the remaining ``< 32`` accumulated bits; returns the number of bytes written."""
-    acc, nacc, pos = state
-    while nacc > 0:
-        out[pos] = acc & _BYTE
-        acc >>= _U8
-        nacc -= 8
-        pos += 1
-    return pos
+def store_u64(out, pos, word):
+    """Write ``word`` little-endian to ``out[pos : pos + 8]`` (one unaligned store once compiled)."""
+    start = uint64(pos)  # unsigned indices: no negative-index wraparound, so the stores combine
+    for k in range(8):
+        out[start + uint64(k)] = uint8(word >> uint64(8 * k))
 
 
 @njit(cache=True, inline="always")
-def read_bits(buf, state, bits):
-    """Read the next ``bits`` (<= 32) bits; ``state = (acc, nacc, pos)``. Returns (value, state).
+def put_bits(out, position, value, bits):
+    """OR ``value < 2**bits`` (``bits <= 57``) into the stream ``out`` at bit ``position``; returns
+    the position after it. ``out`` (uint8) must be zeroed and have 8 bytes of room past the byte of
+    ``position``; branch-free (one unaligned 64-bit load and store)."""
+    pos = position >> 3
+    store_u64(out, pos, load_u64(out, pos) | (uint64(value) << uint64(position & 7)))
+    return position + bits
 
-    Refills byte by byte, so afterwards ``pos`` is the number of bytes touched. Reads past the
-    end of ``buf`` yield zero bits; the caller checks the buffer size once, before the loop.
-    """
-    acc, nacc, pos = state
-    while nacc < bits:
-        byte = uint64(buf[pos]) if pos < buf.size else uint64(0)
-        acc |= byte << uint64(nacc)
-        nacc += 8
-        pos += 1
-    value = acc & ((uint64(1) << uint64(bits)) - uint64(1))
-    acc >>= uint64(bits)
-    nacc -= bits
-    return value, (acc, nacc, pos)
+
+@njit(cache=True, inline="always")
+def peek_bits(buf, position):
+    """The stream's 64 bits from bit ``position`` on (bit 0 = bit ``position``), of which the low 57
+    are valid; ``buf`` must have 8 readable bytes from byte ``position // 8`` on (see :func:`padded`)."""
+    return load_u64(buf, position >> 3) >> uint64(position & 7)
+
+
+def padded(data: np.ndarray) -> np.ndarray:
+    """A copy of the bytes ``data`` followed by 8 zero bytes, for :func:`peek_bits` up to its end."""
+    out = np.zeros(data.size + 8, dtype=np.uint8)
+    out[: data.size] = data
+    return out
+
+
+def _group_pointer(context, builder, signature, args):
+    """Pointer to the ``GROUP`` integers ``array[start : start + GROUP]`` (the first two arguments)
+    as one LLVM vector, and the LLVM type of an element."""
+    array_type = signature.args[0]
+    data = context.make_array(array_type)(context, builder, args[0]).data
+    element = context.get_data_type(array_type.dtype)
+    pointer = builder.gep(data, [context.cast(builder, args[1], signature.args[1], types.intp)])
+    return builder.bitcast(pointer, ir.VectorType(element, GROUP).as_pointer()), element
+
+
+def _splat(builder, value, element):
+    """The vector of ``GROUP`` copies of the scalar ``value`` (of LLVM type ``element``)."""
+    vector = ir.VectorType(element, GROUP)
+    single = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(single, single, ir.Constant(ir.VectorType(ir.IntType(32), GROUP), [0] * GROUP))
+
+
+def _group_array(array) -> bool:
+    return isinstance(array, types.Array) and array.ndim == 1 and isinstance(array.dtype, types.Integer)
+
+
+@intrinsic
+def plane_word(typingctx, codes, start, bit):
+    """``sum_j ((codes[start + j] >> bit) & 1) << j`` over ``j < GROUP = 64``: bit plane ``bit`` of 64
+    integer codes as one uint64 word (a vector compare and mask move; no bounds check)."""
+    if not (_group_array(codes) and isinstance(start, types.Integer) and isinstance(bit, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointer, element = _group_pointer(context, builder, signature, args)
+        values = builder.load(pointer, align=1)
+        shift = context.cast(builder, args[2], signature.args[2], signature.args[0].dtype)
+        selected = builder.and_(values, _splat(builder, builder.shl(ir.Constant(element, 1), shift), element))
+        hit = builder.icmp_unsigned("!=", selected, ir.Constant(values.type, None))
+        return builder.bitcast(hit, ir.IntType(GROUP))
+
+    return types.uint64(codes, start, bit), codegen
+
+
+@intrinsic
+def nonzero_word(typingctx, values, start):
+    """``sum_j [values[start + j] != 0] << j`` over ``j < GROUP = 64``: the nonzero mask of 64
+    integers as one uint64 word (no bounds check)."""
+    if not (_group_array(values) and isinstance(start, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointer, _ = _group_pointer(context, builder, signature, args)
+        loaded = builder.load(pointer, align=1)
+        nonzero = builder.icmp_unsigned("!=", loaded, ir.Constant(loaded.type, None))
+        return builder.bitcast(nonzero, ir.IntType(GROUP))
+
+    return types.uint64(values, start), codegen
+
+
+def _spread_plane(accumulate: bool):
+    """Codegen of ``(codes, start, word, bit)``: the 64 bits of ``word`` as integers shifted left by
+    ``bit``, stored to (``accumulate``: ORed into) ``codes[start : start + 64]``."""
+
+    def codegen(context, builder, signature, args):
+        pointer, element = _group_pointer(context, builder, signature, args)
+        word = context.cast(builder, args[2], signature.args[2], types.uint64)
+        bits = builder.bitcast(word, ir.VectorType(ir.IntType(1), GROUP))
+        shift = context.cast(builder, args[3], signature.args[3], signature.args[0].dtype)
+        plane = builder.shl(builder.zext(bits, pointer.type.pointee), _splat(builder, shift, element))
+        if accumulate:
+            plane = builder.or_(builder.load(pointer, align=1), plane)
+        builder.store(plane, pointer, align=1)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def set_plane(typingctx, codes, start, word, bit):
+    """``codes[start + j] = ((word >> j) & 1) << bit`` for ``j < GROUP = 64`` (no bounds check)."""
+    if not (_group_array(codes) and all(isinstance(t, types.Integer) for t in (start, word, bit))):
+        return None
+    return types.void(codes, start, word, bit), _spread_plane(False)
+
+
+@intrinsic
+def or_plane(typingctx, codes, start, word, bit):
+    """``codes[start + j] |= ((word >> j) & 1) << bit`` for ``j < GROUP = 64``: the inverse of
+    :func:`plane_word`, one plane at a time (no bounds check)."""
+    if not (_group_array(codes) and all(isinstance(t, types.Integer) for t in (start, word, bit))):
+        return None
+    return types.void(codes, start, word, bit), _spread_plane(True)
 
 
 @njit(cache=True, inline="always")
@@ -210,11 +296,28 @@ def chunk_words(main, tail, c, bits):
     return tail, 0
 
 
+def specialized(tag: str) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """Decorator for the kernels a factory generates per parameter set: appends ``_tag`` to the
+    function's qualname, then compiles it (``njit``, cached, without the GIL).
+
+    Numba names a compiled function after its qualname and a per-process counter, and cached code
+    keeps the counter of the process that compiled it; two closures of one factory, loaded from the
+    cache into one process, could then share a symbol, and a kernel call the other's code. One
+    qualname per specialization keeps their symbols (and cache files) apart.
+    """
+
+    def compile_kernel(function: Callable[..., object]) -> Callable[..., object]:
+        function.__qualname__ = f"{function.__qualname__}_{tag}"
+        return njit(cache=True, nogil=True)(function)
+
+    return compile_kernel
+
+
 @cache
 def _packer(bits: int) -> Callable[..., int]:
     """Kernel ``(values, words, c0, c1) -> first value >= 2**bits or -1`` with ``bits`` compiled in."""
 
-    @njit(cache=True, nogil=True)
+    @specialized(f"bits{bits}")
     def pack_range(values, words, c0, c1):
         codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
         bad = -1
@@ -243,7 +346,7 @@ def _packer(bits: int) -> Callable[..., int]:
 def _unpacker(bits: int) -> Callable[..., int]:
     """Kernel ``(main, tail, out, c0, c1) -> -1`` with ``bits`` compiled in."""
 
-    @njit(cache=True, nogil=True)
+    @specialized(f"bits{bits}")
     def unpack_range(main, tail, out, c0, c1):
         codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
         n = out.size

@@ -12,17 +12,19 @@ Universal prefix codes (Elias 1975) for ``1 <= n <= MAX_ELIAS``, with ``b(n)`` t
 The bits after a leading one are stored least significant first, like every field of the stream
 (:mod:`mpicomp.wire.bitpack`); code lengths and the prefix property are those of the textbook codes.
 
-Kernels use bitpack's ``write_bits`` / ``read_bits`` / ``flush_bits`` accumulator. Readers take the
-stream size in bits and the number of bits consumed so far, never read past the end, and return an
-``ok`` flag instead of raising, so a malformed stream becomes a :class:`MessageError` in Python.
+Kernels keep a bit position: writers OR codewords into a zeroed buffer with bitpack's
+``put_bits``, readers look ahead with ``peek_bits``. Readers take the stream size in bits, never read
+past the end, and return an ``ok`` flag instead of raising, so a malformed stream becomes a
+:class:`MessageError` in Python.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, uint64
+from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 
-from .bitpack import flush_bits, packed_nbytes, read_bits, write_bits
+from .bitpack import packed_nbytes, padded, peek_bits, put_bits
 from .errors import MessageError
 
 GAMMA = 0
@@ -30,19 +32,20 @@ OMEGA = 1
 ELIAS_CODES = {"gamma": GAMMA, "omega": OMEGA}
 MAX_ELIAS = 2**32  # largest codable integer: a gap of d + 1 for the largest u32 dimension
 _MAX_GROUP_BITS = 33  # bit length of MAX_ELIAS
+_GROUP_MASK = np.uint64((1 << _MAX_GROUP_BITS) - 1)
 _ONE = np.uint64(1)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def bit_length(n):
     """Number of bits of ``n >= 1``: ``floor(log2 n) + 1``."""
-    n = uint64(n)
-    length = 0
-    for shift in (32, 16, 8, 4, 2, 1):
-        if n >> uint64(shift):
-            n >>= uint64(shift)
-            length += shift
-    return length + 1
+    return 64 - int(leading_zeros(uint64(n)))
+
+
+@njit(cache=True, inline="always")
+def _low_bits(n, k):
+    """The ``k < 64`` bits of ``n`` below bit k."""
+    return uint64(n) & ((_ONE << uint64(k)) - _ONE)
 
 
 @njit(cache=True)
@@ -59,87 +62,55 @@ def elias_bits(n, code):
     return total
 
 
-@njit(cache=True)
-def _write_wide(out, state, value, bits):
-    """``write_bits`` for up to 64 bits, in chunks of at most 32."""
-    value = uint64(value)
-    while bits > 32:
-        state = write_bits(out, state, value, 32)
-        value >>= uint64(32)
-        bits -= 32
-    if bits > 0:
-        state = write_bits(out, state, value, bits)
-    return state
-
-
-@njit(cache=True)
-def write_elias(out, state, n, code):
-    """Append the ``code`` codeword of ``1 <= n <= MAX_ELIAS``; returns the new writer state."""
+@njit(cache=True, inline="always")
+def write_elias(out, position, n, code):
+    """Write the ``code`` codeword of ``1 <= n <= MAX_ELIAS`` at bit ``position`` of the zeroed
+    stream ``out`` (see ``put_bits``); returns the position after it."""
     n = uint64(n)
-    if code == GAMMA:
+    if code == GAMMA:  # k zero bits (already there), then the one bit and the k low bits
         k = bit_length(n) - 1
-        low = n & ((_ONE << uint64(k)) - _ONE)
-        return _write_wide(out, state, (_ONE << uint64(k)) | (low << uint64(k + 1)), 2 * k + 1)
-    # Omega, built from the end: the final zero bit, then each group prepended (lower bits come first).
+        return put_bits(out, position + k, _ONE | (_low_bits(n, k) << _ONE), k + 1)
+    # Omega, built from the end: the final zero bit, then each group prepended (lower bits come
+    # first); at most 45 bits for MAX_ELIAS, one write.
     word = uint64(0)
     length = 1
     while n > 1:
         k = bit_length(n) - 1
-        group = _ONE | ((n & ((_ONE << uint64(k)) - _ONE)) << _ONE)
-        word = group | (word << uint64(k + 1))
+        word = _ONE | (_low_bits(n, k) << _ONE) | (word << uint64(k + 1))
         length += k + 1
         n = uint64(k)
-    return _write_wide(out, state, word, length)
+    return put_bits(out, position, word, length)
 
 
-@njit(cache=True)
-def read_bits_checked(buf, state, consumed, total, bits):
-    """Read ``bits`` (<= 64) bits unless that passes ``total`` bits; returns (value, state, consumed, ok)."""
-    if consumed + bits > total:
-        return uint64(0), state, consumed, False
-    value = uint64(0)
-    shift = 0
-    while bits > 0:
-        chunk = min(bits, 32)
-        part, state = read_bits(buf, state, chunk)
-        value |= uint64(part) << uint64(shift)
-        shift += chunk
-        bits -= chunk
-        consumed += chunk
-    return value, state, consumed, True
-
-
-@njit(cache=True)
-def read_elias(buf, state, consumed, total, code):
-    """Read one codeword; returns (n, state, consumed, ok). ``ok`` is False on a truncated stream
-    (``consumed`` would pass ``total`` bits) or a codeword for an integer above MAX_ELIAS."""
+@njit(cache=True, inline="always")
+def read_elias(buf, position, total, code):
+    """Read one codeword at bit ``position`` of a stream of ``total`` bits in ``buf`` (padded: see
+    ``peek_bits``); returns ``(n, position after it, ok)``. ``ok`` is False on a truncated stream (the
+    codeword passes ``total`` bits) or a codeword for an integer above MAX_ELIAS."""
     if code == GAMMA:
-        zeros = 0
-        while True:
-            bit, state, consumed, ok = read_bits_checked(buf, state, consumed, total, 1)
-            if not ok:
-                return uint64(0), state, consumed, False
-            if bit:
-                break
-            zeros += 1
-            if zeros >= _MAX_GROUP_BITS:
-                return uint64(0), state, consumed, False
-        low, state, consumed, ok = read_bits_checked(buf, state, consumed, total, zeros)
-        n = (_ONE << uint64(zeros)) | low
-        return n, state, consumed, ok and n <= uint64(MAX_ELIAS)
+        window = peek_bits(buf, position)
+        if window & _GROUP_MASK == 0:  # 33 zeros or more: longer than any valid prefix
+            return uint64(0), position, False
+        zeros = int(trailing_zeros(window))
+        end = position + 2 * zeros + 1
+        if end > total:
+            return uint64(0), position, False
+        n = (_ONE << uint64(zeros)) | _low_bits(peek_bits(buf, position + zeros + 1), zeros)
+        return n, end, n <= uint64(MAX_ELIAS)
     n = _ONE
     while True:
-        bit, state, consumed, ok = read_bits_checked(buf, state, consumed, total, 1)
-        if not ok:
-            return uint64(0), state, consumed, False
-        if bit == 0:
-            return n, state, consumed, n <= uint64(MAX_ELIAS)
+        if position >= total:
+            return uint64(0), position, False
+        window = peek_bits(buf, position)  # the flag bit and up to 33 more bits: within the 57 valid
+        if window & _ONE == 0:
+            return n, position + 1, n <= uint64(MAX_ELIAS)
         if n >= uint64(_MAX_GROUP_BITS):
-            return uint64(0), state, consumed, False
-        low, state, consumed, ok = read_bits_checked(buf, state, consumed, total, np.int64(n))
-        if not ok:
-            return uint64(0), state, consumed, False
-        n = (_ONE << n) | low
+            return uint64(0), position, False
+        width = int(n)
+        if position + 1 + width > total:
+            return uint64(0), position, False
+        n = (_ONE << n) | _low_bits(window >> _ONE, width)
+        position += 1 + width
 
 
 @njit(cache=True)
@@ -150,24 +121,24 @@ def _lengths(values, code, out):
 
 @njit(cache=True)
 def _encode(values, code, out):
-    state = (uint64(0), 0, 0)
+    """Write the codewords of ``values`` into the zeroed ``out``; returns the stream length in bits."""
+    position = 0
     for i in range(values.size):
-        state = write_elias(out, state, values[i], code)
-    return flush_bits(out, state)
+        position = write_elias(out, position, values[i], code)
+    return position
 
 
 @njit(cache=True)
-def _decode(buf, n, code, out):
-    """Fill ``out[:n]``; returns the number of bits consumed, or -1 - i if codeword i is invalid."""
-    state = (uint64(0), 0, 0)
-    consumed = 0
-    total = 8 * buf.size
+def _decode(buf, total, n, code, out):
+    """Fill ``out[:n]`` from the ``total`` bits of the padded ``buf``; returns the number of bits
+    consumed, or -1 - i if codeword i is invalid."""
+    position = 0
     for i in range(n):
-        value, state, consumed, ok = read_elias(buf, state, consumed, total, code)
+        value, position, ok = read_elias(buf, position, total, code)
         if not ok:
             return -1 - i
         out[i] = value
-    return consumed
+    return position
 
 
 def _code_id(code: str) -> int:
@@ -196,7 +167,7 @@ def encode_elias(values: np.ndarray, code: str = "omega") -> np.ndarray:
     """Concatenated codewords of ``values`` (integers in [1, MAX_ELIAS]), zero-padded to whole bytes."""
     values = _checked_values(values)
     out = np.zeros(packed_nbytes(int(elias_code_bits(values, code).sum()), 1) + 8, dtype=np.uint8)
-    return out[: _encode(values, _code_id(code), out)]
+    return out[: packed_nbytes(_encode(values, _code_id(code), out), 1)]
 
 
 def decode_elias(buf: np.ndarray | bytes | memoryview, n: int, code: str = "omega") -> np.ndarray:
@@ -207,7 +178,7 @@ def decode_elias(buf: np.ndarray | bytes | memoryview, n: int, code: str = "omeg
     code_id = _code_id(code)
     data = np.frombuffer(buf, dtype=np.uint8)
     out = np.empty(n, dtype=np.uint64)
-    consumed = _decode(data, n, code_id, out)
+    consumed = _decode(padded(data), 8 * data.size, n, code_id, out)
     if consumed < 0:
         raise MessageError(f"Elias-{code} stream: codeword {-1 - consumed} of {n} is truncated or invalid")
     check_padding(data, consumed, f"Elias-{code} stream")

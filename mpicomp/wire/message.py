@@ -71,6 +71,16 @@ def payload_offset(n_scalars: int) -> int:
     return HEADER_BYTES + 8 * n_scalars
 
 
+def _header(codec: int, d: int, n_scalars: int, payload_bytes: int, crc: bool, key_fingerprint: int | None) -> bytes:
+    """The 16 fixed header bytes of a message."""
+    if not 0 <= d <= MAX_D:
+        raise ValueError(f"dimension d={d} does not fit the u32 header field")
+    if n_scalars > MAX_SCALARS:
+        raise ValueError(f"{n_scalars} codec scalars exceed the limit of {MAX_SCALARS}")
+    flags = (FLAG_CRC32 if crc else 0) | (FLAG_KEY if key_fingerprint is not None else 0)
+    return HEADER.pack(MAGIC, VERSION, codec, flags, n_scalars, key_fingerprint or 0, d, payload_bytes)
+
+
 def frame_message(
     out: np.ndarray,
     codec: int,
@@ -85,18 +95,27 @@ def frame_message(
 
     ``out`` is a writable uint8 array with room for :func:`overhead_bytes` + ``payload_bytes``.
     """
-    if not 0 <= d <= MAX_D:
-        raise ValueError(f"dimension d={d} does not fit the u32 header field")
-    if len(scalars) > MAX_SCALARS:
-        raise ValueError(f"{len(scalars)} codec scalars exceed the limit of {MAX_SCALARS}")
-    flags = (FLAG_CRC32 if crc else 0) | (FLAG_KEY if key_fingerprint is not None else 0)
-    HEADER.pack_into(out, 0, MAGIC, VERSION, codec, flags, len(scalars), key_fingerprint or 0, d, payload_bytes)
+    out[:HEADER_BYTES] = np.frombuffer(_header(codec, d, len(scalars), payload_bytes, crc, key_fingerprint), np.uint8)
     struct.pack_into(f"<{len(scalars)}d", out, HEADER_BYTES, *scalars)
     end = payload_offset(len(scalars)) + payload_bytes
     if not crc:
         return end
     struct.pack_into("<I", out, end, crc32(out[:end]))
     return end + CRC_BYTES
+
+
+def frame_messages(out: np.ndarray, codec: int, d: int, scalars: np.ndarray, payload_bytes: int, crc: bool = True) -> int:
+    """:func:`frame_message` for every row of ``out`` (``(m, frame)`` uint8, row j's payload in place)
+    with row j's scalars ``scalars[j]`` (``(m, n_scalars)``): one header for all rows, the CRC-32 per
+    row. Returns each message's size (the same for every row)."""
+    n_scalars = scalars.shape[1]
+    out[:, :HEADER_BYTES] = np.frombuffer(_header(codec, d, n_scalars, payload_bytes, crc, None), np.uint8)
+    start = payload_offset(n_scalars)
+    out[:, HEADER_BYTES:start] = np.ascontiguousarray(scalars, dtype="<f8").view(np.uint8)
+    end = start + payload_bytes
+    if crc:
+        out[:, end : end + CRC_BYTES] = np.array([crc32(row[:end]) for row in out], dtype="<u4")[:, None].view(np.uint8)
+    return end + (CRC_BYTES if crc else 0)
 
 
 def pack_message(
