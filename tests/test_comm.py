@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mpi4py import MPI
 
 from mpicomp.comm import (
     SIZE_PREFIX_BYTES,
@@ -24,6 +26,7 @@ from mpicomp.comm import (
     split_bytes,
     worker_range,
 )
+from mpicomp.comm.mpi import oversubscribed
 from mpicomp.compressors import make
 from mpicomp.rng import RandomKey
 from mpicomp.wire import HEADER_BYTES, MessageError, pack_message
@@ -477,3 +480,15 @@ def test_mpi_switch_capabilities(mpiexec, ranks, n_workers):
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     result = json.loads(line.removeprefix("RESULT "))
     assert result == {"size": ranks, "rounds": switch_reference(n_workers)}
+
+
+def test_auto_wait_counts_the_cores_the_node_ranks_may_use(monkeypatch):
+    """``wait = "auto"`` sleeps exactly when a node's ranks outnumber the union of their CPU
+    affinities, or the CPU count where the OS reports no affinity (macOS)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(), raising=False)
+    assert oversubscribed(MPI.COMM_SELF)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert not oversubscribed(MPI.COMM_SELF)
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert not oversubscribed(MPI.COMM_SELF)

@@ -58,6 +58,9 @@ class QuadraticProblem(Problem):
     def local(self, worker: int) -> QuadraticShard:
         return self.shards[worker]
 
+    def sample_counts(self) -> np.ndarray:
+        return np.array([shard.m for shard in self.shards], dtype=np.int64)
+
     def loss(self, x: np.ndarray) -> float:
         return float(np.mean([s.loss(x) for s in self.shards]))
 

@@ -14,7 +14,6 @@ from numba import njit
 
 from mpicomp.compressors import _levels as levels_module
 from mpicomp.compressors import make
-from mpicomp.compressors import natural as natural_module
 from mpicomp.rng import RandomKey
 from mpicomp.wire import MessageError, pack_message, unpack_message
 from mpicomp.wire.bitpack import (
@@ -266,10 +265,6 @@ def test_generated_kernels_have_one_name_per_specialization():
         levels_module._decoder(levels_module.LINEAR, 1, False),
         levels_module._decoder(levels_module.LINEAR, 1, True),
         levels_module._decoder(levels_module.POW2, 1, False),
-        natural_module._decoder(False),
-        natural_module._decoder(True),
-        natural_module._rows_encoder(True),
-        natural_module._rows_encoder(False),
     ]
     names = [kernel.py_func.__qualname__ for kernel in kernels]
     assert len(set(names)) == len(names)

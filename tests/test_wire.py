@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpicomp.compressors import available, make
+from mpicomp.compressors import Compressor, available, make, message_checksums
 from mpicomp.rng import RandomKey
 from mpicomp.wire import (
     HEADER_BYTES,
@@ -20,6 +20,7 @@ from mpicomp.wire import (
     decode_elias,
     elias_code_bits,
     encode_elias,
+    overhead_bytes,
     pack_message,
     pack_signs,
     pack_uint,
@@ -242,14 +243,14 @@ def test_wrong_codec_is_refused(spec: str) -> None:
 
 
 @pytest.mark.parametrize("spec", fuzzed_specs())
-@pytest.mark.parametrize("crc", [True, False])
-def test_buffers_and_batches_give_the_same_bytes_and_sums(spec: str, crc: bool) -> None:
+@pytest.mark.parametrize(("crc", "dtype"), [(True, np.float64), (False, np.float64), (False, np.float32)])
+def test_buffers_and_batches_give_the_same_bytes_and_sums(spec: str, crc: bool, dtype: type) -> None:
     """``encode(out=)`` and ``encode_many`` write exactly ``encode``'s bytes; ``decode(out=)`` and
     ``decode_add`` give exactly ``decode`` and ``total + decode`` (bit for bit, the master's sum)."""
     compressor = make(spec)
     compressor.crc = crc
     d = 130
-    rows = np.random.default_rng(7).standard_normal((3, d))
+    rows = np.random.default_rng(7).standard_normal((3, d)).astype(dtype)
     rows[1, ::4] = 0.0
     keys = [RandomKey(5, 2, w, 0) for w in range(3)]
     messages = [compressor.encode(row, key) for row, key in zip(rows, keys, strict=True)]
@@ -282,9 +283,22 @@ def test_caller_buffers_are_checked() -> None:
         compressor.decode_add(message, np.zeros(99))
 
 
-@pytest.mark.parametrize("spec", ["natural", "identity", "dither(s=3,p=2)"])
-def test_encode_many_names_the_bad_row_value(spec: str) -> None:
-    rows = np.ones((3, 70))
+@pytest.mark.parametrize("spec", ["natural", "identity", "dither(s=3,p=2)", "qsgd(s=4)", "randk(k=0.5)"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_encode_many_names_the_bad_row_and_value(spec: str, dtype: type) -> None:
+    rows = np.ones((3, 70), dtype=dtype)
     rows[2, 41] = np.nan
-    with pytest.raises(ValueError, match=r"x\[41\] = nan"):
+    with pytest.raises(ValueError, match=r"row 2: .*x\[41\] = nan"):
         make(spec).encode_many(rows, [RandomKey(0, 0, w) for w in range(3)])
+
+
+def test_message_checksums_scope_and_restore() -> None:
+    """``message_checksums`` sets the CRC-32 for every compressor without its own setting, and puts
+    the previous setting back on the way out, after an error too."""
+    compressor, x = make("natural"), np.ones(10)
+    assert unpack_message(compressor.encode(x, RandomKey(0))).nbytes == overhead_bytes(0) + 12
+    with pytest.raises(RuntimeError), message_checksums(False):
+        assert unpack_message(compressor.encode(x, RandomKey(0))).nbytes == overhead_bytes(0, crc=False) + 12
+        raise RuntimeError("leaves the block")
+    assert Compressor.crc is True
+    assert unpack_message(compressor.encode(x, RandomKey(0))).nbytes == overhead_bytes(0) + 12

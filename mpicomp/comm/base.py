@@ -7,8 +7,9 @@ than ranks some ranks host no worker (they still take part in every collective).
 
 Received buffers are returned as read-only ``memoryview`` objects (``len``, slicing,
 ``== b""`` and every decoder accept them; ``bytes(view)`` copies). A transport may receive into
-buffers it reuses, so a received view is valid until its next collective of the same kind:
-decode (or copy) it before.
+buffers it reuses, so a received view is valid until its next gather-like collective (``gather``,
+``integer_sum``, ``max_agree``) or, for a broadcast, its next broadcast-like one (``broadcast``
+and the switch's multicast): decode (or copy) it before.
 """
 
 from __future__ import annotations

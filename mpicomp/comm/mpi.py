@@ -6,15 +6,16 @@ rank's concatenated local uploads. Downlink (one ``broadcast``): ``Bcast`` of th
 (int64), then ``Bcast`` of the bytes. Switch aggregations skip the lengths (every rank knows
 them): ``Gatherv`` of the packets to rank 0, which hosts the switch, and ``Bcast`` of its
 aggregate. Ranks hosting no worker send zero elements, so zero-length uploads and all-empty
-rounds cost only the size prefixes and never block. The replica check ``all_equal`` uses
-mpi4py's pickle-based ``allgather`` of a 16-byte digest (bookkeeping, not counted).
+rounds cost only the size prefixes and never block. The replica check ``all_equal`` gathers a
+SHA-256 of each rank's digest (``Iallgather``, bookkeeping, not counted).
 
 The transport duplicates the communicator it is given, so its collectives never match another
 library's on the same ranks, and frees the duplicate in :meth:`MPITransport.close`.
 
 Zero copy: uploads are sent from the encoders' own buffers (one local worker) and received into
-buffers the transport keeps from round to round, so a received view is valid until the
-transport's next collective of the same kind (decode it, or copy it, before).
+buffers the transport keeps from round to round: one for gathers (``gather``, ``integer_sum``,
+``max_agree``), one for broadcasts (``broadcast``, the switch's multicast); a received view is
+valid until the next collective using its buffer (decode it, or copy it, before).
 
 Waiting (``wait``): MPI libraries busy-poll while a collective is pending. With more ranks on a
 node than cores (a laptop, an oversubscribed node), the ranks waiting for the master's downlink
@@ -28,6 +29,7 @@ cores (``os.sched_getaffinity``). MPICH's own knob for the same is the environme
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import warnings
@@ -68,10 +70,15 @@ SLEEP_SECONDS = 50e-6  # between tests of a pending collective when waiting poli
 
 
 def oversubscribed(comm: MPI.Comm) -> bool:
-    """True if the ranks of ``comm`` on this node outnumber the cores this process may run on (collective)."""
+    """True if the ranks of ``comm`` on this node outnumber the cores they may run on (collective):
+    the union of the node's ranks' CPU affinities where the OS reports them (Linux; a rank bound
+    to one core counts its core), else ``os.cpu_count()``."""
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        return node.Get_size() > len(os.sched_getaffinity(0))
+        affinity = getattr(os, "sched_getaffinity", None)
+        mine = sorted(affinity(0)) if affinity is not None else list(range(os.cpu_count() or 1))
+        cores = set().union(*node.allgather(mine))
+        return node.Get_size() > len(cores)
     finally:
         node.Free()
 
@@ -197,14 +204,16 @@ class MPITransport(Transport):
         return memoryview(received).toreadonly()
 
     def all_equal(self, digest: bytes) -> bool:
-        digests = self.comm.allgather(bytes(digest))
-        return all(other == digests[0] for other in digests)
+        mine = np.frombuffer(hashlib.sha256(bytes(digest)).digest(), dtype=np.uint8)
+        everyone = np.empty((self.size, mine.size), dtype=np.uint8)
+        self._complete(self.comm.Iallgather(mine, everyone))
+        return bool((everyone == everyone[0]).all())
 
     def agree(self, code: int | None) -> int:
         value = np.zeros(1, dtype=np.int64)
         if self.is_master:
             value[0] = self._master_code(code)
-        self.comm.Bcast(value, root=0)
+        self._complete(self.comm.Ibcast(value, root=0))
         return int(value[0])
 
     def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:

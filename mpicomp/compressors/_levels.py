@@ -58,6 +58,7 @@ from ..rng import GOLDEN, mix64
 from ..wire import MessageError
 from ..wire.bitpack import (
     GROUP,
+    group_count,
     load_u64,
     or_plane,
     packed_nbytes,
@@ -221,6 +222,42 @@ def code_dtype(bits: int) -> type[np.unsignedinteger]:
     return np.uint8 if bits <= 8 else (np.uint16 if bits <= 16 else np.uint32)
 
 
+@njit(cache=True, nogil=True)
+def quantize_run(x, state, scratch, lo, start, stop, pre, mult, cap, e_min, tiny_scale, kind, level_bits):
+    """Codes of coordinates ``[start, stop)`` (one block: ``pre``, ``mult``) into ``scratch[i - lo]``.
+
+    A plain loop in a function of its own (not inlined: inside the span loop it stops vectorizing
+    and runs 2x slower); ``kind`` and ``level_bits`` are loop-invariant, so the loop is unswitched.
+    Module-level, so that the factories' kernels close over plain constants only (numba's disk
+    cache keys on the closure, and a compiled function in it differs from process to process).
+    """
+    values, codes = x[start:stop], scratch[start - lo : stop - lo]  # 0-based slices vectorize
+    counter = random_counter(state, start)
+    for j in range(values.size):
+        xi = float64(values[j])
+        r = min(abs(xi) * pre * mult, cap)  # (|x_i| * pre) * mult: pre * mult alone may overflow
+        codes[j] = _quantize(kind, xi, r, mix64(counter), e_min, tiny_scale, level_bits)
+        counter += GOLDEN
+
+
+@njit(cache=True, nogil=True)
+def dequantize_run(scratch, lo, start, stop, out, scale, max_level, e_min, kind, level_bits, accumulate):
+    """Values of coordinates ``[start, stop)`` (one block of scale ``scale``) from ``scratch[i - lo]``,
+    written (``accumulate``: added) into ``out``; nonzero if some code is invalid (see
+    :func:`_dequantize`). Module-level for the same reason as :func:`quantize_run`."""
+    inv_max = 1.0 / max_level
+    codes, target = scratch[start - lo : stop - lo], out[start:stop]
+    invalid = uint32(0)
+    for j in range(codes.size):
+        value, bad = _dequantize(kind, uint32(codes[j]), level_bits, max_level, inv_max, e_min, scale)
+        if accumulate:
+            target[j] += value
+        else:
+            target[j] = value
+        invalid |= bad
+    return invalid
+
+
 @cache
 def _encoder(kind: int, level_bits: int):
     """Encode kernel over a group range for one ``(kind, level_bits)``, both compile-time constants.
@@ -232,21 +269,6 @@ def _encoder(kind: int, level_bits: int):
     planes = level_bits + 1
     dtype = code_dtype(planes)
     tag = f"{_KIND_NAMES[kind]}{level_bits}"
-
-    @specialized(tag)
-    def quantize_run(x, state, scratch, lo, start, stop, pre, mult, cap, e_min, tiny_scale):
-        """Codes of coordinates ``[start, stop)`` (one block: ``pre``, ``mult``) into ``scratch[i - lo]``.
-
-        A plain loop in a function of its own (not inlined: inside the span loop it stops
-        vectorizing and runs 2x slower).
-        """
-        values, codes = x[start:stop], scratch[start - lo : stop - lo]  # 0-based slices vectorize
-        counter = random_counter(state, start)
-        for j in range(values.size):
-            xi = float64(values[j])
-            r = min(abs(xi) * pre * mult, cap)  # (|x_i| * pre) * mult: pre * mult alone may overflow
-            codes[j] = _quantize(kind, xi, r, mix64(counter), e_min, tiny_scale, level_bits)
-            counter += GOLDEN
 
     @specialized(tag)
     def encode_range(x, state, block, mult, pre, cap, e_min, tiny_scale, payload, g0, g1):
@@ -261,7 +283,7 @@ def _encoder(kind: int, level_bits: int):
             start = lo
             while start < hi:
                 b, edge, stop = _run_end(start, hi, b, edge, block)
-                quantize_run(x, state, scratch, lo, start, stop, pre[b], mult[b], cap, e_min, tiny_scale)
+                quantize_run(x, state, scratch, lo, start, stop, pre[b], mult[b], cap, e_min, tiny_scale, kind, level_bits)
                 start = stop
             scratch[hi - lo :] = 0  # past d: the last group's planes get zero high bits
             for g in range(s0, s1):
@@ -291,22 +313,6 @@ def _decoder(kind: int, level_bits: int, accumulate: bool):
     tag = f"{_KIND_NAMES[kind]}{level_bits}{'_add' if accumulate else ''}"
 
     @specialized(tag)
-    def dequantize_run(scratch, lo, start, stop, out, scale, max_level, e_min):
-        """Values of coordinates ``[start, stop)`` (one block of scale ``scale``) from ``scratch[i - lo]``;
-        nonzero if some code is invalid (see :func:`_dequantize`)."""
-        inv_max = 1.0 / max_level
-        codes, target = scratch[start - lo : stop - lo], out[start:stop]
-        invalid = uint32(0)
-        for j in range(codes.size):
-            value, bad = _dequantize(kind, uint32(codes[j]), level_bits, max_level, inv_max, e_min, scale)
-            if accumulate:
-                target[j] += value
-            else:
-                target[j] = value
-            invalid |= bad
-        return invalid
-
-    @specialized(tag)
     def decode_range(payload, block, scale, e_min, max_level, out, g0, g1):
         scratch = np.empty(_SPAN, dtype=dtype)
         d = out.size
@@ -330,7 +336,9 @@ def _decoder(kind: int, level_bits: int, accumulate: bool):
             start = lo
             while start < hi:
                 b, edge, stop = _run_end(start, hi, b, edge, block)
-                invalid |= dequantize_run(scratch, lo, start, stop, out, scale[b], max_level, e_min)
+                invalid |= dequantize_run(
+                    scratch, lo, start, stop, out, scale[b], max_level, e_min, kind, level_bits, accumulate
+                )
                 start = stop
         return 0 if invalid else -1
 
@@ -473,10 +481,6 @@ def pow2_code(e_min: int, max_level: int, level_bits: int, cap: float) -> LevelC
     return LevelCode(POW2, max_level, level_bits, cap, e_min)
 
 
-def _groups(d: int) -> int:
-    return -(-d // GROUP)
-
-
 def encode_levels(
     x: np.ndarray, state: np.uint64, code: LevelCode, block: int, mult: np.ndarray, pre: np.ndarray, payload: np.ndarray
 ) -> None:
@@ -484,7 +488,7 @@ def encode_levels(
     (uint8, ``code.nbytes(d)`` bytes)."""
     d = x.size
     args = (x, np.uint64(state), max(block, 1), mult, pre, code.cap, code.e_min, code.tiny_scale, payload)
-    run_split(_encoder(code.kind, code.level_bits), _groups(d), parallel_tasks(d), *args)
+    run_split(_encoder(code.kind, code.level_bits), group_count(d), parallel_tasks(d), *args)
 
 
 def decode_levels(
@@ -506,7 +510,7 @@ def decode_levels(
         raise MessageError(f"{what}: nonzero padding bits after the last code")
     block = max(block, 1)
     args = (payload, block, scale, code.e_min, code.max_level, out)
-    if run_split(_decoder(code.kind, code.level_bits, accumulate), _groups(d), parallel_tasks(d), *args) < 0:
+    if run_split(_decoder(code.kind, code.level_bits, accumulate), group_count(d), parallel_tasks(d), *args) < 0:
         return
     bad = _first_invalid(payload, d, code.kind, code.level_bits, block, scale, code.e_min, code.max_level)
     raise MessageError(

@@ -15,9 +15,9 @@ into a caller's float64 vector, and ``decode_add(buf, total, key)`` adds the dec
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,8 @@ from ..wire import (
     payload_offset,
     unpack_message,
 )
+
+T = TypeVar("T")
 
 # Codec ids on the wire; one per compressor class, never reused.
 CODEC_IDS = {
@@ -74,7 +76,8 @@ def check_input(x: np.ndarray, finite: bool = True, ndim: int = 1) -> np.ndarray
         raise ValueError(f"compressors take float32 or float64 vectors, got dtype {x.dtype}")
     if finite and not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
-        raise non_finite_input(x[tuple(bad[:-1])], int(bad[-1]))
+        error = non_finite_input(x[tuple(bad[:-1])], int(bad[-1]))
+        raise error if ndim == 1 else ValueError(f"row {bad[0]}: {error}")
     return np.ascontiguousarray(x)
 
 
@@ -199,12 +202,12 @@ class Compressor(ABC):
         """One message per row of the ``(m, d)`` array ``rows``, row j with ``keys[j]``: the bytes of
         ``encode(rows[j], keys[j])``, written into one buffer (a rank's local workers, batched; one
         kernel call for codecs with a rows kernel, :meth:`_encode_rows_into`)."""
-        rows = check_input(rows, finite=False, ndim=2)
-        if len(keys) != rows.shape[0]:
-            raise ValueError(f"encode_many: {rows.shape[0]} rows but {len(keys)} keys")
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or len(keys) != rows.shape[0]:
+            raise ValueError(f"encode_many takes an (m, d) array and m keys, got shape {rows.shape} and {len(keys)} keys")
         size = self.payload_bytes(rows.shape[1])
         if size is None or self.uses_shared_key:
-            return [self.encode(row, key) for row, key in zip(rows, keys, strict=True)]
+            return [naming_row(r, self.encode, row, key) for r, (row, key) in enumerate(zip(rows, keys, strict=True))]
         with CODEC.timing():
             rows = check_input(rows, finite=not self.checks_finite, ndim=2)
             frame = overhead_bytes(self.n_scalars, self.crc) + size
@@ -252,12 +255,14 @@ class Compressor(ABC):
         return msg
 
     def compile_kernels(self, d: int, dtypes: tuple[type, ...] = (np.float64,)) -> None:
-        """Run encode, decode and decode_add once per input dtype on a ramp of length ``d`` with a
-        throwaway key, so that numba compiles (or loads) their kernels before they are timed."""
+        """Run encode, encode_many, decode and decode_add once per input dtype on a ramp of length
+        ``d`` with a throwaway key, so that numba compiles (or loads) their kernels before they are timed."""
         key = RandomKey(0)
         for dtype in dtypes:
-            message = self.encode(np.linspace(-1.0, 1.0, d, dtype=dtype), key)
+            ramp = np.linspace(-1.0, 1.0, d, dtype=dtype)
+            message = self.encode(ramp, key)
             self.decode_add(message, self.decode(message, d, key), key)
+            self.encode_many(np.stack([ramp, ramp]), [key, key])
 
     def header_bits(self) -> int:
         """Bits of framing (header, scalars, CRC) around each message of this codec."""
@@ -292,7 +297,10 @@ class Compressor(ABC):
         """Write row j's payload into ``messages[j, start : start + payload_bytes(d)]`` (``messages``
         is ``(m, frame)`` uint8) and return every row's scalars. Default: :meth:`_encode_into` per row."""
         end = start + messages.shape[1] - overhead_bytes(self.n_scalars, self.crc)
-        return [self._encode_into(row, key, message[start:end]) for row, key, message in zip(rows, keys, messages, strict=True)]
+        return [
+            naming_row(r, self._encode_into, row, key, message[start:end])
+            for r, (row, key, message) in enumerate(zip(rows, keys, messages, strict=True))
+        ]
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
         """Rebuild the vector from a validated message; raise MessageError on bad payload."""
@@ -307,6 +315,14 @@ class Compressor(ABC):
             out += values
         else:
             out[:] = values
+
+
+def naming_row(r: int, encode: Callable[..., T], *args: object) -> T:
+    """``encode(*args)`` for row ``r`` of a batch; its ValueError names the row."""
+    try:
+        return encode(*args)
+    except ValueError as error:
+        raise ValueError(f"row {r}: {error}") from error
 
 
 @contextmanager

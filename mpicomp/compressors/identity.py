@@ -82,5 +82,7 @@ class Identity(Compressor):
         if len(msg.payload) != msg.d * dtype.itemsize:
             raise MessageError(f"identity: payload of {len(msg.payload)} bytes, d={msg.d} {self.dtype} values need {msg.d * dtype.itemsize}")
         values = np.frombuffer(msg.payload, dtype=dtype)
+        if not values.flags.aligned:  # a payload at an odd offset of a gathered buffer: the kernels assume alignment
+            values = values.copy()
         if (add_finite(values, out) if accumulate else copy_finite(values, out)) >= 0:
             raise MessageError("identity: payload holds non-finite values")

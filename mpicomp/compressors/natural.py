@@ -26,21 +26,19 @@ the number of threads.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 
 import numpy as np
 from numba import float64, int64, njit, uint8, uint32, uint64
 
 from ..rng import RandomKey, random_u64
 from ..wire import Message, MessageError
-from ..wire.bitpack import parallel_tasks, run_split, specialized
+from ..wire.bitpack import GROUP, group_count, parallel_tasks, run_split
 from ._levels import float64_bits, float64_from_bits, uniform_grid
 from .base import Compressor, non_finite_input
 from .registry import register
 
 EXPONENT_BITS = 8
 EXPONENT_BIAS = 127  # exponent code e > 0 stands for 2^(e - 127)
-GROUP = 64  # coordinates per sign word
 _TINY_SCALE = 2.0**126  # 1 / the smallest code's magnitude 2^-126
 _MANTISSA = np.uint64((1 << 52) - 1)
 _MANTISSA32 = np.uint32((1 << 23) - 1)
@@ -103,7 +101,7 @@ def _encode_exact(x, state, exponents, signs, g, count):
 
 @njit(cache=True, inline="always")
 def _group32(patterns, state, exponents, signs, g):
-    """A whole group of float32 input in 32-bit lanes: exponent field ``e``, ``code = e + (u >> 41 < m)``
+    """A whole group of float32 input, from its 32-bit patterns: exponent field ``e``, ``code = e + (u >> 41 < m)``
     for the 23-bit mantissa m (the float64 rule, as float32's mantissa is float64's top 23 bits;
     ``e = 0`` gives the ``2^-126`` rounding of subnormals). Returns nonzero if a value is too large."""
     lo = g * GROUP
@@ -138,7 +136,7 @@ def _group64(x, state, exponents, signs, g):
     word = uint64(0)
     unusual = uint64(0)
     for j in range(GROUP):
-        pattern = float64_bits(values[j])
+        pattern = float64_bits(float64(values[j]))  # float64(...): a no-op on the float64 input it serves
         unusual |= _unusual(pattern)
         field = int64(pattern >> uint64(52)) & 0x7FF
         up = int64(int64(random_u64(state, lo + j) >> uint64(12)) < int64(pattern & _MANTISSA))
@@ -175,7 +173,7 @@ def encode_double(x, state, exponents, signs, g0, g1):
     if unusual:
         for g in range(g0, whole):
             for i in range(g * GROUP, (g + 1) * GROUP):
-                if _unusual(float64_bits(x[i])):
+                if _unusual(float64_bits(float64(x[i]))):
                     over |= _encode_exact(x, state, exponents, signs, g, GROUP)
                     break
     if g1 > whole:
@@ -190,64 +188,59 @@ def natural_value(code, negative):
     return float64_from_bits(pattern if code > 0 else uint64(0))
 
 
-@cache
-def _decoder(accumulate: bool):
-    """Decode kernel over groups ``[g0, g1)``, writing (``accumulate``: adding) into ``out``;
-    0 if some code or padding bit is invalid, else -1."""
+@njit(cache=True, inline="always")
+def _decode_group(exponents, signs, out, g, count, accumulate):
+    """Values of group ``g`` (``count`` coordinates; a constant 64 for whole groups, so that the loop
+    vectorizes) written (``accumulate``: added) into ``out``; nonzero if a code is invalid (255, or
+    a negative zero) or a padding bit after the last sign is set."""
+    lo = g * GROUP
+    word = uint64(0)
+    for k in range((count + 7) // 8):
+        word |= uint64(signs[g * 8 + k]) << uint64(8 * k)
+    codes, target = exponents[lo : lo + count], out[lo : lo + count]
+    invalid = uint64(word >> uint64(count) != 0) if count < GROUP else uint64(0)
+    for j in range(count):
+        code = uint64(codes[j])
+        negative = (word >> uint64(j)) & uint64(1)
+        invalid |= uint64(code == 255) | (uint64(code == 0) & negative)
+        if accumulate:
+            target[j] += natural_value(code, negative)
+        else:
+            target[j] = natural_value(code, negative)
+    return invalid
 
-    def decode_group(exponents, signs, out, g, count):
-        """Values of group ``g`` (``count`` coordinates; a constant 64 for whole groups, so that
-        the loop vectorizes); nonzero if a code is invalid (255, or a negative zero) or a padding
-        bit after the last sign is set."""
-        lo = g * GROUP
-        word = uint64(0)
-        for k in range((count + 7) // 8):
-            word |= uint64(signs[g * 8 + k]) << uint64(8 * k)
-        codes, target = exponents[lo : lo + count], out[lo : lo + count]
-        invalid = uint64(word >> uint64(count) != 0) if count < GROUP else uint64(0)
-        for j in range(count):
-            code = uint64(codes[j])
-            negative = (word >> uint64(j)) & uint64(1)
-            invalid |= uint64(code == 255) | (uint64(code == 0) & negative)
-            if accumulate:
-                target[j] += natural_value(code, negative)
-            else:
-                target[j] = natural_value(code, negative)
-        return invalid
 
-    tag = "add" if accumulate else "set"
-    decode_group.__qualname__ += f"_{tag}"
-    decode_group = njit(cache=True, inline="always")(decode_group)
-
-    @specialized(tag)
-    def decode_natural(exponents, signs, out, g0, g1):
-        whole = min(g1, out.size // GROUP)
-        invalid = uint64(0)
+@njit(cache=True, nogil=True)
+def decode_natural(exponents, signs, out, accumulate, g0, g1):
+    """Decode groups ``[g0, g1)`` into ``out`` (``accumulate``: add to it); 0 if some code or padding
+    bit is invalid, else -1."""
+    whole = min(g1, out.size // GROUP)
+    invalid = uint64(0)
+    if accumulate:  # the flag is hoisted out of the group loops, so that each vectorizes on its own
         for g in range(g0, whole):
-            invalid |= decode_group(exponents, signs, out, g, GROUP)
-        if g1 > whole:
-            invalid |= decode_group(exponents, signs, out, whole, out.size - whole * GROUP)
-        return 0 if invalid else -1
+            invalid |= _decode_group(exponents, signs, out, g, GROUP, True)
+    else:
+        for g in range(g0, whole):
+            invalid |= _decode_group(exponents, signs, out, g, GROUP, False)
+    if g1 > whole:
+        invalid |= _decode_group(exponents, signs, out, whole, out.size - whole * GROUP, accumulate)
+    return 0 if invalid else -1
 
-    return decode_natural
 
-
-@cache
-def _rows_encoder(single: bool):
-    """Kernel encoding every row of ``rows`` (float32 if ``single``) into its message, the payload at
-    ``messages[r, start:]``; returns the first row with a value too large or NaN, or -1."""
-    encode_row = encode_single if single else encode_double
-
-    @specialized("single" if single else "double")
-    def encode_rows(rows, states, messages, start):
-        d = rows.shape[1]
-        for r in range(rows.shape[0]):
-            exponents, signs = messages[r, start : start + d], messages[r, start + d : start + d + (d + 7) // 8]
-            if encode_row(rows[r], states[r], exponents, signs, 0, (d + GROUP - 1) // GROUP) >= 0:
-                return r
-        return -1
-
-    return encode_rows
+@njit(cache=True, nogil=True)
+def encode_rows(rows, states, messages, start, single):
+    """Every row of ``rows`` (float32 input if ``single``, else float64) encoded into its message, the
+    payload at ``messages[r, start:]``; returns the first row with a value too large or NaN, or -1."""
+    d = rows.shape[1]
+    for r in range(rows.shape[0]):
+        exponents, signs = messages[r, start : start + d], messages[r, start + d : start + d + (d + 7) // 8]
+        if single:
+            flagged = encode_single(rows[r], states[r], exponents, signs, 0, group_count(d))
+        else:
+            flagged = encode_double(rows[r], states[r], exponents, signs, 0, group_count(d))
+        if flagged >= 0:
+            return r
+    return -1
 
 
 @njit(cache=True, nogil=True)
@@ -291,10 +284,6 @@ def natural_codes(x: np.ndarray, key: RandomKey) -> np.ndarray:
     return codes
 
 
-def _groups(d: int) -> int:
-    return -(-d // GROUP)
-
-
 @register
 class Natural(Compressor):
     """Natural compression: unbiased stochastic rounding to a signed power of two, 9 bits each."""
@@ -316,7 +305,7 @@ class Natural(Compressor):
         d = x.size
         args = (x, np.uint64(key.state), payload[:d], payload[d:])
         kernel = encode_single if x.dtype == np.float32 else encode_double
-        if run_split(kernel, _groups(d), parallel_tasks(d), *args) >= 0:
+        if run_split(kernel, group_count(d), parallel_tasks(d), *args) >= 0:
             raise _too_large(x)
         return ()
 
@@ -324,8 +313,8 @@ class Natural(Compressor):
         self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
     ) -> list[tuple[float, ...]]:
         states = np.array([key.state for key in keys], dtype=np.uint64)
-        if (bad := _rows_encoder(rows.dtype == np.float32)(rows, states, messages, start)) >= 0:
-            raise _too_large(rows[bad])
+        if (bad := encode_rows(rows, states, messages, start, rows.dtype == np.float32)) >= 0:
+            raise ValueError(f"row {bad}: {_too_large(rows[bad])}")
         return [()] * len(rows)
 
     def _payload(self, msg: Message) -> np.ndarray:
@@ -342,7 +331,7 @@ class Natural(Compressor):
         d = msg.d
         payload = self._payload(msg)
         exponents, signs = payload[:d], payload[d:]
-        if run_split(_decoder(accumulate), _groups(d), parallel_tasks(d), exponents, signs, out) < 0:
+        if run_split(decode_natural, group_count(d), parallel_tasks(d), exponents, signs, out, accumulate) < 0:
             return
         bad = first_invalid(exponents, signs)
         if bad >= d:

@@ -119,11 +119,11 @@ class Method:
         unless the method batches them (e.g. one ``encode_many`` call for all)."""
         return [self.worker_upload(w, k) for w in workers]
 
-    def worker_upload(self, w: int, k: int) -> bytes:
+    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
         """Worker ``w``'s message in round ``k`` (``b""`` for a skipped upload)."""
         raise self._no_round("worker_upload")
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes:
+    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
         """The master's message in round ``k`` from all uploads, ordered by worker id."""
         raise self._no_round("master_downlink")
 

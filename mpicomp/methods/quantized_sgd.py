@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..rng import STREAM_UPLINK
+from ..wire.bitpack import parallel_tasks
 from .base import Method, MethodContext, MethodOptions, register_method
 from .in_network import make_switch_sum
 from .link import Link
@@ -58,7 +59,10 @@ class QuantizedSGD(Method):
 
     def worker_uploads(self, workers: range, k: int) -> list[memoryview]:
         """``C_W(g_i(x^k))`` of every local worker: the gradients of ``BATCH_ROWS`` workers at a time
-        into one reused (cache-sized) array, then one ``encode_many`` call for them."""
+        into one reused (cache-sized) array, then one ``encode_many`` call for them; one by one for
+        a single worker or vectors long enough for the codecs' threaded kernels."""
+        if len(workers) == 1 or parallel_tasks(self.d) > 1:
+            return super().worker_uploads(workers, k)
         uploads: list[memoryview] = []
         gradients = np.empty((min(BATCH_ROWS, len(workers)), self.d))
         for start in range(0, len(workers), BATCH_ROWS):
@@ -69,10 +73,10 @@ class QuantizedSGD(Method):
             uploads += self.ctx.uplink.encode_many(gradients[: len(block)], keys)
         return uploads
 
-    def worker_upload(self, w: int, k: int) -> bytes:
+    def worker_upload(self, w: int, k: int) -> memoryview:
         return self.encode_up(self.gradient(w, k), w, k)
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes:
+    def master_downlink(self, uploads: list[memoryview], k: int) -> memoryview:
         return self.encode_down(self.mean_of_uploads(uploads, k), k)
 
     def apply_downlink(self, message: bytes, k: int) -> None:

@@ -242,8 +242,9 @@ class Problem(ABC):
 
     # --- the posterior view (samplers) ------------------------------------------------
     def sample_counts(self) -> np.ndarray:
-        """``m_i``, the samples of every worker's shard (int64)."""
-        return np.array([self.local(w).m for w in range(self.n_workers)], dtype=np.int64)
+        """``m_i``, the samples of every worker's shard (int64), on every rank: each problem knows
+        them without building the shards (a rank holds only its own workers')."""
+        raise NotImplementedError(f"{type(self).__name__} must give every worker's shard size (sample_counts)")
 
     def potential_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Collective: ``(U(x), grad U(x))`` with ``U = sum_i m_i f_i`` (module docstring), summed in worker order."""

@@ -62,6 +62,12 @@ def chunk_count(n: int) -> int:
     return (n + CHUNK_VALUES - 1) // CHUNK_VALUES
 
 
+@njit(cache=True, inline="always")
+def group_count(n):
+    """Groups of ``GROUP`` values covering ``n`` values, the last one possibly partial."""
+    return (n + GROUP - 1) // GROUP
+
+
 def parallel_tasks(n: int) -> int:
     """Threads to split a kernel over ``n`` values into: 1 for short vectors, else ``numba.get_num_threads()``."""
     return 1 if chunk_count(n) < PARALLEL_MIN_CHUNKS else numba.get_num_threads()

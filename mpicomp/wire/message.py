@@ -104,10 +104,10 @@ def frame_message(
     return end + CRC_BYTES
 
 
-def frame_messages(out: np.ndarray, codec: int, d: int, scalars: np.ndarray, payload_bytes: int, crc: bool = True) -> int:
+def frame_messages(out: np.ndarray, codec: int, d: int, scalars: np.ndarray, payload_bytes: int, crc: bool = True) -> None:
     """:func:`frame_message` for every row of ``out`` (``(m, frame)`` uint8, row j's payload in place)
-    with row j's scalars ``scalars[j]`` (``(m, n_scalars)``): one header for all rows, the CRC-32 per
-    row. Returns each message's size (the same for every row)."""
+    with row j's scalars ``scalars[j]`` (``(m, n_scalars)``): the header, the same for every row,
+    is built once; the CRC-32 is computed per row. Every message is ``frame`` bytes."""
     n_scalars = scalars.shape[1]
     out[:, :HEADER_BYTES] = np.frombuffer(_header(codec, d, n_scalars, payload_bytes, crc, None), np.uint8)
     start = payload_offset(n_scalars)
@@ -115,7 +115,6 @@ def frame_messages(out: np.ndarray, codec: int, d: int, scalars: np.ndarray, pay
     end = start + payload_bytes
     if crc:
         out[:, end : end + CRC_BYTES] = np.array([crc32(row[:end]) for row in out], dtype="<u4")[:, None].view(np.uint8)
-    return end + (CRC_BYTES if crc else 0)
 
 
 def pack_message(
