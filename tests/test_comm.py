@@ -26,7 +26,7 @@ from mpicomp.comm import (
     split_bytes,
     worker_range,
 )
-from mpicomp.comm.mpi import oversubscribed
+from mpicomp.comm.mpi import joined, oversubscribed
 from mpicomp.compressors import make
 from mpicomp.rng import RandomKey
 from mpicomp.wire import HEADER_BYTES, MessageError, pack_message
@@ -492,3 +492,17 @@ def test_auto_wait_counts_the_cores_the_node_ranks_may_use(monkeypatch):
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert not oversubscribed(MPI.COMM_SELF)
+
+
+def test_joined_uploads_are_a_view_when_back_to_back():
+    """A rank's uploads go to Gatherv as one array: a view of encode_many's batch buffer (no copy),
+    a copy when they do not lie back to back; skipped (empty) uploads add nothing."""
+    codec = make("natural")
+    batch = codec.encode_many(np.random.default_rng(0).standard_normal((4, 100)), [RandomKey(0, 0, w) for w in range(4)])
+    together = joined([batch[0], memoryview(b""), batch[1], batch[2]])
+    assert bytes(together) == b"".join([batch[0], batch[1], batch[2]])
+    assert np.shares_memory(together, np.frombuffer(batch[1], dtype=np.uint8))
+    apart = joined([batch[0], batch[2]])
+    assert bytes(apart) == bytes(batch[0]) + bytes(batch[2])
+    assert not np.shares_memory(apart, np.frombuffer(batch[0], dtype=np.uint8))
+    assert joined([memoryview(b"")]).size == 0

@@ -83,6 +83,25 @@ def oversubscribed(comm: MPI.Comm) -> bool:
         node.Free()
 
 
+def joined(views: list[memoryview]) -> np.ndarray:
+    """The concatenation of ``views`` as one uint8 array: a view of their common buffer when they lie
+    back to back in it (``encode_many``'s batch, a single upload), else a copy."""
+    nonempty = [view for view in views if len(view)]
+    if not nonempty:
+        return np.empty(0, dtype=np.uint8)
+    parts = [np.frombuffer(view, dtype=np.uint8) for view in nonempty]
+    owner = nonempty[0].obj
+    adjacent = all(
+        view.obj is owner and left.ctypes.data + left.size == right.ctypes.data
+        for view, left, right in zip(nonempty[1:], parts, parts[1:])
+    )
+    if not adjacent:
+        return np.concatenate(parts)
+    base = np.frombuffer(owner, dtype=np.uint8)
+    start = parts[0].ctypes.data - base.ctypes.data
+    return base[start : start + sum(part.size for part in parts)]
+
+
 class LauncherMismatch(RuntimeError):
     """The launcher started more processes than MPI sees: the job would run n copies of itself."""
 
@@ -173,7 +192,7 @@ class MPITransport(Transport):
             self.comm.Free()
 
     def _gather_bytes(self, views: list[memoryview], sizes: np.ndarray | None) -> list[memoryview] | None:
-        send = np.frombuffer(views[0] if len(views) == 1 else b"".join(views), dtype=np.uint8)
+        send = joined(views)
         worker_counts = self._block_ends - self._block_starts
         if not self.is_master:
             if sizes is None:
