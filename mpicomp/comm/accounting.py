@@ -3,7 +3,7 @@
 An upload (one logical worker's contribution to one ``gather``) and a downlink message are
 concatenations of self-delimiting mpicomp messages (``b""`` for a skipped worker). Per
 message, ``payload`` is the announced payload length L and ``header`` is everything else
-(fixed header, codec scalars, CRC32 trailer): ``header = message_length - L``.
+(fixed header, codec scalars, CRC-32 trailer when present): ``header = message_length - L``.
 
 Control bytes are the size prefixes the protocol sends, counted per logical worker so the
 numbers do not depend on how workers are spread over ranks:

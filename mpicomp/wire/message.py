@@ -1,11 +1,11 @@
-"""The mpicomp message: a fixed little-endian header, codec scalars, payload, CRC32.
+"""The mpicomp message: a fixed little-endian header, codec scalars, payload, optional CRC-32.
 
 Layout (documented byte by byte in ``docs/wire-format.md``)::
 
     0   2  magic  b"MC"
     2   1  u8     version (1)
     3   1  u8     codec id
-    4   1  u8     flags (bit 0: CRC32 trailer present; bit 1: key fingerprint present; others 0)
+    4   1  u8     flags (bit 0: CRC-32 trailer present; bit 1: key fingerprint present; others 0)
     5   1  u8     n_scalars, the number of float64 codec scalars
     6   2  u16    key fingerprint with flag bit 1 (16 bits of the encoder's RandomKey), else 0
     8   4  u32    d, the dimension of the encoded vector
