@@ -42,7 +42,7 @@ EXPONENT_BIAS = 127  # exponent code e > 0 stands for 2^(e - 127)
 _TINY_SCALE = 2.0**126  # 1 / the smallest code's magnitude 2^-126
 _MANTISSA = np.uint64((1 << 52) - 1)
 _MANTISSA32 = np.uint32((1 << 23) - 1)
-_LIMIT64_TWICE = np.uint64(0x47E0000000000000 << 1)  # ... shifted past the sign bit
+_LIMIT64_TWICE = np.uint64(0x47E0000000000000 << 1)  # 2^127 as float64, shifted past the sign bit
 _LIMIT32_TWICE = np.uint32(0x7F000000 << 1)  # 2^127 as float32, shifted past the sign bit
 _TO_CODE = 1023 - EXPONENT_BIAS  # float64 exponent field minus the code
 _USUAL_FIELDS = 1149 - (_TO_CODE + 1)  # float64 exponent fields 897..1149: 2^-126 <= |t| < 2^127
