@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from numba.core import event
 
 import tests.methods_for_tests  # noqa: F401  (registers the test methods)
 from mpicomp.comm import LocalTransport
@@ -241,3 +242,33 @@ def test_batched_uploads_are_the_per_worker_uploads(name):
     method = method_class(name)(ctx, method_class(name).Options())
     batched = method.worker_uploads(range(workers), 3)
     assert [bytes(u) for u in batched] == [bytes(method.worker_upload(w, 3)) for w in range(workers)]
+
+
+class CompileEvents(event.Listener):
+    """Collects the functions numba compiles (or loads from its cache) while registered."""
+
+    def __init__(self) -> None:
+        self.compiled: list[str] = []
+
+    def on_start(self, ev: event.Event) -> None:
+        self.compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+
+    def on_end(self, ev: event.Event) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("name", "uplink", "downlink", "batch"),
+    [("sgd", "natural", "identity", 4), ("gd", "identity", "dither(s=3,p=2)", 0), ("sgd", "qsgd(s=4)", "block(size=8,s=1)", 4)],
+)
+def test_warm_up_compiles_everything_the_round_runs(name, uplink, downlink, batch):
+    """After ``warm_up`` a round compiles nothing, so round 1's time is not start-up (batched uploads,
+    decode_add, the minibatch sampler and the downlink included)."""
+    problem = build_problem("logistic", "sklearn:breast_cancer", 6, seed=root_seed(1))
+    ctx = MethodContext(problem, make(uplink), make(downlink), range(6), True, root_seed(1), batch)
+    method = method_class(name)(ctx, method_class(name).Options())
+    method.warm_up()
+    listener = CompileEvents()
+    with event.install_listener("numba:compile", listener):
+        method.round(0, LocalTransport(6))
+    assert listener.compiled == []

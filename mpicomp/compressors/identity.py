@@ -84,5 +84,6 @@ class Identity(Compressor):
         values = np.frombuffer(msg.payload, dtype=dtype)
         if not values.flags.aligned:  # a payload at an odd offset of a gathered buffer: the kernels assume alignment
             values = values.copy()
+            values.flags.writeable = False  # the kernels' signature for received payloads (read-only)
         if (add_finite(values, out) if accumulate else copy_finite(values, out)) >= 0:
             raise MessageError("identity: payload holds non-finite values")

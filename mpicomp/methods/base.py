@@ -135,10 +135,12 @@ class Method:
         return NotImplementedError(f"method {self.name!r} must override round() or implement {hook}()")
 
     def warm_up(self) -> None:
-        """Compile what the round needs (numba kernels of the compressors) before round 1, so that
-        start-up is not mistaken for the first round's time; encodes with a throwaway key only."""
+        """Compile what the round needs (numba kernels of the compressors and of the minibatch
+        sampler) before round 1, so that start-up is not mistaken for the first round's time;
+        throwaway keys only."""
         for compressor in {self.ctx.uplink, self.ctx.downlink}:
             compressor.compile_kernels(self.d)
+        RandomKey(0).sample(2, 1)
 
     def default_stepsize(self) -> float:
         """Step size used when the user sets none: ``1/L`` unless the method's theory says otherwise."""
