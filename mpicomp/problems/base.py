@@ -241,10 +241,10 @@ class Problem(ABC):
         return None if rows is None else float(rows.sum() / self.test_sizes.sum())
 
     # --- the posterior view (samplers) ------------------------------------------------
+    @abstractmethod
     def sample_counts(self) -> np.ndarray:
         """``m_i``, the samples of every worker's shard (int64), on every rank: each problem knows
         them without building the shards (a rank holds only its own workers')."""
-        raise NotImplementedError(f"{type(self).__name__} must give every worker's shard size (sample_counts)")
 
     def potential_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Collective: ``(U(x), grad U(x))`` with ``U = sum_i m_i f_i`` (module docstring), summed in worker order."""
