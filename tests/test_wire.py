@@ -24,6 +24,7 @@ from mpicomp.wire import (
     pack_message,
     pack_signs,
     pack_uint,
+    payload_offset,
     split_messages,
     unpack_message,
     unpack_signs,
@@ -245,8 +246,10 @@ def test_wrong_codec_is_refused(spec: str) -> None:
 @pytest.mark.parametrize("spec", fuzzed_specs())
 @pytest.mark.parametrize(("crc", "dtype"), [(True, np.float64), (False, np.float64), (False, np.float32)])
 def test_buffers_and_batches_give_the_same_bytes_and_sums(spec: str, crc: bool, dtype: type) -> None:
-    """``encode(out=)`` and ``encode_many`` write exactly ``encode``'s bytes; ``decode(out=)`` and
-    ``decode_add`` give exactly ``decode`` and ``total + decode`` (bit for bit, the master's sum)."""
+    """``encode(out=)`` and ``encode_many`` write exactly ``encode``'s bytes; ``decode(out=)``,
+    ``decode_add`` (with and without a scale) and ``decode_sum`` give exactly ``decode``,
+    ``total + decode``, ``total - gamma decode`` (a model step) and the sum in order divided by n,
+    bit for bit."""
     compressor = make(spec)
     compressor.crc = crc
     d = 130
@@ -267,6 +270,59 @@ def test_buffers_and_batches_give_the_same_bytes_and_sums(spec: str, crc: bool, 
         total = np.linspace(-1.0, 1.0, d)
         expected = total + decoded
         np.testing.assert_array_equal(compressor.decode_add(message, total, key), expected)
+        x = np.linspace(-1.0, 1.0, d)
+        expected = x - 0.37 * decoded
+        np.testing.assert_array_equal(compressor.decode_add(message, x, key, scale=-0.37), expected)
+    expected = np.zeros(d)
+    for message, key in zip(messages, keys, strict=True):
+        expected += compressor.decode(message, d, key)
+    expected /= 3
+    out = np.full(d, np.nan)
+    assert compressor.decode_sum(messages, keys, out, divisor=3) is out
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("spec", ["identity", "identity(dtype=float32)", "natural"])
+def test_decode_sum_of_a_gathered_buffer_is_the_ordered_sum(spec: str) -> None:
+    """Eleven uploads back to back in one buffer after one stray byte, as a gather can deliver them
+    (payloads at odd offsets, which identity copies to align), with signed zeros: ``decode_sum`` equals zeroing, adding each in
+    worker order and dividing, bit for bit, over several of identity's groups of payloads."""
+    compressor = make(spec)
+    compressor.crc = False
+    d, n = 1001, 11
+    rows = np.random.default_rng(3).standard_normal((n, d)) * np.logspace(-30, 30, d)
+    rows[:, :7] = -0.0
+    keys = [RandomKey(1, 4, w, 0) for w in range(n)]
+    joined = b"".join(bytes(compressor.encode(row, key)) for row, key in zip(rows, keys, strict=True))
+    view = memoryview(b"\0" + joined)
+    size = len(joined) // n
+    messages = [view[1 + w * size : 1 + (w + 1) * size] for w in range(n)]
+    expected = np.zeros(d)
+    for message, key in zip(messages, keys, strict=True):
+        compressor.decode_add(message, expected, key)
+    expected /= n
+    out = compressor.decode_sum(messages, keys, np.full(d, 7.0), divisor=n)
+    np.testing.assert_array_equal(out, expected)
+    assert not np.signbit(out[:7]).any()
+    assert np.array_equal(compressor.decode_sum([], [], np.full(d, 7.0), divisor=n), np.zeros(d))
+
+
+def test_decode_sum_checks_every_header_first_and_names_a_bad_payload() -> None:
+    compressor = make("identity")
+    compressor.crc = False  # the forged payload below must reach the value check, not the checksum
+    d = 50
+    keys = [RandomKey(0, 0, w, 0) for w in range(6)]
+    messages = [compressor.encode(np.full(d, float(w)), key) for w, key in enumerate(keys)]
+    out = np.full(d, 3.0)
+    with pytest.raises(MessageError, match="d=49"):
+        compressor.decode_sum(messages[:5] + [compressor.encode(np.ones(d - 1), keys[5])], keys, out)
+    np.testing.assert_array_equal(out, 3.0)
+    forged = bytearray(messages[5])
+    forged[payload_offset(0) + 8 * 17 : payload_offset(0) + 8 * 18] = np.float64(np.inf).tobytes()
+    with pytest.raises(MessageError, match="message 5 holds non-finite"):
+        compressor.decode_sum(messages[:5] + [bytes(forged)], keys, out)
+    with pytest.raises(ValueError, match="6 messages and 5 keys"):
+        compressor.decode_sum(messages, keys[:5], out)
 
 
 def test_caller_buffers_are_checked() -> None:

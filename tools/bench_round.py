@@ -5,10 +5,12 @@ Every repeat runs each variant once, in an order rotated from repeat to repeat s
 same machine load and cache state; each is timed from a barrier to the moment the slowest rank
 is done (max over ranks of MPI.Wtime differences):
 
-* ``mpicomp round``: every worker encodes its d-vector, ``MPITransport.gather``, the master
-  adds every decoded upload into the sum (``decode_add``, as ``Method.sum_of_uploads`` does),
-  encodes the mean, ``broadcast``, every rank decodes it into its buffer; messages without the
-  CRC-32, as a run sends them by default;
+* ``mpicomp round``: the round of ``gd``/``sgd`` with its gradients given: every worker encodes
+  its d-vector, ``MPITransport.gather``, the master decodes the mean of the uploads in one fused
+  pass (``decode_sum``, as ``Method.mean_of_uploads`` does) and encodes it, ``broadcast``, every
+  rank steps its model ``x -= gamma C(mean)`` straight from the message (``decode_add`` with
+  ``scale = -gamma``, as ``QuantizedSGD.apply_downlink`` does); messages without the CRC-32, as a
+  run sends them by default;
 * ``mpicomp +crc``: the same with the CRC-32 trailer on every message (``[compressor] checksum``);
 * ``transport only``: ``gather`` + ``broadcast`` of the same, already encoded, messages;
 * ``raw mpi4py``: ``Gather`` of one int64 size per rank, ``Gatherv`` of the upload bytes,
@@ -59,14 +61,15 @@ def worker_vector(seed: int, worker: int, d: int) -> np.ndarray:
 
 
 class MpicompRound:
-    """One round of compressed averaging through :class:`MPITransport`, as a method would run it."""
+    """One round of compressed gradient descent through :class:`MPITransport` (step size 1 from
+    ``x = 0``), as ``QuantizedSGD.round`` runs it."""
 
     def __init__(self, transport: MPITransport, compressor: Compressor, d: int, seed: int, checksum: bool) -> None:
         self.transport, self.d, self.seed = transport, d, seed
         self.compressor = make(compressor.spec)
         self.compressor.crc = checksum
         self.vectors = {w: worker_vector(seed, w, d) for w in transport.local_workers}
-        self.result = np.empty(d)
+        self.x = np.zeros(d)
 
     def __call__(self, rnd: int) -> None:
         t, c = self.transport, self.compressor
@@ -75,12 +78,9 @@ class MpicompRound:
         down_key = RandomKey(self.seed, rnd, MASTER, STREAM_DOWNLINK)
         message = None
         if t.is_master:
-            total = np.zeros(self.d)
-            for w, upload in enumerate(gathered):
-                c.decode_add(upload, total, RandomKey(self.seed, rnd, w, STREAM_UPLINK))
-            total /= t.n_workers
-            message = c.encode(total, down_key)
-        c.decode(t.broadcast(message), self.d, down_key, out=self.result)
+            keys = [RandomKey(self.seed, rnd, w, STREAM_UPLINK) for w in range(t.n_workers)]
+            message = c.encode(c.decode_sum(gathered, keys, np.empty(self.d), t.n_workers), down_key)
+        c.decode_add(t.broadcast(message), self.x, down_key, scale=-1.0)
 
 
 class TransportOnly:
@@ -135,12 +135,12 @@ def main() -> None:
 
     mpicomp_round(0)
     expected = sum(worker_vector(args.seed, w, args.d) for w in range(comm.size)) / comm.size
-    error = float(np.linalg.norm(mpicomp_round.result - expected) / np.linalg.norm(expected))
+    error = float(np.linalg.norm(mpicomp_round.x + expected) / np.linalg.norm(expected))
     counted = transport.counter.end_round()
     codec = mpicomp_round.compressor
     uploads = [codec.encode(mpicomp_round.vectors[w], RandomKey(args.seed, 0, w, STREAM_UPLINK))
                for w in transport.local_workers]
-    downlink = codec.encode(mpicomp_round.result, RandomKey(args.seed, 0, MASTER, STREAM_DOWNLINK))
+    downlink = codec.encode(expected, RandomKey(args.seed, 0, MASTER, STREAM_DOWNLINK))
     upload_bytes = comm.allreduce(max((len(u) for u in uploads), default=0), op=MPI.MAX)
     variants = {
         "mpicomp round": mpicomp_round,
@@ -165,7 +165,7 @@ def main() -> None:
           f"wait {args.wait} (polite: {transport.polite}); load average {os.getloadavg()[0]:.2f}")
     print(f"counted bytes, round 0: up {counted.up_total} (raw moves {raw_up}), down {counted.down_bytes} "
           f"(raw moves {raw_down}); uploads of {upload_bytes} B each")
-    print(f"round 0 result vs exact mean: relative error {error:.3e} (0 for identity)")
+    print(f"round 0 step vs exact mean: relative error {error:.3e} (0 for identity)")
     raw_best, raw_median = min(times["raw mpi4py"]), statistics.median(times["raw mpi4py"])
     print(f"{'variant':<16}{'best s':>10}{'median s':>10}{'best/raw':>10}{'median/raw':>12}")
     for name, values in times.items():

@@ -7,8 +7,10 @@ A compressor ``C`` maps ``x in R^d`` to bytes and back. Unbiased ones satisfy
 
 Buffers: ``encode(x, key, out=)`` writes the message into a caller's byte buffer (the codec's
 payload kernel writes straight into it: no copy, no fresh pages), ``decode(buf, d, key, out=)``
-into a caller's float64 vector, and ``decode_add(buf, total, key)`` adds the decoded vector to
-``total`` (the master's fused decode-and-accumulate). Codecs with a fixed payload size implement
+into a caller's float64 vector, ``decode_add(buf, total, key, scale)`` adds ``scale`` times the
+decoded vector to ``total`` (a model step ``x -= gamma C(m)`` without a temporary), and
+``decode_sum(bufs, keys, out, divisor)`` is the master's fused ``(sum_i C(m_i)) / divisor`` in list
+order (bit-identical to zeroing ``out``, ``decode_add`` of each, then dividing). Codecs with a fixed payload size implement
 :meth:`Compressor.payload_bytes` and :meth:`Compressor._encode_into`; the others :meth:`Compressor._encode`.
 """
 
@@ -234,14 +236,35 @@ class Compressor(ABC):
             self._decode_into(msg, key, vector_buffer(out, msg.d), accumulate=False)
             return out
 
-    def decode_add(self, buf: bytes | memoryview, total: np.ndarray, key: RandomKey | None = None) -> np.ndarray:
-        """``total += C(x)``, the vector decoded from ``buf`` added in place (fused where the codec
-        can, without building the vector); returns ``total``. After a :class:`MessageError`,
-        ``total`` may hold part of the sum."""
+    def decode_add(
+        self, buf: bytes | memoryview, total: np.ndarray, key: RandomKey | None = None, scale: float = 1.0
+    ) -> np.ndarray:
+        """``total += scale * C(x)``, the vector decoded from ``buf`` added in place (fused where the
+        codec can, without building the vector); returns ``total``. ``total -= gamma C(x)`` is
+        ``scale = -gamma``, with the same bits. After a :class:`MessageError` (the header is checked
+        first, the payload on the way), ``total`` may hold part of the sum."""
         with CODEC.timing():
             msg = self._message(buf, len(total), key)
-            self._decode_into(msg, key, vector_buffer(total, msg.d), accumulate=True)
+            total = vector_buffer(total, msg.d)
+            if scale == 1.0:
+                self._decode_into(msg, key, total, accumulate=True)
+            else:
+                self._decode_scaled_add(msg, key, total, float(scale))
             return total
+
+    def decode_sum(
+        self, bufs: Sequence[bytes | memoryview], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float = 1.0
+    ) -> np.ndarray:
+        """``out = (C(m_0) + C(m_1) + ...) / divisor``, summed in list order (the master's mean of the
+        uploads: ``divisor = n``); bit-identical to zeroing ``out``, :meth:`decode_add` of each
+        message, then dividing. Every header is checked before ``out`` is touched."""
+        if len(bufs) != len(keys):
+            raise ValueError(f"decode_sum takes one key per message, got {len(bufs)} messages and {len(keys)} keys")
+        with CODEC.timing():
+            out = vector_buffer(out, np.size(out))
+            messages = [self._message(buf, out.size, key) for buf, key in zip(bufs, keys)]
+            self._decode_sum_into(messages, keys, out, float(divisor))
+            return out
 
     def _message(self, buf: bytes | memoryview, d: int | None, key: RandomKey | None) -> Message:
         """The parsed message, checked against this codec: id, d, scalar count and key fingerprint."""
@@ -255,13 +278,15 @@ class Compressor(ABC):
         return msg
 
     def compile_kernels(self, d: int, dtypes: tuple[type, ...] = (np.float64,)) -> None:
-        """Run encode, encode_many, decode and decode_add once per input dtype on a ramp of length
+        """Run encode, encode_many, decode, decode_add and decode_sum once per input dtype on a ramp of length
         ``d`` with a throwaway key, so that numba compiles (or loads) their kernels before they are timed."""
         key = RandomKey(0)
         for dtype in dtypes:
             ramp = np.linspace(-1.0, 1.0, d, dtype=dtype)
             message = self.encode(ramp, key)
-            self.decode_add(message, self.decode(message, d, key), key)
+            decoded = self.decode(message, d, key)
+            self.decode_add(message, decoded, key, scale=-0.5)
+            self.decode_sum([message, message], [key, key], decoded, divisor=2.0)
             self.encode_many(np.stack([ramp, ramp]), [key, key])
 
     def header_bits(self) -> int:
@@ -315,6 +340,22 @@ class Compressor(ABC):
             out += values
         else:
             out[:] = values
+
+    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
+        """``out += scale * C(msg)``. Default: decode, scale in place, add (one temporary vector)."""
+        values = self._decode(msg, key)
+        np.multiply(values, scale, out=values)
+        out += values
+
+    def _decode_sum_into(
+        self, messages: list[Message], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
+    ) -> None:
+        """``out = (sum of the decoded messages, in order) / divisor``. Default: zero, add each, divide."""
+        out.fill(0.0)
+        for msg, key in zip(messages, keys):
+            self._decode_into(msg, key, out, accumulate=True)
+        if divisor != 1.0:
+            out /= divisor
 
 
 def naming_row(r: int, encode: Callable[..., T], *args: object) -> T:

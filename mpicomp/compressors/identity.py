@@ -1,10 +1,14 @@
 """Identity: the vector itself as raw little-endian floats (the uncompressed baseline).
 
 The kernels copy (and cast) in one pass that also finds the first non-finite value, so an
-encode or a decode reads and writes each coordinate once.
+encode or a decode reads and writes each coordinate once; the master's sum of many payloads
+(:meth:`~mpicomp.compressors.base.Compressor.decode_sum`) reads each payload once and writes the
+sum once, block by block.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from numba import float64, njit
@@ -35,14 +39,41 @@ def copy_finite(source, target):
 
 
 @njit(cache=True, nogil=True)
-def add_finite(source, total):
-    """``total += source`` (float64); returns the first index of a non-finite ``source`` value, or -1."""
+def add_scaled_finite(source, total, scale):
+    """``total += scale * source`` (float64; ``scale = 1`` adds exactly); returns the first index of
+    a non-finite ``source`` value, or -1."""
     finite = True
     for i in range(source.size):
         value = float64(source[i])
-        total[i] += value
+        total[i] += scale * value
         finite &= value - value == 0.0
     return -1 if finite else _first_non_finite(source)
+
+
+SUM_GROUP = 4  # payloads per sum_finite call (a tuple of 1 to 4: four compiled signatures per dtype)
+
+
+@njit(cache=True, nogil=True)
+def sum_finite(payloads, total, fresh, divisor):
+    """``total = (total + payloads[0] + payloads[1] + ...) / divisor`` (``0 + ...`` when ``fresh``),
+    added in that order coordinate by coordinate, so the bits equal adding them one by one; one pass
+    that reads each payload once (the tuple's length is a compile-time constant, so the inner loop
+    unrolls and the outer one vectorises). Returns the position in ``payloads`` of the first one
+    holding a non-finite value, or -1."""
+    finite = True
+    for i in range(total.size):
+        running = 0.0 if fresh else total[i]
+        for j in range(len(payloads)):
+            value = float64(payloads[j][i])
+            running += value
+            finite &= value - value == 0.0
+        total[i] = running / divisor
+    if finite:
+        return -1
+    for j in range(len(payloads)):
+        if _first_non_finite(payloads[j]) >= 0:
+            return j
+    return -1
 
 
 @register
@@ -77,13 +108,42 @@ class Identity(Compressor):
             raise non_finite_input(x, bad)
         return ()
 
-    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+    def _values(self, msg: Message) -> np.ndarray:
+        """The payload as a read-only, aligned array of ``msg.d`` values (a view where aligned)."""
         dtype = VALUE_DTYPES[self.dtype]
         if len(msg.payload) != msg.d * dtype.itemsize:
             raise MessageError(f"identity: payload of {len(msg.payload)} bytes, d={msg.d} {self.dtype} values need {msg.d * dtype.itemsize}")
         values = np.frombuffer(msg.payload, dtype=dtype)
-        if not values.flags.aligned:  # a payload at an odd offset of a gathered buffer: the kernels assume alignment
-            values = values.copy()
-            values.flags.writeable = False  # the kernels' signature for received payloads (read-only)
-        if (add_finite(values, out) if accumulate else copy_finite(values, out)) >= 0:
+        # A payload at an odd offset of a gathered buffer is copied: the kernels assume alignment.
+        values = values.copy() if not values.flags.aligned else values.view()
+        values.flags.writeable = False  # one kernel signature for every payload (read-only)
+        return values
+
+    def compile_kernels(self, d: int, dtypes: tuple[type, ...] = (np.float64,)) -> None:
+        """Also :func:`sum_finite` for each of its tuple lengths (1 to ``SUM_GROUP`` payloads)."""
+        super().compile_kernels(d, dtypes)
+        message = self.encode(np.zeros(d), RandomKey(0))
+        for count in range(1, SUM_GROUP + 1):
+            self.decode_sum([message] * count, [None] * count, np.empty(d), float(count))
+
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+        values = self._values(msg)
+        if (add_scaled_finite(values, out, 1.0) if accumulate else copy_finite(values, out)) >= 0:
             raise MessageError("identity: payload holds non-finite values")
+
+    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
+        if add_scaled_finite(self._values(msg), out, scale) >= 0:
+            raise MessageError("identity: payload holds non-finite values")
+
+    def _decode_sum_into(
+        self, messages: list[Message], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
+    ) -> None:
+        if not messages:
+            out.fill(0.0)
+            return
+        payloads = [self._values(msg) for msg in messages]
+        for start in range(0, len(payloads), SUM_GROUP):
+            last = start + SUM_GROUP >= len(payloads)
+            bad = sum_finite(tuple(payloads[start : start + SUM_GROUP]), out, start == 0, divisor if last else 1.0)
+            if bad >= 0:
+                raise MessageError(f"identity: payload of message {start + bad} holds non-finite values")

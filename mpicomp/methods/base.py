@@ -205,27 +205,32 @@ class Method:
             raise MessageError(f"{self.name}: worker {w} sent an empty upload in round {k + 1}; this method never skips")
         return True
 
-    def sum_of_uploads(self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None) -> np.ndarray:
-        """``sum_i C_W(v_i)``, each upload decoded straight into the sum (fused decode-and-add), in
-        worker-id order (rank-independent); a skipped upload adds 0 where the method allows skips."""
-        codec = compressor or self.ctx.uplink
-        total = np.zeros(self.d)
-        for w, message in enumerate(uploads):
-            if not self._skipped(w, message, k):
-                codec.decode_add(message, total, self.key(w, k, STREAM_UPLINK))
-        return total
+    def sum_of_uploads(
+        self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None, divisor: float = 1.0
+    ) -> np.ndarray:
+        """``(sum_i C_W(v_i)) / divisor``, a new vector: one fused decode-and-sum of the uploads
+        (:meth:`Compressor.decode_sum`) in worker-id order (rank-independent); a skipped upload adds 0
+        where the method allows skips."""
+        kept = [w for w, message in enumerate(uploads) if not self._skipped(w, message, k)]
+        return (compressor or self.ctx.uplink).decode_sum(
+            [uploads[w] for w in kept], [self.key(w, k, STREAM_UPLINK) for w in kept], np.empty(self.d), divisor
+        )
 
     def mean_of_uploads(self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None) -> np.ndarray:
-        """``(1/n) sum_i C_W(v_i)`` (:meth:`sum_of_uploads` divided by n, in place)."""
-        total = self.sum_of_uploads(uploads, k, compressor)
-        total /= self.n
-        return total
+        """``(1/n) sum_i C_W(v_i)`` (:meth:`sum_of_uploads` with the division fused)."""
+        return self.sum_of_uploads(uploads, k, compressor, divisor=self.n)
 
     def encode_down(self, v: np.ndarray, k: int) -> memoryview:
         return self.ctx.downlink.encode(v, self.key(MASTER, k, STREAM_DOWNLINK))
 
     def decode_down(self, message: bytes | memoryview, k: int) -> np.ndarray:
         return self.ctx.downlink.decode(message, self.d, self.key(MASTER, k, STREAM_DOWNLINK))
+
+    def add_down(self, message: bytes | memoryview, k: int, target: np.ndarray, scale: float) -> None:
+        """``target += scale * C_M(message)`` in one fused pass (``x -= gamma g`` is ``scale = -gamma``,
+        bit for bit). A bad payload raises :class:`MessageError` with ``target`` partly updated; the
+        run then stops as failed."""
+        self.ctx.downlink.decode_add(message, target, self.key(MASTER, k, STREAM_DOWNLINK), scale)
 
 
 _METHODS: dict[str, type[Method]] = {}

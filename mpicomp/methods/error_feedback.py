@@ -108,7 +108,7 @@ class EF14(Method):
         )
 
     def apply_downlink(self, message: bytes, k: int) -> None:
-        self.x -= self.decode_down(message, k)
+        self.add_down(message, k, self.x, -1.0)
 
 
 @dataclass
@@ -201,7 +201,7 @@ class EF21(Method):
         return self.encode_down(self.g_master - self.g_replica, k)
 
     def apply_downlink(self, message: bytes, k: int) -> None:
-        self.g_replica += self.decode_down(message, k)
+        self.add_down(message, k, self.g_replica, 1.0)
         self.x -= self.stepsize * self.g_replica
 
 

@@ -80,7 +80,7 @@ class QuantizedSGD(Method):
         return self.encode_down(self.mean_of_uploads(uploads, k), k)
 
     def apply_downlink(self, message: bytes, k: int) -> None:
-        self.x -= self.stepsize * self.decode_down(message, k)
+        self.add_down(message, k, self.x, -self.stepsize)
 
     def default_stepsize(self) -> float:
         """``1 / (L (1 + omega_M)(1 + omega_W / n))``: the poster's slowdown factor applied to 1/L
