@@ -10,7 +10,8 @@ is done (max over ranks of MPI.Wtime differences):
   pass (``decode_sum``, as ``Method.mean_of_uploads`` does) and encodes it, ``broadcast``, every
   rank steps its model ``x -= gamma C(mean)`` straight from the message (``decode_add`` with
   ``scale = -gamma``, as ``QuantizedSGD.apply_downlink`` does); messages without the CRC-32, as a
-  run sends them by default;
+  run sends them by default; messages and the mean are written into buffers kept from round to
+  round (``Method.outbox``, ``QuantizedSGD.mean``);
 * ``mpicomp +crc``: the same with the CRC-32 trailer on every message (``[compressor] checksum``);
 * ``transport only``: ``gather`` + ``broadcast`` of the same, already encoded, messages;
 * ``raw mpi4py``: ``Gather`` of one int64 size per rank, ``Gatherv`` of the upload bytes,
@@ -69,17 +70,22 @@ class MpicompRound:
         self.compressor = make(compressor.spec)
         self.compressor.crc = checksum
         self.vectors = {w: worker_vector(seed, w, d) for w in transport.local_workers}
-        self.x = np.zeros(d)
+        self.x, self.mean = np.zeros(d), np.empty(d)
+        capacity = self.compressor.message_capacity(d)
+        self.outboxes = {w: None if capacity is None else np.empty(capacity, dtype=np.uint8)
+                         for w in [*transport.local_workers, MASTER]}
 
     def __call__(self, rnd: int) -> None:
         t, c = self.transport, self.compressor
-        uploads = [c.encode(self.vectors[w], RandomKey(self.seed, rnd, w, STREAM_UPLINK)) for w in t.local_workers]
+        uploads = [c.encode(self.vectors[w], RandomKey(self.seed, rnd, w, STREAM_UPLINK), out=self.outboxes[w])
+                   for w in t.local_workers]
         gathered = t.gather(uploads)
         down_key = RandomKey(self.seed, rnd, MASTER, STREAM_DOWNLINK)
         message = None
         if t.is_master:
             keys = [RandomKey(self.seed, rnd, w, STREAM_UPLINK) for w in range(t.n_workers)]
-            message = c.encode(c.decode_sum(gathered, keys, np.empty(self.d), t.n_workers), down_key)
+            mean = c.decode_sum(gathered, keys, self.mean, t.n_workers)
+            message = c.encode(mean, down_key, out=self.outboxes[MASTER])
         c.decode_add(t.broadcast(message), self.x, down_key, scale=-1.0)
 
 

@@ -12,8 +12,10 @@ SHA-256 of each rank's digest (``Iallgather``, bookkeeping, not counted).
 The transport duplicates the communicator it is given, so its collectives never match another
 library's on the same ranks, and frees the duplicate in :meth:`MPITransport.close`.
 
-Zero copy: uploads are sent from the encoders' own buffers (one local worker) and received into
-buffers the transport keeps from round to round: one for gathers (``gather``, ``integer_sum``,
+Zero copy: uploads are sent from the encoders' own buffers (one local worker, or an
+``encode_many`` batch), the master's own uploads never move (``MPI_IN_PLACE``: the master gets back
+its own views for its workers), and the others are received into buffers the transport keeps from
+round to round: one for gathers (``gather``, ``integer_sum``,
 ``max_agree``), one for broadcasts (``broadcast``, the switch's multicast); a received view is
 valid until the next collective using its buffer (decode it, or copy it, before).
 
@@ -192,23 +194,23 @@ class MPITransport(Transport):
             self.comm.Free()
 
     def _gather_bytes(self, views: list[memoryview], sizes: np.ndarray | None) -> list[memoryview] | None:
-        send = joined(views)
         worker_counts = self._block_ends - self._block_starts
         if not self.is_master:
             if sizes is None:
                 local_sizes = np.array([len(view) for view in views], dtype=np.int64)
                 self._complete(self.comm.Igatherv(local_sizes, None, root=0))
-            self._complete(self.comm.Igatherv(send, None, root=0))
+            self._complete(self.comm.Igatherv(joined(views), None, root=0))
             return None
         if sizes is None:
             sizes = np.empty(self.n_workers, dtype=np.int64)
             local_sizes = np.array([len(view) for view in views], dtype=np.int64)
             self._complete(self.comm.Igatherv(local_sizes, [sizes, worker_counts, self._block_starts, MPI.INT64_T], root=0))
         received = self._inbox("gather", int(sizes.sum()))
-        self._complete(self.comm.Igatherv(send, [received, *self._per_rank(sizes), MPI.BYTE], root=0))
+        # IN_PLACE: the master's own uploads are not copied into the inbox; its views are returned.
+        self._complete(self.comm.Igatherv(MPI.IN_PLACE, [received, *self._per_rank(sizes), MPI.BYTE], root=0))
         whole = memoryview(received).toreadonly()
         offsets = np.concatenate(([0], np.cumsum(sizes))).tolist()
-        return [whole[start:stop] for start, stop in pairwise(offsets)]
+        return views + [whole[start:stop] for start, stop in pairwise(offsets[len(views) :])]
 
     def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
         if size is None:

@@ -102,6 +102,7 @@ class Method:
         self.n = ctx.problem.n_workers
         self.d = ctx.problem.d
         self.x = ctx.problem.x0().astype(np.float64, copy=True)
+        self._outboxes: dict[int, np.ndarray] = {}  # message buffers kept across rounds, by sender (MASTER: downlink)
         self.stepsize = options.stepsize if options.stepsize is not None else self.default_stepsize()
         if ctx.is_master and ctx.batch > (smallest := int(ctx.problem.sample_counts().min())):
             log.warning("[data] batch = %d exceeds the smallest shard (%d samples): such workers use their whole shard",
@@ -178,8 +179,10 @@ class Method:
         return self.key(worker, k, STREAM_METHOD).numpy_generator()
 
     def encode_up(self, v: np.ndarray, w: int, k: int, compressor: Compressor | None = None) -> memoryview:
-        """Compress worker ``w``'s vector with the uplink compressor and its round key."""
-        return (compressor or self.ctx.uplink).encode(v, self.key(w, k, STREAM_UPLINK))
+        """Compress worker ``w``'s vector with the uplink compressor and its round key (into worker
+        ``w``'s :meth:`outbox`: the message is valid until ``w``'s next upload)."""
+        codec = compressor or self.ctx.uplink
+        return codec.encode(v, self.key(w, k, STREAM_UPLINK), out=self.outbox(w, codec))
 
     def decode_up(self, message: bytes | memoryview, w: int, k: int, compressor: Compressor | None = None) -> np.ndarray:
         """Decode worker ``w``'s upload of round ``k``."""
@@ -206,22 +209,45 @@ class Method:
         return True
 
     def sum_of_uploads(
-        self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None, divisor: float = 1.0
+        self,
+        uploads: Sequence[bytes | memoryview],
+        k: int,
+        compressor: Compressor | None = None,
+        divisor: float = 1.0,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """``(sum_i C_W(v_i)) / divisor``, a new vector: one fused decode-and-sum of the uploads
-        (:meth:`Compressor.decode_sum`) in worker-id order (rank-independent); a skipped upload adds 0
-        where the method allows skips."""
+        """``(sum_i C_W(v_i)) / divisor`` into ``out`` (default a new vector): one fused decode-and-sum
+        of the uploads (:meth:`Compressor.decode_sum`) in worker-id order (rank-independent); a
+        skipped upload adds 0 where the method allows skips."""
         kept = [w for w, message in enumerate(uploads) if not self._skipped(w, message, k)]
         return (compressor or self.ctx.uplink).decode_sum(
-            [uploads[w] for w in kept], [self.key(w, k, STREAM_UPLINK) for w in kept], np.empty(self.d), divisor
+            [uploads[w] for w in kept],
+            [self.key(w, k, STREAM_UPLINK) for w in kept],
+            np.empty(self.d) if out is None else out,
+            divisor,
         )
 
-    def mean_of_uploads(self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None) -> np.ndarray:
+    def mean_of_uploads(
+        self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """``(1/n) sum_i C_W(v_i)`` (:meth:`sum_of_uploads` with the division fused)."""
-        return self.sum_of_uploads(uploads, k, compressor, divisor=self.n)
+        return self.sum_of_uploads(uploads, k, compressor, divisor=self.n, out=out)
 
     def encode_down(self, v: np.ndarray, k: int) -> memoryview:
-        return self.ctx.downlink.encode(v, self.key(MASTER, k, STREAM_DOWNLINK))
+        """The master's downlink message ``C_M(v)`` (valid until the next downlink)."""
+        return self.ctx.downlink.encode(v, self.key(MASTER, k, STREAM_DOWNLINK), out=self.outbox(MASTER, self.ctx.downlink))
+
+    def outbox(self, sender: int, compressor: Compressor) -> np.ndarray | None:
+        """The byte buffer ``sender``'s messages are encoded into, kept from round to round (fresh
+        pages cost a pass over memory each); ``None`` for codecs of data-dependent size. Messages are
+        round-scoped: a method that keeps one past the round copies it."""
+        capacity = compressor.message_capacity(self.d)
+        if capacity is None:
+            return None
+        buffer = self._outboxes.get(sender)
+        if buffer is None or buffer.size < capacity:
+            buffer = self._outboxes[sender] = np.empty(capacity, dtype=np.uint8)
+        return buffer
 
     def decode_down(self, message: bytes | memoryview, k: int) -> np.ndarray:
         return self.ctx.downlink.decode(message, self.d, self.key(MASTER, k, STREAM_DOWNLINK))

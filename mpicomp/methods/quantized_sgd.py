@@ -37,6 +37,7 @@ class QuantizedSGD(Method):
     def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
         super().__init__(ctx, options)
         self.switch = make_switch_sum(ctx.aggregation, ctx.uplink, self.n, self.d, ctx.packet_values)
+        self.mean = np.empty(self.d) if ctx.is_master else None  # the master's Delta, reused every round
 
     def warm_up(self) -> None:
         super().warm_up()
@@ -77,7 +78,7 @@ class QuantizedSGD(Method):
         return self.encode_up(self.gradient(w, k), w, k)
 
     def master_downlink(self, uploads: list[memoryview], k: int) -> memoryview:
-        return self.encode_down(self.mean_of_uploads(uploads, k), k)
+        return self.encode_down(self.mean_of_uploads(uploads, k, out=self.mean), k)
 
     def apply_downlink(self, message: bytes, k: int) -> None:
         self.add_down(message, k, self.x, -self.stepsize)
