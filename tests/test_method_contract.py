@@ -259,7 +259,12 @@ class CompileEvents(event.Listener):
 
 @pytest.mark.parametrize(
     ("name", "uplink", "downlink", "batch"),
-    [("sgd", "natural", "identity", 4), ("gd", "identity", "dither(s=3,p=2)", 0), ("sgd", "qsgd(s=4)", "block(size=8,s=1)", 4)],
+    [
+        ("sgd", "natural", "identity", 4),
+        ("gd", "identity", "dither(s=3,p=2)", 0),
+        ("sgd", "qsgd(s=4)", "block(size=8,s=1)", 4),
+        ("gd", "identity(dtype=float32)", "identity", 0),
+    ],
 )
 def test_warm_up_compiles_everything_the_round_runs(name, uplink, downlink, batch):
     """After ``warm_up`` a round compiles nothing, so round 1's time is not start-up (batched uploads,

@@ -325,6 +325,28 @@ def test_decode_sum_checks_every_header_first_and_names_a_bad_payload() -> None:
         compressor.decode_sum(messages, keys[:5], out)
 
 
+def test_a_vector_computed_in_the_payload_slot_encodes_without_a_copy() -> None:
+    """float64 identity stores x verbatim: ``payload_vector(out, d)`` is that slot of ``out``, and
+    ``encode`` of a vector computed there gives ``encode``'s bytes (checked for finiteness, not
+    copied); codecs that transform x have no such slot."""
+    compressor = make("identity")
+    compressor.crc = False
+    d, key = 77, RandomKey(2)
+    x = np.random.default_rng(1).standard_normal(d)
+    out = np.zeros(compressor.message_capacity(d), dtype=np.uint8)
+    slot = compressor.payload_vector(out, d)
+    assert np.shares_memory(slot, out) and slot.shape == (d,)
+    slot[:] = x
+    assert bytes(compressor.encode(slot, key, out=out)) == bytes(compressor.encode(x, key))
+    slot[40] = np.nan
+    with pytest.raises(ValueError, match=r"x\[40\] = nan"):
+        compressor.encode(slot, key, out=out)
+    for spec in ("identity(dtype=float32)", "natural", "qsgd(s=4)"):
+        other = make(spec)
+        capacity = other.message_capacity(d)
+        assert other.payload_vector(None if capacity is None else np.empty(capacity, dtype=np.uint8), d) is None
+
+
 def test_caller_buffers_are_checked() -> None:
     compressor = make("natural")
     x = np.ones(100)

@@ -11,7 +11,8 @@ is done (max over ranks of MPI.Wtime differences):
   rank steps its model ``x -= gamma C(mean)`` straight from the message (``decode_add`` with
   ``scale = -gamma``, as ``QuantizedSGD.apply_downlink`` does); messages without the CRC-32, as a
   run sends them by default; messages and the mean are written into buffers kept from round to
-  round (``Method.outbox``, ``QuantizedSGD.mean``);
+  round (``Method.outbox``, ``QuantizedSGD.mean``), the mean straight into the downlink message
+  where the codec stores it verbatim (``payload_vector``);
 * ``mpicomp +crc``: the same with the CRC-32 trailer on every message (``[compressor] checksum``);
 * ``transport only``: ``gather`` + ``broadcast`` of the same, already encoded, messages;
 * ``raw mpi4py``: ``Gather`` of one int64 size per rank, ``Gatherv`` of the upload bytes,
@@ -84,7 +85,8 @@ class MpicompRound:
         message = None
         if t.is_master:
             keys = [RandomKey(self.seed, rnd, w, STREAM_UPLINK) for w in range(t.n_workers)]
-            mean = c.decode_sum(gathered, keys, self.mean, t.n_workers)
+            slot = c.payload_vector(self.outboxes[MASTER], self.d)
+            mean = c.decode_sum(gathered, keys, self.mean if slot is None else slot, t.n_workers)
             message = c.encode(mean, down_key, out=self.outboxes[MASTER])
         c.decode_add(t.broadcast(message), self.x, down_key, scale=-1.0)
 

@@ -171,6 +171,12 @@ class Compressor(ABC):
         on the data (they implement :meth:`_encode_into`); None for the others."""
         return None
 
+    def payload_vector(self, out: np.ndarray | None, d: int) -> np.ndarray | None:
+        """The float64 vector that ``encode(x, key, out=out)`` stores verbatim as its payload, as a
+        writable view of ``out``, or None (the default: the codec transforms x, or ``out`` is None).
+        A caller that computes x there saves the copy: encode then only checks it (zero-copy)."""
+        return None
+
     def message_capacity(self, d: int) -> int | None:
         """Bytes an ``encode(x, key, out=)`` buffer needs in dimension d (None: data-dependent)."""
         size = self.payload_bytes(d)

@@ -14,8 +14,14 @@ import numpy as np
 from numba import float64, njit
 
 from ..rng import RandomKey
-from ..wire import Message, MessageError
-from .base import VALUE_DTYPES, Compressor, check_dtype, non_finite_input
+from ..wire import Message, MessageError, overhead_bytes, payload_offset
+from .base import (
+    VALUE_DTYPES,
+    Compressor,
+    check_dtype,
+    message_buffer,
+    non_finite_input,
+)
 from .registry import register
 
 
@@ -25,6 +31,15 @@ def _first_non_finite(values):
         if not np.isfinite(values[i]):
             return i
     return -1
+
+
+@njit(cache=True, nogil=True)
+def find_non_finite(values):
+    """The first index of a non-finite value, or -1 (one vectorised pass when all are finite)."""
+    finite = True
+    for i in range(values.size):
+        finite &= values[i] - values[i] == 0.0
+    return -1 if finite else _first_non_finite(values)
 
 
 @njit(cache=True, nogil=True)
@@ -100,8 +115,18 @@ class Identity(Compressor):
     def payload_bytes(self, d: int) -> int:
         return d * VALUE_DTYPES[self.dtype].itemsize
 
+    def payload_vector(self, out: np.ndarray | None, d: int) -> np.ndarray | None:
+        """float64 identity: the payload slot of ``out`` as a float64 vector of length d."""
+        if out is None or self.dtype != "float64":
+            return None
+        start = payload_offset(self.n_scalars)
+        payload = message_buffer(out, overhead_bytes(self.n_scalars, self.crc) + self.payload_bytes(d))[start : start + self.payload_bytes(d)]
+        return payload.view(np.float64)
+
     def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
-        bad = copy_finite(x, payload.view(VALUE_DTYPES[self.dtype]))
+        values = payload.view(VALUE_DTYPES[self.dtype])
+        in_place = x.dtype == values.dtype and x.ctypes.data == values.ctypes.data
+        bad = find_non_finite(x) if in_place else copy_finite(x, values)
         if bad >= 0:
             if np.isfinite(x[bad]):
                 raise ValueError(f"{self.spec}: x[{bad}] = {x[bad]!r} exceeds the {self.dtype} range; use dtype='float64'")
@@ -120,9 +145,12 @@ class Identity(Compressor):
         return values
 
     def compile_kernels(self, d: int, dtypes: tuple[type, ...] = (np.float64,)) -> None:
-        """Also :func:`sum_finite` for each of its tuple lengths (1 to ``SUM_GROUP`` payloads)."""
+        """Also the encode of a vector computed in its payload slot (float64) and :func:`sum_finite`
+        for each of its tuple lengths (1 to ``SUM_GROUP`` payloads)."""
         super().compile_kernels(d, dtypes)
-        message = self.encode(np.zeros(d), RandomKey(0))
+        out = np.zeros(self.message_capacity(d), dtype=np.uint8)
+        slot = self.payload_vector(out, d)
+        message = self.encode(np.zeros(d) if slot is None else slot, RandomKey(0), out=out)
         for count in range(1, SUM_GROUP + 1):
             self.decode_sum([message] * count, [None] * count, np.empty(d), float(count))
 

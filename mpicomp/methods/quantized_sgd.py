@@ -18,7 +18,7 @@ import numpy as np
 
 from ..rng import STREAM_UPLINK
 from ..wire.bitpack import parallel_tasks
-from .base import Method, MethodContext, MethodOptions, register_method
+from .base import MASTER, Method, MethodContext, MethodOptions, register_method
 from .in_network import make_switch_sum
 from .link import Link
 
@@ -78,7 +78,10 @@ class QuantizedSGD(Method):
         return self.encode_up(self.gradient(w, k), w, k)
 
     def master_downlink(self, uploads: list[memoryview], k: int) -> memoryview:
-        return self.encode_down(self.mean_of_uploads(uploads, k, out=self.mean), k)
+        """``C_M(Delta)``; Delta is summed straight into the downlink message where C_M stores it
+        verbatim (float64 identity: no copy), else into the kept ``mean`` buffer."""
+        slot = self.ctx.downlink.payload_vector(self.outbox(MASTER, self.ctx.downlink), self.d)
+        return self.encode_down(self.mean_of_uploads(uploads, k, out=self.mean if slot is None else slot), k)
 
     def apply_downlink(self, message: bytes, k: int) -> None:
         self.add_down(message, k, self.x, -self.stepsize)
