@@ -130,6 +130,14 @@ def test_a_skip_is_an_error_unless_the_method_allows_it():
     np.testing.assert_array_equal(lenient.mean_of_uploads([uploads[0], b"", uploads[2]], 0), expected)
 
 
+def test_a_bad_upload_among_skipped_ones_is_named_by_its_worker():
+    """The fused mean sums only the uploads that were sent; its error still names the worker id."""
+    lenient = small_method(skipped_upload="zero")
+    uploads = [bytes(lenient.worker_upload(w, 0)) for w in range(3)]
+    with pytest.raises(MessageError, match=r"worker 2's upload in round 1: message 1: .*truncated"):
+        lenient.mean_of_uploads([b"", uploads[1], uploads[2][:-3]], 0)
+
+
 def test_a_method_without_round_or_hooks_says_what_to_implement():
     from mpicomp.methods import Method
 

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpicomp.compressors import Compressor, available, make, message_checksums
+from mpicomp.compressors import identity as identity_module
 from mpicomp.rng import RandomKey
 from mpicomp.wire import (
     HEADER_BYTES,
@@ -319,25 +320,50 @@ def test_decode_sum_checks_every_header_first_and_names_a_bad_payload() -> None:
     np.testing.assert_array_equal(out, 3.0)
     forged = bytearray(messages[5])
     forged[payload_offset(0) + 8 * 17 : payload_offset(0) + 8 * 18] = np.float64(np.inf).tobytes()
-    with pytest.raises(MessageError, match="message 5 holds non-finite"):
+    with pytest.raises(MessageError, match="message 5: identity: payload holds non-finite") as error:
         compressor.decode_sum(messages[:5] + [bytes(forged)], keys, out)
+    assert error.value.index == 5
     with pytest.raises(ValueError, match="6 messages and 5 keys"):
         compressor.decode_sum(messages, keys[:5], out)
 
 
-def test_a_vector_computed_in_the_payload_slot_encodes_without_a_copy() -> None:
+@pytest.mark.parametrize("spec", ["identity", "natural"])
+def test_decode_sum_refuses_an_out_that_overlaps_a_message_and_names_a_bad_one(spec: str) -> None:
+    """Summing into a message's own bytes would read coordinates already overwritten: refused. A
+    bad header or payload is reported with its position in the batch (``MessageError.index``)."""
+    compressor = make(spec)
+    compressor.crc = False
+    d = 64
+    keys = [RandomKey(0, 0, w, 0) for w in range(6)]
+    buffers = [np.zeros(compressor.message_capacity(d) + 8 * d, dtype=np.uint8) for _ in keys]
+    messages = [compressor.encode(np.full(d, 1.0 + w), key, out=buffer) for w, (key, buffer) in enumerate(zip(keys, buffers))]
+    inside = buffers[4][8 : 8 + 8 * d].view(np.float64)
+    with pytest.raises(ValueError, match="overlaps message 4"):
+        compressor.decode_sum(messages, keys, inside)
+    truncated = messages[:3] + [messages[3][:-1]] + messages[4:]
+    with pytest.raises(MessageError, match="^message 3: ") as error:
+        compressor.decode_sum(truncated, keys, np.empty(d))
+    assert error.value.index == 3
+
+
+def test_a_vector_computed_in_the_payload_slot_encodes_without_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     """float64 identity stores x verbatim: ``payload_vector(out, d)`` is that slot of ``out``, and
     ``encode`` of a vector computed there gives ``encode``'s bytes (checked for finiteness, not
     copied); codecs that transform x have no such slot."""
     compressor = make("identity")
-    compressor.crc = False
+    expected = bytes(compressor.encode(np.random.default_rng(1).standard_normal(77), RandomKey(2)))
+
+    def no_copy(source: np.ndarray, target: np.ndarray) -> int:
+        raise AssertionError("the payload slot was copied onto itself")
+
+    monkeypatch.setattr(identity_module, "copy_finite", no_copy)
     d, key = 77, RandomKey(2)
     x = np.random.default_rng(1).standard_normal(d)
     out = np.zeros(compressor.message_capacity(d), dtype=np.uint8)
     slot = compressor.payload_vector(out, d)
     assert np.shares_memory(slot, out) and slot.shape == (d,)
     slot[:] = x
-    assert bytes(compressor.encode(slot, key, out=out)) == bytes(compressor.encode(x, key))
+    assert bytes(compressor.encode(slot, key, out=out)) == expected
     slot[40] = np.nan
     with pytest.raises(ValueError, match=r"x\[40\] = nan"):
         compressor.encode(slot, key, out=out)

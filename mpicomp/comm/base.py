@@ -9,7 +9,8 @@ Received buffers are returned as read-only ``memoryview`` objects (``len``, slic
 ``== b""`` and every decoder accept them; ``bytes(view)`` copies). A transport may receive into
 buffers it reuses, so a received view is valid until its next gather-like collective (``gather``,
 ``integer_sum``, ``max_agree``) or, for a broadcast, its next broadcast-like one (``broadcast``
-and the switch's multicast): decode (or copy) it before.
+and the switch's multicast): decode (or copy) it before. The master's views of its own workers'
+uploads are the uploads it passed (no copy): valid until those workers encode again.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def layout_summary(n_workers: int, size: int, shown: int = 8) -> str:
 
 
 def readonly_bytes(buf: Buffer) -> memoryview:
-    """A read-only flat byte view of ``buf``; writable buffers are copied so the view cannot change."""
+    """A read-only flat byte view of ``buf``. A buffer writable through ``buf`` is copied; a read-only
+    view is not (an encoder's message in a buffer it reuses: valid until its owner writes again)."""
     view = memoryview(buf)
     if not view.c_contiguous:
         raise ValueError(f"messages must be contiguous byte buffers, got a non-contiguous {type(buf).__name__}")

@@ -205,12 +205,19 @@ class MPITransport(Transport):
             sizes = np.empty(self.n_workers, dtype=np.int64)
             local_sizes = np.array([len(view) for view in views], dtype=np.int64)
             self._complete(self.comm.Igatherv(local_sizes, [sizes, worker_counts, self._block_starts, MPI.INT64_T], root=0))
-        received = self._inbox("gather", int(sizes.sum()))
-        # IN_PLACE: the master's own uploads are not copied into the inbox; its views are returned.
-        self._complete(self.comm.Igatherv(MPI.IN_PLACE, [received, *self._per_rank(sizes), MPI.BYTE], root=0))
+        own = [len(view) for view in views]
+        if own != sizes[: len(views)].tolist():  # only a caller's bug: the switch's sizes are computed alike on every rank
+            raise RuntimeError(f"rank 0's streams have {own} bytes, the gather expects {sizes[: len(views)].tolist()}")
+        # MPI_IN_PLACE: the master's own uploads stay where they are (its views are returned), and
+        # the inbox holds only the other ranks' bytes.
+        counts, displs = self._per_rank(sizes)
+        displs -= sum(own)
+        counts[0] = displs[0] = 0
+        received = self._inbox("gather", int(counts.sum()))
+        self._complete(self.comm.Igatherv(MPI.IN_PLACE, [received, counts, displs, MPI.BYTE], root=0))
         whole = memoryview(received).toreadonly()
-        offsets = np.concatenate(([0], np.cumsum(sizes))).tolist()
-        return views + [whole[start:stop] for start, stop in pairwise(offsets[len(views) :])]
+        offsets = np.concatenate(([0], np.cumsum(sizes[len(views) :]))).tolist()
+        return views + [whole[start:stop] for start, stop in pairwise(offsets)]
 
     def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
         if size is None:

@@ -263,12 +263,17 @@ class Compressor(ABC):
     ) -> np.ndarray:
         """``out = (C(m_0) + C(m_1) + ...) / divisor``, summed in list order (the master's mean of the
         uploads: ``divisor = n``); bit-identical to zeroing ``out``, :meth:`decode_add` of each
-        message, then dividing. Every header is checked before ``out`` is touched."""
+        message, then dividing. ``out`` must not overlap any message. Every header is checked before
+        ``out`` is touched; a :class:`MessageError` names the bad message (``index``), and after a bad
+        payload ``out`` may hold part of the sum."""
         if len(bufs) != len(keys):
             raise ValueError(f"decode_sum takes one key per message, got {len(bufs)} messages and {len(keys)} keys")
         with CODEC.timing():
             out = vector_buffer(out, np.size(out))
-            messages = [self._message(buf, out.size, key) for buf, key in zip(bufs, keys)]
+            messages = [naming_message(i, self._message, buf, out.size, key) for i, (buf, key) in enumerate(zip(bufs, keys))]
+            for i, msg in enumerate(messages):
+                if np.may_share_memory(out, np.frombuffer(msg.payload, dtype=np.uint8)):
+                    raise ValueError(f"decode_sum: out overlaps message {i}; sum into a vector of its own")
             self._decode_sum_into(messages, keys, out, float(divisor))
             return out
 
@@ -348,7 +353,7 @@ class Compressor(ABC):
             out[:] = values
 
     def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
-        """``out += scale * C(msg)``. Default: decode, scale in place, add (one temporary vector)."""
+        """``out += scale * C(msg)``. Default: decode into a temporary vector, scale it in place, add."""
         values = self._decode(msg, key)
         np.multiply(values, scale, out=values)
         out += values
@@ -358,10 +363,18 @@ class Compressor(ABC):
     ) -> None:
         """``out = (sum of the decoded messages, in order) / divisor``. Default: zero, add each, divide."""
         out.fill(0.0)
-        for msg, key in zip(messages, keys):
-            self._decode_into(msg, key, out, accumulate=True)
+        for i, (msg, key) in enumerate(zip(messages, keys)):
+            naming_message(i, self._decode_into, msg, key, out, True)
         if divisor != 1.0:
             out /= divisor
+
+
+def naming_message(i: int, decode: Callable[..., T], *args: object) -> T:
+    """``decode(*args)`` for message ``i`` of a batch; its MessageError names the message (``index = i``)."""
+    try:
+        return decode(*args)
+    except MessageError as error:
+        raise MessageError(f"message {i}: {error}", index=i) from error
 
 
 def naming_row(r: int, encode: Callable[..., T], *args: object) -> T:

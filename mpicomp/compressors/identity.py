@@ -2,8 +2,8 @@
 
 The kernels copy (and cast) in one pass that also finds the first non-finite value, so an
 encode or a decode reads and writes each coordinate once; the master's sum of many payloads
-(:meth:`~mpicomp.compressors.base.Compressor.decode_sum`) reads each payload once and writes the
-sum once, block by block.
+(:meth:`~mpicomp.compressors.base.Compressor.decode_sum`) reads each payload once and reads and
+writes the running sum once per group of four payloads.
 """
 
 from __future__ import annotations
@@ -119,9 +119,9 @@ class Identity(Compressor):
         """float64 identity: the payload slot of ``out`` as a float64 vector of length d."""
         if out is None or self.dtype != "float64":
             return None
-        start = payload_offset(self.n_scalars)
-        payload = message_buffer(out, overhead_bytes(self.n_scalars, self.crc) + self.payload_bytes(d))[start : start + self.payload_bytes(d)]
-        return payload.view(np.float64)
+        start, size = payload_offset(self.n_scalars), self.payload_bytes(d)
+        buffer = message_buffer(out, overhead_bytes(self.n_scalars, self.crc) + size)
+        return buffer[start : start + size].view(np.float64)
 
     def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
         values = payload.view(VALUE_DTYPES[self.dtype])
@@ -174,4 +174,4 @@ class Identity(Compressor):
             last = start + SUM_GROUP >= len(payloads)
             bad = sum_finite(tuple(payloads[start : start + SUM_GROUP]), out, start == 0, divisor if last else 1.0)
             if bad >= 0:
-                raise MessageError(f"identity: payload of message {start + bad} holds non-finite values")
+                raise MessageError(f"message {start + bad}: identity: payload holds non-finite values", index=start + bad)

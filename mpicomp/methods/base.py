@@ -220,12 +220,17 @@ class Method:
         of the uploads (:meth:`Compressor.decode_sum`) in worker-id order (rank-independent); a
         skipped upload adds 0 where the method allows skips."""
         kept = [w for w, message in enumerate(uploads) if not self._skipped(w, message, k)]
-        return (compressor or self.ctx.uplink).decode_sum(
-            [uploads[w] for w in kept],
-            [self.key(w, k, STREAM_UPLINK) for w in kept],
-            np.empty(self.d) if out is None else out,
-            divisor,
-        )
+        try:
+            return (compressor or self.ctx.uplink).decode_sum(
+                [uploads[w] for w in kept],
+                [self.key(w, k, STREAM_UPLINK) for w in kept],
+                np.empty(self.d) if out is None else out,
+                divisor,
+            )
+        except MessageError as error:
+            if error.index is None:
+                raise
+            raise MessageError(f"{self.name}: worker {kept[error.index]}'s upload in round {k + 1}: {error}") from error
 
     def mean_of_uploads(
         self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None, out: np.ndarray | None = None
@@ -253,9 +258,9 @@ class Method:
         return self.ctx.downlink.decode(message, self.d, self.key(MASTER, k, STREAM_DOWNLINK))
 
     def add_down(self, message: bytes | memoryview, k: int, target: np.ndarray, scale: float) -> None:
-        """``target += scale * C_M(message)`` in one fused pass (``x -= gamma g`` is ``scale = -gamma``,
-        bit for bit). A bad payload raises :class:`MessageError` with ``target`` partly updated; the
-        run then stops as failed."""
+        """``target += scale * C_M(message)`` (``x -= gamma g`` is ``scale = -gamma``, bit for bit), fused
+        where the codec can (identity: one pass), else through one temporary vector. A bad payload
+        raises :class:`MessageError` with ``target`` partly updated; the run then stops as failed."""
         self.ctx.downlink.decode_add(message, target, self.key(MASTER, k, STREAM_DOWNLINK), scale)
 
 

@@ -37,7 +37,7 @@ class QuantizedSGD(Method):
     def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
         super().__init__(ctx, options)
         self.switch = make_switch_sum(ctx.aggregation, ctx.uplink, self.n, self.d, ctx.packet_values)
-        self.mean = np.empty(self.d) if ctx.is_master else None  # the master's Delta, reused every round
+        self.mean: np.ndarray | None = None  # the master's Delta where C_M has no payload slot, kept across rounds
 
     def warm_up(self) -> None:
         super().warm_up()
@@ -81,6 +81,8 @@ class QuantizedSGD(Method):
         """``C_M(Delta)``; Delta is summed straight into the downlink message where C_M stores it
         verbatim (float64 identity: no copy), else into the kept ``mean`` buffer."""
         slot = self.ctx.downlink.payload_vector(self.outbox(MASTER, self.ctx.downlink), self.d)
+        if slot is None and self.mean is None:
+            self.mean = np.empty(self.d)
         return self.encode_down(self.mean_of_uploads(uploads, k, out=self.mean if slot is None else slot), k)
 
     def apply_downlink(self, message: bytes, k: int) -> None:
