@@ -15,8 +15,9 @@ is done (max over ranks of MPI.Wtime differences):
   where the codec stores it verbatim (``payload_vector``);
 * ``mpicomp +crc``: the same with the CRC-32 trailer on every message (``[compressor] checksum``);
 * ``transport only``: ``gather`` + ``broadcast`` of the same, already encoded, messages;
-* ``raw mpi4py``: ``Gather`` of one int64 size per rank, ``Gatherv`` of the upload bytes,
-  ``Bcast`` of the downlink size and bytes, into preallocated buffers (a lower bound).
+* ``raw mpi4py``: ``Gather`` of one int64 size per rank, ``Gatherv`` of the upload bytes (the
+  root's own block ``MPI_IN_PLACE``), ``Bcast`` of the downlink size and bytes, into preallocated
+  buffers (a lower bound).
 
 Prints best and median seconds over the repeats and the ratios to the raw baseline.
 """
@@ -117,9 +118,9 @@ class RawRound:
     def __call__(self, rnd: int) -> None:
         comm, master = self.comm, self.comm.rank == 0
         comm.Gather(self.size, self.sizes if master else None, root=0)
-        if master:
+        if master:  # the root's own block is already in place, as in MPITransport
             displs = np.cumsum(self.sizes) - self.sizes
-            comm.Gatherv(self.send, [self.received, self.sizes, displs, MPI.BYTE], root=0)
+            comm.Gatherv(MPI.IN_PLACE, [self.received, self.sizes, displs, MPI.BYTE], root=0)
         else:
             comm.Gatherv(self.send, None, root=0)
         comm.Bcast(self.down_size, root=0)
