@@ -344,6 +344,15 @@ def test_decode_sum_refuses_an_out_that_overlaps_a_message_and_names_a_bad_one(s
     with pytest.raises(MessageError, match="^message 3: ") as error:
         compressor.decode_sum(truncated, keys, np.empty(d))
     assert error.value.index == 3
+    forged = bytearray(messages[2])
+    start = payload_offset(0)
+    if spec == "identity":
+        forged[start + 8 * 5 : start + 8 * 6] = np.float64(np.nan).tobytes()
+    else:
+        forged[start + 5] = 255  # exponent code 255 is invalid
+    with pytest.raises(MessageError, match=r"^message 2: .*(non-finite|invalid code for coordinate 5)") as error:
+        compressor.decode_sum(messages[:2] + [bytes(forged)] + messages[3:], keys, np.empty(d))
+    assert error.value.index == 2
 
 
 def test_a_vector_computed_in_the_payload_slot_encodes_without_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,7 +34,7 @@ from ..rng import RandomKey, random_u64
 from ..wire import Message, MessageError
 from ..wire.bitpack import GROUP, group_count, parallel_tasks, run_split
 from ._levels import float64_bits, float64_from_bits, uniform_grid
-from .base import Compressor, non_finite_input
+from .base import Compressor, naming_message, non_finite_input
 from .registry import register
 
 EXPONENT_BITS = 8
@@ -228,6 +228,17 @@ def decode_natural(exponents, signs, out, accumulate, g0, g1):
 
 
 @njit(cache=True, nogil=True)
+def decode_rows_add(payloads, out):
+    """``out += `` the decoded payload of every row of ``payloads`` (``(m, d + ceil(d/8))`` uint8), in
+    row order; returns the first row holding an invalid code or padding bit, or -1."""
+    d = out.size
+    for r in range(payloads.shape[0]):
+        if decode_natural(payloads[r, :d], payloads[r, d:], out, True, 0, group_count(d)) >= 0:
+            return r
+    return -1
+
+
+@njit(cache=True, nogil=True)
 def encode_rows(rows, states, messages, start, single):
     """Every row of ``rows`` (float32 input if ``single``, else float64) encoded into its message, the
     payload at ``messages[r, start:]``; returns the first row with a value too large or NaN, or -1."""
@@ -326,6 +337,23 @@ class Natural(Compressor):
                 f"{self.payload_bytes(msg.d)}"
             )
         return payload
+
+    def _decode_sum_into(
+        self, messages: list[Message], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
+    ) -> None:
+        """Many short messages (a rank's many workers): their payloads stacked into one array and
+        summed by one kernel call, in order; long vectors take the threaded per-message kernel."""
+        if len(messages) < 2 or parallel_tasks(out.size) > 1:
+            super()._decode_sum_into(messages, keys, out, divisor)
+            return
+        for i, msg in enumerate(messages):
+            naming_message(i, self._payload, msg)
+        stacked = np.frombuffer(b"".join(msg.payload for msg in messages), dtype=np.uint8).reshape(len(messages), -1)
+        out.fill(0.0)
+        if (bad := decode_rows_add(stacked, out)) >= 0:
+            naming_message(bad, self._decode_into, messages[bad], None, np.empty(out.size), False)
+        if divisor != 1.0:
+            out /= divisor
 
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         d = msg.d

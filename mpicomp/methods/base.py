@@ -219,11 +219,12 @@ class Method:
         """``(sum_i C_W(v_i)) / divisor`` into ``out`` (default a new vector): one fused decode-and-sum
         of the uploads (:meth:`Compressor.decode_sum`) in worker-id order (rank-independent); a
         skipped upload adds 0 where the method allows skips."""
+        codec = compressor or self.ctx.uplink
         kept = [w for w, message in enumerate(uploads) if not self._skipped(w, message, k)]
         try:
-            return (compressor or self.ctx.uplink).decode_sum(
+            return codec.decode_sum(
                 [uploads[w] for w in kept],
-                [self.key(w, k, STREAM_UPLINK) for w in kept],
+                [self.key(w, k, STREAM_UPLINK) if codec.uses_shared_key else None for w in kept],
                 np.empty(self.d) if out is None else out,
                 divisor,
             )
