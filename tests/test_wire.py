@@ -373,6 +373,8 @@ def test_a_vector_computed_in_the_payload_slot_encodes_without_a_copy(monkeypatc
     assert np.shares_memory(slot, out) and slot.shape == (d,)
     slot[:] = x
     assert bytes(compressor.encode(slot, key, out=out)) == expected
+    with pytest.raises(ValueError, match="overlaps the message buffer"):
+        compressor.encode(out[8 : 8 + 8 * d].view(np.float64), key, out=out)
     slot[40] = np.nan
     with pytest.raises(ValueError, match=r"x\[40\] = nan"):
         compressor.encode(slot, key, out=out)

@@ -125,7 +125,9 @@ class Identity(Compressor):
 
     def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
         values = payload.view(VALUE_DTYPES[self.dtype])
-        in_place = x.dtype == values.dtype and x.ctypes.data == values.ctypes.data
+        in_place = np.may_share_memory(x, values)  # x computed in the payload slot (payload_vector)
+        if in_place and (x.dtype != values.dtype or x.ctypes.data != values.ctypes.data):
+            raise ValueError(f"{self.spec}: x overlaps the message buffer without being its payload slot (payload_vector)")
         bad = find_non_finite(x) if in_place else copy_finite(x, values)
         if bad >= 0:
             if np.isfinite(x[bad]):
