@@ -119,18 +119,25 @@ def _group32(patterns, state, exponents, signs, g):
 
 
 @njit(cache=True, inline="always")
+def _is_zero(pattern):
+    """1 for the float64 bit pattern of +0 or -0, else 0."""
+    return uint64(pattern << uint64(1) == uint64(0))
+
+
+@njit(cache=True, inline="always")
 def _unusual(pattern):
-    """1 unless the float64 bit pattern's exponent field lies in ``[897, 1149]``, i.e.
-    ``2^-126 <= |t| < 2^127``: zeros, tiny, huge and non-finite values need :func:`_encode_exact`."""
+    """1 unless the float64 bit pattern is a zero or its exponent field lies in ``[897, 1149]``, i.e.
+    ``2^-126 <= |t| < 2^127``: tiny, huge and non-finite values need :func:`_encode_exact`."""
     field = (pattern >> uint64(52)) & uint64(0x7FF)
-    return uint64(field - uint64(_TO_CODE + 1) > uint64(_USUAL_FIELDS))
+    return uint64(field - uint64(_TO_CODE + 1) > uint64(_USUAL_FIELDS)) & (_is_zero(pattern) ^ uint64(1))
 
 
 @njit(cache=True, inline="always")
 def _group64(x, state, exponents, signs, g):
-    """A whole group of float64 input, assuming ``2^-126 <= |x_i| < 2^127`` (``code = field - 896``
-    plus the rounding, sign bit as is); returns nonzero if the assumption fails for some value,
-    and the group must be encoded again by :func:`_encode_exact`."""
+    """A whole group of float64 input, assuming each ``x_i`` is ``+-0`` (code 0, sign 0, as
+    :func:`natural_code` gives) or ``2^-126 <= |x_i| < 2^127`` (``code = field - 896`` plus the
+    rounding, sign bit as is); returns nonzero if the assumption fails for some value, and the
+    group must be encoded again by :func:`_encode_exact`."""
     lo = g * GROUP
     values, codes = x[lo : lo + GROUP], exponents[lo : lo + GROUP]
     word = uint64(0)
@@ -138,10 +145,11 @@ def _group64(x, state, exponents, signs, g):
     for j in range(GROUP):
         pattern = float64_bits(float64(values[j]))  # float64(...): a no-op on the float64 input it serves
         unusual |= _unusual(pattern)
+        nonzero = _is_zero(pattern) ^ uint64(1)
         field = int64(pattern >> uint64(52)) & 0x7FF
         up = int64(int64(random_u64(state, lo + j) >> uint64(12)) < int64(pattern & _MANTISSA))
-        codes[j] = uint8(field - _TO_CODE + up)
-        word |= (pattern >> uint64(63)) << uint64(j)
+        codes[j] = uint8((field - _TO_CODE + up) * int64(nonzero))
+        word |= ((pattern >> uint64(63)) & nonzero) << uint64(j)
     _store_signs(signs, g, word, GROUP)
     return unusual
 
