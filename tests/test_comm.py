@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from mpi4py import MPI
@@ -26,7 +27,7 @@ from mpicomp.comm import (
     split_bytes,
     worker_range,
 )
-from mpicomp.comm.mpi import joined, oversubscribed
+from mpicomp.comm.mpi import joined, node_share, share_kernel_threads
 from mpicomp.compressors import make
 from mpicomp.rng import RandomKey
 from mpicomp.wire import HEADER_BYTES, MessageError, pack_message
@@ -432,7 +433,12 @@ def test_mpi_round_trip_and_counts(mpiexec, ranks, n_workers, wait):
     assert len(lines) == 1, done.stdout
     result = json.loads(lines[0].removeprefix("RESULT "))
     assert result["size"] == ranks
-    assert result["layout"] == layout_summary(n_workers, ranks)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = int(os.environ.get("NUMBA_NUM_THREADS", max(1, min(numba.config.NUMBA_NUM_THREADS, cores // ranks))))
+    polite = wait == "sleep" or (wait == "auto" and ranks > cores)
+    assert result["layout"].startswith(f"{layout_summary(n_workers, ranks)}; {ranks} rank")
+    assert result["layout"].endswith(f": {threads} kernel thread{'s' if threads != 1 else ''} per rank, "
+                                     f"{'sleeping' if polite else 'busy'} waits")
     assert result["rounds"] == run_local(n_workers) == reference_counts(n_workers)
     all_empty = result["rounds"][ALL_EMPTY_ROUND]
     assert all_empty["up_payload"] == all_empty["up_header"] == sum(all_empty["uploads"]) == 0
@@ -482,16 +488,33 @@ def test_mpi_switch_capabilities(mpiexec, ranks, n_workers):
     assert result == {"size": ranks, "rounds": switch_reference(n_workers)}
 
 
-def test_auto_wait_counts_the_cores_the_node_ranks_may_use(monkeypatch):
+def test_node_share_counts_the_cores_the_node_ranks_may_use(monkeypatch):
     """``wait = "auto"`` sleeps exactly when a node's ranks outnumber the union of their CPU
     affinities, or the CPU count where the OS reports no affinity (macOS)."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(), raising=False)
-    assert oversubscribed(MPI.COMM_SELF)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
-    assert not oversubscribed(MPI.COMM_SELF)
+    assert node_share(MPI.COMM_SELF) == (1, 0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 5}, raising=False)
+    assert node_share(MPI.COMM_SELF) == (1, 2)
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    assert not oversubscribed(MPI.COMM_SELF)
+    assert node_share(MPI.COMM_SELF) == (1, 1)
+
+
+def test_each_rank_gets_its_share_of_the_kernel_threads(monkeypatch):
+    """``cores // ranks`` threads per rank (at least 1, at most numba's pool), unless the user set
+    NUMBA_NUM_THREADS."""
+    before = numba.get_num_threads()
+    pool = numba.config.NUMBA_NUM_THREADS
+    try:
+        monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+        assert share_kernel_threads(4, 2) == 1
+        assert share_kernel_threads(1, 64) == pool
+        assert share_kernel_threads(2, 2 * pool) == pool
+        numba.set_num_threads(pool)
+        monkeypatch.setenv("NUMBA_NUM_THREADS", str(pool))
+        assert share_kernel_threads(4, 2) == pool
+    finally:
+        numba.set_num_threads(before)
 
 
 def test_joined_uploads_are_a_view_when_back_to_back():

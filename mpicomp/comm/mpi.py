@@ -27,6 +27,11 @@ sleeps ``SLEEP_SECONDS`` between tests of the request; ``"busy"`` is MPI's own b
 cores (``os.sched_getaffinity``). MPICH's own knob for the same is the environment variable
 ``MPIR_CVAR_CH4_PROGRESS_THROTTLE=1`` (a ``usleep(1)`` after
 ``MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT`` idle polls).
+
+Threads: the compressors split long vectors over numba's threads. The transport gives each rank
+its share of the node's cores (``cores // ranks``, at least 1; :func:`share_kernel_threads`), so
+that ranks do not start a node's worth of threads each; ``NUMBA_NUM_THREADS`` in the environment
+overrides it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import warnings
 from collections.abc import Mapping
 from itertools import pairwise
 
+import numba
 import numpy as np
 from mpi4py import MPI
 
@@ -71,18 +77,27 @@ WAIT_MODES = ("auto", "sleep", "busy")
 SLEEP_SECONDS = 50e-6  # between tests of a pending collective when waiting politely
 
 
-def oversubscribed(comm: MPI.Comm) -> bool:
-    """True if the ranks of ``comm`` on this node outnumber the cores they may run on (collective):
-    the union of the node's ranks' CPU affinities where the OS reports them (Linux; a rank bound
-    to one core counts its core), else ``os.cpu_count()``."""
+def node_share(comm: MPI.Comm) -> tuple[int, int]:
+    """``(ranks, cores)``: how many ranks of ``comm`` run on this node and how many cores they may
+    use (collective): the union of their CPU affinities where the OS reports them (Linux; a rank
+    bound to one core counts its core), else ``os.cpu_count()``."""
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
         affinity = getattr(os, "sched_getaffinity", None)
         mine = sorted(affinity(0)) if affinity is not None else list(range(os.cpu_count() or 1))
-        cores = set().union(*node.allgather(mine))
-        return node.Get_size() > len(cores)
+        return node.Get_size(), len(set().union(*node.allgather(mine)))
     finally:
         node.Free()
+
+
+def share_kernel_threads(ranks: int, cores: int) -> int:
+    """Set numba's threads (the compressors' kernels split long vectors over them) to this rank's
+    share of the node, ``cores // ranks`` and at least 1, and return it; a ``NUMBA_NUM_THREADS`` set
+    in the environment is the user's choice and is kept. Without this every rank would start
+    as many threads as the node has cores."""
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, cores // ranks)))
+    return numba.get_num_threads()
 
 
 def joined(views: list[memoryview]) -> np.ndarray:
@@ -152,7 +167,10 @@ class MPITransport(Transport):
         self.comm = comm.Dup()
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
-        self.polite = wait == "sleep" or (wait == "auto" and oversubscribed(self.comm))
+        ranks, cores = node_share(self.comm)
+        self.polite = wait == "sleep" or (wait == "auto" and ranks > cores)
+        self.kernel_threads = share_kernel_threads(ranks, cores)
+        self._node = f"{ranks} rank{'s' if ranks != 1 else ''} on {cores} core{'s' if cores != 1 else ''} of rank 0's node"
         self.clock = Stopwatch()
         self.counter = ByteCounter(self.n_workers, complete=self.is_master)
         self._inboxes: dict[str, np.ndarray] = {}
@@ -167,6 +185,10 @@ class MPITransport(Transport):
                 RuntimeWarning,
                 stacklevel=2,
             )
+
+    def layout_summary(self) -> str:
+        return (f"{super().layout_summary()}; {self._node}: {self.kernel_threads} kernel thread"
+                f"{'s' if self.kernel_threads != 1 else ''} per rank, {'sleeping' if self.polite else 'busy'} waits")
 
     def _inbox(self, name: str, size: int) -> np.ndarray:
         """The first ``size`` bytes of the receive buffer ``name``, kept (and grown) across rounds."""
