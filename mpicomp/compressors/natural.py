@@ -197,7 +197,7 @@ def natural_value(code, negative):
 
 
 @njit(cache=True, inline="always")
-def _decode_group(exponents, signs, out, g, count, accumulate):
+def _decode_group(exponents, signs, out, g, count, accumulate, scale):
     """Values of group ``g`` (``count`` coordinates; a constant 64 for whole groups, so that the loop
     vectorizes) written (``accumulate``: added) into ``out``; nonzero if a code is invalid (255, or
     a negative zero) or a padding bit after the last sign is set."""
@@ -212,26 +212,26 @@ def _decode_group(exponents, signs, out, g, count, accumulate):
         negative = (word >> uint64(j)) & uint64(1)
         invalid |= uint64(code == 255) | (uint64(code == 0) & negative)
         if accumulate:
-            target[j] += natural_value(code, negative)
+            target[j] += scale * natural_value(code, negative)
         else:
             target[j] = natural_value(code, negative)
     return invalid
 
 
 @njit(cache=True, nogil=True)
-def decode_natural(exponents, signs, out, accumulate, g0, g1):
-    """Decode groups ``[g0, g1)`` into ``out`` (``accumulate``: add to it); 0 if some code or padding
-    bit is invalid, else -1."""
+def decode_natural(exponents, signs, out, accumulate, scale, g0, g1):
+    """Decode groups ``[g0, g1)`` into ``out`` (``accumulate``: add ``scale`` times the values to it,
+    ``scale = 1`` exactly the values); 0 if some code or padding bit is invalid, else -1."""
     whole = min(g1, out.size // GROUP)
     invalid = uint64(0)
     if accumulate:  # the flag is hoisted out of the group loops, so that each vectorizes on its own
         for g in range(g0, whole):
-            invalid |= _decode_group(exponents, signs, out, g, GROUP, True)
+            invalid |= _decode_group(exponents, signs, out, g, GROUP, True, scale)
     else:
         for g in range(g0, whole):
-            invalid |= _decode_group(exponents, signs, out, g, GROUP, False)
+            invalid |= _decode_group(exponents, signs, out, g, GROUP, False, scale)
     if g1 > whole:
-        invalid |= _decode_group(exponents, signs, out, whole, out.size - whole * GROUP, accumulate)
+        invalid |= _decode_group(exponents, signs, out, whole, out.size - whole * GROUP, accumulate, scale)
     return 0 if invalid else -1
 
 
@@ -241,7 +241,7 @@ def decode_rows_add(payloads, out):
     row order; returns the first row holding an invalid code or padding bit, or -1."""
     d = out.size
     for r in range(payloads.shape[0]):
-        if decode_natural(payloads[r, :d], payloads[r, d:], out, True, 0, group_count(d)) >= 0:
+        if decode_natural(payloads[r, :d], payloads[r, d:], out, True, 1.0, 0, group_count(d)) >= 0:
             return r
     return -1
 
@@ -364,10 +364,17 @@ class Natural(Compressor):
             out /= divisor
 
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+        self._decode_payload(msg, out, accumulate, 1.0)
+
+    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
+        self._decode_payload(msg, out, True, scale)
+
+    def _decode_payload(self, msg: Message, out: np.ndarray, accumulate: bool, scale: float) -> None:
+        """The values written into ``out``, or (``accumulate``) ``scale`` times them added to it."""
         d = msg.d
         payload = self._payload(msg)
         exponents, signs = payload[:d], payload[d:]
-        if run_split(decode_natural, group_count(d), parallel_tasks(d), exponents, signs, out, accumulate) < 0:
+        if run_split(decode_natural, group_count(d), parallel_tasks(d), exponents, signs, out, accumulate, scale) < 0:
             return
         bad = first_invalid(exponents, signs)
         if bad >= d:

@@ -260,7 +260,7 @@ class Method:
 
     def add_down(self, message: bytes | memoryview, k: int, target: np.ndarray, scale: float) -> None:
         """``target += scale * C_M(message)`` (``x -= gamma g`` is ``scale = -gamma``, bit for bit), fused
-        where the codec can (identity: one pass), else through one temporary vector. A bad payload
+        where the codec can (identity, natural: one pass), else through one temporary vector. A bad payload
         raises :class:`MessageError` with ``target`` partly updated; the run then stops as failed."""
         self.ctx.downlink.decode_add(message, target, self.key(MASTER, k, STREAM_DOWNLINK), scale)
 
