@@ -130,6 +130,17 @@ def test_a_skip_is_an_error_unless_the_method_allows_it():
     np.testing.assert_array_equal(lenient.mean_of_uploads([uploads[0], b"", uploads[2]], 0), expected)
 
 
+def test_the_mean_of_uploads_decodes_each_with_its_worker_key():
+    """A composed uplink whose outer factor shares randomness (Rand-K indices) needs each worker's
+    round key to decode, though its inner factor does not: the fused mean equals decoding each."""
+    problem = build_problem("logistic", "sklearn:breast_cancer", 3, seed=root_seed(0))
+    ctx = MethodContext(problem, make("randk(k=4)∘topk(k=8)"), make("identity"), range(3), True, root_seed(0), 0)
+    method = method_class("gd")(ctx, method_class("gd").Options())
+    uploads = [bytes(method.worker_upload(w, 0)) for w in range(3)]
+    expected = sum(method.decode_up(upload, w, 0) for w, upload in enumerate(uploads)) / 3
+    np.testing.assert_array_equal(method.mean_of_uploads(uploads, 0), expected)
+
+
 def test_a_bad_upload_among_skipped_ones_is_named_by_its_worker():
     """The fused mean sums only the uploads that were sent; its error still names the worker id."""
     lenient = small_method(skipped_upload="zero")

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from mpicomp.compressors import Compressor, available, make, message_checksums
 from mpicomp.compressors import identity as identity_module
+from mpicomp.compressors import natural as natural_module
+from mpicomp.compressors.natural import decode_rows_add
 from mpicomp.rng import RandomKey
 from mpicomp.wire import (
     HEADER_BYTES,
@@ -284,13 +286,15 @@ def test_buffers_and_batches_give_the_same_bytes_and_sums(spec: str, crc: bool, 
 
 
 @pytest.mark.parametrize("spec", ["identity", "identity(dtype=float32)", "natural"])
-def test_decode_sum_of_a_gathered_buffer_is_the_ordered_sum(spec: str) -> None:
+def test_decode_sum_of_a_gathered_buffer_is_the_ordered_sum(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Eleven uploads back to back in one buffer after one stray byte, as a gather can deliver them
-    (payloads at odd offsets, which identity copies to align), with signed zeros: ``decode_sum`` equals zeroing, adding each in
-    worker order and dividing, bit for bit, over several of identity's groups of payloads."""
+    (payloads at odd offsets, which identity copies to align), with signed zeros: ``decode_sum``
+    equals zeroing, adding each in worker order and dividing, bit for bit, over several of
+    identity's groups of payloads and of natural's stacks (three payloads each here)."""
     compressor = make(spec)
     compressor.crc = False
     d, n = 1001, 11
+    monkeypatch.setattr(natural_module, "STACK_BYTES", 3 * make("natural").payload_bytes(d))
     rows = np.random.default_rng(3).standard_normal((n, d)) * np.logspace(-30, 30, d)
     rows[:, :7] = -0.0
     keys = [RandomKey(1, 4, w, 0) for w in range(n)]
@@ -328,7 +332,7 @@ def test_decode_sum_checks_every_header_first_and_names_a_bad_payload() -> None:
 
 
 @pytest.mark.parametrize("spec", ["identity", "natural"])
-def test_decode_sum_refuses_an_out_that_overlaps_a_message_and_names_a_bad_one(spec: str) -> None:
+def test_decode_sum_refuses_an_out_that_overlaps_a_message_and_names_a_bad_one(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Summing into a message's own bytes would read coordinates already overwritten: refused. A
     bad header or payload is reported with its position in the batch (``MessageError.index``)."""
     compressor = make(spec)
@@ -350,9 +354,12 @@ def test_decode_sum_refuses_an_out_that_overlaps_a_message_and_names_a_bad_one(s
         forged[start + 8 * 5 : start + 8 * 6] = np.float64(np.nan).tobytes()
     else:
         forged[start + 5] = 255  # exponent code 255 is invalid
+    stacked_calls = []
+    monkeypatch.setattr(natural_module, "decode_rows_add", lambda *args: stacked_calls.append(1) or decode_rows_add(*args))
     with pytest.raises(MessageError, match=r"^message 2: .*(non-finite|invalid code for coordinate 5)") as error:
         compressor.decode_sum(messages[:2] + [bytes(forged)] + messages[3:], keys, np.empty(d))
     assert error.value.index == 2
+    assert len(stacked_calls) == (spec == "natural")  # natural's stacked kernel found it
 
 
 def test_a_vector_computed_in_the_payload_slot_encodes_without_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,10 +28,10 @@ cores (``os.sched_getaffinity``). MPICH's own knob for the same is the environme
 ``MPIR_CVAR_CH4_PROGRESS_THROTTLE=1`` (a ``usleep(1)`` after
 ``MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT`` idle polls).
 
-Threads: the compressors split long vectors over numba's threads. The transport gives each rank
-its share of the node's cores (``cores // ranks``, at least 1; :func:`share_kernel_threads`), so
-that ranks do not start a node's worth of threads each; ``NUMBA_NUM_THREADS`` in the environment
-overrides it.
+Threads: the compressors split a long vector over ``numba.get_num_threads()`` threads. The
+transport sets that to each rank's share of the node's cores (``cores // ranks``, at least 1;
+:func:`share_kernel_threads`) until :meth:`MPITransport.close`, so that ranks do not each split
+their kernels over the whole node; ``NUMBA_NUM_THREADS`` in the environment overrides it.
 """
 
 from __future__ import annotations
@@ -91,10 +91,10 @@ def node_share(comm: MPI.Comm) -> tuple[int, int]:
 
 
 def share_kernel_threads(ranks: int, cores: int) -> int:
-    """Set numba's threads (the compressors' kernels split long vectors over them) to this rank's
-    share of the node, ``cores // ranks`` and at least 1, and return it; a ``NUMBA_NUM_THREADS`` set
-    in the environment is the user's choice and is kept. Without this every rank would start
-    as many threads as the node has cores."""
+    """Set ``numba.set_num_threads`` (how many threads the compressors' kernels split a long vector
+    over) to this rank's share of the node, ``cores // ranks`` and at least 1, and return it; a
+    ``NUMBA_NUM_THREADS`` set in the environment is the user's choice and is kept. Without this
+    every rank would split its kernels over as many threads as the node has cores."""
     if "NUMBA_NUM_THREADS" not in os.environ:
         numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, cores // ranks)))
     return numba.get_num_threads()
@@ -169,6 +169,7 @@ class MPITransport(Transport):
         self.size = comm.Get_size()
         ranks, cores = node_share(self.comm)
         self.polite = wait == "sleep" or (wait == "auto" and ranks > cores)
+        self._threads_before = numba.get_num_threads()  # put back by close()
         self.kernel_threads = share_kernel_threads(ranks, cores)
         self._node = f"{ranks} rank{'s' if ranks != 1 else ''} on {cores} core{'s' if cores != 1 else ''} of rank 0's node"
         self.clock = Stopwatch()
@@ -214,6 +215,7 @@ class MPITransport(Transport):
     def close(self) -> None:
         if self.comm != MPI.COMM_NULL:
             self.comm.Free()
+            numba.set_num_threads(self._threads_before)
 
     def _gather_bytes(self, views: list[memoryview], sizes: np.ndarray | None) -> list[memoryview] | None:
         worker_counts = self._block_ends - self._block_starts

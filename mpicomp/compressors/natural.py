@@ -32,11 +32,19 @@ from numba import float64, int64, njit, uint8, uint32, uint64
 
 from ..rng import RandomKey, random_u64
 from ..wire import Message, MessageError
-from ..wire.bitpack import GROUP, group_count, parallel_tasks, run_split
+from ..wire.bitpack import (
+    GROUP,
+    PARALLEL_MIN_CHUNKS,
+    chunk_count,
+    group_count,
+    parallel_tasks,
+    run_split,
+)
 from ._levels import float64_bits, float64_from_bits, uniform_grid
 from .base import Compressor, naming_message, non_finite_input
 from .registry import register
 
+STACK_BYTES = 1 << 22  # payload bytes per decode_rows_add call in decode_sum (cache-sized stacks)
 EXPONENT_BITS = 8
 EXPONENT_BIAS = 127  # exponent code e > 0 stands for 2^(e - 127)
 _TINY_SCALE = 2.0**126  # 1 / the smallest code's magnitude 2^-126
@@ -86,7 +94,7 @@ def _store_signs(signs, g, word, count):
 @njit(cache=True, nogil=True)
 def _encode_exact(x, state, exponents, signs, g, count):
     """Group ``g`` (``count`` coordinates) by :func:`natural_code` itself: the tail group, and
-    float64 groups holding magnitudes below ``2^-126``; returns nonzero if a value is too large."""
+    float64 groups holding nonzero magnitudes below ``2^-126`` (or too large ones); returns nonzero if a value is too large."""
     lo = g * GROUP
     word = uint64(0)
     over = uint64(0)
@@ -199,7 +207,7 @@ def natural_value(code, negative):
 @njit(cache=True, inline="always")
 def _decode_group(exponents, signs, out, g, count, accumulate, scale):
     """Values of group ``g`` (``count`` coordinates; a constant 64 for whole groups, so that the loop
-    vectorizes) written (``accumulate``: added) into ``out``; nonzero if a code is invalid (255, or
+    vectorizes) written into ``out`` (``accumulate``: ``scale`` times them added); nonzero if a code is invalid (255, or
     a negative zero) or a padding bit after the last sign is set."""
     lo = g * GROUP
     word = uint64(0)
@@ -349,17 +357,23 @@ class Natural(Compressor):
     def _decode_sum_into(
         self, messages: list[Message], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
     ) -> None:
-        """Many short messages (a rank's many workers): their payloads stacked into one array and
-        summed by one kernel call, in order; long vectors take the threaded per-message kernel."""
-        if len(messages) < 2 or parallel_tasks(out.size) > 1:
+        """Many short messages (a rank's many workers): their payloads stacked, ``STACK_BYTES`` at a
+        time, and summed in order by one kernel call per stack; long vectors take the (threaded)
+        per-message kernel."""
+        d = out.size
+        if len(messages) < 2 or chunk_count(d) >= PARALLEL_MIN_CHUNKS:
             super()._decode_sum_into(messages, keys, out, divisor)
             return
         for i, msg in enumerate(messages):
             naming_message(i, self._payload, msg)
-        stacked = np.frombuffer(b"".join(msg.payload for msg in messages), dtype=np.uint8).reshape(len(messages), -1)
+        rows = max(1, STACK_BYTES // self.payload_bytes(d))
         out.fill(0.0)
-        if (bad := decode_rows_add(stacked, out)) >= 0:
-            naming_message(bad, self._decode_into, messages[bad], None, np.empty(out.size), False)
+        for start in range(0, len(messages), rows):
+            stack = messages[start : start + rows]
+            payloads = np.frombuffer(b"".join(msg.payload for msg in stack), dtype=np.uint8).reshape(len(stack), -1)
+            if (bad := decode_rows_add(payloads, out)) >= 0:
+                naming_message(start + bad, self._decode_into, stack[bad], keys[start + bad], np.empty(d), False)
+                raise MessageError(f"message {start + bad}: natural: invalid payload", index=start + bad)
         if divisor != 1.0:
             out /= divisor
 

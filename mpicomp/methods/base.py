@@ -224,7 +224,7 @@ class Method:
         try:
             return codec.decode_sum(
                 [uploads[w] for w in kept],
-                [self.key(w, k, STREAM_UPLINK) if codec.uses_shared_key else None for w in kept],
+                [self.key(w, k, STREAM_UPLINK) for w in kept],
                 np.empty(self.d) if out is None else out,
                 divisor,
             )
