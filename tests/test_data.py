@@ -16,7 +16,7 @@ from mpicomp.data import (
     add_intercept,
     load_dataset,
     partition_indices,
-    prepare_dataset,
+    prepare_data,
     scale_features,
     split_train_test,
 )
@@ -92,7 +92,7 @@ def test_mnist_idx_files(tmp_path, compress):
     np.testing.assert_array_equal(data.X, arrays["train-images-idx3-ubyte"].reshape(12, 12))
     np.testing.assert_array_equal(data.y, arrays["train-labels-idx1-ubyte"])
     np.testing.assert_array_equal(data.y_test, arrays["t10k-labels-idx1-ubyte"])
-    prepared = prepare_dataset(f"mnist:{tmp_path}", test_fraction=0.5)  # MNIST keeps its own test set
+    prepared = prepare_data(f"mnist:{tmp_path}", test_fraction=0.5).dataset()  # MNIST keeps its own test set
     assert prepared.X.shape == (12, 13) and prepared.X_test.shape == (5, 13)
 
 

@@ -26,7 +26,6 @@ from mpicomp.data import (
     add_intercept,
     load_dataset,
     prepare_data,
-    prepare_dataset,
     scale_features,
     split_train_test,
 )
@@ -191,7 +190,7 @@ def test_rows_on_demand_have_the_bits_of_the_one_copy_pipeline(sources, source, 
     spec = sources[source]
     data = scale_features(split_train_test(load_dataset(spec), 0.25, seed=4), scale)
     prepared = prepare_data(spec, test_fraction=0.25, scale=scale, seed=4)
-    full = prepare_dataset(spec, test_fraction=0.25, scale=scale, seed=4)
+    full = prepare_data(spec, test_fraction=0.25, scale=scale, seed=4).dataset()
     for expected, got in (
         (add_intercept(data.X), full.X),
         (add_intercept(data.X_test), full.X_test),

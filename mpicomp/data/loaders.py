@@ -16,7 +16,7 @@ Accepted dataset strings (:func:`load_dataset`):
 it) and the fitting of the scaling on the whole train split; its :class:`PreparedData` then turns
 only the rows asked for into float64, scaled, with the optional constant-1 intercept column
 (appended last, after scaling, never scaled). A rank materialises its own workers' rows and nothing
-else; :func:`prepare_dataset` materialises every row. Every row comes out with the same bits either way.
+else; ``PreparedData.dataset()`` materialises every row. Every row comes out with the same bits either way.
 """
 
 from __future__ import annotations
@@ -428,18 +428,3 @@ def prepare_data(
         y, y_test = data.y[train], None if test is None else data.y[test]
     scaling = fit_scaling(data.X, train, scale)
     return PreparedData(data.name, data.X, train, y, X_test, test, y_test, scaling, intercept)
-
-
-def prepare_dataset(
-    spec: str,
-    *,
-    test_fraction: float = 0.2,
-    scale: str = "standard",
-    intercept: bool = True,
-    seed: int = 0,
-    n_features: int | None = None,
-) -> Dataset:
-    """Load, split (``test_fraction``), scale (fit on train) and optionally append the intercept column: every row."""
-    return prepare_data(
-        spec, test_fraction=test_fraction, scale=scale, intercept=intercept, seed=seed, n_features=n_features
-    ).dataset()
