@@ -215,8 +215,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         print(f"mpicomp: plot: {exc}", file=sys.stderr)
         return 2
     try:
-        fig, drawn = figure(list(zip(run_labels(runs), runs, strict=True)), args.y, args.x or ["rounds"],
-                            yscale=args.yscale, xscale=args.xscale, title=args.title)
+        fig, drawn = figure(
+            list(zip(run_labels(runs), runs, strict=True)),
+            args.y,
+            args.x or ["rounds"],
+            yscale=args.yscale,
+            xscale=args.xscale,
+            title=args.title,
+        )
     except ImportError as exc:
         print(f"mpicomp: plot: {exc}", file=sys.stderr)
         return 1
@@ -267,7 +273,9 @@ def compressor_table(d: int) -> str:
         rows.append((c.spec, "unbiased" if c.unbiased else "contractive", bound, f"{bits:.4g}", _first_line(type(c))))
     for name, cls in available().items():
         if name not in shown:
-            rows.append((name, "unbiased" if cls.unbiased else "contractive", "(see its parameters)", "", _first_line(cls)))
+            rows.append(
+                (name, "unbiased" if cls.unbiased else "contractive", "(see its parameters)", "", _first_line(cls))
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)
 
@@ -315,9 +323,15 @@ example:
 
 def _runs_parser(sub, name: str, summary: str, description: str) -> argparse.ArgumentParser:
     """A subcommand that reads several results files: its parser with the ``RUNS`` argument."""
-    p = sub.add_parser(name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", metavar="RUNS",
-                   help="results files, directories (every *.h5 below them) or quoted glob patterns")
+    p = sub.add_parser(
+        name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUNS",
+        help="results files, directories (every *.h5 below them) or quoted glob patterns",
+    )
     return p
 
 
@@ -360,8 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run an experiment from a TOML config", description="Run an experiment.")
     p.add_argument("config", nargs="?", help="TOML config file (defaults for every key if omitted)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (TOML syntax), e.g. --set run.rounds=50; repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (TOML syntax), e.g. --set run.rounds=50; repeatable",
+    )
     p.add_argument("--out", help="HDF5 results file (default: results/<config name>.h5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -374,25 +393,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = _runs_parser(sub, "compare", "compare runs in one table", COMPARE_DESCRIPTION)
-    p.add_argument("--target", action="append", default=[], metavar="METRIC=VALUE",
-                   help="a target to reach: loss=0.3, suboptimality=1e-6, accuracy=0.9 (= means >= for accuracy, "
-                   "<= otherwise; METRIC<=VALUE and METRIC>=VALUE say it explicitly); repeatable")
-    p.add_argument("--metric", action="append", default=[], metavar="NAME",
-                   help="also show the final value of this metric column (e.g. dist_to_opt, skips); repeatable")
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="a target to reach: loss=0.3, suboptimality=1e-6, accuracy=0.9 (= means >= for accuracy, "
+        "<= otherwise; METRIC<=VALUE and METRIC>=VALUE say it explicitly); repeatable",
+    )
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also show the final value of this metric column (e.g. dist_to_opt, skips); repeatable",
+    )
     p.add_argument("--sort", metavar="COLUMN", help="sort the rows by this column (runs without a value last)")
     p.add_argument("--reverse", action="store_true", help="sort in descending order")
-    p.add_argument("--group-seeds", action="store_true",
-                   help="one row per set of runs whose configs differ only in run.seed: mean ± sample std")
+    p.add_argument(
+        "--group-seeds",
+        action="store_true",
+        help="one row per set of runs whose configs differ only in run.seed: mean ± sample std",
+    )
     form = p.add_mutually_exclusive_group()
     form.add_argument("--csv", action="store_true", help="CSV on stdout (notes on stderr)")
     form.add_argument("--json", action="store_true", help="JSON on stdout: columns, rows and notes")
     p.set_defaults(func=_cmd_compare)
 
     p = _runs_parser(sub, "plot", "plot metrics of runs against rounds, bits or time", PLOT_DESCRIPTION)
-    p.add_argument("--y", action="append", required=True, metavar="METRIC",
-                   help="metric column to plot (loss, suboptimality, grad_norm_sq, test_accuracy, ...); repeatable")
-    p.add_argument("--x", action="append", choices=("rounds", "bits", "modelled_time", "wall_time"),
-                   help="x-axis: rounds (default), bits (sent up + down), modelled_time or wall_time; repeatable")
+    p.add_argument(
+        "--y",
+        action="append",
+        required=True,
+        metavar="METRIC",
+        help="metric column to plot (loss, suboptimality, grad_norm_sq, test_accuracy, ...); repeatable",
+    )
+    p.add_argument(
+        "--x",
+        action="append",
+        choices=("rounds", "bits", "modelled_time", "wall_time"),
+        help="x-axis: rounds (default), bits (sent up + down), modelled_time or wall_time; repeatable",
+    )
     p.add_argument("--out", required=True, help="figure file: .png, .pdf or .svg")
     p.add_argument("--yscale", choices=("auto", "linear", "log"), default="auto", help="y axis scale (default auto)")
     p.add_argument("--xscale", choices=("linear", "log"), default="linear", help="x axis scale (default linear)")

@@ -78,7 +78,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "compressor": {
         "uplink": Key(str, "identity", "worker compressor C_W (spec, see `mpicomp compressors`)"),
         "downlink": Key(str, "identity", "master compressor C_M (spec)"),
-        "aggregation": Key(str, "gather", "sum the uploads at the master or in the emulated switch", choices=AGGREGATIONS),
+        "aggregation": Key(
+            str, "gather", "sum the uploads at the master or in the emulated switch", choices=AGGREGATIONS
+        ),
         "packet_values": Key(int, 256, "values per switch packet", choices=PACKET_SIZES),
         "checksum": Key(
             bool, False, "append a CRC-32 to every message (MPI delivers bytes intact; for stored or fuzzed messages)"
@@ -89,8 +91,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seed": Key(int, 0, "root seed (numpy SeedSequence)", minimum=0),
         "threads": Key(int, 1, "BLAS threads per MPI rank", minimum=1),
         "wait": Key(
-            str, "auto", "how ranks wait in collectives: sleep between polls, busy (MPI's own), auto = sleep when "
-            "a node hosts more ranks than cores", choices=WAIT_MODES,
+            str,
+            "auto",
+            "how ranks wait in collectives: sleep between polls, busy (MPI's own), auto = sleep when "
+            "a node hosts more ranks than cores",
+            choices=WAIT_MODES,
         ),
         "log_every": Key(int, 1, "log metrics every N rounds", minimum=1),
         "flush_every": Key(int, 10, "flush the HDF5 file every N logged rows", minimum=1),
@@ -243,7 +248,9 @@ def validate(raw: dict[str, Any]) -> Config:
     _check_kind(names[name], sections["run"])
     _check_aggregation(names[name], sections["compressor"])
     if sections["run"]["target_suboptimality"] > 0 and not sections["run"]["optimum"]:
-        raise ConfigError("[run] target_suboptimality: needs the reference optimum; set [run] optimum = true or drop it")
+        raise ConfigError(
+            "[run] target_suboptimality: needs the reference optimum; set [run] optimum = true or drop it"
+        )
     if sections["data"]["test_fraction"] >= 1.0:
         raise ConfigError(f"[data] test_fraction: must be < 1, got {sections['data']['test_fraction']!r}")
     if sections["problem"]["regularizer"] != "none" and not names[name].supports_prox:
@@ -327,7 +334,9 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
         except IsADirectoryError:
             raise ConfigError(f"config file {str(path)!r} is a directory; give a TOML file") from None
         except UnicodeDecodeError:
-            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (a binary file?); give a TOML file") from None
+            raise ConfigError(
+                f"config file {str(path)!r} is not UTF-8 text (a binary file?); give a TOML file"
+            ) from None
         except OSError as exc:
             raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:

@@ -27,7 +27,9 @@ class Progress:
         stream = stream or sys.stderr
         self.total = total
         self.enabled = enabled
-        self.bar = tqdm(total=total, unit="round", dynamic_ncols=True, file=stream) if enabled and stream.isatty() else None
+        self.bar = (
+            tqdm(total=total, unit="round", dynamic_ncols=True, file=stream) if enabled and stream.isatty() else None
+        )
         self.done = 0
         self.postfix: dict[str, str] = {}
         self.start = self.last_line = time.monotonic()
@@ -40,7 +42,14 @@ class Progress:
         elif self.enabled and self._line_due():
             rate = self.done / max(time.monotonic() - self.start, 1e-9)
             extra = "".join(f", {key} {value}" for key, value in self.postfix.items())
-            log.info("round %d/%d (%.0f%%, %.1f rounds/s%s)", self.done, self.total, 100 * self.done / self.total, rate, extra)
+            log.info(
+                "round %d/%d (%.0f%%, %.1f rounds/s%s)",
+                self.done,
+                self.total,
+                100 * self.done / self.total,
+                rate,
+                extra,
+            )
 
     def _line_due(self) -> bool:
         now = time.monotonic()

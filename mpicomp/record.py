@@ -52,7 +52,9 @@ COMMUNICATION_COLUMNS = {
     "skips": Column("int64", "skipped (zero-length) uploads"),
     "wall_time": Column("float64", "seconds spent in rounds on rank 0 (metric evaluation and logging excluded)"),
     "codec_time": Column("float64", "of wall_time: seconds rank 0 spent encoding and decoding (compression)"),
-    "comm_time": Column("float64", "of wall_time: seconds rank 0 spent in collectives, waiting for other ranks included"),
+    "comm_time": Column(
+        "float64", "of wall_time: seconds rank 0 spent in collectives, waiting for other ranks included"
+    ),
     "modelled_time": Column("float64", "seconds the [network] model gives for the counted bytes"),
 }
 WORKER_COLUMNS = {
@@ -103,9 +105,10 @@ def evaluate(
 
 def communication(totals: RoundBytes) -> tuple[dict[str, int], dict[str, np.ndarray]]:
     """The cumulative byte columns and the per-worker columns from the master's counter totals."""
-    row = {f"{name}_bytes": getattr(totals, name) for name in (
-        "up_payload", "up_header", "up_control", "down_payload", "down_header", "down_control"
-    )}
+    row = {
+        f"{name}_bytes": getattr(totals, name)
+        for name in ("up_payload", "up_header", "up_control", "down_payload", "down_header", "down_control")
+    }
     row.update(
         bits_up=8 * totals.up_total,
         bits_down=8 * totals.down_bytes,

@@ -142,12 +142,14 @@ class RandomKey:
     def state(self) -> np.uint64:
         """The 64-bit generator state hashed from the four key fields."""
         mask = (1 << 64) - 1
-        return np.uint64(_hash_key(
-            np.uint64(self.seed & mask),
-            np.uint64(self.round & mask),
-            np.uint64(self.worker & mask),
-            np.uint64(self.stream & mask),
-        ))
+        return np.uint64(
+            _hash_key(
+                np.uint64(self.seed & mask),
+                np.uint64(self.round & mask),
+                np.uint64(self.worker & mask),
+                np.uint64(self.stream & mask),
+            )
+        )
 
     @property
     def fingerprint(self) -> int:

@@ -259,7 +259,10 @@ def _run(
     log.info("%s", transport.layout_summary())
     log.info(
         "method %s, stepsize %.4g, uplink %s, downlink %s",
-        method.name, method.stepsize, method.ctx.uplink.spec, method.ctx.downlink.spec,
+        method.name,
+        method.stepsize,
+        method.ctx.uplink.spec,
+        method.ctx.downlink.spec,
     )
     with ResultsWriter(
         out,
@@ -308,7 +311,9 @@ def _loop(config: Config, transport: Transport, method: Method, monitor: _Monito
         logged = (k + 1) % log_every == 0 or k + 1 == rounds
         finite = bool(np.isfinite(method.x).all())
         if (k + 1) % config.run["check_every"] == 0 and not transport.all_equal(replica_digest(method.x)):
-            raise RuntimeError(f"model replicas differ across ranks after round {k + 1}: the method is not rank-independent")
+            raise RuntimeError(
+                f"model replicas differ across ranks after round {k + 1}: the method is not rank-independent"
+            )
         step_code, step_message = CONTINUE, ""
         if monitor is not None:
             step_code, step_message = monitor.end_round(round_bytes, k, logged or not finite)

@@ -35,7 +35,9 @@ EXPONENT_WIDTH = 16  # agreed exponents of float64 gradients need more than int8
 @dataclass
 class SwitchGDOptions(MethodOptions):
     block: int = dataclasses.field(default=8, metadata={"minimum": 1, "help": "coordinates per shared exponent"})
-    headroom: int | None = dataclasses.field(default=None, metadata={"minimum": 1, "help": "H (default 30 - ceil(log2 n))"})
+    headroom: int | None = dataclasses.field(
+        default=None, metadata={"minimum": 1, "help": "H (default 30 - ceil(log2 n))"}
+    )
     weights: list[float] = dataclasses.field(
         default_factory=lambda: [1.0], metadata={"minimum": 0.0, "help": "a list option (config tests)"}
     )
@@ -54,7 +56,9 @@ class SwitchFixedPointGD(Method):
 
     name = "test-switch-gd"
     Options = SwitchGDOptions
-    columns: ClassVar[dict[str, Column]] = {"largest_exponent": Column("int64", "the largest agreed block exponent of the round")}
+    columns: ClassVar[dict[str, Column]] = {
+        "largest_exponent": Column("int64", "the largest agreed block exponent of the round")
+    }
 
     def __init__(self, ctx, options: SwitchGDOptions) -> None:
         super().__init__(ctx, options)

@@ -50,7 +50,9 @@ def mpiexec_run(
 ) -> subprocess.CompletedProcess:
     """``mpiexec -n n python -m mpicomp run --set ...`` (with the test-only methods registered if asked)."""
     if not MPIEXEC.exists():
-        raise RuntimeError(f"{MPIEXEC} not found: install the test extra (pip install -e '.[test]') for the mpich wheel")
+        raise RuntimeError(
+            f"{MPIEXEC} not found: install the test extra (pip install -e '.[test]') for the mpich wheel"
+        )
     program = [str(WITH_TEST_METHODS)] if test_methods else ["-m", "mpicomp"]
     cmd = [str(MPIEXEC), "-n", str(n), sys.executable, *program, "run", "--out", str(out), "--no-progress", "-q"]
     for item in overrides(raw):

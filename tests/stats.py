@@ -88,4 +88,3 @@ def fixed_vectors(d: int, seed: int = 7) -> dict[str, np.ndarray]:
         "tiny": dense * 1e-30,
         "heavy-tailed": rng.standard_cauchy(d),
     }
-

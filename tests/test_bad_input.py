@@ -51,7 +51,10 @@ def npz(tmp: Path, name: str, X, y, **kw) -> str:
 
 
 DATASET_CASES = {
-    "truncated gz": (truncated_gz, r"mpicomp: \[problem\]/\[data\]: .*t\.svm\.gz: not a readable LIBSVM/svmlight file \("),
+    "truncated gz": (
+        truncated_gz,
+        r"mpicomp: \[problem\]/\[data\]: .*t\.svm\.gz: not a readable LIBSVM/svmlight file \(",
+    ),
     "gz that is not gzip": (not_gzip, r"mpicomp: \[problem\]/\[data\]: .*plain\.svm\.gz: not a readable LIBSVM"),
     "empty npz": (empty_npz, r"mpicomp: \[problem\]/\[data\]: .*empty\.npz: not a readable \.npz archive"),
     "zero columns": (
@@ -81,8 +84,14 @@ def test_bad_datasets(tmp_path, capsys, case):
 
 
 SETTING_CASES = {
-    "nan step": (["method.stepsize=nan"], r"mpicomp: config error: \[method\] stepsize: must be a finite number, got nan"),
-    "inf step": (["method.stepsize=inf"], r"mpicomp: config error: \[method\] stepsize: must be a finite number, got inf"),
+    "nan step": (
+        ["method.stepsize=nan"],
+        r"mpicomp: config error: \[method\] stepsize: must be a finite number, got nan",
+    ),
+    "inf step": (
+        ["method.stepsize=inf"],
+        r"mpicomp: config error: \[method\] stepsize: must be a finite number, got inf",
+    ),
     "nan divergence factor": (
         ["run.divergence_factor=nan"],
         r"mpicomp: config error: \[run\] divergence_factor: must be a finite number, got nan",
@@ -125,7 +134,15 @@ def test_dataset_paths_in_a_config_file_are_relative_to_it(tmp_path, capsys, mon
 def test_oversized_batch_and_k_are_used_with_one_warning(tmp_path, capsys, recwarn):
     """breast_cancer on 8 workers: shards of about 57 samples; batch 500 and randk(k=100) > d = 31."""
     args = ["run", "--out", str(tmp_path / "r.h5"), "--set", "data.batch=500", "--set", "method.name='sgd'"]
-    args += ["--set", "compressor.uplink='randk(k=100)'", "--set", "run.rounds=3", "--set", "run.optimum=false", "--no-progress"]
+    args += [
+        "--set",
+        "compressor.uplink='randk(k=100)'",
+        "--set",
+        "run.rounds=3",
+        "--set",
+        "run.optimum=false",
+        "--no-progress",
+    ]
     assert main(args) == 0
     batch_warnings = [line for line in capsys.readouterr().err.splitlines() if "exceeds the smallest shard" in line]
     assert len(batch_warnings) == 1 and "WARNING [data] batch = 500" in batch_warnings[0]
@@ -134,7 +151,10 @@ def test_oversized_batch_and_k_are_used_with_one_warning(tmp_path, capsys, recwa
 
 
 OUT_CASES = {
-    "parent is a file": (lambda tmp: tmp / "file.txt" / "r.h5", r"mpicomp: cannot create the folder of --out .*file\.txt/r\.h5: "),
+    "parent is a file": (
+        lambda tmp: tmp / "file.txt" / "r.h5",
+        r"mpicomp: cannot create the folder of --out .*file\.txt/r\.h5: ",
+    ),
     "out is a directory": (lambda tmp: tmp, r"mpicomp: --out .* is a directory; give a file path, e.g. .*run\.h5"),
 }
 
@@ -159,8 +179,12 @@ def test_info_into_a_closed_pipe_is_not_an_error(tmp_path):
     out = tmp_path / "r.h5"
     assert main(["run", "--out", str(out), *BASE]) == 0
     done = subprocess.run(
-        f"{sys.executable} -m mpicomp info {out} {out} {out} | head -1", shell=True, capture_output=True, text=True,
-        timeout=120, check=False,
+        f"{sys.executable} -m mpicomp info {out} {out} {out} | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.stdout.startswith("results: ") and done.stderr == "", done.stderr
 

@@ -302,7 +302,10 @@ def test_network_model_on_counted_round():
         ({"latency": True, "bandwidth": 1.0}, "latency must be"),
         ({"latency": 0.0, "bandwidth": 0.0}, "bandwidth must be"),
         ({"latency": 0.0, "bandwidth": "fast"}, "bandwidth must be"),
-        ({"latency": 0.0, "bandwidth": 1.0, "topology": "tree"}, "topology must be one of serial, parallel, switch, ring"),
+        (
+            {"latency": 0.0, "bandwidth": 1.0, "topology": "tree"},
+            "topology must be one of serial, parallel, switch, ring",
+        ),
     ],
 )
 def test_network_model_rejects_bad_arguments(kwargs, message):
@@ -337,10 +340,14 @@ def test_launcher_size_reads_the_launchers_variables():
 def test_check_launcher_size_explains_a_mismatch():
     check_launcher_size(4, {"PMI_SIZE": "4"})
     check_launcher_size(1, {})
-    with pytest.raises(RuntimeError, match=r"started 4 processes \(OMPI_COMM_WORLD_SIZE=4\) but MPI sees 1: mpi4py uses"):
+    with pytest.raises(
+        RuntimeError, match=r"started 4 processes \(OMPI_COMM_WORLD_SIZE=4\) but MPI sees 1: mpi4py uses"
+    ):
         check_launcher_size(1, {"OMPI_COMM_WORLD_SIZE": "4"})
     slurm = {"SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "3"}
-    with pytest.raises(RuntimeError, match=r"srun's PMI plugin does not match .*: add --mpi=pmi2 .* or --mpi=pmix") as err:
+    with pytest.raises(
+        RuntimeError, match=r"srun's PMI plugin does not match .*: add --mpi=pmi2 .* or --mpi=pmix"
+    ) as err:
         check_launcher_size(1, slurm)
     assert "\n" not in str(err.value)
 
@@ -425,9 +432,7 @@ def test_mpi_round_trip_and_counts(mpiexec, ranks, n_workers, wait):
     round to round), counted exactly, whichever way the ranks wait."""
     command = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(SCRIPTS / "roundtrip.py")]
     arguments = [str(n_workers), str(ROUNDS), str(SEED), wait]
-    done = subprocess.run(
-        [*command, *arguments], check=False, capture_output=True, text=True, timeout=300, cwd=SCRIPTS
-    )
+    done = subprocess.run([*command, *arguments], check=False, capture_output=True, text=True, timeout=300, cwd=SCRIPTS)
     assert done.returncode == 0, f"mpiexec failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(lines) == 1, done.stdout
@@ -437,8 +442,9 @@ def test_mpi_round_trip_and_counts(mpiexec, ranks, n_workers, wait):
     threads = int(os.environ.get("NUMBA_NUM_THREADS", max(1, min(numba.config.NUMBA_NUM_THREADS, cores // ranks))))
     polite = wait == "sleep" or (wait == "auto" and ranks > cores)
     assert result["layout"].startswith(f"{layout_summary(n_workers, ranks)}; {ranks} rank")
-    assert result["layout"].endswith(f": {threads} kernel thread{'s' if threads != 1 else ''} per rank, "
-                                     f"{'sleeping' if polite else 'busy'} waits")
+    assert result["layout"].endswith(
+        f": {threads} kernel thread{'s' if threads != 1 else ''} per rank, {'sleeping' if polite else 'busy'} waits"
+    )
     assert result["rounds"] == run_local(n_workers) == reference_counts(n_workers)
     all_empty = result["rounds"][ALL_EMPTY_ROUND]
     assert all_empty["up_payload"] == all_empty["up_header"] == sum(all_empty["uploads"]) == 0
@@ -481,7 +487,9 @@ def test_local_switch_capabilities(n_workers):
 @pytest.mark.parametrize(("ranks", "n_workers"), [(1, 5), (2, 5), (4, 5), (4, 3)])
 def test_mpi_switch_capabilities(mpiexec, ranks, n_workers):
     command = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(SCRIPTS / "capabilities.py")]
-    done = subprocess.run([*command, str(n_workers)], check=False, capture_output=True, text=True, timeout=300, cwd=SCRIPTS)
+    done = subprocess.run(
+        [*command, str(n_workers)], check=False, capture_output=True, text=True, timeout=300, cwd=SCRIPTS
+    )
     assert done.returncode == 0, f"mpiexec failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     result = json.loads(line.removeprefix("RESULT "))
@@ -521,7 +529,9 @@ def test_joined_uploads_are_a_view_when_back_to_back():
     """A rank's uploads go to Gatherv as one array: a view of encode_many's batch buffer (no copy),
     a copy when they do not lie back to back; skipped (empty) uploads add nothing."""
     codec = make("natural")
-    batch = codec.encode_many(np.random.default_rng(0).standard_normal((4, 100)), [RandomKey(0, 0, w) for w in range(4)])
+    batch = codec.encode_many(
+        np.random.default_rng(0).standard_normal((4, 100)), [RandomKey(0, 0, w) for w in range(4)]
+    )
     together = joined([batch[0], memoryview(b""), batch[1], batch[2]])
     assert bytes(together) == b"".join([batch[0], batch[1], batch[2]])
     assert np.shares_memory(together, np.frombuffer(batch[1], dtype=np.uint8))

@@ -86,15 +86,30 @@ def sweep(tmp_path_factory) -> Path:
     script = root / "killed_writer.py"
     script.write_text(KILLED_WRITER)
     killed = subprocess.run(
-        [sys.executable, str(script), str(root / "killed" / "gd_s2.h5"), json.dumps(experiment("gd", 2)), str(KILL_ROUND)],
-        capture_output=True, check=False, timeout=300,
+        [
+            sys.executable,
+            str(script),
+            str(root / "killed" / "gd_s2.h5"),
+            json.dumps(experiment("gd", 2)),
+            str(KILL_ROUND),
+        ],
+        capture_output=True,
+        check=False,
+        timeout=300,
     )
     assert killed.returncode == -9, killed.stderr.decode()
     script.unlink()
     run_inprocess(experiment("test-sampler", 0, rounds=20), root / "sampler.h5")
     config = {"problem": {"name": "lsq", "dataset": "synthetic"}, "method": {"name": "gd"}}
-    with ResultsWriter(root / "other" / "lsq.h5", config=config, metrics={"round": "int64", "loss": "float64"},
-                       worker_metrics={}, n_workers=1, d=2, mpi_size=1) as writer:
+    with ResultsWriter(
+        root / "other" / "lsq.h5",
+        config=config,
+        metrics={"round": "int64", "loss": "float64"},
+        worker_metrics={},
+        n_workers=1,
+        d=2,
+        mpi_size=1,
+    ) as writer:
         for r in range(1, 6):
             writer.log({"round": r, "loss": 1.0 / r})
         writer.finish("finished", "5 rounds done")
@@ -121,7 +136,12 @@ def first_reach(path: Path, metric: str, value: float, above: bool) -> tuple | N
     m = file_metrics(path)
     for i, v in enumerate(m[metric]):
         if (v >= value) if above else (v <= value):
-            return int(m["round"][i]), int(m["bits_up"][i] + m["bits_down"][i]), float(m["modelled_time"][i]), float(m["wall_time"][i])
+            return (
+                int(m["round"][i]),
+                int(m["bits_up"][i] + m["bits_down"][i]),
+                float(m["modelled_time"][i]),
+                float(m["wall_time"][i]),
+            )
     return None
 
 
@@ -136,13 +156,25 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_runs_are_found_in_directories_globs_and_files_once_each(sweep, tmp_path):
     every = find_results([str(sweep)])
-    assert {p.name for p in every} == {"gd_s0.h5", "gd_s1.h5", "diana_s0.h5", "diana_s1.h5", "ef21_s0.h5",
-                                       "ef21_s1.h5", "gd_s2.h5", "sampler.h5", "lsq.h5"}
+    assert {p.name for p in every} == {
+        "gd_s0.h5",
+        "gd_s1.h5",
+        "diana_s0.h5",
+        "diana_s1.h5",
+        "ef21_s0.h5",
+        "ef21_s1.h5",
+        "gd_s2.h5",
+        "sampler.h5",
+        "lsq.h5",
+    }
     assert [p.name for p in find_results([str(sweep / "gd_s*.h5")])] == ["gd_s0.h5", "gd_s1.h5"]
     assert len(find_results([str(sweep / "gd_s0.h5"), str(sweep)])) == len(every)  # each file once
     assert [p.name for p in find_results([str(sweep / "**" / "gd_s2.h5")])] == ["gd_s2.h5"]
-    for pattern, message in [(tmp_path / "nope.h5", "no such file or directory"), (tmp_path / "*.h5", "matches no file"),
-                             (tmp_path, "no .h5 files in this directory")]:
+    for pattern, message in [
+        (tmp_path / "nope.h5", "no such file or directory"),
+        (tmp_path / "*.h5", "matches no file"),
+        (tmp_path, "no .h5 files in this directory"),
+    ]:
         with pytest.raises(RunsError, match=message):
             find_results([str(pattern)])
 
@@ -153,7 +185,9 @@ def test_a_file_that_is_not_a_results_file_is_skipped_with_a_note(sweep, tmp_pat
         f["x"] = [1, 2]
     runs, notes = load_runs([str(junk), str(sweep / "gd_s0.h5")])
     assert [r.path.name for r in runs] == ["gd_s0.h5"]
-    assert notes == [f"skipped {junk}: {junk} is an HDF5 file but not an mpicomp results file (no format_version or /metrics)"]
+    assert notes == [
+        f"skipped {junk}: {junk} is an HDF5 file but not an mpicomp results file (no format_version or /metrics)"
+    ]
     with pytest.raises(RunsError, match="no readable results file"):
         load_runs([str(junk)])
 
@@ -171,8 +205,17 @@ def test_each_row_holds_the_files_last_values_and_the_differing_config_keys(runs
         m = file_metrics(results.path)
         assert row["run"] == str(results.path) and row["status"] == results.status
         assert row["rounds"] == m["round"][-1]
-        for name in ("loss", "suboptimality", "grad_norm_sq", "test_accuracy", "bits_up", "bits_down", "uploads",
-                     "modelled_time", "wall_time"):
+        for name in (
+            "loss",
+            "suboptimality",
+            "grad_norm_sq",
+            "test_accuracy",
+            "bits_up",
+            "bits_down",
+            "uploads",
+            "modelled_time",
+            "wall_time",
+        ):
             if name in m:
                 assert row[name] == m[name][-1], (results.path, name)
             else:
@@ -190,7 +233,9 @@ def test_time_and_bits_to_target_equal_an_independent_computation(runs):
     assert (targets[1].metric, targets[1].above, targets[0].above) == ("test_accuracy", True, False)
     comparison = compare_runs(sweep_runs, targets)
     outcomes = set()
-    for target, (metric, value, above) in zip(targets, [("loss", loss, False), ("test_accuracy", accuracy, True)], strict=True):
+    for target, (metric, value, above) in zip(
+        targets, [("loss", loss, False), ("test_accuracy", accuracy, True)], strict=True
+    ):
         for results, row in zip(sweep_runs, comparison.rows, strict=True):
             expected = first_reach(results.path, metric, value, above)
             got = tuple(row[f"{q} to {target.label}"] for q in ("rounds", "bits", "modelled_time", "wall_time"))
@@ -225,8 +270,10 @@ def test_killed_sampler_and_other_format_runs_get_notes_not_exceptions(sweep, ru
     assert f"{sweep / 'killed' / 'gd_s2.h5'}: status running: the run was killed or is still being written" in notes
     assert f"{sweep / 'sampler.h5'}: sampler: final values are at its last draw (20 draws in /samples)" in notes
     assert f"{sweep / 'sampler.h5'}: target suboptimality<=0.001: the run has no suboptimality column" in notes
-    assert (f"{sweep / 'other' / 'lsq.h5'}: no suboptimality, grad_norm_sq, test_accuracy, bits_up, bits_down, uploads, "
-            "modelled_time, wall_time column(s) in this file") in notes
+    assert (
+        f"{sweep / 'other' / 'lsq.h5'}: no suboptimality, grad_norm_sq, test_accuracy, bits_up, bits_down, uploads, "
+        "modelled_time, wall_time column(s) in this file"
+    ) in notes
     code, out, _ = cli(capsys, "compare", str(sweep), "--target", "suboptimality=1e-3")
     assert code == 0 and "notes:" in out and "status running" in out
     assert next(line for line in out.splitlines() if "lsq.h5" in line).count("n/a") >= 8
@@ -234,8 +281,15 @@ def test_killed_sampler_and_other_format_runs_get_notes_not_exceptions(sweep, ru
 
 def test_a_run_without_rows_is_compared_and_plotted_with_notes(sweep, tmp_path, capsys):
     empty = tmp_path / "empty.h5"
-    with ResultsWriter(empty, config={"method": {"name": "gd"}}, metrics={"round": "int64", "loss": "float64"},
-                       worker_metrics={}, n_workers=1, d=2, mpi_size=1) as writer:
+    with ResultsWriter(
+        empty,
+        config={"method": {"name": "gd"}},
+        metrics={"round": "int64", "loss": "float64"},
+        worker_metrics={},
+        n_workers=1,
+        d=2,
+        mpi_size=1,
+    ) as writer:
         writer.finish("failed", "RuntimeError('before round 1')")
     comparison = compare_runs([read_results(empty)], [Target.parse("loss=0.3")])
     row = comparison.rows[0]
@@ -247,7 +301,9 @@ def test_a_run_without_rows_is_compared_and_plotted_with_notes(sweep, tmp_path, 
         f"{empty}: no {lacking} column(s) in this file (another method, problem or format): shown as n/a",
         f"{empty}: target loss<=0.3: no row logged",
     ]
-    code, _, err = cli(capsys, "plot", str(empty), str(sweep / "gd_s0.h5"), "--y", "loss", "--out", str(tmp_path / "f.png"))
+    code, _, err = cli(
+        capsys, "plot", str(empty), str(sweep / "gd_s0.h5"), "--y", "loss", "--out", str(tmp_path / "f.png")
+    )
     assert code == 0 and f"{empty}: no finite loss value (no row logged): not drawn" in err
 
 
@@ -286,7 +342,9 @@ def test_seed_groups_give_mean_and_sample_std(sweep, runs, capsys):
     assert set(groups) == {("gd", 3), ("diana", 2), ("ef21", 2), ("test-sampler", 1), ("gd", 1)}  # gd 1: lsq.h5
     gd = groups[("gd", 3)]
     assert gd["seeds"] == "0,1,2" and gd["status"] == "2 finished, 1 running"
-    losses = [file_metrics(p)["loss"][-1] for p in (sweep / "gd_s0.h5", sweep / "gd_s1.h5", sweep / "killed" / "gd_s2.h5")]
+    losses = [
+        file_metrics(p)["loss"][-1] for p in (sweep / "gd_s0.h5", sweep / "gd_s1.h5", sweep / "killed" / "gd_s2.h5")
+    ]
     assert gd["loss"] == Spread(float(np.mean(losses)), float(np.std(losses, ddof=1)))
     assert gd["rounds"].mean == pytest.approx((30 + 30 + 20) / 3)
     assert math.isnan(groups[("test-sampler", 1)]["loss"].std)
@@ -305,7 +363,7 @@ def test_sorting_puts_runs_without_a_value_last_either_way(runs):
         sort_rows(comparison, "suboptimality", reverse=reverse)
         values = [row["suboptimality"] for row in comparison.rows]
         present = [v for v in values if v is not None]
-        assert present == sorted(present, reverse=reverse) and values[len(present):] == [None, None]
+        assert present == sorted(present, reverse=reverse) and values[len(present) :] == [None, None]
     comparison = compare_runs(runs)
     sort_rows(comparison, "method.name")
     assert [row["method.name"] for row in comparison.rows][:2] == ["diana", "diana"]
@@ -386,8 +444,21 @@ def test_to_dataframe_uses_pandas_only_when_asked(monkeypatch):
 def test_plot_writes_png_and_pdf_and_notes_runs_it_cannot_draw(sweep, tmp_path, capsys):
     for suffix in (".png", ".pdf"):
         out = tmp_path / "figs" / f"sweep{suffix}"
-        code, stdout, err = cli(capsys, "plot", str(sweep), "--y", "suboptimality", "--y", "test_accuracy",
-                                "--x", "rounds", "--x", "bits", "--out", str(out))
+        code, stdout, err = cli(
+            capsys,
+            "plot",
+            str(sweep),
+            "--y",
+            "suboptimality",
+            "--y",
+            "test_accuracy",
+            "--x",
+            "rounds",
+            "--x",
+            "bits",
+            "--out",
+            str(out),
+        )
         assert code == 0 and stdout == f"wrote {out} (9 runs)\n"
         assert f"{sweep / 'sampler.h5'}: no suboptimality column: not drawn against rounds" in err
         assert f"{sweep / 'other' / 'lsq.h5'}: no suboptimality column: not drawn against bits" in err
@@ -425,8 +496,10 @@ def test_labels_name_the_differing_keys_and_an_unfinished_status(sweep):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--y", "loss", "--out", "fig.txt"], "cannot tell the figure format; end the file name in .png, .pdf, .svg"),
-     (["--y", "los", "--out", "fig.png"], "--y los: no run has such a metric")],
+    [
+        (["--y", "loss", "--out", "fig.txt"], "cannot tell the figure format; end the file name in .png, .pdf, .svg"),
+        (["--y", "los", "--out", "fig.png"], "--y los: no run has such a metric"),
+    ],
 )
 def test_bad_plot_input_exits_2_with_one_line(sweep, tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)

@@ -364,7 +364,9 @@ def test_specs_round_trip() -> None:
 def forged(compressor, d: int, payload: bytes | np.ndarray, scalars: tuple[float, ...] = (), key=None) -> bytes:
     """A hand-made message; ``key`` stamps its fingerprint (codecs that decode with the shared key check it)."""
     fingerprint = None if key is None else key.fingerprint
-    return pack_message(compressor.codec_id, d, scalars, np.asarray(payload, dtype=np.uint8).tobytes(), key_fingerprint=fingerprint)
+    return pack_message(
+        compressor.codec_id, d, scalars, np.asarray(payload, dtype=np.uint8).tobytes(), key_fingerprint=fingerprint
+    )
 
 
 def test_sparse_payload_validation() -> None:

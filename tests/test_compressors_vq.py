@@ -145,7 +145,12 @@ def stovoq_prediction(compressor, x: np.ndarray) -> tuple[np.ndarray, float]:
 
 @pytest.mark.parametrize(
     ("spec", "d", "n"),
-    [("stovoq", 16, 400), ("stovoq(P=8,R=2,size=4)", 4, 3000), ("stovoq(P=8,R=2,size=4)", 300, 1500), ("stovoq(P=10,R=3)", 1008, 300)],
+    [
+        ("stovoq", 16, 400),
+        ("stovoq(P=8,R=2,size=4)", 4, 3000),
+        ("stovoq(P=8,R=2,size=4)", 300, 1500),
+        ("stovoq(P=10,R=3)", 1008, 300),
+    ],
 )
 def test_stovoq_unbiased_variance_is_the_tables(spec: str, d: int, n: int) -> None:
     """E||C(x) - x||^2 equals its exact value, with the radius rounding of the message's own grid."""
@@ -155,7 +160,9 @@ def test_stovoq_unbiased_variance_is_the_tables(spec: str, d: int, n: int) -> No
     assert_close(squared_errors(draws(compressor, x, n), x), expected, spec)
 
 
-@pytest.mark.parametrize(("spec", "d", "n"), [("stovoq(unbiased=False)", 16, 500), ("stovoq(P=8,size=4,unbiased=False)", 300, 1500)])
+@pytest.mark.parametrize(
+    ("spec", "d", "n"), [("stovoq(unbiased=False)", 16, 500), ("stovoq(P=8,size=4,unbiased=False)", 300, 1500)]
+)
 def test_biased_stovoq_is_directionally_unbiased(spec: str, d: int, n: int) -> None:
     """E C(x) restricted to bucket l is r_M(rho_l) times it: colinear, with the table's radial factor."""
     compressor = make(spec)
@@ -176,7 +183,9 @@ def test_unbiased_distortion_falls_as_one_over_k(spec: str) -> None:
     single = squared_errors(samples, x)
     averaged = squared_errors(samples.reshape(-1, k, x.size).mean(axis=1), x)
     (m1, e1), (mk, ek) = mean_with_error(single), mean_with_error(averaged)
-    assert abs(k * mk - m1) <= Z_TAIL * np.hypot(k * ek, e1), f"K = 1: {m1:.4g}, K = {k}: {mk:.4g} (x {k} = {k * mk:.4g})"
+    assert abs(k * mk - m1) <= Z_TAIL * np.hypot(k * ek, e1), (
+        f"K = 1: {m1:.4g}, K = {k}: {mk:.4g} (x {k} = {k * mk:.4g})"
+    )
 
 
 def test_greedy_hsq_does_not_average_out() -> None:
@@ -243,7 +252,10 @@ def test_same_key_same_bytes_and_the_codebook_is_fresh_per_key() -> None:
     x = fixed_vectors(64)["dense"]
     assert compressor.encode(x, KEY) == compressor.encode(x.copy(), RandomKey(2024, 3, 1, 0))
     other = RandomKey(2024, 4, 1, 0)
-    first, second = compressor.decode(compressor.encode(x, KEY), 64, KEY), compressor.decode(compressor.encode(x, other), 64, other)
+    first, second = (
+        compressor.decode(compressor.encode(x, KEY), 64, KEY),
+        compressor.decode(compressor.encode(x, other), 64, other),
+    )
     assert not np.array_equal(first, second)
     with pytest.raises((MessageError, ValueError)):  # the codebook is the key's: no key, or another key, cannot decode
         compressor.decode(compressor.encode(x, KEY), 64)
@@ -308,7 +320,9 @@ def test_non_finite_and_overflowing_input_is_refused(spec: str) -> None:
 
 def test_option_values_and_omega() -> None:
     unbiased, biased = make("stovoq"), make("stovoq(unbiased=False)")
-    assert unbiased.omega(16) == pytest.approx(float(1 / radial_table(16, 13).bias(4.0) ** 2 * radial_table(16, 13).second_moment(4.0)) / 16 - 1)
+    assert unbiased.omega(16) == pytest.approx(
+        float(1 / radial_table(16, 13).bias(4.0) ** 2 * radial_table(16, 13).second_moment(4.0)) / 16 - 1
+    )
     assert unbiased.omega(16) < unbiased.omega(1000) < unbiased.omega(2**20) < 2
     assert biased.alpha(16) == pytest.approx(1 - float(radial_table(16, 13).distortion(4.0)) / 16)
     assert biased.alpha(2**20) is None and biased.omega(16) is None and unbiased.alpha(16) is None
@@ -423,7 +437,9 @@ def test_stovoq_radius_scalars_checked(low: float, high: float) -> None:
 def test_cross_polytope_index_beyond_a_short_bucket_is_rejected() -> None:
     compressor = make("cross-polytope(samples=1,size=8)")  # d = 11: buckets of 8 and 3 coordinates
     codes = np.array([7, 2])
-    np.testing.assert_allclose(compressor.decode(codes_message(compressor, 11, codes, (1.0,)), 11)[[7, 10]], [np.sqrt(8), np.sqrt(3)])
+    np.testing.assert_allclose(
+        compressor.decode(codes_message(compressor, 11, codes, (1.0,)), 11)[[7, 10]], [np.sqrt(8), np.sqrt(3)]
+    )
     with pytest.raises(MessageError, match="beyond"):
         compressor.decode(codes_message(compressor, 11, np.array([7, 3]), (1.0,)), 11)
 
@@ -490,6 +506,8 @@ def test_dostovoq_sgd_runs_counts_the_documented_bytes_and_is_rank_independent(t
     compressor = make("stovoq(P=10)")
     compressor.crc = False  # as in the run: [compressor] checksum is off by default
     uploads = 4 * results.metrics["round"][-1]
-    assert results.metrics["up_payload_bytes"][-1] == uploads * -(-int(compressor.expected_bits(results.final_x.size)) // 8)
+    assert results.metrics["up_payload_bytes"][-1] == uploads * -(
+        -int(compressor.expected_bits(results.final_x.size)) // 8
+    )
     assert results.metrics["up_header_bytes"][-1] == uploads * compressor.header_bits() // 8
     assert_same_metrics(results, run_mpiexec(raw, tmp_path / "dostovoq_n2.h5", 2))

@@ -72,7 +72,7 @@ def test_integer_accepted_where_float_expected():
 
 
 def test_overrides_are_toml_values(tmp_path):
-    config = load(None, ["run.rounds=7", "compressor.uplink=\"identity(dtype=float32)\"", "problem.intercept=false"])
+    config = load(None, ["run.rounds=7", 'compressor.uplink="identity(dtype=float32)"', "problem.intercept=false"])
     assert config.run["rounds"] == 7
     assert config.compressor["uplink"] == "identity(dtype=float32)"
     assert config.problem["intercept"] is False
@@ -95,7 +95,9 @@ def test_cli_lists_compressors_and_methods(capsys):
 
 
 def test_cli_help_mentions_commands():
-    proc = subprocess.run([sys.executable, "-m", "mpicomp", "--help"], capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mpicomp", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0
     for command in ("run", "info", "compressors", "methods"):
         assert command in proc.stdout

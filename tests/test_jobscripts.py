@@ -43,7 +43,11 @@ def slurm_env(tmp_path):
 def sweep(folder: Path, env: dict, task: int, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(ROOT / "jobscripts" / "slurm_sweep.sh"), "sweep.toml", *extra],
-        cwd=folder, env={**env, "SLURM_ARRAY_TASK_ID": str(task)}, capture_output=True, text=True, timeout=300,
+        cwd=folder,
+        env={**env, "SLURM_ARRAY_TASK_ID": str(task)},
+        capture_output=True,
+        text=True,
+        timeout=300,
         check=False,
     )
 

@@ -51,7 +51,9 @@ def test_star_and_plusplus_reach_langevins_stationary_variance(tmp_path, variant
     assert res.samples.shape == (rounds - BURN_IN, D)
     assert 5 * relative_sd_of_variance(0.1, rounds - BURN_IN) < 0.05
     assert variance_times_l(res) == pytest.approx(1.0 / (1.0 - 0.05), rel=0.05)
-    mean, _ = build_problem("gaussian", f"synthetic:d={D},points={POINTS},spread=4", WORKERS, l2=0.0, seed=root_seed(1)).posterior()
+    mean, _ = build_problem(
+        "gaussian", f"synthetic:d={D},points={POINTS},spread=4", WORKERS, l2=0.0, seed=root_seed(1)
+    ).posterior()
     rho = 0.9
     chi2 = np.sum((res.samples.mean(axis=0) - mean) ** 2) / ((1 + rho) / ((1 - rho) * (rounds - BURN_IN)) / PRECISION)
     assert chi2 < D + 5 * math.sqrt(2 * D), "posterior mean off by more than its Monte Carlo error"
@@ -144,9 +146,15 @@ def test_gaussian_toy_closed_forms_match_generic_computations():
     np.testing.assert_allclose(problem.grad(x_star), 0.0, atol=1e-10)
 
 
-@pytest.mark.parametrize(("dataset", "message"), [("synthetic:q=1", "unknown key 'q'"), ("synthetic:d=x", "is not an integer"),
-                                                  ("synthetic:spread=x", "is not a number"),
-                                                  ("sklearn:iris", "generates its data")])
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        ("synthetic:q=1", "unknown key 'q'"),
+        ("synthetic:d=x", "is not an integer"),
+        ("synthetic:spread=x", "is not a number"),
+        ("sklearn:iris", "generates its data"),
+    ],
+)
 def test_bad_synthetic_specs_are_refused(dataset, message):
     with pytest.raises(ValueError, match=message):
         build_problem("gaussian", dataset, 3, seed=0)

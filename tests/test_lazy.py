@@ -122,7 +122,9 @@ def paper_lag(problem, rounds, alpha, xi, variant):
 
 def test_laq_skip_rule_matches_the_papers_rule_on_a_trajectory():
     rounds, gamma, xi, t_bar = 80, 0.5, [0.08] * 10, 10
-    method, problem, transport = make_method("laq", {"bits": 3, "D": 10, "xi": [0.08], "t_bar": t_bar, "stepsize": gamma})
+    method, problem, transport = make_method(
+        "laq", {"bits": 3, "D": 10, "xi": [0.08], "t_bar": t_bar, "stepsize": gamma}
+    )
     pattern = upload_pattern(method, transport, rounds)
     expected, forced, theta = paper_laq(problem, rounds, gamma / N, 3, xi, t_bar)
     np.testing.assert_array_equal(pattern, expected)
@@ -155,7 +157,10 @@ def test_rule_boundaries():
 
 def test_laq_with_xi_zero_t_bar_one_and_32_bits_is_gd_up_to_quantization(tmp_path):
     """xi = 0 and b = 32: the quantization error tau R ~ 2e-10 R is all that separates LAQ from GD."""
-    laq = run_inprocess(experiment({"name": "laq", "bits": 32, "D": 1, "xi": [0.0], "t_bar": 1, "stepsize": 0.5}, 60), tmp_path / "laq.h5")
+    laq = run_inprocess(
+        experiment({"name": "laq", "bits": 32, "D": 1, "xi": [0.0], "t_bar": 1, "stepsize": 0.5}, 60),
+        tmp_path / "laq.h5",
+    )
     gd = run_inprocess(experiment({"name": "gd", "stepsize": 0.5}, 60), tmp_path / "gd.h5")
     assert laq.metrics["skips"][-1] == 0
     np.testing.assert_array_equal(laq.metrics["round_uploads"], N)
@@ -189,7 +194,10 @@ def test_laq_converges_linearly_with_the_theory_defaults(tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "request_bytes"),
-    [({"name": "laq", "bits": 3, "xi": [0.08], "stepsize": 0.5}, 0), ({"name": "lag", "variant": "ps", "stepsize": 0.5}, 16 + 8 + 1 + 8)],
+    [
+        ({"name": "laq", "bits": 3, "xi": [0.08], "stepsize": 0.5}, 0),
+        ({"name": "lag", "variant": "ps", "stepsize": 0.5}, 16 + 8 + 1 + 8),
+    ],
     ids=["laq", "lag-ps"],
 )
 def test_skipped_uploads_are_counted_exactly(tmp_path, options, request_bytes):
@@ -216,12 +224,19 @@ def test_skipped_uploads_are_counted_exactly(tmp_path, options, request_bytes):
 @pytest.mark.mpi
 @pytest.mark.parametrize(
     "options",
-    [{"name": "laq", "bits": 4, "xi": [0.08], "t_bar": 10, "stepsize": 0.5}, {"name": "lag", "variant": "ps", "stepsize": 0.5, "t_bar": 10}],
+    [
+        {"name": "laq", "bits": 4, "xi": [0.08], "t_bar": 10, "stepsize": 0.5},
+        {"name": "lag", "variant": "ps", "stepsize": 0.5, "t_bar": 10},
+    ],
     ids=["laq", "lag-ps"],
 )
 def test_identical_metrics_on_1_2_4_ranks_with_skips(tmp_path, options):
-    raw = {"problem": PROBLEM, "data": DATA | {"workers": 5}, "method": options,
-           "run": {"rounds": 30, "seed": 1, "check_every": 3, "optimum": False}}
+    raw = {
+        "problem": PROBLEM,
+        "data": DATA | {"workers": 5},
+        "method": options,
+        "run": {"rounds": 30, "seed": 1, "check_every": 3, "optimum": False},
+    }
     reference = run_inprocess(raw, tmp_path / "local.h5")
     assert reference.status == "finished" and reference.metrics["skips"][-1] > 0
     for n in (1, 2, 4):
@@ -233,8 +248,12 @@ def test_identical_metrics_on_1_2_4_ranks_with_skips(tmp_path, options):
 
 def test_slaq_quantizes_minibatch_gradients_and_skips(tmp_path):
     res = run_inprocess(
-        {"problem": PROBLEM, "data": DATA | {"batch": 16}, "method": {"name": "slaq", "bits": 4, "stepsize": 0.3, "xi": [0.08],
-         "error_weight": 0.5, "offset": 0.01}, "run": {"rounds": 200, "seed": 0}},
+        {
+            "problem": PROBLEM,
+            "data": DATA | {"batch": 16},
+            "method": {"name": "slaq", "bits": 4, "stepsize": 0.3, "xi": [0.08], "error_weight": 0.5, "offset": 0.01},
+            "run": {"rounds": 200, "seed": 0},
+        },
         tmp_path / "slaq.h5",
     )
     assert res.metrics["skips"][-1] > 0 and res.metrics["suboptimality"][-1] < 0.05 * res.metrics["suboptimality"][0]
@@ -256,9 +275,18 @@ def test_defaults_come_from_lemma_3():
         ({"name": "laq", "bits": 0}, r"\[method\] bits: must be >= 1, got 0"),
         ({"name": "laq", "bits": 33}, r"\[method\] bits: at most 32 bits per coordinate"),
         ({"name": "laq", "xi": [0.1, -0.1]}, r"\[method\] xi\[1\]: must be >= 0"),
-        ({"name": "slaq", "D": 10, "t_bar": 5}, r"\[method\] D = 10 exceeds t_bar = 5; the trigger \(7\) needs D <= t_bar"),
-        ({"name": "lag", "D": 3, "xi": [0.1, 0.1]}, r"\[method\] xi: give one value \(used for every d\) or D = 3 values, got 2"),
-        ({"name": "lag", "variant": "server"}, r"\[method\] variant: 'server' is not allowed; choose one of 'wk', 'ps'"),
+        (
+            {"name": "slaq", "D": 10, "t_bar": 5},
+            r"\[method\] D = 10 exceeds t_bar = 5; the trigger \(7\) needs D <= t_bar",
+        ),
+        (
+            {"name": "lag", "D": 3, "xi": [0.1, 0.1]},
+            r"\[method\] xi: give one value \(used for every d\) or D = 3 values, got 2",
+        ),
+        (
+            {"name": "lag", "variant": "server"},
+            r"\[method\] variant: 'server' is not allowed; choose one of 'wk', 'ps'",
+        ),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(method, message):
@@ -311,8 +339,10 @@ def test_laq_matches_gd_accuracy_on_mnist_with_far_fewer_uploads_and_bits(tmp_pa
         pytest.skip(f"MNIST not found at {mnist}")
     args = tool.parse_args(["--out", str(tmp_path), "--rounds", "2000", "--tables", "2"])
     dataset = tool.contiguous_shards_npz(args.mnist, args.seed, tmp_path)
-    measured = {label: tool.measure(label, "logistic", tool.run_row(label, "logistic", dataset, args), args)
-                for label in ("GD", "LAQ")}
+    measured = {
+        label: tool.measure(label, "logistic", tool.run_row(label, "logistic", dataset, args), args)
+        for label in ("GD", "LAQ")
+    }
     gd, laq = measured["GD"], measured["LAQ"]
     assert laq.accuracy >= gd.accuracy - 1e-3
     assert gd.uploads >= 20 * laq.uploads

@@ -55,9 +55,7 @@ class RankView:
 
 
 def write_idx(path: Path, magic: int, array: np.ndarray) -> None:
-    header = magic.to_bytes(4, "big") + b"".join(
-        int(n).to_bytes(4, "big") for n in array.shape
-    )
+    header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
     path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
@@ -67,9 +65,7 @@ def fake_mnist(directory: Path, n_train: int = 120, n_test: int = 30) -> Path:
     rng = np.random.default_rng(7)
     for split, n in (("train", n_train), ("t10k", n_test)):
         labels = rng.integers(0, 3, n)
-        images = np.clip(
-            rng.normal(60 + 60 * labels[:, None, None], 40, (n, 5, 4)), 0, 255
-        )
+        images = np.clip(rng.normal(60 + 60 * labels[:, None, None], 40, (n, 5, 4)), 0, 255)
         write_idx(directory / f"{split}-images-idx3-ubyte.gz", 0x803, images)
         write_idx(directory / f"{split}-labels-idx1-ubyte.gz", 0x801, labels)
     return directory
@@ -98,9 +94,7 @@ def test_each_rank_holds_only_its_workers_rows(name, size, n_workers):
         assert mine.local_workers == local and mine.is_master == (rank == 0)
         for w in range(n_workers):
             if w in local:
-                np.testing.assert_array_equal(
-                    mine.local(w).features, whole.local(w).features
-                )
+                np.testing.assert_array_equal(mine.local(w).features, whole.local(w).features)
                 held.append(mine.local(w).features)
             else:
                 with pytest.raises(
@@ -110,19 +104,13 @@ def test_each_rank_holds_only_its_workers_rows(name, size, n_workers):
                     mine.local(w)
         held_out.append(mine.test_features)
         np.testing.assert_array_equal(mine.test_sizes, whole.test_sizes)
-    np.testing.assert_array_equal(
-        np.concatenate(held), whole_rows
-    )  # every row once, in worker order
+    np.testing.assert_array_equal(np.concatenate(held), whole_rows)  # every row once, in worker order
     np.testing.assert_array_equal(np.concatenate(held_out), whole.test_features)
 
 
 def test_a_rank_without_workers_holds_no_rows():
     mine = build_problem("softmax", "sklearn:iris", 3, collective=RankView(3, 4, 0))
-    assert (
-        mine.local_workers == range(0)
-        and mine.features.shape == (0, 5)
-        and mine.test_features.shape == (0, 5)
-    )
+    assert mine.local_workers == range(0) and mine.features.shape == (0, 5) and mine.test_features.shape == (0, 5)
     with pytest.raises(IndexError, match="another process"):
         mine.local(0)
 
@@ -140,9 +128,7 @@ def test_gaussian_clients_keep_only_local_points():
         assert sorted(mine.shards) == list(worker_range(5, 2, rank))
         for w in mine.shards:
             np.testing.assert_array_equal(mine.local(w).points, whole.local(w).points)
-        np.testing.assert_array_equal(
-            mine.posterior()[0], whole.posterior()[0]
-        )  # closed form: no collective
+        np.testing.assert_array_equal(mine.posterior()[0], whole.posterior()[0])  # closed form: no collective
 
 
 def test_gather_partials_wants_one_row_per_local_worker():
@@ -212,9 +198,7 @@ def test_mnist_pixels_stay_bytes_until_rows_are_asked_for(sources):
     prepared = prepare_data(sources["mnist"], scale="standard")
     assert prepared.X.dtype == np.uint8 and prepared.X_test.dtype == np.uint8
     assert prepared.train_rows(np.arange(3)).dtype == np.float64
-    assert (
-        load_dataset(sources["mnist"]).X.dtype == np.float64
-    )  # the public loader still gives float64
+    assert load_dataset(sources["mnist"]).X.dtype == np.float64  # the public loader still gives float64
 
 
 # -- under mpiexec ------------------------------------------------------------------------------
@@ -253,14 +237,10 @@ def test_mpi_ranks_hold_their_share_and_collectives_match(tmp_path, ranks, n_wor
         timeout=300,
         cwd=SCRIPTS,
     )
-    assert done.returncode == 0, (
-        f"mpiexec failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-    )
+    assert done.returncode == 0, f"mpiexec failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     reports = json.loads(line.removeprefix("RESULT "))
-    assert [r["workers"] for r in reports] == [
-        len(worker_range(n_workers, ranks, r)) for r in range(ranks)
-    ]
+    assert [r["workers"] for r in reports] == [len(worker_range(n_workers, ranks, r)) for r in range(ranks)]
     assert sum(r["rows"] for r in reports) == exercise_rows(n_workers)
 
 
@@ -281,9 +261,7 @@ def test_softmax_on_idx_files_is_identical_on_1_2_4_ranks(tmp_path):
     }
     reference = run_inprocess(raw, tmp_path / "local.h5")
     assert reference.status == "finished"
-    assert np.all(np.isfinite(reference.metrics["suboptimality"])) and np.all(
-        reference.metrics["test_accuracy"] > 0.5
-    )
+    assert np.all(np.isfinite(reference.metrics["suboptimality"])) and np.all(reference.metrics["test_accuracy"] > 0.5)
     for n in (1, 2, 4):
         assert_same_metrics(reference, run_mpiexec(raw, tmp_path / f"n{n}.h5", n))
 

@@ -201,8 +201,12 @@ def test_list_options_are_validated_entry_by_entry():
     config = validate({"method": {"name": "test-switch-gd", "weights": [1, 0.5]}})
     assert config.method["weights"] == [1.0, 0.5]
     assert validate({"method": {"name": "test-switch-gd"}}).method["weights"] == [1.0]
-    for bad, message in [(0.5, "expected a non-empty list, each entry a number"), ([], "non-empty list"),
-                         ([1.0, -2.0], r"weights\[1\]: must be >= 0"), ([1.0, "x"], r"weights\[1\]: expected a number")]:
+    for bad, message in [
+        (0.5, "expected a non-empty list, each entry a number"),
+        ([], "non-empty list"),
+        ([1.0, -2.0], r"weights\[1\]: must be >= 0"),
+        ([1.0, "x"], r"weights\[1\]: expected a number"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             validate({"method": {"name": "test-switch-gd", "weights": bad}})
 

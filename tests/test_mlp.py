@@ -91,8 +91,12 @@ def test_bad_widths_and_the_missing_smoothness_constant():
 
 
 def test_gd_trains_the_network_through_the_runner(tmp_path):
-    raw = {"problem": {"name": "mlp", "dataset": "sklearn:digits", "l2": 1e-3}, "data": {"workers": 4},
-           "method": {"name": "gd", "stepsize": 0.5}, "run": {"rounds": 60, "seed": 0}}
+    raw = {
+        "problem": {"name": "mlp", "dataset": "sklearn:digits", "l2": 1e-3},
+        "data": {"workers": 4},
+        "method": {"name": "gd", "stepsize": 0.5},
+        "run": {"rounds": 60, "seed": 0},
+    }
     res = run_inprocess(raw, tmp_path / "mlp.h5")
     assert res.metrics["loss"][-1] < 0.15 * res.metrics["loss"][0]
     assert res.metrics["test_accuracy"][-1] > 0.95
@@ -106,6 +110,10 @@ def test_hidden_widths_come_from_the_config():
     from mpicomp.rng import root_seed
     from mpicomp.runner import build_problem_from
 
-    config = validate({"problem": {"name": "mlp", "dataset": "sklearn:iris", "hidden": [5, 3]}, "method": {"stepsize": 0.1}})
+    config = validate(
+        {"problem": {"name": "mlp", "dataset": "sklearn:iris", "hidden": [5, 3]}, "method": {"stepsize": 0.1}}
+    )
     problem = build_problem_from(config, root_seed(0))
-    assert problem.d == (4 + 1) * 5 + (5 + 1) * 3 + (3 + 1) * 3  # [W | b] per layer: 4 features + intercept -> 5 -> 3 -> 3 classes
+    assert (
+        problem.d == (4 + 1) * 5 + (5 + 1) * 3 + (3 + 1) * 3
+    )  # [W | b] per layer: 4 features + intercept -> 5 -> 3 -> 3 classes

@@ -111,7 +111,9 @@ def test_bit_plane_layout_byte_by_byte():
     assert payload == expected
 
 
-@pytest.mark.parametrize("spec", ["dither(s=1,p=2)", "dither(s=15,p=inf)", "natdither(s=3,p=2)", "block(size=2000,s=1)"])
+@pytest.mark.parametrize(
+    "spec", ["dither(s=1,p=2)", "dither(s=15,p=inf)", "natdither(s=3,p=2)", "block(size=2000,s=1)"]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_payloads_equal_the_numpy_reference(spec, dtype):
     """tools/numpy_reference_quant.py lays the codes out in planes on its own: the payloads agree bit
@@ -167,8 +169,9 @@ def test_qsgd_truncated_streams_raise(spec):
 # --------------------------------------------------------------------------- NaN and Inf
 
 
-@pytest.mark.parametrize("spec", ["dither(s=2,p=2)", "dither(s=2,p=inf)", "natdither(s=3,p=2)", "block(size=50,s=1)",
-                                  "qsgd(s=4)"])
+@pytest.mark.parametrize(
+    "spec", ["dither(s=2,p=2)", "dither(s=2,p=inf)", "natdither(s=3,p=2)", "block(size=50,s=1)", "qsgd(s=4)"]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_norm_pass_rejects_nan_and_inf(spec, dtype):
     """These codecs skip the separate finiteness pass: their norm pass finds NaN and Inf anywhere."""
@@ -207,7 +210,9 @@ def _nonzero(values, start):
     return nonzero_word(values, start)
 
 
-@pytest.mark.parametrize(("dtype", "bits"), [(np.uint8, 8), (np.uint16, 13), (np.uint32, 32), (np.int8, 7), (np.int32, 20)])
+@pytest.mark.parametrize(
+    ("dtype", "bits"), [(np.uint8, 8), (np.uint16, 13), (np.uint32, 32), (np.int8, 7), (np.int32, 20)]
+)
 def test_plane_intrinsics(dtype, bits):
     rng = np.random.default_rng(bits)
     codes = rng.integers(0, 2**bits, 200, dtype=np.uint64).astype(dtype)

@@ -98,7 +98,7 @@ def _stationary_suboptimality(tmp_path, stepsize: float, rounds: int) -> float:
         run={"rounds": rounds, "log_every": 5},
     )
     res = run_inprocess(raw, tmp_path / f"q{stepsize}.h5")
-    return float(np.mean(res.metrics["suboptimality"][-rounds // 10:]))
+    return float(np.mean(res.metrics["suboptimality"][-rounds // 10 :]))
 
 
 def test_quantized_gd_neighbourhood_shrinks_with_stepsize(tmp_path):

@@ -56,7 +56,10 @@ def corrupt(offset: int, value: int) -> bytes:
 @pytest.mark.parametrize(
     ("stream", "reason"),
     [
-        (encode_packets(np.arange(100), SPEC, 0).tobytes()[:-1], "has 423 bytes; 100 values in packets of 64 .int, 32-bit. take 424"),
+        (
+            encode_packets(np.arange(100), SPEC, 0).tobytes()[:-1],
+            "has 423 bytes; 100 values in packets of 64 .int, 32-bit. take 424",
+        ),
         (encode_packets(np.arange(100), SPEC, 0).tobytes() + b"\0", "has 425 bytes"),
         (encode_packets(np.arange(99), SPEC, 0).tobytes(), "bytes"),
         (corrupt(0, OP_MAX), "field op"),

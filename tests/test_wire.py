@@ -60,11 +60,7 @@ def check_pack_uint_round_trip(bits: int, values: list[int]) -> None:
 
 
 @FUZZ
-@given(
-    st.integers(1, 32).flatmap(
-        lambda b: st.tuples(st.just(b), st.lists(st.integers(0, 2**b - 1), max_size=200))
-    )
-)
+@given(st.integers(1, 32).flatmap(lambda b: st.tuples(st.just(b), st.lists(st.integers(0, 2**b - 1), max_size=200))))
 def test_pack_uint_round_trip(case: tuple[int, list[int]]) -> None:
     check_pack_uint_round_trip(*case)
 
@@ -332,7 +328,9 @@ def test_decode_sum_checks_every_header_first_and_names_a_bad_payload() -> None:
 
 
 @pytest.mark.parametrize("spec", ["identity", "natural"])
-def test_decode_sum_refuses_an_out_that_overlaps_a_message_and_names_a_bad_one(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decode_sum_refuses_an_out_that_overlaps_a_message_and_names_a_bad_one(
+    spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Summing into a message's own bytes would read coordinates already overwritten: refused. A
     bad header or payload is reported with its position in the batch (``MessageError.index``)."""
     compressor = make(spec)
@@ -340,7 +338,10 @@ def test_decode_sum_refuses_an_out_that_overlaps_a_message_and_names_a_bad_one(s
     d = 64
     keys = [RandomKey(0, 0, w, 0) for w in range(6)]
     buffers = [np.zeros(compressor.message_capacity(d) + 8 * d, dtype=np.uint8) for _ in keys]
-    messages = [compressor.encode(np.full(d, 1.0 + w), key, out=buffer) for w, (key, buffer) in enumerate(zip(keys, buffers))]
+    messages = [
+        compressor.encode(np.full(d, 1.0 + w), key, out=buffer)
+        for w, (key, buffer) in enumerate(zip(keys, buffers, strict=True))
+    ]
     inside = buffers[4][8 : 8 + 8 * d].view(np.float64)
     with pytest.raises(ValueError, match="overlaps message 4"):
         compressor.decode_sum(messages, keys, inside)
@@ -355,7 +356,9 @@ def test_decode_sum_refuses_an_out_that_overlaps_a_message_and_names_a_bad_one(s
     else:
         forged[start + 5] = 255  # exponent code 255 is invalid
     stacked_calls = []
-    monkeypatch.setattr(natural_module, "decode_rows_add", lambda *args: stacked_calls.append(1) or decode_rows_add(*args))
+    monkeypatch.setattr(
+        natural_module, "decode_rows_add", lambda *args: stacked_calls.append(1) or decode_rows_add(*args)
+    )
     with pytest.raises(MessageError, match=r"^message 2: .*(non-finite|invalid code for coordinate 5)") as error:
         compressor.decode_sum(messages[:2] + [bytes(forged)] + messages[3:], keys, np.empty(d))
     assert error.value.index == 2

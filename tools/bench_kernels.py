@@ -157,9 +157,13 @@ def main() -> None:
         copy_source = x.astype(np.float32)
         copy_target = np.empty_like(copy_source)
         key = RandomKey(args.seed, 1, 0, 0)
-        print(f"\nd = {args.d} {dtype} input, best of {args.repeat}, numba threads = {numba.get_num_threads()}; "
-              "rates in Gelem/s")
-        print("x copyto = codec rate / float32 np.copyto rate in the same repeats; numpy x = codec / plain NumPy version")
+        print(
+            f"\nd = {args.d} {dtype} input, best of {args.repeat}, numba threads = {numba.get_num_threads()}; "
+            "rates in Gelem/s"
+        )
+        print(
+            "x copyto = codec rate / float32 np.copyto rate in the same repeats; numpy x = codec / plain NumPy version"
+        )
         header = (
             f"{'spec':26s} {'bits/el':>7s} {'copyto':>7s} | {'enc':>6s} {'x cp':>6s} {'no-crc':>6s} | "
             f"{'dec':>6s} {'x cp':>6s} {'no-crc':>6s} | {'add':>6s} {'x cp':>6s} | "
@@ -169,7 +173,10 @@ def main() -> None:
         print("-" * len(header))
         for spec in specs:
             compressor = make(spec)
-            copy = lambda target=copy_target, source=copy_source: np.copyto(target, source)
+
+            def copy(target=copy_target, source=copy_source):
+                np.copyto(target, source)
+
             timers = {"copyto": copy, **codec_timers(compressor, x, key)}
             rates = best_rates(args.d, timers, args.repeat)
             bits = 8 * len(compressor.encode(x, key)) / args.d

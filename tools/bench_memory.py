@@ -30,21 +30,15 @@ MARKER = "bench_memory:"  # prefix of the child's one JSON line on stdout
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--mnist",
         type=Path,
         default=DEFAULT_MNIST,
         help="directory with the four MNIST idx(.gz) files",
     )
-    parser.add_argument(
-        "--workers", type=int, default=100, help="logical workers (default 100)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds per run (default 3)"
-    )
+    parser.add_argument("--workers", type=int, default=100, help="logical workers (default 100)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per run (default 3)")
     parser.add_argument(
         "--ranks",
         type=int,
@@ -52,9 +46,7 @@ def parse_args() -> argparse.Namespace:
         default=list(RANKS),
         help="rank counts, ascending (default 1 2 4)",
     )
-    parser.add_argument(
-        "--child", action="store_true", help=argparse.SUPPRESS
-    )  # one measured run, under mpiexec
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one measured run, under mpiexec
     return parser.parse_args()
 
 
@@ -87,9 +79,7 @@ def child(args: argparse.Namespace) -> None:
             overwrite=True,
             progress=False,
         )
-    peak_mib = (
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )  # Linux: kilobytes
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
     peaks = MPI.COMM_WORLD.gather(peak_mib, root=0)
     if MPI.COMM_WORLD.rank == 0:
         print(
@@ -116,33 +106,23 @@ def measure(args: argparse.Namespace, ranks: int) -> list[float]:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     if proc.returncode != 0 or not lines:
-        raise SystemExit(
-            f"bench_memory: mpiexec -n {ranks} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
+        raise SystemExit(f"bench_memory: mpiexec -n {ranks} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     report = json.loads(lines[-1].removeprefix(MARKER))
     if report["status"] != "finished":
-        raise SystemExit(
-            f"bench_memory: the run on {ranks} ranks ended {report['status']!r}"
-        )
+        raise SystemExit(f"bench_memory: the run on {ranks} ranks ended {report['status']!r}")
     return report["peaks_mib"]
 
 
 def main() -> None:
     args = parse_args()
     if not args.mnist.is_dir():
-        raise SystemExit(
-            f"bench_memory: MNIST directory {args.mnist} not found; pass --mnist DIR"
-        )
+        raise SystemExit(f"bench_memory: MNIST directory {args.mnist} not found; pass --mnist DIR")
     if args.child:
         child(args)
         return
     if not MPIEXEC.exists():
-        raise SystemExit(
-            f"bench_memory: {MPIEXEC} not found; install the test extra (the mpich wheel)"
-        )
-    print(
-        f"MNIST softmax, {args.workers} workers, {args.rounds} rounds of gd, optimum off: peak RSS per rank (MiB)"
-    )
+        raise SystemExit(f"bench_memory: {MPIEXEC} not found; install the test extra (the mpich wheel)")
+    print(f"MNIST softmax, {args.workers} workers, {args.rounds} rounds of gd, optimum off: peak RSS per rank (MiB)")
     largest = []
     for ranks in args.ranks:
         peaks = measure(args, ranks)
@@ -154,9 +134,7 @@ def main() -> None:
         )
     falls = all(later < earlier for earlier, later in pairwise(largest))
     steps = " -> ".join(f"{peak:.0f}" for peak in largest)
-    print(
-        f"target: the largest peak per rank falls as ranks are added ({steps} MiB): {'PASS' if falls else 'MISS'}"
-    )
+    print(f"target: the largest peak per rank falls as ranks are added ({steps} MiB): {'PASS' if falls else 'MISS'}")
     print(
         "machine load (1, 5, 15 min): "
         + ", ".join(f"{load:.2f}" for load in os.getloadavg())

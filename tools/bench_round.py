@@ -48,7 +48,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compressor", default="identity", help="compressor spec for both links (default identity)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the worker vectors and keys")
     parser.add_argument(
-        "--wait", choices=WAIT_MODES, default="auto", help="how ranks wait in collectives (default auto: see comm/mpi.py)"
+        "--wait",
+        choices=WAIT_MODES,
+        default="auto",
+        help="how ranks wait in collectives (default auto: see comm/mpi.py)",
     )
     args = parser.parse_args()
     if args.d < 1 or args.d != int(args.d):
@@ -74,13 +77,17 @@ class MpicompRound:
         self.vectors = {w: worker_vector(seed, w, d) for w in transport.local_workers}
         self.x, self.mean = np.zeros(d), np.empty(d)
         capacity = self.compressor.message_capacity(d)
-        self.outboxes = {w: None if capacity is None else np.empty(capacity, dtype=np.uint8)
-                         for w in [*transport.local_workers, MASTER]}
+        self.outboxes = {
+            w: None if capacity is None else np.empty(capacity, dtype=np.uint8)
+            for w in [*transport.local_workers, MASTER]
+        }
 
     def __call__(self, rnd: int) -> None:
         t, c = self.transport, self.compressor
-        uploads = [c.encode(self.vectors[w], RandomKey(self.seed, rnd, w, STREAM_UPLINK), out=self.outboxes[w])
-                   for w in t.local_workers]
+        uploads = [
+            c.encode(self.vectors[w], RandomKey(self.seed, rnd, w, STREAM_UPLINK), out=self.outboxes[w])
+            for w in t.local_workers
+        ]
         gathered = t.gather(uploads)
         down_key = RandomKey(self.seed, rnd, MASTER, STREAM_DOWNLINK)
         message = None
@@ -147,8 +154,10 @@ def main() -> None:
     error = float(np.linalg.norm(mpicomp_round.x + expected) / np.linalg.norm(expected))
     counted = transport.counter.end_round()
     codec = mpicomp_round.compressor
-    uploads = [codec.encode(mpicomp_round.vectors[w], RandomKey(args.seed, 0, w, STREAM_UPLINK))
-               for w in transport.local_workers]
+    uploads = [
+        codec.encode(mpicomp_round.vectors[w], RandomKey(args.seed, 0, w, STREAM_UPLINK))
+        for w in transport.local_workers
+    ]
     downlink = codec.encode(expected, RandomKey(args.seed, 0, MASTER, STREAM_DOWNLINK))
     upload_bytes = comm.allreduce(max((len(u) for u in uploads), default=0), op=MPI.MAX)
     variants = {
@@ -170,10 +179,14 @@ def main() -> None:
     raw_up = comm.size * (upload_bytes + SIZE_PREFIX_BYTES)
     raw_down = len(downlink) + SIZE_PREFIX_BYTES
     print(transport.layout_summary())
-    print(f"d = {args.d}, compressor {compressor.spec}, {args.repeats} repeats after {args.warmup} warm-up; "
-          f"wait {args.wait} (polite: {transport.polite}); load average {os.getloadavg()[0]:.2f}")
-    print(f"counted bytes, round 0: up {counted.up_total} (raw moves {raw_up}), down {counted.down_bytes} "
-          f"(raw moves {raw_down}); uploads of {upload_bytes} B each")
+    print(
+        f"d = {args.d}, compressor {compressor.spec}, {args.repeats} repeats after {args.warmup} warm-up; "
+        f"wait {args.wait} (polite: {transport.polite}); load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"counted bytes, round 0: up {counted.up_total} (raw moves {raw_up}), down {counted.down_bytes} "
+        f"(raw moves {raw_down}); uploads of {upload_bytes} B each"
+    )
     print(f"round 0 step vs exact mean: relative error {error:.3e} (0 for identity)")
     raw_best, raw_median = min(times["raw mpi4py"]), statistics.median(times["raw mpi4py"])
     print(f"{'variant':<16}{'best s':>10}{'median s':>10}{'best/raw':>10}{'median/raw':>12}")

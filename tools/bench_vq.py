@@ -85,7 +85,9 @@ def main() -> None:
     x = np.random.default_rng(args.seed).standard_normal(args.d).astype(np.float32)
     key = RandomKey(args.seed, 1, 0, 0)
     print(f"d = {args.d}, float32 input, {numba.get_num_threads()} threads, best of {args.repeat}")
-    print(f"{'spec':<42s} {'encode el/s':>12s} {'decode el/s':>12s} {'GEMM el/s':>12s} {'GEMM GFLOP/s':>12s} {'encode/GEMM':>11s}")
+    print(
+        f"{'spec':<42s} {'encode el/s':>12s} {'decode el/s':>12s} {'GEMM el/s':>12s} {'GEMM GFLOP/s':>12s} {'encode/GEMM':>11s}"
+    )
     for spec in SPECS:
         compressor = make(spec)
         if args.only and compressor.name not in args.only:

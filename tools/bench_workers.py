@@ -26,7 +26,9 @@ DEFAULT_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "m
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mnist", type=Path, default=DEFAULT_MNIST, help="directory with the four MNIST idx(.gz) files")
+    parser.add_argument(
+        "--mnist", type=Path, default=DEFAULT_MNIST, help="directory with the four MNIST idx(.gz) files"
+    )
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[100, 1000, 10000], help="logical workers (default 100 1000 10000)"
     )
@@ -55,7 +57,11 @@ def rounds_per_second(args: argparse.Namespace, workers: int, out: Path) -> str:
     metrics = read_results(out).metrics
     seconds = float(metrics["wall_time"][-1])
     rate = args.rounds / seconds
-    verdict = f" (target >= {TARGET_RATE:g}: {'PASS' if rate >= TARGET_RATE else 'MISS'})" if workers == TARGET_WORKERS else ""
+    verdict = (
+        f" (target >= {TARGET_RATE:g}: {'PASS' if rate >= TARGET_RATE else 'MISS'})"
+        if workers == TARGET_WORKERS
+        else ""
+    )
     return (
         f"{workers:>6} workers: {args.rounds} rounds in {seconds:6.2f} s = {rate:6.1f} rounds/s{verdict}; "
         f"{metrics['bits_up'][-1] / args.rounds / 8e6:.2f} MB up per round; status {result.status}, "
@@ -69,8 +75,11 @@ def main() -> None:
     if not args.mnist.is_dir():
         raise SystemExit(f"bench_workers: MNIST directory {args.mnist} not found; pass --mnist DIR")
     if comm.rank == 0:
-        print(f"{comm.size} ranks, MNIST softmax d=7850, batch {args.batch}, uplink {args.uplink}; "
-              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"{comm.size} ranks, MNIST softmax d=7850, batch {args.batch}, uplink {args.uplink}; "
+            f"load average {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         for workers in args.workers:
             out = args.out or Path(tmp) / "bench_workers.h5"

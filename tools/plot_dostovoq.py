@@ -44,8 +44,12 @@ RUNS = {"GD": "identity", "HSQ-greedy": "hsq(mode=greedy,P=10,R=6,size=16)", "Do
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("results/dostovoq"), help="folder for the data, HDF5 files and PNG")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("results/dostovoq"), help="folder for the data, HDF5 files and PNG"
+    )
     parser.add_argument("--samples", type=int, default=2**14, help="n, the samples the workers draw from")
     parser.add_argument("--dimension", type=int, default=2**9, help="D, the dimension")
     parser.add_argument("--workers", type=int, default=32, help="K, the number of workers")
@@ -92,7 +96,8 @@ def summary(label: str, results: Results) -> str:
     m = results.metrics
     reached = {level: np.flatnonzero(m["suboptimality"] <= level) for level in (1e-2, 1e-4)}
     at = "  ".join(
-        f"F-F*<={level:g}: " + (f"round {int(m['round'][hit[0]])}, {m['bits_up'][hit[0]] / 1e6:.2f} Mbit up" if hit.size else "not reached")
+        f"F-F*<={level:g}: "
+        + (f"round {int(m['round'][hit[0]])}, {m['bits_up'][hit[0]] / 1e6:.2f} Mbit up" if hit.size else "not reached")
         for level, hit in reached.items()
     )
     return (

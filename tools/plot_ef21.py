@@ -160,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     dataset = mnist_subsample(args.mnist, args.subsample, args.seed, args.out)
     with threadpool_limits(1):  # one BLAS thread: the per-worker products are small, threads only contend
-        pngs = [experiment(args, dataset) for key, experiment in (("1", experiment_1), ("2", experiment_2))
-                if key in args.experiments]
+        pngs = [
+            experiment(args, dataset)
+            for key, experiment in (("1", experiment_1), ("2", experiment_2))
+            if key in args.experiments
+        ]
     for path in pngs:
         print(f"wrote {path}")
     return 0

@@ -103,7 +103,9 @@ def labels(table: int, model: str) -> tuple[str, ...]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--mnist", type=Path, default=DEFAULT_MNIST, help="folder with the four MNIST idx files")
     parser.add_argument("--out", type=Path, default=Path("results/laq"), help="folder for HDF5 files, table and PNG")
     parser.add_argument("--tables", default="2,3", help="which tables: 2, 3 or 2,3")
@@ -234,8 +236,15 @@ def measure(label: str, model: str, results: Results, args: argparse.Namespace) 
         radius = bits + RADIUS_BITS * uploads
     else:
         bits = radius = 8.0 * float(m["up_payload_bytes"][row])
-    return Measured(int(m["round"][row]), uploads, float(bits), float(radius), float(m["bits_up"][row]),
-                    float(m["test_accuracy"][row]), float(m["test_accuracy"][-1]))
+    return Measured(
+        int(m["round"][row]),
+        uploads,
+        float(bits),
+        float(radius),
+        float(m["bits_up"][row]),
+        float(m["test_accuracy"][row]),
+        float(m["test_accuracy"][-1]),
+    )
 
 
 def table_text(rows: list[tuple[str, str, Paper, Measured]]) -> str:
@@ -343,9 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     print(differences(rows))
     print(KNOWN_DIFFERENCES)
     print(goal(rows))
-    (args.out / "laq_tables.json").write_text(json.dumps(
-        [{"method": label, "model": model, "paper": paper.__dict__, "ours": ours.__dict__}
-         for label, model, paper, ours in rows], indent=1))
+    (args.out / "laq_tables.json").write_text(
+        json.dumps(
+            [
+                {"method": label, "model": model, "paper": paper.__dict__, "ours": ours.__dict__}
+                for label, model, paper, ours in rows
+            ],
+            indent=1,
+        )
+    )
     print(f"wrote {plot(curves, args)}")
     return 0
 

@@ -49,7 +49,10 @@ SAMPLERS = {
     "QLSD++": ("plusplus", "qsgd(s=16)"),
 }
 STEPS = (0.1, 0.01)
-NOTES_VARIANCE_TIMES_L = {0.1: {"QLSD#": 9.4, "QLSD*": 1.05, "QLSD++": 1.05}, 0.01: {"QLSD#": 1.8, "QLSD*": 1.01, "QLSD++": 1.01}}
+NOTES_VARIANCE_TIMES_L = {
+    0.1: {"QLSD#": 9.4, "QLSD*": 1.05, "QLSD++": 1.05},
+    0.01: {"QLSD#": 1.8, "QLSD*": 1.01, "QLSD++": 1.01},
+}
 PROBLEMS = {
     "toy": {
         "problem": {"name": "gaussian", "dataset": "synthetic:d=50,points=200,spread=2,noise=1", "l2": 0.0},
@@ -64,7 +67,9 @@ PROBLEMS = {
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("results/qlsd"), help="output directory (default results/qlsd)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("results/qlsd"), help="output directory (default results/qlsd)"
+    )
     parser.add_argument("--rounds", type=int, default=20_000, help="rounds per run (default 20000)")
     parser.add_argument("--quick", action="store_true", help="2000 rounds: a smoke test of the whole pipeline")
     args = parser.parse_args()
@@ -90,7 +95,10 @@ def run_all(args: argparse.Namespace) -> dict[tuple[str, float, str], object]:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, base in PROBLEMS.items():
         burn_in = args.rounds // 10
-        common = {**base, "run": {"rounds": args.rounds, "seed": 0, "burn_in": burn_in, "log_every": 100, "optimum": False}}
+        common = {
+            **base,
+            "run": {"rounds": args.rounds, "seed": 0, "burn_in": burn_in, "log_every": 100, "optimum": False},
+        }
         ensure_reference({**common, "method": {"name": "qlsd"}})
         smoothness = potential_smoothness({**common, "method": {"name": "qlsd"}})
         for gamma_l in STEPS:
@@ -101,7 +109,13 @@ def run_all(args: argparse.Namespace) -> dict[tuple[str, float, str], object]:
                     "compressor": {"uplink": uplink},
                 }
                 out = args.out / f"{name}-{gamma_l}-{variant}-{uplink.split('(')[0]}.h5"
-                run(validate(raw), out, overwrite=True, progress=False, transport=LocalTransport(base["data"]["workers"]))
+                run(
+                    validate(raw),
+                    out,
+                    overwrite=True,
+                    progress=False,
+                    transport=LocalTransport(base["data"]["workers"]),
+                )
                 results[name, gamma_l, label] = read_results(out)
                 print(f"  {name} gamma L = {gamma_l}: {label} done", flush=True)
         results[name, "L"] = smoothness
@@ -114,7 +128,11 @@ def plot(results: dict, out: Path) -> list[Path]:
     for name in PROBLEMS:
         curves = [(f"{label}, γL={gamma_l}", results[name, gamma_l, label]) for gamma_l in STEPS for label in SAMPLERS]
         fig, _ = figure(
-            curves, ["posterior_mean_mse", "posterior_variance_mse"], ["rounds", "bits"], yscale="log", xscale="log",
+            curves,
+            ["posterior_mean_mse", "posterior_variance_mse"],
+            ["rounds", "bits"],
+            yscale="log",
+            xscale="log",
             title=f"talk 001 (QLSD), {name}: MSE of the running posterior estimates",
         )
         paths.append(save(fig, out / f"qlsd-{name}.png"))
@@ -140,7 +158,9 @@ def table(results: dict) -> str:
                 )
     lines.append("Langevin's exact stationary variance x L is 1/(1 - gamma L/2): 1.053 at 0.1, 1.005 at 0.01.")
     lines.append("'langevin' is uncompressed but uses minibatches (SGLD): its minibatch noise inflates the variance;")
-    lines.append("QLSD*/QLSD++ control variates remove that noise too on the toy, whose gradient differences are exact.")
+    lines.append(
+        "QLSD*/QLSD++ control variates remove that noise too on the toy, whose gradient differences are exact."
+    )
     lines.append("NOTES's numbers come from a quick simulation with other client means (spread not stated): compare")
     lines.append("the pattern (QLSD# several times above, QLSD*/++ at Langevin's value), not the digits.")
     return "\n".join(lines)

@@ -106,7 +106,14 @@ class Way:
 
 WAYS = (
     Way("natural", "natural (C_nat, 9 bit) via switch", "natural", "switch", "switch", "tab:red"),
-    Way("float32", "float32 fixed point via switch (SwitchML)", "identity(dtype=float32)", "switch", "switch", "tab:blue"),
+    Way(
+        "float32",
+        "float32 fixed point via switch (SwitchML)",
+        "identity(dtype=float32)",
+        "switch",
+        "switch",
+        "tab:blue",
+    ),
     Way("ring", "float32 ring all-reduce (uncompressed)", "identity(dtype=float32)", "gather", "ring", "tab:gray"),
 )
 
@@ -118,23 +125,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", choices=tuple(SETTINGS), default=list(SETTINGS), help="which datasets")
     parser.add_argument("--mnist", type=Path, default=SHARED / "mnist", help="folder with the four MNIST idx files")
     parser.add_argument("--a9a", type=Path, default=SHARED / "a9a.gz", help="the LIBSVM a9a file")
-    parser.add_argument("--out", type=Path, default=None, help="folder for HDF5, PNG, table (default results/switchml,\n"
-                        "with --quick results/switchml/quick)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for HDF5, PNG, table (default results/switchml,\nwith --quick results/switchml/quick)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="rounds per run (default: mnist 600, a9a 2000)")
     parser.add_argument("--workers", type=int, default=8, help="number of workers n")
     parser.add_argument("--batch", type=int, default=None, help="minibatch per worker and round (default 32)")
-    parser.add_argument("--stepsize", type=float, default=None, help="gamma, the same for all three runs\n"
-                        "(default: mnist 0.2, a9a 0.05)")
+    parser.add_argument(
+        "--stepsize",
+        type=float,
+        default=None,
+        help="gamma, the same for all three runs\n(default: mnist 0.2, a9a 0.05)",
+    )
     parser.add_argument("--packet-values", type=int, choices=(64, 256), default=256, help="values per switch packet")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency", type=float, default=1e-5, help="seconds per message in the network model")
     parser.add_argument("--bandwidths", type=float, nargs="+", default=[10.0, 1.0], help="link bandwidths in Gbit/s")
-    parser.add_argument("--target-fraction", type=float, default=0.8,
-                        help="target loss = the ring baseline's smoothed loss at this fraction of its rounds")
-    parser.add_argument("--smooth", type=int, default=0, help="W: compare trailing means of the loss over W rounds\n"
-                        "(0 = rounds // 40; 1 = the raw loss)")
+    parser.add_argument(
+        "--target-fraction",
+        type=float,
+        default=0.8,
+        help="target loss = the ring baseline's smoothed loss at this fraction of its rounds",
+    )
+    parser.add_argument(
+        "--smooth",
+        type=int,
+        default=0,
+        help="W: compare trailing means of the loss over W rounds\n(0 = rounds // 40; 1 = the raw loss)",
+    )
     parser.add_argument("--quick", action="store_true", help="a short smoke run (mnist 40, a9a 200 rounds)")
-    parser.add_argument("--rerun", action="store_true", help="run again even where a matching finished HDF5 file exists")
+    parser.add_argument(
+        "--rerun", action="store_true", help="run again even where a matching finished HDF5 file exists"
+    )
     args = parser.parse_args(argv)
     for name in ("rounds", "workers", "batch"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -156,13 +181,15 @@ def config_for(args: argparse.Namespace, name: str, way: Way) -> Config:
     setting = SETTINGS[name]
     rounds = args.rounds or (setting.quick_rounds if args.quick else setting.rounds)
     dataset = f"mnist:{args.mnist}" if name == "mnist" else str(args.a9a)
-    return validate({
-        "problem": {"name": setting.problem, "dataset": dataset},
-        "data": {"workers": args.workers, "batch": args.batch or setting.batch},
-        "method": {"name": "sgd", "stepsize": args.stepsize or setting.stepsize},
-        "compressor": {"uplink": way.uplink, "aggregation": way.aggregation, "packet_values": args.packet_values},
-        "run": {"rounds": rounds, "log_every": 1, "seed": args.seed, "optimum": setting.optimum},
-    })
+    return validate(
+        {
+            "problem": {"name": setting.problem, "dataset": dataset},
+            "data": {"workers": args.workers, "batch": args.batch or setting.batch},
+            "method": {"name": "sgd", "stepsize": args.stepsize or setting.stepsize},
+            "compressor": {"uplink": way.uplink, "aggregation": way.aggregation, "packet_values": args.packet_values},
+            "run": {"rounds": rounds, "log_every": 1, "seed": args.seed, "optimum": setting.optimum},
+        }
+    )
 
 
 def cached_or_run(args: argparse.Namespace, name: str, way: Way) -> Results:
@@ -238,10 +265,18 @@ def table_rows(name: str, runs: dict[str, Results], args: argparse.Namespace, ta
             clock = modelled_time(results, NetworkModel(args.latency, gbit * GBIT, topology=way.topology))
             up, down = round_bytes(results)
             hit = rounds_to(smoothed(results.metrics["loss"], window), target)
-            rows.append(Row(
-                name, gbit, way, hit, None if hit is None else float(clock[hit - 1]),
-                8 * float(up.mean()), 8 * float(down.mean()), float(clock[-1] / clock.size),
-            ))
+            rows.append(
+                Row(
+                    name,
+                    gbit,
+                    way,
+                    hit,
+                    None if hit is None else float(clock[hit - 1]),
+                    8 * float(up.mean()),
+                    8 * float(down.mean()),
+                    float(clock[-1] / clock.size),
+                )
+            )
     return rows
 
 
@@ -253,21 +288,26 @@ def fmt(value: float | None, spec: str) -> str:
     return "not reached" if value is None else format(value, spec)
 
 
-def report(name: str, runs: dict[str, Results], rows: list[Row], target: float, window: int,
-           args: argparse.Namespace) -> list[str]:
+def report(
+    name: str, runs: dict[str, Results], rows: list[Row], target: float, window: int, args: argparse.Namespace
+) -> list[str]:
     """The dataset's part of the printed table."""
     rounds = runs["ring"].metrics["round"].size
     lines = [
-        (f"== {name}: n = {args.workers}, {rounds} rounds; target loss F = {target:.6f} (the ring baseline's loss at "
-         f"round {math.ceil(args.target_fraction * rounds)}, trailing mean over {window} rounds); latency "
-         f"{args.latency:g} s"),
+        (
+            f"== {name}: n = {args.workers}, {rounds} rounds; target loss F = {target:.6f} (the ring baseline's loss at "
+            f"round {math.ceil(args.target_fraction * rounds)}, trailing mean over {window} rounds); latency "
+            f"{args.latency:g} s"
+        ),
         "   statuses: " + ", ".join(f"{k} {r.status}" for k, r in runs.items()),
     ]
     for gbit in args.bandwidths:
         at = {row.way.key: row for row in rows if row.gbit == gbit}
         lines.append(f"   {gbit:g} Gbit/s")
-        lines.append(f"     {'run':44s} {'rounds':>11s} {'time [ms]':>11s} {'up bit/worker/rd':>17s} "
-                     f"{'down bit/rd':>12s} {'us/round':>9s}")
+        lines.append(
+            f"     {'run':44s} {'rounds':>11s} {'time [ms]':>11s} {'up bit/worker/rd':>17s} "
+            f"{'down bit/rd':>12s} {'us/round':>9s}"
+        )
         for row in at.values():
             lines.append(
                 f"     {row.way.label:44s} {fmt(row.rounds_to_target, 'd'):>11s} "
@@ -283,7 +323,10 @@ def report(name: str, runs: dict[str, Results], rows: list[Row], target: float, 
                 f"({per_round:.2f}x per round)   poster 004: {POSTER_SPEEDUP[0]}-{POSTER_SPEEDUP[1]}x"
             )
     nat, f32, ring = (next(r for r in rows if r.way.key == k) for k in ("natural", "float32", "ring"))
-    slow_ring, slow_f32 = ratio(nat.rounds_to_target, ring.rounds_to_target), ratio(nat.rounds_to_target, f32.rounds_to_target)
+    slow_ring, slow_f32 = (
+        ratio(nat.rounds_to_target, ring.rounds_to_target),
+        ratio(nat.rounds_to_target, f32.rounds_to_target),
+    )
     low = 1 + OMEGA_NAT / args.workers
     lines.append(
         f"   iteration slowdown natural / uncompressed (rounds to target): {fmt(slow_ring, '.3f')} vs ring, "
@@ -294,7 +337,9 @@ def report(name: str, runs: dict[str, Results], rows: list[Row], target: float, 
     probes = []
     for fraction in PROBES:
         level = smooth["ring"][math.ceil(fraction * rounds) - 1]
-        probes.append(f"{fraction:g}: {fmt(ratio(rounds_to(smooth['natural'], level), rounds_to(smooth['ring'], level)), '.2f')}")
+        probes.append(
+            f"{fraction:g}: {fmt(ratio(rounds_to(smooth['natural'], level), rounds_to(smooth['ring'], level)), '.2f')}"
+        )
     lines.append("     the same ratio for targets at other fractions of the baseline's rounds: " + ", ".join(probes))
     gap = smooth["natural"][rounds // 2 :] / smooth["ring"][rounds // 2 :] - 1
     excess = ""
@@ -327,8 +372,9 @@ EXPLANATION = (
 )
 
 
-def plot(name: str, runs: dict[str, Results], rows: list[Row], target: float, window: int,
-         args: argparse.Namespace) -> Path:
+def plot(
+    name: str, runs: dict[str, Results], rows: list[Row], target: float, window: int, args: argparse.Namespace
+) -> Path:
     """Top: loss, loss relative to the ring baseline and test accuracy against rounds; bottom: loss
     against modelled time at each bandwidth, and the modelled time per round. Loss lines are the
     trailing means over ``window`` rounds, with the per-round values faint behind them."""
@@ -346,29 +392,37 @@ def plot(name: str, runs: dict[str, Results], rows: list[Row], target: float, wi
     for ax, gbit in curves:
         for way in drawn:
             results = runs[way.key]
-            x = results.metrics["round"] if gbit is None else 1e3 * modelled_time(
-                results, NetworkModel(args.latency, gbit * GBIT, topology=way.topology))
+            x = (
+                results.metrics["round"]
+                if gbit is None
+                else 1e3 * modelled_time(results, NetworkModel(args.latency, gbit * GBIT, topology=way.topology))
+            )
             ax.loglog(x, results.metrics[column], color=way.color, lw=0.5, alpha=0.25)
             ax.loglog(x, smooth[way.key], color=way.color, lw=1.8 if way.key == "ring" else 1.1, label=way.label)
             hit = next(r.rounds_to_target for r in rows if r.way is way)
             if hit is not None:
                 ax.plot(x[hit - 1], level, "o", color=way.color, ms=5)
         ax.axhline(level, color="k", ls="--", lw=0.8, label="target (dots: first reached)")
-        decorate(ax, "round" if gbit is None else f"modelled communication time at {gbit:g} Gbit/s [ms]", ylabel,
-                 "loss vs rounds" if gbit is None else f"loss vs modelled time, {gbit:g} Gbit/s, latency {args.latency:g} s",
-                 legend=gbit is None)
+        decorate(
+            ax,
+            "round" if gbit is None else f"modelled communication time at {gbit:g} Gbit/s [ms]",
+            ylabel,
+            "loss vs rounds" if gbit is None else f"loss vs modelled time, {gbit:g} Gbit/s, latency {args.latency:g} s",
+            legend=gbit is None,
+        )
 
     ax = axes[0][1]
     ax.axhline(1.0, color=WAYS[-1].color, lw=1.6, label=WAYS[-1].label + " = 1")
     for way in drawn[1:]:
         ax.semilogx(ring["round"], smooth[way.key] / smooth["ring"], color=way.color, lw=1.0, label=way.label)
-    decorate(ax, "round", ylabel + " (trailing mean) / the ring's",
-             "does each run track the uncompressed loss?")
+    decorate(ax, "round", ylabel + " (trailing mean) / the ring's", "does each run track the uncompressed loss?")
 
     ax = axes[0][2]
     for way in drawn:
         m = runs[way.key].metrics
-        ax.semilogx(m["round"], m["test_accuracy"], color=way.color, lw=1.6 if way.key == "ring" else 1.0, label=way.label)
+        ax.semilogx(
+            m["round"], m["test_accuracy"], color=way.color, lw=1.6 if way.key == "ring" else 1.0, label=way.label
+        )
     decorate(ax, "round", "test accuracy", "held-out accuracy vs rounds")
     for ax in axes[0][3:]:
         ax.set_visible(False)
@@ -403,13 +457,17 @@ def time_bars(ax, rows: list[Row], bandwidths: list[float]) -> None:
     width = 0.8 / len(bandwidths)
     for i, gbit in enumerate(bandwidths):
         positions = np.arange(len(first)) + (i - (len(bandwidths) - 1) / 2) * width
-        bars = ax.bar(positions, [1e6 * r.seconds_per_round for r in rows if r.gbit == gbit], width, label=f"{gbit:g} Gbit/s")
+        bars = ax.bar(
+            positions, [1e6 * r.seconds_per_round for r in rows if r.gbit == gbit], width, label=f"{gbit:g} Gbit/s"
+        )
         ax.bar_label(bars, fmt="%.3g", fontsize=7)
     ax.set_xticks(
         np.arange(len(first)),
-        [f"{r.way.key}\nup {r.up_bits / 1e3:.3g} kbit/worker\n"
-         + ("(down not in a ring)" if r.way.topology == "ring" else f"down {r.down_bits / 1e3:.3g} kbit")
-         for r in first],
+        [
+            f"{r.way.key}\nup {r.up_bits / 1e3:.3g} kbit/worker\n"
+            + ("(down not in a ring)" if r.way.topology == "ring" else f"down {r.down_bits / 1e3:.3g} kbit")
+            for r in first
+        ],
         fontsize=8,
     )
     ax.set_ylabel("modelled communication time per round [us]")
@@ -420,11 +478,31 @@ def time_bars(ax, rows: list[Row], bandwidths: list[float]) -> None:
 def write_csv(path: Path, rows: list[Row]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["dataset", "gbit_per_s", "run", "rounds_to_target", "seconds_to_target",
-                         "up_bits_per_worker_round", "down_bits_per_round", "seconds_per_round"])
+        writer.writerow(
+            [
+                "dataset",
+                "gbit_per_s",
+                "run",
+                "rounds_to_target",
+                "seconds_to_target",
+                "up_bits_per_worker_round",
+                "down_bits_per_round",
+                "seconds_per_round",
+            ]
+        )
         for r in rows:
-            writer.writerow([r.dataset, r.gbit, r.way.key, r.rounds_to_target or "", r.seconds_to_target or "",
-                             f"{r.up_bits:.1f}", f"{r.down_bits:.1f}", f"{r.seconds_per_round:.6e}"])
+            writer.writerow(
+                [
+                    r.dataset,
+                    r.gbit,
+                    r.way.key,
+                    r.rounds_to_target or "",
+                    r.seconds_to_target or "",
+                    f"{r.up_bits:.1f}",
+                    f"{r.down_bits:.1f}",
+                    f"{r.seconds_per_round:.6e}",
+                ]
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

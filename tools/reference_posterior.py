@@ -82,7 +82,9 @@ def main() -> int:
         return 2
     problem = build_problem_from(config, root_seed(config.run["seed"]))
     if not hasattr(problem, "posterior_cache_path"):
-        print(f"reference_posterior: problem {config.problem['name']!r} has its posterior in closed form", file=sys.stderr)
+        print(
+            f"reference_posterior: problem {config.problem['name']!r} has its posterior in closed form", file=sys.stderr
+        )
         return 2
     path = problem.posterior_cache_path()
     if args.force:

@@ -45,19 +45,69 @@ class Row:
 
 
 ROWS = (
-    Row("Sign", "sign", "16", (6.21, 6.26), "scaled sign, exact scale ||x||_1/d (theory 16 - E||x||_1^2/16 = 5.45); the talk's norm-quantized variant splits 1.0 + 5.4"),
-    Row("Top-2", "topk(k=2)", "2 x 8", (8.40, 8.76), "mpicomp sends float64 values (2 x (4 + 64) bits); the talk 2 x 8 bits"),
-    Row("Rand-2", "randk(k=2)", "2 x 8", (102.8, 5.40), "exact theory omega = d/k - 1 = 7: 112 and 5.6; the talk is below its own theory"),
-    Row("Polytope", "cross-polytope(samples=2,size=16)", "5 x 2 + 6", (113.9, 5.98), "exact theory (d - 1)/2 = 7.5 per unit norm: 120 and 6.0"),
-    Row("HSQ-span", "hsq(mode=span,P=10,R=6,size=16)", "10 + 6", (146.9, 7.58), "a tight frame of many directions gives (16 E|cos|)^2 - 1 = 9.51 per unit norm: 152; the talk is below that"),
-    Row("HSQ-greedy", "hsq(mode=greedy,P=10,R=6,size=16)", "10 + 6", (9.03, 9.10), "fixed codebook: K workers make the same choice, nothing averages out"),
-    Row("StoVoQ", "stovoq(P=13,R=0,size=16,unbiased=False)", "13 (+3)", (6.97, 0.838), "plain nearest codeword (biased): the talk's K = 1 entry"),
-    Row("StoVoQ-unb.", "stovoq(P=13,R=3,size=16)", "13 + 3", (11.0, 0.53), "the talk's detailed table (colinear + orthogonal: 0.5 + 10.5, 0.03 + 0.5)"),
+    Row(
+        "Sign",
+        "sign",
+        "16",
+        (6.21, 6.26),
+        "scaled sign, exact scale ||x||_1/d (theory 16 - E||x||_1^2/16 = 5.45); the talk's norm-quantized variant splits 1.0 + 5.4",
+    ),
+    Row(
+        "Top-2",
+        "topk(k=2)",
+        "2 x 8",
+        (8.40, 8.76),
+        "mpicomp sends float64 values (2 x (4 + 64) bits); the talk 2 x 8 bits",
+    ),
+    Row(
+        "Rand-2",
+        "randk(k=2)",
+        "2 x 8",
+        (102.8, 5.40),
+        "exact theory omega = d/k - 1 = 7: 112 and 5.6; the talk is below its own theory",
+    ),
+    Row(
+        "Polytope",
+        "cross-polytope(samples=2,size=16)",
+        "5 x 2 + 6",
+        (113.9, 5.98),
+        "exact theory (d - 1)/2 = 7.5 per unit norm: 120 and 6.0",
+    ),
+    Row(
+        "HSQ-span",
+        "hsq(mode=span,P=10,R=6,size=16)",
+        "10 + 6",
+        (146.9, 7.58),
+        "a tight frame of many directions gives (16 E|cos|)^2 - 1 = 9.51 per unit norm: 152; the talk is below that",
+    ),
+    Row(
+        "HSQ-greedy",
+        "hsq(mode=greedy,P=10,R=6,size=16)",
+        "10 + 6",
+        (9.03, 9.10),
+        "fixed codebook: K workers make the same choice, nothing averages out",
+    ),
+    Row(
+        "StoVoQ",
+        "stovoq(P=13,R=0,size=16,unbiased=False)",
+        "13 (+3)",
+        (6.97, 0.838),
+        "plain nearest codeword (biased): the talk's K = 1 entry",
+    ),
+    Row(
+        "StoVoQ-unb.",
+        "stovoq(P=13,R=3,size=16)",
+        "13 + 3",
+        (11.0, 0.53),
+        "the talk's detailed table (colinear + orthogonal: 0.5 + 10.5, 0.03 + 0.5)",
+    ),
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--samples", type=int, default=500, help="Gaussian vectors x (default 500)")
     parser.add_argument("--workers", type=int, default=20, help="K, independent compressions averaged (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the vectors and the keys")
@@ -114,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     xs = np.random.default_rng(args.seed).standard_normal((args.samples, D))
     k = args.workers
     print(f"d = {D}, {args.samples} Gaussian vectors, K = 1 and K = {k}; distortion (s.e.) = colinear + orthogonal")
-    print(f"{'method':<12s} {'payload':>7s} {'talk bits':>10s}  {'ours K=1':>34s}  {f'ours K={k}':>34s}  {'talk K=1':>8s} {'talk K=20':>9s}")
+    print(
+        f"{'method':<12s} {'payload':>7s} {'talk bits':>10s}  {'ours K=1':>34s}  {f'ours K={k}':>34s}  {'talk K=1':>8s} {'talk K=20':>9s}"
+    )
     for row in ROWS:
         if args.only and row.label not in args.only:
             continue
@@ -128,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':<12s} {row.note}")
         if row.spec.startswith("stovoq"):
             (s1, sk), (u1, uk) = stovoq_exact(compressor.unbiased, k)
-            print(f"{'':<12s} exact: compressor (x scaled to norm 4) {s1:.3f} / {sk:.3f}; x as it is (the talk) {u1:.3f} / {uk:.3f}")
+            print(
+                f"{'':<12s} exact: compressor (x scaled to norm 4) {s1:.3f} / {sk:.3f}; x as it is (the talk) {u1:.3f} / {uk:.3f}"
+            )
     print(
         "\nStoVoQ, K = 20: the talk's main table gives 0.838, which is neither its biased K = 1 value over 20"
         " (0.35) nor the unbiased one (0.53-0.55) nor the biased K = 20 value (about 1.9); the exact rows above"

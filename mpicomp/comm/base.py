@@ -108,7 +108,7 @@ class Transport(ABC):
         """Which rank hosts which workers, for the master's log."""
         return layout_summary(self.n_workers, self.size)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op by default: only the MPI transport holds resources
         """Release what the transport holds (the MPI transport frees its communicator); idempotent."""
 
     def __enter__(self) -> Self:

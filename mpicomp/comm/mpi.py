@@ -110,7 +110,7 @@ def joined(views: list[memoryview]) -> np.ndarray:
     owner = nonempty[0].obj
     adjacent = all(
         view.obj is owner and left.ctypes.data + left.size == right.ctypes.data
-        for view, left, right in zip(nonempty[1:], parts, parts[1:])
+        for view, left, right in zip(nonempty[1:], parts, parts[1:], strict=False)
     )
     if not adjacent:
         return np.concatenate(parts)
@@ -171,7 +171,9 @@ class MPITransport(Transport):
         self.polite = wait == "sleep" or (wait == "auto" and ranks > cores)
         self._threads_before = numba.get_num_threads()  # put back by close()
         self.kernel_threads = share_kernel_threads(ranks, cores)
-        self._node = f"{ranks} rank{'s' if ranks != 1 else ''} on {cores} core{'s' if cores != 1 else ''} of rank 0's node"
+        self._node = (
+            f"{ranks} rank{'s' if ranks != 1 else ''} on {cores} core{'s' if cores != 1 else ''} of rank 0's node"
+        )
         self.clock = Stopwatch()
         self.counter = ByteCounter(self.n_workers, complete=self.is_master)
         self._inboxes: dict[str, np.ndarray] = {}
@@ -188,8 +190,10 @@ class MPITransport(Transport):
             )
 
     def layout_summary(self) -> str:
-        return (f"{super().layout_summary()}; {self._node}: {self.kernel_threads} kernel thread"
-                f"{'s' if self.kernel_threads != 1 else ''} per rank, {'sleeping' if self.polite else 'busy'} waits")
+        return (
+            f"{super().layout_summary()}; {self._node}: {self.kernel_threads} kernel thread"
+            f"{'s' if self.kernel_threads != 1 else ''} per rank, {'sleeping' if self.polite else 'busy'} waits"
+        )
 
     def _inbox(self, name: str, size: int) -> np.ndarray:
         """The first ``size`` bytes of the receive buffer ``name``, kept (and grown) across rounds."""
@@ -228,9 +232,13 @@ class MPITransport(Transport):
         if sizes is None:
             sizes = np.empty(self.n_workers, dtype=np.int64)
             local_sizes = np.array([len(view) for view in views], dtype=np.int64)
-            self._complete(self.comm.Igatherv(local_sizes, [sizes, worker_counts, self._block_starts, MPI.INT64_T], root=0))
+            self._complete(
+                self.comm.Igatherv(local_sizes, [sizes, worker_counts, self._block_starts, MPI.INT64_T], root=0)
+            )
         own = [len(view) for view in views]
-        if own != sizes[: len(views)].tolist():  # only a caller's bug: the switch's sizes are computed alike on every rank
+        if (
+            own != sizes[: len(views)].tolist()
+        ):  # only a caller's bug: the switch's sizes are computed alike on every rank
             raise RuntimeError(f"rank 0's streams have {own} bytes, the gather expects {sizes[: len(views)].tolist()}")
         # MPI_IN_PLACE: the master's own uploads stay where they are (its views are returned), and
         # the inbox holds only the other ranks' bytes.

@@ -36,7 +36,15 @@ from ..wire import MessageError
 
 HEADER_BYTES = 12
 HEADER_DTYPE = np.dtype(
-    [("op", "u1"), ("lanes", "u1"), ("width", "u1"), ("flags", "u1"), ("index", "<u4"), ("count", "<u2"), ("sender", "<u2")]
+    [
+        ("op", "u1"),
+        ("lanes", "u1"),
+        ("width", "u1"),
+        ("flags", "u1"),
+        ("index", "<u4"),
+        ("count", "<u2"),
+        ("sender", "<u2"),
+    ]
 )
 OP_SUM, OP_MAX = 1, 2
 OPS = {OP_SUM: "sum", OP_MAX: "max"}
@@ -97,7 +105,9 @@ class IntegerLanes(Lanes):
     def check_values(self, values: np.ndarray, width: int, what: str) -> None:
         low, high = register_range(width)
         if values.size and (values.min() < low or values.max() > high):
-            raise ValueError(f"{what}: values must fit {width}-bit registers [{low}, {high}], got {values.min()}..{values.max()}")
+            raise ValueError(
+                f"{what}: values must fit {width}-bit registers [{low}, {high}], got {values.min()}..{values.max()}"
+            )
 
 
 def _natural_table() -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +271,12 @@ def encode_packets(
 
 
 def decode_packets(
-    stream: bytes | memoryview | np.ndarray, spec: PacketSpec, n: int, sender: int, flags: int = 0, lanes: Lanes | None = None
+    stream: bytes | memoryview | np.ndarray,
+    spec: PacketSpec,
+    n: int,
+    sender: int,
+    flags: int = 0,
+    lanes: Lanes | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(values, overflowed)`` of a packet stream: int64 ``(n,)`` and a bool per packet.
 
@@ -302,7 +317,9 @@ def _check_headers(header, spec: PacketSpec, lanes: Lanes, first: int, count: in
         if bad.size:
             p = first + int(bad[0])
             want = value[bad[0]] if isinstance(value, np.ndarray) else value
-            raise MessageError(f"packet {p} from {who}: header field {field} is {header[field][bad[0]]}, expected {want}")
+            raise MessageError(
+                f"packet {p} from {who}: header field {field} is {header[field][bad[0]]}, expected {want}"
+            )
     bad = np.flatnonzero((header["flags"] & ~np.uint8(FLAG_OVERFLOW)) != flags)
     if bad.size:
         raise MessageError(f"packet {first + int(bad[0])} from {who}: invalid flags {header['flags'][bad[0]]:#04x}")

@@ -64,7 +64,9 @@ def unpack_codes(payload: memoryview, n: int, bits: int, codec: str) -> np.ndarr
     and zero padding bits after the last code."""
     data = np.frombuffer(payload, dtype=np.uint8)
     if data.size != packed_nbytes(n, bits):
-        raise MessageError(f"{codec}: payload of {data.size} bytes, {n} codes of {bits} bits need {packed_nbytes(n, bits)}")
+        raise MessageError(
+            f"{codec}: payload of {data.size} bytes, {n} codes of {bits} bits need {packed_nbytes(n, bits)}"
+        )
     used = n * bits % 8
     if used and data[-1] >> used:
         raise MessageError(f"{codec}: nonzero padding bits after the last code")

@@ -283,7 +283,9 @@ def _encoder(kind: int, level_bits: int):
             start = lo
             while start < hi:
                 b, edge, stop = _run_end(start, hi, b, edge, block)
-                quantize_run(x, state, scratch, lo, start, stop, pre[b], mult[b], cap, e_min, tiny_scale, kind, level_bits)
+                quantize_run(
+                    x, state, scratch, lo, start, stop, pre[b], mult[b], cap, e_min, tiny_scale, kind, level_bits
+                )
                 start = stop
             scratch[hi - lo :] = 0  # past d: the last group's planes get zero high bits
             for g in range(s0, s1):

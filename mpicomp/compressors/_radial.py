@@ -73,7 +73,11 @@ def _distance_density(s: np.ndarray, rho: np.ndarray, d: int) -> np.ndarray:
     a2 = codebook_variance(d)
     with np.errstate(divide="ignore", invalid="ignore"):
         shape = np.nan_to_num((s / rho) ** (d / 2 - 1) * special.ive(d / 2 - 1, s * rho / a2))
-        return np.where(rho > 0, (s / a2) * np.exp(-((s - rho) ** 2) / (2 * a2)) * shape, stats.chi.pdf(s / np.sqrt(a2), d) / np.sqrt(a2))
+        return np.where(
+            rho > 0,
+            (s / a2) * np.exp(-((s - rho) ** 2) / (2 * a2)) * shape,
+            stats.chi.pdf(s / np.sqrt(a2), d) / np.sqrt(a2),
+        )
 
 
 def _grid(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -152,7 +156,9 @@ def radial_table(d: int, bits: int) -> RadialTable:
     g, e, smallest = _nearest_distance_moments(rho, d, m)
     r = np.concatenate(([1.0 - smallest[0] / (a2 * d)], g[1:] / rho[1:]))
     mean, square = _largest_normal_moments(m)
-    q = np.append(r / (1.0 - t[:-1]), np.sqrt(a2) * mean / root)  # at t = 1: r (rho + sqrt d) / sqrt d -> g(inf) / sqrt d
+    q = np.append(
+        r / (1.0 - t[:-1]), np.sqrt(a2) * mean / root
+    )  # at t = 1: r (rho + sqrt d) / sqrt d -> g(inf) / sqrt d
     e = np.append(e, a2 * (square + d - 1))
     for nodes in (t, q, e):
         nodes.flags.writeable = False  # cached and shared

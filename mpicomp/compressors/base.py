@@ -93,7 +93,9 @@ def message_buffer(out: np.ndarray | None, size: int) -> np.ndarray:
     if out is None:
         return np.empty(size, dtype=np.uint8)
     if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 1 and out.flags.c_contiguous):
-        raise ValueError(f"out must be a contiguous 1-D uint8 array, got {type(out).__name__} {getattr(out, 'dtype', '')}")
+        raise ValueError(
+            f"out must be a contiguous 1-D uint8 array, got {type(out).__name__} {getattr(out, 'dtype', '')}"
+        )
     if not out.flags.writeable or out.size < size:
         raise ValueError(f"out must be writable and hold {size} bytes (message_capacity); it has {out.size}")
     return out
@@ -102,8 +104,10 @@ def message_buffer(out: np.ndarray | None, size: int) -> np.ndarray:
 def vector_buffer(out: np.ndarray, d: int) -> np.ndarray:
     """Validate a caller's decode target: a writable, contiguous float64 vector of length ``d``."""
     if not (isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == (d,) and out.flags.c_contiguous):
-        raise ValueError(f"decode target must be a contiguous float64 vector of length {d}, got "
-                         f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
+        raise ValueError(
+            f"decode target must be a contiguous float64 vector of length {d}, got "
+            f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
+        )
     if not out.flags.writeable:
         raise ValueError("decode target is read-only")
     return out
@@ -212,7 +216,9 @@ class Compressor(ABC):
         kernel call for codecs with a rows kernel, :meth:`_encode_rows_into`)."""
         rows = np.asarray(rows)
         if rows.ndim != 2 or len(keys) != rows.shape[0]:
-            raise ValueError(f"encode_many takes an (m, d) array and m keys, got shape {rows.shape} and {len(keys)} keys")
+            raise ValueError(
+                f"encode_many takes an (m, d) array and m keys, got shape {rows.shape} and {len(keys)} keys"
+            )
         size = self.payload_bytes(rows.shape[1])
         if size is None or self.uses_shared_key:
             return [naming_row(r, self.encode, row, key) for r, (row, key) in enumerate(zip(rows, keys, strict=True))]
@@ -259,7 +265,11 @@ class Compressor(ABC):
             return total
 
     def decode_sum(
-        self, bufs: Sequence[bytes | memoryview], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float = 1.0
+        self,
+        bufs: Sequence[bytes | memoryview],
+        keys: Sequence[RandomKey | None],
+        out: np.ndarray,
+        divisor: float = 1.0,
     ) -> np.ndarray:
         """``out = (C(m_0) + C(m_1) + ...) / divisor``, summed in list order (the master's mean of the
         uploads: ``divisor = n``); bit-identical to zeroing ``out``, :meth:`decode_add` of each
@@ -270,7 +280,10 @@ class Compressor(ABC):
             raise ValueError(f"decode_sum takes one key per message, got {len(bufs)} messages and {len(keys)} keys")
         with CODEC.timing():
             out = vector_buffer(out, np.size(out))
-            messages = [naming_message(i, self._message, buf, out.size, key) for i, (buf, key) in enumerate(zip(bufs, keys))]
+            messages = [
+                naming_message(i, self._message, buf, out.size, key)
+                for i, (buf, key) in enumerate(zip(bufs, keys, strict=True))
+            ]
             for i, msg in enumerate(messages):
                 if np.may_share_memory(out, np.frombuffer(msg.payload, dtype=np.uint8)):
                     raise ValueError(f"decode_sum: out overlaps message {i}; sum into a vector of its own")
@@ -363,7 +376,7 @@ class Compressor(ABC):
     ) -> None:
         """``out = (sum of the decoded messages, in order) / divisor``. Default: zero, add each, divide."""
         out.fill(0.0)
-        for i, (msg, key) in enumerate(zip(messages, keys)):
+        for i, (msg, key) in enumerate(zip(messages, keys, strict=True)):
             naming_message(i, self._decode_into, msg, key, out, True)
         if divisor != 1.0:
             out /= divisor

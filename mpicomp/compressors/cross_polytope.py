@@ -65,7 +65,9 @@ def draw_vertices(buckets: np.ndarray, radius: np.ndarray, lengths: np.ndarray, 
     negative = np.take_along_axis(buckets, weighted, axis=1) < 0
     mass = (cumulative[:, -1] / radius)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        spread = np.minimum(((uniforms - mass) / (1.0 - mass) * 2 * lengths[:, None]).astype(np.int64), 2 * lengths[:, None] - 1)
+        spread = np.minimum(
+            ((uniforms - mass) / (1.0 - mass) * 2 * lengths[:, None]).astype(np.int64), 2 * lengths[:, None] - 1
+        )
     uniform_pick = uniforms >= mass
     index = np.where(uniform_pick, spread // 2, weighted)
     negative = np.where(uniform_pick, spread % 2 == 1, negative)
@@ -113,7 +115,9 @@ class CrossPolytope(Compressor):
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
         top = check_scalar(msg.scalars[0], "cross-polytope radius")
         lengths = bucket_lengths(msg.d, self.size)
-        codes = unpack_codes(msg.payload, lengths.size * self.samples, self.code_bits, self.name).reshape(-1, self.samples)
+        codes = unpack_codes(msg.payload, lengths.size * self.samples, self.code_bits, self.name).reshape(
+            -1, self.samples
+        )
         if top == 0.0 and codes.any():
             raise MessageError("cross-polytope: nonzero codes in a message of radius 0")
         shift = index_bits(self.size)

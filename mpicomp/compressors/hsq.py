@@ -168,7 +168,10 @@ class HSQ(Compressor):
         if self.unbiased:
             index, magnitude = span_choices(buckets, span_decomposition(self.size, self.P)[0], uniforms[:n_buckets])
         else:
-            index, magnitude = best_codewords(buckets, hsq_codewords(self.size, self.P)), np.linalg.norm(buckets, axis=1)
+            index, magnitude = (
+                best_codewords(buckets, hsq_codewords(self.size, self.P)),
+                np.linalg.norm(buckets, axis=1),
+            )
         top = float(magnitude.max())
         levels = 2**self.R - 1
         level = stochastic_round(magnitude, top * (np.arange(levels + 1) / levels), uniforms[n_buckets:])

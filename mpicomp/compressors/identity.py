@@ -127,11 +127,15 @@ class Identity(Compressor):
         values = payload.view(VALUE_DTYPES[self.dtype])
         in_place = np.may_share_memory(x, values)  # x computed in the payload slot (payload_vector)
         if in_place and (x.dtype != values.dtype or x.ctypes.data != values.ctypes.data):
-            raise ValueError(f"{self.spec}: x overlaps the message buffer without being its payload slot (payload_vector)")
+            raise ValueError(
+                f"{self.spec}: x overlaps the message buffer without being its payload slot (payload_vector)"
+            )
         bad = find_non_finite(x) if in_place else copy_finite(x, values)
         if bad >= 0:
             if np.isfinite(x[bad]):
-                raise ValueError(f"{self.spec}: x[{bad}] = {x[bad]!r} exceeds the {self.dtype} range; use dtype='float64'")
+                raise ValueError(
+                    f"{self.spec}: x[{bad}] = {x[bad]!r} exceeds the {self.dtype} range; use dtype='float64'"
+                )
             raise non_finite_input(x, bad)
         return ()
 
@@ -139,7 +143,9 @@ class Identity(Compressor):
         """The payload as a read-only, aligned array of ``msg.d`` values (a view where aligned)."""
         dtype = VALUE_DTYPES[self.dtype]
         if len(msg.payload) != msg.d * dtype.itemsize:
-            raise MessageError(f"identity: payload of {len(msg.payload)} bytes, d={msg.d} {self.dtype} values need {msg.d * dtype.itemsize}")
+            raise MessageError(
+                f"identity: payload of {len(msg.payload)} bytes, d={msg.d} {self.dtype} values need {msg.d * dtype.itemsize}"
+            )
         values = np.frombuffer(msg.payload, dtype=dtype)
         # A payload at an odd offset of a gathered buffer is copied: the kernels assume alignment.
         values = values.copy() if not values.flags.aligned else values.view()
@@ -176,4 +182,6 @@ class Identity(Compressor):
             last = start + SUM_GROUP >= len(payloads)
             bad = sum_finite(tuple(payloads[start : start + SUM_GROUP]), out, start == 0, divisor if last else 1.0)
             if bad >= 0:
-                raise MessageError(f"message {start + bad}: identity: payload holds non-finite values", index=start + bad)
+                raise MessageError(
+                    f"message {start + bad}: identity: payload holds non-finite values", index=start + bad
+                )

@@ -119,7 +119,9 @@ def _group32(patterns, state, exponents, signs, g):
     for j in range(GROUP):
         pattern = bits[j]
         over |= uint32(uint32(pattern << uint32(1)) > _LIMIT32_TWICE)
-        code = ((pattern >> uint32(23)) & uint32(0xFF)) + uint32(uint32(random_u64(state, lo + j) >> uint64(41)) < (pattern & _MANTISSA32))
+        code = ((pattern >> uint32(23)) & uint32(0xFF)) + uint32(
+            uint32(random_u64(state, lo + j) >> uint64(41)) < (pattern & _MANTISSA32)
+        )
         codes[j] = uint8(code)
         word |= uint64((pattern >> uint32(31)) & uint32(code > 0)) << uint64(j)
     _store_signs(signs, g, word, GROUP)

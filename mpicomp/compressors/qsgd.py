@@ -256,7 +256,9 @@ class QSGD(Compressor):
                 raise MessageError(f"qsgd: zero norm but a payload of {data.size} bytes")
             return
         code = ELIAS_CODES[self.code]
-        status, consumed = _read_stream(padded(data), 8 * data.size, msg.d, self.s, norm / self.s, code, out, accumulate)
+        status, consumed = _read_stream(
+            padded(data), 8 * data.size, msg.d, self.s, norm / self.s, code, out, accumulate
+        )
         if status:
             raise MessageError(f"qsgd: malformed level stream: {_DECODE_ERRORS[status]}")
         check_padding(data, consumed, "qsgd level stream")

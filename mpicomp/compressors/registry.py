@@ -55,7 +55,9 @@ def _make_factor(factor: str) -> Compressor:
     match = _FACTOR.match(factor)
     names = ", ".join(available())
     if not match:
-        raise ValueError(f"malformed compressor spec {factor.strip()!r}: expected name or name(key=value, ...); known: {names}")
+        raise ValueError(
+            f"malformed compressor spec {factor.strip()!r}: expected name or name(key=value, ...); known: {names}"
+        )
     name, args = match.group(1), match.group(2)
     if name not in _REGISTRY or name == "compose":
         raise ValueError(f"unknown compressor {name!r}; known compressors: {names}")

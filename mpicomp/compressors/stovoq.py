@@ -108,7 +108,9 @@ class StoVoQ(Compressor):
         self.P = check_integer(self.name, "P (codeword index bits)", P, 1, MAX_INDEX_BITS)
         self.size = check_integer(self.name, "size (bucket dimension)", size, 2, MAX_SIZE)
         if unbiased:
-            self.R = check_integer(self.name, "R (radius bits, unbiased variant)", 3 if R is None else R, 1, MAX_RADIUS_BITS)
+            self.R = check_integer(
+                self.name, "R (radius bits, unbiased variant)", 3 if R is None else R, 1, MAX_RADIUS_BITS
+            )
         elif R not in (None, 0):
             raise ValueError(f"stovoq: the biased variant sends no radius, so R must be 0, got {R!r}")
         else:

@@ -112,7 +112,9 @@ def load_npz(path: str | Path) -> Dataset:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        reason = "it holds Python objects, not numeric arrays" if "allow_pickle" in str(err) else str(err) or "empty file"
+        reason = (
+            "it holds Python objects, not numeric arrays" if "allow_pickle" in str(err) else str(err) or "empty file"
+        )
         raise ValueError(f"{path}: not a readable .npz archive of numeric arrays X and y ({reason})") from None
     missing = [key for key in ("X", "y") if key not in arrays]
     if missing:
@@ -199,7 +201,9 @@ def check_dataset(data: Dataset) -> Dataset:
         if X is None:
             continue
         if X.shape[0] == 0 or X.shape[1] == 0:
-            raise ValueError(f"{data.name}: the {label} features have shape {X.shape}; need at least one row and column")
+            raise ValueError(
+                f"{data.name}: the {label} features have shape {X.shape}; need at least one row and column"
+            )
         values = X.data if sp.issparse(X) else X
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             raise ValueError(f"{data.name}: the {label} features contain NaN or Inf; clean the file first")

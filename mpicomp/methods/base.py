@@ -105,8 +105,11 @@ class Method:
         self._outboxes: dict[int, np.ndarray] = {}  # message buffers kept across rounds, by sender (MASTER: downlink)
         self.stepsize = options.stepsize if options.stepsize is not None else self.default_stepsize()
         if ctx.is_master and ctx.batch > (smallest := int(ctx.problem.sample_counts().min())):
-            log.warning("[data] batch = %d exceeds the smallest shard (%d samples): such workers use their whole shard",
-                        ctx.batch, smallest)
+            log.warning(
+                "[data] batch = %d exceeds the smallest shard (%d samples): such workers use their whole shard",
+                ctx.batch,
+                smallest,
+            )
 
     # --- the round -------------------------------------------------------------------
     def round(self, k: int, link: Link) -> None:
@@ -184,7 +187,9 @@ class Method:
         codec = compressor or self.ctx.uplink
         return codec.encode(v, self.key(w, k, STREAM_UPLINK), out=self.outbox(w, codec))
 
-    def decode_up(self, message: bytes | memoryview, w: int, k: int, compressor: Compressor | None = None) -> np.ndarray:
+    def decode_up(
+        self, message: bytes | memoryview, w: int, k: int, compressor: Compressor | None = None
+    ) -> np.ndarray:
         """Decode worker ``w``'s upload of round ``k``."""
         return (compressor or self.ctx.uplink).decode(message, self.d, self.key(w, k, STREAM_UPLINK))
 
@@ -205,7 +210,9 @@ class Method:
         if len(message) > 0:
             return False
         if self.skipped_upload == "error":
-            raise MessageError(f"{self.name}: worker {w} sent an empty upload in round {k + 1}; this method never skips")
+            raise MessageError(
+                f"{self.name}: worker {w} sent an empty upload in round {k + 1}; this method never skips"
+            )
         return True
 
     def sum_of_uploads(
@@ -234,14 +241,20 @@ class Method:
             raise MessageError(f"{self.name}: worker {kept[error.index]}'s upload in round {k + 1}: {error}") from error
 
     def mean_of_uploads(
-        self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None, out: np.ndarray | None = None
+        self,
+        uploads: Sequence[bytes | memoryview],
+        k: int,
+        compressor: Compressor | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """``(1/n) sum_i C_W(v_i)`` (:meth:`sum_of_uploads` with the division fused)."""
         return self.sum_of_uploads(uploads, k, compressor, divisor=self.n, out=out)
 
     def encode_down(self, v: np.ndarray, k: int) -> memoryview:
         """The master's downlink message ``C_M(v)`` (valid until the next downlink)."""
-        return self.ctx.downlink.encode(v, self.key(MASTER, k, STREAM_DOWNLINK), out=self.outbox(MASTER, self.ctx.downlink))
+        return self.ctx.downlink.encode(
+            v, self.key(MASTER, k, STREAM_DOWNLINK), out=self.outbox(MASTER, self.ctx.downlink)
+        )
 
     def outbox(self, sender: int, compressor: Compressor) -> np.ndarray | None:
         """The byte buffer ``sender``'s messages are encoded into, kept from round to round (fresh

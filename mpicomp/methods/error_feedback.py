@@ -97,9 +97,7 @@ class EF14(Method):
 
     def worker_upload(self, w: int, k: int) -> bytes:
         step = self.stepsize * self.stochastic_grad(w, self.x, k)
-        return ef14_compress(
-            self.errors[w], step, lambda v: self.encode_up(v, w, k), lambda m: self.decode_up(m, w, k)
-        )
+        return ef14_compress(self.errors[w], step, lambda v: self.encode_up(v, w, k), lambda m: self.decode_up(m, w, k))
 
     def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
         mean = self.mean_of_uploads(uploads, k)

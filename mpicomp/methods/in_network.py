@@ -167,7 +167,9 @@ class NaturalSum(SwitchSum):
         return out
 
 
-def make_switch_sum(aggregation: str, uplink: Compressor, n_workers: int, d: int, packet_values: int) -> SwitchSum | None:
+def make_switch_sum(
+    aggregation: str, uplink: Compressor, n_workers: int, d: int, packet_values: int
+) -> SwitchSum | None:
     """The host encoding for ``aggregation = "switch"`` with this uplink compressor; ``None`` for ``"gather"``."""
     if aggregation == "gather":
         return None

@@ -46,7 +46,8 @@ class LAGOptions(LazyOptions):
     """LAG's options: the trigger (worker or server) and those of :class:`LazyOptions`."""
 
     variant: str = dataclasses.field(
-        default="wk", metadata={"choices": VARIANTS, "help": "wk: the worker decides (LAG-WK); ps: the master asks (LAG-PS)"}
+        default="wk",
+        metadata={"choices": VARIANTS, "help": "wk: the worker decides (LAG-WK); ps: the master asks (LAG-PS)"},
     )
 
 

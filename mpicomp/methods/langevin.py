@@ -54,7 +54,8 @@ class QLSDOptions(MethodOptions):
         default=None, metadata={"minimum": 0.0, "help": "plusplus: memory rate alpha (default 1/(omega+1))"}
     )
     refresh: int | None = dataclasses.field(
-        default=None, metadata={"minimum": 1, "help": "plusplus: rounds between control-variate refreshes (default 100)"}
+        default=None,
+        metadata={"minimum": 1, "help": "plusplus: rounds between control-variate refreshes (default 100)"},
     )
 
 
@@ -73,7 +74,9 @@ class QLSD(Method):
             raise ValueError(f"qlsd needs an unbiased uplink compressor (with an omega), got {ctx.uplink.spec!r}")
         for name in ("alpha", "refresh"):
             if options.variant != "plusplus" and getattr(options, name) is not None:
-                raise ValueError(f"[method] {name}: only variant 'plusplus' has {PLUSPLUS_ONLY[name]}, not {options.variant!r}")
+                raise ValueError(
+                    f"[method] {name}: only variant 'plusplus' has {PLUSPLUS_ONLY[name]}, not {options.variant!r}"
+                )
         super().__init__(ctx, options)
         self.variant = options.variant
         self.refresh = options.refresh if options.refresh is not None else DEFAULT_REFRESH

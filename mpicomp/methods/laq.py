@@ -44,7 +44,8 @@ class LAQOptions(LazyOptions):
 
     bits: int = dataclasses.field(default=3, metadata={"minimum": 1, "help": f"b: bits per coordinate, 1..{MAX_BITS}"})
     t_bar: int | None = dataclasses.field(
-        default=100, metadata={"minimum": 1, "help": "t_bar: a worker skips at most t_bar rounds in a row (unset: no limit)"}
+        default=100,
+        metadata={"minimum": 1, "help": "t_bar: a worker skips at most t_bar rounds in a row (unset: no limit)"},
     )
 
     def __post_init__(self) -> None:
@@ -58,10 +59,12 @@ class SLAQOptions(LAQOptions):
     """SLAQ's options: LAQ's plus the weight of the error terms and a constant in the rule."""
 
     error_weight: float = dataclasses.field(
-        default=1.0, metadata={"minimum": 0.0, "help": "weight of 3(||eps||^2 + ||eps_hat||^2) in (7a) (authors' code: 0.5)"}
+        default=1.0,
+        metadata={"minimum": 0.0, "help": "weight of 3(||eps||^2 + ||eps_hat||^2) in (7a) (authors' code: 0.5)"},
     )
     offset: float = dataclasses.field(
-        default=0.0, metadata={"minimum": 0.0, "help": "constant added to the right-hand side of (7a) (authors' code: 0.2)"}
+        default=0.0,
+        metadata={"minimum": 0.0, "help": "constant added to the right-hand side of (7a) (authors' code: 0.2)"},
     )
 
 

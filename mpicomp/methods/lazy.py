@@ -53,7 +53,8 @@ class LazyOptions(MethodOptions):
         metadata={"minimum": 0.0, "help": "xi_1..xi_D: one value for every d, or D values (default 1/(16 D): Lemma 3)"},
     )
     t_bar: int | None = dataclasses.field(
-        default=None, metadata={"minimum": 1, "help": "t_bar: a worker skips at most t_bar rounds in a row (unset: no limit)"}
+        default=None,
+        metadata={"minimum": 1, "help": "t_bar: a worker skips at most t_bar rounds in a row (unset: no limit)"},
     )
 
     def __post_init__(self) -> None:
@@ -94,7 +95,9 @@ class StepMemory:
 class LazyWorker:
     """A worker's side of the lazy protocol: what the master holds for it, its clock, its last error."""
 
-    reference: np.ndarray  # the master's copy of the worker's contribution (LAG: grad f_m(theta_hat); LAQ: Q_m(theta_hat))
+    reference: (
+        np.ndarray
+    )  # the master's copy of the worker's contribution (LAG: grad f_m(theta_hat); LAQ: Q_m(theta_hat))
     clock: int = 0  # t_m: rounds since the last upload
     error_sq: float = 0.0  # ||eps_hat_m||^2 of the last upload (LAQ)
 
@@ -117,7 +120,9 @@ class LazyMethod(Method):
     def require_batch(self, minibatch: bool) -> None:
         """Refuse ``[data] batch`` > 0 for a full-gradient method and 0 for a minibatch one."""
         if minibatch and self.ctx.batch <= 0:
-            raise ValueError(f"{self.name} is the minibatch method: set [data] batch >= 1 (or use the full-gradient method)")
+            raise ValueError(
+                f"{self.name} is the minibatch method: set [data] batch >= 1 (or use the full-gradient method)"
+            )
         if not minibatch and self.ctx.batch > 0:
             raise ValueError(f"{self.name} uses full local gradients: set [data] batch = 0 (slaq is the minibatch LAQ)")
 

@@ -68,7 +68,7 @@ class QuantizedSGD(Method):
         gradients = np.empty((min(BATCH_ROWS, len(workers)), self.d))
         for start in range(0, len(workers), BATCH_ROWS):
             block = workers[start : start + BATCH_ROWS]
-            for row, w in zip(gradients, block):
+            for row, w in zip(gradients[: len(block)], block, strict=True):
                 row[:] = self.gradient(w, k)
             keys = [self.key(w, k, STREAM_UPLINK) for w in block]
             uploads += self.ctx.uplink.encode_many(gradients[: len(block)], keys)

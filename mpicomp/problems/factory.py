@@ -44,7 +44,9 @@ def synthetic_options(dataset: str) -> dict[str, float]:
     """``"synthetic:d=50,points=200"`` -> the Gaussian toy's options (defaults for the keys not given)."""
     prefix, _, rest = dataset.partition(":")
     if prefix != "synthetic":
-        raise ValueError(f"problem 'gaussian' generates its data: dataset must be 'synthetic[:key=value,...]', got {dataset!r}")
+        raise ValueError(
+            f"problem 'gaussian' generates its data: dataset must be 'synthetic[:key=value,...]', got {dataset!r}"
+        )
     options = dict(SYNTHETIC_DEFAULTS)
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, _, value = item.partition("=")

@@ -47,7 +47,9 @@ class Layout:
 
     def __init__(self, widths: Sequence[int]) -> None:
         if len(widths) < 2 or min(widths) < 1:
-            raise ValueError(f"mlp: layer widths must be positive integers (inputs, hidden..., classes), got {list(widths)}")
+            raise ValueError(
+                f"mlp: layer widths must be positive integers (inputs, hidden..., classes), got {list(widths)}"
+            )
         self.widths = tuple(int(w) for w in widths)
         self.shapes = [(self.widths[l], self.widths[l - 1] + (l > 1)) for l in range(1, len(self.widths))]
         sizes = [rows * cols for rows, cols in self.shapes]
@@ -58,7 +60,10 @@ class Layout:
         """Views of ``x`` as the layer matrices (writing into them writes into ``x``)."""
         if x.shape != (self.d,):
             raise ValueError(f"x must have shape ({self.d},), got {x.shape}")
-        return [x[lo:hi].reshape(shape) for lo, hi, shape in zip(self.offsets[:-1], self.offsets[1:], self.shapes, strict=True)]
+        return [
+            x[lo:hi].reshape(shape)
+            for lo, hi, shape in zip(self.offsets[:-1], self.offsets[1:], self.shapes, strict=True)
+        ]
 
     def glorot(self, rng: np.random.Generator) -> np.ndarray:
         """Weights uniform on ``+-sqrt(6 / (fan_in + fan_out))``, biases 0."""
@@ -211,7 +216,9 @@ class MLPProblem(Problem):
         self.test_sizes = held_out_sizes(test_features, test_targets, test_sizes, self.n_workers, collective)
         self.test_features = None if test_features is None else dense(test_features)
         self.test_targets = None if test_targets is None else loss.targets(test_targets)
-        self.start = self.network.layout.glorot(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(INIT_STREAM,))))
+        self.start = self.network.layout.glorot(
+            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(INIT_STREAM,)))
+        )
         local = self.local_workers
         offsets = np.concatenate([[0], np.cumsum(sizes[local.start : local.stop])])
         if features.shape[0] != offsets[-1]:

@@ -59,7 +59,9 @@ def load_runs(patterns: Sequence[str]) -> tuple[list[Results], list[str]]:
         except (OSError, KeyError, ValueError) as exc:
             notes.append(f"skipped {path}: {exc}")
     if not runs:
-        raise RunsError("no readable results file among " + ", ".join(patterns) + ("; " + "; ".join(notes) if notes else ""))
+        raise RunsError(
+            "no readable results file among " + ", ".join(patterns) + ("; " + "; ".join(notes) if notes else "")
+        )
     return runs, notes
 
 

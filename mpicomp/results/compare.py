@@ -28,15 +28,38 @@ FINAL_METRICS = ("loss", "suboptimality", "grad_norm_sq", "test_accuracy")
 TOTALS = ("bits_up", "bits_down", "uploads", "modelled_time", "wall_time")
 # The columns `mpicomp run` logs for every optimizer (docs/results-format.md); any other column is a
 # sampler's (its posterior errors) or was declared by the run's method, and is shown as a final value too.
-STANDARD_COLUMNS = frozenset({
-    "round", "loss", "grad_norm_sq", "suboptimality", "dist_to_opt", "test_accuracy", "bits_up", "bits_down",
-    "up_payload_bytes", "up_header_bytes", "up_control_bytes", "down_payload_bytes", "down_header_bytes",
-    "down_control_bytes", "uploads", "skips", "wall_time", "codec_time", "comm_time", "modelled_time",
-})
+STANDARD_COLUMNS = frozenset(
+    {
+        "round",
+        "loss",
+        "grad_norm_sq",
+        "suboptimality",
+        "dist_to_opt",
+        "test_accuracy",
+        "bits_up",
+        "bits_down",
+        "up_payload_bytes",
+        "up_header_bytes",
+        "up_control_bytes",
+        "down_payload_bytes",
+        "down_header_bytes",
+        "down_control_bytes",
+        "uploads",
+        "skips",
+        "wall_time",
+        "codec_time",
+        "comm_time",
+        "modelled_time",
+    }
+)
 OPTIMIZER_ONLY = ("suboptimality", "dist_to_opt")
 INCREASING = frozenset({"test_accuracy"})  # a target on these is reached from below
 ALIASES = {"accuracy": "test_accuracy"}
-NAN_REASONS = {"suboptimality": "no reference optimum", "dist_to_opt": "no reference optimum", "test_accuracy": "no test split"}
+NAN_REASONS = {
+    "suboptimality": "no reference optimum",
+    "dist_to_opt": "no reference optimum",
+    "test_accuracy": "no test split",
+}
 SEED_KEY = "run.seed"
 TARGET_QUANTITIES = ("rounds", "bits", "modelled_time", "wall_time")
 REACHED, NOT_REACHED, NOT_APPLICABLE = "reached", "not reached", "n/a"
@@ -126,7 +149,11 @@ def _target_cells(results: Results, target: Target) -> tuple[dict[str, Any], str
         return cells, f"target {target.label}: the run has no {target.metric} column"
     if not np.isfinite(values).any():
         reason = NAN_REASONS.get(target.metric, "")
-        what = "no row logged" if values.size == 0 else f"{target.metric} is NaN in every row" + (f" ({reason})" if reason else "")
+        what = (
+            "no row logged"
+            if values.size == 0
+            else f"{target.metric} is NaN in every row" + (f" ({reason})" if reason else "")
+        )
         return cells, f"target {target.label}: {what}"
     hit = target.first_row(values)
     if hit is None:
@@ -148,7 +175,9 @@ def _run_notes(results: Results) -> list[str]:
     """Why some of a run's values are missing or are not what they seem."""
     notes = []
     if results.status == "running":
-        notes.append("status running: the run was killed or is still being written; values are from its last flushed row")
+        notes.append(
+            "status running: the run was killed or is still being written; values are from its last flushed row"
+        )
     elif results.status != "finished":
         notes.append(f"{results.status}" + (f": {results.status_message}" if results.status_message else ""))
     if results.n_rows == 0:
@@ -159,14 +188,19 @@ def _run_notes(results: Results) -> list[str]:
             f"sampler: final values are at its last draw ({results.samples.shape[0]} draws in /samples); "
             "samplers have no suboptimality or distance to x*"
         )
-    lacking = [n for n in (*FINAL_METRICS, *TOTALS) if n not in results.metrics and not (sampler and n in OPTIMIZER_ONLY)]
+    lacking = [
+        n for n in (*FINAL_METRICS, *TOTALS) if n not in results.metrics and not (sampler and n in OPTIMIZER_ONLY)
+    ]
     if lacking:
-        notes.append(f"no {', '.join(lacking)} column(s) in this file (another method, problem or format): shown as n/a")
+        notes.append(
+            f"no {', '.join(lacking)} column(s) in this file (another method, problem or format): shown as n/a"
+        )
     return notes
 
 
-def _run_row(results: Results, flat: Mapping[str, Any], keys: Sequence[str], extra: Sequence[str],
-             targets: Sequence[Target]) -> tuple[dict[str, Any], list[str]]:
+def _run_row(
+    results: Results, flat: Mapping[str, Any], keys: Sequence[str], extra: Sequence[str], targets: Sequence[Target]
+) -> tuple[dict[str, Any], list[str]]:
     """One run's row (``keys``: the config columns, ``extra``: more final metrics) and its notes."""
     m, last = results.metrics, results.n_rows - 1
     row: dict[str, Any] = {"run": str(results.path), **{key: flat.get(key) for key in keys}, "status": results.status}
@@ -182,8 +216,9 @@ def _run_row(results: Results, flat: Mapping[str, Any], keys: Sequence[str], ext
     return row, notes
 
 
-def compare_runs(runs: Sequence[Results], targets: Sequence[Target] = (), metrics: Sequence[str] = (),
-                 group_seeds: bool = False) -> Comparison:
+def compare_runs(
+    runs: Sequence[Results], targets: Sequence[Target] = (), metrics: Sequence[str] = (), group_seeds: bool = False
+) -> Comparison:
     """The comparison of ``runs``: a row per run (or per seed group with ``group_seeds``), the
     extra final ``metrics`` (any column a method declared is added by itself) and the ``targets``.
     A metric or target that no run has is a ``ValueError``."""
@@ -192,9 +227,21 @@ def compare_runs(runs: Sequence[Results], targets: Sequence[Target] = (), metric
     flats = [flat_config(r.config) for r in runs]
     keys = differing_keys(flats)
     shown = {*FINAL_METRICS, *TOTALS}
-    extra = [n for n in dict.fromkeys([*metrics, *(n for r in runs for n in r.metrics if n not in STANDARD_COLUMNS)])
-             if n not in shown]
-    columns = ["run", *keys, "status", "rounds", *FINAL_METRICS, *TOTALS, *extra, *(c for t in targets for c in t.columns())]
+    extra = [
+        n
+        for n in dict.fromkeys([*metrics, *(n for r in runs for n in r.metrics if n not in STANDARD_COLUMNS)])
+        if n not in shown
+    ]
+    columns = [
+        "run",
+        *keys,
+        "status",
+        "rounds",
+        *FINAL_METRICS,
+        *TOTALS,
+        *extra,
+        *(c for t in targets for c in t.columns()),
+    ]
     rows, notes = [], []
     for results, flat in zip(runs, flats, strict=True):
         row, run_notes = _run_row(results, flat, keys, extra, targets)
@@ -224,7 +271,11 @@ def _grouped(comparison: Comparison, flats: Sequence[Mapping[str, Any]], keys: S
     rows = []
     for members in groups.values():
         group = [comparison.rows[i] for i in members]
-        row = {"run": [r["run"] for r in group], "n": len(group), "seeds": ",".join(str(flats[i].get(SEED_KEY)) for i in members)}
+        row = {
+            "run": [r["run"] for r in group],
+            "n": len(group),
+            "seeds": ",".join(str(flats[i].get(SEED_KEY)) for i in members),
+        }
         for column in rest:
             row[column] = group[0][column] if column in keys else _aggregate([r[column] for r in group])
         rows.append(row)
@@ -250,8 +301,12 @@ def sort_rows(comparison: Comparison, column: str, reverse: bool = False) -> Non
 def records(comparison: Comparison) -> tuple[list[str], list[dict[str, Any]]]:
     """Flat rows for CSV and JSON: a :class:`Spread` becomes ``column`` (mean) and ``column std``;
     NaN becomes None."""
-    columns = [name for c in comparison.columns for name in (c, f"{c} std")
-               if name == c or any(isinstance(r[c], Spread) for r in comparison.rows)]
+    columns = [
+        name
+        for c in comparison.columns
+        for name in (c, f"{c} std")
+        if name == c or any(isinstance(r[c], Spread) for r in comparison.rows)
+    ]
     flat_rows = []
     for row in comparison.rows:
         flat: dict[str, Any] = {}
@@ -317,7 +372,9 @@ def to_text(comparison: Comparison) -> str:
     widths = [max(*map(len, headers[i]), *(len(line[i]) for line in cells)) for i in range(len(columns))]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     lines = [line([h[0] for h in headers]), line([h[1] for h in headers]), *(line(row) for row in cells)]
     if not lines[0]:

@@ -65,10 +65,17 @@ def run_labels(runs: Sequence[Results]) -> list[str]:
     keys = differing_keys(flats)
     short = {key: key.rsplit(".", 1)[-1] for key in keys}
     names = {key: short[key] if list(short.values()).count(short[key]) == 1 else key for key in keys}
-    labels = [", ".join(f"{names[key]}={flat[key]}" for key in keys if flat.get(key) is not None) or r.path.name
-              for r, flat in zip(runs, flats, strict=True)]
-    labels = [label if labels.count(label) == 1 else f"{label} ({r.path.name})" for label, r in zip(labels, runs, strict=True)]
-    return [label if r.status in FINAL_STATUSES_SHOWN else f"{label} [{r.status}]" for label, r in zip(labels, runs, strict=True)]
+    labels = [
+        ", ".join(f"{names[key]}={flat[key]}" for key in keys if flat.get(key) is not None) or r.path.name
+        for r, flat in zip(runs, flats, strict=True)
+    ]
+    labels = [
+        label if labels.count(label) == 1 else f"{label} ({r.path.name})" for label, r in zip(labels, runs, strict=True)
+    ]
+    return [
+        label if r.status in FINAL_STATUSES_SHOWN else f"{label} [{r.status}]"
+        for label, r in zip(labels, runs, strict=True)
+    ]
 
 
 def _log_y(y: str, curves: Sequence[np.ndarray]) -> bool:
@@ -85,8 +92,16 @@ def _unit(x: str, largest: float) -> tuple[float, str]:
     return UNITS[x][-1] if x in UNITS else (1.0, "")
 
 
-def draw(ax: Any, curves: Sequence[tuple[str, Results]], y: str, x: str = "rounds", *,
-         yscale: str = "auto", xscale: str = "linear", legend: bool = True) -> list[str]:
+def draw(
+    ax: Any,
+    curves: Sequence[tuple[str, Results]],
+    y: str,
+    x: str = "rounds",
+    *,
+    yscale: str = "auto",
+    xscale: str = "linear",
+    legend: bool = True,
+) -> list[str]:
     """Draw metric ``y`` against ``x`` for every ``(label, results)`` on the matplotlib axes ``ax``;
     returns a note for each run that has nothing to draw. With a log y axis (``yscale="log"``, or
     ``"auto"`` for suboptimality, gradient norm, distance to x* and metrics spanning two decades),
@@ -100,7 +115,9 @@ def draw(ax: Any, curves: Sequence[tuple[str, Results]], y: str, x: str = "round
         if ys is None or xs is None:
             notes.append(f"{results.path}: no {y if ys is None else x} column: not drawn against {x}")
         elif not np.isfinite(ys).any():
-            notes.append(f"{results.path}: no finite {y} value" + (" (no row logged)" if ys.size == 0 else "") + ": not drawn")
+            notes.append(
+                f"{results.path}: no finite {y} value" + (" (no row logged)" if ys.size == 0 else "") + ": not drawn"
+            )
         else:
             series.append((label, xs.astype(np.float64), ys.astype(np.float64)))
     log = _log_y(y, [ys for _, _, ys in series]) if yscale == "auto" else yscale == "log"
@@ -118,14 +135,23 @@ def draw(ax: Any, curves: Sequence[tuple[str, Results]], y: str, x: str = "round
     return notes
 
 
-def figure(curves: Sequence[tuple[str, Results]], ys: Sequence[str], xs: Sequence[str] = ("rounds",), *,
-           yscale: str = "auto", xscale: str = "linear", title: str | None = None) -> tuple[Any, list[str]]:
+def figure(
+    curves: Sequence[tuple[str, Results]],
+    ys: Sequence[str],
+    xs: Sequence[str] = ("rounds",),
+    *,
+    yscale: str = "auto",
+    xscale: str = "linear",
+    title: str | None = None,
+) -> tuple[Any, list[str]]:
     """A figure with one panel per (y, x) pair, a row per y metric and a column per x-axis, and one
     legend below them; returns it and the notes of :func:`draw` (each once)."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'mpicomp[plot]' (or pip install matplotlib)") from None
+        raise ImportError(
+            "plotting needs matplotlib: pip install 'mpicomp[plot]' (or pip install matplotlib)"
+        ) from None
     fig = Figure(figsize=(5.2 * len(xs), 3.9 * len(ys)), layout="constrained")
     axes = fig.subplots(len(ys), len(xs), squeeze=False)
     notes: list[str] = []

@@ -59,14 +59,15 @@ def _metric_column(name: str, runs: Sequence[Results]) -> np.ndarray:
     dtypes = {part.dtype for part in parts if part is not None}
     if all(part is not None for part in parts) and len(dtypes) == 1:
         return np.concatenate(parts)
-    return np.concatenate([
-        np.full(r.n_rows, np.nan) if part is None else part.astype(np.float64) for r, part in zip(runs, parts, strict=True)
-    ])
+    return np.concatenate(
+        [
+            np.full(r.n_rows, np.nan) if part is None else part.astype(np.float64)
+            for r, part in zip(runs, parts, strict=True)
+        ]
+    )
 
 
-def tidy_table(
-    runs: Iterable[Results | str | os.PathLike], config: str | Sequence[str] = "all"
-) -> Table:
+def tidy_table(runs: Iterable[Results | str | os.PathLike], config: str | Sequence[str] = "all") -> Table:
     """One row per logged round of every run: ``run`` (the file), ``status``, the config keys, then
     every metric column (the union over the runs; NaN where a run lacks one).
 

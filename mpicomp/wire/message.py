@@ -104,7 +104,9 @@ def frame_message(
     return end + CRC_BYTES
 
 
-def frame_messages(out: np.ndarray, codec: int, d: int, scalars: np.ndarray, payload_bytes: int, crc: bool = True) -> None:
+def frame_messages(
+    out: np.ndarray, codec: int, d: int, scalars: np.ndarray, payload_bytes: int, crc: bool = True
+) -> None:
     """:func:`frame_message` for every row of ``out`` (``(m, frame)`` uint8, row j's payload in place)
     with row j's scalars ``scalars[j]`` (``(m, n_scalars)``): the header, the same for every row,
     is built once; the CRC-32 is computed per row. Every message is ``frame`` bytes."""

@@ -36,9 +36,7 @@ def same(a, b, what: str) -> None:
 def check_rows(transport: Transport, mine, whole) -> int:
     """Only the local workers' shards and held-out blocks are here, with the whole problem's rows; returns the row count."""
     local = transport.local_workers
-    assert mine.features.shape[0] == int(
-        whole.shard_sizes[local.start : local.stop].sum()
-    )
+    assert mine.features.shape[0] == int(whole.shard_sizes[local.start : local.stop].sum())
     for w in range(whole.n_workers):
         if w in local:
             same(mine.local(w).features, whole.local(w).features, f"worker {w}'s rows")

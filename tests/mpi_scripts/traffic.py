@@ -26,7 +26,9 @@ def _message(rng: np.random.Generator, seed: int, rnd: int, worker: int) -> byte
         return codec.encode(rng.standard_normal(int(rng.integers(0, 40))), RandomKey(seed, rnd, worker))
     scalars = tuple(rng.standard_normal(int(rng.integers(0, 4))).tolist())
     payload = rng.bytes(int(rng.integers(0, 120)))
-    return pack_message(int(rng.integers(1, 14)), int(rng.integers(0, 1000)), scalars, payload, bool(rng.random() < 0.5))
+    return pack_message(
+        int(rng.integers(1, 14)), int(rng.integers(0, 1000)), scalars, payload, bool(rng.random() < 0.5)
+    )
 
 
 def traffic(seed: int, rnd: int, worker: int) -> bytes:
