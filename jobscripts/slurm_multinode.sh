@@ -15,4 +15,4 @@ config=${1:?usage: sbatch slurm_multinode.sh CONFIG.toml [--set section.key=valu
 shift
 export OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 mkdir -p results
-srun mpicomp run "$config" --out "results/$(basename "$config" .toml)-${SLURM_JOB_ID:?run with sbatch}.h5" --no-progress "$@"
+srun mpicomp run "$config" --out "results/$(basename "$config" .toml)-${SLURM_JOB_ID:?run with sbatch}.h5" "$@"

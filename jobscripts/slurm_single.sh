@@ -15,4 +15,4 @@ config=${1:?usage: sbatch slurm_single.sh CONFIG.toml [--set section.key=value .
 shift
 export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} NUMBA_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 mkdir -p results
-srun mpicomp run "$config" --out "results/$(basename "$config" .toml)-${SLURM_JOB_ID:?run with sbatch}.h5" --no-progress "$@"
+srun mpicomp run "$config" --out "results/$(basename "$config" .toml)-${SLURM_JOB_ID:?run with sbatch}.h5" "$@"

@@ -23,4 +23,4 @@ export OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 mkdir -p results/sweep
 srun mpicomp run "$config" --set "compressor.uplink=\"${specs[$task]}\"" \
   --out "results/sweep/$(basename "$config" .toml)-${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:?run with sbatch}}_${task}.h5" \
-  --no-progress "$@"
+  "$@"

@@ -12,6 +12,8 @@ import logging
 import os
 import signal
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -58,16 +60,23 @@ def setup_logging(rank: int, verbosity: int) -> None:
 
 def check_out(out: Path, overwrite: bool) -> str:
     """Why ``out`` cannot receive the results (``""`` if it can); creates its folder."""
+    from .results.guard import in_use
+
     if out.is_dir():
         return f"--out {out} is a directory; give a file path, e.g. {out / 'run.h5'}"
     if out.exists() and not overwrite:
         return f"{out} exists; pass --overwrite or choose another --out"
+    if out.exists() and (reason := in_use(out)):
+        return f"not overwriting: {reason}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"cannot create the folder of --out {out}: {exc.strerror or exc}"
-    if not os.access(out.parent, os.W_OK):
-        return f"cannot write in {out.parent} (permission denied); choose another --out"
+    try:
+        with tempfile.TemporaryFile(dir=out.parent, prefix=f".{out.name}."):
+            pass
+    except OSError as exc:
+        return f"cannot create files in {out.parent} ({exc.strerror or exc}); choose another --out"
     return ""
 
 
@@ -98,9 +107,7 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
     try:
         config = load(args.config, args.set)
     except ConfigError as exc:
-        if rank == 0:
-            print(f"mpicomp: config error: {exc}", file=sys.stderr)
-        return 2
+        return _end_failed(f"config error: {exc}", 2, rank, size, watch)
     out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem if args.config else 'run'}.h5"
     problem = check_out(out, args.overwrite) if rank == 0 else ""
     if problem:  # rank 0 alone knows: take the other ranks down before they wait in a collective
@@ -110,31 +117,53 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
     from .comm import AggregationOverflowError, LauncherMismatch
     from .results.writer import failure_message
     from .runner import run
+    from .wire import MessageError
 
     try:
-        progress = rank == 0 and not args.no_progress and args.quiet == 0
-        result = run(config, out, overwrite=args.overwrite, progress=progress, signals=watch)
-    except ConfigError as exc:  # raised alike on every rank (same config, same data): no one waits
-        if rank == 0:
-            print(f"mpicomp: {exc}", file=sys.stderr)
-        return 2
+        result = run(
+            config,
+            out,
+            overwrite=args.overwrite,
+            progress=rank == 0 and args.quiet == 0,
+            progress_bar=not args.no_progress,
+            signals=watch,
+        )
     except LauncherMismatch as exc:  # every process is its own size-1 world: each says so, in one line
         print(f"mpicomp: {exc}", file=sys.stderr)
         return 2
-    except AggregationOverflowError as exc:
-        # raised on every rank in the same round (all read the same aggregate): nobody is left waiting,
-        # and aborting now could kill rank 0 before it records the failure in the results file
-        log.error("run failed: %s", exc)
-        return 1
-    except (Exception, SystemExit) as exc:
-        log.exception("run failed")
-        if watch is not None and rank != 0:  # rank 0 waits in a collective: let it record why first
-            watch.report(failure_message(exc))
-        _abort_others(size, 1)
-        return 1
+    except (KeyboardInterrupt, SystemExit) as exc:  # a single-process run's Ctrl-C or SIGTERM
+        return _end_failed(f"{failure_message(exc)}; results so far in {out}", 1, rank, size, watch)
+    except (ConfigError, FileExistsError) as exc:
+        return _end_failed(str(exc), 2, rank, size, watch)
+    except (AggregationOverflowError, MessageError, OSError, FloatingPointError, MemoryError) as exc:
+        return _end_failed(f"run failed: {failure_message(exc)}", 1, rank, size, watch)
+    except Exception as exc:  # most likely a defect: the traceback is one -v away
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose else " (-v prints the traceback)"
+        return _end_failed(f"run failed: {failure_message(exc)}", 1, rank, size, watch, hint)
     if rank == 0:
         print(f"{result.status}: {result.message}; results in {out}")
     return 0
+
+
+def _end_failed(reason: str, code: int, rank: int, size: int, watch: SignalWatch | None, hint: str = "") -> int:
+    """One line for an error, and no rank left waiting.
+
+    If every rank met an error (an invalid option, a diverged aggregate: every rank computes the
+    same), rank 0 says it once and every rank returns ``code``. If only some did (a file missing
+    on one node, a shard that overflows on one rank), the failing rank says so naming itself, hands
+    the reason to rank 0 (which records it in the results file) and the job is aborted.
+    """
+    if size == 1 or (watch is not None and watch.all_failed()):
+        if rank == 0:
+            print(f"mpicomp: {reason}{hint}", file=sys.stderr)
+        return code
+    print(f"mpicomp: rank {rank}: {reason}{hint}", file=sys.stderr, flush=True)
+    if watch is not None and rank != 0:
+        watch.report(reason, code)  # rank 0 records "rank r: reason" and aborts the job
+    _abort_others(size, code)
+    return code
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -152,6 +181,8 @@ def _abort_others(size: int, code: int) -> None:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .results import summarize
+    from .results.guard import in_use
+    from .results.repair import needs_repair
 
     for path in args.results:
         try:
@@ -159,11 +190,25 @@ def _cmd_info(args: argparse.Namespace) -> int:
         except (OSError, KeyError, ValueError) as exc:
             print(f"mpicomp: cannot read {path}: {exc}", file=sys.stderr)
             return 2
+        if needs_repair(path) and not in_use(path):
+            text += (
+                "\nnote: the writer was killed before closing the file, so plain HDF5 readers refuse it "
+                f"(h5py.File(path, 'r'): 'file is already open for write'); `mpicomp repair {path}` clears that"
+            )
+        print(text, flush=True)
+    return 0
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from .results.repair import repair
+
+    for path in args.results:
         try:
-            print(text, flush=True)
-        except BrokenPipeError:  # `mpicomp info f.h5 | head`: the reader has seen enough
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
+            repaired = repair(path)
+        except (OSError, ValueError) as exc:
+            print(f"mpicomp: repair: {exc}", file=sys.stderr)
+            return 2
+        print(f"{path}: {'repaired: any HDF5 reader opens it now' if repaired else 'nothing to repair'}")
     return 0
 
 
@@ -383,7 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="HDF5 results file (default: results/<config name>.h5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on a terminal: plain lines instead, as in job logs (every 10%% and 30 s; -q: none)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging on rank 0")
     p.add_argument("-q", "--quiet", action="count", default=0, help="warnings only")
     p.set_defaults(func=_cmd_run)
@@ -391,6 +440,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarise results files", description="Print config, status and final metrics.")
     p.add_argument("results", nargs="+", help="HDF5 results file(s)")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "repair",
+        help="make a killed run's results file readable by any HDF5 reader",
+        description="A run killed before it closed its results file (kill -9, a node failure) leaves it marked "
+        "'open for write', which plain HDF5 readers refuse (mpicomp's own readers still open it). This rewrites "
+        "the file without the mark (like HDF5's h5clear -s), keeping every row, the status and the config.",
+    )
+    p.add_argument("results", nargs="+", help="HDF5 results file(s)")
+    p.set_defaults(func=_cmd_repair)
 
     p = _runs_parser(sub, "compare", "compare runs in one table", COMPARE_DESCRIPTION)
     p.add_argument(
@@ -459,4 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:  # `mpicomp compare --json | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -122,6 +122,7 @@ RENAMED = {
 }
 PATH_SCHEMES = ("mnist", "npz", "svmlight", "libsvm")  # dataset specs naming a file or directory
 NAMED_SCHEMES = ("sklearn", "synthetic")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 KIND_ONLY_KEYS = {"burn_in": "sampler", "thin": "sampler", "target_suboptimality": "optimizer"}
 
 
@@ -147,6 +148,8 @@ def _check_value(where: str, key: Key, value: Any) -> Any:
         raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {', '.join(map(repr, key.choices))}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        raise ConfigError(f"{where}: {value} does not fit in a 64-bit integer (at most {INT64_MAX})")
     if key.minimum is not None and not isinstance(value, bool):
         low = value <= key.minimum if key.exclusive_minimum else value < key.minimum
         if low:

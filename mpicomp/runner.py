@@ -119,6 +119,11 @@ def _prefixed(section: str, exc: Exception) -> str:
     return message if message.startswith("[") else f"{section}: {message}"
 
 
+def _spread(counts: np.ndarray) -> str:
+    """``"min-max (mean m)"`` of per-worker counts, for the debug log."""
+    return f"{int(counts.min())}-{int(counts.max())} (mean {counts.mean():.1f})"
+
+
 def replica_digest(x: np.ndarray) -> bytes:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest()[:16]
 
@@ -154,7 +159,7 @@ class _Monitor:
         writer: ResultsWriter,
         counter: ByteCounter,
         clock: Stopwatch,
-        progress: bool,
+        progress: tuple[bool, bool],
     ) -> None:
         self.config, self.method, self.writer, self.counter = config, method, writer, counter
         self.problem = method.problem
@@ -164,11 +169,13 @@ class _Monitor:
         self.modelled_time = 0.0
         self.loss0 = self._evaluate()["loss"]
         self.last: dict[str, float] = {}
-        self.progress = Progress(config.run["rounds"], progress)
+        enabled, bar = progress
+        self.progress = Progress(config.run["rounds"], enabled, bar=bar)
         self.round_seconds = 0.0  # wall time spent in rounds; metric evaluation and logging excluded
         self.codec_start, self.comm_start = CODEC.seconds, clock.seconds
         self.clock = clock
         self.mark = time.perf_counter()
+        self.debug_mark = (self.mark, CODEC.seconds, clock.seconds)  # -v: the previous round's end
 
     def _evaluate(self) -> dict[str, float]:
         """The kind's metrics at the current x (collective: the other ranks run :func:`_worker_share`)."""
@@ -177,6 +184,8 @@ class _Monitor:
     def end_round(self, round_bytes: RoundBytes, k: int, logged: bool) -> tuple[int, str]:
         self.modelled_time += self.network.round_seconds(round_bytes.up_bytes, round_bytes.down_bytes)
         self.progress.update()
+        if log.isEnabledFor(logging.DEBUG):
+            self._debug_round(round_bytes, k)
         if self.posterior is not None and _keeps_sample(self.config, k):
             draw = self.method.sample()
             self.writer.add_samples(draw)
@@ -189,6 +198,27 @@ class _Monitor:
         bits = self.last["bits_up"] + self.last["bits_down"]
         self.progress.note(loss=f"{self.last['loss']:.4e}", Mbit=f"{bits / 1e6:.1f}")
         return _stop_code(self.config, self.last, self.loss0)
+
+    def _debug_round(self, round_bytes: RoundBytes, k: int) -> None:
+        """``-v``: the round's time on the master, split into codec and communication, and its traffic."""
+        now, codec, comm = time.perf_counter(), CODEC.seconds, self.clock.seconds
+        start, codec_start, comm_start = self.debug_mark
+        self.debug_mark = (now, codec, comm)
+        log.debug(
+            "round %d: %.2f ms with its metrics (codec %.2f ms, communication %.2f ms); uplink %d uploads, %d skipped, %d bytes "
+            "(payload %d, headers %d, control %d); downlink %d bytes",
+            k + 1,
+            1e3 * (now - start),
+            1e3 * (codec - codec_start),
+            1e3 * (comm - comm_start),
+            int(round_bytes.uploads.sum()),
+            int(round_bytes.skips.sum()),
+            int(round_bytes.up_bytes.sum()),
+            round_bytes.up_payload,
+            round_bytes.up_header,
+            round_bytes.up_control,
+            round_bytes.down_payload + round_bytes.down_header + round_bytes.down_control,
+        )
 
     def _log_row(self, k: int) -> dict[str, float]:
         """The kind's metrics at the current x, the method's own columns, the cumulative counted bytes."""
@@ -221,23 +251,32 @@ def run(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    progress_bar: bool = True,
     transport: Transport | None = None,
     signals: SignalWatch | None = None,
 ) -> RunResult:
     """Run one experiment; rank 0 writes ``out``. Returns the final status on every rank.
+
+    ``progress``: rank 0 reports progress, as a bar on a terminal (unless ``progress_bar`` is off)
+    and as plain log lines elsewhere.
 
     ``signals`` (MPI runs): rank 0 hands it the writer's failure recorder, so that a signal on any
     rank is recorded in ``out`` before the job is aborted.
     """
     with threadpool_limits(limits=config.run["threads"]), message_checksums(config.compressor["checksum"]):
         if transport is not None:
-            return _run(config, out, overwrite, progress, transport, signals)
+            return _run(config, out, overwrite, (progress, progress_bar), transport, signals)
         with make_transport(config.data["workers"], wait=config.run["wait"]) as own:
-            return _run(config, out, overwrite, progress, own, signals)
+            return _run(config, out, overwrite, (progress, progress_bar), own, signals)
 
 
 def _run(
-    config: Config, out: str | Path, overwrite: bool, progress: bool, transport: Transport, signals: SignalWatch | None
+    config: Config,
+    out: str | Path,
+    overwrite: bool,
+    progress: tuple[bool, bool],
+    transport: Transport,
+    signals: SignalWatch | None,
 ) -> RunResult:
     started = time.perf_counter()
     seed = root_seed(config.run["seed"])
@@ -263,6 +302,17 @@ def _run(
         method.stepsize,
         method.ctx.uplink.spec,
         method.ctx.downlink.spec,
+    )
+    log.debug(
+        "exchange: %s; uplink %s (%s), downlink %s; %d coordinates; worker shards %s samples",
+        "per round, the uploads go to rank 0 (Gatherv) and its downlink to every rank (Bcast)"
+        if config.compressor["aggregation"] == "gather"
+        else "per round, worker integer vectors are summed by the emulated switch on rank 0 and multicast",
+        method.ctx.uplink.spec,
+        f"about {method.ctx.uplink.expected_bits(problem.d) / problem.d:.3g} bits/coordinate",
+        method.ctx.downlink.spec,
+        problem.d,
+        _spread(problem.sample_counts()),
     )
     with ResultsWriter(
         out,
@@ -293,7 +343,30 @@ def _run(
     return result
 
 
+class _FloatingPointNotice:
+    """NumPy's floating-point errors (overflow, invalid, divide) during the rounds, said once in a log
+    line on the master instead of a RuntimeWarning per operation and rank: a diverging run's iterates
+    overflow before its stop rule (``[run] divergence_factor``, a non-finite model) ends it."""
+
+    def __init__(self, speaks: bool) -> None:
+        self.speaks, self.said, self.round = speaks, False, 0
+
+    def __call__(self, kind: str, flag: int) -> None:
+        if self.speaks and not self.said:
+            self.said = True
+            log.warning("floating-point %s in round %d: the iterates are growing (diverging?)", kind, self.round)
+
+
 def _loop(config: Config, transport: Transport, method: Method, monitor: _Monitor | None) -> RunResult:
+    """The rounds (:func:`_rounds`), with NumPy's floating-point errors turned into one log line."""
+    notice = _FloatingPointNotice(monitor is not None)
+    with np.errstate(over="call", invalid="call", divide="call", call=notice):
+        return _rounds(config, transport, method, monitor, notice)
+
+
+def _rounds(
+    config: Config, transport: Transport, method: Method, monitor: _Monitor | None, notice: _FloatingPointNotice
+) -> RunResult:
     """The rounds, identical on every rank; only the master has a monitor.
 
     Non-finite model entries are detected on every rank at once (replicas are identical), so every
@@ -303,6 +376,7 @@ def _loop(config: Config, transport: Transport, method: Method, monitor: _Monito
     rounds, log_every = config.run["rounds"], config.run["log_every"]
     code, message, k = FINISHED, f"{rounds} rounds done", -1
     for k in range(rounds):
+        notice.round = k + 1
         try:
             method.round(k, transport)
         except AggregationOverflowError as exc:

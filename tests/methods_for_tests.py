@@ -106,14 +106,28 @@ class TestLangevin(Method):
         return {"noise_norm": self.noise_norm}
 
 
-@register_method
-class FailingOnLastWorker(Method):
-    """test-fail-last: GD whose last worker raises in round 3, so only the rank hosting it fails."""
+@dataclass
+class FailingOptions(MethodOptions):
+    worker: int = dataclasses.field(default=-1, metadata={"help": "the worker that fails (-1: the last; -2: every)"})
+    at_round: int = dataclasses.field(default=3, metadata={"minimum": 0, "help": "round that fails (0: set-up)"})
 
-    name = "test-fail-last"
+
+@register_method
+class FailingWorker(Method):
+    """test-fail: GD whose worker ``worker`` raises in round ``at_round`` (0: while the method is
+    built, as a shard that cannot be used would), so only the rank hosting it fails."""
+
+    name = "test-fail"
+    Options = FailingOptions
+
+    def __init__(self, ctx, options: FailingOptions) -> None:
+        super().__init__(ctx, options)
+        self.failing = range(self.n) if options.worker == -2 else [options.worker % self.n]
+        if options.at_round == 0 and any(w in ctx.local_workers for w in self.failing):
+            raise ValueError(f"worker {self.failing[0]}: its shard cannot be used")
 
     def worker_upload(self, w: int, k: int) -> bytes:
-        if w == self.n - 1 and k == 2:
+        if w in self.failing and k + 1 == self.options.at_round:
             raise RuntimeError(f"worker {w} cannot compute its gradient")
         return self.encode_up(self.problem.local(w).grad(self.x), w, k)
 

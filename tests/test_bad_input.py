@@ -65,6 +65,10 @@ DATASET_CASES = {
         lambda tmp: npz(tmp, "nan.npz", np.where(np.eye(10, 3) > 0, np.nan, 1.0), np.arange(10) % 2),
         r"mpicomp: \[problem\]/\[data\]: .*nan\.npz: the (train|test) features contain NaN or Inf",
     ),
+    "strings in npz": (
+        lambda tmp: npz(tmp, "str.npz", np.array([["a", "b"]] * 10), np.arange(10) % 2),
+        r"mpicomp: \[problem\]/\[data\]: .*str\.npz: X holds <U1 values; the features must be numbers",
+    ),
     "python objects in npz": (
         lambda tmp: npz(tmp, "obj.npz", np.array([[1.0, 2.0]] * 4), np.array(["a", None, 1, 2.0], dtype=object)),
         r"mpicomp: \[problem\]/\[data\]: .*obj\.npz: not a readable \.npz archive .*holds Python objects",
@@ -92,6 +96,10 @@ SETTING_CASES = {
         ["method.stepsize=inf"],
         r"mpicomp: config error: \[method\] stepsize: must be a finite number, got inf",
     ),
+    "rounds beyond int64": (
+        ["run.rounds=99999999999999999999"],
+        r"mpicomp: config error: \[run\] rounds: 99999999999999999999 does not fit in a 64-bit integer",
+    ),
     "nan divergence factor": (
         ["run.divergence_factor=nan"],
         r"mpicomp: config error: \[run\] divergence_factor: must be a finite number, got nan",
@@ -107,7 +115,7 @@ SETTING_CASES = {
 def test_bad_settings(tmp_path, capsys, case):
     settings, first_line = SETTING_CASES[case]
     sets = [arg for setting in settings for arg in ("--set", setting)]
-    code = main(["run", "--out", str(tmp_path / "r.h5"), *sets, *BASE])
+    code = main(["run", "--out", str(tmp_path / "r.h5"), *BASE, *sets])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err and re.fullmatch(first_line + ".*", err[0]), err
 
@@ -151,6 +159,10 @@ def test_oversized_batch_and_k_are_used_with_one_warning(tmp_path, capsys, recwa
 
 
 OUT_CASES = {
+    "a folder where no file can be created": (
+        lambda tmp: Path("/proc/r.h5"),
+        r"mpicomp: cannot create files in /proc \(",
+    ),
     "parent is a file": (
         lambda tmp: tmp / "file.txt" / "r.h5",
         r"mpicomp: cannot create the folder of --out .*file\.txt/r\.h5: ",
@@ -189,24 +201,27 @@ def test_info_into_a_closed_pipe_is_not_an_error(tmp_path):
     assert done.stdout.startswith("results: ") and done.stderr == "", done.stderr
 
 
-def test_progress_in_a_log_file_is_a_few_plain_lines(caplog):
-    """Not a terminal: one line per 10% of the rounds (and every 30 s), not a carriage-return bar."""
+@pytest.mark.parametrize("total", [1000, 2000])
+def test_progress_in_a_log_file_is_a_few_plain_lines(caplog, total):
+    """Not a terminal: one line at each 10% of the rounds exactly (and every 30 s), with the elapsed
+    time and an estimate of the time left, not a carriage-return bar (2000: 30% is round 600, not 601)."""
     stream = io.StringIO()
-    progress = Progress(1000, enabled=True, stream=stream)
+    progress = Progress(total, enabled=True, stream=stream)
     logger = logging.getLogger("mpicomp")  # as the CLI sets it up: its own handler, no propagation
     propagate, logger.propagate = logger.propagate, False
     logger.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.INFO, logger="mpicomp"):
-            for _ in range(1000):
+            for _ in range(total):
                 progress.update()
             progress.close()
     finally:
         logger.removeHandler(caplog.handler)
         logger.propagate = propagate
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round ")]
-    assert stream.getvalue() == "" and 10 <= len(lines) <= 11, lines
-    assert lines[-1].startswith("round 1000/1000 (100%")
+    assert stream.getvalue() == "" and len(lines) == 10, lines
+    assert [line.split()[1] for line in lines] == [f"{total * j // 10}/{total}" for j in range(1, 11)]
+    assert all("elapsed " in line and " left" in line for line in lines), lines[0]
     quiet = io.StringIO()
     Progress(10, enabled=False, stream=quiet).update()
     assert quiet.getvalue() == ""

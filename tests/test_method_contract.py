@@ -249,7 +249,7 @@ def test_an_error_on_one_rank_is_recorded_by_rank_0(tmp_path):
     from mpicomp.results import read_results
 
     out = tmp_path / "r.h5"
-    proc = mpiexec_run(experiment({"name": "test-fail-last"}, rounds=10), out, 2, test_methods=True, timeout=120)
+    proc = mpiexec_run(experiment({"name": "test-fail"}, rounds=10), out, 2, test_methods=True, timeout=120)
     assert proc.returncode != 0
     res = read_results(out)
     assert (res.status, res.status_message) == ("failed", "rank 1: RuntimeError: worker 4 cannot compute its gradient")

@@ -17,7 +17,9 @@ Single-process runs keep Python's handlers (SIGINT raises KeyboardInterrupt, the
 into SystemExit), which the results writer records the same way. The watch calls MPI from its
 threads, so it needs ``MPI_THREAD_MULTIPLE`` (mpi4py's default request; the CLI falls back to
 Python's handlers, with a warning, where the MPI library gives less). :meth:`SignalWatch.report`
-also carries an error that only one rank sees to rank 0, so that it is recorded too.
+also carries an error that only one rank sees to rank 0, so that it is recorded too, and
+:meth:`SignalWatch.all_failed` tells a failing rank whether every rank failed alike (then all may
+exit normally) or whether some rank is still working or waiting (then the job must be aborted).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from mpi4py import MPI
 WATCHED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 POLL_SECONDS = 0.2
 GRACE_SECONDS = 10.0
+AGREE_SECONDS = 3.0  # how long a failing rank waits for the others to fail alike before aborting the job
 CONTROL_TAG = 7
 STOP_BYTE = b"\0"  # written by close(); signal numbers are never 0
 
@@ -66,6 +69,7 @@ class SignalWatch:
             )
         self.rank = comm.Get_rank()
         self.control = comm.Dup()
+        self.failures = comm.Dup()  # only failing ranks enter its barrier (all_failed)
         self.record: Callable[[str], None] | None = None
         self.closing = threading.Event()
         self.lock = threading.Lock()
@@ -96,6 +100,20 @@ class SignalWatch:
             self._fail(signal_reason(signum), 128 + signum)
         else:
             self.report(signal_reason(signum), 128 + signum)
+
+    def all_failed(self, seconds: float = AGREE_SECONDS) -> bool:
+        """Called by a rank after its own error: ``True`` if every rank has called it within ``seconds``.
+
+        Errors that every rank meets alike (an invalid option, a diverging aggregate) then end the job
+        normally, with one message from rank 0. ``False`` means some rank is still working or waits
+        in a collective (an error on one node only), and the caller must take the job down."""
+        request = self.failures.Ibarrier()
+        deadline = time.monotonic() + seconds
+        while not request.Test():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def report(self, reason: str, code: int = 1) -> None:
         """On a rank other than 0: send ``reason`` to rank 0, which records "rank r: reason" and aborts the job; if it
@@ -148,3 +166,4 @@ class SignalWatch:
         os.close(self.read_end)
         os.close(self.write_end)
         self.control.Free()
+        self.failures.Free()

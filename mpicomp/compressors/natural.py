@@ -297,7 +297,9 @@ def _too_large(x: np.ndarray) -> ValueError:
     bad = first_too_large(x)
     if not np.isfinite(x[bad]):
         return non_finite_input(x, bad)
-    return ValueError(f"x[{bad}] = {x[bad]!r}: natural compression encodes magnitudes up to 2^127; rescale the vector")
+    return ValueError(
+        f"x[{bad}] = {float(x[bad])!r}: natural compression encodes magnitudes up to 2^127; rescale the vector"
+    )
 
 
 def natural_codes(x: np.ndarray, key: RandomKey) -> np.ndarray:

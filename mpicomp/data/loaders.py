@@ -129,6 +129,8 @@ def load_npz(path: str | Path) -> Dataset:
             raise ValueError(
                 f"{path}: {xk} must be 2-D and {yk} 1-D with one label per row, got {X.shape} and {y.shape}"
             )
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: {xk} holds {X.dtype} values; the features must be numbers")
     X_test = np.asarray(arrays["X_test"], dtype=np.float64) if has_test else None
     return Dataset(str(path), np.asarray(arrays["X"], dtype=np.float64), arrays["y"], X_test, arrays.get("y_test"))
 

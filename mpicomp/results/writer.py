@@ -11,6 +11,7 @@ follow the run live, and a killed run leaves a consistent file holding every flu
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -221,7 +222,6 @@ class ResultsWriter:
             raise FileExistsError(
                 f"results file {self.path} already exists; pass overwrite=True to replace it or choose another path"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.n_workers = n_workers
         self.d = d
         self.sample_dim = sample_dim
@@ -230,14 +230,20 @@ class ResultsWriter:
         self._finished = False
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()  # finish() and record_failure() may race (a signal thread)
-        self._file = h5py.File(self.path, "w" if overwrite else "x", libver=LIBVER, locking=FILE_LOCKING)
+        staging = _create_staging(self.path)
+        try:
+            self._file = h5py.File(staging, "w", libver=LIBVER, locking=FILE_LOCKING)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
         try:
             self._create_layout(config_text, metric_dtypes, worker_dtypes, mpi_size)
             self._file.swmr_mode = True
             self._file.flush()
+            _publish(staging, self.path, overwrite)
         except BaseException:
             self._file.close()
-            self.path.unlink(missing_ok=True)
+            staging.unlink(missing_ok=True)
             raise
 
     def _create_layout(
@@ -424,6 +430,49 @@ class ResultsWriter:
                 self.finish("failed", "ResultsWriter was closed without finish(): the run ended without a final status")
         finally:
             self._file.close()
+
+
+def _create_staging(path: Path) -> Path:
+    """A new empty file beside ``path`` (same file system, so that :func:`_publish` can rename it)."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(staging, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create results file {path}: {exc.strerror or exc}") from None
+    return staging
+
+
+def _publish(staging: Path, path: Path, overwrite: bool) -> None:
+    """Give the complete new file (``staging``) its name ``path`` in one atomic step.
+
+    Without ``overwrite`` the name is taken only if it is still free (a hard link), so two runs
+    started on the same new path at once cannot both own it. With ``overwrite`` the old file is
+    replaced only if no live run writes it and no program holds it open; readers that had it open
+    keep reading the old file, which the rename leaves intact."""
+    from .guard import in_use  # guard reads results files with the reader, which imports this module
+
+    if overwrite:
+        reason = in_use(path)
+        if reason:
+            raise FileExistsError(errno.EBUSY, f"not replacing {reason}")
+        os.replace(staging, path)
+        return
+    taken = FileExistsError(
+        errno.EEXIST, f"results file {path} was created by another process meanwhile; choose another --out"
+    )
+    try:
+        os.link(staging, path)
+    except FileExistsError:
+        raise taken from None
+    except OSError:  # a file system without hard links: claim the name, then rename onto it
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            raise taken from None
+        os.replace(staging, path)
+        return
+    staging.unlink()
 
 
 def failure_message(exc: BaseException) -> str:
