@@ -253,16 +253,16 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from .results.plot import check_output, figure, run_labels, save
 
     try:
-        out = check_output(args.out)
+        out = check_output(args.out or default_figure_path(args.runs))
         runs, notes = load_runs(args.runs)
-        check_metrics(runs, args.y, "--y")
+        check_metrics(runs, args.y or ["loss"], "--y")
     except (RunsError, ValueError) as exc:
         print(f"mpicomp: plot: {exc}", file=sys.stderr)
         return 2
     try:
         fig, drawn = figure(
             list(zip(run_labels(runs), runs, strict=True)),
-            args.y,
+            args.y or ["loss"],
             args.x or ["rounds"],
             yscale=args.yscale,
             xscale=args.xscale,
@@ -275,6 +275,16 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         _note(note)
     print(f"wrote {save(fig, out)} ({len(runs)} runs)")
     return 0
+
+
+def default_figure_path(runs: list[str]) -> Path:
+    """``mpicomp plot``'s figure without ``--out``: a PNG named after the first RUNS argument, beside it
+    (``nat.h5`` -> ``nat.png``, ``results/sweep`` -> ``results/sweep.png``; a glob -> ``plot.png``)."""
+    first = runs[0]
+    if any(char in first for char in "*?["):
+        return Path("plot.png")
+    source = Path(first).resolve()
+    return source.with_suffix(".png") if source.is_file() else source.parent / f"{source.name}.png"
 
 
 EXAMPLE_SPECS = (
@@ -483,9 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--y",
         action="append",
-        required=True,
         metavar="METRIC",
-        help="metric column to plot (loss, suboptimality, grad_norm_sq, test_accuracy, ...); repeatable",
+        help="metric column to plot (default loss; suboptimality, grad_norm_sq, test_accuracy, ...); repeatable",
     )
     p.add_argument(
         "--x",
@@ -493,7 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("rounds", "bits", "modelled_time", "wall_time"),
         help="x-axis: rounds (default), bits (sent up + down), modelled_time or wall_time; repeatable",
     )
-    p.add_argument("--out", required=True, help="figure file: .png, .pdf or .svg")
+    p.add_argument(
+        "--out",
+        help="figure file: .png, .pdf or .svg (default: a PNG named after the first RUNS argument, beside it)",
+    )
     p.add_argument("--yscale", choices=("auto", "linear", "log"), default="auto", help="y axis scale (default auto)")
     p.add_argument("--xscale", choices=("linear", "log"), default="linear", help="x axis scale (default linear)")
     p.add_argument("--title", help="figure title")

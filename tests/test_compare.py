@@ -13,6 +13,7 @@ import importlib.util
 import io
 import json
 import math
+import shutil
 import struct
 import subprocess
 import sys
@@ -467,6 +468,16 @@ def test_plot_writes_png_and_pdf_and_notes_runs_it_cannot_draw(sweep, tmp_path, 
     width, height = struct.unpack(">II", png[16:24])
     assert width > 1000 and height > 600  # two panels wide, two high
     assert (tmp_path / "figs" / "sweep.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_plot_defaults_to_loss_in_a_png_named_after_the_input(sweep, tmp_path, capsys):
+    run = tmp_path / "gd.h5"
+    shutil.copy(sweep / "gd_s0.h5", run)
+    code, stdout, _ = cli(capsys, "plot", str(run))
+    assert code == 0 and stdout == f"wrote {tmp_path / 'gd.png'} (1 runs)\n"
+    assert (tmp_path / "gd.png").read_bytes().startswith(b"\x89PNG")
+    code, stdout, _ = cli(capsys, "plot", str(tmp_path))
+    assert code == 0 and stdout == f"wrote {tmp_path.parent / tmp_path.name}.png (1 runs)\n"
 
 
 def test_plotted_curves_are_the_files_columns(runs):

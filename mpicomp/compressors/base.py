@@ -34,6 +34,7 @@ from ..wire import (
     payload_offset,
     unpack_message,
 )
+from ..wire.bitpack import parallel_tasks
 
 T = TypeVar("T")
 
@@ -209,6 +210,11 @@ class Compressor(ABC):
             fingerprint = key.fingerprint if self.uses_shared_key else None
             total = frame_message(buffer, self.codec_id, x.size, scalars, size, self.crc, fingerprint)
             return memoryview(buffer[:total]).toreadonly()
+
+    def batches_rows(self, d: int) -> bool:
+        """Whether :meth:`encode_many` pays for several rows of length ``d`` at once: for vectors short
+        enough that the kernels run on one thread (a longer vector's kernels split it over threads)."""
+        return parallel_tasks(d) == 1
 
     def encode_many(self, rows: np.ndarray, keys: Sequence[RandomKey]) -> list[memoryview]:
         """One message per row of the ``(m, d)`` array ``rows``, row j with ``keys[j]``: the bytes of

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..rng import STREAM_UPLINK
-from ..wire.bitpack import parallel_tasks
 from .base import MASTER, Method, MethodContext, MethodOptions, register_method
 from .in_network import make_switch_sum
 from .link import Link
@@ -62,7 +61,7 @@ class QuantizedSGD(Method):
         """``C_W(g_i(x^k))`` of every local worker: the gradients of ``BATCH_ROWS`` workers at a time
         into one reused (cache-sized) array, then one ``encode_many`` call for them; one by one for
         a single worker or vectors long enough for the codecs' threaded kernels."""
-        if len(workers) == 1 or parallel_tasks(self.d) > 1:
+        if len(workers) == 1 or not self.ctx.uplink.batches_rows(self.d):
             return super().worker_uploads(workers, k)
         uploads: list[memoryview] = []
         gradients = np.empty((min(BATCH_ROWS, len(workers)), self.d))
