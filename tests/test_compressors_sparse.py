@@ -27,6 +27,8 @@ from tests.stats import (
     fixed_vectors,
 )
 
+# d = 1 with k > 1 is a deliberate edge case: the "k exceeds d" warning is expected there.
+pytestmark = pytest.mark.filterwarnings("ignore:.* exceeds d = 1; all 1 coordinates are kept:UserWarning")
 KEY = RandomKey(2024, 3, 1, 0)
 UNBIASED = [
     "randk(k=0.3)",
