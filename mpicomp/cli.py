@@ -107,7 +107,7 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
     try:
         config = load(args.config, args.set)
     except ConfigError as exc:
-        return _end_failed(f"config error: {exc}", 2, rank, size, watch)
+        return _end_failed(str(exc), 2, rank, size, watch, "config error: ")
     out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem if args.config else 'run'}.h5"
     problem = check_out(out, args.overwrite) if rank == 0 else ""
     if problem:  # rank 0 alone knows: take the other ranks down before they wait in a collective
@@ -136,19 +136,22 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
     except (ConfigError, FileExistsError) as exc:
         return _end_failed(str(exc), 2, rank, size, watch)
     except (AggregationOverflowError, MessageError, OSError, FloatingPointError, MemoryError) as exc:
-        return _end_failed(f"run failed: {failure_message(exc)}", 1, rank, size, watch)
+        return _end_failed(failure_message(exc), 1, rank, size, watch, "run failed: ")
     except Exception as exc:  # most likely a defect: the traceback is one -v away
         if args.verbose:
             traceback.print_exc()
         hint = "" if args.verbose else " (-v prints the traceback)"
-        return _end_failed(f"run failed: {failure_message(exc)}", 1, rank, size, watch, hint)
+        return _end_failed(failure_message(exc), 1, rank, size, watch, "run failed: ", hint)
     if rank == 0:
         print(f"{result.status}: {result.message}; results in {out}")
     return 0
 
 
-def _end_failed(reason: str, code: int, rank: int, size: int, watch: SignalWatch | None, hint: str = "") -> int:
-    """One line for an error, and no rank left waiting.
+def _end_failed(
+    reason: str, code: int, rank: int, size: int, watch: SignalWatch | None, label: str = "", hint: str = ""
+) -> int:
+    """One line for an error (``label``, ``reason``, ``hint``; ``reason`` alone goes to the results
+    file), and no rank left waiting.
 
     If every rank met an error (an invalid option, a diverged aggregate: every rank computes the
     same), rank 0 says it once and every rank returns ``code``. If only some did (a file missing
@@ -157,9 +160,9 @@ def _end_failed(reason: str, code: int, rank: int, size: int, watch: SignalWatch
     """
     if size == 1 or (watch is not None and watch.all_failed()):
         if rank == 0:
-            print(f"mpicomp: {reason}{hint}", file=sys.stderr)
+            print(f"mpicomp: {label}{reason}{hint}", file=sys.stderr)
         return code
-    print(f"mpicomp: rank {rank}: {reason}{hint}", file=sys.stderr, flush=True)
+    print(f"mpicomp: rank {rank}: {label}{reason}{hint}", file=sys.stderr, flush=True)
     if watch is not None and rank != 0:
         watch.report(reason, code)  # rank 0 records "rank r: reason" and aborts the job
     _abort_others(size, code)
