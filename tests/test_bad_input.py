@@ -225,3 +225,11 @@ def test_progress_in_a_log_file_is_a_few_plain_lines(caplog, total):
     quiet = io.StringIO()
     Progress(10, enabled=False, stream=quiet).update()
     assert quiet.getvalue() == ""
+
+
+def test_verbose_logs_the_exchange_and_every_round(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path / "r.h5"), *BASE[:-1], "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "DEBUG exchange: per round, the uploads go to rank 0 (Gatherv)" in err
+    rounds = [line for line in err.splitlines() if " DEBUG round " in line]
+    assert len(rounds) == 2 and "uplink 8 uploads, 0 skipped" in rounds[0], err

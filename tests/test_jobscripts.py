@@ -68,3 +68,23 @@ def test_sweep_task_without_a_spec_says_which_array_to_use(slurm_env):
     done = sweep(folder, env, 9)
     assert done.returncode == 2
     assert done.stderr.strip() == "slurm_sweep.sh: array task 9 has no spec; use --array=0-4"
+
+
+@pytest.mark.mpi
+def test_a_job_log_shows_progress_lines_with_elapsed_time_and_estimate(slurm_env):
+    """Rank 0 writes to a pipe in a job: a plain line at each 10% (the scripts once passed --no-progress,
+    which left a 50-round log with nothing between start and end)."""
+    folder, env = slurm_env
+    done = subprocess.run(
+        ["bash", str(ROOT / "jobscripts" / "slurm_single.sh"), "sweep.toml"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line.split(" INFO ", 1)[1] for line in done.stderr.splitlines() if " INFO round " in line]
+    assert [line.split()[1] for line in lines] == [f"{5 * j}/50" for j in range(1, 11)], done.stderr
+    assert all("elapsed " in line and " left" in line for line in lines)
