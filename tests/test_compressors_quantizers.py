@@ -1,6 +1,6 @@
 """Quantizer codecs (natural, dither, natdither, block) and the bit packing under them.
 
-Statistical checks use tests/stats.py (chi2 / CLT tolerances, fixed seeds); the wire checks use
+Statistical checks use mpicomp.testing (chi2 / CLT tolerances, fixed seeds); the wire checks use
 real messages, corrupted one field at a time and re-framed with a valid CRC, so that the codec's
 own validation (not the CRC) has to catch them.
 """
@@ -28,7 +28,7 @@ from mpicomp.wire import (
     unpack_uint,
 )
 from mpicomp.wire.bitpack import CHUNK_VALUES, PARALLEL_MIN_CHUNKS
-from tests.stats import assert_omega, assert_unbiased, draws, fixed_vectors
+from mpicomp.testing import assert_omega, assert_unbiased, check_unbiased, check_variance, check_wire, draws, fixed_vectors
 
 QUANTIZERS = [
     "natural",
@@ -67,30 +67,28 @@ def reframe(msg: bytes, scalars=None, payload=None, codec=None, d=None) -> bytes
 @pytest.mark.parametrize("d", sorted(DRAWS))
 def test_unbiased_and_omega(spec, d):
     compressor = make(spec)
-    for name, x in fixed_vectors(d).items():
-        samples = draws(compressor, x, DRAWS[d])
-        assert_unbiased(samples, x)
-        assert_omega(compressor, samples, x)
-        assert np.isfinite(samples).all(), name
+    samples = check_unbiased(compressor, d, n_draws=DRAWS[d])
+    check_variance(compressor, d, samples=samples)
+    for name, drawn in samples.items():
+        assert np.isfinite(drawn).all(), name
 
 
 @pytest.mark.parametrize("spec", QUANTIZERS)
 def test_unbiased_and_omega_float32_input(spec):
     x = fixed_vectors(300, seed=11)["heavy-tailed"].astype(np.float32)
     compressor = make(spec)
-    samples = draws(compressor, x, 400)
+    samples = {"x": draws(compressor, x, 400)}
     exact = x.astype(np.float64)
-    assert_unbiased(samples, exact)
-    assert_omega(compressor, samples, exact)
+    check_unbiased(compressor, x=exact, samples=samples)
+    check_variance(compressor, x=exact, samples=samples)
 
 
 @pytest.mark.parametrize("spec", QUANTIZERS)
 def test_unbiased_and_omega_large_d(spec):
     x = fixed_vectors(100_000, seed=5)["half-zeros"]
     compressor = make(spec)
-    samples = draws(compressor, x, 25)
-    assert_unbiased(samples, x)
-    assert_omega(compressor, samples, x)
+    samples = check_unbiased(compressor, x=x, n_draws=25)
+    check_variance(compressor, x=x, samples=samples)
 
 
 @pytest.mark.parametrize("spec", ["dither(s=2,p=inf)", "natdither(s=4,p=inf)", "dither(s=1,p=inf)"])

@@ -19,10 +19,12 @@ from mpicomp.wire import (
     unpack_message,
 )
 from mpicomp.wire.elias import encode_elias
-from tests.stats import (
-    assert_alpha,
+from mpicomp.testing import (
     assert_omega,
     assert_unbiased,
+    check_contractive,
+    check_unbiased,
+    check_variance,
     draws,
     fixed_vectors,
 )
@@ -58,27 +60,22 @@ def cases(dims: tuple[int, ...], names: tuple[str, ...] | None = None) -> list[t
 @pytest.mark.parametrize(("d", "vector"), cases((1, 7), ("dense", "heavy-tailed")) + cases((1000,)))
 def test_unbiased_and_omega(spec: str, d: int, vector: str) -> None:
     compressor = make(spec)
-    x = fixed_vectors(d)[vector]
-    samples = draws(compressor, x, 300)
-    assert_unbiased(samples, x)
-    assert_omega(compressor, samples, x)
+    x = {vector: fixed_vectors(d)[vector]}
+    check_variance(compressor, x=x, samples=check_unbiased(compressor, x=x, n_draws=300))
 
 
 @pytest.mark.parametrize("spec", ["randk(k=0.01)", "qsgd(s=8)", "terngrad"])
 def test_unbiased_and_omega_large_d(spec: str) -> None:
     compressor = make(spec)
     x = fixed_vectors(100_000)["dense"]
-    samples = draws(compressor, x, 60)
-    assert_unbiased(samples, x)
-    assert_omega(compressor, samples, x)
+    check_variance(compressor, x=x, samples=check_unbiased(compressor, x=x, n_draws=60))
 
 
 @pytest.mark.parametrize("spec", CONTRACTIVE)
 @pytest.mark.parametrize(("d", "vector"), cases((1, 7), ("dense", "heavy-tailed")) + cases((1000,)))
 def test_alpha(spec: str, d: int, vector: str) -> None:
     compressor = make(spec)
-    x = fixed_vectors(d)[vector]
-    assert_alpha(compressor, draws(compressor, x, 50), x)
+    check_contractive(compressor, x={vector: fixed_vectors(d)[vector]}, n_draws=50)
 
 
 def test_randk_omega_is_exact() -> None:

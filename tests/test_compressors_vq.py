@@ -1,6 +1,6 @@
 """Vector quantizers: StoVoQ (biased and unbiased), HSQ (greedy and span) and cross-polytope.
 
-Statistical checks use tests/stats.py (chi2 / CLT tolerances, fixed seeds); predictions come from
+Statistical checks use mpicomp.testing (chi2 / CLT tolerances, fixed seeds); predictions come from
 the exact radial integrals of :mod:`mpicomp.compressors._radial`, which are themselves checked
 against an independent NumPy Monte Carlo and against the talk's M^(-2/d) limit. Small codebooks
 (P = 6..10) keep the many-draw tests fast; the defaults are checked on fewer draws.
@@ -29,7 +29,7 @@ from mpicomp.compressors.stovoq import radius_grid
 from mpicomp.rng import RandomKey
 from mpicomp.wire import MessageError, pack_message, pack_uint, unpack_message
 from tests.runs import assert_same_metrics, run_inprocess, run_mpiexec
-from tests.stats import Z_TAIL, assert_omega, assert_unbiased, draws, fixed_vectors
+from mpicomp.testing import Z_TAIL, assert_omega, assert_unbiased, check_unbiased, check_variance, draws, fixed_vectors
 
 KEY = RandomKey(2024, 3, 1, 0)
 SMALL_UNBIASED = ["stovoq(P=8,R=2,size=4)", "hsq(mode=span,P=6,R=4,size=4)", "cross-polytope(samples=3,size=5)"]
@@ -107,10 +107,8 @@ def test_measured_distortion_scales_with_the_codebook_size(bits: int) -> None:
 @pytest.mark.parametrize("vector", list(fixed_vectors(8)))
 def test_unbiased_and_omega(spec: str, vector: str) -> None:
     compressor = make(spec)
-    x = fixed_vectors(300)[vector]
-    samples = draws(compressor, x, 400)
-    assert_unbiased(samples, x)
-    assert_omega(compressor, samples, x)
+    x = {vector: fixed_vectors(300)[vector]}
+    check_variance(compressor, x=x, samples=check_unbiased(compressor, x=x, n_draws=400))
 
 
 @pytest.mark.parametrize("spec", ["stovoq", "hsq(mode=span)", "cross-polytope"])

@@ -2,7 +2,7 @@
 
 Exactness is checked bit for bit against references computed independently (the natural codec's
 own decoded messages summed in float64; a direct fixed-point formula); unbiasedness with the
-chi-square check of ``tests/stats.py``; counts against the documented packet format.
+chi-square check of ``mpicomp.testing``; counts against the documented packet format.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from mpicomp.methods.in_network import (
 )
 from mpicomp.rng import STREAM_UPLINK, RandomKey
 from tests.runs import assert_same_metrics, run_inprocess, run_mpiexec
-from tests.stats import assert_unbiased
+from mpicomp.testing import assert_unbiased
 
 NATURAL = make("natural")
 

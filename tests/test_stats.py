@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.stats import assert_second_moment_below, assert_unbiased
+from mpicomp.testing import assert_second_moment_below, assert_unbiased
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal(50)
