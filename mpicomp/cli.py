@@ -343,8 +343,20 @@ def _first_line(obj) -> str:
     return (obj.__doc__ or "").strip().splitlines()[0].replace("``", "") if obj.__doc__ else ""
 
 
+def plugin_lines(plugins: dict, what: str) -> list[str]:
+    """The entry-point plugins of one group: name, package, target and first docstring line."""
+    if not plugins:
+        return []
+    width = max(len(name) for name in plugins)
+    lines = [f"\n{what} from plugins (entry points):"]
+    lines += [f"{p.name:{width}s}  from {p.package}  ({p.target})  {_first_line(p.cls)}" for p in plugins.values()]
+    return lines
+
+
 def _cmd_compressors(args: argparse.Namespace) -> int:
-    print(compressor_table(args.d))
+    from .compressors.registry import plugins
+
+    print("\n".join([compressor_table(args.d), *plugin_lines(plugins(), "compressors")]))
     return 0
 
 
@@ -352,10 +364,12 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .methods import available_methods
+    from .methods.base import plugins
 
     for name, cls in available_methods().items():
         options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options))
-        print(f"{name:14s} {_first_line(cls)}\n{'':14s} options: {options}")
+        origin = f" [plugin from {plugins()[name].package}]" if name in plugins() else ""
+        print(f"{name:14s} {_first_line(cls)}{origin}\n{'':14s} options: {options}")
     return 0
 
 

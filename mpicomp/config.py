@@ -27,7 +27,9 @@ from .data.loaders import SCALINGS
 from .data.partition import PARTITIONS
 from .methods import available_methods, method_class
 from .methods.in_network import AGGREGATIONS, SWITCH_ENCODINGS
+from .plugins import PluginError
 from .problems import PROBLEMS, REGULARIZERS
+from .problems.factory import problem_class
 
 
 class ConfigError(ValueError):
@@ -53,7 +55,7 @@ class Key:
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "problem": {
-        "name": Key(str, "logistic", "objective", choices=PROBLEMS),
+        "name": Key(str, "logistic", f"objective: {', '.join(PROBLEMS)}, a plugin's name or module:Class"),
         "dataset": Key(str, "sklearn:breast_cancer", "sklearn:NAME, mnist:DIR, a LIBSVM file or a .npz file"),
         "l2": Key(float, 1e-3, "smooth L2 weight (l2/2)||x||^2 inside every f_i", minimum=0.0),
         "nonconvex": Key(float, 0.0, "weight of the nonconvex regulariser sum x^2/(1+x^2)", minimum=0.0),
@@ -229,35 +231,45 @@ def validate(raw: dict[str, Any]) -> Config:
     sections = {name: _validate_section(name, raw.get(name, {}), schema) for name, schema in SCHEMA.items()}
     method_table = dict(raw.get("method", {}))
     name = method_table.pop("name", "gd")
-    names = available_methods()
-    if name not in names:
-        raise ConfigError(f"[method] name: {name!r} is not allowed; choose one of {', '.join(map(repr, names))}")
-    options = _validate_section("method", method_table, _option_keys(names[name].Options))
     try:
-        names[name].Options(**options)
+        cls = method_class(name) if isinstance(name, str) else None
+    except PluginError as exc:
+        raise ConfigError(f"[method] name: {exc}") from None
+    except ValueError:
+        cls = None
+    if cls is None:
+        names = ", ".join(map(repr, available_methods()))
+        raise ConfigError(f"[method] name: {name!r} is not allowed; choose one of {names} or a module:Class")
+    options = _validate_section("method", method_table, _option_keys(cls.Options))
+    try:
+        cls.Options(**options)
     except ValueError as exc:
         raise ConfigError(f"[method] {exc}") from None
+    try:
+        problem_class(sections["problem"]["name"])
+    except ValueError as exc:
+        raise ConfigError(f"[problem] name: {exc}") from None
     for direction in ("uplink", "downlink"):
         spec = sections["compressor"][direction]
         try:
             make_compressor(spec)
         except ValueError as exc:
             raise ConfigError(f"[compressor] {direction}: {exc}") from None
-    if names[name].requires_unbiased_uplink and not make_compressor(sections["compressor"]["uplink"]).unbiased:
+    if cls.requires_unbiased_uplink and not make_compressor(sections["compressor"]["uplink"]).unbiased:
         raise ConfigError(
             f"[compressor] uplink: method {name!r} needs an unbiased compressor, "
             f"{sections['compressor']['uplink']!r} is biased (e.g. use 'qsgd(s=16)' or 'natural')"
         )
-    _check_kind(names[name], sections["run"])
-    _check_aggregation(names[name], sections["compressor"])
+    _check_kind(cls, sections["run"])
+    _check_aggregation(cls, sections["compressor"])
     if sections["run"]["target_suboptimality"] > 0 and not sections["run"]["optimum"]:
         raise ConfigError(
             "[run] target_suboptimality: needs the reference optimum; set [run] optimum = true or drop it"
         )
     if sections["data"]["test_fraction"] >= 1.0:
         raise ConfigError(f"[data] test_fraction: must be < 1, got {sections['data']['test_fraction']!r}")
-    if sections["problem"]["regularizer"] != "none" and not names[name].supports_prox:
-        prox_methods = ", ".join(n for n, c in names.items() if c.supports_prox) or "none yet"
+    if sections["problem"]["regularizer"] != "none" and not cls.supports_prox:
+        prox_methods = ", ".join(n for n, c in available_methods().items() if c.supports_prox) or "none yet"
         raise ConfigError(
             f"[problem] regularizer: method {name!r} has no prox step; "
             f"use regularizer = 'none' or a prox method ({prox_methods})"

@@ -28,7 +28,15 @@ from mpicomp.wire import (
     unpack_uint,
 )
 from mpicomp.wire.bitpack import CHUNK_VALUES, PARALLEL_MIN_CHUNKS
-from mpicomp.testing import assert_omega, assert_unbiased, check_unbiased, check_variance, check_wire, draws, fixed_vectors
+from mpicomp.testing import (
+    assert_omega,
+    assert_unbiased,
+    check_unbiased,
+    check_variance,
+    check_wire,
+    draws,
+    fixed_vectors,
+)
 
 QUANTIZERS = [
     "natural",

@@ -16,6 +16,8 @@ order (bit-identical to zeroing ``out``, ``decode_add`` of each, then dividing).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -56,6 +58,31 @@ CODEC_IDS = {
     "cross-polytope": 14,
     "hsq": 15,
 }
+
+# Every codec defined outside mpicomp travels under this id; its first codec scalar is the codec's
+# tag (below), so that a message is decoded by the class that encoded it or raises MessageError.
+EXTENSION_CODEC = 255
+_EXTENSION_TAGS: dict[int, str] = {}  # tag -> "module:QualName", to refuse a second class with the same tag
+
+
+def extension_tag(target: str) -> int:
+    """The 32-bit wire tag of an outside codec: the first 4 bytes (big-endian) of SHA-256 of its
+    ``module:QualName``; sent as an exact float64 scalar."""
+    return int.from_bytes(hashlib.sha256(target.encode()).digest()[:4], "big")
+
+
+def _claim_tag(cls: type) -> int | None:
+    """The tag of a compressor class defined outside mpicomp (None inside), checked against every
+    other outside class seen in this process: a collision is a TypeError at class creation."""
+    if cls.__module__.split(".")[0] == "mpicomp":
+        return None
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    tag = extension_tag(target)
+    holder = _EXTENSION_TAGS.setdefault(tag, target)
+    if holder != target:
+        raise TypeError(f"codec tag 0x{tag:08x} of {target} collides with {holder}; rename one of the classes")
+    return tag
+
 
 # Little-endian float formats for values sent as is (identity, sparsifiers), by their spec name.
 VALUE_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
@@ -135,15 +162,26 @@ class Compressor(ABC):
     n_scalars: ClassVar[int] = 0
     checks_finite: ClassVar[bool] = False  # True: the payload kernel rejects NaN/Inf in its own pass
     crc: bool = True  # append the CRC-32 trailer (a run sets it from [compressor] checksum)
+    extension_tag: ClassVar[int | None] = None  # set for classes outside mpicomp (EXTENSION_CODEC)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in vars(cls) and cls._decode is Compressor._decode and cls._decode_into is Compressor._decode_into:
             raise TypeError(f"compressor {cls.name!r} must implement _decode or _decode_into")
+        cls.extension_tag = _claim_tag(cls)
 
     @property
     def codec_id(self) -> int:
-        return CODEC_IDS[self.name]
+        return CODEC_IDS[self.name] if self.extension_tag is None else EXTENSION_CODEC
+
+    @property
+    def framed_scalars(self) -> int:
+        """Scalars in the message: the codec's own, after the extension tag of an outside codec."""
+        return self.n_scalars + (self.extension_tag is not None)
+
+    def _framed(self, scalars: Sequence[float]) -> tuple[float, ...]:
+        """The codec's scalars as framed: an outside codec's tag first."""
+        return tuple(scalars) if self.extension_tag is None else (float(self.extension_tag), *scalars)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -153,8 +191,11 @@ class Compressor(ABC):
     @property
     def spec(self) -> str:
         """Canonical spec string; ``make(c.spec)`` rebuilds an equal compressor."""
+        from .registry import spec_name  # the registry imports this module
+
         args = ",".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.name}({args})" if args else self.name
+        name = spec_name(type(self))
+        return f"{name}({args})" if args else name
 
     def __repr__(self) -> str:
         return f"<Compressor {self.spec}>"
@@ -185,7 +226,7 @@ class Compressor(ABC):
     def message_capacity(self, d: int) -> int | None:
         """Bytes an ``encode(x, key, out=)`` buffer needs in dimension d (None: data-dependent)."""
         size = self.payload_bytes(d)
-        return None if size is None else overhead_bytes(self.n_scalars, self.crc) + size
+        return None if size is None else overhead_bytes(self.framed_scalars, self.crc) + size
 
     def encode(self, x: np.ndarray, key: RandomKey, out: np.ndarray | None = None) -> memoryview:
         """Compress ``x`` into one framed, bit-packed message, a read-only view of its bytes.
@@ -195,8 +236,8 @@ class Compressor(ABC):
         """
         with CODEC.timing():
             x = check_input(x, finite=not self.checks_finite)
-            start = payload_offset(self.n_scalars)
-            trailer = overhead_bytes(self.n_scalars, self.crc) - start
+            start = payload_offset(self.framed_scalars)
+            trailer = overhead_bytes(self.framed_scalars, self.crc) - start
             size = self.payload_bytes(x.size)
             if size is None:
                 scalars, payload = self._encode(x, key)
@@ -208,7 +249,7 @@ class Compressor(ABC):
                 buffer = message_buffer(out, start + size + trailer)
                 scalars = self._encode_into(x, key, buffer[start : start + size])
             fingerprint = key.fingerprint if self.uses_shared_key else None
-            total = frame_message(buffer, self.codec_id, x.size, scalars, size, self.crc, fingerprint)
+            total = frame_message(buffer, self.codec_id, x.size, self._framed(scalars), size, self.crc, fingerprint)
             return memoryview(buffer[:total]).toreadonly()
 
     def batches_rows(self, d: int) -> bool:
@@ -230,10 +271,10 @@ class Compressor(ABC):
             return [naming_row(r, self.encode, row, key) for r, (row, key) in enumerate(zip(rows, keys, strict=True))]
         with CODEC.timing():
             rows = check_input(rows, finite=not self.checks_finite, ndim=2)
-            frame = overhead_bytes(self.n_scalars, self.crc) + size
+            frame = overhead_bytes(self.framed_scalars, self.crc) + size
             buffer = np.empty((len(rows), frame), dtype=np.uint8)
-            scalars = self._encode_rows_into(rows, keys, buffer, payload_offset(self.n_scalars))
-            table = np.array(scalars, dtype=np.float64).reshape(len(rows), self.n_scalars)
+            scalars = self._encode_rows_into(rows, keys, buffer, payload_offset(self.framed_scalars))
+            table = np.array([self._framed(s) for s in scalars], dtype=np.float64).reshape(len(rows), -1)
             frame_messages(buffer, self.codec_id, rows.shape[1], table, size, self.crc)
             whole = memoryview(buffer.reshape(-1)).toreadonly()
             return [whole[j * frame : (j + 1) * frame] for j in range(len(rows))]
@@ -299,6 +340,14 @@ class Compressor(ABC):
     def _message(self, buf: bytes | memoryview, d: int | None, key: RandomKey | None) -> Message:
         """The parsed message, checked against this codec: id, d, scalar count and key fingerprint."""
         msg = unpack_message(buf, codec=self.codec_id, d=d)
+        if self.extension_tag is not None:
+            tag = msg.scalars[0] if msg.scalars else None
+            if tag != self.extension_tag:
+                raise MessageError(
+                    f"{self.name}: message of another outside codec (tag {tag!r}, this codec's "
+                    f"0x{self.extension_tag:08x} = {type(self).__module__}:{type(self).__qualname__})"
+                )
+            msg = dataclasses.replace(msg, scalars=msg.scalars[1:])
         if len(msg.scalars) != self.n_scalars:
             raise MessageError(f"{self.name}: message has {len(msg.scalars)} scalars, codec uses {self.n_scalars}")
         if self.uses_shared_key:
@@ -321,7 +370,7 @@ class Compressor(ABC):
 
     def header_bits(self) -> int:
         """Bits of framing (header, scalars, CRC) around each message of this codec."""
-        return 8 * overhead_bytes(self.n_scalars, self.crc)
+        return 8 * overhead_bytes(self.framed_scalars, self.crc)
 
     def omega(self, d: int) -> float | None:
         """Variance bound omega of an unbiased compressor in dimension d (None if biased)."""
@@ -351,7 +400,7 @@ class Compressor(ABC):
     ) -> list[tuple[float, ...]]:
         """Write row j's payload into ``messages[j, start : start + payload_bytes(d)]`` (``messages``
         is ``(m, frame)`` uint8) and return every row's scalars. Default: :meth:`_encode_into` per row."""
-        end = start + messages.shape[1] - overhead_bytes(self.n_scalars, self.crc)
+        end = start + messages.shape[1] - overhead_bytes(self.framed_scalars, self.crc)
         return [
             naming_row(r, self._encode_into, row, key, message[start:end])
             for r, (row, key, message) in enumerate(zip(rows, keys, messages, strict=True))

@@ -119,8 +119,8 @@ class Identity(Compressor):
         """float64 identity: the payload slot of ``out`` as a float64 vector of length d."""
         if out is None or self.dtype != "float64":
             return None
-        start, size = payload_offset(self.n_scalars), self.payload_bytes(d)
-        buffer = message_buffer(out, overhead_bytes(self.n_scalars, self.crc) + size)
+        start, size = payload_offset(self.framed_scalars), self.payload_bytes(d)
+        buffer = message_buffer(out, overhead_bytes(self.framed_scalars, self.crc) + size)
         return buffer[start : start + size].view(np.float64)
 
     def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:

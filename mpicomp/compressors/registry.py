@@ -4,6 +4,10 @@ A spec is one or more factors joined by ``∘`` (or ``*``), applied right to lef
 factor is ``name`` or ``name(key=value, ...)`` with Python literals as values
 (``inf`` is accepted for p). A bad spec raises ``ValueError`` naming the bad part and
 listing what is valid.
+
+Names are mpicomp's codecs and the plugins of entry-point group ``mpicomp.compressors`` (read on
+the first name that is not built in, once); a factor may also name a class directly,
+``module:Class`` or ``module:Class(key=value, ...)`` (:mod:`mpicomp.plugins`).
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+from functools import cache
 
+from ..plugins import Plugin, PluginError, load_entry_points, load_target, split_target, target_of
 from .base import Compressor
 
 _REGISTRY: dict[str, type[Compressor]] = {}
-_FACTOR = re.compile(r"^\s*([A-Za-z][\w-]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
+_FACTOR = re.compile(r"^\s*([A-Za-z][\w-]*|[A-Za-z_][\w.]*:[A-Za-z_][\w.]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
 COMPOSE_SYMBOLS = ("∘", "*")
+GROUP = "mpicomp.compressors"
 
 
 def register(cls: type[Compressor]) -> type[Compressor]:
@@ -27,9 +34,58 @@ def register(cls: type[Compressor]) -> type[Compressor]:
     return cls
 
 
+def check_plugin(cls: type[Compressor]) -> None:
+    """TypeError unless ``cls`` has what a usable compressor needs (docs/extending.md)."""
+    missing = [part for part in ("name", "unbiased") if not hasattr(cls, part)]
+    if inspect.isabstract(cls):
+        missing += sorted(cls.__abstractmethods__)
+    if cls._encode is Compressor._encode and cls.payload_bytes is Compressor.payload_bytes:
+        missing.append("_encode (or payload_bytes and _encode_into)")
+    if getattr(cls, "unbiased", False) and cls.omega is Compressor.omega:
+        missing.append("omega (it declares unbiased = True)")
+    if missing:
+        raise TypeError(f"compressor class lacks {', '.join(missing)}")
+
+
+def _check_entry_point(name: str, cls: type) -> None:
+    check_plugin(cls)
+    if cls.name != name:
+        raise TypeError(f"the entry point's name differs from the class's name {cls.name!r}")
+    if name in _REGISTRY:
+        raise TypeError(f"the name is taken by {target_of(_REGISTRY[name])}")
+
+
+@cache
+def plugins() -> dict[str, Plugin]:
+    """The compressors of entry-point group ``mpicomp.compressors`` (read once; bad ones logged and left out)."""
+    return load_entry_points(GROUP, Compressor, _check_entry_point)
+
+
 def available() -> dict[str, type[Compressor]]:
-    """Registered compressor classes by name (composition excluded: it is spelled ``a∘b``)."""
-    return {name: cls for name, cls in sorted(_REGISTRY.items()) if name != "compose"}
+    """Compressor classes by name, mpicomp's and the plugins' (composition excluded: it is spelled ``a∘b``)."""
+    names = {**{name: p.cls for name, p in plugins().items()}, **_REGISTRY}
+    return {name: cls for name, cls in sorted(names.items()) if name != "compose"}
+
+
+def spec_name(cls: type[Compressor]) -> str:
+    """The name a spec uses for ``cls``: its registered name, or ``module:QualName`` for any other class."""
+    name = getattr(cls, "name", None)
+    registered = _REGISTRY.get(name) if name in _REGISTRY else plugins().get(name, None)
+    return name if registered is cls or getattr(registered, "cls", None) is cls else target_of(cls)
+
+
+def _factor_class(name: str) -> type[Compressor]:
+    """The class a factor names: built in, a plugin, or a ``module:Class`` target."""
+    if ":" in name:
+        try:
+            return load_target(name, Compressor, "compressor", check_plugin)
+        except PluginError as error:
+            raise ValueError(str(error)) from None
+    if name in _REGISTRY and name != "compose":
+        return _REGISTRY[name]
+    if name in plugins():
+        return plugins()[name].cls
+    raise ValueError(f"unknown compressor {name!r}; known compressors: {', '.join(available())}")
 
 
 def parameters(cls: type[Compressor]) -> list[str]:
@@ -59,9 +115,7 @@ def _make_factor(factor: str) -> Compressor:
             f"malformed compressor spec {factor.strip()!r}: expected name or name(key=value, ...); known: {names}"
         )
     name, args = match.group(1), match.group(2)
-    if name not in _REGISTRY or name == "compose":
-        raise ValueError(f"unknown compressor {name!r}; known compressors: {names}")
-    cls = _REGISTRY[name]
+    cls = _factor_class(split_target(name)[0] if ":" in name else name)
     allowed = parameters(cls)
     kwargs: dict[str, object] = {}
     for item in filter(None, (a.strip() for a in (args or "").split(","))):

@@ -25,11 +25,13 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from ..compressors import Compressor, MessageError
+from ..plugins import Plugin, load_entry_points, load_target, target_of
 from ..problems.base import Problem
 from ..rng import (
     STREAM_DOWNLINK,
@@ -281,27 +283,65 @@ class Method:
 _METHODS: dict[str, type[Method]] = {}
 
 
+def check_method(cls: type[Method]) -> None:
+    """TypeError unless ``cls`` has what a usable method needs: a name, a known kind and skip
+    policy, an ``Options`` dataclass derived from :class:`MethodOptions`, and a round (its own
+    :meth:`Method.round` or the three hooks)."""
+    if not isinstance(getattr(cls, "name", None), str):
+        raise TypeError("method class lacks its name (a str class attribute)")
+    if cls.kind not in KINDS:
+        raise TypeError(f"method {cls.name!r}: kind {cls.kind!r} is not one of {KINDS}")
+    if cls.skipped_upload not in SKIP_POLICIES:
+        raise TypeError(f"method {cls.name!r}: skipped_upload {cls.skipped_upload!r} is not one of {SKIP_POLICIES}")
+    if not (dataclasses.is_dataclass(cls.Options) and issubclass(cls.Options, MethodOptions)):
+        raise TypeError(f"method {cls.name!r}: Options must be a dataclass derived from MethodOptions")
+    hooks = ("worker_upload", "master_downlink", "apply_downlink")
+    missing = [hook for hook in hooks if getattr(cls, hook) is getattr(Method, hook)]
+    if cls.round is Method.round and missing:
+        raise TypeError(f"method {cls.name!r} lacks round() or {', '.join(missing)}()")
+
+
 def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator adding a method to the registry under ``cls.name``."""
     if cls.name in _METHODS:
         raise RuntimeError(f"method name {cls.name!r} registered twice")
-    if cls.kind not in KINDS:
-        raise RuntimeError(f"method {cls.name!r}: kind {cls.kind!r} is not one of {KINDS}")
-    if cls.skipped_upload not in SKIP_POLICIES:
-        raise RuntimeError(f"method {cls.name!r}: skipped_upload {cls.skipped_upload!r} is not one of {SKIP_POLICIES}")
+    try:
+        check_method(cls)
+    except TypeError as error:
+        raise RuntimeError(str(error)) from None
     _METHODS[cls.name] = cls
     return cls
 
 
+def _check_entry_point(name: str, cls: type) -> None:
+    check_method(cls)
+    if cls.name != name:
+        raise TypeError(f"the entry point's name differs from the class's name {cls.name!r}")
+    if name in _METHODS:
+        raise TypeError(f"the name is taken by {target_of(_METHODS[name])}")
+
+
+@cache
+def plugins() -> dict[str, Plugin]:
+    """The methods of entry-point group ``mpicomp.methods`` (read once; bad ones logged and left out)."""
+    return load_entry_points("mpicomp.methods", Method, _check_entry_point)
+
+
 def method_class(name: str) -> type[Method]:
-    """The method registered as ``name``; ValueError listing the known names otherwise."""
-    if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    """The method registered as ``name`` (mpicomp's or an entry point's) or named ``module:Class``;
+    ValueError listing the known names otherwise."""
+    if name in _METHODS:
+        return _METHODS[name]
+    if ":" in name:
+        return load_target(name, Method, "method", check_method)
+    if name in plugins():
+        return plugins()[name].cls
+    raise ValueError(f"unknown method {name!r}; known methods: {', '.join(available_methods())} (or module:Class)")
 
 
 def available_methods() -> dict[str, type[Method]]:
-    return dict(sorted(_METHODS.items()))
+    """Method classes by name, mpicomp's and the plugins'."""
+    return dict(sorted({**{name: p.cls for name, p in plugins().items()}, **_METHODS}.items()))
 
 
 __all__ = [

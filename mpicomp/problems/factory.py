@@ -17,6 +17,10 @@ Every problem gets ``r(x) = (l2/2)||x||^2 + nonconvex sum_k x_k^2/(1+x_k^2)`` (t
 allowed on any problem) and ``R(x) = l1||x||_1 + (r_l2/2)||x||^2`` per ``regularizer``
 (:func:`~.regularizers.make_regularizer`). The intercept, when on, is regularised like every weight.
 
+Other problems come from plugins (entry-point group ``mpicomp.problems``, or ``name = "module:Class"``):
+a :class:`~.base.Problem` subclass built as ``cls(n_workers, dataset=..., l2=..., seed=..., collective=...)``
+(docs/extending.md).
+
 Built with a ``collective`` (an MPI rank's transport), a problem holds only that rank's workers'
 rows, materialised from the dataset as stored (:class:`~mpicomp.data.PreparedData`), and their
 blocks of the held-out split (scored worker by worker); without one, every row.
@@ -24,12 +28,14 @@ blocks of the held-out split (scored worker by worker); without one, every row.
 
 from __future__ import annotations
 
-from functools import partial
+import inspect
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
 
 from ..data import PreparedData, partition_indices, prepare_data
+from ..plugins import Plugin, load_entry_points, load_target
 from .base import Collective, Problem, held_out_blocks
 from .gaussian import GaussianClients
 from .glm import GLMProblem, LogisticLoss, MarginLoss, SoftmaxLoss, SquaredLoss
@@ -37,6 +43,40 @@ from .mlp import MLPProblem
 from .regularizers import NonconvexPenalty, SmoothSum, SquaredNorm, make_regularizer
 
 PROBLEMS = ("logistic", "logistic-nonconvex", "softmax", "lsq", "gaussian", "mlp")
+PLUGIN_ARGUMENTS = ("dataset", "l2", "seed")  # the [problem] keys a plugin problem is built from
+
+
+def check_problem(cls: type[Problem]) -> None:
+    """TypeError unless ``cls`` implements every abstract method of :class:`~.base.Problem`."""
+    if inspect.isabstract(cls):
+        raise TypeError(f"problem class lacks {', '.join(sorted(cls.__abstractmethods__))}")
+
+
+def _check_entry_point(name: str, cls: type) -> None:
+    check_problem(cls)
+    if name in PROBLEMS:
+        raise TypeError(f"the name is taken by mpicomp's problem {name!r}")
+
+
+@cache
+def plugins() -> dict[str, Plugin]:
+    """The problems of entry-point group ``mpicomp.problems`` (read once; bad ones logged and left out)."""
+    return load_entry_points("mpicomp.problems", Problem, _check_entry_point)
+
+
+def problem_class(name: str) -> type[Problem] | None:
+    """The plugin class ``name`` stands for (an entry point or ``module:Class``), None for mpicomp's
+    own problems; ValueError listing the names otherwise."""
+    if name in PROBLEMS:
+        return None
+    if ":" in name:
+        return load_target(name, Problem, "problem", check_problem)
+    if name in plugins():
+        return plugins()[name].cls
+    names = ", ".join((*PROBLEMS, *plugins()))
+    raise ValueError(f"unknown problem {name!r}; choose one of {names} or a module:Class")
+
+
 SYNTHETIC_DEFAULTS = {"d": 50, "points": 200, "spread": 2.0, "noise": 1.0}
 
 
@@ -136,8 +176,9 @@ def build_problem(
     that rank's workers' shards (module docstring).
     Data, split and shards depend only on these arguments and ``seed``, never on MPI ranks.
     """
-    if name not in PROBLEMS:
-        raise ValueError(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
+    plugin = problem_class(name)
+    if plugin is not None:
+        return plugin(n_workers, dataset=dataset, l2=l2, seed=seed, collective=collective)
     for key, value in (("l2", l2), ("nonconvex", nonconvex)):
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"{key} must be finite and >= 0, got {value!r}")

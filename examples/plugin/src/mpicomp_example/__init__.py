@@ -1,0 +1,1 @@
+"""An example mpicomp plugin: the ``coinflip`` compressor and the ``heavy-ball`` method."""
