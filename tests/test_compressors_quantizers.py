@@ -18,6 +18,14 @@ import mpicomp.wire.bitpack as bitpack_module
 from mpicomp.compressors import make
 from mpicomp.compressors.natural import natural_codes
 from mpicomp.rng import RandomKey
+from mpicomp.testing import (
+    assert_omega,
+    assert_unbiased,
+    check_unbiased,
+    check_variance,
+    draws,
+    fixed_vectors,
+)
 from mpicomp.wire import (
     MessageError,
     overhead_bytes,
@@ -28,15 +36,6 @@ from mpicomp.wire import (
     unpack_uint,
 )
 from mpicomp.wire.bitpack import CHUNK_VALUES, PARALLEL_MIN_CHUNKS
-from mpicomp.testing import (
-    assert_omega,
-    assert_unbiased,
-    check_unbiased,
-    check_variance,
-    check_wire,
-    draws,
-    fixed_vectors,
-)
 
 QUANTIZERS = [
     "natural",

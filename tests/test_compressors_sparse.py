@@ -11,14 +11,6 @@ from mpicomp.compressors.qsgd import gaussian_stream_bits
 from mpicomp.compressors.registry import available
 from mpicomp.compressors.sparse import random_k_indices
 from mpicomp.rng import RandomKey
-from mpicomp.wire import (
-    MessageError,
-    index_bits,
-    pack_message,
-    pack_uint,
-    unpack_message,
-)
-from mpicomp.wire.elias import encode_elias
 from mpicomp.testing import (
     assert_omega,
     assert_unbiased,
@@ -28,6 +20,14 @@ from mpicomp.testing import (
     draws,
     fixed_vectors,
 )
+from mpicomp.wire import (
+    MessageError,
+    index_bits,
+    pack_message,
+    pack_uint,
+    unpack_message,
+)
+from mpicomp.wire.elias import encode_elias
 
 # d = 1 with k > 1 is a deliberate edge case: the "k exceeds d" warning is expected there.
 pytestmark = pytest.mark.filterwarnings("ignore:.* exceeds d = 1; all 1 coordinates are kept:UserWarning")

@@ -27,9 +27,9 @@ from mpicomp.compressors._radial import codebook_variance, radial_table
 from mpicomp.compressors.hsq import hsq_codewords, span_decomposition
 from mpicomp.compressors.stovoq import radius_grid
 from mpicomp.rng import RandomKey
+from mpicomp.testing import Z_TAIL, assert_omega, assert_unbiased, check_unbiased, check_variance, draws, fixed_vectors
 from mpicomp.wire import MessageError, pack_message, pack_uint, unpack_message
 from tests.runs import assert_same_metrics, run_inprocess, run_mpiexec
-from mpicomp.testing import Z_TAIL, assert_omega, assert_unbiased, check_unbiased, check_variance, draws, fixed_vectors
 
 KEY = RandomKey(2024, 3, 1, 0)
 SMALL_UNBIASED = ["stovoq(P=8,R=2,size=4)", "hsq(mode=span,P=6,R=4,size=4)", "cross-polytope(samples=3,size=5)"]

@@ -22,8 +22,8 @@ from mpicomp.methods.in_network import (
     make_switch_sum,
 )
 from mpicomp.rng import STREAM_UPLINK, RandomKey
-from tests.runs import assert_same_metrics, run_inprocess, run_mpiexec
 from mpicomp.testing import assert_unbiased
+from tests.runs import assert_same_metrics, run_inprocess, run_mpiexec
 
 NATURAL = make("natural")
 
