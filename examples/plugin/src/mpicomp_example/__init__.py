@@ -1,1 +1,1 @@
-"""An example mpicomp plugin: the ``coinflip`` compressor and the ``heavy-ball`` method."""
+"""An example mpicomp plugin: the ``coinflip`` compressor, the ``heavy-ball`` method, the ``quadratics`` problem."""
