@@ -49,8 +49,8 @@ def check_plugin(cls: type[Compressor]) -> None:
 
 def _check_entry_point(name: str, cls: type) -> None:
     check_plugin(cls)
-    if cls.name != name:
-        raise TypeError(f"the entry point's name differs from the class's name {cls.name!r}")
+    if getattr(cls, "name", None) != name:
+        raise TypeError(f"the entry point's name differs from the class's name {getattr(cls, 'name', None)!r}")
     if name in _REGISTRY:
         raise TypeError(f"the name is taken by {target_of(_REGISTRY[name])}")
 
@@ -69,9 +69,11 @@ def available() -> dict[str, type[Compressor]]:
 
 def spec_name(cls: type[Compressor]) -> str:
     """The name a spec uses for ``cls``: its registered name, or ``module:QualName`` for any other class."""
-    name = getattr(cls, "name", None)
-    registered = _REGISTRY.get(name) if name in _REGISTRY else plugins().get(name, None)
-    return name if registered is cls or getattr(registered, "cls", None) is cls else target_of(cls)
+    name = getattr(cls, "name", "")
+    registered = _REGISTRY.get(name)
+    if registered is None and name in plugins():
+        registered = plugins()[name].cls
+    return name if registered is cls else target_of(cls)
 
 
 def _factor_class(name: str) -> type[Compressor]:

@@ -315,8 +315,8 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 def _check_entry_point(name: str, cls: type) -> None:
     check_method(cls)
-    if cls.name != name:
-        raise TypeError(f"the entry point's name differs from the class's name {cls.name!r}")
+    if getattr(cls, "name", None) != name:
+        raise TypeError(f"the entry point's name differs from the class's name {getattr(cls, 'name', None)!r}")
     if name in _METHODS:
         raise TypeError(f"the name is taken by {target_of(_METHODS[name])}")
 

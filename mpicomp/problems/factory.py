@@ -29,6 +29,7 @@ blocks of the held-out split (scored worker by worker); without one, every row.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from functools import cache, partial
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def build_problem(
     that rank's workers' shards (module docstring).
     Data, split and shards depend only on these arguments and ``seed``, never on MPI ranks.
     """
-    plugin = problem_class(name)
+    plugin: Callable[..., Problem] | None = problem_class(name)  # a subclass with the plugin constructor
     if plugin is not None:
         return plugin(n_workers, dataset=dataset, l2=l2, seed=seed, collective=collective)
     for key, value in (("l2", l2), ("nonconvex", nonconvex)):

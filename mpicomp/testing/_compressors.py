@@ -80,7 +80,11 @@ def check_unbiased(
     if not compressor.unbiased:
         raise AssertionError(f"{compressor.spec} does not declare itself unbiased (unbiased = False)")
     vectors, samples = _drawn(compressor, d, x, n_draws, seed, samples)
-    _each_vector(compressor, vectors, lambda s, v: assert_unbiased(s, v, false_failure), samples=samples)
+
+    def unbiased(s: np.ndarray, v: np.ndarray) -> None:
+        assert_unbiased(s, v, false_failure)
+
+    _each_vector(compressor, vectors, unbiased, samples=samples)
     return samples
 
 
@@ -134,10 +138,11 @@ def check_contractive(
     return samples
 
 
-def _must_raise(what: str, decode: Callable[[], object]) -> None:
-    """``decode()`` must raise MessageError: anything else (a vector, another exception) fails the check."""
+def _must_raise(what: str, decoder: Compressor, message: bytes, d: int, key: RandomKey) -> None:
+    """``decoder.decode(message, d, key)`` must raise MessageError: anything else (a vector, another
+    exception) fails the check."""
     try:
-        decode()
+        decoder.decode(message, d, key)
     except MessageError:
         return
     except Exception as error:  # noqa: BLE001  (a crash on bad input is what the check reports)
@@ -218,23 +223,17 @@ def check_wire(
 
 
 def _check_corruptions(compressor: Compressor, message: bytes, d: int, key: RandomKey) -> None:
-    spec = compressor.spec
-    for cut in sorted({0, 1, 15, 16, len(message) // 2, len(message) - 1} - {len(message)}):
-        _must_raise(
-            f"{spec}: message truncated to {cut} of {len(message)} bytes",
-            lambda c=cut: compressor.decode(message[:c], d, key),
-        )
+    spec, size = compressor.spec, len(message)
+    for cut in sorted({0, 1, 15, 16, size // 2, size - 1} - {size}):
+        _must_raise(f"{spec}: message truncated to {cut} of {size} bytes", compressor, message[:cut], d, key)
     for extra in (b"\0", message[:1], message):
-        _must_raise(
-            f"{spec}: message extended by {len(extra)} bytes", lambda e=extra: compressor.decode(message + e, d, key)
-        )
-    positions = np.unique(
-        np.concatenate([np.arange(16 * 8), np.linspace(16 * 8, 8 * len(message) - 1, 64).astype(int)])
-    )
-    for bit in positions:
+        _must_raise(f"{spec}: message extended by {len(extra)} bytes", compressor, message + extra, d, key)
+    header_bits = np.arange(16 * 8)
+    spread = np.linspace(16 * 8, 8 * size - 1, 64).astype(int)
+    for bit in np.unique(np.concatenate([header_bits, spread])):
         flipped = bytearray(message)
         flipped[bit // 8] ^= 1 << (bit % 8)
-        _must_raise(f"{spec}: bit {bit} flipped", lambda f=bytes(flipped): compressor.decode(f, d, key))
+        _must_raise(f"{spec}: bit {bit} flipped", compressor, bytes(flipped), d, key)
     parsed = unpack_message(message)
     payload = bytes(parsed.payload)
 
@@ -243,17 +242,12 @@ def _check_corruptions(compressor: Compressor, message: bytes, d: int, key: Rand
 
     if payload:
         _must_raise(
-            f"{spec}: payload one byte short (valid header and CRC)",
-            lambda: compressor.decode(reframed(payload[:-1]), d, key),
+            f"{spec}: payload one byte short (valid header and CRC)", compressor, reframed(payload[:-1]), d, key
         )
-    _must_raise(
-        f"{spec}: payload one byte long (valid header and CRC)",
-        lambda: compressor.decode(reframed(payload + b"\0"), d, key),
-    )
-    _must_raise(f"{spec}: decoded as d = {d + 1}", lambda: compressor.decode(message, d + 1, key))
+    _must_raise(f"{spec}: payload one byte long (valid header and CRC)", compressor, reframed(payload + b"\0"), d, key)
+    _must_raise(f"{spec}: decoded as d = {d + 1}", compressor, message, d + 1, key)
     for other in (make("identity"), make("sign")):
-        if type(other) is type(compressor):
-            continue
-        foreign = bytes(other.encode(np.ones(d), key))
-        _must_raise(f"{spec}: decoding a {other.spec} message", lambda m=foreign: compressor.decode(m, d, key))
-        _must_raise(f"{other.spec}: decoding a {spec} message", lambda o=other: o.decode(message, d, key))
+        if type(other) is not type(compressor):
+            foreign = bytes(other.encode(np.ones(d), key))
+            _must_raise(f"{spec}: decoding a {other.spec} message", compressor, foreign, d, key)
+            _must_raise(f"{other.spec}: decoding a {spec} message", other, message, d, key)
