@@ -15,6 +15,7 @@ import pytest
 
 import mpicomp.compressors.base as compressor_base
 import mpicomp.plugins
+from mpicomp.cli import main
 from mpicomp.compressors import Compressor, make, registry
 from mpicomp.config import ConfigError, validate
 from mpicomp.methods import available_methods, method_class
@@ -191,3 +192,13 @@ def test_module_class_specs_are_rank_independent_under_mpiexec(monkeypatch):
         ranks=(1, 2),
         timeout=300,
     )
+
+
+def test_listings_name_each_plugin_and_its_package(entry_points, capsys):
+    entry_points["mpicomp.compressors"] = {"coinflip": COINFLIP}
+    entry_points["mpicomp.methods"] = {"heavy-ball": "mpicomp_example.methods:HeavyBall"}
+    assert main(["compressors"]) == 0
+    listing = capsys.readouterr().out
+    assert f"coinflip  from unknown package  ({COINFLIP})" in listing  # test entry points belong to no distribution
+    assert main(["methods"]) == 0
+    assert "heavy-ball     heavy-ball: compressed gradients" in capsys.readouterr().out
