@@ -27,7 +27,17 @@ from mpicomp.compressors._radial import codebook_variance, radial_table
 from mpicomp.compressors.hsq import hsq_codewords, span_decomposition
 from mpicomp.compressors.stovoq import radius_grid
 from mpicomp.rng import RandomKey
-from mpicomp.testing import Z_TAIL, assert_omega, assert_unbiased, check_unbiased, check_variance, draws, fixed_vectors
+from mpicomp.testing import (
+    Z_TAIL,
+    assert_mean_close,
+    assert_omega,
+    assert_unbiased,
+    check_unbiased,
+    check_variance,
+    draws,
+    fixed_vectors,
+    mean_with_error,
+)
 from mpicomp.wire import MessageError, pack_message, pack_uint, unpack_message
 from tests.runs import assert_same_metrics, run_inprocess, run_mpiexec
 
@@ -36,19 +46,6 @@ SMALL_UNBIASED = ["stovoq(P=8,R=2,size=4)", "hsq(mode=span,P=6,R=4,size=4)", "cr
 UNBIASED = [*SMALL_UNBIASED, "stovoq", "hsq(mode=span)", "cross-polytope"]
 BIASED = ["stovoq(P=8,size=4,unbiased=False)", "stovoq(unbiased=False)", "hsq", "hsq(P=6,R=4,size=4)"]
 EVERY = UNBIASED + BIASED
-
-
-def mean_with_error(values: np.ndarray) -> tuple[float, float]:
-    """Sample mean and its standard error."""
-    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(values.size))
-
-
-def assert_close(measured: np.ndarray, expected: float, what: str) -> None:
-    """``mean(measured) = expected`` within Z_TAIL standard errors (two-sided CLT)."""
-    mean, error = mean_with_error(measured)
-    assert abs(mean - expected) <= Z_TAIL * error + 1e-12 * abs(expected), (
-        f"{what}: measured {mean:.5g} +- {error:.2g}, expected {expected:.5g}"
-    )
 
 
 def squared_errors(samples: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -68,10 +65,10 @@ def test_radial_table_matches_an_independent_monte_carlo(rho: float) -> None:
     b[0] = rho
     nearest = codebooks[np.arange(n), np.argmin(np.sum((codebooks - b) ** 2, axis=2), axis=1)]
     table = radial_table(d, bits)
-    assert_close(np.sum(nearest**2, axis=1), float(table.second_moment(rho)), f"e_M({rho})")
+    assert_mean_close(np.sum(nearest**2, axis=1), float(table.second_moment(rho)), f"e_M({rho})")
     if rho > 0:
-        assert_close(nearest[:, 0] / rho, float(table.bias(rho)), f"r_M({rho})")
-    assert_close(np.sum((nearest - b) ** 2, axis=1), float(table.distortion(rho)), f"distortion({rho})")
+        assert_mean_close(nearest[:, 0] / rho, float(table.bias(rho)), f"r_M({rho})")
+    assert_mean_close(np.sum((nearest - b) ** 2, axis=1), float(table.distortion(rho)), f"distortion({rho})")
 
 
 def test_table_distortion_follows_the_m_to_the_minus_2_over_d_law() -> None:
@@ -97,7 +94,7 @@ def test_measured_distortion_scales_with_the_codebook_size(bits: int) -> None:
     x = np.array([1.5, -0.5, 2.0, 0.25])
     scale = float(x @ x) / x.size  # ||x||^2 / D: the bucket is x sqrt(D) / ||x||
     errors = squared_errors(draws(compressor, x, 1500), x)
-    assert_close(errors, scale * float(radial_table(4, bits).distortion(2.0)), f"distortion at P={bits}")
+    assert_mean_close(errors, scale * float(radial_table(4, bits).distortion(2.0)), f"distortion at P={bits}")
 
 
 # ---------------------------------------------------------------- statistics
@@ -155,7 +152,7 @@ def test_stovoq_unbiased_variance_is_the_tables(spec: str, d: int, n: int) -> No
     compressor = make(spec)
     x = fixed_vectors(d, seed=3)["heavy-tailed"]
     _, expected = stovoq_prediction(compressor, x)
-    assert_close(squared_errors(draws(compressor, x, n), x), expected, spec)
+    assert_mean_close(squared_errors(draws(compressor, x, n), x), expected, spec)
 
 
 @pytest.mark.parametrize(
@@ -168,7 +165,7 @@ def test_biased_stovoq_is_directionally_unbiased(spec: str, d: int, n: int) -> N
     mean, expected = stovoq_prediction(compressor, x)
     samples = draws(compressor, x, n)
     assert_unbiased(samples, mean)
-    assert_close(squared_errors(samples, x), expected, spec)
+    assert_mean_close(squared_errors(samples, x), expected, spec)
     assert np.linalg.norm(samples.mean(axis=0) - x) > 0.1 * np.linalg.norm(x)  # the bias is real
 
 
@@ -200,7 +197,7 @@ def test_cross_polytope_variance_is_exact() -> None:
     compressor = make("cross-polytope(samples=3,size=5)")
     x = fixed_vectors(23, seed=8)["heavy-tailed"]
     nu = max(np.linalg.norm(x[i : i + 5]) for i in range(0, 23, 5))
-    assert_close(squared_errors(draws(compressor, x, 4000), x), (23 * nu**2 - x @ x) / 3, "cross-polytope")
+    assert_mean_close(squared_errors(draws(compressor, x, 4000), x), (23 * nu**2 - x @ x) / 3, "cross-polytope")
 
 
 def test_hsq_span_decomposes_and_kappa_bounds_the_l1_norm() -> None:

@@ -13,7 +13,7 @@ Usable from any pytest (each check raises ``AssertionError`` saying what failed 
 
 Statistical thresholds come from the sampling distribution with fixed seeds (module
 ``mpicomp.testing._statistics``); ``false_failure`` is the probability, per test vector, that a
-correct compressor fails. See ``docs/extending.md``.
+correct compressor fails. The names exported here are a stable API. See ``docs/extending.md``.
 """
 
 from ._compressors import check_contractive, check_unbiased, check_variance, check_wire
@@ -29,24 +29,29 @@ from ._runs import (
 )
 from ._statistics import (
     CHI2_1_TAIL,
+    MEAN_CLOSE_FALSE_FAILURE,
     MEAN_FALSE_FAILURE,
     MOMENT_FALSE_FAILURE,
     Z_TAIL,
     assert_alpha,
+    assert_mean_close,
     assert_omega,
     assert_second_moment_below,
     assert_unbiased,
     draws,
     fixed_vectors,
+    mean_with_error,
 )
 
 __all__ = [
     "CHI2_1_TAIL",
+    "MEAN_CLOSE_FALSE_FAILURE",
     "MEAN_FALSE_FAILURE",
     "MOMENT_FALSE_FAILURE",
     "TIMING_COLUMNS",
     "Z_TAIL",
     "assert_alpha",
+    "assert_mean_close",
     "assert_omega",
     "assert_same_metrics",
     "assert_second_moment_below",
@@ -58,6 +63,7 @@ __all__ = [
     "check_wire",
     "draws",
     "fixed_vectors",
+    "mean_with_error",
     "mpiexec_path",
     "mpiexec_run",
     "overrides",

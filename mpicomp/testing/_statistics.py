@@ -8,6 +8,8 @@ Given N independent draws C_1(x), ..., C_N(x):
   variance lies along one direction, where ``T ~ chi2_1`` (CLT). The check fails when
   ``T > chi2_1.isf(p)``: an unbiased compressor fails with probability at most ``p`` (default
   ``P(chi2_1 > 20) = 7.7e-6``).
+* Means. ``mean(v) = E v`` within ``z`` standard errors ``sd(v)/sqrt(N)`` (two-sided CLT), failing
+  a correct expectation with probability ``p = 2 P(Z > z)`` (default z = 5, ``p = 5.7e-7``).
 * Second moment bounds. ``e_k = ||C_k(x) - x||^2`` are i.i.d. with mean ``E``; by the CLT
   ``mean(e) <= E + z sd(e) / sqrt(N)`` except with probability ``p = P(Z > z)`` (default z = 5,
   ``p = 2.9e-7``). So ``mean(e) <= bound + z sd(e)/sqrt(N)`` is asserted for
@@ -28,6 +30,7 @@ CHI2_1_TAIL = 20.0  # P(chi2_1 > 20) = 7.7e-6
 Z_TAIL = 5.0  # P(Z > 5) = 2.9e-7
 MEAN_FALSE_FAILURE = float(stats.chi2.sf(CHI2_1_TAIL, 1))
 MOMENT_FALSE_FAILURE = float(stats.norm.sf(Z_TAIL))
+MEAN_CLOSE_FALSE_FAILURE = 2 * MOMENT_FALSE_FAILURE
 SEED = 12345
 
 
@@ -58,6 +61,24 @@ def assert_unbiased(samples: np.ndarray, x: np.ndarray, false_failure: float = M
     assert t < threshold, (
         f"bias detected: ||mean - x||^2 = {err:.3e} is {t:.1f}x its sampling variance over {n} draws "
         f"(an unbiased compressor exceeds {threshold:.1f}x with probability {false_failure:.1e})"
+    )
+
+
+def mean_with_error(values: np.ndarray) -> tuple[float, float]:
+    """Sample mean and its standard error ``sd / sqrt(N)``."""
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(values.size))
+
+
+def assert_mean_close(
+    measured: np.ndarray, expected: float, what: str, false_failure: float = MEAN_CLOSE_FALSE_FAILURE
+) -> None:
+    """Assert ``E measured = expected``: the sample mean within ``z = Phi^-1(1 - false_failure/2)``
+    standard errors (plus 1e-12 relative for rounding when the values are deterministic)."""
+    mean, error = mean_with_error(np.asarray(measured, dtype=np.float64))
+    slack = float(stats.norm.isf(false_failure / 2)) * error + 1e-12 * abs(expected)
+    assert abs(mean - expected) <= slack, (
+        f"{what}: measured {mean:.5g} +- {error:.2g} ({measured.size} draws), expected {expected:.5g}: "
+        f"off by {mean - expected:+.3g}, allowed +-{slack:.2g}"
     )
 
 
