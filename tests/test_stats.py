@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpicomp.testing import assert_second_moment_below, assert_unbiased
+from mpicomp.testing import assert_mean_close, assert_second_moment_below, assert_unbiased
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal(50)
@@ -40,3 +40,11 @@ def test_second_moment_bound_detects_excess_variance():
     assert_second_moment_below(X + NOISE, X, 55.0, "noise")
     with pytest.raises(AssertionError, match="exceeds bound"):
         assert_second_moment_below(X + NOISE, X, 45.0, "noise")
+
+
+def test_mean_close_detects_a_shift_of_ten_standard_errors():
+    """400 unit normals: standard error 0.05; a shift of 0.5 is 10 of them, beyond z = 5."""
+    values = NOISE[:, 0]
+    assert_mean_close(values, 0.0, "noise")
+    with pytest.raises(AssertionError, match=r"noise: measured .* off by"):
+        assert_mean_close(values + 0.5, 0.0, "noise")
