@@ -6,6 +6,8 @@ as outside codecs (codec 255 and their own tag), as a plugin's would.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ from mpicomp.compressors import make
 from mpicomp.compressors.identity import Identity
 from mpicomp.compressors.registry import _REGISTRY
 from mpicomp.compressors.sparse import RandK, TopK
-from mpicomp.testing import check_contractive, check_unbiased, check_variance, check_wire
+from mpicomp.testing import check_contractive, check_rank_independent, check_unbiased, check_variance, check_wire
 from mpicomp.wire import MessageError
 
 # One spec per built-in codec (compositions with either sparsifier), at d = 200.
@@ -111,3 +113,21 @@ def test_outside_codecs_are_told_apart_on_the_wire():
         make("identity").decode(message, 5)
     with pytest.raises(MessageError, match="another outside codec"):
         LenientIdentity().decode(message, 5)
+
+
+class ProcessNoise(Identity):
+    """Draws its noise from the process (its pid), not from the key: runs depend on the rank layout."""
+
+    def _encode_into(self, x, key, payload):
+        noise = np.random.default_rng(os.getpid()).standard_normal(x.size)
+        return super()._encode_into(x + 1e-3 * noise, key, payload)
+
+
+def test_process_dependent_randomness_fails_check_rank_independent():
+    config = {
+        "data": {"workers": 4},
+        "compressor": {"uplink": f"{__name__}:ProcessNoise"},  # importable by the ranks: they start in the repo root
+        "run": {"rounds": 3},
+    }
+    with pytest.raises(AssertionError, match="the run on 1 and on 2 ranks differs"):
+        check_rank_independent(config, ranks=(1, 2), timeout=300)
