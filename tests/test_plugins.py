@@ -177,6 +177,7 @@ def test_plugin_problem_and_method_run_in_process(entry_points, tmp_path):
     assert np.all(results.metrics["momentum_norm"] > 0)
 
 
+@pytest.mark.mpi
 def test_module_class_specs_are_rank_independent_under_mpiexec(monkeypatch):
     """The done-when of issue 23: the plain-NumPy codec, the plugin method and problem, by module:Class
     under mpiexec -n 1 and -n 2 (the modules importable on every rank through PYTHONPATH)."""

@@ -123,6 +123,7 @@ class ProcessNoise(Identity):
         return super()._encode_into(x + 1e-3 * noise, key, payload)
 
 
+@pytest.mark.mpi
 def test_process_dependent_randomness_fails_check_rank_independent():
     config = {
         "data": {"workers": 4},

@@ -78,6 +78,7 @@ def test_entry_points_name_the_classes():
     assert method_class("heavy-ball") is HeavyBall
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("uplink", ["coinflip(p=0.5)", "mpicomp_example.codecs:CoinFlip(p=0.5)"])
 def test_runs_are_rank_independent(uplink):
     """By entry point and by module:Class: mpiexec -n 1 and -n 2 write identical metrics."""
