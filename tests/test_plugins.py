@@ -177,6 +177,11 @@ def test_plugin_problem_and_method_run_in_process(entry_points, tmp_path):
     assert np.all(results.metrics["momentum_norm"] > 0)
 
 
+def test_a_plugin_problem_refuses_the_keys_it_does_not_take(entry_points):
+    with pytest.raises(ValueError, match="built from dataset, l2, seed only"):
+        factory.build_problem("mpicomp_example.problems:Quadratics", "d=3", 2, regularizer="l1", l1=0.1)
+
+
 @pytest.mark.mpi
 def test_module_class_specs_are_rank_independent_under_mpiexec(monkeypatch):
     """The done-when of issue 23: the plain-NumPy codec, the plugin method and problem, by module:Class

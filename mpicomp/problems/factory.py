@@ -179,6 +179,11 @@ def build_problem(
     """
     plugin: Callable[..., Problem] | None = problem_class(name)  # a subclass with the plugin constructor
     if plugin is not None:
+        if regularizer != "none" or nonconvex:
+            raise ValueError(
+                f"plugin problem {name!r} is built from {', '.join(PLUGIN_ARGUMENTS)} only: "
+                "set regularizer = 'none' and nonconvex = 0"
+            )
         return plugin(n_workers, dataset=dataset, l2=l2, seed=seed, collective=collective)
     for key, value in (("l2", l2), ("nonconvex", nonconvex)):
         if not np.isfinite(value) or value < 0:
