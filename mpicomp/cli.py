@@ -1,4 +1,4 @@
-"""Command line: ``mpicomp run | info | compare | plot | compressors | methods``.
+"""Command line: ``mpicomp run | sweep | info | compare | plot | export | data | compressors | methods``.
 
 Launch with ``mpiexec -n 4 mpicomp run CONFIG.toml`` or ``srun mpicomp run ...``; a plain
 ``mpicomp run`` (or ``python -m mpicomp run``) runs every logical worker in one process
@@ -290,6 +290,52 @@ def default_figure_path(runs: list[str]) -> Path:
     return source.with_suffix(".png") if source.is_file() else source.parent / f"{source.name}.png"
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .launch import LauncherNotFound
+    from .sweep import describe, load_sweep
+    from .sweep_runner import run_points
+
+    try:
+        sweep = load_sweep(args.sweep)
+    except ConfigError as exc:
+        print(f"mpicomp: sweep: {exc}", file=sys.stderr)
+        return 2
+    if args.count:
+        print(len(sweep.points))
+        return 0
+    if args.out is None:
+        print("mpicomp: sweep: give --out DIR, the folder of the sweep's results", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"mpicomp: sweep: --out {out} is a file; give a folder", file=sys.stderr)
+        return 2
+    task = args.array_index if args.array_index is not None else os.environ.get("SLURM_ARRAY_TASK_ID")
+    only = None
+    if task is not None:
+        last = len(sweep.points) - 1
+        if not str(task).isdigit() or int(task) > last:
+            print(f"mpicomp: sweep: array index {task} is not a point of {args.sweep}; use 0-{last}", file=sys.stderr)
+            return 2
+        only = [int(task)]
+    if args.dry_run:
+        print(describe(sweep, out, only))
+        return 0
+    try:
+        return run_points(sweep, out, ranks=args.ranks, parallel=args.parallel, only=only, echo=_stamped)
+    except LauncherNotFound as exc:
+        print(f"mpicomp: sweep: {exc}", file=sys.stderr)
+        return 2
+
+
+def _stamped(line: str) -> None:
+    """A sweep log line, with the time, on stdout at once."""
+    import time
+
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
 EXAMPLE_SPECS = (
     "identity",
     "identity(dtype=float32)",
@@ -392,6 +438,18 @@ norm, distance to x* and metrics spanning two decades (--yscale to choose).
 example:
   mpicomp plot results/sweep --y suboptimality --x rounds --x bits --out sweep.png"""
 
+SWEEP_DESCRIPTION = """\
+Run every point of a sweep file: a base config (relative to the sweep file), [set] overrides, a
+[grid] of section.key axes, seeds (a list or a count) and extra [[point]] tables. Every point is
+validated first; each writes DIR/<its differing values>.h5 (its output in DIR/logs/), and
+DIR/sweep.json lists the points, their overrides, files and status. Finished points are skipped,
+failed or killed ones run again: run the same command after an interruption.
+
+examples:
+  mpicomp sweep jobscripts/configs/sweep-compressors.toml --out results/sweeps/compressors -n 2
+  mpicomp sweep SWEEP.toml --out DIR --dry-run
+  sbatch --array=0-$(($(mpicomp sweep SWEEP.toml --count) - 1)) jobscripts/slurm_sweep.sh SWEEP.toml"""
+
 
 def _runs_parser(sub, name: str, summary: str, description: str) -> argparse.ArgumentParser:
     """A subcommand that reads several results files: its parser with the ``RUNS`` argument."""
@@ -463,6 +521,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging on rank 0")
     p.add_argument("-q", "--quiet", action="count", default=0, help="warnings only")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of configs x seeds (skips what is done)",
+        description=SWEEP_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sweep", metavar="SWEEP.toml", help="sweep file: base, [set], [grid], seeds, [[point]]")
+    p.add_argument("--out", metavar="DIR", help="folder of the results files, sweep.json and logs/ (required)")
+    p.add_argument("-n", "--ranks", type=positive_int, default=1, help="MPI ranks per point (default 1: no launcher)")
+    p.add_argument(
+        "--parallel", type=positive_int, default=1, metavar="K", help="points at a time (needs K x RANKS slots)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the points, their files and status; run nothing")
+    p.add_argument("--count", action="store_true", help="print the number of points and exit")
+    p.add_argument(
+        "--array-index",
+        type=int,
+        metavar="I",
+        help="run point I only (default: $SLURM_ARRAY_TASK_ID when set, else every point)",
+    )
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("info", help="summarise results files", description="Print config, status and final metrics.")
     p.add_argument("results", nargs="+", help="HDF5 results file(s)")
