@@ -183,11 +183,16 @@ def _abort_others(size: int, code: int) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .results import summarize
+    from .results import RunsError, find_results, summarize
     from .results.guard import in_use
     from .results.repair import needs_repair
 
-    for path in args.results:
+    try:
+        paths = find_results(args.results)
+    except RunsError as exc:
+        print(f"mpicomp: info: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
         try:
             text = summarize(path)
         except (OSError, KeyError, ValueError) as exc:
@@ -336,6 +341,32 @@ def _stamped(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .results import RunsError, tidy_table
+    from .results.export import export_csv, export_parquet
+
+    try:
+        table = tidy_table(args.runs, config=args.config)
+    except (RunsError, OSError, ValueError) as exc:
+        print(f"mpicomp: export: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.csv:
+            export_csv(table, args.csv)
+        else:
+            export_parquet(table, args.parquet)
+    except ImportError as exc:
+        print(f"mpicomp: export: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"mpicomp: export: cannot write {args.csv or args.parquet}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if args.csv != "-":
+        runs = len(set(table["run"].tolist()))
+        print(f"wrote {args.csv or args.parquet}: {len(table['run'])} rows of {runs} runs, {len(table)} columns")
+    return 0
+
+
 EXAMPLE_SPECS = (
     "identity",
     "identity(dtype=float32)",
@@ -437,7 +468,14 @@ norm, distance to x* and metrics spanning two decades (--yscale to choose).
 
 example:
   mpicomp plot results/sweep --y suboptimality --x rounds --x bits --out sweep.png"""
+EXPORT_DESCRIPTION = """\
+One row per logged round of every run: run (the file), status, the config flattened to section.key
+columns, then every metric column (empty where a run lacks one). The same table as
+mpicomp.results.tidy_table / to_dataframe in Python.
 
+examples:
+  mpicomp export results/sweeps/compressors --csv sweep.csv
+  mpicomp export 'results/*.h5' --parquet runs.parquet --config differing"""
 SWEEP_DESCRIPTION = """\
 Run every point of a sweep file: a base config (relative to the sweep file), [set] overrides, a
 [grid] of section.key axes, seeds (a list or a count) and extra [[point]] tables. Every point is
@@ -545,7 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("info", help="summarise results files", description="Print config, status and final metrics.")
-    p.add_argument("results", nargs="+", help="HDF5 results file(s)")
+    p.add_argument(
+        "results", nargs="+", help="results files, directories (every *.h5 below them) or quoted glob patterns"
+    )
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser(
@@ -607,6 +647,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xscale", choices=("linear", "log"), default="linear", help="x axis scale (default linear)")
     p.add_argument("--title", help="figure title")
     p.set_defaults(func=_cmd_plot)
+
+    p = _runs_parser(sub, "export", "write the runs' logged rows as one CSV or Parquet table", EXPORT_DESCRIPTION)
+    form = p.add_mutually_exclusive_group(required=True)
+    form.add_argument("--csv", metavar="FILE", help="CSV file (- for standard output)")
+    form.add_argument("--parquet", metavar="FILE", help="Parquet file (needs pyarrow)")
+    p.add_argument(
+        "--config",
+        choices=("all", "differing"),
+        default="all",
+        help="config columns: every key (default) or the keys that differ between the runs",
+    )
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("compressors", help="list compressors", description="The compressor registry as a table.")
     p.add_argument("--d", type=positive_int, default=100_000, help="dimension for omega/alpha and bits (default 1e5)")

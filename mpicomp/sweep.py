@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, load, resolve_dataset
+from .results.collect import SWEEP_INDEX
 from .results.reader import read_results, staleness
 from .results.writer import FINAL_STATUSES, RUNNING
 
-INDEX_NAME = "sweep.json"
 INDEX_VERSION = 1
 SWEEP_KEYS = ("base", "seeds", "set", "grid", "point")
 SEED_KEY = "run.seed"
@@ -261,24 +261,10 @@ def write_index(sweep: Sweep, out: Path, ranks: int) -> list[dict[str, Any]]:
         "points": entries,
     }
     out.mkdir(parents=True, exist_ok=True)
-    temporary = out / f".{INDEX_NAME}.{os.getpid()}.tmp"
+    temporary = out / f".{SWEEP_INDEX}.{os.getpid()}.tmp"
     temporary.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, out / INDEX_NAME)
+    os.replace(temporary, out / SWEEP_INDEX)
     return entries
-
-
-def read_index(folder: Path) -> dict[str, Any] | None:
-    """The sweep index of ``folder`` (None if it has none); ValueError if it is not valid JSON."""
-    path = folder / INDEX_NAME
-    if not path.is_file():
-        return None
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable sweep index ({exc})") from None
-    if not isinstance(index, dict) or not isinstance(index.get("points"), list):
-        raise ValueError(f"{path}: not a sweep index (no points list)")
-    return index
 
 
 def describe(sweep: Sweep, out: Path, only: Sequence[int] | None = None) -> str:

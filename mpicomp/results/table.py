@@ -1,9 +1,10 @@
 """Tidy tables of results: one row per logged round, one column per metric, plus the run's config.
 
 A table is a plain ``dict`` of equal-length NumPy columns, in order, so building one needs
-nothing beyond NumPy; ``pandas.DataFrame(table)`` (or :func:`to_dataframe`) makes a data frame
-of it for those who prefer pandas, which mpicomp never requires. Config keys are flattened to
-``section.key`` (``method.name``, ``compressor.uplink``, ``run.seed``).
+nothing beyond NumPy; :func:`to_dataframe` makes a pandas data frame of runs or of a table for those
+who prefer pandas (the ``pandas`` extra), which mpicomp never requires. Config keys are flattened to
+``section.key`` (``method.name``, ``compressor.uplink``, ``run.seed``). Runs are given as
+:class:`Results`, or as files, folders and glob patterns alike (:func:`find_results`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .collect import find_results
 from .reader import Results, read_results
 
 Table = dict[str, np.ndarray]
+Runs = Results | str | os.PathLike | Iterable[Results | str | os.PathLike]
 CONFIG_CHOICES = ("all", "differing")
 
 
@@ -67,7 +70,16 @@ def _metric_column(name: str, runs: Sequence[Results]) -> np.ndarray:
     )
 
 
-def tidy_table(runs: Iterable[Results | str | os.PathLike], config: str | Sequence[str] = "all") -> Table:
+def read_runs(runs: Runs) -> list[Results]:
+    """Results objects as they are; every file a path, folder or glob names, read (errors raised)."""
+    items = [runs] if isinstance(runs, Results | str | os.PathLike) else list(runs)
+    results = []
+    for item in items:
+        results += [item] if isinstance(item, Results) else [read_results(path) for path in find_results(item)]
+    return results
+
+
+def tidy_table(runs: Runs, config: str | Sequence[str] = "all") -> Table:
     """One row per logged round of every run: ``run`` (the file), ``status``, the config keys, then
     every metric column (the union over the runs; NaN where a run lacks one).
 
@@ -75,7 +87,7 @@ def tidy_table(runs: Iterable[Results | str | os.PathLike], config: str | Sequen
     the runs, or a list of flattened keys (``None`` where a run lacks one). Worker columns
     (``/workers/*``) and samples are not in the table; read them with :func:`read_results`.
     """
-    results = [r if isinstance(r, Results) else read_results(r) for r in runs]
+    results = read_runs(runs)
     flats = [flat_config(r.config) for r in results]
     if config == "all":
         keys = list(dict.fromkeys(key for flat in flats for key in flat))
@@ -101,16 +113,21 @@ def tidy_table(runs: Iterable[Results | str | os.PathLike], config: str | Sequen
     return table
 
 
-def to_dataframe(table: Mapping[str, Sequence[Any]]) -> Any:
-    """``pandas.DataFrame(table)``, with an error that says what to do when pandas is missing."""
+def to_dataframe(source: Runs | Mapping[str, Sequence[Any]], config: str | Sequence[str] = "all") -> Any:
+    """A pandas DataFrame with one row per logged round of every run, the config flattened to
+    ``section.key`` columns: ``pandas.DataFrame(tidy_table(source, config))``. ``source`` is runs
+    (files, folders, globs, :class:`Results`) or an already built table (a mapping of columns).
+    An ImportError says what to install when pandas is missing."""
     try:
         import pandas
     except ImportError:
         raise ImportError(
-            "to_dataframe needs pandas, which mpicomp does not install: pip install pandas "
-            "(without it, the table is a dict of NumPy columns)"
+            "to_dataframe needs pandas, which mpicomp does not install: pip install 'mpicomp[pandas]' "
+            "(without it, tidy_table gives the same table as a dict of NumPy columns)"
         ) from None
-    return pandas.DataFrame(table)
+    if isinstance(source, Mapping):
+        return pandas.DataFrame(source)
+    return pandas.DataFrame(tidy_table(source, config))
 
 
 def _csv_cell(value: Any) -> Any:
