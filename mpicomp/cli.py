@@ -367,6 +367,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .data.fetch import CACHE_ENV, KNOWN, FetchError, data_home, fetch, listing
+
+    home = Path(args.dir) if args.dir else None
+    if args.action == "list":
+        print(listing(home))
+        return 0
+    try:
+        fetch(args.name, home, args.mirror)
+    except FetchError as exc:
+        print(f"mpicomp: data fetch: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"mpicomp: data fetch: cannot write in {home or data_home()}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    hint = "" if home is None or home == data_home() else f"; export {CACHE_ENV}={home} so that configs find it"
+    print(f"{args.name} is ready: dataset = {KNOWN[args.name].spec!r} in a config{hint}")
+    return 0
+
+
 EXAMPLE_SPECS = (
     "identity",
     "identity(dtype=float32)",
@@ -659,6 +679,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="config columns: every key (default) or the keys that differ between the runs",
     )
     p.set_defaults(func=_cmd_export)
+
+    from .data.fetch import KNOWN
+
+    p = sub.add_parser(
+        "data",
+        help="fetch the datasets the configs use (mnist, a9a, ...) into a cache",
+        description="Download known datasets into the cache ($MPICOMP_DATA, else $XDG_CACHE_HOME/mpicomp or "
+        '~/.cache/mpicomp), checked against their SHA-256; configs then say dataset = "mnist" or "libsvm:a9a".',
+    )
+    data = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = data.add_parser("list", help="the known datasets and whether they are in the cache")
+    q.add_argument("--dir", help="cache folder (default: $MPICOMP_DATA or the user's cache folder)")
+    q = data.add_parser("fetch", help="download a dataset into the cache")
+    q.add_argument("name", choices=tuple(KNOWN), metavar="NAME", help=f"one of {', '.join(KNOWN)}")
+    q.add_argument("--dir", help="cache folder (default: $MPICOMP_DATA or the user's cache folder)")
+    q.add_argument("--mirror", metavar="URL", help="download from this folder URL (http://, file://) instead")
+    p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("compressors", help="list compressors", description="The compressor registry as a table.")
     p.add_argument("--d", type=positive_int, default=100_000, help="dimension for omega/alpha and bits (default 1e5)")

@@ -23,6 +23,7 @@ from .comm.mpi import WAIT_MODES
 from .comm.network import TOPOLOGIES
 from .comm.packets import PACKET_SIZES
 from .compressors import make as make_compressor
+from .data.fetch import LIBSVM_NAMES, MNIST
 from .data.loaders import SCALINGS
 from .data.partition import PARTITIONS
 from .methods import available_methods, method_class
@@ -56,7 +57,11 @@ class Key:
 SCHEMA: dict[str, dict[str, Key]] = {
     "problem": {
         "name": Key(str, "logistic", f"objective: {', '.join(PROBLEMS)}, a plugin's name or module:Class"),
-        "dataset": Key(str, "sklearn:breast_cancer", "sklearn:NAME, mnist:DIR, a LIBSVM file or a .npz file"),
+        "dataset": Key(
+            str,
+            "sklearn:breast_cancer",
+            "sklearn:NAME, mnist, libsvm:a9a (see mpicomp data list), mnist:DIR, a LIBSVM file or a .npz file",
+        ),
         "l2": Key(float, 1e-3, "smooth L2 weight (l2/2)||x||^2 inside every f_i", minimum=0.0),
         "nonconvex": Key(float, 0.0, "weight of the nonconvex regulariser sum x^2/(1+x^2)", minimum=0.0),
         "regularizer": Key(str, "none", "nonsmooth R handled by prox", choices=REGULARIZERS),
@@ -324,8 +329,13 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 def resolve_dataset(spec: str, base: Path) -> str:
     """A dataset spec with its relative path made relative to ``base`` (the config file's directory);
-    ``sklearn:`` and ``synthetic`` specs name no file and are returned unchanged."""
+    ``sklearn:`` and ``synthetic`` specs name no file and are returned unchanged, and so are the
+    cached datasets ``mnist`` and ``libsvm:NAME`` (unless ``base`` holds a file NAME)."""
     scheme, sep, rest = spec.partition(":")
+    if spec == MNIST.name or (
+        sep and scheme in ("libsvm", "svmlight") and rest in LIBSVM_NAMES and not (base / rest).is_file()
+    ):
+        return spec
     if sep and scheme in PATH_SCHEMES:
         return f"{scheme}:{_resolved(rest, base)}"
     if scheme in NAMED_SCHEMES or not spec or (sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9_+.-]+", scheme)):

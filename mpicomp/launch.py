@@ -73,4 +73,3 @@ def _signal_session(process: subprocess.Popen, signum: int) -> None:
         os.killpg(process.pid, signum)
     except ProcessLookupError:
         pass
-

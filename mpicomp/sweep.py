@@ -106,7 +106,7 @@ def _flatten(table: Mapping[str, Any], where: str, prefix: str = "") -> dict[str
             continue
         section, dot, name = dotted.partition(".")
         if not dot or not section or not name or "." in name:
-            raise ConfigError(f"{where}: key {dotted!r} is not section.key (e.g. \"run.rounds\")")
+            raise ConfigError(f'{where}: key {dotted!r} is not section.key (e.g. "run.rounds")')
         flat[dotted] = value
     return flat
 

@@ -3,6 +3,8 @@
 Accepted dataset strings (:func:`load_dataset`):
 
 * ``sklearn:NAME`` — scikit-learn's bundled ``breast_cancer``, ``digits``, ``iris``, ``wine`` (offline);
+* ``mnist`` or ``libsvm:NAME`` (NAME one of a9a, w8a, mushrooms, phishing) — a dataset fetched
+  into the cache by ``mpicomp data fetch`` (:mod:`mpicomp.data.fetch`);
 * ``mnist:DIR`` — the four MNIST idx files in DIR (``train-images-idx3-ubyte``,
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each
   optionally ``.gz``); pixels 0..255 as float64, MNIST's own test set is the held-out split;
@@ -34,6 +36,8 @@ from sklearn import datasets as sk_datasets
 from sklearn.preprocessing import normalize
 from sklearn.utils.sparsefuncs import mean_variance_axis
 
+from .fetch import LIBSVM_NAMES, MNIST, cached_path
+
 Features = np.ndarray | sp.csr_matrix
 
 SKLEARN_DATASETS = ("breast_cancer", "digits", "iris", "wine")
@@ -47,7 +51,8 @@ MNIST_FILES = {
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, cols)
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (count)
 ACCEPTED_FORMS = (
-    f"sklearn:NAME (NAME one of {', '.join(SKLEARN_DATASETS)}), mnist:DIR (the four idx files, .gz or not), "
+    f"sklearn:NAME (NAME one of {', '.join(SKLEARN_DATASETS)}), mnist or libsvm:NAME (fetched with "
+    f"mpicomp data fetch NAME; NAME one of {', '.join(LIBSVM_NAMES)}), mnist:DIR (the four idx files, .gz or not), "
     "svmlight:PATH / libsvm:PATH or a plain path to a LIBSVM file (.gz, .bz2 allowed), "
     "npz:PATH or a path ending in .npz (arrays X, y and optionally X_test, y_test)"
 )
@@ -223,6 +228,10 @@ def _load(spec: str, n_features: int | None, pixels: type[np.generic]) -> Datase
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"dataset must be a non-empty string: {ACCEPTED_FORMS}")
     scheme, sep, rest = spec.partition(":")
+    if spec == MNIST.name:
+        return load_mnist(cached_path(MNIST.name), pixels)
+    if sep and scheme in ("svmlight", "libsvm") and rest in LIBSVM_NAMES and not Path(rest).exists():
+        return load_svmlight(cached_path(rest), n_features)
     if sep and scheme == "sklearn":
         return load_sklearn(rest)
     if sep and scheme == "mnist":

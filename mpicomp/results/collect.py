@@ -87,7 +87,9 @@ def _as_list(patterns: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     return [os.fspath(pattern) for pattern in patterns]
 
 
-def find_results(patterns: str | os.PathLike | Sequence[str | os.PathLike], notes: list[str] | None = None) -> list[Path]:
+def find_results(
+    patterns: str | os.PathLike | Sequence[str | os.PathLike], notes: list[str] | None = None
+) -> list[Path]:
     """The files the arguments name, in argument order (directories and globs sorted, sweeps in
     index order), each once; notes about sweep points without a file are appended to ``notes``."""
     seen: set[Path] = set()
@@ -112,7 +114,9 @@ def load_runs(patterns: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
             notes.append(f"skipped {path}: {exc}")
     if not runs:
         raise RunsError(
-            "no readable results file among " + ", ".join(_as_list(patterns)) + ("; " + "; ".join(notes) if notes else "")
+            "no readable results file among "
+            + ", ".join(_as_list(patterns))
+            + ("; " + "; ".join(notes) if notes else "")
         )
     return runs, notes
 
