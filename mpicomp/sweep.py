@@ -201,7 +201,8 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     keys = list(dict.fromkeys(key for point in overrides for key in point))
     varying = [key for key in keys if len({repr(point.get(key)) for point in overrides}) > 1]
     names = point_names(overrides, varying)
-    points, seen = [], {}
+    points: list[Point] = []
+    seen: dict[str, int] = {}
     for i, (values, name) in enumerate(zip(overrides, names, strict=True)):
         label = f"point {i} ({', '.join(f'{k}={values[k]!r}' for k in varying if k in values)})"
         try:
@@ -209,7 +210,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         except ConfigError as exc:
             raise ConfigError(f"{where}: {label}: {str(exc).removeprefix('--set ')}") from None
         if name in seen:
-            raise ConfigError(f"{where}: {label} is the same run as point {seen[name]} (both named {name!r})")
+            other = points[seen[name]]
+            why = "is the same run as" if other.config == config else "would write the same file as"
+            raise ConfigError(f"{where}: {label} {why} point {other.index} ({name}.h5)")
         seen[name] = i
         points.append(Point(i, values, name, config))
     return Sweep(path.resolve(), base_path, points, varying)

@@ -2,7 +2,7 @@
 
 A real single-node Slurm (slurmctld, slurmd, munge from Debian's packages) takes longer than a
 minute to install and configure on a fresh CI machine, so these tests check what the scripts
-themselves do: which arguments reach ``mpicomp run`` and where the results go.
+themselves do: which arguments reach ``mpicomp sweep`` / ``mpicomp run`` and where the results go.
 """
 
 from __future__ import annotations
@@ -23,20 +23,38 @@ dataset = "sklearn:breast_cancer"
 rounds = 50
 optimum = false
 """
+SWEEP = """base = "base.toml"
+[grid]
+"compressor.uplink" = ["identity", "natural"]
+"""
+# srun as the sweep calls it (srun --ntasks=N --exclusive CMD...), started with mpiexec -n N
+SRUN = """#!/bin/sh
+n=2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ntasks=*) n="${1#--ntasks=}"; shift ;;
+    --exclusive) shift ;;
+    *) break ;;
+  esac
+done
+exec "MPIEXEC" -n "$n" "$@"
+"""
 
 
 @pytest.fixture
 def slurm_env(tmp_path):
-    """A folder with ``sweep.toml`` and a shim ``srun`` on PATH; the environment of an array task."""
+    """A folder with ``sweep.toml`` (over ``base.toml``) and a shim ``srun`` on PATH; the environment of
+    an array task of a 2-task job."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     srun = bin_dir / "srun"
-    srun.write_text(f'#!/bin/sh\nexec "{Path(sys.executable).parent / "mpiexec"}" -n 2 "$@"\n')
+    srun.write_text(SRUN.replace("MPIEXEC", str(Path(sys.executable).parent / "mpiexec")))
     srun.chmod(0o755)
-    (tmp_path / "sweep.toml").write_text(CONFIG)
+    (tmp_path / "base.toml").write_text(CONFIG)
+    (tmp_path / "sweep.toml").write_text(SWEEP)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PMI_", "OMPI_"))}
     env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(SLURM_ARRAY_JOB_ID="77", SLURM_JOB_ID="78", OMP_NUM_THREADS="1")
+    env.update(SLURM_ARRAY_JOB_ID="77", SLURM_JOB_ID="78", SLURM_NTASKS="2", OMP_NUM_THREADS="1")
     return tmp_path, env
 
 
@@ -53,21 +71,26 @@ def sweep(folder: Path, env: dict, task: int, *extra: str) -> subprocess.Complet
 
 
 @pytest.mark.mpi
-def test_sweep_task_forwards_extra_settings_and_names_results_by_job_and_task(slurm_env):
+def test_an_array_task_runs_its_point_of_any_sweep_file_with_srun_into_a_folder_of_its_own(slurm_env):
     folder, env = slurm_env
-    done = sweep(folder, env, 1, "--set", "run.rounds=3")
+    done = sweep(folder, env, 1, "--dry-run")
     assert done.returncode == 0, done.stderr
-    result = read_results(folder / "results" / "sweep" / "sweep-77_1.h5")
-    assert result.config["compressor"]["uplink"] == "natural"  # task 1's spec
-    assert result.metrics["round"][-1] == 3  # the extra --set reached mpicomp run
-    assert result.attrs["mpi_size"] == 2
+    assert done.stdout.split()[:3] == ["1", "pending", "uplink=natural.h5"]  # task 1 is point 1 only
+    done = sweep(folder, env, 1)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = folder / "results" / "sweeps" / "sweep"
+    result = read_results(out / "uplink=natural.h5")
+    assert result.config["compressor"]["uplink"] == "natural"
+    assert result.metrics["round"][-1] == 50
+    assert result.attrs["mpi_size"] == 2  # srun --ntasks=$SLURM_NTASKS
+    assert not (out / "uplink=identity.h5").exists()
 
 
-def test_sweep_task_without_a_spec_says_which_array_to_use(slurm_env):
+def test_an_array_task_beyond_the_sweep_says_which_array_to_use(slurm_env):
     folder, env = slurm_env
     done = sweep(folder, env, 9)
     assert done.returncode == 2
-    assert done.stderr.strip() == "slurm_sweep.sh: array task 9 has no spec; use --array=0-4"
+    assert done.stderr.strip() == "mpicomp: sweep: array index 9 is not a point of sweep.toml; use 0-1"
 
 
 @pytest.mark.mpi
@@ -76,7 +99,7 @@ def test_a_job_log_shows_progress_lines_with_elapsed_time_and_estimate(slurm_env
     which left a 50-round log with nothing between start and end)."""
     folder, env = slurm_env
     done = subprocess.run(
-        ["bash", str(ROOT / "jobscripts" / "slurm_single.sh"), "sweep.toml"],
+        ["bash", str(ROOT / "jobscripts" / "slurm_single.sh"), "base.toml"],
         cwd=folder,
         env=env,
         capture_output=True,

@@ -19,7 +19,7 @@ from .table import write_csv
 STDOUT = "-"
 
 
-def export_csv(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+def export_csv(table: Mapping[str, Any], path: str | os.PathLike) -> None:
     """The table as CSV in ``path`` (``-``: standard output); see :func:`write_csv`."""
     if os.fspath(path) == STDOUT:
         write_csv(table, sys.stdout)
@@ -36,11 +36,11 @@ def _arrow_column(pyarrow: Any, values: np.ndarray) -> Any:
         return pyarrow.array([None if v is None else str(v) for v in values], type=pyarrow.string())
 
 
-def export_parquet(table: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+def export_parquet(table: Mapping[str, Any], path: str | os.PathLike) -> None:
     """The table as a Parquet file (one column per table column); ImportError without pyarrow."""
     try:
-        import pyarrow
-        import pyarrow.parquet
+        import pyarrow  # type: ignore[import-untyped]
+        import pyarrow.parquet  # type: ignore[import-untyped]
     except ImportError:
         raise ImportError(
             "--parquet needs pyarrow, which mpicomp does not install: pip install pyarrow (or use --csv)"
