@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -264,7 +265,7 @@ def write_index(sweep: Sweep, out: Path, ranks: int) -> list[dict[str, Any]]:
         "points": entries,
     }
     out.mkdir(parents=True, exist_ok=True)
-    temporary = out / f".{SWEEP_INDEX}.{os.getpid()}.tmp"
+    temporary = out / f".{SWEEP_INDEX}.{socket.gethostname()}.{os.getpid()}.tmp"  # array tasks share out
     temporary.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(temporary, out / SWEEP_INDEX)
     return entries

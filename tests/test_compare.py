@@ -439,6 +439,54 @@ def test_to_dataframe_uses_pandas_only_when_asked(monkeypatch):
     assert to_dataframe(table) == "frame" and made == [table]
 
 
+def test_tables_take_files_folders_and_globs_alike(sweep, runs):
+    whole = tidy_table(runs)
+    np.testing.assert_array_equal(tidy_table(str(sweep))["run"], whole["run"])
+    np.testing.assert_array_equal(tidy_table(sweep)["loss"], whole["loss"])
+    gd = tidy_table([str(sweep / "gd_s*.h5"), sweep / "killed"])
+    assert sorted(set(gd["run"])) == [
+        str(sweep / "gd_s0.h5"),
+        str(sweep / "gd_s1.h5"),
+        str(sweep / "killed" / "gd_s2.h5"),
+    ]
+    with pytest.raises(RunsError, match="nowhere: no such file or directory"):
+        tidy_table("nowhere")
+
+
+def test_to_dataframe_of_runs_has_a_row_per_logged_round_and_section_key_columns(sweep, runs):
+    pytest.importorskip("pandas")
+    df = to_dataframe(str(sweep))
+    assert len(df) == sum(r.n_rows for r in runs)
+    gd = df[df["run"] == str(sweep / "gd_s1.h5")]
+    np.testing.assert_array_equal(gd["loss"].to_numpy(), file_metrics(sweep / "gd_s1.h5")["loss"])
+    assert set(gd["method.name"]) == {"gd"} and set(gd["run.seed"]) == {1}
+    assert list(to_dataframe(runs, config="differing").columns[:3]) == ["run", "status", "problem.name"]
+
+
+def test_export_writes_the_tidy_table_as_csv_or_parquet(sweep, runs, tmp_path, capsys, monkeypatch):
+    whole = tidy_table(runs)
+    assert main(["export", str(sweep), "--csv", str(tmp_path / "runs.csv")]) == 0
+    assert capsys.readouterr().out == (
+        f"wrote {tmp_path / 'runs.csv'}: {len(whole['run'])} rows of {len(runs)} runs, {len(whole)} columns\n"
+    )
+    with open(tmp_path / "runs.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["run"] for row in rows] == list(whole["run"])
+    assert [float(row["loss"]) for row in rows] == list(whole["loss"])  # full precision
+    if importlib.util.find_spec("pyarrow") is not None:
+        pandas = pytest.importorskip("pandas")
+        assert main(["export", str(sweep), "--parquet", str(tmp_path / "runs.parquet")]) == 0
+        frame = pandas.read_parquet(tmp_path / "runs.parquet")
+        np.testing.assert_array_equal(frame["loss"].to_numpy(), whole["loss"])
+        assert list(frame.columns) == list(whole)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow fails
+    assert main(["export", str(sweep), "--parquet", str(tmp_path / "other.parquet")]) == 2
+    assert capsys.readouterr().err == (
+        "mpicomp: export: --parquet needs pyarrow, which mpicomp does not install: pip install pyarrow (or use --csv)\n"
+    )
+    assert not (tmp_path / "other.parquet").exists()
+
+
 # --- plots --------------------------------------------------------------------------------------
 
 

@@ -185,3 +185,20 @@ def test_the_a9a_checksum_is_that_of_the_developers_copy(tmp_path):
     (folder / "a9a").write_bytes(gzip.decompress(SHARED_A9A.read_bytes()))
     path = fetch("a9a", tmp_path / "cache", folder.as_uri(), echo=lambda line: None)
     assert load_dataset(f"libsvm:{path}", n_features=123).X.shape == (32561, 123)
+
+
+def test_a_run_finds_a_cached_dataset_and_a_missing_one_is_one_line_naming_the_fetch_command(
+    tmp_path, monkeypatch, capsys
+):
+    config = tmp_path / "run.toml"
+    config.write_text('[problem]\ndataset = "libsvm:a9a"\n[data]\nworkers = 2\n[run]\nrounds = 2\noptimum = false\n')
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MPICOMP_DATA", str(cache))
+    args = ["run", str(config), "--out", str(tmp_path / "r.h5"), "--no-progress", "-q"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dataset 'a9a' is not in the cache; get it with: mpicomp data fetch a9a" in err
+    cache.mkdir()
+    (cache / "a9a.gz").write_bytes(gzip.compress(SVM))
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("finished: 2 rounds done")

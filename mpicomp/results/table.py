@@ -122,7 +122,7 @@ def to_dataframe(source: Runs | Mapping[str, Sequence[Any]], config: str | Seque
         import pandas
     except ImportError:
         raise ImportError(
-            "to_dataframe needs pandas, which mpicomp does not install: pip install 'mpicomp[pandas]' "
+            "to_dataframe needs pandas, which mpicomp does not install: pip install pandas (or the mpicomp[pandas] extra) "
             "(without it, tidy_table gives the same table as a dict of NumPy columns)"
         ) from None
     if isinstance(source, Mapping):
