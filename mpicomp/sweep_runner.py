@@ -45,7 +45,7 @@ def duration(seconds: float) -> str:
 def point_command(sweep: Sweep, point: Point, out: Path, ranks: int, overwrite: bool) -> list[str]:
     """The ``mpicomp run`` command line of one point."""
     arguments = [] if sweep.base is None else [str(sweep.base)]
-    arguments += [*point.set_arguments(), "--out", str(out / point.file), "--no-progress"]
+    arguments += [*point.set_arguments(), "--out", str(out / point.file)]  # progress lines go to the log
     return launch.run_command(ranks, arguments + (["--overwrite"] if overwrite else []))
 
 

@@ -138,7 +138,7 @@ def done_sweep(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sweep")
     path = write_sweep(folder)
     out = folder / "out"
-    assert sweep_main(path, "--out", out) == 0
+    assert sweep_main(path, "--out", out, "--parallel", "2") == 0  # two points at a time
     return path, out
 
 
@@ -201,7 +201,7 @@ def test_array_index_runs_one_point_and_out_of_range_says_which_indices(tmp_path
 
 
 def test_ctrl_c_stops_cleanly_says_what_is_left_and_the_next_run_completes_only_that(tmp_path):
-    path = write_sweep(tmp_path, SWEEP.replace("run.rounds = 4", "run.rounds = 3000").replace("seeds = 2", "seeds = 1"))
+    path = write_sweep(tmp_path, SWEEP.replace("run.rounds = 4", "run.rounds = 300").replace("seeds = 2", "seeds = 1"))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "mpicomp", "sweep", str(path), "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
