@@ -196,12 +196,12 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     if base_path is not None and not base_path.is_file():
         raise ConfigError(f"{where}: base config {str(base_path)!r} not found (base is relative to the sweep file)")
     overrides = point_overrides(raw, where)
+    keys = list(dict.fromkeys(key for point in overrides for key in point))
+    varying = [key for key in keys if len({repr(point.get(key)) for point in overrides}) > 1]
+    names = point_names(overrides, varying)  # from the values as written (dataset paths unresolved)
     for point in overrides:
         if isinstance(point.get(DATASET_KEY), str):
             point[DATASET_KEY] = resolve_dataset(point[DATASET_KEY], path.parent.resolve())
-    keys = list(dict.fromkeys(key for point in overrides for key in point))
-    varying = [key for key in keys if len({repr(point.get(key)) for point in overrides}) > 1]
-    names = point_names(overrides, varying)
     points: list[Point] = []
     seen: dict[str, int] = {}
     for i, (values, name) in enumerate(zip(overrides, names, strict=True)):

@@ -114,6 +114,8 @@ def run_points(
                 status, why = point_status(out / point.file)
                 if status not in DONE_STATUSES:
                     failed.append(point)
+                    if status == PENDING:
+                        status, why = "failed", "before writing its results file"
                     why = f"{why}; " if why else ""
                     why += f"exit code {process.returncode}, log {out / LOG_FOLDER / (point.name + '.log')}"
                 detail = f" ({why})" if why else ""

@@ -270,3 +270,15 @@ def test_two_ranks_per_point_give_the_same_metrics_as_mpiexec_by_hand(tmp_path):
     command += ["--set", 'compressor.uplink="qsgd(s=4)"', "--out", str(by_hand), "--no-progress", "-q"]
     subprocess.run(command, check=True, env=env, timeout=300, capture_output=True)
     assert_same_metrics(swept, read_results(by_hand))
+
+
+def test_a_point_that_fails_before_writing_is_reported_with_its_log_and_the_sweep_exits_1(tmp_path, capsys):
+    text = 'base = "base.toml"\n[grid]\n"problem.dataset" = ["sklearn:breast_cancer", "missing.npz"]\n'
+    path = write_sweep(tmp_path, text)
+    assert sweep_main(path, "--out", tmp_path / "out", "--array-index", "1") == 1
+    lines = capsys.readouterr().out.splitlines()
+    log = tmp_path / "out" / "logs" / "dataset=missing.npz.log"
+    assert f"finished dataset=missing.npz: failed (before writing its results file; exit code 2, log {log})" in lines[1]
+    assert lines[2].endswith(f"1 point(s) did not finish: dataset=missing.npz; see {tmp_path / 'out' / 'logs'}")
+    assert f"dataset file '{tmp_path / 'missing.npz'}' not found" in log.read_text()  # relative to the sweep file
+    assert statuses(tmp_path / "out")["dataset=missing.npz"] == "pending"
