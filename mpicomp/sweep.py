@@ -48,7 +48,6 @@ DATASET_KEY = "problem.dataset"
 # What a point's results file says about it; "done" statuses are never rerun.
 PENDING, UNREADABLE, STALE, ALIVE = "pending", "unreadable", "stale", "running"
 DONE_STATUSES = tuple(s for s in FINAL_STATUSES if s != "failed")  # finished, stopped, diverged
-RERUN_STATUSES = ("failed", UNREADABLE, STALE)
 
 
 @dataclass(frozen=True)
@@ -63,11 +62,6 @@ class Point:
     @property
     def file(self) -> str:
         return f"{self.name}.h5"
-
-    def label(self, keys: Sequence[str]) -> str:
-        """``point 3 (compressor.uplink='natural', run.seed=1)``, showing ``keys``."""
-        shown = ", ".join(f"{key}={self.overrides[key]!r}" for key in keys if key in self.overrides)
-        return f"point {self.index}" + (f" ({shown})" if shown else "")
 
     def set_arguments(self) -> list[str]:
         """``--set section.key=VALUE`` arguments of ``mpicomp run`` giving this point's config."""
@@ -205,7 +199,8 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     points: list[Point] = []
     seen: dict[str, int] = {}
     for i, (values, name) in enumerate(zip(overrides, names, strict=True)):
-        label = f"point {i} ({', '.join(f'{k}={values[k]!r}' for k in varying if k in values)})"
+        shown = ", ".join(f"{key}={values[key]!r}" for key in varying if key in values)
+        label = f"point {i}" + (f" ({shown})" if shown else "")
         try:
             config = load(base_path, [f"{key}={toml_value(value)}" for key, value in values.items()])
         except ConfigError as exc:
