@@ -44,6 +44,18 @@ def launcher(ranks: int, env: Mapping[str, str] | None = None) -> list[str]:
     return [mpiexec, "-n", str(ranks)]
 
 
+def capacity_note(ranks: int, parallel: int, env: Mapping[str, str] | None = None) -> str:
+    """Under Slurm, why ``parallel`` points of ``ranks`` tasks do not fit the allocation (``""`` if they do)."""
+    env = os.environ if env is None else env
+    tasks = env.get("SLURM_NTASKS", "")
+    if not env.get("SLURM_JOB_ID") or not tasks.isdigit() or parallel * ranks <= int(tasks):
+        return ""
+    return (
+        f"--parallel {parallel} x -n {ranks} = {parallel * ranks} tasks but the job has SLURM_NTASKS={tasks}: "
+        "points will wait for each other's steps to end"
+    )
+
+
 def run_command(ranks: int, arguments: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
     """``[launcher...] python -m mpicomp run ARGUMENTS...``."""
     return [*launcher(ranks, env), sys.executable, "-m", "mpicomp", "run", *arguments]

@@ -79,6 +79,9 @@ def run_points(
 
     Returns 0 when every selected point is done, 1 if one failed, 130 when interrupted.
     """
+    note = launch.capacity_note(ranks, parallel)
+    if note:
+        echo(f"note: {note}")
     entries = write_index(sweep, out, ranks)
     selected = [sweep.points[i] for i in only] if only is not None else sweep.points
     todo: list[tuple[Point, bool]] = []

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
+from mpicomp import launch
 from mpicomp.cli import main
 from mpicomp.config import ConfigError
 from mpicomp.results import load_runs, read_results, tidy_table
@@ -282,3 +283,16 @@ def test_a_point_that_fails_before_writing_is_reported_with_its_log_and_the_swee
     assert lines[2].endswith(f"1 point(s) did not finish: dataset=missing.npz; see {tmp_path / 'out' / 'logs'}")
     assert f"dataset file '{tmp_path / 'missing.npz'}' not found" in log.read_text()  # relative to the sweep file
     assert statuses(tmp_path / "out")["dataset=missing.npz"] == "pending"
+
+
+def test_launcher_is_srun_under_slurm_mpiexec_otherwise_and_none_for_one_rank(tmp_path):
+    srun = tmp_path / "srun"
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "5", "SLURM_NTASKS": "4", "PATH": str(tmp_path)}
+    assert launch.launcher(2, slurm) == [str(srun), "--ntasks=2", "--exclusive"]
+    assert launch.launcher(1, slurm) == []
+    assert launch.launcher(2, {"PATH": ""}) == [str(MPIEXEC), "-n", "2"]  # the mpich wheel's, beside Python
+    assert launch.capacity_note(2, 2, slurm) == ""
+    assert launch.capacity_note(2, 3, slurm).startswith("--parallel 3 x -n 2 = 6 tasks but the job has SLURM_NTASKS=4")
+    assert launch.capacity_note(2, 3, {"PATH": ""}) == ""
