@@ -187,11 +187,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .results.guard import in_use
     from .results.repair import needs_repair
 
+    notes: list[str] = []
     try:
-        paths = find_results(args.results)
+        paths = find_results(args.results, notes)
     except RunsError as exc:
         print(f"mpicomp: info: {exc}", file=sys.stderr)
         return 2
+    for note in notes:
+        _note(note)
     for path in paths:
         try:
             text = summarize(path)
