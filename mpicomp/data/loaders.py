@@ -29,6 +29,7 @@ import re
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,7 +39,7 @@ from sklearn.utils.sparsefuncs import mean_variance_axis
 
 from .fetch import LIBSVM_NAMES, MNIST, cached_path
 
-Features = np.ndarray | sp.csr_matrix
+Features: TypeAlias = np.ndarray | sp.csr_matrix
 
 SKLEARN_DATASETS = ("breast_cancer", "digits", "iris", "wine")
 SCALINGS = ("none", "standard", "unit-norm")
@@ -211,7 +212,7 @@ def check_dataset(data: Dataset) -> Dataset:
             raise ValueError(
                 f"{data.name}: the {label} features have shape {X.shape}; need at least one row and column"
             )
-        values = X.data if sp.issparse(X) else X
+        values = X if isinstance(X, np.ndarray) else X.data
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             raise ValueError(f"{data.name}: the {label} features contain NaN or Inf; clean the file first")
     return data
@@ -282,7 +283,7 @@ def _column_sum(X: np.ndarray, rows: np.ndarray, center: np.ndarray | None = Non
     Each block is folded onto the running total row after row, the order of NumPy's axis-0 sum of
     the whole float64 array, without making that array.
     """
-    total = None
+    total: np.ndarray | None = None
     for start in range(0, rows.size, CHUNK_ROWS):
         block = np.asarray(X[rows[start : start + CHUNK_ROWS]], dtype=np.float64)
         if center is not None:
@@ -291,6 +292,7 @@ def _column_sum(X: np.ndarray, rows: np.ndarray, center: np.ndarray | None = Non
         if total is not None:
             block = np.vstack((total, block))
         total = np.add.reduce(block, axis=0)
+    assert total is not None, "the scaling is fitted on at least one row"
     return total
 
 
@@ -324,6 +326,7 @@ class Scaling:
         """The transformed rows, in a new float64 array (CSR stays CSR)."""
         if sp.issparse(X):
             if self.method == "standard":
+                assert self.scale is not None, "a standard scaling has a scale"
                 return sp.csr_matrix(X @ sp.diags(1.0 / self.scale))
             return normalize(X) if self.method == "unit-norm" else X
         out = np.empty(X.shape)
@@ -333,6 +336,7 @@ class Scaling:
     def apply_into(self, X: np.ndarray, out: np.ndarray) -> None:
         """Write the transformed dense rows ``X`` (any numeric dtype) into the float64 array (or view) ``out``."""
         if self.method == "standard":
+            assert self.center is not None, "a standard scaling fitted on dense rows has a center"
             np.subtract(X, self.center, out=out)
             out /= self.scale
             return
@@ -397,11 +401,12 @@ class PreparedData:
 
     def test_rows(self, idx: np.ndarray) -> Features:
         """Held-out rows ``idx`` (indices into the held-out split; there must be one)."""
+        assert self.X_test is not None and self.test is not None, "there is a held-out split"
         return self._finish(self.X_test, self.test[idx])
 
     def dataset(self) -> Dataset:
         """Every row materialised."""
-        X_test = None if self.X_test is None else self.test_rows(np.arange(self.test.size))
+        X_test = None if self.test is None else self.test_rows(np.arange(self.test.size))
         return Dataset(self.name, self.train_rows(np.arange(self.train.size)), self.y, X_test, self.y_test)
 
     def _finish(self, source: Features, rows: np.ndarray) -> Features:
@@ -434,6 +439,7 @@ def prepare_data(
         raise ValueError(f"unknown scaling {scale!r}; choose one of {', '.join(SCALINGS)}")
     _check_fraction(test_fraction)
     data = load_dataset(spec, n_features=n_features, stored=True)
+    test: np.ndarray | None
     if data.X_test is not None:
         train, test = np.arange(data.X.shape[0]), np.arange(data.X_test.shape[0])
         X_test, y, y_test = data.X_test, data.y, data.y_test

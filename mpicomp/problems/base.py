@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol, overload
 
 import numpy as np
 
@@ -51,13 +51,21 @@ class Collective(Protocol):
         """The master's small integer (others pass ``None``), on every process."""
 
 
+class Rows(Protocol):
+    """Row-indexed features: a dense array or a ``scipy.sparse`` matrix."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(rows, columns)``."""
+
+
 def held_out_blocks(n_test: int, n_workers: int) -> np.ndarray:
     """Every worker's number of held-out rows: the split cut into ``n_workers`` contiguous near-equal blocks."""
     return np.array([len(block) for block in np.array_split(np.arange(n_test), n_workers)], dtype=np.int64)
 
 
 def held_out_sizes(
-    features: object | None,
+    features: Rows | None,
     targets: np.ndarray | None,
     sizes: Sequence[int] | np.ndarray | None,
     n_workers: int,
@@ -66,7 +74,7 @@ def held_out_sizes(
     """Every worker's block of the held-out split (None without one), checked against the local rows given."""
     if (features is None) != (targets is None):
         raise ValueError("give both test_features and test_targets, or neither")
-    if features is None:
+    if features is None or targets is None:
         return None
     n_rows = features.shape[0]
     if len(targets) != n_rows:
@@ -155,12 +163,20 @@ class Problem(ABC):
             return IndexError(f"worker must be in [0, {self.n_workers}), got {worker}")
         return IndexError(f"worker {worker}'s shard is held by another process (this one holds {self.local_workers})")
 
+    @overload
+    def gather_workers(self, per_local_worker: np.ndarray, *, everyone: Literal[True] = True) -> np.ndarray: ...
+
+    @overload
+    def gather_workers(self, per_local_worker: np.ndarray, *, everyone: bool) -> np.ndarray | None: ...
+
     def gather_workers(self, per_local_worker: np.ndarray, *, everyone: bool = True) -> np.ndarray | None:
         """Collective: every worker's row, ``(n_workers, m)`` in worker order, from each process's local rows;
         on every process, or with ``everyone=False`` on the master only (``None`` elsewhere)."""
         if self.collective is None:
             return np.asarray(per_local_worker, dtype=np.float64)
-        return self.collective.gather_partials(per_local_worker, everyone=everyone)
+        rows = self.collective.gather_partials(per_local_worker, everyone=everyone)
+        assert rows is not None or not everyone, "gather_partials with everyone returns on every process"
+        return rows
 
     def agree(self, flag: bool) -> bool:
         """Collective: the master's ``flag`` on every process."""
@@ -173,6 +189,12 @@ class Problem(ABC):
             row[0], row[1:] = self.local(w).loss_and_grad(x)
         return rows
 
+    @overload
+    def smooth_loss_and_grad(self, x: np.ndarray, *, everyone: Literal[True] = True) -> tuple[float, np.ndarray]: ...
+
+    @overload
+    def smooth_loss_and_grad(self, x: np.ndarray, *, everyone: bool) -> tuple[float, np.ndarray] | None: ...
+
     def smooth_loss_and_grad(self, x: np.ndarray, *, everyone: bool = True) -> tuple[float, np.ndarray] | None:
         """Collective: ``(f(x), grad f(x))``, ``f = (1/n) sum_w f_w`` with the sum a :func:`worker_sum` of
         every worker's partials; on every process, or with ``everyone=False`` on the master only."""
@@ -181,6 +203,12 @@ class Problem(ABC):
             return None
         total = worker_sum(rows) / self.n_workers
         return float(total[0]), total[1:]
+
+    @overload
+    def loss_and_grad(self, x: np.ndarray, *, everyone: Literal[True] = True) -> tuple[float, np.ndarray]: ...
+
+    @overload
+    def loss_and_grad(self, x: np.ndarray, *, everyone: bool) -> tuple[float, np.ndarray] | None: ...
 
     def loss_and_grad(self, x: np.ndarray, *, everyone: bool = True) -> tuple[float, np.ndarray] | None:
         """Collective: ``(F(x), grad f(x))`` with ``F = f + R`` (:meth:`smooth_loss_and_grad`)."""

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from ..data import PreparedData, partition_indices, prepare_data
 from ..plugins import Plugin, load_entry_points, load_target
 from .base import Collective, Problem, held_out_blocks
 from .gaussian import GaussianClients
-from .glm import GLMProblem, LogisticLoss, MarginLoss, SoftmaxLoss, SquaredLoss
+from .glm import Features, GLMProblem, LogisticLoss, MarginLoss, SoftmaxLoss, SquaredLoss
 from .mlp import MLPProblem
 from .regularizers import NonconvexPenalty, SmoothSum, SquaredNorm, make_regularizer
 
@@ -78,10 +79,27 @@ def problem_class(name: str) -> type[Problem] | None:
     raise ValueError(f"unknown problem {name!r}; choose one of {names} or a module:Class")
 
 
-SYNTHETIC_DEFAULTS = {"d": 50, "points": 200, "spread": 2.0, "noise": 1.0}
+SYNTHETIC_DEFAULTS: dict[str, float] = {"d": 50, "points": 200, "spread": 2.0, "noise": 1.0}
 
 
-def synthetic_options(dataset: str) -> dict[str, float]:
+class SyntheticOptions(TypedDict):
+    """The Gaussian toy's data options (:class:`~.gaussian.GaussianClients`)."""
+
+    d: int
+    points: int
+    spread: float
+    noise: float
+
+
+class HeldOut(TypedDict, total=False):
+    """The local workers' blocks of the held-out split, as problem arguments (empty without a split)."""
+
+    test_features: Features
+    test_targets: np.ndarray
+    test_sizes: np.ndarray
+
+
+def synthetic_options(dataset: str) -> SyntheticOptions:
     """``"synthetic:d=50,points=200"`` -> the Gaussian toy's options (defaults for the keys not given)."""
     prefix, _, rest = dataset.partition(":")
     if prefix != "synthetic":
@@ -99,7 +117,8 @@ def synthetic_options(dataset: str) -> dict[str, float]:
         except ValueError:
             what = "an integer" if kind is int else "a number"
             raise ValueError(f"dataset {dataset!r}: {key} = {value!r} is not {what}") from None
-    return options
+    d, points = int(options["d"]), int(options["points"])
+    return SyntheticOptions(d=d, points=points, spread=options["spread"], noise=options["noise"])
 
 
 def _all_labels(y: np.ndarray, y_test: np.ndarray | None) -> np.ndarray:
@@ -126,7 +145,10 @@ def _targets(
     """The loss and its train/test targets: class indices (softmax), +-1 signs, or raw reals (lsq)."""
     if name == "softmax":
         classes = np.unique(_all_labels(y, y_test))
-        class_index = partial(np.searchsorted, classes)
+
+        def class_index(labels: np.ndarray) -> np.ndarray:
+            return np.searchsorted(classes, labels)
+
         return SoftmaxLoss(classes.size), class_index(y), _encode(y_test, class_index)
     positive = _positive_label(name, y, y_test, positive_class)
     if positive is None and name == "lsq":
@@ -233,11 +255,11 @@ def build_problem(
     )
 
 
-def _held_out(data: PreparedData, targets: np.ndarray | None, n_workers: int, local: range) -> dict[str, object]:
+def _held_out(data: PreparedData, targets: np.ndarray | None, n_workers: int, local: range) -> HeldOut:
     """The local workers' blocks of the held-out split (:func:`~.base.held_out_blocks`) as problem arguments."""
     if targets is None:
-        return {}
+        return HeldOut()
     sizes = held_out_blocks(len(targets), n_workers)
     start = int(sizes[: local.start].sum())
     rows = np.arange(start, start + int(sizes[local.start : local.stop].sum()))
-    return {"test_features": data.test_rows(rows), "test_targets": targets[rows], "test_sizes": sizes}
+    return HeldOut(test_features=data.test_rows(rows), test_targets=targets[rows], test_sizes=sizes)

@@ -111,6 +111,6 @@ class GaussianClients(Problem):
     def posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """``N(ybar / (1 + noise^2 l2), I / P)``, ``P = M (1/noise^2 + l2)`` (closed form, every process)."""
         total = self.n_workers * self.points
-        ybar = sum(self.points * mean for mean in self.mean_points) / total
+        ybar = sum((self.points * mean for mean in self.mean_points), np.zeros(self.d)) / total
         precision = total * self.smoothness()
         return ybar / (1.0 + self.noise**2 * self.l2), np.full(self.d, 1.0 / precision)

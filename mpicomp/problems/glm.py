@@ -23,7 +23,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,7 +41,7 @@ from .optimum import (
 )
 from .regularizers import ElasticNet, SmoothRegularizer, SmoothSum
 
-Features = np.ndarray | sp.csr_matrix
+Features: TypeAlias = np.ndarray | sp.csr_matrix
 
 # Above this min(m, l) the spectral norm comes from Lanczos (eigsh) instead of a dense Gram matrix.
 DENSE_GRAM_LIMIT = 2000
@@ -218,9 +218,9 @@ def weighted_value_and_grad(
 
 def row_squared_norms(a: Features) -> np.ndarray:
     """``||a_j||^2`` for every row."""
-    if sp.issparse(a):
-        return np.asarray(a.multiply(a).sum(axis=1)).ravel()
-    return np.einsum("ij,ij->i", a, a)
+    if isinstance(a, np.ndarray):
+        return np.einsum("ij,ij->i", a, a)
+    return np.asarray(a.multiply(a).sum(axis=1)).ravel()
 
 
 def squared_spectral_norm(a: Features) -> float:
@@ -234,7 +234,7 @@ def squared_spectral_norm(a: Features) -> float:
     small = min(m, n)
     if small <= DENSE_GRAM_LIMIT:
         gram = a @ a.T if m <= n else a.T @ a
-        gram = gram.toarray() if sp.issparse(gram) else np.asarray(gram)
+        gram = np.asarray(gram) if isinstance(gram, np.ndarray) else gram.toarray()
         top = float(eigvalsh(gram, subset_by_index=[small - 1, small - 1])[0])
     else:
         op = LinearOperator((n, n), matvec=lambda v: a.T @ (a @ v), dtype=np.float64)
@@ -319,10 +319,10 @@ class GLMShard(LocalObjective):
         """16 bytes hashing the shard's rows and targets (layout and values), for cache keys."""
         h = hashlib.blake2b(digest_size=16)
         arrays = [self.targets]
-        if sp.issparse(self.features):
-            arrays += [self.features.data, self.features.indices, self.features.indptr]
-        else:
+        if isinstance(self.features, np.ndarray):
             arrays.append(self.features)
+        else:
+            arrays += [self.features.data, self.features.indices, self.features.indptr]
         h.update(repr([(a.dtype.str, a.shape) for a in arrays]).encode())
         for a in arrays:
             h.update(np.ascontiguousarray(a).data)
@@ -564,4 +564,5 @@ class GLMProblem(Problem):
     def test_correct(self, x: np.ndarray) -> np.ndarray | None:
         """Held-out rows of the local blocks classified correctly (sign for binary, argmax for softmax)."""
         x = _check_x(x, self.d)
+        assert self.test_features is not None and self.test_targets is not None, "asked only with a held-out split"
         return self.loss_fn.correct(margins(self.test_features, x, self.loss_fn.outputs), self.test_targets)

@@ -39,7 +39,7 @@ INIT_STREAM = 3  # SeedSequence spawn key of the initial weights (split: 1, part
 
 def dense(features: np.ndarray | sp.spmatrix) -> np.ndarray:
     """Features as a dense float64 array (the network's products need dense rows)."""
-    return np.asarray(features.toarray() if sp.issparse(features) else features, dtype=np.float64)
+    return np.asarray(features if isinstance(features, np.ndarray) else features.toarray(), dtype=np.float64)
 
 
 class Layout:
@@ -251,4 +251,5 @@ class MLPProblem(Problem):
 
     def test_correct(self, x: np.ndarray) -> np.ndarray:
         """Held-out rows of the local blocks whose largest logit is their class."""
+        assert self.test_features is not None, "asked only with a held-out split"
         return self.network.logits(x, self.test_features).argmax(axis=1) == self.test_targets

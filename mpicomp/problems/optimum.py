@@ -205,7 +205,7 @@ def write_cached(path: Path, arrays: dict[str, np.ndarray]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz", delete=False) as tmp:
             tmp_name = tmp.name
-            np.savez(tmp, **arrays)
+            np.savez(tmp, allow_pickle=False, **arrays)
         os.replace(tmp_name, path)
     except OSError as err:
         warnings.warn(
