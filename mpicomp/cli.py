@@ -542,7 +542,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
     from .jit import compile_kernels
 
-    where = numba.config.CACHE_DIR or "__pycache__ folders beside mpicomp's modules"
+    where = numba.config.CACHE_DIR or "__pycache__ folders beside mpicomp's modules"  # type: ignore[attr-defined]  # numba.config sets its options at import time, untyped
     print(f"compiling mpicomp's numba kernels (cache: {where}; set NUMBA_CACHE_DIR to move it)")
     for what, seconds in compile_kernels(EXAMPLE_SPECS):
         print(f"  {what:32s} {seconds:6.1f} s")

@@ -9,12 +9,14 @@ naming the key and what is allowed.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import math
 import re
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from .compressors import make as make_compressor
 from .data.fetch import LIBSVM_NAMES, MNIST
 from .data.loaders import SCALINGS
 from .data.partition import PARTITIONS
-from .methods import available_methods, method_class
+from .methods import Method, available_methods, method_class
 from .methods.in_network import AGGREGATIONS, SWITCH_ENCODINGS
 from .plugins import PluginError
 from .problems import PROBLEMS, REGULARIZERS
@@ -51,7 +53,7 @@ class Key:
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
     exclusive_minimum: bool = False
-    item: type | None = None
+    item: builtins.type | None = None
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -141,6 +143,7 @@ def _type_name(t: type | tuple[type, ...]) -> str:
 
 def _check_value(where: str, key: Key, value: Any) -> Any:
     if key.type is list:
+        assert key.item is not None, "a list key names the type of its entries"
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{where}: expected a non-empty list, each entry {_type_name(key.item)}, got {value!r}")
         entry = dataclasses.replace(key, type=key.item, item=None)
@@ -282,7 +285,7 @@ def validate(raw: dict[str, Any]) -> Config:
     return Config(method={"name": name, **options}, **sections)
 
 
-def _check_kind(method: type, run: dict[str, Any]) -> None:
+def _check_kind(method: type[Method], run: dict[str, Any]) -> None:
     """Refuse [run] keys that mean nothing for the method's kind (optimizer or sampler)."""
     for key, kind in KIND_ONLY_KEYS.items():
         if run[key] != SCHEMA["run"][key].default and method.kind != kind:
@@ -291,7 +294,7 @@ def _check_kind(method: type, run: dict[str, Any]) -> None:
             )
 
 
-def _check_aggregation(method: type, compressor: dict[str, Any]) -> None:
+def _check_aggregation(method: type[Method], compressor: dict[str, Any]) -> None:
     """``aggregation = "switch"`` needs a method whose aggregate is a sum and compressors with an integer form."""
     if compressor["aggregation"] != "switch":
         return
@@ -348,7 +351,7 @@ def _resolved(path: str, base: Path) -> str:
     return str(expanded if expanded.is_absolute() else base / expanded)
 
 
-def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
+def load(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
     """Read a TOML file (or start from defaults when ``path`` is None), apply overrides, validate."""
     raw: dict[str, Any] = {}
     if path is not None:

@@ -179,7 +179,9 @@ class _Monitor:
 
     def _evaluate(self) -> dict[str, float]:
         """The kind's metrics at the current x (collective: the other ranks run :func:`_worker_share`)."""
-        return evaluate(self.problem, self.method.x, self.method.kind, self.optimum)
+        row = evaluate(self.problem, self.method.x, self.method.kind, self.optimum)
+        assert row is not None, "the monitor runs on the master, which gets the metrics"
+        return row
 
     def end_round(self, round_bytes: RoundBytes, k: int, logged: bool) -> tuple[int, str]:
         self.modelled_time += self.network.round_seconds(round_bytes.up_bytes, round_bytes.down_bytes)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..wire import message_sizes
+from ..wire import byte_view, message_sizes
 
 SIZE_PREFIX_BYTES = 8
 
@@ -46,7 +46,7 @@ def split_bytes(buf: bytes | memoryview | np.ndarray) -> tuple[int, int]:
     Parses headers only (no CRC check): the receiver's decoder validates the rest. A buffer
     that is not a concatenation of whole messages raises :class:`mpicomp.wire.MessageError`.
     """
-    view = memoryview(buf).cast("B")
+    view = byte_view(buf).cast("B")
     payload = header = offset = 0
     while offset < len(view):
         total, length = message_sizes(view, offset)

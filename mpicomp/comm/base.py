@@ -22,6 +22,7 @@ from typing import Self
 import numpy as np
 
 from ..timing import Stopwatch
+from ..wire import byte_view
 from .accounting import ByteCounter
 from .packets import OP_MAX, OP_SUM, SWITCH_SENDER, PacketSpec, encode_packets
 from .switch import RESULT_LANES, read_aggregate, switch_aggregate
@@ -62,7 +63,7 @@ def layout_summary(n_workers: int, size: int, shown: int = 8) -> str:
 def readonly_bytes(buf: Buffer) -> memoryview:
     """A read-only flat byte view of ``buf``. A buffer writable through ``buf`` is copied; a read-only
     view is not (an encoder's message in a buffer it reuses: valid until its owner writes again)."""
-    view = memoryview(buf)
+    view = byte_view(buf)
     if not view.c_contiguous:
         raise ValueError(f"messages must be contiguous byte buffers, got a non-contiguous {type(buf).__name__}")
     flat = view.cast("B") if view.format != "B" or view.ndim != 1 else view
@@ -212,13 +213,13 @@ class Transport(ABC):
                     f"worker {worker}: expected an integer vector of length {length}, got {array.dtype} {array.shape}"
                 )
             spec.encoding.check_values(array, spec.width, f"worker {worker}")
-            streams.append(memoryview(encode_packets(array, spec, worker)).toreadonly())
+            streams.append(byte_view(encode_packets(array, spec, worker)).toreadonly())
         with self.clock.timing():  # the network and the switch
             sizes = np.full(self.n_workers, spec.stream_bytes(length), dtype=np.int64)
             gathered = self._gather_bytes(streams, sizes)
             aggregate = None
             if self.is_master:
-                aggregate = memoryview(switch_aggregate(gathered, spec, length)).toreadonly()
+                aggregate = byte_view(switch_aggregate(gathered, spec, length)).toreadonly()
             received = self._broadcast_bytes(aggregate, spec.stream_bytes(length, RESULT_LANES))
         payload, header = spec.split(length)
         counted = self.local_workers if gathered is None else range(self.n_workers)

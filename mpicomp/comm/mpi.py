@@ -48,6 +48,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..timing import Stopwatch
+from ..wire import byte_view
 from .accounting import ByteCounter
 from .base import Transport, check_n_workers, worker_range
 from .local import LocalTransport
@@ -96,7 +97,7 @@ def share_kernel_threads(ranks: int, cores: int) -> int:
     ``NUMBA_NUM_THREADS`` set in the environment is the user's choice and is kept. Without this
     every rank would split its kernels over as many threads as the node has cores."""
     if "NUMBA_NUM_THREADS" not in os.environ:
-        numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, cores // ranks)))
+        numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, cores // ranks)))  # type: ignore[attr-defined]  # numba.config sets its options at import time, untyped
     return numba.get_num_threads()
 
 
@@ -247,7 +248,7 @@ class MPITransport(Transport):
         counts[0] = displs[0] = 0
         received = self._inbox("gather", int(counts.sum()))
         self._complete(self.comm.Igatherv(MPI.IN_PLACE, [received, counts, displs, MPI.BYTE], root=0))
-        whole = memoryview(received).toreadonly()
+        whole = byte_view(received).toreadonly()
         offsets = np.concatenate(([0], np.cumsum(sizes[len(views) :]))).tolist()
         return views + [whole[start:stop] for start, stop in pairwise(offsets)]
 
@@ -261,7 +262,7 @@ class MPITransport(Transport):
             return view
         received = self._inbox("broadcast", size)
         self._complete(self.comm.Ibcast(received, root=0))
-        return memoryview(received).toreadonly()
+        return byte_view(received).toreadonly()
 
     def all_equal(self, digest: bytes) -> bool:
         mine = np.frombuffer(hashlib.sha256(bytes(digest)).digest(), dtype=np.uint8)

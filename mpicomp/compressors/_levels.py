@@ -52,13 +52,13 @@ import numpy as np
 from llvmlite import ir
 from numba import float64, int32, int64, njit, uint32, uint64
 from numba.core import types
-from numba.extending import intrinsic
 
 from ..rng import GOLDEN, mix64
 from ..wire import MessageError
 from ..wire.bitpack import (
     GROUP,
     group_count,
+    llvm_intrinsic,
     load_u64,
     or_plane,
     packed_nbytes,
@@ -90,7 +90,7 @@ _MAGNITUDE = np.uint64((1 << 63) - 1)  # all bits of a float64 but the sign
 _ONE_PATTERN = np.uint64(0x3FF0000000000000)  # bit pattern of 1.0
 
 
-@intrinsic
+@llvm_intrinsic
 def float64_bits(typingctx, value):
     """The IEEE-754 bit pattern of a float64 as a uint64 (an LLVM bitcast, no memory round trip)."""
     if value != types.float64:
@@ -102,7 +102,7 @@ def float64_bits(typingctx, value):
     return types.uint64(types.float64), codegen
 
 
-@intrinsic
+@llvm_intrinsic
 def float64_from_bits(typingctx, pattern):
     """The float64 whose IEEE-754 bit pattern is the uint64 ``pattern`` (an LLVM bitcast)."""
     if pattern != types.uint64:

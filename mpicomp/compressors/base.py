@@ -30,6 +30,7 @@ from ..timing import CODEC
 from ..wire import (
     Message,
     MessageError,
+    byte_view,
     frame_message,
     frame_messages,
     overhead_bytes,
@@ -241,7 +242,7 @@ class Compressor(ABC):
             size = self.payload_bytes(x.size)
             if size is None:
                 scalars, payload = self._encode(x, key)
-                body = np.frombuffer(memoryview(payload).cast("B"), dtype=np.uint8)
+                body = np.frombuffer(byte_view(payload).cast("B"), dtype=np.uint8)
                 size = body.size
                 buffer = message_buffer(out, start + size + trailer)
                 buffer[start : start + size] = body
@@ -250,7 +251,7 @@ class Compressor(ABC):
                 scalars = self._encode_into(x, key, buffer[start : start + size])
             fingerprint = key.fingerprint if self.uses_shared_key else None
             total = frame_message(buffer, self.codec_id, x.size, self._framed(scalars), size, self.crc, fingerprint)
-            return memoryview(buffer[:total]).toreadonly()
+            return byte_view(buffer[:total]).toreadonly()
 
     def batches_rows(self, d: int) -> bool:
         """Whether :meth:`encode_many` pays for several rows of length ``d`` at once: for vectors short
@@ -276,7 +277,7 @@ class Compressor(ABC):
             scalars = self._encode_rows_into(rows, keys, buffer, payload_offset(self.framed_scalars))
             table = np.array([self._framed(s) for s in scalars], dtype=np.float64).reshape(len(rows), -1)
             frame_messages(buffer, self.codec_id, rows.shape[1], table, size, self.crc)
-            whole = memoryview(buffer.reshape(-1)).toreadonly()
+            whole = byte_view(buffer.reshape(-1)).toreadonly()
             return [whole[j * frame : (j + 1) * frame] for j in range(len(rows))]
 
     def decode(
@@ -392,7 +393,7 @@ class Compressor(ABC):
         """Write the payload of a validated vector into ``payload`` (``payload_bytes(d)`` bytes) and
         return the codec scalars. Default: :meth:`_encode`, copied."""
         scalars, data = self._encode(x, key)
-        payload[:] = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+        payload[:] = np.frombuffer(byte_view(data).cast("B"), dtype=np.uint8)
         return scalars
 
     def _encode_rows_into(

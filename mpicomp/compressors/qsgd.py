@@ -90,7 +90,7 @@ def _encode_stream(x, state, pre, mult, s, code, levels, out):
         for k in range(0, hi - lo, GROUP):
             mask = nonzero_word(levels, k)
             while mask:
-                j = int(trailing_zeros(mask))
+                j = int(trailing_zeros(mask))  # type: ignore[call-arg]  # numba's stubs give intrinsics a typingctx parameter
                 mask &= mask - uint64(1)
                 i = lo + k + j
                 position = write_elias(out, position, i - previous, code)

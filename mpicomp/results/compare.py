@@ -182,10 +182,11 @@ def _run_notes(results: Results) -> list[str]:
         notes.append(f"{results.status}" + (f": {results.status_message}" if results.status_message else ""))
     if results.n_rows == 0:
         notes.append("no row logged")
-    sampler = results.samples is not None
-    if sampler:
+    samples = results.samples
+    sampler = samples is not None
+    if samples is not None:
         notes.append(
-            f"sampler: final values are at its last draw ({results.samples.shape[0]} draws in /samples); "
+            f"sampler: final values are at its last draw ({samples.shape[0]} draws in /samples); "
             "samplers have no suboptimality or distance to x*"
         )
     lacking = [

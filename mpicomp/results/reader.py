@@ -95,6 +95,9 @@ def read_results(path: str | os.PathLike) -> Results:
         if int(version) != FORMAT_VERSION:
             raise ValueError(f"{path} uses results format {int(version)}; this mpicomp reads format {FORMAT_VERSION}")
         attrs = {name: _python_value(value) for name, value in f.attrs.items()}
+        config = attrs.pop("config")
+        if not isinstance(config, str):
+            raise ValueError(f"{path}: its config attribute is {type(config).__name__}, not a JSON string")
         metrics = {name: dataset[()] for name, dataset in f["metrics"].items()}
         workers = {name: dataset[()] for name, dataset in f["workers"].items()}
         n_rows = min(len(values) for values in [*metrics.values(), *workers.values()])
@@ -103,7 +106,7 @@ def read_results(path: str | os.PathLike) -> Results:
             raise ValueError(f"{path} has unknown status {status!r}; expected one of {', '.join(STATUSES)}")
         return Results(
             path=path,
-            config=json.loads(attrs.pop("config")),
+            config=json.loads(config),
             attrs=attrs,
             status=status,
             status_message=f["status_message"][()].tobytes().decode("utf-8"),

@@ -59,9 +59,9 @@ def _metric_column(name: str, runs: Sequence[Results]) -> np.ndarray:
     """A metric across runs: its own dtype where every run has it with one dtype, else float64 with
     NaN for the rows of runs that lack it."""
     parts = [r.metrics.get(name) for r in runs]
-    dtypes = {part.dtype for part in parts if part is not None}
-    if all(part is not None for part in parts) and len(dtypes) == 1:
-        return np.concatenate(parts)
+    present = [part for part in parts if part is not None]
+    if len(present) == len(parts) and len({part.dtype for part in present}) == 1:
+        return np.concatenate(present)
     return np.concatenate(
         [
             np.full(r.n_rows, np.nan) if part is None else part.astype(np.float64)

@@ -29,6 +29,7 @@ from typing import Self
 
 import h5py
 import numpy as np
+import numpy.typing as npt
 
 from mpicomp import __version__
 
@@ -102,7 +103,7 @@ def config_json(config: Mapping) -> str:
         raise ValueError(f"config cannot be stored as JSON: {exc}; use dicts, lists, str, numbers, bool, None") from exc
 
 
-def _column_dtype(name: str, dtype: object, what: str) -> np.dtype:
+def _column_dtype(name: str, dtype: npt.DTypeLike, what: str) -> np.dtype:
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"{what} name {name!r} is invalid: use a non-empty string without '/'")
     try:

@@ -13,6 +13,7 @@ from .errors import MessageError
 from .message import (
     HEADER_BYTES,
     Message,
+    byte_view,
     frame_message,
     frame_messages,
     message_length,
@@ -29,6 +30,7 @@ __all__ = [
     "HEADER_BYTES",
     "Message",
     "MessageError",
+    "byte_view",
     "decode_elias",
     "elias_code_bits",
     "encode_elias",

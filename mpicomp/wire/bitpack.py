@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, lru_cache
+from typing import Any
 
 import numba
 import numpy as np
@@ -45,6 +46,12 @@ CHUNK_VALUES = 32
 GROUP = 64  # integers per bit-plane word (plane_word, nonzero_word, set_plane, or_plane)
 PARALLEL_MIN_CHUNKS = 4096  # below 128 Ki values one thread is faster than a hand-off to the pool
 _COPY_BELOW_BYTES = 1 << 16  # packed sections up to 64 KiB are copied into words, not viewed
+
+
+def llvm_intrinsic(typer: Callable[..., object]) -> Callable[..., Any]:
+    """numba's ``@intrinsic``: ``typer(typingctx, *arg_types) -> (signature, codegen)`` becomes a function of
+    the arguments alone, callable from jitted code (numba's stubs type the call with ``typingctx``)."""
+    return intrinsic(typer)
 
 
 def packed_nbytes(n: int, bits: int) -> int:
@@ -75,7 +82,7 @@ def parallel_tasks(n: int) -> int:
 
 @lru_cache(maxsize=1)
 def _executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS, thread_name_prefix="mpicomp-kernel")
+    return ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS, thread_name_prefix="mpicomp-kernel")  # type: ignore[attr-defined]  # numba.config sets its options at import time, untyped
 
 
 def run_split(kernel: Callable[..., int], count: int, ntasks: int, *args: object) -> int:
@@ -160,7 +167,7 @@ def _group_array(array) -> bool:
     return isinstance(array, types.Array) and array.ndim == 1 and isinstance(array.dtype, types.Integer)
 
 
-@intrinsic
+@llvm_intrinsic
 def plane_word(typingctx, codes, start, bit):
     """``sum_j ((codes[start + j] >> bit) & 1) << j`` over ``j < GROUP = 64``: bit plane ``bit`` of 64
     integer codes as one uint64 word (a vector compare and mask move; no bounds check)."""
@@ -178,7 +185,7 @@ def plane_word(typingctx, codes, start, bit):
     return types.uint64(codes, start, bit), codegen
 
 
-@intrinsic
+@llvm_intrinsic
 def nonzero_word(typingctx, values, start):
     """``sum_j [values[start + j] != 0] << j`` over ``j < GROUP = 64``: the nonzero mask of 64
     integers as one uint64 word (no bounds check)."""
@@ -212,7 +219,7 @@ def _spread_plane(accumulate: bool):
     return codegen
 
 
-@intrinsic
+@llvm_intrinsic
 def set_plane(typingctx, codes, start, word, bit):
     """``codes[start + j] = ((word >> j) & 1) << bit`` for ``j < GROUP = 64`` (no bounds check)."""
     if not (_group_array(codes) and all(isinstance(t, types.Integer) for t in (start, word, bit))):
@@ -220,7 +227,7 @@ def set_plane(typingctx, codes, start, word, bit):
     return types.void(codes, start, word, bit), _spread_plane(False)
 
 
-@intrinsic
+@llvm_intrinsic
 def or_plane(typingctx, codes, start, word, bit):
     """``codes[start + j] |= ((word >> j) & 1) << bit`` for ``j < GROUP = 64``: the inverse of
     :func:`plane_word`, one plane at a time (no bounds check)."""
@@ -302,7 +309,7 @@ def chunk_words(main, tail, c, bits):
     return tail, 0
 
 
-def specialized(tag: str) -> Callable[[Callable[..., object]], Callable[..., object]]:
+def specialized(tag: str) -> Callable[[Callable[..., object]], Callable[..., Any]]:
     """Decorator for the kernels a factory generates per parameter set: appends ``_tag`` to the
     function's qualname, then compiles it (``njit``, cached, without the GIL).
 
@@ -312,7 +319,7 @@ def specialized(tag: str) -> Callable[[Callable[..., object]], Callable[..., obj
     qualname per specialization keeps their symbols (and cache files) apart.
     """
 
-    def compile_kernel(function: Callable[..., object]) -> Callable[..., object]:
+    def compile_kernel(function: Callable[..., object]) -> Callable[..., Any]:
         function.__qualname__ = f"{function.__qualname__}_{tag}"
         return njit(cache=True, nogil=True)(function)
 

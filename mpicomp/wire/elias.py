@@ -39,7 +39,7 @@ _ONE = np.uint64(1)
 @njit(cache=True, inline="always")
 def bit_length(n):
     """Number of bits of ``n >= 1``: ``floor(log2 n) + 1``."""
-    return 64 - int(leading_zeros(uint64(n)))
+    return 64 - int(leading_zeros(uint64(n)))  # type: ignore[call-arg]  # numba's stubs give intrinsics a typingctx parameter
 
 
 @njit(cache=True, inline="always")
@@ -91,7 +91,7 @@ def read_elias(buf, position, total, code):
         window = peek_bits(buf, position)
         if window & _GROUP_MASK == 0:  # 33 zeros or more: longer than any valid prefix
             return uint64(0), position, False
-        zeros = int(trailing_zeros(window))
+        zeros = int(trailing_zeros(window))  # type: ignore[call-arg]  # numba's stubs give intrinsics a typingctx parameter
         end = position + 2 * zeros + 1
         if end > total:
             return uint64(0), position, False

@@ -61,6 +61,11 @@ class Message:
         return self.nbytes - len(self.payload)
 
 
+def byte_view(buf: bytes | bytearray | memoryview | np.ndarray) -> memoryview:
+    """``memoryview(buf)``; for a NumPy array its ``.data``, the same view, typed as one before Python 3.12."""
+    return buf.data if isinstance(buf, np.ndarray) else memoryview(buf)
+
+
 def overhead_bytes(n_scalars: int, crc: bool = True) -> int:
     """Header + scalars + trailer size of a message with ``n_scalars`` scalars."""
     return HEADER_BYTES + 8 * n_scalars + (CRC_BYTES if crc else 0)
@@ -96,11 +101,11 @@ def frame_message(
     ``out`` is a writable uint8 array with room for :func:`overhead_bytes` + ``payload_bytes``.
     """
     out[:HEADER_BYTES] = np.frombuffer(_header(codec, d, len(scalars), payload_bytes, crc, key_fingerprint), np.uint8)
-    struct.pack_into(f"<{len(scalars)}d", out, HEADER_BYTES, *scalars)
+    struct.pack_into(f"<{len(scalars)}d", out.data, HEADER_BYTES, *scalars)
     end = payload_offset(len(scalars)) + payload_bytes
     if not crc:
         return end
-    struct.pack_into("<I", out, end, crc32(out[:end]))
+    struct.pack_into("<I", out.data, end, crc32(out[:end]))
     return end + CRC_BYTES
 
 
@@ -128,7 +133,7 @@ def pack_message(
     key_fingerprint: int | None = None,
 ) -> bytes:
     """Frame ``payload`` with the header, (optionally) a CRC-32 trailer and the encoder's key fingerprint."""
-    body = np.frombuffer(memoryview(payload).cast("B"), dtype=np.uint8)
+    body = np.frombuffer(byte_view(payload).cast("B"), dtype=np.uint8)
     out = np.empty(overhead_bytes(len(scalars), crc) + body.size, dtype=np.uint8)
     start = payload_offset(len(scalars))
     out[start : start + body.size] = body
@@ -174,7 +179,7 @@ def unpack_message(
     ``codec`` and ``d``, when given, must match the header. With ``exact`` the buffer must
     hold exactly one message (no trailing bytes).
     """
-    view = memoryview(buf).cast("B")
+    view = byte_view(buf).cast("B")
     msg_codec, flags, n_scalars, msg_d, length, total, fingerprint = _parse_header(view, 0)
     if exact and total != len(view):
         raise MessageError(f"oversized buffer: message is {total} bytes but {len(view)} were given")
