@@ -117,7 +117,10 @@ class Method:
     def round(self, k: int, link: Link) -> None:
         """Round ``k`` on every process: local uploads, gather, master downlink, broadcast, apply."""
         gathered = link.gather(self.worker_uploads(link.local_workers, k))
-        downlink = self.master_downlink(gathered, k) if link.is_master else None
+        downlink = None
+        if link.is_master:
+            assert gathered is not None, "the master receives every upload"
+            downlink = self.master_downlink(gathered, k)
         self.apply_downlink(link.broadcast(downlink), k)
 
     def worker_uploads(self, workers: range, k: int) -> list[bytes | memoryview]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class DianaOptions(MethodOptions):
     )
 
 
-def refresh_probability_field() -> dataclasses.Field:
+def refresh_probability_field() -> float | None:
     """The ``p`` option: L-SVRG's probability of moving the reference point, in (0, 1]."""
     return dataclasses.field(
         default=None,
@@ -141,7 +142,7 @@ class Diana(Method):
     """
 
     name = "diana"
-    Options = DianaOptions
+    Options: ClassVar[type[MethodOptions]] = DianaOptions
     supports_prox = True
 
     def __init__(self, ctx: MethodContext, options: DianaOptions) -> None:
@@ -164,7 +165,7 @@ class Diana(Method):
         """Worker w's gradient estimate ``g_i`` at ``x^k``: here the minibatch gradient."""
         return self.stochastic_grad(w, self.x, k)
 
-    def worker_upload(self, w: int, k: int) -> bytes:
+    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
         """``Delta_i = Q(g_i - h_i)``; the worker decodes its own bytes to set ``h_i += alpha Delta_i``."""
         memory = self.local_memory[w]
         message = self.encode_up(self.local_gradient(w, k) - memory, w, k)
@@ -172,14 +173,15 @@ class Diana(Method):
             memory += self.alpha * self.decode_up(message, w, k)
         return message
 
-    def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
+    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
         """``g = h + mean Delta_i`` through the downlink compressor; ``h += alpha mean Delta_i``."""
+        assert self.master_memory is not None, "the master keeps h"
         mean_delta = self.mean_of_uploads(uploads, k)
         direction = self.master_memory + mean_delta
         self.master_memory += self.alpha * mean_delta
         return self.encode_down(direction, k)
 
-    def apply_downlink(self, message: bytes, k: int) -> None:
+    def apply_downlink(self, message: memoryview, k: int) -> None:
         self.prox_step(self.decode_down(message, k))
 
     def prox_step(self, direction: np.ndarray) -> None:
@@ -205,7 +207,7 @@ class VRDiana(Diana):
     """
 
     name = "vr-diana"
-    Options = VRDianaOptions
+    Options: ClassVar[type[MethodOptions]] = VRDianaOptions
     coin = make_compressor("identity")
 
     def __init__(self, ctx: MethodContext, options: VRDianaOptions) -> None:
@@ -238,7 +240,7 @@ class VRDiana(Diana):
         """The master's ``u^k``: True with probability p, from the master's round-k method stream."""
         return bool(self.method_rng(MASTER, k).random() < self.refresh_probability)
 
-    def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
+    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
         """The step message, followed for L-SVRG by the coin ``u^k`` as a 1-d identity message."""
         message = super().master_downlink(uploads, k)
         if self.variant != "lsvrg":
@@ -246,11 +248,12 @@ class VRDiana(Diana):
         coin = self.coin.encode(np.array([float(self.draw_coin(k))]), self.key(MASTER, k, STREAM_DOWNLINK))
         return bundle([message, coin])
 
-    def apply_downlink(self, message: bytes, k: int) -> None:
+    def apply_downlink(self, message: memoryview, k: int) -> None:
         """Refresh the local reference points to ``x^k`` if ``u^k = 1`` (L-SVRG), then take the prox step."""
         parts = unbundle(message, 2 if self.variant == "lsvrg" else 1, f"{self.name} ({self.variant}) downlink")
         if self.variant == "lsvrg" and self.decode_coin(parts[1]):
             for estimator in self.estimators.values():
+                assert isinstance(estimator, SVRGReference), "the lsvrg variant keeps reference points"
                 estimator.refresh(self.x)
         self.prox_step(self.decode_down(parts[0], k))
 

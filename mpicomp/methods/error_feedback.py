@@ -44,9 +44,9 @@ INIT_MODES = ("full", "compressed")
 def ef14_compress(
     error: np.ndarray,
     increment: np.ndarray,
-    encode: Callable[[np.ndarray], bytes],
-    decode: Callable[[bytes], np.ndarray],
-) -> bytes:
+    encode: Callable[[np.ndarray], memoryview],
+    decode: Callable[[memoryview], np.ndarray],
+) -> memoryview:
     """One EF14 step on a memory ``e`` (updated in place): ``p = e + increment``, send ``C(p)``,
     ``e <- p - C(p)``; returns the bytes of ``C(p)``."""
     error += increment
@@ -95,17 +95,18 @@ class EF14(Method):
     def default_stepsize(self) -> float:
         return ef21_stepsize(self.problem.smoothness(), contraction(self.ctx.uplink, self.d))
 
-    def worker_upload(self, w: int, k: int) -> bytes:
+    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
         step = self.stepsize * self.stochastic_grad(w, self.x, k)
         return ef14_compress(self.errors[w], step, lambda v: self.encode_up(v, w, k), lambda m: self.decode_up(m, w, k))
 
-    def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
+    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
         mean = self.mean_of_uploads(uploads, k)
+        assert self.master_error is not None, "the master keeps the downlink's error"
         return ef14_compress(
             self.master_error, mean, lambda v: self.encode_down(v, k), lambda m: self.decode_down(m, k)
         )
 
-    def apply_downlink(self, message: bytes, k: int) -> None:
+    def apply_downlink(self, message: memoryview, k: int) -> None:
         self.add_down(message, k, self.x, -1.0)
 
 
@@ -159,7 +160,7 @@ class EF21(Method):
 
     def __init__(self, ctx: MethodContext, options: EF21Options) -> None:
         super().__init__(ctx, options)
-        self.eta = options.eta if self.momentum_levels else 1.0
+        self.eta = options.eta if isinstance(options, EF21MomentumOptions) else 1.0
         self.init_batch = ctx.batch if options.init_batch is None else options.init_batch
         self.init_compressor = make_compressor("identity") if options.init == "full" else ctx.uplink
         self.g_workers = {w: np.zeros(self.d) for w in ctx.local_workers}
@@ -187,18 +188,19 @@ class EF21(Method):
             source = level
         return source
 
-    def worker_upload(self, w: int, k: int) -> bytes:
+    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
         g = self.g_workers[w]
         compressor = self.uplink_compressor(k)
         message = self.encode_up(self.compression_target(w, k) - g, w, k, compressor)
         g += self.decode_up(message, w, k, compressor)
         return message
 
-    def master_downlink(self, uploads: list[bytes], k: int) -> bytes:
+    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
+        assert self.g_master is not None, "the master keeps g"
         self.g_master += self.mean_of_uploads(uploads, k, self.uplink_compressor(k))
         return self.encode_down(self.g_master - self.g_replica, k)
 
-    def apply_downlink(self, message: bytes, k: int) -> None:
+    def apply_downlink(self, message: memoryview, k: int) -> None:
         self.add_down(message, k, self.g_replica, 1.0)
         self.x -= self.stepsize * self.g_replica
 
@@ -214,6 +216,7 @@ class EF21SGDM(EF21):
 
     name = "ef21-sgdm"
     Options = EF21MomentumOptions
+    options: EF21MomentumOptions
     momentum_levels = 1
 
     def default_stepsize(self) -> float:

@@ -65,7 +65,7 @@ class LAG(LazyMethod):
         self.variant = options.variant
         self.asked: np.ndarray | None = None
         smoothness = self.worker_smoothness() if self.variant == "ps" else None  # collective: on every rank
-        if self.variant == "ps" and ctx.is_master:
+        if smoothness is not None and ctx.is_master:
             self.anchors: list[np.ndarray | None] = [None] * self.n  # theta_hat_m (None: nothing received yet)
             self.clocks = np.zeros(self.n, dtype=np.int64)
             self.local_smoothness = smoothness
@@ -88,7 +88,7 @@ class LAG(LazyMethod):
             self.asked = self.read_request(link.broadcast(request))
         super().round(k, link)
 
-    def request_message(self, k: int) -> bytes:
+    def request_message(self, k: int) -> memoryview:
         """The master's choice for round k as a sign message (-1: upload, +1: skip)."""
         threshold = self.threshold()
         signs = np.ones(self.n)
@@ -106,9 +106,10 @@ class LAG(LazyMethod):
         return signs < 0
 
     # --- the uploads ---------------------------------------------------------------------------
-    def worker_upload(self, w: int, k: int) -> bytes:
+    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
         """LAG-WK: the innovation unless (7a) lets the worker skip. LAG-PS: the innovation if asked."""
         if self.variant == "ps":
+            assert self.asked is not None, "LAG-PS reads the request before the uploads"
             return self.send_innovation(w, k, self.problem.local(w).grad(self.x)) if self.asked[w] else b""
         state = self.workers[w]
         grad = self.problem.local(w).grad(self.x)
@@ -118,7 +119,7 @@ class LAG(LazyMethod):
             return b""
         return self.send_innovation(w, k, grad)
 
-    def send_innovation(self, w: int, k: int, grad: np.ndarray) -> bytes:
+    def send_innovation(self, w: int, k: int, grad: np.ndarray) -> memoryview:
         """``C(grad - reference)``; the reference moves by what the master will decode."""
         state = self.workers[w]
         message = self.encode_up(grad - state.reference, w, k)
@@ -126,9 +127,10 @@ class LAG(LazyMethod):
         state.clock = 0
         return message
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes:
+    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
         """LAG-PS also checks the answers and records ``theta_hat_m = theta^k`` and the clocks."""
         if self.variant == "ps":
+            assert self.asked is not None, "LAG-PS reads the request before the uploads"
             for m, message in enumerate(uploads):
                 if (len(message) > 0) != self.asked[m]:
                     raise MessageError(f"{self.name}: worker {m} did not answer the round-{k + 1} request as asked")

@@ -106,7 +106,7 @@ class QLSD(Method):
             self.anchor_grads = {w: self.local_potential_grad(w, self.anchor) for w in link.local_workers}
         super().round(k, link)
 
-    def worker_upload(self, w: int, k: int) -> bytes:
+    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
         idx = self.sample_batch(w, k)
         v = self.local_potential_grad(w, self.x, idx)
         if self.variant == "star":
@@ -118,11 +118,12 @@ class QLSD(Method):
             self.local_memory[w] += self.alpha * self.decode_up(message, w, k)
         return message
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes:
+    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
         """``C_M(sum_i g_i (+ eta))``; QLSD++ then moves ``eta += alpha sum_i g_i``."""
         total = self.sum_of_uploads(uploads, k)
         if self.variant != "plusplus":
             return self.encode_down(total, k)
+        assert self.master_memory is not None, "the master keeps eta"
         direction = total + self.master_memory
         self.master_memory += self.alpha * total
         return self.encode_down(direction, k)

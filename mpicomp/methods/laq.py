@@ -98,7 +98,7 @@ class LAQ(LazyMethod):
         """``grad f_m(theta^k)`` (SLAQ: the round's minibatch gradient)."""
         return self.stochastic_grad(w, self.x, k, None if self.minibatch else 0)
 
-    def worker_upload(self, w: int, k: int) -> bytes:
+    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
         """Steps 1-4 of the module docstring."""
         state = self.workers[w]
         grad = self.local_gradient(w, k)

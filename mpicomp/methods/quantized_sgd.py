@@ -57,13 +57,13 @@ class QuantizedSGD(Method):
         total = self.switch.total([self.gradient(w, k) for w in workers], keys, link)
         self.x -= self.stepsize * total / self.n
 
-    def worker_uploads(self, workers: range, k: int) -> list[memoryview]:
+    def worker_uploads(self, workers: range, k: int) -> list[bytes | memoryview]:
         """``C_W(g_i(x^k))`` of every local worker: the gradients of ``BATCH_ROWS`` workers at a time
         into one reused (cache-sized) array, then one ``encode_many`` call for them; one by one for
         a single worker or vectors long enough for the codecs' threaded kernels."""
         if len(workers) == 1 or not self.ctx.uplink.batches_rows(self.d):
             return super().worker_uploads(workers, k)
-        uploads: list[memoryview] = []
+        uploads: list[bytes | memoryview] = []
         gradients = np.empty((min(BATCH_ROWS, len(workers)), self.d))
         for start in range(0, len(workers), BATCH_ROWS):
             block = workers[start : start + BATCH_ROWS]
@@ -84,7 +84,7 @@ class QuantizedSGD(Method):
             self.mean = np.empty(self.d)
         return self.encode_down(self.mean_of_uploads(uploads, k, out=self.mean if slot is None else slot), k)
 
-    def apply_downlink(self, message: bytes, k: int) -> None:
+    def apply_downlink(self, message: memoryview, k: int) -> None:
         self.add_down(message, k, self.x, -self.stepsize)
 
     def default_stepsize(self) -> float:
