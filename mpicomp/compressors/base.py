@@ -86,7 +86,7 @@ def _claim_tag(cls: type) -> int | None:
 
 
 # Little-endian float formats for values sent as is (identity, sparsifiers), by their spec name.
-VALUE_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
+VALUE_DTYPES: dict[str, np.dtype] = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}
 
 
 def check_dtype(codec: str, dtype: object) -> str:
@@ -159,8 +159,8 @@ class Compressor(ABC):
     """
 
     name: ClassVar[str]
-    unbiased: ClassVar[bool]
-    n_scalars: ClassVar[int] = 0
+    unbiased: bool  # a class constant, or set per instance (compose, hsq, stovoq)
+    n_scalars: int = 0
     checks_finite: ClassVar[bool] = False  # True: the payload kernel rejects NaN/Inf in its own pass
     crc: bool = True  # append the CRC-32 trailer (a run sets it from [compressor] checksum)
     extension_tag: ClassVar[int | None] = None  # set for classes outside mpicomp (EXTENSION_CODEC)
@@ -362,7 +362,7 @@ class Compressor(ABC):
         ``d`` with a throwaway key, so that numba compiles (or loads) their kernels before they are timed."""
         key = RandomKey(0)
         for dtype in dtypes:
-            ramp = np.linspace(-1.0, 1.0, d, dtype=dtype)
+            ramp: np.ndarray = np.linspace(-1.0, 1.0, d, dtype=dtype)
             message = self.encode(ramp, key)
             decoded = self.decode(message, d, key)
             self.decode_add(message, decoded, key, scale=-0.5)

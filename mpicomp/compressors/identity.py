@@ -156,7 +156,9 @@ class Identity(Compressor):
         """Also the encode of a vector computed in its payload slot (float64) and :func:`sum_finite`
         for each of its tuple lengths (1 to ``SUM_GROUP`` payloads)."""
         super().compile_kernels(d, dtypes)
-        out = np.zeros(self.message_capacity(d), dtype=np.uint8)
+        capacity = self.message_capacity(d)
+        assert capacity is not None, "identity messages have a fixed size"
+        out = np.zeros(capacity, dtype=np.uint8)
         slot = self.payload_vector(out, d)
         message = self.encode(np.zeros(d) if slot is None else slot, RandomKey(0), out=out)
         for count in range(1, SUM_GROUP + 1):

@@ -140,7 +140,9 @@ def make(spec: str | Compressor) -> Compressor:
     factors = text.split("∘")
     if len(factors) == 1:
         return _make_factor(factors[0])
+    from .compose import Compose  # compose registers itself through this module
+
     compressor = _make_factor(factors[-1])
     for factor in reversed(factors[:-1]):
-        compressor = _REGISTRY["compose"](_make_factor(factor), compressor)
+        compressor = Compose(_make_factor(factor), compressor)
     return compressor

@@ -25,7 +25,7 @@ def _sign_byte(x, first, count, total):
     for j in range(count):
         value = np.float64(x[first + j])
         total += abs(value)
-        bits |= (value < 0) << j
+        bits |= int(value < 0) << j
     return bits, total
 
 
