@@ -98,17 +98,15 @@ class RoundBytes:
     def __add__(self, other: RoundBytes) -> RoundBytes:
         if len(self.up_bytes) != len(other.up_bytes):
             raise ValueError(f"cannot add counts of {len(self.up_bytes)} and {len(other.up_bytes)} workers")
-        return RoundBytes(
-            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)[:-1]),
-            complete=self.complete and other.complete,
-        )
+        sums = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)[:-1]}
+        return RoundBytes(**sums, complete=self.complete and other.complete)
 
     def to_dict(self) -> dict[str, int | bool | list[int]]:
         """Plain Python values (arrays as lists), e.g. for JSON."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
 
-def _plain(value: object) -> int | bool | list[int]:
+def _plain(value: np.ndarray | np.integer | int | bool) -> int | bool | list[int]:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value if isinstance(value, bool) else int(value)

@@ -16,8 +16,8 @@ uploads are the uploads it passed (no copy): valid until those workers encode ag
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Self
+from collections.abc import Sequence, Sized
+from typing import NoReturn, Self, overload
 
 import numpy as np
 
@@ -70,7 +70,19 @@ def readonly_bytes(buf: Buffer) -> memoryview:
     return flat if flat.readonly else memoryview(flat.tobytes())
 
 
-def master_value(value: object, what: str) -> object:
+@overload
+def master_value(value: None, what: str) -> NoReturn: ...
+
+
+@overload
+def master_value(value: int, what: str) -> int: ...
+
+
+@overload
+def master_value(value: Buffer, what: str) -> Buffer: ...
+
+
+def master_value(value: int | Buffer | None, what: str) -> int | Buffer:
     """``value`` unless the master passed ``None`` where it must provide ``what``."""
     if value is None:
         raise ValueError(f"the master (rank 0) must pass {what}, got None")
@@ -123,7 +135,7 @@ class Transport(ABC):
         self._check_local_count(uploads, "uploads", "b'' when skipped")
         return [readonly_bytes(upload) for upload in uploads]
 
-    def _check_local_count(self, items: Sequence[object], what: str, hint: str) -> None:
+    def _check_local_count(self, items: Sized, what: str, hint: str) -> None:
         if len(items) != len(self.local_workers):
             raise ValueError(
                 f"rank {self.rank} hosts {len(self.local_workers)} workers {self.local_workers} "
@@ -219,6 +231,7 @@ class Transport(ABC):
             gathered = self._gather_bytes(streams, sizes)
             aggregate = None
             if self.is_master:
+                assert gathered is not None, "the master gathers every stream"
                 aggregate = byte_view(switch_aggregate(gathered, spec, length)).toreadonly()
             received = self._broadcast_bytes(aggregate, spec.stream_bytes(length, RESULT_LANES))
         payload, header = spec.split(length)

@@ -115,7 +115,7 @@ def joined(views: list[memoryview]) -> np.ndarray:
     )
     if not adjacent:
         return np.concatenate(parts)
-    base = np.frombuffer(owner, dtype=np.uint8)
+    base = np.frombuffer(memoryview(owner), dtype=np.uint8)
     start = parts[0].ctypes.data - base.ctypes.data
     return base[start : start + sum(part.size for part in parts)]
 
@@ -254,10 +254,11 @@ class MPITransport(Transport):
 
     def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
         if size is None:
-            length = np.array([len(view) if self.is_master else 0], dtype=np.int64)
+            length = np.array([0 if view is None else len(view)], dtype=np.int64)
             self._complete(self.comm.Ibcast(length, root=0))
             size = int(length[0])
         if self.is_master:
+            assert view is not None, "the master broadcasts its message"
             self._complete(self.comm.Ibcast(np.frombuffer(view, dtype=np.uint8), root=0))
             return view
         received = self._inbox("broadcast", size)
