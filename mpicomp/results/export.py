@@ -39,8 +39,8 @@ def _arrow_column(pyarrow: Any, values: np.ndarray) -> Any:
 def export_parquet(table: Mapping[str, Any], path: str | os.PathLike) -> None:
     """The table as a Parquet file (one column per table column); ImportError without pyarrow."""
     try:
-        import pyarrow  # type: ignore[import-untyped]
-        import pyarrow.parquet  # type: ignore[import-untyped]
+        import pyarrow
+        import pyarrow.parquet
     except ImportError:
         raise ImportError(
             "--parquet needs pyarrow, which mpicomp does not install: pip install pyarrow (or use --csv)"
