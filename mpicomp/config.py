@@ -25,11 +25,12 @@ from .comm.mpi import WAIT_MODES
 from .comm.network import TOPOLOGIES
 from .comm.packets import PACKET_SIZES
 from .compressors import make as make_compressor
+from .compressors.switch_encoding import MPICOMP_UPLINKS, SWITCH_FORMATS, SWITCHML_MAX_WORKERS
 from .data.fetch import LIBSVM_NAMES, MNIST
 from .data.loaders import SCALINGS
 from .data.partition import PARTITIONS
 from .methods import Method, available_methods, method_class
-from .methods.in_network import AGGREGATIONS, SWITCH_ENCODINGS
+from .methods.in_network import AGGREGATIONS
 from .plugins import PluginError
 from .problems import PROBLEMS, REGULARIZERS
 from .problems.factory import problem_class
@@ -90,7 +91,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "aggregation": Key(
             str, "gather", "sum the uploads at the master or in the emulated switch", choices=AGGREGATIONS
         ),
-        "packet_values": Key(int, 256, "values per switch packet", choices=PACKET_SIZES),
+        "packet_values": Key(int, 256, "values per switch packet (ATP's packets hold 62)", choices=PACKET_SIZES),
+        "switch_format": Key(
+            str,
+            "mpicomp",
+            "the switch's packets and host quantiser: mpicomp (fixed point or natural), switchml, atp",
+            choices=SWITCH_FORMATS,
+        ),
         "checksum": Key(
             bool, False, "append a CRC-32 to every message (MPI delivers bytes intact; for stored or fuzzed messages)"
         ),
@@ -122,6 +129,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "topology": Key(
             str, "serial", "serial or parallel parameter server, switch, or ring all-reduce", choices=TOPOLOGIES
         ),
+        "in_flight": Key(int, 128, "switch: packets a worker keeps outstanding (SwitchML's pool)", minimum=1),
     },
 }
 RENAMED = {
@@ -269,7 +277,7 @@ def validate(raw: dict[str, Any]) -> Config:
             f"{sections['compressor']['uplink']!r} is biased (e.g. use 'qsgd(s=16)' or 'natural')"
         )
     _check_kind(cls, sections["run"])
-    _check_aggregation(cls, sections["compressor"])
+    _check_aggregation(cls, sections["compressor"], sections["data"]["workers"])
     if sections["run"]["target_suboptimality"] > 0 and not sections["run"]["optimum"]:
         raise ConfigError(
             "[run] target_suboptimality: needs the reference optimum; set [run] optimum = true or drop it"
@@ -294,10 +302,20 @@ def _check_kind(method: type[Method], run: dict[str, Any]) -> None:
             )
 
 
-def _check_aggregation(method: type[Method], compressor: dict[str, Any]) -> None:
+def _check_aggregation(method: type[Method], compressor: dict[str, Any], workers: int) -> None:
     """``aggregation = "switch"`` needs a method whose aggregate is a sum and compressors with an integer form."""
+    switch_format = compressor["switch_format"]
     if compressor["aggregation"] != "switch":
+        if switch_format != SCHEMA["compressor"]["switch_format"].default:
+            raise ConfigError(
+                f"[compressor] switch_format: {switch_format!r} needs aggregation = 'switch'; drop the key or set it"
+            )
         return
+    if switch_format == "switchml" and workers > SWITCHML_MAX_WORKERS:
+        raise ConfigError(
+            f"[compressor] switch_format: 'switchml' aggregates at most {SWITCHML_MAX_WORKERS} workers "
+            f"(its 32-bit worker bitmap), [data] workers = {workers}"
+        )
     summing = ", ".join(n for n, c in available_methods().items() if c.switch_aggregation)
     if not method.switch_aggregation:
         raise ConfigError(
@@ -305,10 +323,15 @@ def _check_aggregation(method: type[Method], compressor: dict[str, Any]) -> None
             f"(its master keeps state), so the switch cannot do its aggregation; use 'gather' or one of {summing}"
         )
     uplink = make_compressor(compressor["uplink"])
-    if uplink.name not in SWITCH_ENCODINGS:
+    if switch_format != "mpicomp" and uplink.name != "identity":
+        raise ConfigError(
+            f"[compressor] uplink: switch_format = {switch_format!r} quantises float vectors, "
+            f"use 'identity' (got {uplink.spec!r})"
+        )
+    if uplink.name not in MPICOMP_UPLINKS:
         raise ConfigError(
             f"[compressor] uplink: {uplink.spec!r} has no integer form for the switch; "
-            f"use {' or '.join(map(repr, SWITCH_ENCODINGS))} (or aggregation = 'gather')"
+            f"use {' or '.join(map(repr, MPICOMP_UPLINKS))} (or aggregation = 'gather')"
         )
     if make_compressor(compressor["downlink"]) != make_compressor("identity"):
         raise ConfigError(

@@ -15,7 +15,7 @@ import numpy as np
 
 from .comm.packets import warm_up_packets
 from .compressors import make
-from .methods.in_network import FixedPointSum, NaturalSum
+from .compressors.switch_encoding import ATPEncoding, FixedPointEncoding, NaturalEncoding, SwitchMLEncoding
 
 SIZES = (1000, 200_000)  # small vectors and ones long enough for the multi-threaded paths
 
@@ -31,8 +31,14 @@ def compile_kernels(specs: Iterable[str]) -> list[tuple[str, float]]:
             compressor.compile_kernels(d, (np.float64, np.float32))
         timings.append((spec, time.perf_counter() - start))
     start = time.perf_counter()
-    for switch in (FixedPointSum(8, SIZES[0], 256, float32=False), NaturalSum(8, SIZES[0], 256)):
-        switch.warm_up()
+    encodings = (
+        FixedPointEncoding(8, SIZES[0], 256, float32=False),
+        NaturalEncoding(8, SIZES[0], 256),
+        SwitchMLEncoding(8, SIZES[0], 256),
+        ATPEncoding(8, SIZES[0]),
+    )
+    for encoding in encodings:
+        encoding.warm_up()
     warm_up_packets()
     timings.append(("switch host and packet kernels", time.perf_counter() - start))
     return timings

@@ -50,6 +50,12 @@ COMMUNICATION_COLUMNS = {
     "down_control_bytes": Column("int64", "downlink size prefixes"),
     "uploads": Column("int64", "non-empty worker contributions (gathered uploads and switch packet streams)"),
     "skips": Column("int64", "skipped (zero-length) uploads"),
+    "switch_overflow_packets": Column(
+        "int64", "switch aggregate packets flagged as overflowed (ATP re-sends them to the master; 0 without a switch)"
+    ),
+    "switch_fallback_bytes": Column(
+        "int64", "of the bytes up and down: ATP's overflowed packets re-sent as float32 to the master and back"
+    ),
     "wall_time": Column("float64", "seconds spent in rounds on rank 0 (metric evaluation and logging excluded)"),
     "codec_time": Column("float64", "of wall_time: seconds rank 0 spent encoding and decoding (compression)"),
     "comm_time": Column(
@@ -114,6 +120,8 @@ def communication(totals: RoundBytes) -> tuple[dict[str, int], dict[str, np.ndar
         bits_down=8 * totals.down_bytes,
         uploads=int(totals.uploads.sum()),
         skips=int(totals.skips.sum()),
+        switch_overflow_packets=totals.overflow_packets,
+        switch_fallback_bytes=totals.fallback_bytes,
     )
     return row, {"bytes_up": totals.up_bytes, "uploads": totals.uploads, "skips": totals.skips}
 

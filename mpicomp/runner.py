@@ -98,6 +98,9 @@ def build_method(config: Config, problem: Problem, transport: Transport, seed: i
         batch=config.data["batch"],
         aggregation=config.compressor["aggregation"],
         packet_values=config.compressor["packet_values"],
+        switch_format=config.compressor["switch_format"],
+        log_every=config.run["log_every"],
+        rounds=config.run["rounds"],
     )
     return method_class(config.method["name"])(ctx, config.method_options())
 
@@ -184,7 +187,9 @@ class _Monitor:
         return row
 
     def end_round(self, round_bytes: RoundBytes, k: int, logged: bool) -> tuple[int, str]:
-        self.modelled_time += self.network.round_seconds(round_bytes.up_bytes, round_bytes.down_bytes)
+        self.modelled_time += self.network.round_seconds(
+            round_bytes.up_bytes, round_bytes.down_bytes, round_bytes.switch_packets
+        )
         self.progress.update()
         if log.isEnabledFor(logging.DEBUG):
             self._debug_round(round_bytes, k)

@@ -214,6 +214,9 @@ def test_counter_all_empty_round_costs_only_size_prefixes_and_resets():
         "down_payload": 0,
         "down_header": 0,
         "down_control": 8,
+        "switch_packets": 0,
+        "overflow_packets": 0,
+        "fallback_bytes": 0,
         "up_bytes": [8, 8, 8, 8],
         "uploads": [0, 0, 0, 0],
         "skips": [1, 1, 1, 1],
@@ -414,6 +417,9 @@ def reference_counts(n_workers: int, rounds: int = ROUNDS, seed: int = SEED) -> 
                 "down_payload": down_payload,
                 "down_header": down_header,
                 "down_control": SIZE_PREFIX_BYTES,
+                "switch_packets": 0,
+                "overflow_packets": 0,
+                "fallback_bytes": 0,
                 "up_bytes": [len(u) + SIZE_PREFIX_BYTES for u in uploads],
                 "uploads": [int(len(u) > 0) for u in uploads],
                 "skips": [int(len(u) == 0) for u in uploads],
@@ -455,27 +461,44 @@ def test_mpi_round_trip_and_counts(mpiexec, ranks, n_workers, wait):
 # --- switch capabilities: every transport through integer_sum and max_agree -------------------
 
 
+FRAME = 14 + 20 + 8 + 12 + 4  # Ethernet, IPv4, UDP, the packet header, FCS
+ATP_FRAME, ATP_PAYLOAD = 34 + 26 + 4, 62 * 4
+
+
 def switch_reference(n_workers: int) -> list[dict]:
-    """Counts from the packet format: per operation and worker, the values plus 12 header bytes per packet."""
+    """Counts from the frame formats: per operation and worker, the values plus the frame's header bytes
+    per packet; then ATP's flagged sum (3 padded packets) and fallback (1 or 2 flagged packets)."""
     expected = []
     for length, width, packet_values in CASES:
         packets = -(-length // packet_values)
-        payload, header = 2 * length * width // 8, 2 * 12 * packets  # integer_sum + max_agree
-        expected.append(
-            {
-                "up_payload": n_workers * payload,
-                "up_header": n_workers * header,
-                "up_control": 0,
-                "down_payload": payload,
-                "down_header": header,
-                "down_control": 0,
-                "up_bytes": [payload + header] * n_workers,
-                "uploads": [2] * n_workers,
-                "skips": [0] * n_workers,
-                "complete": True,
-            }
-        )
+        payload, header = 2 * length * width // 8, 2 * FRAME * packets  # integer_sum + max_agree
+        expected.append(counts(n_workers, payload, header, payload, header, 2 * packets, uploads=2))
+    fallback_packets = 2 if n_workers > 1 else 1
+    fallback = (ATP_PAYLOAD + ATP_FRAME) * fallback_packets
+    payload = ATP_PAYLOAD * (3 + fallback_packets)
+    header = ATP_FRAME * (3 + fallback_packets)
+    atp = counts(n_workers, payload, header, payload, header, 3 + fallback_packets, uploads=1)
+    atp.update(overflow_packets=fallback_packets, fallback_bytes=(n_workers + 1) * fallback)
+    expected.append(atp)
     return expected
+
+
+def counts(n_workers: int, payload: int, header: int, down_payload: int, down_header: int, packets: int, uploads: int):
+    return {
+        "up_payload": n_workers * payload,
+        "up_header": n_workers * header,
+        "up_control": 0,
+        "down_payload": down_payload,
+        "down_header": down_header,
+        "down_control": 0,
+        "switch_packets": packets,
+        "overflow_packets": 0,
+        "fallback_bytes": 0,
+        "up_bytes": [payload + header] * n_workers,
+        "uploads": [uploads] * n_workers,
+        "skips": [0] * n_workers,
+        "complete": True,
+    }
 
 
 @pytest.mark.parametrize("n_workers", [1, 3, 5])

@@ -14,18 +14,23 @@ import pytest
 
 from mpicomp.comm import LocalTransport
 from mpicomp.compressors import make
+from mpicomp.compressors.switch_encoding import FixedPointEncoding, NaturalEncoding, headroom
 from mpicomp.config import ConfigError, validate
-from mpicomp.methods.in_network import (
-    FixedPointSum,
-    NaturalSum,
-    headroom,
-    make_switch_sum,
-)
+from mpicomp.methods.in_network import SwitchSum, make_switch_sum
+from mpicomp.results import compare_runs, read_results
 from mpicomp.rng import STREAM_UPLINK, RandomKey
 from mpicomp.testing import assert_unbiased
 from tests.runs import assert_same_metrics, run_inprocess, run_mpiexec
 
 NATURAL = make("natural")
+
+
+def FixedPointSum(n: int, d: int, packet_values: int, float32: bool) -> SwitchSum:  # noqa: N802 - reads as a class
+    return SwitchSum(FixedPointEncoding(n, d, packet_values, float32))
+
+
+def NaturalSum(n: int, d: int, packet_values: int) -> SwitchSum:  # noqa: N802
+    return SwitchSum(NaturalEncoding(n, d, packet_values))
 
 
 def keys(n: int, rnd: int = 0, seed: int = 3) -> list[RandomKey]:
@@ -75,10 +80,10 @@ def test_fixed_point_error_is_within_its_deterministic_bound():
     rng = np.random.default_rng(0)
     vectors = [rng.standard_normal(d) * np.repeat(10.0 ** rng.uniform(-8, 8, 11), 64)[:d] for _ in range(n)]
     switch = FixedPointSum(n, d, packet_values, float32=False)
-    total = switch.total(vectors, keys(n), LocalTransport(n))
+    total = switch.total(vectors, keys(n), LocalTransport(n)).copy()  # the switch reuses its sum buffer
     np.testing.assert_array_equal(total, switch.total(vectors, keys(n, rnd=1), LocalTransport(n)))
-    agreed = np.max([switch.block_exponents(v) for v in vectors], axis=0)
-    bound = n * np.ldexp(1.0, np.repeat(agreed, packet_values)[:d] - switch.headroom - 1)
+    agreed = np.max([switch.encoding.block_exponents(v) for v in vectors], axis=0)
+    bound = n * np.ldexp(1.0, np.repeat(agreed, packet_values)[:d] - switch.encoding.headroom - 1)
     error = np.abs(total - np.sum(vectors, axis=0))
     assert np.all(error <= bound), float(np.max(error / bound))
     assert np.max(error / bound) > 0.1  # the bound is not vacuous: rounding errors come close to it
@@ -103,7 +108,7 @@ def test_largest_values_on_every_worker_cannot_overflow(encoding):
         assert np.all(np.abs(total - n) <= n * 2.0 ** -headroom(n)), (n, total)
 
 
-@pytest.mark.parametrize("cls", [FixedPointSum, NaturalSum])
+@pytest.mark.parametrize("cls", [FixedPointSum, NaturalSum], ids=["fixed", "natural"])
 def test_zero_length_and_all_zero_vectors(cls):
     make_one = (lambda d: cls(3, d, 64, False)) if cls is FixedPointSum else (lambda d: cls(3, d, 64))
     assert make_one(0).total([np.zeros(0)] * 3, keys(3), LocalTransport(3)).shape == (0,)
@@ -136,16 +141,6 @@ def test_invalid_switch_configurations_are_refused(compressor, method, message):
 D = 31  # breast_cancer: 30 features + intercept
 
 
-def experiment(uplink: str, aggregation: str, workers: int = 8, rounds: int = 30) -> dict:
-    return {
-        "problem": {"name": "logistic", "dataset": "sklearn:breast_cancer", "l2": 0.1},
-        "data": {"workers": workers, "partition": "label", "batch": 16},
-        "method": {"name": "sgd", "stepsize": 0.5},
-        "compressor": {"uplink": uplink, "aggregation": aggregation, "packet_values": 64},
-        "run": {"rounds": rounds, "seed": 2},
-    }
-
-
 def test_natural_through_the_switch_equals_natural_through_the_master(tmp_path):
     """In range, the switch's aggregate is exactly sum_i C_nat(g_i): the trajectories are identical."""
     switch = run_inprocess(experiment("natural", "switch"), tmp_path / "switch.h5")
@@ -154,27 +149,86 @@ def test_natural_through_the_switch_equals_natural_through_the_master(tmp_path):
     np.testing.assert_array_equal(switch.metrics["loss"], master.metrics["loss"])
 
 
-@pytest.mark.parametrize("uplink", ["natural", "identity"])
-def test_switch_bytes_follow_the_packet_format(tmp_path, uplink):
-    """Per worker and round: one int8 exponent per 64-value block, then the values, 12 header bytes a packet."""
-    res = run_inprocess(experiment(uplink, "switch", rounds=5), tmp_path / "r.h5")
-    blocks = math.ceil(D / 64)
-    value_bytes = D + math.ceil(D / 8) if uplink == "natural" else 4 * D
-    per_worker = (blocks + 12) + (value_bytes + 12)  # exponents: 1 packet; values: 1 packet
-    multicast = (blocks + 12) + (4 * D + 12)  # the switch returns int8 maxima and int32 sums
+FRAME = 14 + 20 + 8 + 12 + 4  # Ethernet, IPv4, UDP, mpicomp's packet header, FCS
+
+
+def experiment(uplink: str, aggregation: str, workers: int = 8, rounds: int = 30, switch_format: str = "mpicomp"):
+    raw = {
+        "problem": {"name": "logistic", "dataset": "sklearn:breast_cancer", "l2": 0.1},
+        "data": {"workers": workers, "partition": "label", "batch": 16},
+        "method": {"name": "sgd", "stepsize": 0.5},
+        "compressor": {"uplink": uplink, "aggregation": aggregation, "packet_values": 64},
+        "run": {"rounds": rounds, "seed": 2},
+    }
+    if switch_format != "mpicomp":
+        raw["compressor"]["switch_format"] = switch_format
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("uplink", "switch_format", "per_worker", "multicast"),
+    [
+        # one int8 exponent packet, one value packet (31 values), each with its frame
+        ("natural", "mpicomp", (1 + FRAME) + (D + 4 + FRAME), (1 + FRAME) + (4 * D + FRAME)),
+        ("identity", "mpicomp", (1 + FRAME) + (4 * D + FRAME), (1 + FRAME) + (4 * D + FRAME)),
+        # SwitchML: the extra first (exponent) packet and one padded value packet, 256 + 56 bytes each
+        ("identity", "switchml", 2 * (256 + 56), 2 * (256 + 56)),
+        # ATP: one packet of 62 int32 (padded), 34 + 26 + 4 header bytes, no exponents
+        ("identity", "atp", 248 + 64, 248 + 64),
+    ],
+)
+def test_switch_bytes_are_the_frames_of_the_format(tmp_path, uplink, switch_format, per_worker, multicast):
+    res = run_inprocess(experiment(uplink, "switch", rounds=5, switch_format=switch_format), tmp_path / "r.h5")
     m = res.metrics
-    assert m["up_payload_bytes"][-1] == 5 * 8 * (blocks + value_bytes)
-    assert m["up_header_bytes"][-1] == 5 * 8 * 24 and m["up_control_bytes"][-1] == 0
-    assert m["bits_up"][-1] == 8 * 5 * 8 * per_worker
+    assert res.status == "finished"
+    assert m["bits_up"][-1] == 8 * 5 * 8 * per_worker and m["up_control_bytes"][-1] == 0
     assert m["bits_down"][-1] == 8 * 5 * multicast
     np.testing.assert_array_equal(res.workers["bytes_up"][-1], 5 * per_worker)
+    assert m["switch_overflow_packets"][-1] == 0 and m["switch_fallback_bytes"][-1] == 0
+    # natural: C_nat's own error (unbiased, variance 1/8 of ||g_i||^2 each); the others round to ~1e-7
+    bound = 1.0 if uplink == "natural" else 1e-5
+    assert np.all(m["switch_aggregate_error"] > 0) and np.all(m["switch_aggregate_error"] < bound)
+
+
+def test_gather_runs_log_no_switch_error(tmp_path):
+    res = run_inprocess(experiment("identity", "gather", rounds=2), tmp_path / "r.h5")
+    assert np.isnan(res.metrics["switch_aggregate_error"]).all()
+    assert (res.metrics["switch_overflow_packets"] == 0).all()
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("uplink", ["natural", "identity(dtype=float32)"])
-def test_switch_runs_are_identical_on_1_2_4_ranks(tmp_path, uplink):
-    raw = experiment(uplink, "switch", workers=5, rounds=15)
+@pytest.mark.parametrize(
+    ("uplink", "switch_format", "ranks"),
+    [
+        ("natural", "mpicomp", (1, 2, 4)),
+        ("identity(dtype=float32)", "mpicomp", (1, 2, 4)),
+        ("identity", "switchml", (1, 2, 3)),
+        ("identity", "atp", (1, 2, 3)),
+    ],
+)
+def test_switch_runs_are_identical_on_any_rank_count(tmp_path, uplink, switch_format, ranks):
+    raw = experiment(uplink, "switch", workers=5, rounds=15, switch_format=switch_format)
     reference = run_inprocess(raw, tmp_path / "local.h5")
     assert reference.status == "finished"
-    for n in (1, 2, 4):
+    for n in ranks:
         assert_same_metrics(reference, run_mpiexec(raw, tmp_path / f"n{n}.h5", n))
+
+
+def test_compare_shows_the_switch_columns(tmp_path):
+    """Tiny runs of two formats: the comparison lists the overflow, fallback and error columns for each."""
+    runs = []
+    for switch_format in ("atp", "switchml"):
+        path = tmp_path / f"{switch_format}.h5"
+        run_inprocess(experiment("identity", "switch", rounds=2, switch_format=switch_format), path)
+        runs.append(read_results(path))
+    comparison = compare_runs(runs)
+    for column in ("switch_overflow_packets", "switch_fallback_bytes", "switch_aggregate_error"):
+        assert column in comparison.columns
+        assert all(row[column] is not None for row in comparison.rows)
+
+
+def test_compare_leaves_the_switch_columns_out_without_a_switch_run(tmp_path):
+    path = tmp_path / "gather.h5"
+    run_inprocess(experiment("identity", "gather", rounds=2), path)
+    columns = compare_runs([read_results(path)]).columns
+    assert not {"switch_overflow_packets", "switch_fallback_bytes", "switch_aggregate_error"} & set(columns)

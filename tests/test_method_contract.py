@@ -49,9 +49,11 @@ def experiment(method: dict, rounds: int = 12, workers: int = 5, **run) -> dict:
 
 
 def switch_round_bytes(workers: int, block: int = 8) -> tuple[int, int]:
-    """(up, down) bytes of one test-switch-gd round: int16 exponents, then int32 values, 12 bytes a packet."""
-    exponents = -(-D // block) * 2 + 12
-    values = D * 4 + 12
+    """(up, down) bytes of one test-switch-gd round: int16 exponents, then int32 values, in one packet each,
+    counted as frames (Ethernet 14 + IPv4 20 + UDP 8 + the 12-byte packet header + FCS 4)."""
+    frame = 14 + 20 + 8 + 12 + 4
+    exponents = -(-D // block) * 2 + frame
+    values = D * 4 + frame
     return workers * (exponents + values), exponents + values
 
 

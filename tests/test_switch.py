@@ -32,7 +32,8 @@ def test_packets_round_trip_with_the_documented_sizes(n, width):
     values = np.random.default_rng(n).integers(low, high + 1, size=n)
     stream = encode_packets(values, spec, sender=5)
     packets = -(-n // 64)
-    assert stream.size == n * width // 8 + HEADER_BYTES * packets == sum(spec.split(n))
+    assert stream.size == n * width // 8 + HEADER_BYTES * packets == spec.stream_bytes(n)
+    assert spec.split(n) == (n * width // 8, (14 + 20 + 8 + HEADER_BYTES + 4) * packets)  # counted as frames
     decoded, overflowed = decode_packets(stream.tobytes(), spec, n, sender=5)
     np.testing.assert_array_equal(decoded, values)
     assert overflowed.shape == (packets,) and not overflowed.any()
@@ -80,10 +81,10 @@ def test_malformed_packets_raise_message_error(stream, reason):
 def test_switch_sums_and_takes_max_exactly():
     rng = np.random.default_rng(1)
     values = [rng.integers(-(2**28), 2**28, size=130) for _ in range(5)]
-    total = read_aggregate(switch_aggregate(streams(values), SPEC, 130).tobytes(), SPEC, 130)
+    total = read_aggregate(switch_aggregate(streams(values), SPEC, 130).tobytes(), SPEC, 130)[0]
     np.testing.assert_array_equal(total, np.sum(values, axis=0))
     spec = PacketSpec(OP_MAX, "int", 32, 64)
-    top = read_aggregate(switch_aggregate(streams(values, spec), spec, 130).tobytes(), spec, 130)
+    top = read_aggregate(switch_aggregate(streams(values, spec), spec, 130).tobytes(), spec, 130)[0]
     np.testing.assert_array_equal(top, np.max(values, axis=0))
 
 
@@ -102,14 +103,14 @@ def test_switch_flags_only_the_packets_that_overflow():
 def test_wrapped_partial_sums_are_not_overflow():
     """Two's complement is exact modulo 2^32: a sum that leaves int32 midway but ends in range is exact."""
     values = [np.array([2**31 - 1]), np.array([2**31 - 1]), np.array([-(2**31)]), np.array([-(2**31) + 5])]
-    total = read_aggregate(switch_aggregate(streams(values), SPEC, 1).tobytes(), SPEC, 1)
+    total = read_aggregate(switch_aggregate(streams(values), SPEC, 1).tobytes(), SPEC, 1)[0]
     assert total.tolist() == [3]
 
 
 def test_zero_length_vectors_send_no_packets():
     aggregate = switch_aggregate(streams([np.zeros(0, dtype=np.int64)] * 3), SPEC, 0)
     assert aggregate.size == 0
-    assert read_aggregate(b"", SPEC, 0).shape == (0,)
+    assert read_aggregate(b"", SPEC, 0)[0].shape == (0,)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +119,10 @@ def test_zero_length_vectors_send_no_packets():
         ({"op": 3}, "op"),
         ({"op": OP_SUM, "lanes": "float"}, "lanes"),
         ({"op": OP_SUM, "width": 64}, "register width"),
-        ({"op": OP_SUM, "packet_values": 100}, "packet size"),
+        ({"op": OP_SUM, "packet_values": 100}, "packets hold 64 or 256 values"),
+        ({"op": OP_SUM, "packet_values": 64, "frame": "atp"}, "atp packets hold 62 values"),
+        ({"op": OP_SUM, "frame": "rdma"}, "frame"),
+        ({"op": OP_SUM, "lanes": "int_be", "width": 16}, "32-bit values"),
     ],
 )
 def test_packet_spec_rejects_bad_settings(kwargs, message):
@@ -136,7 +140,7 @@ def natural_stream(codes: np.ndarray) -> bytearray:
 def test_natural_lanes_are_nine_bits_a_value_and_map_through_the_table():
     codes = np.array([0, 1, 2 | 256, 31, 31 | 256, 5, 6, 7, 8, 9], dtype=np.int64)
     stream = natural_stream(codes)
-    assert len(stream) == HEADER_BYTES + 10 + 2 == sum(NATURAL_SPEC.split(10))
+    assert len(stream) == HEADER_BYTES + 10 + 2 == NATURAL_SPEC.stream_bytes(10)
     values, _ = decode_packets(bytes(stream), NATURAL_SPEC, 10, sender=0)
     assert values.tolist() == [0, 1, -2, 2**30, -(2**30), 16, 32, 64, 128, 256]
 
@@ -165,3 +169,69 @@ def test_a_stream_for_another_block_count_is_refused():
 def test_natural_lanes_need_32_bit_sum_registers():
     with pytest.raises(ValueError, match="natural lanes"):
         PacketSpec(OP_SUM, "natural", 16, 64)
+
+
+# --- formats: big-endian lanes, frames as a switch sees them, ATP's flagged packets ---------------
+
+
+def test_big_endian_lanes_are_network_byte_order_int32():
+    spec = PacketSpec(OP_SUM, "int_be", 32, 64, "switchml")
+    stream = encode_packets(np.array([1, -2, 2**31 - 1]), spec, sender=0)
+    assert stream[HEADER_BYTES:].tobytes() == (1).to_bytes(4, "big") + (-2).to_bytes(4, "big", signed=True) + (
+        2**31 - 1
+    ).to_bytes(4, "big")
+    values, _ = decode_packets(stream.tobytes(), spec, 3, sender=0)
+    assert values.tolist() == [1, -2, 2**31 - 1]
+    with pytest.raises(ValueError, match="cannot travel"):
+        encode_packets(np.array([2**31]), spec, sender=0)
+
+
+@pytest.mark.parametrize(
+    ("frame", "lanes", "packet_values", "n", "payload", "header"),
+    [
+        # Ethernet 14 + IPv4 20 + UDP 8 + own header + FCS 4 per packet
+        ("mpicomp", "int", 256, 300, 4 * 300, 2 * (42 + 12 + 4)),
+        ("mpicomp", "natural", 64, 70, (64 + 8) + (6 + 1), 2 * (42 + 12 + 4)),
+        # SwitchML: 8-byte header + 2-byte exponent field; fixed-size packets (the last one padded)
+        ("switchml", "int_be", 64, 100, 2 * 256, 2 * (42 + 10 + 4)),
+        ("switchml", "int_be", 256, 256, 1024, 42 + 10 + 4),
+        # ATP: Ethernet + IPv4 (34 bytes, no UDP, as its packet.h), 26-byte header, 62 int32, FCS
+        ("atp", "int_be", 62, 125, 3 * 248, 3 * (34 + 26 + 4)),
+    ],
+)
+def test_frames_count_the_bytes_a_switch_sees(frame, lanes, packet_values, n, payload, header):
+    assert PacketSpec(OP_SUM, lanes, 32, packet_values, frame).split(n) == (payload, header)
+
+
+def test_payload_efficiency_of_full_frames():
+    """SwitchML 256 / 312 (82 %), ATP 248 / 312 (79.5 %), mpicomp int32 1024 / 1082 (94.6 %)."""
+    for frame, lanes, p, efficiency in [
+        ("switchml", "int_be", 64, 256 / 312),
+        ("atp", "int_be", 62, 248 / 312),
+        ("mpicomp", "int", 256, 1024 / 1082),
+    ]:
+        payload, header = PacketSpec(OP_SUM, lanes, 32, p, frame).split(p)
+        assert payload / (payload + header) == pytest.approx(efficiency, rel=1e-12)
+
+
+ATP_SPEC = PacketSpec(OP_SUM, "int_be", 32, 62, "atp", fallback=True)
+
+
+def test_atp_switch_flags_worker_flagged_and_overflowing_packets_without_raising():
+    """Packet 0: worker 1 flagged it (a value did not fit int32); packet 2: the sum leaves int32."""
+    values = [np.zeros(150, dtype=np.int64) for _ in range(2)]
+    values[0][130] = values[1][130] = 2**30 + 1
+    flagged = [np.zeros(3, dtype=bool), np.array([True, False, False])]
+    streams_ = [
+        encode_packets(v, ATP_SPEC, w, overflow=f).tobytes()
+        for w, (v, f) in enumerate(zip(values, flagged, strict=True))
+    ]
+    total, overflowed = read_aggregate(switch_aggregate(streams_, ATP_SPEC, 150).tobytes(), ATP_SPEC, 150)
+    assert overflowed.tolist() == [True, False, True]
+    assert total[0] == 0 and total[130] == 2**31 + 2 - 2**32  # a hardware register wraps
+
+
+def test_only_atp_workers_may_flag_their_packets():
+    stream = encode_packets(np.zeros(5, dtype=np.int64), SPEC, 0, overflow=np.array([True])).tobytes()
+    with pytest.raises(MessageError, match="claims an overflow"):
+        switch_aggregate([stream], SPEC, 5)

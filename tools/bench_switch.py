@@ -16,11 +16,18 @@ here (FPISA, NSDI 2022); the target is >= 0.5x copyto.
 rank): seconds per round, from a barrier until the slowest rank is done, best and median of
 ``--repeat``, and the ratio to an MPI float32 ``Allreduce`` of the same vector:
 
-* switch natural / switch fixed: ``SwitchSum.total`` through ``MPITransport`` (agreement,
+* switch natural / fixed / switchml: ``SwitchSum.total`` through ``MPITransport`` (agreement,
   packets gathered to the switch on rank 0, its multicast);
-* gather natural: natural messages ``gather``ed to the master, decoded and summed, the sum
-  re-encoded with natural and ``broadcast``, decoded everywhere (bi-directional C_nat);
+* gather CODEC: the round the switch replaces, i.e. the same run with ``aggregation = "gather"``:
+  the same uplink codec (natural; identity for fixed point; identity(dtype=float32) for SwitchML)
+  ``gather``ed to the master, decoded and summed, the sum ``broadcast`` as float64 identity (the
+  switch's runs require ``downlink = "identity"``), decoded everywhere;
+* gather natural both ways: bi-directional C_nat (a different method: the master re-compresses the
+  sum), shown for reference, without a verdict;
 * allreduce float32: ``comm.Allreduce`` of the float32 vector (the software baseline's lower bound).
+
+It ends with each switch round's median over the gather round's median of the same codec, measured
+in the same run, and PASS if it is at most 1.5 (MISS otherwise).
 """
 
 from __future__ import annotations
@@ -36,7 +43,13 @@ from mpi4py import MPI
 from mpicomp.comm import MPITransport
 from mpicomp.comm.packets import OP_SUM, PacketSpec, encode_packets
 from mpicomp.compressors import make
-from mpicomp.methods.in_network import FixedPointSum, NaturalSum, SwitchSum
+from mpicomp.compressors.switch_encoding import (
+    FixedPointEncoding,
+    NaturalEncoding,
+    SwitchEncoding,
+    SwitchMLEncoding,
+)
+from mpicomp.methods.in_network import SwitchSum
 from mpicomp.rng import STREAM_DOWNLINK, STREAM_UPLINK, RandomKey
 
 MASTER = -1
@@ -56,8 +69,12 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def encodings(n: int, d: int) -> dict[str, SwitchSum]:
-    return {"fixed": FixedPointSum(n, d, PACKET_VALUES, float32=False), "natural": NaturalSum(n, d, PACKET_VALUES)}
+def encodings(n: int, d: int) -> dict[str, SwitchEncoding]:
+    return {
+        "fixed": FixedPointEncoding(n, d, PACKET_VALUES, float32=False),
+        "natural": NaturalEncoding(n, d, PACKET_VALUES),
+        "switchml": SwitchMLEncoding(n, d, PACKET_VALUES),
+    }
 
 
 def convert(args: argparse.Namespace) -> None:
@@ -68,16 +85,24 @@ def convert(args: argparse.Namespace) -> None:
     for name, switch in encodings(args.workers, args.d).items():
         spec = PacketSpec(OP_SUM, switch.lanes, 32, PACKET_VALUES)
 
-        def encode(switch=switch) -> np.ndarray:
-            prepared = switch.prepare(x, key)
+        buffers = (
+            None if switch.prepared_dtype is None else np.empty(args.d, dtype=switch.prepared_dtype),
+            np.empty(args.d, dtype=switch.integer_dtype),
+        )
+
+        def encode(switch=switch, buffers=buffers) -> np.ndarray:
+            """As a round does it: into buffers kept from round to round."""
+            prepared = switch.prepare(x, key, buffers[0])
             agreed = switch.block_exponents(prepared)
-            return switch.to_integers(prepared, agreed, key), agreed
+            return switch.to_integers(prepared, agreed, key, out=buffers[1]), agreed
 
         integers, agreed = encode()
         steps: dict[str, Callable[[], object]] = {
             "encode": encode,
             "packets": lambda integers=integers, spec=spec: encode_packets(integers, spec, sender=0),
-            "decode": lambda switch=switch, integers=integers, agreed=agreed: switch.from_integers(integers, agreed),
+            "decode": lambda switch=switch, integers=integers, agreed=agreed: switch.from_integers(
+                integers, agreed, out=copy_target
+            ),
         }
         best = dict.fromkeys([*steps, "copyto"], np.inf)
         for _ in range(args.repeat):
@@ -94,24 +119,41 @@ def convert(args: argparse.Namespace) -> None:
         print(f"{name:10s} {step:8s} {rate / 1e6:10.1f} {ratio:9.3f}")
 
 
-class GatherNatural:
-    """Bi-directional C_nat through the master: gather, decode and sum, re-encode, broadcast, decode."""
+class GatherRound:
+    """A round through the master: uplink messages gathered, decoded and summed, the sum encoded with the
+    downlink codec, broadcast and decoded everywhere."""
 
-    def __init__(self, transport: MPITransport, x: np.ndarray) -> None:
-        self.transport, self.x, self.natural = transport, x, make("natural")
+    def __init__(self, transport: MPITransport, x: np.ndarray, uplink: str, downlink: str) -> None:
+        self.transport, self.x, self.up, self.down = transport, x, make(uplink), make(downlink)
 
     def __call__(self, rnd: int) -> None:
-        t, c, d = self.transport, self.natural, self.x.size
+        t, d = self.transport, self.x.size
         keys = {w: RandomKey(0, rnd, w, STREAM_UPLINK) for w in range(t.n_workers)}
-        gathered = t.gather([c.encode(self.x, keys[w]) for w in t.local_workers])
+        gathered = t.gather([self.up.encode(self.x, keys[w]) for w in t.local_workers])
         down_key = RandomKey(0, rnd, MASTER, STREAM_DOWNLINK)
         message = None
-        if t.is_master:
+        if gathered is not None:
             total = np.zeros(d)
             for w, upload in enumerate(gathered):
-                total += c.decode(upload, d, keys[w])
-            message = c.encode(total, down_key)
-        c.decode(t.broadcast(message), d, down_key)
+                self.up.decode_add(upload, total, keys[w])
+            message = self.down.encode(total, down_key)
+        self.down.decode(t.broadcast(message), d, down_key)
+
+
+# switch variant -> (its encoding's name in ``encodings``, the uplink codec of the same run with
+# aggregation = "gather"; its downlink is identity, as the switch's runs require)
+PAIRS = {
+    "natural": ("natural", "natural"),
+    "fixed": ("fixed", "identity"),
+    "switchml": ("switchml", "identity(dtype=float32)"),
+}
+TARGET = 1.5  # a switch round takes at most this many gather rounds of the same codec
+
+
+def switch_round(transport: MPITransport, x: np.ndarray, encoding: SwitchEncoding) -> Callable[[int], None]:
+    switch = SwitchSum(encoding)
+    rank = transport.rank
+    return lambda rnd: switch.total([x], [RandomKey(0, rnd, rank, STREAM_UPLINK)], transport)
 
 
 def timed(comm: MPI.Comm, run: Callable[[int], None], rnd: int) -> float:
@@ -127,13 +169,12 @@ def round_benchmark(args: argparse.Namespace) -> None:
     with MPITransport(comm.size) as transport:
         x = np.random.default_rng(comm.rank).standard_normal(args.d)
         x32, summed = x.astype(np.float32), np.empty(args.d, dtype=np.float32)
-        variants: dict[str, Callable[[int], None]] = {
-            f"switch {name}": (
-                lambda rnd, s=switch: s.total([x], [RandomKey(0, rnd, comm.rank, STREAM_UPLINK)], transport)
-            )
-            for name, switch in encodings(comm.size, args.d).items()
-        }
-        variants["gather natural"] = GatherNatural(transport, x)
+        switch_encodings = encodings(comm.size, args.d)
+        variants: dict[str, Callable[[int], None]] = {}
+        for name, (encoding, codec) in PAIRS.items():
+            variants[f"switch {name}"] = switch_round(transport, x, switch_encodings[encoding])
+            variants[f"gather {codec}"] = GatherRound(transport, x, codec, "identity")
+        variants["gather natural both ways"] = GatherRound(transport, x, "natural", "natural")
         variants["allreduce float32"] = lambda rnd: comm.Allreduce(x32, summed, op=MPI.SUM)
         seconds: dict[str, list[float]] = {name: [] for name in variants}
         for rnd in range(args.repeat + 1):
@@ -143,12 +184,16 @@ def round_benchmark(args: argparse.Namespace) -> None:
                 if rnd > 0:  # the first repeat warms up (JIT, page faults)
                     seconds[name].append(elapsed)
     if comm.rank == 0:
-        base = statistics.median(seconds["allreduce float32"])
-        print(f"one round, d = {args.d}, {comm.size} ranks x 1 worker, {args.repeat} repeats")
-        print(f"{'variant':20s} {'best ms':>9s} {'median ms':>10s} {'x allreduce':>12s}")
+        median = {name: statistics.median(values) for name, values in seconds.items()}
+        base = median["allreduce float32"]
+        print(f"one round, d = {args.d}, {comm.size} ranks x 1 worker, {args.repeat} repeats (interleaved)")
+        print(f"{'variant':28s} {'best ms':>9s} {'median ms':>10s} {'x allreduce':>12s}")
         for name, values in seconds.items():
-            median = statistics.median(values)
-            print(f"{name:20s} {1e3 * min(values):9.2f} {1e3 * median:10.2f} {median / base:12.2f}")
+            print(f"{name:28s} {1e3 * min(values):9.2f} {1e3 * median[name]:10.2f} {median[name] / base:12.2f}")
+        print(f"switch round / gather round of the same uplink codec (medians; target <= {TARGET})")
+        for name, (_, codec) in PAIRS.items():
+            ratio = median[f"switch {name}"] / median[f"gather {codec}"]
+            print(f"  {name:10s} vs gather {codec:24s} {ratio:6.2f}  {'PASS' if ratio <= TARGET else 'MISS'}")
 
 
 def main() -> None:

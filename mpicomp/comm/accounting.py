@@ -12,10 +12,14 @@ numbers do not depend on how workers are spread over ranks:
   even for a skipped worker (it announces the length 0);
 * downlink: one int64 (8 bytes) per ``broadcast``, the message length.
 
-Switch aggregations (``integer_sum``, ``max_agree``) are counted by the packet format of
-:mod:`mpicomp.comm.packets`: per worker, its values are ``payload`` and 12 bytes per packet are
-``header``; no control bytes (every rank knows the stream lengths). The switch's multicast of the
-aggregate is counted once, as downlink, the same way.
+Switch aggregations (``integer_sum``, ``max_agree``, ``flagged_sum``, ``fallback_sum``) are counted as
+the frames a real switch would see (:class:`mpicomp.comm.packets.Frame`): per worker, its values are
+``payload`` (padded to whole packets where the format pads) and, per packet, the Ethernet/IPv4(/UDP)
+headers, the format's own header and the FCS are ``header``; no control bytes (every rank knows the
+stream lengths). The switch's multicast of the aggregate is counted once, as downlink, the same way.
+``switch_packets`` counts the packets one worker sent through the switch, ``overflow_packets`` the
+aggregate packets flagged as overflowed (ATP), ``fallback_bytes`` the bytes of their re-sending to
+the master and back (also counted in the payload and header above).
 
 The downlink is counted once, as what the master sends (not once per receiving rank).
 Per worker, ``up_bytes[w] = payload + header + control`` of worker ``w``, so
@@ -70,6 +74,9 @@ class RoundBytes:
     down_payload: int
     down_header: int
     down_control: int
+    switch_packets: int  # packets one worker sent through the switch (the time model's window)
+    overflow_packets: int  # aggregate packets the switch flagged as overflowed (ATP falls back on them)
+    fallback_bytes: int  # bytes of overflowed packets re-sent to the master and back (ATP), also in the above
     up_bytes: np.ndarray
     uploads: np.ndarray
     skips: np.ndarray
@@ -79,7 +86,9 @@ class RoundBytes:
     def zeros(cls, n_workers: int, complete: bool) -> RoundBytes:
         """Nothing counted yet."""
         empty = np.zeros(n_workers, dtype=np.int64)
-        return cls(0, 0, 0, 0, 0, 0, up_bytes=empty, uploads=empty.copy(), skips=empty.copy(), complete=complete)
+        return cls(
+            0, 0, 0, 0, 0, 0, 0, 0, 0, up_bytes=empty, uploads=empty.copy(), skips=empty.copy(), complete=complete
+        )
 
     @property
     def up_total(self) -> int:
@@ -126,7 +135,18 @@ class ByteCounter:
 
     def _reset(self) -> None:
         self._scalars = dict.fromkeys(
-            ("up_payload", "up_header", "up_control", "down_payload", "down_header", "down_control"), 0
+            (
+                "up_payload",
+                "up_header",
+                "up_control",
+                "down_payload",
+                "down_header",
+                "down_control",
+                "switch_packets",
+                "overflow_packets",
+                "fallback_bytes",
+            ),
+            0,
         )
         self._up_bytes = np.zeros(self.n_workers, dtype=np.int64)
         self._uploads = np.zeros(self.n_workers, dtype=np.int64)
@@ -148,18 +168,28 @@ class ByteCounter:
             self._uploads[worker] += len(upload) > 0
             self._skips[worker] += len(upload) == 0
 
-    def count_packets(self, workers: Iterable[int], payload: int, header: int) -> None:
-        """Count one switch aggregation: each of ``workers`` sent ``payload`` + ``header`` bytes of packets."""
+    def count_packets(
+        self, workers: Iterable[int], payload: int, header: int, packets: int = 0, fallback: bool = False
+    ) -> None:
+        """Count one switch aggregation: each of ``workers`` sent ``packets`` frames of ``payload`` + ``header``
+        bytes (``fallback``: re-sent overflowed packets, also counted in ``fallback_bytes``)."""
+        self._scalars["switch_packets"] += packets
         for worker in workers:
             self._scalars["up_payload"] += payload
             self._scalars["up_header"] += header
+            self._scalars["fallback_bytes"] += (payload + header) * fallback
             self._up_bytes[worker] += payload + header
-            self._uploads[worker] += 1
+            self._uploads[worker] += not fallback
 
-    def count_packet_downlink(self, payload: int, header: int) -> None:
-        """Count the switch's multicast of an aggregate (once)."""
+    def count_packet_downlink(self, payload: int, header: int, fallback: bool = False) -> None:
+        """Count the switch's multicast of an aggregate (once), or the master's reply to a fallback."""
         self._scalars["down_payload"] += payload
         self._scalars["down_header"] += header
+        self._scalars["fallback_bytes"] += (payload + header) * fallback
+
+    def count_overflow(self, packets: int) -> None:
+        """Count aggregate packets the switch flagged as overflowed (every rank sees the same flags)."""
+        self._scalars["overflow_packets"] += packets
 
     def count_downlink(self, message: bytes | memoryview) -> None:
         """Count one ``broadcast`` of ``message`` (once, as the master sends it)."""

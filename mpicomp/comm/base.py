@@ -24,8 +24,8 @@ import numpy as np
 from ..timing import Stopwatch
 from ..wire import byte_view
 from .accounting import ByteCounter
-from .packets import OP_MAX, OP_SUM, SWITCH_SENDER, PacketSpec, encode_packets
-from .switch import RESULT_LANES, read_aggregate, switch_aggregate
+from .packets import FRAMES, OP_MAX, OP_SUM, SWITCH_SENDER, PacketSpec, encode_packets
+from .switch import RESULT_LANES, Switch, read_aggregate
 
 Buffer = bytes | bytearray | memoryview | np.ndarray
 
@@ -194,51 +194,138 @@ class Transport(ABC):
         width: int = 32,
         packet_values: int = 256,
         lanes: str = "int",
+        frame: str = "mpicomp",
     ) -> np.ndarray:
         """``sum_w values_w`` over every worker, computed by the emulated switch, on every rank (int64).
 
         ``values[j]`` is local worker j's vector of ``length`` entries in the ``lanes`` encoding:
-        ``"int"``, integers in the signed range of a ``width``-bit register; ``"natural"``, codes
-        ``r | negative << 8`` that the switch maps to ``(-1)^negative 2^(r-1)``. The sum is exact and
-        order-independent; if it leaves the register range, every rank raises
-        :class:`AggregationOverflowError`.
+        ``"int"``/``"int_be"``, integers in the signed range of a ``width``-bit register; ``"natural"``,
+        codes ``r | negative << 8`` that the switch maps to ``(-1)^negative 2^(r-1)``. The sum is exact
+        and order-independent; if it leaves the register range, every rank raises
+        :class:`AggregationOverflowError`. ``frame`` is the format the byte counters see. The returned
+        array is valid until the next switch exchange.
         """
-        return self._switch(PacketSpec(OP_SUM, lanes, width, packet_values), values, length)
+        spec = PacketSpec(OP_SUM, lanes, width, packet_values, frame)
+        return self._switch(spec, values, length)[0]
+
+    def flagged_sum(
+        self,
+        values: Sequence[np.ndarray],
+        flagged: Sequence[np.ndarray],
+        length: int,
+        *,
+        packet_values: int = 62,
+        lanes: str = "int_be",
+        frame: str = "atp",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """ATP's switch: ``(sum, overflowed)``, the int32 sum (int64) and, per packet, whether any worker
+        flagged it (``flagged[j]``: local worker j's per-packet flags, a value did not fit) or its sum left
+        the int32 range; flagged packets' sums are meaningless and nothing is raised."""
+        spec = PacketSpec(OP_SUM, lanes, 32, packet_values, frame, fallback=True)
+        return self._switch(spec, values, length, flagged)
+
+    def fallback_sum(
+        self, values: Sequence[np.ndarray], length: int, *, packet_values: int = 62, frame: str = "atp"
+    ) -> np.ndarray:
+        """ATP's fallback: every worker's float32 ``values`` (the overflowed packets' entries) to the master,
+        which adds them in worker order in float32; the float32 sum on every rank. Counted as frames of
+        float32 lanes, up and down, and as :attr:`ByteCounter.fallback_bytes`."""
+        self._check_local_count(values, "float vectors", f"a float32 array of length {length}")
+        streams = []
+        for worker, vector in zip(self.local_workers, values, strict=True):
+            array = np.ascontiguousarray(vector, dtype=np.float32)
+            if array.shape != (length,):
+                raise ValueError(f"worker {worker}: expected {length} float32 values, got {array.shape}")
+            streams.append(memoryview(array.view(np.uint8)).toreadonly())
+        with self.clock.timing():
+            sizes = np.full(self.n_workers, 4 * length, dtype=np.int64)
+            gathered = self._gather_bytes(streams, sizes)
+            total = None
+            if gathered is not None:  # the master
+                summed = np.zeros(length, dtype=np.float32)
+                for stream in gathered:
+                    summed += np.frombuffer(stream, dtype=np.float32)
+                total = memoryview(summed.view(np.uint8)).toreadonly()
+            received = self._broadcast_bytes(total, 4 * length)
+        spec = PacketSpec(OP_SUM, "int_be", 32, packet_values, frame)  # float32 lanes: 4 bytes a value, as int32
+        payload, header = spec.split(length)
+        counted = self.local_workers if gathered is None else range(self.n_workers)
+        self.counter.count_packets(counted, payload, header, packets=spec.packets(length), fallback=True)
+        self.counter.count_packet_downlink(payload, header, fallback=True)
+        return np.frombuffer(received, dtype=np.float32).copy()
 
     def max_agree(
-        self, values: Sequence[np.ndarray], length: int, *, width: int = 8, packet_values: int = 256
+        self,
+        values: Sequence[np.ndarray],
+        length: int,
+        *,
+        width: int = 8,
+        packet_values: int = 256,
+        frame: str = "mpicomp",
     ) -> np.ndarray:
         """``max_w values_w`` elementwise over every worker, by the switch, on every rank (int64):
-        e.g. the block exponents the workers must agree on before an integer sum."""
-        return self._switch(PacketSpec(OP_MAX, "int", width, packet_values), values, length)
+        e.g. the block exponents the workers must agree on before an integer sum. With
+        ``frame = "switchml"`` the exponents ride in the value packets' exponent fields, and only
+        SwitchML's extra first batch (one exponent-only frame per worker and one back) is counted."""
+        return self._switch(PacketSpec(OP_MAX, "int", width, packet_values, frame), values, length)[0]
 
-    def _switch(self, spec: PacketSpec, values: Sequence[np.ndarray], length: int) -> np.ndarray:
+    def _switch(
+        self,
+        spec: PacketSpec,
+        values: Sequence[np.ndarray],
+        length: int,
+        flagged: Sequence[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Workers' packets up to the switch (hosted with the master), its aggregate down to every rank."""
         self._check_local_count(values, "integer vectors", f"an integer array of length {length}")
         if self.n_workers > SWITCH_SENDER:
             raise ValueError(f"the switch packet header numbers at most {SWITCH_SENDER} workers, got {self.n_workers}")
+        outboxes = self._switch_buffers("outbox", len(values), spec.stream_bytes(length))
         streams = []
-        for worker, vector in zip(self.local_workers, values, strict=True):
+        for j, (worker, vector) in enumerate(zip(self.local_workers, values, strict=True)):
             array = np.asarray(vector)
             if array.shape != (length,) or array.dtype.kind not in "iu":
                 raise ValueError(
                     f"worker {worker}: expected an integer vector of length {length}, got {array.dtype} {array.shape}"
                 )
-            spec.encoding.check_values(array, spec.width, f"worker {worker}")
-            streams.append(byte_view(encode_packets(array, spec, worker)).toreadonly())
+            overflow = None if flagged is None else np.asarray(flagged[j], dtype=bool)
+            stream = encode_packets(array, spec, worker, overflow=overflow, out=outboxes[j])
+            streams.append(byte_view(stream).toreadonly())
         with self.clock.timing():  # the network and the switch
             sizes = np.full(self.n_workers, spec.stream_bytes(length), dtype=np.int64)
             gathered = self._gather_bytes(streams, sizes)
             aggregate = None
-            if self.is_master:
-                assert gathered is not None, "the master gathers every stream"
-                aggregate = byte_view(switch_aggregate(gathered, spec, length)).toreadonly()
+            if gathered is not None:  # the master, which hosts the switch
+                aggregate = self._switch_device.aggregate(gathered, spec, length)
             received = self._broadcast_bytes(aggregate, spec.stream_bytes(length, RESULT_LANES))
-        payload, header = spec.split(length)
         counted = self.local_workers if gathered is None else range(self.n_workers)
-        self.counter.count_packets(counted, payload, header)
-        self.counter.count_packet_downlink(*spec.split(length, RESULT_LANES))
-        return read_aggregate(received, spec, length)
+        up, down, packets = spec.split(length), spec.split(length, RESULT_LANES), spec.packets(length)
+        if spec.op == OP_MAX and spec.frame == "switchml":  # SwitchML's extra first batch
+            packets = min(packets, 1)
+            up = down = (4 * spec.packet_values * packets, FRAMES["switchml"].header_bytes * packets)
+        self.counter.count_packets(counted, *up, packets=packets)
+        self.counter.count_packet_downlink(*down)
+        result = self._switch_buffers(f"aggregate {spec.op}", 1, 8 * length)[0].view(np.int64)
+        total, overflowed = read_aggregate(received, spec, length, out=result)
+        if spec.fallback:
+            self.counter.count_overflow(int(overflowed.sum()))
+        return total, overflowed
+
+    @property
+    def _switch_device(self) -> Switch:
+        """The emulated switch (used on the master), created on first use."""
+        switch = self.__dict__.get("_switch_state")
+        if switch is None:
+            switch = self.__dict__["_switch_state"] = Switch()
+        return switch
+
+    def _switch_buffers(self, name: str, count: int, size: int) -> list[np.ndarray]:
+        """``count`` byte buffers of at least ``size`` bytes kept across rounds (``name``: outbox or aggregate)."""
+        kept = self.__dict__.setdefault("_switch_kept", {})
+        buffers = kept.get(name, [])
+        if len(buffers) < count or (buffers and buffers[0].size < size):
+            buffers = kept[name] = [np.empty(size, dtype=np.uint8) for _ in range(count)]
+        return [buffer[:size] for buffer in buffers[:count]]
 
     @abstractmethod
     def all_equal(self, digest: bytes) -> bool:

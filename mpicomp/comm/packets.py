@@ -27,14 +27,16 @@ encoding, so the length of every stream follows from them).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from numba import int64, njit
+from numba import int32, int64, njit, uint32
 
 from ..wire import MessageError
 
-HEADER_BYTES = 12
+HEADER_BYTES = 12  # the emulated packet's own header (below); what MPI moves per packet
 HEADER_DTYPE = np.dtype(
     [
         ("op", "u1"),
@@ -52,6 +54,35 @@ FLAG_AGGREGATE, FLAG_OVERFLOW = 0x01, 0x02
 SWITCH_SENDER = 0xFFFF
 PACKET_SIZES = (64, 256)
 REGISTER_WIDTHS = (8, 16, 32)
+ETHERNET_BYTES, IPV4_BYTES, UDP_BYTES, FCS_BYTES = 14, 20, 8, 4
+
+
+@dataclass(frozen=True)
+class Frame:
+    """How a packet of one switch format appears on a real link: ``link`` bytes of Ethernet/IPv4(/UDP)
+    headers, the format's ``own`` header, the values, the FCS. ``padded``: every packet carries all
+    ``P`` lanes (the last one zero-padded), as in fixed-size P4 pipelines."""
+
+    name: str
+    link: int
+    own: int
+    packet_sizes: tuple[int, ...]
+    padded: bool
+
+    @property
+    def header_bytes(self) -> int:
+        """Counted header bytes per packet: link headers + the format's header + FCS."""
+        return self.link + self.own + FCS_BYTES
+
+
+FRAMES = {
+    frame.name: frame
+    for frame in (
+        Frame("mpicomp", ETHERNET_BYTES + IPV4_BYTES + UDP_BYTES, HEADER_BYTES, PACKET_SIZES, padded=False),
+        Frame("switchml", ETHERNET_BYTES + IPV4_BYTES + UDP_BYTES, 8 + 2, PACKET_SIZES, padded=True),
+        Frame("atp", ETHERNET_BYTES + IPV4_BYTES, 26, (62,), padded=True),
+    )
+}
 
 
 class AggregationOverflowError(ArithmeticError):
@@ -68,27 +99,32 @@ class Lanes(ABC):
 
     code: int
     name: str
+    widths: tuple[int, ...] = REGISTER_WIDTHS
 
     @abstractmethod
     def value_bytes(self, count: int, width: int) -> int:
         """Payload bytes of a packet of ``count`` values."""
 
     @abstractmethod
-    def write(self, values: np.ndarray, width: int, out: np.ndarray) -> None:
-        """Encode ``values`` (integers, ``(k, count)``) into ``out`` (uint8, ``(k, value_bytes)``)."""
+    def write(self, values: np.ndarray, width: int, out: np.ndarray) -> int:
+        """Encode ``values`` (integers, ``(k, count)``) into ``out`` (uint8, ``(k, value_bytes)``); returns
+        the flat index of the first value that cannot be encoded (nothing valid is promised then), or -1."""
 
     @abstractmethod
-    def read(self, payload: np.ndarray, count: int, width: int, first: int) -> np.ndarray:
-        """The integers (``(k, count)``, any integer dtype) of the payloads ``(k, value_bytes)`` of packets
-        ``first, first + 1, ...``; MessageError naming the packet if a value is invalid."""
+    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> None:
+        """``total (+)= `` the integers of the payloads ``(k, value_bytes)`` (``total``: int64 ``(k, count)``),
+        which :meth:`validate` has accepted."""
 
-    @abstractmethod
-    def check_values(self, values: np.ndarray, width: int, what: str) -> None:
-        """ValueError unless every value of ``values`` can be encoded."""
+    def validate(self, payload: np.ndarray, count: int, first: int) -> None:  # noqa: B027 - integers are all valid
+        """MessageError naming the packet (numbered from ``first``) if a payload holds an invalid value."""
+
+    def describe(self, width: int) -> str:
+        low, high = register_range(width)
+        return f"values must fit {width}-bit registers [{low}, {high}]"
 
 
 class IntegerLanes(Lanes):
-    """Two's-complement integers of the register width, ``width / 8`` bytes each."""
+    """Two's-complement integers of the register width, ``width / 8`` bytes each, little-endian."""
 
     code = 1
     name = "int"
@@ -96,24 +132,36 @@ class IntegerLanes(Lanes):
     def value_bytes(self, count: int, width: int) -> int:
         return count * width // 8
 
-    def write(self, values: np.ndarray, width: int, out: np.ndarray) -> None:
-        out.view(f"<i{width // 8}")[...] = values
-
-    def read(self, payload: np.ndarray, count: int, width: int, first: int) -> np.ndarray:
-        return payload.view(f"<i{width // 8}")
-
-    def check_values(self, values: np.ndarray, width: int, what: str) -> None:
+    def write(self, values: np.ndarray, width: int, out: np.ndarray) -> int:
         low, high = register_range(width)
-        if values.size and (values.min() < low or values.max() > high):
-            raise ValueError(
-                f"{what}: values must fit {width}-bit registers [{low}, {high}], got {values.min()}..{values.max()}"
-            )
+        return _write_ints(values, low, high, out.view(f"<i{width // 8}"))
+
+    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> None:
+        _add_ints(payload.view(f"<i{width // 8}"), total, add)
+
+
+class BigEndianLanes(Lanes):
+    """Two's-complement int32 in network byte order (SwitchML's and ATP's lanes)."""
+
+    code = 3
+    name = "int_be"
+    widths = (32,)
+
+    def value_bytes(self, count: int, width: int) -> int:
+        return 4 * count
+
+    def write(self, values: np.ndarray, width: int, out: np.ndarray) -> int:
+        low, high = register_range(32)
+        return _write_ints_be(values, low, high, out.view("<u4"))
+
+    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> None:
+        _add_ints_be(payload.view("<u4"), total, add)
 
 
 def _natural_table() -> tuple[np.ndarray, np.ndarray]:
     """The switch's match-action table: code ``r | negative << 8`` -> ``(-1)^negative 2^(r - 1)``, and validity."""
     table = np.zeros(512, dtype=np.int64)
-    valid = np.zeros(512, dtype=bool)
+    valid = np.zeros(512, dtype=np.bool_)
     valid[0] = True
     for r in range(1, NaturalLanes.max_exponent_code + 1):
         table[r], table[r | 256] = 1 << (r - 1), -(1 << (r - 1))
@@ -126,81 +174,203 @@ class NaturalLanes(Lanes):
 
     code = 2
     name = "natural"
+    widths = (32,)
     max_exponent_code = 31  # r = 31 is 2^30, the largest power of two below the int32 limit
 
     def value_bytes(self, count: int, width: int) -> int:
         return count + (count + 7) // 8
 
-    def write(self, values: np.ndarray, width: int, out: np.ndarray) -> None:
-        _write_natural(values, out)
+    def write(self, values: np.ndarray, width: int, out: np.ndarray) -> int:
+        return _write_natural(values, _NATURAL_VALID, out)
 
-    def read(self, payload: np.ndarray, count: int, width: int, first: int) -> np.ndarray:
-        values = np.empty((payload.shape[0], count), dtype=np.int64)
-        bad = _read_natural(payload, _NATURAL_TABLE, _NATURAL_VALID, values)
-        if bad >= 0:
-            row, j = divmod(bad, count + 1)
-            if j == count:
-                raise MessageError(f"packet {first + row}: nonzero padding bits after the last sign")
-            code = int(payload[row, j]) | (int(payload[row, count + j // 8]) >> (j % 8) & 1) << 8
-            raise MessageError(
-                f"packet {first + row}: value {j} has the invalid natural code {code:#05x} "
-                f"(r must be 0..{self.max_exponent_code}, and a zero has no sign)"
-            )
-        return values
+    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> None:
+        _add_natural(payload, _NATURAL_TABLE, total, add)
 
-    def check_values(self, values: np.ndarray, width: int, what: str) -> None:
-        if values.size and (values.min() < 0 or values.max() > 511 or not _NATURAL_VALID[values].all()):
-            raise ValueError(f"{what}: natural codes are r | negative << 8 with r in 0..{self.max_exponent_code}")
+    def validate(self, payload: np.ndarray, count: int, first: int) -> None:
+        bad = _check_natural(payload, count, _NATURAL_VALID)
+        if bad < 0:
+            return
+        row, j = divmod(bad, count + 1)
+        if j == count:
+            raise MessageError(f"packet {first + row}: nonzero padding bits after the last sign")
+        code = int(payload[row, j]) | (int(payload[row, count + j // 8]) >> (j % 8) & 1) << 8
+        raise MessageError(
+            f"packet {first + row}: value {j} has the invalid natural code {code:#05x} "
+            f"(r must be 0..{self.max_exponent_code}, and a zero has no sign)"
+        )
+
+    def describe(self, width: int) -> str:
+        return f"natural codes are r | negative << 8 with r in 0..{self.max_exponent_code}"
 
 
 @njit(cache=True, nogil=True)
-def _write_natural(values, out):
-    """Per packet row: the bytes ``r``, then the sign bits ``values >> 8`` packed LSB first."""
+def _write_ints(values, low, high, out):
+    """``out = values`` row by row, checking the register range; first bad flat index or -1."""
     count = values.shape[1]
+    bad = -1
     for p in range(values.shape[0]):
-        row, codes = out[p], values[p]
-        for j in range(count):
-            row[j] = codes[j] & 0xFF
-        for byte in range((count + 7) // 8):
-            bits = 0
-            for bit in range(min(8, count - 8 * byte)):
-                bits |= ((codes[8 * byte + bit] >> 8) & 1) << bit
-            row[count + byte] = bits
-
-
-@njit(cache=True, nogil=True)
-def _read_natural(payload, table, valid, out):
-    """``out[p, j] = table[r | negative << 8]``; returns ``p (count + 1) + j`` of the first invalid
-    code (``j = count``: nonzero padding bits), or -1."""
-    count = out.shape[1]
-    for p in range(payload.shape[0]):
-        row, values = payload[p], out[p]
+        row, src = out[p], values[p]
         ok = True
         for j in range(count):
-            code = int64(row[j]) | ((int64(row[count + (j >> 3)]) >> (j & 7)) & 1) << 8
-            values[j] = table[code]
-            ok &= valid[code]
-        if not ok:
+            v = int64(src[j])
+            ok &= (v >= low) & (v <= high)
+            row[j] = v
+        if not ok and bad < 0:
+            for j in range(count):
+                if not low <= int64(src[j]) <= high:
+                    bad = p * count + j
+                    break
+    return bad
+
+
+@njit(cache=True, inline="always")
+def _swap32(u):
+    return ((u >> 24) & 0xFF) | ((u >> 8) & 0xFF00) | ((u << 8) & 0xFF0000) | ((u << 24) & 0xFF000000)
+
+
+@njit(cache=True, nogil=True)
+def _write_ints_be(values, low, high, out):
+    """``out`` = ``values`` as big-endian int32 (``out`` viewed as uint32), checking the range."""
+    count = values.shape[1]
+    bad = -1
+    for p in range(values.shape[0]):
+        row, src = out[p], values[p]
+        ok = True
+        for j in range(count):
+            v = int64(src[j])
+            ok &= (v >= low) & (v <= high)
+            row[j] = _swap32(uint32(v & 0xFFFFFFFF))
+        if not ok and bad < 0:
+            for j in range(count):
+                if not low <= int64(src[j]) <= high:
+                    bad = p * count + j
+                    break
+    return bad
+
+
+@njit(cache=True, nogil=True)
+def _add_ints(payload, total, add):
+    for p in range(payload.shape[0]):
+        src, dst = payload[p], total[p]
+        if add:
+            for j in range(src.size):
+                dst[j] += src[j]
+        else:
+            for j in range(src.size):
+                dst[j] = src[j]
+
+
+@njit(cache=True, nogil=True)
+def _add_ints_be(payload, total, add):
+    for p in range(payload.shape[0]):
+        src, dst = payload[p], total[p]
+        for j in range(src.size):
+            v = int64(int32(_swap32(src[j])))
+            dst[j] = dst[j] + v if add else v
+
+
+@njit(cache=True, nogil=True)
+def _write_natural(values, valid, out):
+    """Per packet row: the bytes ``r``, then the sign bits ``values >> 8`` packed LSB first, 8 per byte;
+    returns the first invalid flat index or -1."""
+    count = values.shape[1]
+    full = count // 8
+    bad = -1
+    for p in range(values.shape[0]):
+        row, codes = out[p], values[p]
+        outside = False
+        for j in range(count):
+            code = int64(codes[j])
+            outside |= (code < 0) | (code > 511)
+            row[j] = code & 0xFF
+        for g in range(full):
+            bits = 0
+            for b in range(8):
+                bits |= ((int64(codes[8 * g + b]) >> 8) & 1) << b
+            row[count + g] = bits
+        if count % 8:
+            bits = 0
+            for b in range(count - 8 * full):
+                bits |= ((int64(codes[8 * full + b]) >> 8) & 1) << b
+            row[count + full] = bits
+        if bad < 0:
+            if not outside:
+                for j in range(count):
+                    outside |= not valid[int64(codes[j])]
+            if outside:
+                for j in range(count):
+                    code = int64(codes[j])
+                    if code < 0 or code > 511 or not valid[code]:
+                        bad = p * count + j
+                        break
+    return bad
+
+
+@njit(cache=True, nogil=True)
+def _check_natural(payload, count, valid):
+    """``p (count + 1) + j`` of the first invalid code (``r > 31``, or a zero with a sign; ``j = count``:
+    nonzero padding bits after the last sign), or -1. One OR-reduction per packet, then a search."""
+    full = count // 8
+    for p in range(payload.shape[0]):
+        row = payload[p]
+        exponents = 0
+        for j in range(count):
+            exponents |= row[j]
+        signed_zeros = 0
+        for g in range(full):
+            zeros = 0
+            for b in range(8):
+                zeros |= int64(row[8 * g + b] == 0) << b
+            signed_zeros |= zeros & row[count + g]
+        for j in range(8 * full, count):
+            signed_zeros |= int64(row[j] == 0) & (row[count + full] >> (j & 7))
+        if (exponents >> 5) | signed_zeros:
             for j in range(count):
                 if not valid[int64(row[j]) | ((int64(row[count + (j >> 3)]) >> (j & 7)) & 1) << 8]:
                     return p * (count + 1) + j
-        if count % 8 and row[count + count // 8] >> (count % 8):
+        if count % 8 and row[count + full] >> (count % 8):
             return p * (count + 1) + count
     return -1
 
 
+@njit(cache=True, nogil=True)
+def _add_natural(payload, table, total, add):
+    """``total (+)= table[r | negative << 8]`` (the switch's match-action table), 8 values per sign byte;
+    the codes are valid (:func:`_check_natural`)."""
+    count = total.shape[1]
+    full = count // 8
+    for p in range(payload.shape[0]):
+        row, values = payload[p], total[p]
+        for g in range(full):
+            signs = int64(row[count + g]) << 8
+            if add:
+                for b in range(8):
+                    j = 8 * g + b
+                    values[j] += table[int64(row[j]) | ((signs >> b) & 256)]
+            else:
+                for b in range(8):
+                    j = 8 * g + b
+                    values[j] = table[int64(row[j]) | ((signs >> b) & 256)]
+        for j in range(8 * full, count):  # the last, partial sign byte
+            value = table[int64(row[j]) | ((int64(row[count + full]) >> (j & 7)) & 1) << 8]
+            values[j] = values[j] + value if add else value
+
+
 _NATURAL_TABLE, _NATURAL_VALID = _natural_table()
-LANES: dict[str, Lanes] = {lanes.name: lanes for lanes in (IntegerLanes(), NaturalLanes())}
+LANES: dict[str, Lanes] = {lanes.name: lanes for lanes in (IntegerLanes(), NaturalLanes(), BigEndianLanes())}
 
 
 @dataclass(frozen=True)
 class PacketSpec:
-    """What every rank agrees on before an aggregation: operation, encoding, register width, packet size."""
+    """What every rank agrees on before an aggregation: operation, encoding, register width, packet size
+    and the frame format the byte counters see."""
 
     op: int
     lanes: str = "int"
     width: int = 32
     packet_values: int = 256
+    frame: str = "mpicomp"
+    fallback: bool = False  # ATP: workers may flag their own packets, and a flagged aggregate is not an error
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -209,10 +379,17 @@ class PacketSpec:
             raise ValueError(f"packet lanes must be one of {', '.join(LANES)}, got {self.lanes!r}")
         if self.width not in REGISTER_WIDTHS:
             raise ValueError(f"register width must be one of {REGISTER_WIDTHS} bits, got {self.width!r}")
-        if self.packet_values not in PACKET_SIZES:
-            raise ValueError(f"packet size must be one of {PACKET_SIZES} values, got {self.packet_values!r}")
+        if self.frame not in FRAMES:
+            raise ValueError(f"packet frame must be one of {', '.join(FRAMES)}, got {self.frame!r}")
+        sizes = FRAMES[self.frame].packet_sizes
+        if self.packet_values not in sizes:
+            raise ValueError(
+                f"{self.frame} packets hold {' or '.join(map(str, sizes))} values, got {self.packet_values!r}"
+            )
         if self.lanes == "natural" and (self.op, self.width) != (OP_SUM, 32):
             raise ValueError("natural lanes are summed in 32-bit registers: use op sum and width 32")
+        if self.width not in self.encoding.widths:
+            raise ValueError(f"{self.lanes} lanes are {self.encoding.widths[0]}-bit values: use width 32")
 
     @property
     def encoding(self) -> Lanes:
@@ -222,16 +399,23 @@ class PacketSpec:
         """Packets of an ``n``-vector: ``ceil(n / P)``."""
         return -(-n // self.packet_values)
 
-    def split(self, n: int, lanes: Lanes | None = None) -> tuple[int, int]:
-        """``(payload, header)`` bytes of the packets of an ``n``-vector (in ``lanes``, default this spec's)."""
+    def stream_bytes(self, n: int, lanes: Lanes | None = None) -> int:
+        """Bytes of the emulated packets of an ``n``-vector (12-byte headers, unpadded values)."""
         lanes = lanes or self.encoding
         full, rest = divmod(n, self.packet_values)
-        payload = full * lanes.value_bytes(self.packet_values, self.width) + lanes.value_bytes(rest, self.width)
-        return payload, HEADER_BYTES * self.packets(n)
+        values = full * lanes.value_bytes(self.packet_values, self.width) + lanes.value_bytes(rest, self.width)
+        return values + HEADER_BYTES * self.packets(n)
 
-    def stream_bytes(self, n: int, lanes: Lanes | None = None) -> int:
-        """Bytes of the packets of an ``n``-vector."""
-        return sum(self.split(n, lanes))
+    def split(self, n: int, lanes: Lanes | None = None) -> tuple[int, int]:
+        """Counted ``(payload, header)`` bytes of the frames of an ``n``-vector: the values (every packet
+        full if the frame pads) and, per packet, the frame's link headers, own header and FCS."""
+        lanes = lanes or self.encoding
+        frame = FRAMES[self.frame]
+        full, rest = divmod(n, self.packet_values)
+        if frame.padded and rest:
+            full, rest = full + 1, 0
+        payload = full * lanes.value_bytes(self.packet_values, self.width) + lanes.value_bytes(rest, self.width)
+        return payload, frame.header_bytes * self.packets(n)
 
 
 def _groups(spec: PacketSpec, n: int, lanes: Lanes) -> list[tuple[int, int, int, int]]:
@@ -247,27 +431,147 @@ def _groups(spec: PacketSpec, n: int, lanes: Lanes) -> list[tuple[int, int, int,
 def _group_view(buf: np.ndarray, offset: int, packets: int, count: int, spec: PacketSpec, lanes: Lanes):
     stride = HEADER_BYTES + lanes.value_bytes(count, spec.width)
     block = buf[offset : offset + packets * stride].reshape(packets, stride)
-    return block[:, :HEADER_BYTES].view(HEADER_DTYPE)[:, 0], block[:, HEADER_BYTES:]
+    return block[:, :HEADER_BYTES], block[:, HEADER_BYTES:]
+
+
+@lru_cache(maxsize=64)
+def _headers(spec: PacketSpec, n: int, lanes_name: str, sender: int, flags: int) -> tuple[np.ndarray, ...]:
+    """The header bytes (``(packets, 12)`` uint8, read-only) of each group of an ``n``-vector's stream."""
+    lanes = LANES[lanes_name]
+    out = []
+    for first, packets, count, _ in _groups(spec, n, lanes):
+        header = np.zeros(packets, dtype=HEADER_DTYPE)
+        header["op"], header["lanes"], header["width"], header["flags"] = spec.op, lanes.code, spec.width, flags
+        header["index"] = np.arange(first, first + packets)
+        header["count"], header["sender"] = count, sender
+        raw = header.view(np.uint8).reshape(packets, HEADER_BYTES)
+        raw.flags.writeable = False
+        out.append(raw)
+    return tuple(out)
 
 
 def encode_packets(
-    values: np.ndarray, spec: PacketSpec, sender: int, flags: int = 0, lanes: Lanes | None = None, overflow=None
+    values: np.ndarray,
+    spec: PacketSpec,
+    sender: int,
+    flags: int = 0,
+    lanes: Lanes | None = None,
+    overflow: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The packet stream (uint8) of ``values`` (integers) from ``sender``; ``overflow[p]`` sets packet p's flag."""
+    """The packet stream (uint8, into ``out`` if given) of ``values`` (integers) from ``sender``;
+    ``overflow[p]`` sets packet p's overflow flag. ValueError if a value cannot be encoded."""
     lanes = lanes or spec.encoding
     n = values.size
-    buf = np.empty(spec.stream_bytes(n, lanes), dtype=np.uint8)
-    for first, packets, count, offset in _groups(spec, n, lanes):
+    size = spec.stream_bytes(n, lanes)
+    buf = np.empty(size, dtype=np.uint8) if out is None else out[:size]
+    templates = _headers(spec, n, lanes.name, sender, flags)
+    no_flags = np.zeros(0, dtype=np.bool_)
+    for (first, packets, count, offset), template in zip(_groups(spec, n, lanes), templates, strict=True):
         header, payload = _group_view(buf, offset, packets, count, spec, lanes)
-        header["op"], header["lanes"], header["width"] = spec.op, lanes.code, spec.width
-        header["flags"] = flags
-        if overflow is not None:
-            header["flags"] |= np.where(overflow[first : first + packets], FLAG_OVERFLOW, 0).astype(np.uint8)
-        header["index"] = np.arange(first, first + packets)
-        header["count"], header["sender"] = count, sender
+        _write_headers(header, template, no_flags if overflow is None else overflow[first : first + packets])
         start = first * spec.packet_values
-        lanes.write(values[start : start + packets * count].reshape(packets, count), spec.width, payload)
+        bad = lanes.write(values[start : start + packets * count].reshape(packets, count), spec.width, payload)
+        if bad >= 0:
+            raise ValueError(
+                f"worker {sender}: value {start + bad} = {values[start + bad]} cannot travel: {lanes.describe(spec.width)}"
+            )
     return buf
+
+
+CHUNK_PACKETS = 256  # the switch adds the streams 256 packets at a time, so its registers stay in cache
+
+
+def accumulate_packets(
+    stream: bytes | memoryview | np.ndarray,
+    spec: PacketSpec,
+    n: int,
+    sender: int,
+    total: np.ndarray,
+    add: bool,
+    flags: int = 0,
+    lanes: Lanes | None = None,
+) -> np.ndarray:
+    """``total (+)= `` the values (int64 ``(n,)``) of a packet stream; returns the per-packet overflow flags.
+
+    MessageError unless the stream is exactly the packets of an ``n``-vector from ``sender`` with
+    this spec, in order, with header flags ``flags`` (the overflow bit aside) and valid values.
+    """
+    return sum_streams([stream], spec, n, total, add, flags, lanes, senders=[sender])
+
+
+def sum_streams(
+    streams: Sequence[bytes | memoryview | np.ndarray],
+    spec: PacketSpec,
+    n: int,
+    total: np.ndarray,
+    add: bool = False,
+    flags: int = 0,
+    lanes: Lanes | None = None,
+    senders: Sequence[int] | None = None,
+) -> np.ndarray:
+    """``total (+)= sum_w`` the values of ``streams[w]`` (from ``senders[w]``, default ``w``), checked as
+    :func:`accumulate_packets`, added :data:`CHUNK_PACKETS` packets at a time over all streams; returns
+    the OR of their per-packet overflow flags."""
+    lanes = lanes or spec.encoding
+    senders = range(len(streams)) if senders is None else senders
+    overflowed = np.zeros(spec.packets(n), dtype=bool)
+    views = []
+    for stream, sender in zip(streams, senders, strict=True):
+        buf = np.frombuffer(stream, dtype=np.uint8)
+        expected = spec.stream_bytes(n, lanes)
+        who = "the switch" if sender == SWITCH_SENDER else f"worker {sender}"
+        if buf.size != expected:
+            raise MessageError(
+                f"packet stream from {who} has {buf.size} bytes; {n} values in packets of {spec.packet_values} "
+                f"({lanes.name}, {spec.width}-bit) take {expected}"
+            )
+        templates = _headers(spec, n, lanes.name, sender, flags)
+        groups = []
+        for (first, packets, count, offset), template in zip(_groups(spec, n, lanes), templates, strict=True):
+            header, payload = _group_view(buf, offset, packets, count, spec, lanes)
+            overflowed[first : first + packets] |= (header[:, 3] & FLAG_OVERFLOW) != 0
+            if not _headers_match(header, template, flags):
+                _check_headers(header.view(HEADER_DTYPE)[:, 0], spec, lanes, first, count, sender, flags, who)
+            lanes.validate(payload, count, first)
+            groups.append(payload)
+        views.append(groups)
+    for index, (first, packets, count, _) in enumerate(_groups(spec, n, lanes)):
+        start = first * spec.packet_values
+        registers = total[start : start + packets * count].reshape(packets, count)
+        for lo in range(0, packets, CHUNK_PACKETS):
+            hi = min(lo + CHUNK_PACKETS, packets)
+            for w, groups in enumerate(views):
+                lanes.accumulate(groups[index][lo:hi], count, spec.width, registers[lo:hi], add or w > 0)
+    return overflowed
+
+
+def _headers_match(header: np.ndarray, template: np.ndarray, flags: int) -> bool:
+    """The headers equal the expected ones (whose flags are ``flags``), the overflow bit aside."""
+    return bool(_headers_equal(header, template, FLAG_OVERFLOW))
+
+
+@njit(cache=True, nogil=True)
+def _headers_equal(header, template, ignored_flags):
+    """Every header row equals the template row, the flags byte (3) up to the ``ignored_flags`` bits."""
+    same = True
+    for p in range(header.shape[0]):
+        row, expected = header[p], template[p]
+        for b in range(HEADER_BYTES):
+            mask = ~ignored_flags if b == 3 else 0xFF
+            same &= (row[b] & mask) == expected[b]
+    return same
+
+
+@njit(cache=True, nogil=True)
+def _write_headers(header, template, overflow):
+    """``header = template``, with the overflow flag set in row p where ``overflow[p]`` (if given)."""
+    for p in range(header.shape[0]):
+        row, source = header[p], template[p]
+        for b in range(HEADER_BYTES):
+            row[b] = source[b]
+        if overflow.size and overflow[p]:
+            row[3] |= FLAG_OVERFLOW
 
 
 def decode_packets(
@@ -277,29 +581,15 @@ def decode_packets(
     sender: int,
     flags: int = 0,
     lanes: Lanes | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(values, overflowed)`` of a packet stream: int64 ``(n,)`` and a bool per packet.
-
-    MessageError unless the stream is exactly the packets of an ``n``-vector from ``sender`` with
-    this spec, in order, with header flags ``flags`` (the overflow bit aside) and valid values.
-    """
-    lanes = lanes or spec.encoding
-    buf = np.frombuffer(stream, dtype=np.uint8)
-    expected = spec.stream_bytes(n, lanes)
-    who = "the switch" if sender == SWITCH_SENDER else f"worker {sender}"
-    if buf.size != expected:
-        raise MessageError(
-            f"packet stream from {who} has {buf.size} bytes; {n} values in packets of {spec.packet_values} "
-            f"({lanes.name}, {spec.width}-bit) take {expected}"
-        )
-    values = np.empty(n, dtype=np.int64)
-    overflowed = np.zeros(spec.packets(n), dtype=bool)
-    for first, packets, count, offset in _groups(spec, n, lanes):
-        header, payload = _group_view(buf, offset, packets, count, spec, lanes)
-        _check_headers(header, spec, lanes, first, count, sender, flags, who)
-        overflowed[first : first + packets] = (header["flags"] & FLAG_OVERFLOW) != 0
-        start = first * spec.packet_values
-        values[start : start + packets * count] = lanes.read(payload, count, spec.width, first).ravel()
+    """``(values, overflowed)`` of a packet stream: int64 ``(n,)`` (into ``out`` if given) and a bool per
+    packet; MessageError as :func:`accumulate_packets`."""
+    values = np.empty(n, dtype=np.int64) if out is None else out
+    overflowed = accumulate_packets(stream, spec, n, sender, values, add=False, flags=flags, lanes=lanes)
+    if not flags & FLAG_AGGREGATE and not spec.fallback and overflowed.any():
+        who = "the switch" if sender == SWITCH_SENDER else f"worker {sender}"
+        raise MessageError(f"a packet from {who} claims an overflow: only the switch sets that flag")
     return values, overflowed
 
 
@@ -323,13 +613,16 @@ def _check_headers(header, spec: PacketSpec, lanes: Lanes, first: int, count: in
     bad = np.flatnonzero((header["flags"] & ~np.uint8(FLAG_OVERFLOW)) != flags)
     if bad.size:
         raise MessageError(f"packet {first + int(bad[0])} from {who}: invalid flags {header['flags'][bad[0]]:#04x}")
-    if not flags & FLAG_AGGREGATE and (header["flags"] & FLAG_OVERFLOW).any():
-        raise MessageError(f"a packet from {who} claims an overflow: only the switch sets that flag")
 
 
 def warm_up_packets() -> None:
-    """Compile the natural lanes' kernels for the integer types hosts send (int16 codes, int64)."""
-    spec = PacketSpec(OP_SUM, "natural", 32, PACKET_SIZES[0])
-    for dtype in (np.int16, np.int64):
-        values = np.zeros(3 * PACKET_SIZES[0] + 1, dtype=dtype)  # strided full packets and a remainder
-        decode_packets(encode_packets(values, spec, 0).tobytes(), spec, values.size, 0)
+    """Compile the lanes' kernels for the integer types hosts send (int16 codes, int32, int64)."""
+    for lanes, dtypes in (
+        ("natural", (np.int16, np.int64)),
+        ("int", (np.int8, np.int32, np.int64)),
+        ("int_be", (np.int32, np.int64)),
+    ):
+        spec = PacketSpec(OP_SUM, lanes, 32, PACKET_SIZES[0])
+        for dtype in dtypes:
+            values = np.zeros(3 * PACKET_SIZES[0] + 1, dtype=dtype)  # strided full packets and a remainder
+            decode_packets(encode_packets(values, spec, 0).tobytes(), spec, values.size, 0)

@@ -18,9 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numba import njit
 
+from ..wire import MessageError
 from .packets import (
     FLAG_AGGREGATE,
+    FLAG_OVERFLOW,
     LANES,
     OP_SUM,
     SWITCH_SENDER,
@@ -29,38 +32,81 @@ from .packets import (
     decode_packets,
     encode_packets,
     register_range,
+    sum_streams,
 )
 
 RESULT_LANES = LANES["int"]  # the switch multicasts its registers as plain integers
 
 
-def switch_aggregate(streams: Sequence[bytes | memoryview], spec: PacketSpec, n: int) -> np.ndarray:
-    """The aggregate packet stream of the workers' ``streams`` (``streams[w]`` from worker w).
+class Switch:
+    """The emulated switch of one rank (the master's): keeps its registers and output buffer across rounds."""
 
-    MessageError if any stream is malformed; register overflows are flagged, not raised.
-    """
-    total = None
-    for worker, stream in enumerate(streams):
-        values, _ = decode_packets(stream, spec, n, sender=worker)
-        if total is None:
-            total = values
-        elif spec.op == OP_SUM:
-            total += values
-        else:
-            np.maximum(total, values, out=total)
-    if total is None:
-        raise ValueError("the switch needs at least one worker's packets")
-    low, high = register_range(spec.width)
-    outside = (total < low) | (total > high)
-    starts = np.arange(0, n, spec.packet_values)
-    overflow = np.add.reduceat(outside, starts) > 0 if n else np.zeros(0, dtype=bool)
-    return encode_packets(total, spec, SWITCH_SENDER, FLAG_AGGREGATE, lanes=RESULT_LANES, overflow=overflow)
+    def __init__(self) -> None:
+        self._registers = np.empty(0, dtype=np.int64)
+        self._output = np.empty(0, dtype=np.uint8)
+
+    def aggregate(self, streams: Sequence[bytes | memoryview | np.ndarray], spec: PacketSpec, n: int) -> memoryview:
+        """The aggregate packet stream of the workers' ``streams`` (``streams[w]`` from worker w).
+
+        MessageError if any stream is malformed; register overflows (and, with ``spec.fallback``, packets
+        a worker flagged) set the aggregate's overflow flags, they are not raised here. The returned
+        view is valid until the next call.
+        """
+        if not streams:
+            raise ValueError("the switch needs at least one worker's packets")
+        if self._registers.size < n:
+            self._registers = np.empty(n, dtype=np.int64)
+        total = self._registers[:n]
+        if spec.op == OP_SUM:
+            flagged = sum_streams(streams, spec, n, total)
+        else:  # the exponent agreement: a few bytes per packet of values
+            flagged = np.zeros(spec.packets(n), dtype=bool)
+            for worker, stream in enumerate(streams):
+                values, flagged_now = decode_packets(stream, spec, n, sender=worker)
+                if worker == 0:
+                    total[:] = values
+                else:
+                    np.maximum(total, values, out=total)
+                flagged |= flagged_now
+        if flagged.any() and not spec.fallback:
+            raise MessageError("a worker's packet claims an overflow: only the switch sets that flag")
+        _wrap_registers(total, spec.packet_values, spec.width, flagged)
+        size = spec.stream_bytes(n, RESULT_LANES)
+        if self._output.size < size:
+            self._output = np.empty(size, dtype=np.uint8)
+        stream = encode_packets(
+            total, spec, SWITCH_SENDER, FLAG_AGGREGATE, lanes=RESULT_LANES, overflow=flagged, out=self._output
+        )
+        return memoryview(stream).toreadonly()
 
 
-def read_aggregate(stream: bytes | memoryview, spec: PacketSpec, n: int) -> np.ndarray:
-    """The switch's registers (int64, ``(n,)``) from its multicast; AggregationOverflowError if any overflowed."""
-    values, overflowed = decode_packets(stream, spec, n, SWITCH_SENDER, FLAG_AGGREGATE, lanes=RESULT_LANES)
-    if overflowed.any():
+@njit(cache=True, nogil=True)
+def _wrap_registers(total, block, width, flagged):
+    """The registers as hardware holds them (the exact sums modulo ``2^width``, in place), and per packet of
+    ``block`` values ``flagged[p] |=`` whether an exact sum left the register range."""
+    shift = 64 - width
+    for p in range(flagged.size):
+        values = total[p * block : (p + 1) * block]
+        outside = False
+        for j in range(values.size):
+            wrapped = (values[j] << shift) >> shift
+            outside |= wrapped != values[j]
+            values[j] = wrapped
+        flagged[p] |= outside
+
+
+def switch_aggregate(streams: Sequence[bytes | memoryview | np.ndarray], spec: PacketSpec, n: int) -> np.ndarray:
+    """The aggregate packet stream of the workers' ``streams`` (a fresh switch; see :meth:`Switch.aggregate`)."""
+    return np.frombuffer(Switch().aggregate(streams, spec, n), dtype=np.uint8).copy()
+
+
+def read_aggregate(
+    stream: bytes | memoryview, spec: PacketSpec, n: int, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(registers, flagged)``: the switch's registers (int64, ``(n,)``, into ``out``) from its multicast and
+    its per-packet overflow flags; AggregationOverflowError if any is set, unless ``spec.fallback``."""
+    values, overflowed = decode_packets(stream, spec, n, SWITCH_SENDER, FLAG_AGGREGATE, lanes=RESULT_LANES, out=out)
+    if overflowed.any() and not spec.fallback:
         bad = np.flatnonzero(overflowed)
         low, high = register_range(spec.width)
         raise AggregationOverflowError(
@@ -69,4 +115,7 @@ def read_aggregate(stream: bytes | memoryview, spec: PacketSpec, n: int) -> np.n
             f"{bad[0] * spec.packet_values}..{min(n, (bad[0] + 1) * spec.packet_values) - 1}); "
             "the hosts must scale their integers so that the n-way sum fits"
         )
-    return values
+    return values, overflowed
+
+
+__all__ = ["FLAG_OVERFLOW", "Switch", "read_aggregate", "switch_aggregate"]

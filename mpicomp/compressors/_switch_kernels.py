@@ -1,4 +1,4 @@
-"""Numba kernels of the switch host encodings (the host side of :mod:`mpicomp.methods.in_network`): one pass each.
+"""Numba kernels of the switch host encodings (:mod:`mpicomp.compressors.switch_encoding`): one pass each.
 
 Blocks are ``block`` consecutive coordinates (the packet size); ``agreed[b]`` is block b's agreed
 exponent and ``headroom`` is H. Powers of two are assembled from their float64 bit pattern, so
@@ -10,7 +10,7 @@ input returns its first index (or -1) instead of raising, so that callers can na
 from __future__ import annotations
 
 import numpy as np
-from numba import float64, int64, njit, uint64
+from numba import float32, float64, int64, njit, uint64
 
 from ..rng import random_uniform
 from ._levels import float64_bits, float64_from_bits
@@ -95,3 +95,81 @@ def natural_relative_codes(codes, agreed, block, headroom, bias, state, out):
             else:  # shift >= -253 for exponents of C_nat: 2^shift is a normal float64
                 r = int64(random_uniform(state, lo + j) < power_of_two(shift))
             relative[j] = r | (int64(block_codes[j] >> 8) << 8) if r > 0 else 0
+
+
+@njit(cache=True, nogil=True)
+def float32_block_exponents(x, block, out):
+    """SwitchML's packet exponent: ``out[b]`` = the float32 exponent field of ``max_{i in b} |x_i|``
+    minus 126 (so ``2^out[b] > max |x_i|``; -126 for an all-zero block). Returns the first index
+    that is not finite or is ``>= 2^127`` (its exponent would not fit int8), or -1."""
+    for b in range(out.size):
+        lo = b * block
+        values = x[lo : lo + block]
+        largest = float32(0.0)
+        for j in range(values.size):
+            largest = max(largest, abs(values[j]))
+        if not largest < float32(2.0**127):
+            for j in range(values.size):
+                if not abs(values[j]) < float32(2.0**127):
+                    return lo + j
+        if largest < float32(2.0**-126):  # zero or subnormal: float32 exponent field 0
+            out[b] = -126
+        else:  # the float64 exponent of a normal float32, plus 1
+            out[b] = int64((float64_bits(float64(largest)) >> uint64(52)) & _EXPONENT_MASK) - 1022
+    return -1
+
+
+@njit(cache=True, inline="always")
+def switchml_scale(n_workers, exponent):
+    """SwitchML's float32 scale ``INT32_MAX / (n 2^e)``: the denominator in float32, the quotient in
+    float64 rounded to float32 (``inf`` when it exceeds float32, i.e. for blocks below ~2^-97)."""
+    denominator = float32(n_workers) * float32(power_of_two(exponent))
+    return float32(float64(2147483647) / float64(denominator))
+
+
+@njit(cache=True, nogil=True)
+def switchml_to_integers(x, agreed, block, n_workers, out):
+    """``out_i = round(x_i * s_b)`` with SwitchML's float32 scale ``s_b`` and float32 product, ties away
+    from zero; 0 where the scale overflowed float32 (SwitchML decodes such a block to 0)."""
+    for b in range(agreed.size):
+        scale = switchml_scale(n_workers, agreed[b])
+        values, integers = x[b * block : (b + 1) * block], out[b * block : (b + 1) * block]
+        if scale == np.inf:
+            integers[:] = 0
+            continue
+        for j in range(values.size):
+            product = float64(values[j] * scale)  # float32 product, exact in float64
+            integers[j] = np.sign(product) * np.floor(abs(product) + 0.5)
+
+
+@njit(cache=True, nogil=True)
+def switchml_from_integers(total, agreed, block, n_workers, out):
+    """``out_i = float32(total_i) / s_b`` in float32, as SwitchML's hosts dequantize (0 where ``s_b = inf``)."""
+    for b in range(agreed.size):
+        scale = switchml_scale(n_workers, agreed[b])
+        integers, values = total[b * block : (b + 1) * block], out[b * block : (b + 1) * block]
+        for j in range(integers.size):
+            values[j] = float32(integers[j]) / scale
+
+
+@njit(cache=True, nogil=True)
+def atp_to_integers(x, block, scale, out, overflowed):
+    """``out_i = rint(float32(x_i * scale))`` (ties to even, as ATP's AVX conversion); a block with a
+    value outside int32 saturates it and sets ``overflowed[b]`` (ATP then sends the block as float32)."""
+    for b in range(overflowed.size):
+        values, integers = x[b * block : (b + 1) * block], out[b * block : (b + 1) * block]
+        over = False
+        for j in range(values.size):
+            product = float64(values[j] * scale)
+            if product >= 2147483647.5 or product < -2147483648.5 or product != product:
+                over = True
+                product = 2147483647.0 if product > 0 else -2147483648.0
+            integers[j] = np.rint(product)
+        overflowed[b] = over
+
+
+@njit(cache=True, nogil=True)
+def atp_from_integers(total, scale, out):
+    """``out_i = float32(total_i) / scale`` in float32, as ATP's hosts dequantize."""
+    for i in range(total.size):
+        out[i] = float32(total[i]) / scale

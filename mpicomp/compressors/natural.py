@@ -302,14 +302,15 @@ def _too_large(x: np.ndarray) -> ValueError:
     )
 
 
-def natural_codes(x: np.ndarray, key: RandomKey) -> np.ndarray:
-    """The codes ``e | negative << 8`` (uint32) of ``C_nat(x)`` with ``key``:
-    ``C_nat(x)_i = (-1)^negative 2^(e - 127)``, 0 for ``e = 0``; bit for bit the codec's rounding."""
+def natural_codes(x: np.ndarray, key: RandomKey, out: np.ndarray | None = None) -> np.ndarray:
+    """The codes ``e | negative << 8`` (uint32, or into ``out``: uint16 or uint32 of x's size) of
+    ``C_nat(x)`` with ``key``: ``C_nat(x)_i = (-1)^negative 2^(e - 127)``, 0 for ``e = 0``; bit for bit
+    the codec's rounding."""
     x = np.asarray(x)
     if x.ndim != 1 or x.dtype not in (np.float32, np.float64):
         raise ValueError(f"natural codes of a 1-D float32 or float64 vector, got {x.dtype} {x.shape}")
     x = np.ascontiguousarray(x)
-    codes = np.empty(x.size, dtype=np.uint32)
+    codes = np.empty(x.size, dtype=np.uint32) if out is None else out
     if _natural_codes(x, np.uint64(key.state), codes) >= 0:
         raise _too_large(x)
     return codes

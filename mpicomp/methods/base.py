@@ -83,6 +83,13 @@ class MethodContext:
     batch: int  # minibatch size per worker and round; 0 = full local gradient
     aggregation: str = "gather"  # "gather" (master) or "switch" (in-network integer sum)
     packet_values: int = 256  # switch packet size
+    switch_format: str = "mpicomp"  # the switch's packet format and host quantiser (mpicomp, switchml, atp)
+    log_every: int = 1  # the runner logs rounds k with (k + 1) % log_every == 0, and the last one
+    rounds: int = 0  # rounds of the run (0: unknown)
+
+    def logged(self, k: int) -> bool:
+        """Whether the runner logs round ``k`` (0-based)."""
+        return (k + 1) % self.log_every == 0 or k + 1 == self.rounds
 
 
 class Method:

@@ -1,184 +1,151 @@
-"""In-network aggregation, host side: worker vectors to integers, summed by the switch, and back.
+"""In-network aggregation, the round: worker vectors to integers, summed by the switch, and back.
 
-``[compressor] aggregation = "switch"`` replaces gather + master + broadcast by two switch
-exchanges (:class:`~mpicomp.methods.link.Link`): the workers agree one exponent per block of P
-coordinates (P = the packet size, 256 or 64: one exponent per packet, as in SwitchML) with an
-int8 max-agreement, then send integers that the switch adds in int32 registers, and every worker
-receives the sum. With n workers both encodings use the headroom ``H = 30 - ceil(log2 n)``, so that
-``n 2^H <= 2^30`` and the n-way sum of values ``|q| <= 2^H`` cannot overflow.
+``[compressor] aggregation = "switch"`` replaces gather + master + broadcast by switch exchanges
+(:class:`~mpicomp.methods.link.Link`). The host arithmetic of each ``[compressor] switch_format``
+is :mod:`mpicomp.compressors.switch_encoding`'s; a round here is:
 
-**fixed point** (uplink ``identity``; the SwitchML baseline). Worker i's block exponent is the
-smallest e with ``max_{j in b} |x_ij| < 2^e`` (``frexp``; -127 at least, -128 for an all-zero block);
-with the agreed ``E_b = max_i e_ib`` it sends ``q_ij = rint(x_ij 2^(H - E_b))`` and the hosts decode
-``S_j = 2^(E_b - H) sum_i q_ij``. Deterministic, with
-``|S_j - sum_i x_ij| <= n 2^(E_b - H - 1) <= n 2^-H max_{i, j in b} |x_ij|`` (round to nearest; E_b > -127).
-SwitchML scales by ``(2^31 - 1) / (n 2^E)``; a power of two keeps the decode exact for < 1 bit.
-With ``identity(dtype=float32)`` the vectors are rounded to float32 first, as SwitchML's hosts do
-(the bound then holds for the rounded vectors; against the float64 ones add ``n 2^(E_b - 25)``).
+* formats with block exponents (mpicomp's fixed point and natural, SwitchML): the workers agree
+  one exponent per packet with an int8 ``max_agree``, convert to integers, the switch adds them
+  (``integer_sum``) and every worker converts the sum back;
+* ATP (no exponents): the switch adds and flags the packets that overflowed (``flagged_sum``); the
+  workers re-send those packets' values as float32 to the master, which adds them in worker order
+  (``fallback_sum``), and every worker takes the float sum there, the switch's elsewhere.
 
-**natural** (uplink ``natural``; poster 004, exact integer form of C_nat). Worker i compresses
-``x_i`` with C_nat (the ``natural`` codec's rounding and key) to values ``±2^k``; per block
-``K_ib = max k`` (-128 if all zero) and the agreed ``K*_b = max_i K_ib``. A value with
-``k >= K*_b - H`` is sent as the code ``r = k - K*_b + H + 1`` (the switch's table maps it to
-``±2^(r - 1)``); a smaller one cannot be represented and is re-rounded unbiasedly: ``r = 1`` with
-probability ``2^(k - K*_b + H)``, else 0 (never flushed to zero). The hosts decode
-``S_j = 2^(K*_b - H) sum_i (±2^(r_ij - 1))``, which is exactly ``sum_i C_nat(x_i)_j`` whenever no value
-of the block lies below its range (the H + 1 binades from the block's largest down), and
-``E S = sum_i x_i`` always. 9 bits per value on the wire, as C_nat.
+With ``evaluate_error`` set (the runner's logged rounds), the round also measures the relative
+error of the aggregate against the float64 sum of the workers' vectors (an uncounted bookkeeping
+gather, so it costs no counted bytes).
 """
 
 from __future__ import annotations
 
-import math
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..compressors import Compressor
-from ..compressors._switch_kernels import (
-    fixed_block_exponents,
-    fixed_to_integers,
-    from_integers,
-    natural_block_exponents,
-    natural_relative_codes,
+from ..compressors.switch_encoding import (
+    ATP_FALLBACK_DTYPE,
+    EXPONENT_WIDTH,
+    SWITCH_FORMATS,
+    ATPEncoding,
+    SwitchEncoding,
+    make_switch_encoding,
 )
-from ..compressors.natural import EXPONENT_BIAS, natural_codes
-from ..rng import STREAM_AGGREGATION, RandomKey
+from ..rng import RandomKey
 from ..timing import CODEC
 from .link import Link
 
 AGGREGATIONS = ("gather", "switch")
-SWITCH_ENCODINGS = {"identity": "fixed", "natural": "natural"}  # uplink compressor -> host encoding
-EXPONENT_WIDTH = 8  # agreed block exponents travel as int8, as in SwitchML
 
 
-def headroom(n_workers: int) -> int:
-    """``H = 30 - ceil(log2 n)``: n integers of magnitude at most ``2^H`` sum to at most ``2^30``."""
-    return 30 - math.ceil(math.log2(n_workers))
-
-
-class SwitchSum(ABC):
+class SwitchSum:
     """``sum_i x_i`` over every worker through the switch, on every process (float64, ``(d,)``).
 
-    A round: each worker ``prepare``s its vector, the workers agree the block exponents
-    (``max_agree``), convert to integers (``to_integers``), the switch sums, and every process
-    converts back (``from_integers``). The host steps are separate methods so that they can be
-    timed on their own (``tools/bench_switch.py``).
+    Keeps its buffers from round to round (one per local worker for the integers, one for the sum):
+    a fresh 4-8 MB array costs a pass of page faults. The returned sum is valid until the next call.
     """
 
-    lanes: str  # how the integers travel: "int" or "natural"
+    def __init__(self, encoding: SwitchEncoding) -> None:
+        self.encoding = encoding
+        self.n, self.d = encoding.n, encoding.d
+        self._integers: list[np.ndarray] = []
+        self._prepared: list[np.ndarray | None] = []
+        self._sum = np.empty(self.d)
+        self.last_error = float("nan")  # relative error of the last evaluated aggregate
+        self.overflow_packets = 0  # packets the switch flagged so far (ATP falls back on them)
 
-    def __init__(self, n_workers: int, d: int, packet_values: int) -> None:
-        self.n, self.d, self.packet_values = n_workers, d, packet_values
-        self.headroom = headroom(n_workers)
-        self.blocks = -(-d // packet_values)
-
-    def total(self, vectors: Sequence[np.ndarray], keys: Sequence[RandomKey], link: Link) -> np.ndarray:
-        """The sum of every worker's vector; ``vectors[j]`` and ``keys[j]`` (its uplink key) belong to
-        the local worker ``link.local_workers[j]``."""
-        with CODEC.timing():
-            prepared = [self.prepare(v, key) for v, key in zip(vectors, keys, strict=True)]
-            exponents = [self.block_exponents(p) for p in prepared]
-        agreed = link.max_agree(exponents, self.blocks, width=EXPONENT_WIDTH, packet_values=self.packet_values)
-        with CODEC.timing():
-            integers = [self.to_integers(p, agreed, key) for p, key in zip(prepared, keys, strict=True)]
-        total = link.integer_sum(integers, self.d, packet_values=self.packet_values, lanes=self.lanes)
-        with CODEC.timing():
-            return self.from_integers(total, agreed)
+    @property
+    def frame(self) -> str:
+        return self.encoding.name
 
     def warm_up(self) -> None:
-        """Run the host conversions once (their numba kernels compile on first use)."""
-        key = RandomKey(0)
-        prepared = self.prepare(np.linspace(-1.0, 1.0, self.d), key)
-        agreed = self.block_exponents(prepared)
-        self.from_integers(self.to_integers(prepared, agreed, key).astype(np.int64), agreed)
+        self.encoding.warm_up()
 
-    @abstractmethod
-    def prepare(self, x: np.ndarray, key: RandomKey) -> np.ndarray:
-        """The worker's vector as the encoding sees it (e.g. rounded to float32, or C_nat's exponents)."""
+    def _buffers(self, count: int) -> None:
+        """One integer buffer (and prepared-vector buffer, if the encoding needs one) per local worker."""
+        enc = self.encoding
+        while len(self._integers) < count:
+            self._integers.append(np.empty(self.d, dtype=enc.integer_dtype))
+            self._prepared.append(None if enc.prepared_dtype is None else np.empty(self.d, dtype=enc.prepared_dtype))
 
-    @abstractmethod
-    def block_exponents(self, prepared: np.ndarray) -> np.ndarray:
-        """The worker's exponent per block (int64 in the int8 range, -128 for an all-zero block)."""
-
-    @abstractmethod
-    def to_integers(self, prepared: np.ndarray, agreed: np.ndarray, key: RandomKey) -> np.ndarray:
-        """What the worker sends the switch, given the agreed block exponents."""
-
-    def from_integers(self, total: np.ndarray, agreed: np.ndarray) -> np.ndarray:
-        """The float64 sum ``2^(E_b - H) total`` from the switch's integer sum (exact)."""
-        out = np.empty(self.d)
-        from_integers(total, agreed, self.packet_values, self.headroom, out)
-        return out
-
-
-class FixedPointSum(SwitchSum):
-    """SwitchML's fixed point: one agreed exponent per block, ``rint(x 2^(H - E))`` as int32."""
-
-    lanes = "int"
-
-    def __init__(self, n_workers: int, d: int, packet_values: int, float32: bool) -> None:
-        super().__init__(n_workers, d, packet_values)
-        self.float32 = float32
-
-    def prepare(self, x: np.ndarray, key: RandomKey) -> np.ndarray:
-        return x.astype(np.float32).astype(np.float64) if self.float32 else x
-
-    def block_exponents(self, prepared: np.ndarray) -> np.ndarray:
-        """Per block, the smallest e >= -127 with ``max |x| < 2^e`` (-128 for an all-zero block)."""
-        out = np.empty(self.blocks, dtype=np.int64)
-        bad = fixed_block_exponents(prepared, self.packet_values, out)
-        if bad >= 0:
-            raise ValueError(
-                f"x[{bad}] = {prepared[bad]!r}: the switch's fixed point needs finite values below 2^127 "
-                "(int8 exponents)" + (" that fit float32 (the uplink's dtype)" if self.float32 else "")
+    def total(
+        self, vectors: Sequence[np.ndarray], keys: Sequence[RandomKey], link: Link, evaluate_error: bool = False
+    ) -> np.ndarray:
+        """The sum of every worker's vector; ``vectors[j]`` and ``keys[j]`` (its uplink key) belong to
+        the local worker ``link.local_workers[j]``. With ``evaluate_error`` (collective), also sets
+        :attr:`last_error` on the master: ``||S - sum_i x_i|| / ||sum_i x_i||`` against the float64 sum."""
+        enc = self.encoding
+        self._buffers(len(vectors))
+        with CODEC.timing():
+            prepared = [enc.prepare(v, key, out) for v, key, out in zip(vectors, keys, self._prepared, strict=False)]
+        if isinstance(enc, ATPEncoding):
+            total = self._atp_total(enc, prepared, link)
+        else:
+            with CODEC.timing():
+                exponents = [enc.block_exponents(p) for p in prepared]
+            agreed = link.max_agree(
+                exponents, enc.blocks, width=EXPONENT_WIDTH, packet_values=enc.packet_values, frame=enc.name
             )
-        return out
+            with CODEC.timing():
+                integers = [
+                    enc.to_integers(p, agreed, key, out=out)
+                    for p, key, out in zip(prepared, keys, self._integers, strict=False)
+                ]
+            summed = link.integer_sum(
+                integers, self.d, packet_values=enc.packet_values, lanes=enc.lanes, frame=enc.name
+            )
+            with CODEC.timing():
+                total = enc.from_integers(summed, agreed, out=self._sum)
+        if evaluate_error:
+            self.last_error = self._relative_error(vectors, total, link)
+        return total
 
-    def to_integers(self, prepared: np.ndarray, agreed: np.ndarray, key: RandomKey) -> np.ndarray:
-        out = np.empty(self.d, dtype=np.int32)
-        fixed_to_integers(prepared, agreed, self.packet_values, self.headroom, out)
-        return out
+    def _atp_total(self, enc: ATPEncoding, prepared: list[np.ndarray], link: Link) -> np.ndarray:
+        """ATP: the switch's sum where no packet overflowed, the master's float32 sum of the others."""
+        with CODEC.timing():
+            quantized = [enc.quantize(p, out=out) for p, out in zip(prepared, self._integers, strict=False)]
+        summed, overflowed = link.flagged_sum(
+            [q for q, _ in quantized],
+            [flags for _, flags in quantized],
+            self.d,
+            packet_values=enc.packet_values,
+            lanes=enc.lanes,
+            frame=enc.name,
+        )
+        with CODEC.timing():
+            total = enc.from_integers(summed, np.zeros(0, dtype=np.int64), out=self._sum)
+        flagged = np.flatnonzero(overflowed)
+        self.overflow_packets += flagged.size
+        if flagged.size:
+            p = enc.packet_values
+            index = np.concatenate([np.arange(int(b) * p, min((int(b) + 1) * p, self.d)) for b in flagged])
+            floats = [np.ascontiguousarray(p[index], dtype=ATP_FALLBACK_DTYPE) for p in prepared]
+            total[index] = link.fallback_sum(floats, index.size, packet_values=enc.packet_values, frame=enc.name)
+        return total
 
-
-class NaturalSum(SwitchSum):
-    """C_nat's values ``±2^k`` as exact integers ``±2^(k - K* + H)`` relative to the agreed block exponent.
-
-    ``prepare`` keeps C_nat's 9-bit codes ``e | negative << 8`` (``k = e - 127``, ``e = 0`` for zero).
-    """
-
-    lanes = "natural"
-
-    def prepare(self, x: np.ndarray, key: RandomKey) -> np.ndarray:
-        return natural_codes(x, key)
-
-    def block_exponents(self, prepared: np.ndarray) -> np.ndarray:
-        out = np.empty(self.blocks, dtype=np.int64)
-        natural_block_exponents(prepared, self.packet_values, EXPONENT_BIAS, out)
-        return out
-
-    def to_integers(self, prepared: np.ndarray, agreed: np.ndarray, key: RandomKey) -> np.ndarray:
-        """``r | negative << 8`` with ``r = k - (K*_b - H) + 1``; below the range ``r = 1`` with probability
-        ``2^(k - K*_b + H)``, else 0 (uniforms of the worker's aggregation stream)."""
-        out = np.empty(self.d, dtype=np.int16)
-        state = key.with_stream(STREAM_AGGREGATION).state
-        natural_relative_codes(prepared, agreed, self.packet_values, self.headroom, EXPONENT_BIAS, state, out)
-        return out
+    def _relative_error(self, vectors: Sequence[np.ndarray], total: np.ndarray, link: Link) -> float:
+        """``||S - sum_i x_i|| / ||sum_i x_i||`` on the master (the x_i gathered uncounted, summed in worker order)."""
+        rows = link.gather_partials(np.array(vectors, dtype=np.float64).reshape(len(vectors), self.d))
+        if rows is None:
+            return float("nan")
+        exact = np.zeros(self.d)
+        for row in rows:
+            exact += row
+        norm = float(np.linalg.norm(exact))
+        return float(np.linalg.norm(total - exact)) / norm if norm > 0 else 0.0
 
 
 def make_switch_sum(
-    aggregation: str, uplink: Compressor, n_workers: int, d: int, packet_values: int
+    aggregation: str, uplink: Compressor, n_workers: int, d: int, packet_values: int, switch_format: str = "mpicomp"
 ) -> SwitchSum | None:
-    """The host encoding for ``aggregation = "switch"`` with this uplink compressor; ``None`` for ``"gather"``."""
+    """The switch round for ``aggregation = "switch"`` with this uplink and format; ``None`` for ``"gather"``."""
     if aggregation == "gather":
         return None
-    encoding = SWITCH_ENCODINGS.get(uplink.name)
-    if encoding is None:
-        raise ValueError(
-            f"[compressor] aggregation = 'switch' needs an uplink with an integer form: "
-            f"{' or '.join(SWITCH_ENCODINGS)}, got {uplink.spec!r}"
-        )
-    if encoding == "natural":
-        return NaturalSum(n_workers, d, packet_values)
-    return FixedPointSum(n_workers, d, packet_values, float32=uplink.params.get("dtype") == "float32")
+    try:
+        encoding = make_switch_encoding(switch_format, uplink, n_workers, d, packet_values)
+    except ValueError as exc:
+        raise ValueError(f"[compressor] {exc}") from None
+    return SwitchSum(encoding)
+
+
+__all__ = ["AGGREGATIONS", "SWITCH_FORMATS", "SwitchSum", "make_switch_sum"]

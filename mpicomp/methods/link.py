@@ -43,11 +43,41 @@ class Link(Protocol):
         width: int = 32,
         packet_values: int = 256,
         lanes: str = "int",
+        frame: str = "mpicomp",
     ) -> np.ndarray:
         """``sum_w values_w`` over all workers by the switch (exact integers), on every process;
-        ``lanes = "natural"``: values are natural codes the switch maps to signed powers of two."""
+        ``lanes = "natural"``: values are natural codes the switch maps to signed powers of two;
+        ``frame``: the switch format whose frames the byte counters see."""
 
     def max_agree(
-        self, values: Sequence[np.ndarray], length: int, *, width: int = 8, packet_values: int = 256
+        self,
+        values: Sequence[np.ndarray],
+        length: int,
+        *,
+        width: int = 8,
+        packet_values: int = 256,
+        frame: str = "mpicomp",
     ) -> np.ndarray:
         """``max_w values_w`` elementwise over all workers, on every process."""
+
+    def flagged_sum(
+        self,
+        values: Sequence[np.ndarray],
+        flagged: Sequence[np.ndarray],
+        length: int,
+        *,
+        packet_values: int = 62,
+        lanes: str = "int_be",
+        frame: str = "atp",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """ATP's switch: ``(int32 sum, overflowed per packet)``; a packet a worker flagged or whose sum
+        overflowed is flagged, not raised."""
+
+    def fallback_sum(
+        self, values: Sequence[np.ndarray], length: int, *, packet_values: int = 62, frame: str = "atp"
+    ) -> np.ndarray:
+        """Every worker's float32 ``values`` added by the master in worker order; the sum on every process."""
+
+    def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:
+        """Uncounted bookkeeping: one float64 row per local worker to the master (all rows in worker
+        order there, ``None`` elsewhere)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..rng import STREAM_UPLINK
-from .base import MASTER, Method, MethodContext, MethodOptions, register_method
+from .base import MASTER, Column, Method, MethodContext, MethodOptions, register_method
 from .in_network import make_switch_sum
 from .link import Link
 
@@ -32,10 +32,17 @@ class QuantizedSGD(Method):
     name = "quantized-sgd"
     full_gradient = False
     switch_aggregation = True
+    columns = {
+        "switch_aggregate_error": Column(
+            "float64",
+            "||S - sum_i g_i|| / ||sum_i g_i||: the switch's aggregate against the float64 sum of the workers' "
+            "vectors, on logged rounds (NaN with aggregation = gather)",
+        )
+    }
 
     def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
         super().__init__(ctx, options)
-        self.switch = make_switch_sum(ctx.aggregation, ctx.uplink, self.n, self.d, ctx.packet_values)
+        self.switch = make_switch_sum(ctx.aggregation, ctx.uplink, self.n, self.d, ctx.packet_values, ctx.switch_format)
         self.mean: np.ndarray | None = None  # the master's Delta where C_M has no payload slot, kept across rounds
 
     def warm_up(self) -> None:
@@ -54,8 +61,15 @@ class QuantizedSGD(Method):
             return
         workers = link.local_workers
         keys = [self.key(w, k, STREAM_UPLINK) for w in workers]
-        total = self.switch.total([self.gradient(w, k) for w in workers], keys, link)
-        self.x -= self.stepsize * total / self.n
+        gradients = [self.gradient(w, k) for w in workers]
+        total = self.switch.total(gradients, keys, link, evaluate_error=self.ctx.logged(k))
+        np.multiply(total, self.stepsize, out=total)
+        total /= self.n
+        self.x -= total
+
+    def metrics(self) -> dict[str, float]:
+        """The switch aggregate's relative error on this (logged) round; NaN without a switch."""
+        return {"switch_aggregate_error": np.nan if self.switch is None else self.switch.last_error}
 
     def worker_uploads(self, workers: range, k: int) -> list[bytes | memoryview]:
         """``C_W(g_i(x^k))`` of every local worker: the gradients of ``BATCH_ROWS`` workers at a time

@@ -50,8 +50,13 @@ STANDARD_COLUMNS = frozenset(
         "codec_time",
         "comm_time",
         "modelled_time",
+        "switch_overflow_packets",
+        "switch_fallback_bytes",
     }
 )
+# In-network aggregation's columns (two every run logs, one gd/sgd/quantized-sgd declare): shown when
+# a compared run sums in the switch, left out otherwise (they are 0 and NaN there).
+SWITCH_COLUMNS = ("switch_overflow_packets", "switch_fallback_bytes", "switch_aggregate_error")
 OPTIMIZER_ONLY = ("suboptimality", "dist_to_opt")
 INCREASING = frozenset({"test_accuracy"})  # a target on these is reached from below
 ALIASES = {"accuracy": "test_accuracy"}
@@ -228,11 +233,10 @@ def compare_runs(
     flats = [flat_config(r.config) for r in runs]
     keys = differing_keys(flats)
     shown = {*FINAL_METRICS, *TOTALS}
-    extra = [
-        n
-        for n in dict.fromkeys([*metrics, *(n for r in runs for n in r.metrics if n not in STANDARD_COLUMNS)])
-        if n not in shown
-    ]
+    switch = any(flat.get("compressor.aggregation") == "switch" for flat in flats)
+    declared = (n for r in runs for n in r.metrics if n not in STANDARD_COLUMNS and n not in SWITCH_COLUMNS)
+    switch_columns = (n for n in SWITCH_COLUMNS if switch and any(n in r.metrics for r in runs))
+    extra = [n for n in dict.fromkeys([*metrics, *declared, *switch_columns]) if n not in shown]
     columns = [
         "run",
         *keys,
