@@ -85,16 +85,19 @@ def natural_relative_codes(codes, agreed, block, headroom, bias, state, out):
         floor = agreed[b] - headroom
         lo = b * block
         block_codes, relative = codes[lo : lo + block], out[lo : lo + block]
-        for j in range(block_codes.size):
-            e = int64(block_codes[j] & 0xFF)
+        below = False
+        for j in range(block_codes.size):  # branch-free: values in range (the usual case), 0 below it
+            code = int64(block_codes[j])
+            e = code & 0xFF
             shift = e - bias - floor
-            if e == 0:
-                r = 0
-            elif shift >= 0:
-                r = shift + 1
-            else:  # shift >= -253 for exponents of C_nat: 2^shift is a normal float64
-                r = int64(random_uniform(state, lo + j) < power_of_two(shift))
-            relative[j] = r | (int64(block_codes[j] >> 8) << 8) if r > 0 else 0
+            below |= (e != 0) & (shift < 0)
+            relative[j] = (shift + 1) | (code >> 8 << 8) if (e != 0) & (shift >= 0) else 0
+        if below:  # shift >= -253 for exponents of C_nat: 2^shift is a normal float64
+            for j in range(block_codes.size):
+                e = int64(block_codes[j] & 0xFF)
+                shift = e - bias - floor
+                if e != 0 and shift < 0 and random_uniform(state, lo + j) < power_of_two(shift):
+                    relative[j] = 1 | (int64(block_codes[j] >> 8) << 8)
 
 
 @njit(cache=True, nogil=True)
