@@ -27,7 +27,7 @@ encoding, so the length of every stream follows from them).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -509,10 +509,13 @@ def sum_streams(
     flags: int = 0,
     lanes: Lanes | None = None,
     senders: Sequence[int] | None = None,
+    emit: Callable[[int, int, np.ndarray], None] | None = None,
 ) -> np.ndarray:
     """``total (+)= sum_w`` the values of ``streams[w]`` (from ``senders[w]``, default ``w``), checked as
     :func:`accumulate_packets`, added :data:`CHUNK_PACKETS` packets at a time over all streams; returns
-    the OR of their per-packet overflow flags."""
+    the OR of their per-packet overflow flags. With ``emit``, ``total`` is scratch for one chunk
+    (``CHUNK_PACKETS P`` values) and each chunk's sums go to ``emit(group, first packet in the group,
+    registers)`` while they are in cache."""
     lanes = lanes or spec.encoding
     senders = range(len(streams)) if senders is None else senders
     overflowed = np.zeros(spec.packets(n), dtype=bool)
@@ -538,11 +541,14 @@ def sum_streams(
         views.append(groups)
     for index, (first, packets, count, _) in enumerate(_groups(spec, n, lanes)):
         start = first * spec.packet_values
-        registers = total[start : start + packets * count].reshape(packets, count)
+        registers = total[start : start + packets * count].reshape(packets, count) if emit is None else None
         for lo in range(0, packets, CHUNK_PACKETS):
             hi = min(lo + CHUNK_PACKETS, packets)
+            chunk = total[: (hi - lo) * count].reshape(hi - lo, count) if registers is None else registers[lo:hi]
             for w, groups in enumerate(views):
-                lanes.accumulate(groups[index][lo:hi], count, spec.width, registers[lo:hi], add or w > 0)
+                lanes.accumulate(groups[index][lo:hi], count, spec.width, chunk, add or w > 0)
+            if emit is not None:
+                emit(index, lo, chunk)
     return overflowed
 
 

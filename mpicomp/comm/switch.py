@@ -22,6 +22,7 @@ from numba import njit
 
 from ..wire import MessageError
 from .packets import (
+    CHUNK_PACKETS,
     FLAG_AGGREGATE,
     FLAG_OVERFLOW,
     LANES,
@@ -29,6 +30,10 @@ from .packets import (
     SWITCH_SENDER,
     AggregationOverflowError,
     PacketSpec,
+    _group_view,
+    _groups,
+    _headers,
+    _write_headers,
     decode_packets,
     encode_packets,
     register_range,
@@ -54,30 +59,76 @@ class Switch:
         """
         if not streams:
             raise ValueError("the switch needs at least one worker's packets")
-        if self._registers.size < n:
-            self._registers = np.empty(n, dtype=np.int64)
-        total = self._registers[:n]
-        if spec.op == OP_SUM:
-            flagged = sum_streams(streams, spec, n, total)
-        else:  # the exponent agreement: a few bytes per packet of values
-            flagged = np.zeros(spec.packets(n), dtype=bool)
-            for worker, stream in enumerate(streams):
-                values, flagged_now = decode_packets(stream, spec, n, sender=worker)
-                if worker == 0:
-                    total[:] = values
-                else:
-                    np.maximum(total, values, out=total)
-                flagged |= flagged_now
-        if flagged.any() and not spec.fallback:
-            raise MessageError("a worker's packet claims an overflow: only the switch sets that flag")
-        _wrap_registers(total, spec.packet_values, spec.width, flagged)
         size = spec.stream_bytes(n, RESULT_LANES)
         if self._output.size < size:
             self._output = np.empty(size, dtype=np.uint8)
+        if spec.op == OP_SUM:
+            return self._sum(streams, spec, n, self._output[:size])
+        return self._max(streams, spec, n)
+
+    def _max(self, streams: Sequence[bytes | memoryview | np.ndarray], spec: PacketSpec, n: int) -> memoryview:
+        """Op max (the exponent agreement: a few bytes per packet of values), stream by stream."""
+        if self._registers.size < n:
+            self._registers = np.empty(n, dtype=np.int64)
+        total = self._registers[:n]
+        flagged = np.zeros(spec.packets(n), dtype=bool)
+        for worker, stream in enumerate(streams):
+            values, flagged_now = decode_packets(stream, spec, n, sender=worker)
+            if worker == 0:
+                total[:] = values
+            else:
+                np.maximum(total, values, out=total)
+            flagged |= flagged_now
+        if flagged.any() and not spec.fallback:
+            raise MessageError("a worker's packet claims an overflow: only the switch sets that flag")
+        _wrap_registers(total, spec.packet_values, spec.width, flagged)
         stream = encode_packets(
             total, spec, SWITCH_SENDER, FLAG_AGGREGATE, lanes=RESULT_LANES, overflow=flagged, out=self._output
         )
         return memoryview(stream).toreadonly()
+
+    def _sum(self, streams: Sequence[bytes | memoryview | np.ndarray], spec: PacketSpec, n: int, out: np.ndarray):
+        """Op sum: the streams added chunk by chunk in int64 registers that stay in cache, each chunk
+        wrapped to the register width, flagged if an exact sum left its range, and written straight
+        into the multicast ``out``."""
+        if self._registers.size < CHUNK_PACKETS * spec.packet_values:
+            self._registers = np.empty(CHUNK_PACKETS * spec.packet_values, dtype=np.int64)
+        groups = [
+            _group_view(out, offset, packets, count, spec, RESULT_LANES)
+            for _, packets, count, offset in _groups(spec, n, RESULT_LANES)
+        ]
+        firsts = [first for first, _, _, _ in _groups(spec, n, RESULT_LANES)]
+        overflow = np.zeros(spec.packets(n), dtype=bool)
+        lanes_dtype = f"<i{spec.width // 8}"
+
+        def emit(group: int, lo: int, registers: np.ndarray) -> None:
+            payload = groups[group][1][lo : lo + registers.shape[0]].view(lanes_dtype)
+            first = firsts[group] + lo
+            _emit_registers(registers, spec.width, payload, overflow[first : first + registers.shape[0]])
+
+        flagged = sum_streams(streams, spec, n, self._registers, emit=emit)
+        if flagged.any() and not spec.fallback:
+            raise MessageError("a worker's packet claims an overflow: only the switch sets that flag")
+        flagged |= overflow
+        templates = _headers(spec, n, RESULT_LANES.name, SWITCH_SENDER, FLAG_AGGREGATE)
+        for (header, _), first, template in zip(groups, firsts, templates, strict=True):
+            _write_headers(header, template, flagged[first : first + header.shape[0]])
+        return memoryview(out).toreadonly()
+
+
+@njit(cache=True, nogil=True)
+def _emit_registers(registers, width, payload, overflow):
+    """``payload`` = the registers as hardware holds them (modulo ``2^width``); ``overflow[p]`` if an exact
+    sum of packet row p left the register range."""
+    shift = 64 - width
+    for p in range(registers.shape[0]):
+        values, lanes = registers[p], payload[p]
+        outside = False
+        for j in range(values.size):
+            wrapped = (values[j] << shift) >> shift
+            outside |= wrapped != values[j]
+            lanes[j] = wrapped
+        overflow[p] = outside
 
 
 @njit(cache=True, nogil=True)
