@@ -236,7 +236,7 @@ class Transport(ABC):
             array = np.ascontiguousarray(vector, dtype=np.float32)
             if array.shape != (length,):
                 raise ValueError(f"worker {worker}: expected {length} float32 values, got {array.shape}")
-            streams.append(memoryview(array.view(np.uint8)).toreadonly())
+            streams.append(byte_view(array.view(np.uint8)).toreadonly())
         with self.clock.timing():
             sizes = np.full(self.n_workers, 4 * length, dtype=np.int64)
             gathered = self._gather_bytes(streams, sizes)
@@ -245,7 +245,7 @@ class Transport(ABC):
                 summed = np.zeros(length, dtype=np.float32)
                 for stream in gathered:
                     summed += np.frombuffer(stream, dtype=np.float32)
-                total = memoryview(summed.view(np.uint8)).toreadonly()
+                total = byte_view(summed.view(np.uint8)).toreadonly()
             received = self._broadcast_bytes(total, 4 * length)
         spec = PacketSpec(OP_SUM, "int_be", 32, packet_values, frame)  # float32 lanes: 4 bytes a value, as int32
         payload, header = spec.split(length)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
-from ..wire import MessageError
+from ..wire import MessageError, byte_view
 from .packets import (
     CHUNK_PACKETS,
     FLAG_AGGREGATE,
@@ -85,7 +85,7 @@ class Switch:
         stream = encode_packets(
             total, spec, SWITCH_SENDER, FLAG_AGGREGATE, lanes=RESULT_LANES, overflow=flagged, out=self._output
         )
-        return memoryview(stream).toreadonly()
+        return byte_view(stream).toreadonly()
 
     def _sum(self, streams: Sequence[bytes | memoryview | np.ndarray], spec: PacketSpec, n: int, out: np.ndarray):
         """Op sum: the streams added chunk by chunk in int64 registers that stay in cache, each chunk
@@ -113,7 +113,7 @@ class Switch:
         templates = _headers(spec, n, RESULT_LANES.name, SWITCH_SENDER, FLAG_AGGREGATE)
         for (header, _), first, template in zip(groups, firsts, templates, strict=True):
             _write_headers(header, template, flagged[first : first + header.shape[0]])
-        return memoryview(out).toreadonly()
+        return byte_view(out).toreadonly()
 
 
 @njit(cache=True, nogil=True)

@@ -85,8 +85,8 @@ class SwitchEncoding(ABC):
     lanes: str  # how the integers travel to the switch (comm.packets lanes: "int", "int_be", "natural")
     agrees_exponents: bool = True  # False: no exponent exchange before the sum
     fallback: bool = False  # True: overflowed packets are re-sent as floats to the master (ATP)
-    prepared_dtype: type | None = np.float32  # what ``prepare`` writes into ``out`` (None: it needs none)
-    integer_dtype: type = np.int32  # what ``to_integers`` writes
+    prepared_dtype: type[np.generic] | None = np.float32  # what ``prepare`` writes into ``out`` (None: needs none)
+    integer_dtype: type[np.generic] = np.int32  # what ``to_integers`` writes
 
     def __init__(self, n_workers: int, d: int, packet_values: int) -> None:
         self.n, self.d, self.packet_values = n_workers, d, packet_values
@@ -125,7 +125,7 @@ class FixedPointEncoding(SwitchEncoding):
     """mpicomp's fixed point: one agreed exponent per block, ``rint(x 2^(H - E))`` as int32."""
 
     name, lanes = "mpicomp", "int"
-    prepared_dtype = np.float64
+    prepared_dtype: type[np.generic] | None = np.float64
 
     def __init__(self, n_workers: int, d: int, packet_values: int, float32: bool) -> None:
         super().__init__(n_workers, d, packet_values)
