@@ -235,3 +235,22 @@ def test_only_atp_workers_may_flag_their_packets():
     stream = encode_packets(np.zeros(5, dtype=np.int64), SPEC, 0, overflow=np.array([True])).tobytes()
     with pytest.raises(MessageError, match="claims an overflow"):
         switch_aggregate([stream], SPEC, 5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "offset", "value", "reason"),
+    [
+        (ATP_SPEC, None, None, "has 259 bytes"),  # truncated by one byte
+        (ATP_SPEC, 1, 1, "field lanes is 1, expected 3"),  # little-endian lanes where ATP's are big-endian
+        (PacketSpec(OP_SUM, "int_be", 32, 64, "switchml"), 4, 7, "field index"),
+        (PacketSpec(OP_SUM, "int_be", 32, 64, "switchml"), 3, FLAG_OVERFLOW, "claims an overflow"),
+    ],
+)
+def test_malformed_switchml_and_atp_packets_raise_message_error(spec, offset, value, reason):
+    stream = bytearray(encode_packets(np.arange(62), spec, sender=0).tobytes())
+    if offset is None:
+        stream = stream[:-1]
+    else:
+        stream[offset] = value
+    with pytest.raises(MessageError, match=reason):
+        switch_aggregate([bytes(stream)], spec, 62)
