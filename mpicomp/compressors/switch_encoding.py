@@ -26,7 +26,8 @@ is the float32 exponent field of ``max_{j in b} |x_ij|`` minus 126 (so ``2^e > m
 zero block), the switch keeps ``E_b = max_i e_ib``, and each value becomes the int32
 ``round(x_ij s_b)`` with the float32 scale ``s_b = INT32_MAX / (n 2^E_b)`` and a float32 product,
 rounded half away from zero (``std::round``, the client's portable loop; built with ``VCL`` defined,
-its vector loop rounds ties to even instead: the two differ only where ``x s_b`` is exactly k + 1/2). The hosts decode ``float32(S_j) / s_b`` in float32.
+its vector loop rounds ties to even instead: the two differ only where ``x s_b`` is exactly k + 1/2).
+The hosts decode ``float32(S_j) / s_b`` in float32.
 Where ``s_b`` overflows float32 (a zero block, or one below about ``2^-97``) SwitchML's conversion is
 undefined and its hosts decode 0: here such a block is sent as zeros and decodes to 0. At most
 :data:`SWITCHML_MAX_WORKERS` workers (its 32-bit worker bitmap).
