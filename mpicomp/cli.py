@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -20,9 +22,12 @@ from typing import TYPE_CHECKING, TextIO
 from . import __version__
 
 if TYPE_CHECKING:
+    from .checkpoint import Resume
     from .comm.signals import SignalWatch
+    from .config import Config
 
 log = logging.getLogger("mpicomp")
+EXIT_RESUMABLE = 3  # `mpicomp run` ended by a signal after writing a checkpoint: continue with --resume
 
 
 def _rank() -> tuple[int, int]:
@@ -85,6 +90,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     setup_logging(rank, args.verbose - args.quiet)
     if size == 1:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        signal.signal(signal.SIGUSR1, _exit_on_sigterm)
         return _run_command(args, rank, size, None)
     from .comm.signals import SignalWatch
 
@@ -93,6 +99,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         log.warning("%s; Ctrl-C may leave ranks waiting and the results file saying 'running'", exc)
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        signal.signal(signal.SIGUSR1, _exit_on_sigterm)
         return _run_command(args, rank, size, None)
     try:
         return _run_command(args, rank, size, watch)
@@ -100,25 +107,57 @@ def _cmd_run(args: argparse.Namespace) -> int:
         watch.close()
 
 
+def _resume_plan(args: argparse.Namespace, rank: int, size: int) -> tuple[Config, Resume] | str:
+    """``(config, Resume)`` for ``--resume FILE`` on every rank, checked by rank 0 alone (read-only), or
+    the one-line reason it cannot be resumed."""
+    from .checkpoint import CheckpointError, plan_resume
+    from .config import ConfigError
+
+    if args.config or args.out or args.overwrite:
+        return "--resume FILE continues FILE with its own config: drop CONFIG, --out and --overwrite"
+    plan: tuple[Config, Resume] | str = ""
+    if rank == 0:
+        try:
+            plan = plan_resume(args.resume, args.set)
+        except (CheckpointError, ConfigError) as exc:
+            plan = f"cannot resume: {exc}"
+    if size > 1:
+        from mpi4py import MPI
+
+        plan = MPI.COMM_WORLD.bcast(plan, root=0)
+    return plan
+
+
 def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWatch | None) -> int:
     """``mpicomp run`` after the signal set-up; ``watch`` is the MPI runs' SignalWatch."""
     from .config import ConfigError, load
 
-    try:
-        config = load(args.config, args.set)
-    except ConfigError as exc:
-        return _end_failed(str(exc), 2, rank, size, watch, "config error: ")
-    out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem if args.config else 'run'}.h5"
-    problem = check_out(out, args.overwrite) if rank == 0 else ""
+    resume = None
+    if args.resume:
+        plan = _resume_plan(args, rank, size)
+        if isinstance(plan, str):  # every rank has the same reason (rank 0's, broadcast)
+            if rank == 0:
+                print(f"mpicomp: {plan}", file=sys.stderr)
+            return 2
+        config, resume = plan
+        out = Path(args.resume)
+    else:
+        try:
+            config = load(args.config, args.set)
+        except ConfigError as exc:
+            return _end_failed(str(exc), 2, rank, size, watch, "config error: ")
+        out = Path(args.out) if args.out else Path("results") / f"{Path(args.config).stem if args.config else 'run'}.h5"
+    problem = check_out(out, args.overwrite) if rank == 0 and resume is None else ""
     if problem:  # rank 0 alone knows: take the other ranks down before they wait in a collective
         print(f"mpicomp: {problem}", file=sys.stderr)
         _abort_others(size, 2)
         return 2
     from .comm import AggregationOverflowError, LauncherMismatch
-    from .results.writer import failure_message
+    from .results.writer import RESUMABLE, RunEnded, failure_message
     from .runner import run
     from .wire import MessageError
 
+    stop_request = _checkpoint_on_signal(config, watch)
     try:
         result = run(
             config,
@@ -127,10 +166,14 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
             progress=rank == 0 and args.quiet == 0,
             progress_bar=not args.no_progress,
             signals=watch,
+            resume=resume,
+            stop_request=stop_request,
         )
     except LauncherMismatch as exc:  # every process is its own size-1 world: each says so, in one line
         print(f"mpicomp: {exc}", file=sys.stderr)
         return 2
+    except RunEnded:  # a signal's thread recorded why in the results file and is ending the job: say nothing
+        return 1
     except (KeyboardInterrupt, SystemExit) as exc:  # a single-process run's Ctrl-C or SIGTERM
         return _end_failed(f"{failure_message(exc)}; results so far in {out}", 1, rank, size, watch)
     except (ConfigError, FileExistsError) as exc:
@@ -144,7 +187,36 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
         return _end_failed(failure_message(exc), 1, rank, size, watch, "run failed: ", hint)
     if rank == 0:
         print(f"{result.status}: {result.message}; results in {out}")
-    return 0
+    return EXIT_RESUMABLE if result.status == RESUMABLE else 0
+
+
+def _checkpoint_on_signal(config: Config, watch: SignalWatch | None) -> threading.Event | None:
+    """With checkpoints on, the event the first SIGTERM or SIGUSR1 sets (the run then checkpoints and
+    ends as ``resumable``): through the MPI runs' watch, else Python handlers (a second signal exits)."""
+    from .comm.signals import REPEAT_SECONDS
+    from .runner import checkpoints_enabled
+
+    if not checkpoints_enabled(config):
+        if watch is not None:
+            watch.checkpoints_off()
+        return None
+    request = threading.Event()
+    if watch is not None:
+        watch.enable_checkpoints(request)
+        return request
+
+    requested_at: list[float] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if request.is_set() and time.monotonic() - requested_at[0] >= REPEAT_SECONDS:
+            _exit_on_sigterm(signum, frame)
+        if not request.is_set():
+            requested_at.append(time.monotonic())
+            request.set()
+
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, handler)
+    return request
 
 
 def _end_failed(
@@ -574,6 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="HDF5 results file (default: results/<config name>.h5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+    p.add_argument(
+        "--resume",
+        metavar="FILE",
+        help="continue the run in results file FILE from its last checkpoint, with FILE's config (--set may "
+        "change only run.rounds, the stop rules and the checkpoint keys); any number of ranks",
+    )
     p.add_argument(
         "--no-progress",
         action="store_true",

@@ -120,6 +120,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "target_suboptimality": Key(float, 0.0, "stop when F(x) - F* <= this (0 = off)", minimum=0.0),
         "bit_budget": Key(float, 0.0, "stop when bits up + down exceed this (0 = off)", minimum=0.0),
         "divergence_factor": Key(float, 1e6, "diverged if F(x) > factor * F(x0) or not finite", minimum=1.0),
+        "checkpoint_every": Key(
+            int, 0, "write a checkpoint every N rounds (0 = only by time, at the end and on SIGTERM/SIGUSR1)", minimum=0
+        ),
+        "checkpoint_seconds": Key(
+            float, 600.0, "also write one when this many seconds passed since the last (0 = off)", minimum=0.0
+        ),
         "burn_in": Key(int, 0, "samplers: rounds before the first draw is stored in /samples", minimum=0),
         "thin": Key(int, 1, "samplers: store every N-th draw after burn-in", minimum=1),
     },

@@ -133,6 +133,8 @@ class PosteriorTracker:
     unbiased sample variance per coordinate (NaN before two draws, or without a reference).
     """
 
+    state_attrs = ("count", "mean", "squares")  # what a checkpoint saves
+
     def __init__(self, d: int, reference: tuple[np.ndarray, np.ndarray] | None) -> None:
         self.count = 0
         self.mean = np.zeros(d)

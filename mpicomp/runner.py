@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .checkpoint import Resume, checkpoint_paths, load_checkpoint, write_checkpoint
 from .comm import (
     AggregationOverflowError,
     ByteCounter,
@@ -44,13 +47,17 @@ from .record import (
     metric_columns,
 )
 from .results import ResultsWriter
+from .results.writer import RESUMABLE, config_json
 from .rng import root_seed
+from .state import flatten_items, restore_items
 from .timing import CODEC, Stopwatch
 
 log = logging.getLogger("mpicomp")
 
-CONTINUE, FINISHED, STOPPED, DIVERGED = 0, 1, 2, 3
-STATUS = {FINISHED: "finished", STOPPED: "stopped", DIVERGED: "diverged"}
+CONTINUE, FINISHED, STOPPED, DIVERGED, SUSPENDED = 0, 1, 2, 3, 4
+STATUS = {FINISHED: "finished", STOPPED: "stopped", DIVERGED: "diverged", SUSPENDED: RESUMABLE}
+SAVE, SIGNALLED = 16, 32  # flags the master adds to the agreed stop code: checkpoint now; then end (a signal)
+CODE_MASK = SAVE - 1
 
 
 @dataclass
@@ -165,6 +172,7 @@ class _Monitor:
         progress: tuple[bool, bool],
     ) -> None:
         self.config, self.method, self.writer, self.counter = config, method, writer, counter
+        self.writer_config = config_json(config.as_dict())
         self.problem = method.problem
         self.optimum, posterior = references
         self.posterior = PosteriorTracker(self.problem.d, posterior) if method.kind == SAMPLER else None
@@ -245,11 +253,97 @@ class _Monitor:
     def close(self) -> None:
         self.progress.close()
 
+    def _run_values(self) -> dict:
+        """What the monitor carries from round to round, as a tree :func:`state.flatten` takes."""
+        totals = self.counter.totals
+        values = {
+            "loss0": self.loss0,
+            "modelled_time": self.modelled_time,
+            "wall_time": self.round_seconds + (time.perf_counter() - self.mark),
+            "codec_time": CODEC.seconds - self.codec_start,
+            "comm_time": self.clock.seconds - self.comm_start,
+            "counter": {f.name: getattr(totals, f.name) for f in fields(totals) if f.name != "complete"},
+        }
+        if self.posterior is not None:
+            values["posterior"] = self.posterior
+        return values
+
+    def checkpoint_state(self, rounds: int) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+        """The ``/run`` state after ``rounds`` rounds (the results file flushed first) and the
+        checkpoint's attributes."""
+        self.writer.flush()
+        metric_rows, sample_rows = self.writer.rows
+        attrs: dict[str, object] = {"round": rounds, "metric_rows": metric_rows, "sample_rows": sample_rows}
+        attrs["config"] = self.writer_config
+        return flatten_items(self._run_values()), attrs
+
+    def resume_from(self, state: dict[str, np.ndarray]) -> None:
+        """Put back what :meth:`checkpoint_state` saved (after the method's own state)."""
+        values = restore_items(self._run_values(), state)
+        self.loss0, self.modelled_time, self.round_seconds = (
+            values["loss0"],
+            values["modelled_time"],
+            values["wall_time"],
+        )
+        self.codec_start = CODEC.seconds - values["codec_time"]
+        self.comm_start = self.clock.seconds - values["comm_time"]
+        counts: dict[str, Any] = {name: int(v) if np.ndim(v) == 0 else v for name, v in values["counter"].items()}
+        self.counter.totals = RoundBytes(**counts, complete=self.counter.complete)
+        self.mark = time.perf_counter()
+
 
 def _keeps_sample(config: Config, k: int) -> bool:
     """Round ``k``'s draw goes to ``/samples``: past ``[run] burn_in`` rounds, every ``[run] thin``-th."""
     done, burn_in = k + 1, config.run["burn_in"]
     return done > burn_in and (done - burn_in) % config.run["thin"] == 0
+
+
+def checkpoints_enabled(config: Config) -> bool:
+    """``[run] checkpoint_every`` or ``checkpoint_seconds`` is on."""
+    return config.run["checkpoint_every"] > 0 or config.run["checkpoint_seconds"] > 0
+
+
+class _Checkpoints:
+    """When to write a checkpoint and how (every rank holds one; the master decides, the agree tells).
+
+    Due every ``[run] checkpoint_every`` rounds, or when ``[run] checkpoint_seconds`` passed since the
+    last one, or when ``stop_request`` is set (a signal: the run then ends as ``resumable``), and at
+    the end of a run that finished or stopped (so that it can be extended with more rounds).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        out: Path,
+        transport: Transport,
+        method: Method,
+        monitor: _Monitor | None,
+        stop_request: threading.Event | None,
+    ) -> None:
+        self.every, self.seconds = config.run["checkpoint_every"], config.run["checkpoint_seconds"]
+        self.out, self.transport, self.method, self.monitor = out, transport, method, monitor
+        self.stop_request = stop_request
+        self.last_time = time.monotonic()
+        self.saved_round = -1
+
+    def flags(self, k: int) -> int:
+        """The master's :data:`SAVE` and :data:`SIGNALLED` flags after round ``k``."""
+        signalled = self.stop_request is not None and self.stop_request.is_set()
+        due = (self.every > 0 and (k + 1) % self.every == 0) or (
+            self.seconds > 0 and time.monotonic() - self.last_time >= self.seconds
+        )
+        return (SAVE if due or signalled else 0) | (SIGNALLED if signalled else 0)
+
+    def save(self, rounds: int) -> None:
+        """Collective: the checkpoint after ``rounds`` rounds (skipped if that one exists)."""
+        if rounds == self.saved_round:
+            return
+        started = time.perf_counter()
+        run_state, attrs = self.monitor.checkpoint_state(rounds) if self.monitor is not None else (None, None)
+        write_checkpoint(self.out, self.transport, self.method, run_state, attrs)
+        self.last_time, self.saved_round = time.monotonic(), rounds
+        if self.monitor is not None:
+            log.info("checkpoint after round %d (%.2f s)", rounds, time.perf_counter() - started)
 
 
 def run(
@@ -261,6 +355,8 @@ def run(
     progress_bar: bool = True,
     transport: Transport | None = None,
     signals: SignalWatch | None = None,
+    resume: Resume | None = None,
+    stop_request: threading.Event | None = None,
 ) -> RunResult:
     """Run one experiment; rank 0 writes ``out``. Returns the final status on every rank.
 
@@ -268,22 +364,29 @@ def run(
     and as plain log lines elsewhere.
 
     ``signals`` (MPI runs): rank 0 hands it the writer's failure recorder, so that a signal on any
-    rank is recorded in ``out`` before the job is aborted.
+    rank is recorded in ``out`` before the job is aborted. ``resume``: continue the run in ``out``
+    from that checkpoint (validated by :func:`mpicomp.checkpoint.plan_resume`). ``stop_request`` (set by
+    a signal handler, read by rank 0): write a checkpoint after the current round and end as
+    ``resumable``.
     """
     with threadpool_limits(limits=config.run["threads"]), message_checksums(config.compressor["checksum"]):
         if transport is not None:
-            return _run(config, out, overwrite, (progress, progress_bar), transport, signals)
+            return _run(
+                config, Path(out), overwrite, (progress, progress_bar), transport, signals, resume, stop_request
+            )
         with make_transport(config.data["workers"], wait=config.run["wait"]) as own:
-            return _run(config, out, overwrite, (progress, progress_bar), own, signals)
+            return _run(config, Path(out), overwrite, (progress, progress_bar), own, signals, resume, stop_request)
 
 
 def _run(
     config: Config,
-    out: str | Path,
+    out: Path,
     overwrite: bool,
     progress: tuple[bool, bool],
     transport: Transport,
     signals: SignalWatch | None,
+    resume: Resume | None,
+    stop_request: threading.Event | None,
 ) -> RunResult:
     started = time.perf_counter()
     seed = root_seed(config.run["seed"])
@@ -298,10 +401,13 @@ def _run(
     method.warm_up()
     if config.compressor["aggregation"] == "switch":
         warm_up_packets()
+    run_state = load_checkpoint(resume.checkpoint, method, transport.local_workers) if resume is not None else None
+    start = 0 if resume is None else resume.round
     if not transport.is_master:
         _references(config, problem, method.kind)
         _worker_share(method)  # the initial loss
-        return _loop(config, transport, method, None)
+        checkpoints = _Checkpoints(config, out, transport, method, None, None) if checkpoints_enabled(config) else None
+        return _loop(config, transport, method, None, checkpoints, start)
     log.info("%s", transport.layout_summary())
     log.info(
         "method %s, stepsize %.4g, uplink %s, downlink %s",
@@ -331,17 +437,28 @@ def _run(
         sample_dim=problem.d if method.kind == SAMPLER else None,
         mpi_size=transport.size,
         flush_every=config.run["flush_every"],
-        overwrite=overwrite,
+        overwrite=overwrite or resume is not None,
+        carry=None if resume is None else (out, resume.metric_rows, resume.sample_rows),  # rows up to the checkpoint
     ) as writer:
+        if resume is not None:
+            log.info("resuming %s after round %d from %s", out, resume.round, resume.checkpoint)
+        else:  # an overwritten run's checkpoints belong to the old run
+            for stale in checkpoint_paths(out):
+                stale.unlink(missing_ok=True)
         if signals is not None:
             signals.attach(writer.record_failure)
         references = _references(config, problem, method.kind)
         monitor = _Monitor(config, method, references, writer, transport.counter, transport.clock, progress)
+        if run_state is not None:
+            monitor.resume_from(run_state)
+        checkpoints = (
+            _Checkpoints(config, out, transport, method, monitor, stop_request) if checkpoints_enabled(config) else None
+        )
         startup = time.perf_counter() - started
         writer.record_startup(startup)
-        log.info("start-up %.1f s (data, reference optimum, JIT compilation); round 1 starts", startup)
+        log.info("start-up %.1f s (data, reference optimum, JIT compilation); round %d starts", startup, start + 1)
         try:
-            result = _loop(config, transport, method, monitor)
+            result = _loop(config, transport, method, monitor, checkpoints, start)
         finally:
             monitor.close()
         writer.finish(result.status, result.message, final_x=method.x)
@@ -364,25 +481,39 @@ class _FloatingPointNotice:
             log.warning("floating-point %s in round %d: the iterates are growing (diverging?)", kind, self.round)
 
 
-def _loop(config: Config, transport: Transport, method: Method, monitor: _Monitor | None) -> RunResult:
+def _loop(
+    config: Config,
+    transport: Transport,
+    method: Method,
+    monitor: _Monitor | None,
+    checkpoints: _Checkpoints | None,
+    start: int = 0,
+) -> RunResult:
     """The rounds (:func:`_rounds`), with NumPy's floating-point errors turned into one log line."""
     notice = _FloatingPointNotice(monitor is not None)
     with np.errstate(over="call", invalid="call", divide="call", call=notice):
-        return _rounds(config, transport, method, monitor, notice)
+        return _rounds(config, transport, method, monitor, checkpoints, start, notice)
 
 
 def _rounds(
-    config: Config, transport: Transport, method: Method, monitor: _Monitor | None, notice: _FloatingPointNotice
+    config: Config,
+    transport: Transport,
+    method: Method,
+    monitor: _Monitor | None,
+    checkpoints: _Checkpoints | None,
+    start: int,
+    notice: _FloatingPointNotice,
 ) -> RunResult:
-    """The rounds, identical on every rank; only the master has a monitor.
+    """Rounds ``start`` to ``[run] rounds``, identical on every rank; only the master has a monitor.
 
     Non-finite model entries are detected on every rank at once (replicas are identical), so every
     rank knows when the master evaluates the metrics and takes its share; the master's stop rules
-    reach the other ranks through ``transport.agree`` on logged rounds.
+    reach the other ranks through ``transport.agree`` on logged rounds, and with checkpoints on
+    after every round (with the checkpoint flags).
     """
     rounds, log_every = config.run["rounds"], config.run["log_every"]
-    code, message, k = FINISHED, f"{rounds} rounds done", -1
-    for k in range(rounds):
+    code, message, k = FINISHED, f"{rounds} rounds done", start - 1
+    for k in range(start, rounds):
         notice.round = k + 1
         try:
             method.round(k, transport)
@@ -403,9 +534,20 @@ def _rounds(
         if not finite:
             code, message = DIVERGED, f"non-finite model after round {k + 1}"
             break
-        if (k + 1) % log_every == 0 or k + 1 == rounds:  # every rank leaves with the master's status
+        if checkpoints is not None:  # every rank leaves, and checkpoints, with the master's decision
+            agreed = transport.agree(step_code | checkpoints.flags(k) if monitor else None)
+            step_code = agreed & CODE_MASK
+            if agreed & SAVE:
+                checkpoints.save(k + 1)
+            if agreed & SIGNALLED:
+                code, message = SUSPENDED, f"stopped by a signal after round {k + 1}, checkpoint written; resume with"
+                message += f" `mpicomp run --resume {checkpoints.out}`"
+                break
+        elif logged:
             step_code = transport.agree(step_code if monitor else None)
         if step_code != CONTINUE:
             code, message = step_code, step_message
             break
+    if checkpoints is not None and code in (FINISHED, STOPPED):
+        checkpoints.save(k + 1)
     return RunResult(STATUS[code], message, k + 1, method.x, monitor.last if monitor else {})

@@ -8,8 +8,10 @@ themselves do: which arguments reach ``mpicomp sweep`` / ``mpicomp run`` and whe
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,50 @@ def test_a_job_log_shows_progress_lines_with_elapsed_time_and_estimate(slurm_env
     lines = [line.split(" INFO ", 1)[1] for line in done.stderr.splitlines() if " INFO round " in line]
     assert [line.split()[1] for line in lines] == [f"{5 * j}/50" for j in range(1, 11)], done.stderr
     assert all("elapsed " in line and " left" in line for line in lines)
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_single_job_checkpoints_on_usr1_requeues_and_resumes_to_the_same_results(tmp_path):
+    """Slurm's ``--signal=B:USR1@120``: USR1 to the batch script reaches the run, which checkpoints and
+    ends resumable; the script calls ``scontrol requeue``; the requeued job (same id) resumes, and
+    the results equal an uninterrupted run's."""
+    from tests.runs import assert_same_metrics
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(f'#!/bin/sh\nexec "{Path(sys.executable).parent / "mpiexec"}" -n 2 "$@"\n')
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path / "scontrol.log"}"\n')
+    for shim in bin_dir.iterdir():
+        shim.chmod(0o755)
+    (tmp_path / "long.toml").write_text(
+        '[problem]\ndataset = "sklearn:breast_cancer"\n[data]\nworkers = 4\nbatch = 8\n[method]\nname = "diana"\n'
+        '[compressor]\nuplink = "natural"\n[run]\nrounds = 400\noptimum = false\nflush_every = 1\nlog_every = 10\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PMI_", "OMPI_"))}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    env.update(SLURM_JOB_ID="91", OMP_NUM_THREADS="1")
+    script = ["bash", str(ROOT / "jobscripts" / "slurm_single.sh"), "long.toml"]
+    out = tmp_path / "results" / "long-91.h5"
+    job = subprocess.Popen(script, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while job.poll() is None and time.monotonic() < deadline:
+        try:
+            if len(read_results(out).metrics["round"]) >= 2:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    job.send_signal(signal.SIGUSR1)
+    stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == 3, stderr
+    assert read_results(out).status == "resumable"
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 91\n"
+    again = subprocess.run(script, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stderr and read_results(out).status == "finished"
+    reference = subprocess.run(
+        [sys.executable, "-m", "mpicomp", "run", "long.toml", "--out", "reference.h5", "--no-progress", "-q"],
+        cwd=tmp_path,
+    assert reference.returncode == 0, reference.stderr
+    assert_same_metrics(read_results(tmp_path / "reference.h5"), read_results(out))

@@ -159,8 +159,9 @@ def test_killed_run_leaves_a_readable_file(tmp_path):
 
 
 def _start_and_wait_for_rows(out, n: int):
-    """``mpiexec -n n mpicomp run`` for ever (flushing every row), once it has written 5 rows."""
-    raw = _experiment(run={"rounds": 100_000_000, "flush_every": 1, "optimum": False})
+    """``mpiexec -n n mpicomp run`` for ever (flushing every row), once it has written 5 rows; with
+    checkpoints off, so that SIGTERM ends it as failed (tests/test_checkpoint.py: with them on)."""
+    raw = _experiment(run={"rounds": 100_000_000, "flush_every": 1, "optimum": False, "checkpoint_seconds": 0.0})
     cmd = [str(MPIEXEC), "-n", str(n), sys.executable, "-m", "mpicomp", "run", "--out", str(out), "--no-progress"]
     for item in overrides(raw):
         cmd += ["--set", item]

@@ -335,6 +335,22 @@ class Transport(ABC):
     def agree(self, code: int | None) -> int:
         """The master passes a small integer (a stop code), others ``None``; all return it."""
 
+    def _chunk_workers(self, blobs: Sequence[Buffer], workers: range) -> tuple[range, list[memoryview]]:
+        """This rank's workers among ``workers`` and their blobs as read-only bytes."""
+        local = self.local_workers
+        start = max(local.start, workers.start)
+        mine = range(start, max(start, min(local.stop, workers.stop)))
+        if len(blobs) != len(mine):
+            raise ValueError(f"rank {self.rank} hosts workers {mine} of {workers} but passed {len(blobs)} blobs")
+        return mine, [readonly_bytes(blob) for blob in blobs]
+
+    @abstractmethod
+    def gather_blobs(self, blobs: Sequence[Buffer], workers: range) -> list[memoryview] | None:
+        """Uncounted bookkeeping (checkpoints): one byte string per worker of the range ``workers``
+        to the master, in worker order. Each rank passes those of its local workers in the range
+        (possibly none); the master gets ``len(workers)`` views, the others ``None``. Callers bound
+        the memory by gathering a few workers at a time."""
+
     @abstractmethod
     def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:
         """Uncounted bookkeeping: every local worker's row of ``m`` float64 partial values to the master.

@@ -32,5 +32,8 @@ class LocalTransport(Transport):
     def agree(self, code: int | None) -> int:
         return self._master_code(code)
 
+    def gather_blobs(self, blobs, workers: range) -> list[memoryview]:
+        return self._chunk_workers(blobs, workers)[1]
+
     def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray:
         return self._partials(per_local_worker)

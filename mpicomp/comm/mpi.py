@@ -278,6 +278,29 @@ class MPITransport(Transport):
         self._complete(self.comm.Ibcast(value, root=0))
         return int(value[0])
 
+    def gather_blobs(self, blobs, workers: range) -> list[memoryview] | None:
+        _, views = self._chunk_workers(blobs, workers)
+        sizes = np.array([len(view) for view in views], dtype=np.int64)
+        data = (
+            np.concatenate([np.frombuffer(view, dtype=np.uint8) for view in views]) if views else np.empty(0, np.uint8)
+        )
+        if not self.is_master:
+            self._complete(self.comm.Igatherv(sizes, None, root=0))
+            self._complete(self.comm.Igatherv(data, None, root=0))
+            return None
+        starts = np.clip(self._block_starts, workers.start, workers.stop)
+        counts = np.clip(self._block_ends, workers.start, workers.stop) - starts
+        everyone = np.empty(len(workers), dtype=np.int64)
+        self._complete(self.comm.Igatherv(sizes, [everyone, counts, starts - workers.start, MPI.INT64_T], root=0))
+        prefix = np.concatenate(([0], np.cumsum(everyone)))
+        received = np.empty(int(prefix[-1]), dtype=np.uint8)
+        first = starts - workers.start
+        byte_displs = prefix[first]
+        byte_counts = prefix[first + counts] - byte_displs
+        self._complete(self.comm.Igatherv(data, [received, byte_counts, byte_displs, MPI.BYTE], root=0))
+        whole = memoryview(received).toreadonly()
+        return [whole[start:stop] for start, stop in pairwise(prefix.tolist())]
+
     def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:
         rows = self._partials(per_local_worker)
         width = rows.shape[1]

@@ -13,6 +13,12 @@ number to it at once, whichever thread is running, and a thread of the watch rea
   polls it every :data:`POLL_SECONDS`), so rank 0 records "rank r: terminated by SIGTERM" and
   aborts; if rank 0 does not within :data:`GRACE_SECONDS`, the rank aborts the job itself.
 
+With checkpoints on (:meth:`SignalWatch.enable_checkpoints`), the first SIGTERM or SIGUSR1 (Slurm's
+``--signal=B:USR1@120`` before the time limit) is a request instead: rank 0's run loop writes a
+checkpoint after the current round and every rank ends cleanly, the results file saying
+``resumable``; if that has not happened within :data:`CHECKPOINT_GRACE_SECONDS`, or on a second
+signal, the job ends as above.
+
 Single-process runs keep Python's handlers (SIGINT raises KeyboardInterrupt, the CLI turns SIGTERM
 into SystemExit), which the results writer records the same way. The watch calls MPI from its
 threads, so it needs ``MPI_THREAD_MULTIPLE`` (mpi4py's default request; the CLI falls back to
@@ -32,10 +38,13 @@ from collections.abc import Callable
 
 from mpi4py import MPI
 
-WATCHED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WATCHED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+CHECKPOINT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # with checkpoints on: checkpoint, then end as resumable
 POLL_SECONDS = 0.2
 GRACE_SECONDS = 10.0
 AGREE_SECONDS = 3.0  # how long a failing rank waits for the others to fail alike before aborting the job
+REPEAT_SECONDS = 5.0  # a checkpoint signal repeated sooner counts once (scancel signals srun and the tasks)
+CHECKPOINT_GRACE_SECONDS = 25.0  # after a checkpoint request, rank 0 records failed and aborts if the run is not over
 CONTROL_TAG = 7
 STOP_BYTE = b"\0"  # written by close(); signal numbers are never 0
 
@@ -71,6 +80,13 @@ class SignalWatch:
         self.control = comm.Dup()
         self.failures = comm.Dup()  # only failing ranks enter its barrier (all_failed)
         self.record: Callable[[str], None] | None = None
+        self.checkpoint_request: threading.Event | None = None
+        self.fallback: threading.Timer | None = None
+        self.forwarded: MPI.Request | None = None  # a checkpoint request sent to rank 0
+        self.requested_at = 0.0
+        self.decided = False  # enable_checkpoints or checkpoints_off was called
+        self.decision = threading.Lock()  # orders that call and a signal arriving meanwhile
+        self.early: int | None = None  # a checkpoint signal that came before that decision (start-up)
         self.closing = threading.Event()
         self.lock = threading.Lock()
         self.read_end, self.write_end = os.pipe()
@@ -88,14 +104,57 @@ class SignalWatch:
         """On rank 0: ``record(message)`` writes the failure (called once, from the watcher threads)."""
         self.record = record
 
+    def enable_checkpoints(self, request: threading.Event) -> None:
+        """Every rank: the first SIGTERM or SIGUSR1 asks for a checkpoint instead of ending the job. On
+        rank 0 ``request`` is set (the run loop checkpoints after the current round and ends as
+        ``resumable``); another rank forwards the request to rank 0. A second signal, or a run not over
+        within :data:`CHECKPOINT_GRACE_SECONDS`, ends the job as before."""
+        with self.decision:
+            self.checkpoint_request, self.decided = request, True
+        if self.early is not None:
+            self._request_checkpoint(request, self.early)
+
+    def checkpoints_off(self) -> None:
+        """The run writes no checkpoints: a SIGTERM or SIGUSR1 that came during start-up ends the job now."""
+        with self.decision:
+            self.decided = True
+        if self.early is not None:
+            self._end(self.early)
+
     def _wait_for_signal(self) -> None:
         while True:
             byte = os.read(self.read_end, 1)
             if byte in (STOP_BYTE, b""):
                 return
-            if byte[0] in WATCHED:  # other signals with Python handlers also write their number
+            if byte[0] not in WATCHED:  # other signals with Python handlers also write their number
+                continue
+            with self.decision:
+                early = byte[0] in CHECKPOINT_SIGNALS and not self.decided
+                if early and self.early is None:
+                    self.early = byte[0]  # start-up: acted on once the run says whether it checkpoints
+            if early:
+                continue
+            request = self.checkpoint_request
+            if byte[0] in CHECKPOINT_SIGNALS and request is not None and request.is_set():
+                if time.monotonic() - self.requested_at < REPEAT_SECONDS:
+                    continue  # the same signal again (a launcher forwarding what the rank already got)
                 break
-        signum = byte[0]
+            if byte[0] not in CHECKPOINT_SIGNALS or request is None:
+                break
+            self._request_checkpoint(request, byte[0])
+        self._end(byte[0])
+
+    def _request_checkpoint(self, request: threading.Event, signum: int) -> None:
+        """Rank 0 sets ``request`` (the run loop reads it), another rank forwards it to rank 0."""
+        request.set()
+        self.requested_at = time.monotonic()
+        if self.rank == 0:
+            self._checkpoint_requested(signal_reason(signum))
+        else:
+            self.forwarded = self.control.isend(("checkpoint", signal_reason(signum)), dest=0, tag=CONTROL_TAG)
+
+    def _end(self, signum: int) -> None:
+        """End the job for signal ``signum``: rank 0 records it and aborts, another rank tells rank 0."""
         if self.rank == 0:
             self._fail(signal_reason(signum), 128 + signum)
         else:
@@ -132,11 +191,25 @@ class SignalWatch:
         status = MPI.Status()
         while True:
             done, reason = request.test(status)
-            if done:
-                if reason is not None:  # None: close() on rank 0 ends the wait
-                    self._fail(f"rank {status.Get_source()}: {reason}", 1)
-                return
-            time.sleep(POLL_SECONDS)
+            if not done:
+                time.sleep(POLL_SECONDS)
+                continue
+            if isinstance(reason, tuple):  # ("checkpoint", reason): another rank asks for a checkpoint
+                if self.checkpoint_request is not None and not self.checkpoint_request.is_set():
+                    self.checkpoint_request.set()
+                    self._checkpoint_requested(f"rank {status.Get_source()}: {reason[1]}")
+                request = self.control.irecv(source=MPI.ANY_SOURCE, tag=CONTROL_TAG)
+                continue
+            if reason is not None:  # None: close() on rank 0 ends the wait
+                self._fail(f"rank {status.Get_source()}: {reason}", 1)
+            return
+
+    def _checkpoint_requested(self, reason: str) -> None:
+        """Rank 0: the run loop now checkpoints and ends; if it is not over in time, fail as before."""
+        message = f"{reason}; no checkpoint within {CHECKPOINT_GRACE_SECONDS:g} s"
+        self.fallback = threading.Timer(CHECKPOINT_GRACE_SECONDS, self._fail, (message, 1))
+        self.fallback.daemon = True
+        self.fallback.start()
 
     def _fail(self, reason: str, code: int) -> None:
         """Record ``reason`` (rank 0, once the writer is attached), then end every rank."""
@@ -155,6 +228,8 @@ class SignalWatch:
             if self.closing.is_set():
                 return
             self.closing.set()
+        if self.fallback is not None:
+            self.fallback.cancel()
         os.write(self.write_end, STOP_BYTE)
         self.waiter.join()
         if self.listener is not None:

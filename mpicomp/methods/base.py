@@ -40,6 +40,7 @@ from ..rng import (
     STREAM_UPLINK,
     RandomKey,
 )
+from ..state import flatten, restore
 from .link import Link
 
 log = logging.getLogger("mpicomp")
@@ -103,6 +104,11 @@ class Method:
     skipped_upload: ClassVar[str] = "error"  # "error": a b"" upload is a protocol error; "zero": it adds 0
     switch_aggregation: ClassVar[bool] = False  # True if the round can sum worker vectors in the switch
     requires_unbiased_uplink: ClassVar[bool] = False  # True: a biased uplink compressor is refused at validation
+    # What a checkpoint saves (methods/_state.py): attributes {worker id: value} of the local workers,
+    # attributes only the master holds, and attributes identical on every process (the model replica).
+    worker_attrs: ClassVar[tuple[str, ...]] = ()
+    master_attrs: ClassVar[tuple[str, ...]] = ()
+    replica_attrs: ClassVar[tuple[str, ...]] = ("x",)
 
     def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
         self.ctx = ctx
@@ -169,6 +175,42 @@ class Method:
     def sample(self) -> np.ndarray:
         """A sampler's current draw, streamed to ``/samples`` after burn-in and thinning (default: ``x``)."""
         return self.x
+
+    # --- checkpoints -------------------------------------------------------------------
+    def worker_state(self, w: int) -> dict[str, np.ndarray]:
+        """Local worker ``w``'s state after a round: ``{path: array}`` of its :attr:`worker_attrs` entries."""
+        state: dict[str, np.ndarray] = {}
+        for name in self.worker_attrs:
+            flatten(getattr(self, name).get(w), name, state)
+        return state
+
+    def load_worker_state(self, w: int, state: Mapping[str, np.ndarray]) -> None:
+        """Put back local worker ``w``'s state saved by :meth:`worker_state` (on any number of ranks)."""
+        for name in self.worker_attrs:
+            table = getattr(self, name)
+            value = restore(table.get(w), state, name)
+            if value is None:
+                table.pop(w, None)
+            else:
+                table[w] = value
+
+    def shared_state(self) -> dict[str, np.ndarray]:
+        """The replicated state (``replica/...``, e.g. ``x``) and, on the master, its own (``master/...``)."""
+        state: dict[str, np.ndarray] = {}
+        for name in self.replica_attrs:
+            flatten(getattr(self, name), f"replica/{name}", state)
+        if self.ctx.is_master:
+            for name in self.master_attrs:
+                flatten(getattr(self, name), f"master/{name}", state)
+        return state
+
+    def load_shared_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Put back :meth:`shared_state`: the replica on every process, the master's part on the master."""
+        for name in self.replica_attrs:
+            setattr(self, name, restore(getattr(self, name), state, f"replica/{name}"))
+        if self.ctx.is_master:
+            for name in self.master_attrs:
+                setattr(self, name, restore(getattr(self, name), state, f"master/{name}"))
 
     # --- helpers shared by methods ----------------------------------------------------
     def key(self, worker: int, k: int, stream: int) -> RandomKey:

@@ -74,6 +74,8 @@ class SVRGReference:
     iterate when the master's coin ``u^k`` says so (:meth:`refresh`).
     """
 
+    state_attrs = ("point", "mean")
+
     def __init__(self, local: LocalObjective, x0: np.ndarray) -> None:
         self.local = local
         self.refresh(x0)
@@ -95,6 +97,8 @@ class SAGATable:
     ``g_i = mean_{j in B}(grad f_ij(x) - T_j) + mu_i`` with ``mu_i = mean_j T_j``; then the rows
     of B are replaced by ``grad f_ij(x)`` (``w_ij = x`` for the sampled j) and ``mu_i`` updated.
     """
+
+    state_attrs = ("rows", "mean")
 
     def __init__(self, local: LocalObjective, x0: np.ndarray) -> None:
         self.local = local
@@ -144,6 +148,8 @@ class Diana(Method):
     name = "diana"
     Options: ClassVar[type[MethodOptions]] = DianaOptions
     supports_prox = True
+    worker_attrs = ("local_memory",)
+    master_attrs = ("master_memory",)
 
     def __init__(self, ctx: MethodContext, options: DianaOptions) -> None:
         super().__init__(ctx, options)
@@ -208,6 +214,7 @@ class VRDiana(Diana):
 
     name = "vr-diana"
     Options: ClassVar[type[MethodOptions]] = VRDianaOptions
+    worker_attrs = (*Diana.worker_attrs, "estimators")
     coin = make_compressor("identity")
 
     def __init__(self, ctx: MethodContext, options: VRDianaOptions) -> None:

@@ -58,15 +58,18 @@ class LAG(LazyMethod):
     name = "lag"
     Options = LAGOptions
     request_codec = make_compressor("sign")
+    master_attrs = (*LazyMethod.master_attrs, "anchors", "clocks")
 
     def __init__(self, ctx: MethodContext, options: LAGOptions) -> None:
         super().__init__(ctx, options)
         self.require_batch(minibatch=False)
         self.variant = options.variant
         self.asked: np.ndarray | None = None
+        self.anchors: list[np.ndarray | None] | None = None  # LAG-PS, on the master
+        self.clocks: np.ndarray | None = None
         smoothness = self.worker_smoothness() if self.variant == "ps" else None  # collective: on every rank
         if smoothness is not None and ctx.is_master:
-            self.anchors: list[np.ndarray | None] = [None] * self.n  # theta_hat_m (None: nothing received yet)
+            self.anchors = [None] * self.n  # theta_hat_m (None: nothing received yet)
             self.clocks = np.zeros(self.n, dtype=np.int64)
             self.local_smoothness = smoothness
 

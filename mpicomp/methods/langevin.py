@@ -67,6 +67,9 @@ class QLSD(Method):
     kind = SAMPLER
     Options = QLSDOptions
     requires_unbiased_uplink = True
+    worker_attrs = ("anchor_grads", "local_memory")
+    master_attrs = ("master_memory",)
+    replica_attrs = ("x", "anchor")
 
     def __init__(self, ctx: MethodContext, options: QLSDOptions) -> None:
         omega = ctx.uplink.omega(ctx.problem.d)
@@ -82,11 +85,14 @@ class QLSD(Method):
         self.refresh = options.refresh if options.refresh is not None else DEFAULT_REFRESH
         self.alpha = options.alpha if options.alpha is not None else 1.0 / (omega + 1.0)
         self.counts = self.problem.sample_counts()
+        self.anchor: np.ndarray | None = None  # QLSD++ only: zeta and its state below
+        self.anchor_grads: dict[int, np.ndarray] = {}
+        self.local_memory: dict[int, np.ndarray] = {}
+        self.master_memory: np.ndarray | None = None
         if self.variant == "star":
             self.map_point = self.problem.map_point()
         if self.variant == "plusplus":
             self.anchor = self.x.copy()  # zeta, set with h_i = grad U_i(zeta) in round 0
-            self.anchor_grads: dict[int, np.ndarray] = {}
             self.local_memory = {w: np.zeros(self.d) for w in ctx.local_workers}  # eta_i
             self.master_memory = np.zeros(self.d) if ctx.is_master else None  # eta
 

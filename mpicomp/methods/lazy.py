@@ -77,6 +77,8 @@ def lazy_skip(change_sq: float, threshold: float, clock: int, t_bar: int | None)
 class StepMemory:
     """``||theta^{k+1-d} - theta^{k-d}||^2`` for d = 1..D, newest first, and their xi-weighted sum."""
 
+    state_attrs = ("steps",)
+
     def __init__(self, xi: np.ndarray) -> None:
         self.xi = xi
         self.steps = np.zeros(xi.size)
@@ -95,6 +97,8 @@ class StepMemory:
 class LazyWorker:
     """A worker's side of the lazy protocol: what the master holds for it, its clock, its last error."""
 
+    state_attrs: ClassVar[tuple[str, ...]] = ("reference", "clock", "error_sq")
+
     reference: (
         np.ndarray
     )  # the master's copy of the worker's contribution (LAG: grad f_m(theta_hat); LAQ: Q_m(theta_hat))
@@ -108,6 +112,9 @@ class LazyMethod(Method):
     Options = LazyOptions
     columns: ClassVar[dict[str, Column]] = UPLOAD_COLUMNS
     skipped_upload = "zero"
+    worker_attrs = ("workers",)
+    master_attrs = ("aggregate", "round_uploads")
+    replica_attrs = ("x", "memory")
 
     def __init__(self, ctx: MethodContext, options: LazyOptions) -> None:
         super().__init__(ctx, options)

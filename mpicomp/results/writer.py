@@ -42,14 +42,20 @@ LIBVER = ("v110", "latest")
 FILE_LOCKING = "best-effort"
 
 RUNNING = "running"
-FINAL_STATUSES = ("finished", "stopped", "diverged", "failed")
+RESUMABLE = "resumable"  # a signal ended the run after a checkpoint: `mpicomp run --resume FILE` continues it
+FINAL_STATUSES = ("finished", "stopped", "diverged", "failed", RESUMABLE)
 STATUSES = (RUNNING, *FINAL_STATUSES)
 STATUS_DTYPE = np.dtype("S16")
 TIME_DTYPE = np.dtype("S32")
 COLUMN_DTYPES = (np.dtype("<f8"), np.dtype("<i8"))
 CHUNK_BYTES = 8192
 GIT_TIMEOUT_SECONDS = 2.0
+CARRY_BYTES = 16 * 2**20  # rows copied per block by carry_over
 HEARTBEAT_SECONDS = 60.0  # flush (rows and /heartbeat) at least this often while rows are logged
+
+
+class RunEnded(RuntimeError):
+    """The run's status was already recorded from a signal: the process is about to end, nothing more is written."""
 
 
 def utc_now() -> str:
@@ -205,6 +211,7 @@ class ResultsWriter:
         flush_every: int = 10,
         sample_dim: int | None = None,
         overwrite: bool = False,
+        carry: tuple[str | os.PathLike, int, int] | None = None,
     ) -> None:
         counts = {"n_workers": n_workers, "d": d, "mpi_size": mpi_size, "flush_every": flush_every}
         if sample_dim is not None:
@@ -229,6 +236,7 @@ class ResultsWriter:
         self.flush_every = flush_every
         self._status = RUNNING
         self._finished = False
+        self._ended_by_signal = False  # record_failure() was called (from a signal's thread)
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()  # finish() and record_failure() may race (a signal thread)
         staging = _create_staging(self.path)
@@ -239,6 +247,8 @@ class ResultsWriter:
             raise
         try:
             self._create_layout(config_text, metric_dtypes, worker_dtypes, mpi_size)
+            if carry is not None:
+                self.carry_over(*carry)
             self._file.swmr_mode = True
             self._file.flush()
             _publish(staging, self.path, overwrite)
@@ -316,7 +326,8 @@ class ResultsWriter:
         if not self._file.id.valid:
             raise RuntimeError(f"cannot {action}: results file {self.path} is closed")
         if self._finished:
-            raise RuntimeError(f"cannot {action}: the run was already finished with status {self._status!r}")
+            error = RunEnded if self._ended_by_signal else RuntimeError
+            raise error(f"cannot {action}: the run was already finished with status {self._status!r}")
 
     def log(self, row: Mapping[str, float | int], workers: Mapping[str, np.ndarray] | None = None) -> None:
         """Buffer one logged round: ``row[name]`` a scalar per metric, ``workers[name]`` a ``(n_workers,)`` array.
@@ -371,6 +382,33 @@ class ResultsWriter:
         self._file.flush()
         self._last_flush = time.monotonic()
 
+    @property
+    def rows(self) -> tuple[int, int]:
+        """``(metric rows, sample rows)`` in the file (call :meth:`flush` first to count the buffered ones)."""
+        first = next(iter(self._metrics.values()))
+        return first.rows, 0 if self._samples is None else self._samples.rows
+
+    def carry_over(self, source: str | os.PathLike, metric_rows: int, sample_rows: int) -> None:
+        """Copy the first rows of another results file of the same layout (a resumed run's rows up
+        to its checkpoint), block by block, then flush. ``source`` is opened read-only (SWMR). The
+        constructor's ``carry = (source, metric_rows, sample_rows)`` does it before the new file takes
+        the name (a resumed run: the new file replaces ``source`` only once it holds its rows)."""
+        self._check_writable("carry rows over")
+        with h5py.File(source, "r", swmr=True, locking=FILE_LOCKING) as f:
+            columns = [(f"metrics/{name}", column, metric_rows) for name, column in self._metrics.items()]
+            columns += [(f"workers/{name}", column, metric_rows) for name, column in self._workers.items()]
+            if self._samples is not None:
+                columns.append(("samples", self._samples, sample_rows))
+            for path, column, rows in columns:
+                stored = f[path]
+                if stored.shape[0] < rows or stored.shape[1:] != column.row_shape:
+                    raise ValueError(f"{source}: /{path} has shape {stored.shape}, expected {rows} rows")
+                step = max(1, CARRY_BYTES // max(1, column.dtype.itemsize * int(np.prod(column.row_shape))))
+                for start in range(0, rows, step):
+                    column.append(np.asarray(stored[start : min(rows, start + step)], dtype=column.dtype))
+                    column.flush()
+        self.flush()
+
     def record_startup(self, seconds: float) -> None:
         """``/startup_seconds``: what the run spent before round 1 (data, reference optimum, JIT compilation)."""
         self._check_writable("record the start-up time")
@@ -381,7 +419,8 @@ class ResultsWriter:
         """Flush, then record ``final_x`` (if given), ``message``, the end time and ``status``.
 
         ``status`` is one of ``finished``, ``stopped`` (a stop rule fired), ``diverged`` (NaN/Inf or
-        blow-up) or ``failed`` (exception); ``message`` says why. ``/status`` is written last, so a
+        blow-up), ``failed`` (exception) or ``resumable`` (a signal ended the run after a checkpoint);
+        ``message`` says why. ``/status`` is written last, so a
         reader that sees a final status also sees everything else.
         """
         if status not in FINAL_STATUSES:
@@ -405,6 +444,7 @@ class ResultsWriter:
         """Record ``failed`` with ``message`` at once, from any thread, without touching the buffered
         rows (the process is about to be killed: a signal arrived while the main thread was busy)."""
         if self._file.id.valid:
+            self._ended_by_signal = True
             self._write_status("failed", message)
 
     def _write_status(self, status: str, message: str) -> None:
