@@ -158,5 +158,11 @@ def test_single_job_checkpoints_on_usr1_requeues_and_resumes_to_the_same_results
     reference = subprocess.run(
         [sys.executable, "-m", "mpicomp", "run", "long.toml", "--out", "reference.h5", "--no-progress", "-q"],
         cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert reference.returncode == 0, reference.stderr
     assert_same_metrics(read_results(tmp_path / "reference.h5"), read_results(out))

@@ -298,7 +298,7 @@ class MPITransport(Transport):
         byte_displs = prefix[first]
         byte_counts = prefix[first + counts] - byte_displs
         self._complete(self.comm.Igatherv(data, [received, byte_counts, byte_displs, MPI.BYTE], root=0))
-        whole = memoryview(received).toreadonly()
+        whole = byte_view(received).toreadonly()
         return [whole[start:stop] for start, stop in pairwise(prefix.tolist())]
 
     def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:

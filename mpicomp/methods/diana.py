@@ -148,8 +148,8 @@ class Diana(Method):
     name = "diana"
     Options: ClassVar[type[MethodOptions]] = DianaOptions
     supports_prox = True
-    worker_attrs = ("local_memory",)
-    master_attrs = ("master_memory",)
+    worker_attrs: ClassVar[tuple[str, ...]] = ("local_memory",)
+    master_attrs: ClassVar[tuple[str, ...]] = ("master_memory",)
 
     def __init__(self, ctx: MethodContext, options: DianaOptions) -> None:
         super().__init__(ctx, options)
@@ -214,7 +214,7 @@ class VRDiana(Diana):
 
     name = "vr-diana"
     Options: ClassVar[type[MethodOptions]] = VRDianaOptions
-    worker_attrs = (*Diana.worker_attrs, "estimators")
+    worker_attrs: ClassVar[tuple[str, ...]] = (*Diana.worker_attrs, "estimators")
     coin = make_compressor("identity")
 
     def __init__(self, ctx: MethodContext, options: VRDianaOptions) -> None:

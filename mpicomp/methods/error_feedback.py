@@ -86,8 +86,8 @@ class EF14(Method):
     """
 
     name = "ef14"
-    worker_attrs = ("errors",)
-    master_attrs = ("master_error",)
+    worker_attrs: ClassVar[tuple[str, ...]] = ("errors",)
+    master_attrs: ClassVar[tuple[str, ...]] = ("master_error",)
 
     def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
         super().__init__(ctx, options)
@@ -158,9 +158,9 @@ class EF21(Method):
 
     name = "ef21"
     Options = EF21Options
-    worker_attrs = ("g_workers", "momentum")
-    master_attrs = ("g_master",)
-    replica_attrs = ("x", "g_replica")
+    worker_attrs: ClassVar[tuple[str, ...]] = ("g_workers", "momentum")
+    master_attrs: ClassVar[tuple[str, ...]] = ("g_master",)
+    replica_attrs: ClassVar[tuple[str, ...]] = ("x", "g_replica")
     momentum_levels: ClassVar[int] = 0
 
     def __init__(self, ctx: MethodContext, options: EF21Options) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class LAG(LazyMethod):
     name = "lag"
     Options = LAGOptions
     request_codec = make_compressor("sign")
-    master_attrs = (*LazyMethod.master_attrs, "anchors", "clocks")
+    master_attrs: ClassVar[tuple[str, ...]] = (*LazyMethod.master_attrs, "anchors", "clocks")
 
     def __init__(self, ctx: MethodContext, options: LAGOptions) -> None:
         super().__init__(ctx, options)
@@ -95,6 +96,7 @@ class LAG(LazyMethod):
         """The master's choice for round k as a sign message (-1: upload, +1: skip)."""
         threshold = self.threshold()
         signs = np.ones(self.n)
+        assert self.anchors is not None and self.clocks is not None, "the LAG-PS master keeps anchors and clocks"
         for m, anchor in enumerate(self.anchors):
             drift = None if anchor is None else self.local_smoothness[m] ** 2 * float(np.sum((anchor - self.x) ** 2))
             if drift is None or not lazy_skip(drift, threshold, int(self.clocks[m]), self.t_bar):
@@ -134,6 +136,7 @@ class LAG(LazyMethod):
         """LAG-PS also checks the answers and records ``theta_hat_m = theta^k`` and the clocks."""
         if self.variant == "ps":
             assert self.asked is not None, "LAG-PS reads the request before the uploads"
+            assert self.anchors is not None and self.clocks is not None, "the LAG-PS master keeps anchors and clocks"
             for m, message in enumerate(uploads):
                 if (len(message) > 0) != self.asked[m]:
                     raise MessageError(f"{self.name}: worker {m} did not answer the round-{k + 1} request as asked")

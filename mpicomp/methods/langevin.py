@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -67,9 +68,9 @@ class QLSD(Method):
     kind = SAMPLER
     Options = QLSDOptions
     requires_unbiased_uplink = True
-    worker_attrs = ("anchor_grads", "local_memory")
-    master_attrs = ("master_memory",)
-    replica_attrs = ("x", "anchor")
+    worker_attrs: ClassVar[tuple[str, ...]] = ("anchor_grads", "local_memory")
+    master_attrs: ClassVar[tuple[str, ...]] = ("master_memory",)
+    replica_attrs: ClassVar[tuple[str, ...]] = ("x", "anchor")
 
     def __init__(self, ctx: MethodContext, options: QLSDOptions) -> None:
         omega = ctx.uplink.omega(ctx.problem.d)
@@ -118,6 +119,7 @@ class QLSD(Method):
         if self.variant == "star":
             v -= self.local_potential_grad(w, self.map_point, idx)
         elif self.variant == "plusplus":
+            assert self.anchor is not None, "QLSD++ sets zeta in round 0"
             v += self.anchor_grads[w] - self.local_memory[w] - self.local_potential_grad(w, self.anchor, idx)
         message = self.encode_up(v, w, k)
         if self.variant == "plusplus":

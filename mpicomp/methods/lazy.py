@@ -112,9 +112,9 @@ class LazyMethod(Method):
     Options = LazyOptions
     columns: ClassVar[dict[str, Column]] = UPLOAD_COLUMNS
     skipped_upload = "zero"
-    worker_attrs = ("workers",)
-    master_attrs = ("aggregate", "round_uploads")
-    replica_attrs = ("x", "memory")
+    worker_attrs: ClassVar[tuple[str, ...]] = ("workers",)
+    master_attrs: ClassVar[tuple[str, ...]] = ("aggregate", "round_uploads")
+    replica_attrs: ClassVar[tuple[str, ...]] = ("x", "memory")
 
     def __init__(self, ctx: MethodContext, options: LazyOptions) -> None:
         super().__init__(ctx, options)
