@@ -39,7 +39,7 @@ from typing import Any
 from .config import Config, ConfigError, load, resolve_dataset
 from .results.collect import SWEEP_INDEX
 from .results.reader import read_results, staleness
-from .results.writer import FINAL_STATUSES, RUNNING
+from .results.writer import FINAL_STATUSES, RESUMABLE, RUNNING
 
 INDEX_VERSION = 1
 SWEEP_KEYS = ("base", "seeds", "set", "grid", "point")
@@ -47,7 +47,7 @@ SEED_KEY = "run.seed"
 DATASET_KEY = "problem.dataset"
 # What a point's results file says about it; "done" statuses are never rerun.
 PENDING, UNREADABLE, STALE, ALIVE = "pending", "unreadable", "stale", "running"
-DONE_STATUSES = tuple(s for s in FINAL_STATUSES if s != "failed")  # finished, stopped, diverged
+DONE_STATUSES = tuple(s for s in FINAL_STATUSES if s not in ("failed", RESUMABLE))  # finished, stopped, diverged
 
 
 @dataclass(frozen=True)
