@@ -1,7 +1,7 @@
 """Running the points of a sweep, one after another or K at a time, each as its own ``mpicomp run``.
 
-Points whose results file holds a final status other than ``failed`` or ``resumable`` are skipped; ``failed``, ``resumable``, stale
-``running`` and unreadable files run again (``--overwrite``); a point whose writer is alive is left
+Points whose results file holds a final status other than ``failed`` or ``resumable`` are skipped;
+``failed``, ``resumable``, stale ``running`` and unreadable files run again (``--overwrite``); a point whose writer is alive is left
 to it. One line per point when it starts and when it ends (with its status and an estimate of the
 time left); the index is rewritten after each. SIGINT or SIGTERM forwards SIGINT to the running
 points, waits for them to record it, and says what is left.
