@@ -31,6 +31,7 @@ class HeavyBall(Method):
     name = "heavy-ball"
     Options = HeavyBallOptions
     columns = {"momentum_norm": Column("float64", "||v||, the master's momentum after the round")}
+    master_attrs = ("velocity",)  # what a checkpoint saves besides x (docs/architecture.md, Checkpoints)
 
     def __init__(self, ctx: MethodContext, options: HeavyBallOptions) -> None:
         super().__init__(ctx, options)
