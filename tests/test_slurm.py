@@ -68,9 +68,10 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubsc
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def slurm(tmp_path_factory) -> dict[str, str]:
-    """The environment of a job submitter on a one-node cluster started for these tests."""
+    """The environment of a job submitter on a one-node cluster started for each test (a second
+    MPI job on a cluster whose first job was cancelled failed in MPI_Init here)."""
     if os.geteuid() != 0 or not all(shutil.which(name) for name in ("slurmctld", "slurmd", "sbatch", "munged")):
         pytest.skip("needs root and slurm-wlm (apt-get install slurm-wlm)")
     folder = tmp_path_factory.mktemp("slurm")
