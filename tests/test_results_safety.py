@@ -20,7 +20,10 @@ from mpicomp.results.writer import _create_staging, _publish
 from tests.runs import assert_same_metrics
 
 QUICK = ["--set", "run.rounds=3", "--set", "run.optimum=false", "--no-progress", "-q"]
-FOREVER = ["--set", "run.rounds=100000000", "--set", "run.flush_every=1", "--set", "run.optimum=false", "-q"]
+FOREVER = [
+    *["--set", "run.rounds=100000000", "--set", "run.flush_every=1", "--set", "run.optimum=false", "-q"],
+    *["--set", "run.checkpoint_seconds=0"],  # a signal then ends the run as failed (with checkpoints: resumable)
+]
 
 
 def _finished_run(path: Path) -> Path:
@@ -93,7 +96,7 @@ def test_overwrite_replaces_a_finished_file_and_leaves_nothing_behind(tmp_path):
     out = _finished_run(tmp_path / "r.h5")
     assert main(["run", "--out", str(out), "--overwrite", *QUICK, "--set", "run.rounds=5"]) == 0
     assert read_results(out).n_rows == 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5", "r.h5.ckpt"]  # no staged file left
 
 
 def test_a_name_taken_while_the_file_was_prepared_is_not_stolen(tmp_path):
