@@ -70,9 +70,9 @@ def start(command: Sequence[str], log: Path) -> subprocess.Popen:
         )
 
 
-def interrupt(process: subprocess.Popen) -> None:
-    """Send SIGINT to the child's whole session (mpiexec forwards it to every rank)."""
-    _signal_session(process, signal.SIGINT)
+def forward(process: subprocess.Popen, signum: int) -> None:
+    """Send ``signum`` to the child's whole session (mpiexec forwards it to every rank)."""
+    _signal_session(process, signum)
 
 
 def kill(process: subprocess.Popen) -> None:

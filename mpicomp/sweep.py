@@ -261,8 +261,11 @@ def write_index(sweep: Sweep, out: Path, ranks: int) -> list[dict[str, Any]]:
     }
     out.mkdir(parents=True, exist_ok=True)
     temporary = out / f".{SWEEP_INDEX}.{socket.gethostname()}.{os.getpid()}.tmp"  # array tasks share out
-    temporary.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, out / SWEEP_INDEX)
+    try:
+        temporary.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(temporary, out / SWEEP_INDEX)
+    finally:
+        temporary.unlink(missing_ok=True)
     return entries
 
 

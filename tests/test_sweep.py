@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -226,6 +227,46 @@ def test_ctrl_c_stops_cleanly_says_what_is_left_and_the_next_run_completes_only_
     started = [line.split("started ")[1].split()[0] for line in again.stdout.splitlines() if " started " in line]
     assert started == left
     assert set(statuses(out).values()) == {"finished"}
+
+
+def _sweep_until_rows(command: list[str], out: Path, rows: int) -> tuple[subprocess.Popen, str, Path]:
+    """Start the sweep ``command`` of one point into ``out``; once the point's file holds ``rows`` rows,
+    SIGTERM the sweep (a Slurm time limit). Returns the ended sweep, its output and the file."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    first = sweep.stdout.readline()
+    results = out / json.loads((out / "sweep.json").read_text())["points"][0]["file"]
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline and sweep.poll() is None, f"the point wrote no rows: {first}"
+        time.sleep(0.2)
+        try:
+            if read_results(results).n_rows >= rows:
+                break
+        except (ValueError, OSError):
+            continue
+    sweep.send_signal(signal.SIGTERM)
+    rest, _ = sweep.communicate(timeout=120)
+    return sweep, first + rest, results
+
+
+def test_a_time_limit_checkpoints_the_running_point_and_the_next_sweep_resumes_it(tmp_path):
+    """SIGTERM (Slurm's time limit, scancel) reaches the point as SIGTERM: it writes a checkpoint and
+    ends resumable, and the sweep run again continues it with --resume instead of starting over."""
+    text = SWEEP.replace("run.rounds = 4", "run.rounds = 10000000").replace("seeds = 2", "seeds = 1")
+    path = write_sweep(tmp_path, text.replace('["identity", "qsgd(s=16)"]', '["natural"]'))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "mpicomp", "sweep", str(path), "--out", str(out)]
+    sweep, said, results = _sweep_until_rows(command, out, 20)
+    assert sweep.returncode == 130 and "interrupted (SIGTERM)" in said, said
+    stopped = read_results(results)
+    assert stopped.status == "resumable", (stopped.status, stopped.status_message)
+    sweep, said, _ = _sweep_until_rows(command, out, stopped.n_rows + 20)
+    assert f"[1/1] started {results.stem} (resumed from its checkpoint)" in said, said
+    resumed = read_results(results)
+    assert resumed.status == "resumable" and resumed.n_rows >= stopped.n_rows + 20
+    np.testing.assert_array_equal(resumed.metrics["round"], np.arange(1, resumed.n_rows + 1))
+    np.testing.assert_array_equal(resumed.metrics["loss"][: stopped.n_rows], stopped.metrics["loss"])
 
 
 def test_compare_plot_info_and_tables_read_a_sweep_folder_through_its_index(done_sweep, tmp_path, capsys):
