@@ -201,9 +201,9 @@ def test_gather_runs_log_no_switch_error(tmp_path):
     ("uplink", "switch_format", "ranks"),
     [
         ("natural", "mpicomp", (1, 2, 4)),
-        ("identity(dtype=float32)", "mpicomp", (1, 2, 4)),
+        pytest.param("identity(dtype=float32)", "mpicomp", (1, 2, 4), marks=pytest.mark.slow),
         ("identity", "switchml", (1, 2, 3)),
-        ("identity", "atp", (1, 2, 3)),
+        pytest.param("identity", "atp", (1, 2, 3), marks=pytest.mark.slow),  # ATP's fallback: capabilities.py
     ],
 )
 def test_switch_runs_are_identical_on_any_rank_count(tmp_path, uplink, switch_format, ranks):

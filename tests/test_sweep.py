@@ -234,19 +234,21 @@ def _sweep_until_rows(command: list[str], out: Path, rows: int) -> tuple[subproc
     SIGTERM the sweep (a Slurm time limit). Returns the ended sweep, its output and the file."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     sweep = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-    first = sweep.stdout.readline()
-    results = out / json.loads((out / "sweep.json").read_text())["points"][0]["file"]
-    deadline = time.monotonic() + 120
-    while True:
-        assert time.monotonic() < deadline and sweep.poll() is None, f"the point wrote no rows: {first}"
-        time.sleep(0.2)
-        try:
-            if read_results(results).n_rows >= rows:
-                break
-        except (ValueError, OSError):
-            continue
-    sweep.send_signal(signal.SIGTERM)
-    rest, _ = sweep.communicate(timeout=120)
+    try:
+        first = sweep.stdout.readline()
+        results = out / json.loads((out / "sweep.json").read_text())["points"][0]["file"]
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline and sweep.poll() is None, f"the point wrote no rows: {first}"
+            time.sleep(0.2)
+            try:
+                if read_results(results).n_rows >= rows:
+                    break
+            except (ValueError, OSError):
+                continue
+    finally:
+        sweep.send_signal(signal.SIGTERM)  # also on a failure: the sweep stops its point, none is left running
+        rest, _ = sweep.communicate(timeout=120)
     return sweep, first + rest, results
 
 
