@@ -230,7 +230,9 @@ def _swap32(u):
 
 @njit(cache=True, nogil=True)
 def _write_ints_be(values, low, high, out):
-    """``out`` = ``values`` as big-endian int32 (``out`` viewed as uint32), checking the range."""
+    """``out`` = ``values`` as big-endian int32 (``out`` viewed as uint32), checking the range.
+
+    A twin of :func:`_write_ints` with a byte swap: numba has no arrays of non-native byte order."""
     count = values.shape[1]
     bad = -1
     for p in range(values.shape[0]):
