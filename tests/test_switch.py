@@ -7,6 +7,7 @@ import pytest
 
 from mpicomp.comm import AggregationOverflowError, PacketSpec
 from mpicomp.comm.packets import (
+    CHUNK_PACKETS,
     FLAG_OVERFLOW,
     HEADER_BYTES,
     OP_MAX,
@@ -158,6 +159,20 @@ def test_invalid_natural_codes_raise_message_error(offset, value, reason):
     stream[offset] = value
     with pytest.raises(MessageError, match=reason):
         decode_packets(bytes(stream), NATURAL_SPEC, 10, sender=0)
+
+
+def test_the_switch_finds_an_invalid_code_deep_in_a_later_workers_stream():
+    """The switch checks codes as it adds them, chunk by chunk: a bad code in packet 300 (beyond the
+    first chunk) of worker 1's stream is named by its packet, and nothing is returned."""
+    n = 301 * NATURAL_SPEC.packet_values
+    codes = np.ones(n, dtype=np.int64)
+    good = encode_packets(codes, NATURAL_SPEC, sender=0).tobytes()
+    bad = bytearray(encode_packets(codes, NATURAL_SPEC, sender=1).tobytes())
+    stride = NATURAL_SPEC.stream_bytes(NATURAL_SPEC.packet_values)
+    assert CHUNK_PACKETS < 300
+    bad[300 * stride + HEADER_BYTES + 5] = 40  # r = 40 > 31
+    with pytest.raises(MessageError, match="packet 300: value 5 has the invalid natural code 0x028"):
+        switch_aggregate([good, bytes(bad)], NATURAL_SPEC, n)
 
 
 def test_a_stream_for_another_block_count_is_refused():

@@ -111,9 +111,10 @@ class Lanes(ABC):
         the flat index of the first value that cannot be encoded (nothing valid is promised then), or -1."""
 
     @abstractmethod
-    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> None:
-        """``total (+)= `` the integers of the payloads ``(k, value_bytes)`` (``total``: int64 ``(k, count)``),
-        which :meth:`validate` has accepted."""
+    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> int:
+        """``total (+)= `` the integers of the payloads ``(k, value_bytes)`` (``total``: int64 ``(k, count)``);
+        returns the first row holding an invalid value (``total`` is then unspecified; :meth:`validate`
+        says what is wrong), or -1."""
 
     def validate(self, payload: np.ndarray, count: int, first: int) -> None:  # noqa: B027 - integers are all valid
         """MessageError naming the packet (numbered from ``first``) if a payload holds an invalid value."""
@@ -136,8 +137,9 @@ class IntegerLanes(Lanes):
         low, high = register_range(width)
         return _write_ints(values, low, high, out.view(f"<i{width // 8}"))
 
-    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> None:
+    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> int:
         _add_ints(payload.view(f"<i{width // 8}"), total, add)
+        return -1
 
 
 class BigEndianLanes(Lanes):
@@ -154,19 +156,22 @@ class BigEndianLanes(Lanes):
         low, high = register_range(32)
         return _write_ints_be(values, low, high, out.view("<u4"))
 
-    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> None:
+    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> int:
         _add_ints_be(payload.view("<u4"), total, add)
+        return -1
+
+
+_INVALID_CODE = 1 << 40  # the table entry of an invalid natural code: beyond every valid value's magnitude
 
 
 def _natural_table() -> tuple[np.ndarray, np.ndarray]:
-    """The switch's match-action table: code ``r | negative << 8`` -> ``(-1)^negative 2^(r - 1)``, and validity."""
-    table = np.zeros(512, dtype=np.int64)
-    valid = np.zeros(512, dtype=np.bool_)
-    valid[0] = True
+    """The switch's match-action table: code ``r | negative << 8`` -> ``(-1)^negative 2^(r - 1)``
+    (:data:`_INVALID_CODE` for an invalid code: ``r > 31``, or a zero with a sign), and validity."""
+    table = np.full(512, _INVALID_CODE, dtype=np.int64)
+    table[0] = 0
     for r in range(1, NaturalLanes.max_exponent_code + 1):
         table[r], table[r | 256] = 1 << (r - 1), -(1 << (r - 1))
-        valid[r] = valid[r | 256] = True
-    return table, valid
+    return table, table != _INVALID_CODE
 
 
 class NaturalLanes(Lanes):
@@ -183,21 +188,22 @@ class NaturalLanes(Lanes):
     def write(self, values: np.ndarray, width: int, out: np.ndarray) -> int:
         return _write_natural(values, _NATURAL_VALID, out)
 
-    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> None:
-        _add_natural(payload, _NATURAL_TABLE, total, add)
+    def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> int:
+        return _add_natural(payload, _NATURAL_TABLE, total, add)
 
     def validate(self, payload: np.ndarray, count: int, first: int) -> None:
-        bad = _check_natural(payload, count, _NATURAL_VALID)
-        if bad < 0:
-            return
-        row, j = divmod(bad, count + 1)
-        if j == count:
-            raise MessageError(f"packet {first + row}: nonzero padding bits after the last sign")
-        code = int(payload[row, j]) | (int(payload[row, count + j // 8]) >> (j % 8) & 1) << 8
-        raise MessageError(
-            f"packet {first + row}: value {j} has the invalid natural code {code:#05x} "
-            f"(r must be 0..{self.max_exponent_code}, and a zero has no sign)"
-        )
+        signs = np.unpackbits(payload[:, count:], axis=1, bitorder="little")
+        codes = payload[:, :count].astype(np.int64) | signs[:, :count].astype(np.int64) << 8
+        padding = signs[:, count:].any(axis=1)
+        for row in np.flatnonzero(~_NATURAL_VALID[codes].all(axis=1) | padding):
+            invalid = np.flatnonzero(~_NATURAL_VALID[codes[row]])
+            if invalid.size == 0:
+                raise MessageError(f"packet {first + row}: nonzero padding bits after the last sign")
+            j = int(invalid[0])
+            raise MessageError(
+                f"packet {first + row}: value {j} has the invalid natural code {int(codes[row, j]):#05x} "
+                f"(r must be 0..{self.max_exponent_code}, and a zero has no sign)"
+            )
 
     def describe(self, width: int) -> str:
         return f"natural codes are r | negative << 8 with r in 0..{self.max_exponent_code}"
@@ -309,53 +315,29 @@ def _write_natural(values, valid, out):
 
 
 @njit(cache=True, nogil=True)
-def _check_natural(payload, count, valid):
-    """``p (count + 1) + j`` of the first invalid code (``r > 31``, or a zero with a sign; ``j = count``:
-    nonzero padding bits after the last sign), or -1. One OR-reduction per packet, then a search."""
-    full = count // 8
-    for p in range(payload.shape[0]):
-        row = payload[p]
-        exponents = 0
-        for j in range(count):
-            exponents |= row[j]
-        signed_zeros = 0
-        for g in range(full):
-            zeros = 0
-            for b in range(8):
-                zeros |= int64(row[8 * g + b] == 0) << b
-            signed_zeros |= zeros & row[count + g]
-        for j in range(8 * full, count):
-            signed_zeros |= int64(row[j] == 0) & (row[count + full] >> (j & 7))
-        if (exponents >> 5) | signed_zeros:
-            for j in range(count):
-                if not valid[int64(row[j]) | ((int64(row[count + (j >> 3)]) >> (j & 7)) & 1) << 8]:
-                    return p * (count + 1) + j
-        if count % 8 and row[count + full] >> (count % 8):
-            return p * (count + 1) + count
-    return -1
-
-
-@njit(cache=True, nogil=True)
 def _add_natural(payload, table, total, add):
-    """``total (+)= table[r | negative << 8]`` (the switch's match-action table), 8 values per sign byte;
-    the codes are valid (:func:`_check_natural`)."""
+    """``total (+)= table[r | negative << 8]`` (the switch's match-action table), 8 values per sign byte,
+    checking the codes in the same pass: returns the first row holding an invalid code (its table entry
+    is :data:`_INVALID_CODE`, beyond every valid ``|2^(r-1)| <= 2^30``) or nonzero padding bits, or -1."""
     count = total.shape[1]
     full = count // 8
     for p in range(payload.shape[0]):
         row, values = payload[p], total[p]
+        magnitudes = 0  # OR of |entry| (one's complement): below 2^31 iff every code is valid
         for g in range(full):
             signs = int64(row[count + g]) << 8
-            if add:
-                for b in range(8):
-                    j = 8 * g + b
-                    values[j] += table[int64(row[j]) | ((signs >> b) & 256)]
-            else:
-                for b in range(8):
-                    j = 8 * g + b
-                    values[j] = table[int64(row[j]) | ((signs >> b) & 256)]
+            for b in range(8):
+                j = 8 * g + b
+                entry = table[int64(row[j]) | ((signs >> b) & 256)]
+                magnitudes |= entry ^ (entry >> 63)
+                values[j] = values[j] + entry if add else entry
         for j in range(8 * full, count):  # the last, partial sign byte
-            value = table[int64(row[j]) | ((int64(row[count + full]) >> (j & 7)) & 1) << 8]
-            values[j] = values[j] + value if add else value
+            entry = table[int64(row[j]) | ((int64(row[count + full]) >> (j & 7)) & 1) << 8]
+            magnitudes |= entry ^ (entry >> 63)
+            values[j] = values[j] + entry if add else entry
+        if magnitudes >> 31 or (count % 8 and row[count + full] >> (count % 8)):
+            return p
+    return -1
 
 
 _NATURAL_TABLE, _NATURAL_VALID = _natural_table()
@@ -517,7 +499,8 @@ def sum_streams(
     :func:`accumulate_packets`, added :data:`CHUNK_PACKETS` packets at a time over all streams; returns
     the OR of their per-packet overflow flags. With ``emit``, ``total`` is scratch for one chunk
     (``CHUNK_PACKETS P`` values) and each chunk's sums go to ``emit(group, first packet in the group,
-    registers)`` while they are in cache."""
+    registers)`` while they are in cache. The values are checked as they are added: after a MessageError
+    ``total`` is unspecified."""
     lanes = lanes or spec.encoding
     senders = range(len(streams)) if senders is None else senders
     overflowed = np.zeros(spec.packets(n), dtype=bool)
@@ -538,7 +521,6 @@ def sum_streams(
             overflowed[first : first + packets] |= (header[:, 3] & FLAG_OVERFLOW) != 0
             if not _headers_match(header, template, flags):
                 _check_headers(header.view(HEADER_DTYPE)[:, 0], spec, lanes, first, count, sender, flags, who)
-            lanes.validate(payload, count, first)
             groups.append(payload)
         views.append(groups)
     for index, (first, packets, count, _) in enumerate(_groups(spec, n, lanes)):
@@ -548,7 +530,8 @@ def sum_streams(
             hi = min(lo + CHUNK_PACKETS, packets)
             chunk = total[: (hi - lo) * count].reshape(hi - lo, count) if registers is None else registers[lo:hi]
             for w, groups in enumerate(views):
-                lanes.accumulate(groups[index][lo:hi], count, spec.width, chunk, add or w > 0)
+                if lanes.accumulate(groups[index][lo:hi], count, spec.width, chunk, add or w > 0) >= 0:
+                    lanes.validate(groups[index][lo:hi], count, first + lo)
             if emit is not None:
                 emit(index, lo, chunk)
     return overflowed
