@@ -161,6 +161,15 @@ def test_invalid_natural_codes_raise_message_error(offset, value, reason):
         decode_packets(bytes(stream), NATURAL_SPEC, 10, sender=0)
 
 
+@pytest.mark.parametrize("code", [32, 256, 512, -1, 31 | 256 | 32])
+def test_a_host_cannot_send_an_invalid_natural_code(code):
+    """r > 31, a zero with a sign, codes outside 0..511: refused where they are written, and named."""
+    codes = np.ones(70, dtype=np.int64)
+    codes[67] = code
+    with pytest.raises(ValueError, match=f"value 67 = {code} cannot travel"):
+        encode_packets(codes, NATURAL_SPEC, sender=0)
+
+
 def test_the_switch_finds_an_invalid_code_deep_in_a_later_workers_stream():
     """The switch checks codes as it adds them, chunk by chunk: a bad code in packet 300 (beyond the
     first chunk) of worker 1's stream is named by its packet, and nothing is returned."""

@@ -161,17 +161,12 @@ class BigEndianLanes(Lanes):
         return -1
 
 
-_INVALID_CODE = 1 << 40  # the table entry of an invalid natural code: beyond every valid value's magnitude
-
-
-def _natural_table() -> tuple[np.ndarray, np.ndarray]:
-    """The switch's match-action table: code ``r | negative << 8`` -> ``(-1)^negative 2^(r - 1)``
-    (:data:`_INVALID_CODE` for an invalid code: ``r > 31``, or a zero with a sign), and validity."""
-    table = np.full(512, _INVALID_CODE, dtype=np.int64)
-    table[0] = 0
-    for r in range(1, NaturalLanes.max_exponent_code + 1):
-        table[r], table[r | 256] = 1 << (r - 1), -(1 << (r - 1))
-    return table, table != _INVALID_CODE
+def _natural_codes() -> np.ndarray:
+    """Which codes ``r | negative << 8`` are valid: ``r`` in 0..31, and only a nonzero ``r`` has a sign."""
+    valid = np.zeros(512, dtype=np.bool_)
+    valid[: NaturalLanes.max_exponent_code + 1] = True
+    valid[257 : 256 + NaturalLanes.max_exponent_code + 1] = True
+    return valid
 
 
 class NaturalLanes(Lanes):
@@ -186,10 +181,10 @@ class NaturalLanes(Lanes):
         return count + (count + 7) // 8
 
     def write(self, values: np.ndarray, width: int, out: np.ndarray) -> int:
-        return _write_natural(values, _NATURAL_VALID, out)
+        return _write_natural(values, out)
 
     def accumulate(self, payload: np.ndarray, count: int, width: int, total: np.ndarray, add: bool) -> int:
-        return _add_natural(payload, _NATURAL_TABLE, total, add)
+        return _add_natural(payload, total, add)
 
     def validate(self, payload: np.ndarray, count: int, first: int) -> None:
         signs = np.unpackbits(payload[:, count:], axis=1, bitorder="little")
@@ -278,69 +273,66 @@ def _add_ints_be(payload, total, add):
 
 
 @njit(cache=True, nogil=True)
-def _write_natural(values, valid, out):
+def _write_natural(values, out):
     """Per packet row: the bytes ``r``, then the sign bits ``values >> 8`` packed LSB first, 8 per byte;
-    returns the first invalid flat index or -1."""
+    returns the first invalid flat index (a code outside 0..511, ``r > 31``, or a zero with a sign) or -1."""
     count = values.shape[1]
-    full = count // 8
-    bad = -1
+    sign_bytes = (count + 7) // 8
     for p in range(values.shape[0]):
         row, codes = out[p], values[p]
-        outside = False
+        invalid = 0
         for j in range(count):
             code = int64(codes[j])
-            outside |= (code < 0) | (code > 511)
-            row[j] = code & 0xFF
-        for g in range(full):
+            r = code & 0xFF
+            invalid |= (code >> 9) | (r >> 5) | ((code >> 8) & ((r - 1) >> 63))  # (r - 1) >> 63: -1 iff r = 0
+            row[j] = r
+        for g in range(sign_bytes):
             bits = 0
-            for b in range(8):
+            for b in range(min(8, count - 8 * g)):
                 bits |= ((int64(codes[8 * g + b]) >> 8) & 1) << b
             row[count + g] = bits
-        if count % 8:
-            bits = 0
-            for b in range(count - 8 * full):
-                bits |= ((int64(codes[8 * full + b]) >> 8) & 1) << b
-            row[count + full] = bits
-        if bad < 0:
-            if not outside:
-                for j in range(count):
-                    outside |= not valid[int64(codes[j])]
-            if outside:
-                for j in range(count):
-                    code = int64(codes[j])
-                    if code < 0 or code > 511 or not valid[code]:
-                        bad = p * count + j
-                        break
-    return bad
+        if invalid:
+            for j in range(count):
+                code = int64(codes[j])
+                r = code & 0xFF
+                if (code >> 9) | (r >> 5) | ((code >> 8) & ((r - 1) >> 63)):
+                    return p * count + j
+    return -1
 
 
 @njit(cache=True, nogil=True)
-def _add_natural(payload, table, total, add):
-    """``total (+)= table[r | negative << 8]`` (the switch's match-action table), 8 values per sign byte,
-    checking the codes in the same pass: returns the first row holding an invalid code (its table entry
-    is :data:`_INVALID_CODE`, beyond every valid ``|2^(r-1)| <= 2^30``) or nonzero padding bits, or -1."""
+def _add_natural(payload, total, add):
+    """``total (+)= (-1)^negative 2^(r-1)`` (0 for r = 0), what the switch's 512-entry match-action table
+    gives for code ``r | negative << 8``, checking the codes in the same pass: returns the first row
+    with ``r > 31``, a zero with a sign or nonzero padding bits, or -1. Branch-free, so it vectorises."""
     count = total.shape[1]
-    full = count // 8
+    sign_bytes = (count + 7) // 8
+    signs = np.empty(8 * sign_bytes, dtype=np.int64)
     for p in range(payload.shape[0]):
         row, values = payload[p], total[p]
-        magnitudes = 0  # OR of |entry| (one's complement): below 2^31 iff every code is valid
-        for g in range(full):
-            signs = int64(row[count + g]) << 8
+        for g in range(sign_bytes):
+            byte = int64(row[count + g])
             for b in range(8):
-                j = 8 * g + b
-                entry = table[int64(row[j]) | ((signs >> b) & 256)]
-                magnitudes |= entry ^ (entry >> 63)
-                values[j] = values[j] + entry if add else entry
-        for j in range(8 * full, count):  # the last, partial sign byte
-            entry = table[int64(row[j]) | ((int64(row[count + full]) >> (j & 7)) & 1) << 8]
-            magnitudes |= entry ^ (entry >> 63)
-            values[j] = values[j] + entry if add else entry
-        if magnitudes >> 31 or (count % 8 and row[count + full] >> (count % 8)):
+                signs[8 * g + b] = (byte >> b) & 1
+        invalid = 0
+        for j in range(count, 8 * sign_bytes):
+            invalid |= signs[j]
+        if add:
+            for j in range(count):
+                r, negative = int64(row[j]), signs[j]
+                invalid |= (r >> 5) | (negative & ((r - 1) >> 63))  # (r - 1) >> 63 is -1 iff r = 0
+                values[j] += (((int64(1) << (r & 31)) >> 1) ^ -negative) + negative
+        else:
+            for j in range(count):
+                r, negative = int64(row[j]), signs[j]
+                invalid |= (r >> 5) | (negative & ((r - 1) >> 63))
+                values[j] = (((int64(1) << (r & 31)) >> 1) ^ -negative) + negative
+        if invalid:
             return p
     return -1
 
 
-_NATURAL_TABLE, _NATURAL_VALID = _natural_table()
+_NATURAL_VALID = _natural_codes()
 LANES: dict[str, Lanes] = {lanes.name: lanes for lanes in (IntegerLanes(), NaturalLanes(), BigEndianLanes())}
 
 
