@@ -34,6 +34,7 @@ from .methods.in_network import AGGREGATIONS
 from .plugins import PluginError
 from .problems import PROBLEMS, REGULARIZERS
 from .problems.factory import problem_class
+from .problems.start import INITS, is_init
 
 
 class ConfigError(ValueError):
@@ -73,6 +74,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "intercept": Key(bool, True, "append a constant-1 feature"),
         "positive_class": Key(float, None, "binary logistic on multiclass data: this label is +1, the rest -1"),
         "hidden": Key(list, [200], "mlp: hidden layer widths, input to output", minimum=1, item=int),
+        "init": Key(
+            str,
+            "default",
+            "x^0: default (the problem's own), zeros, normal (init_scale) or a path to a .npy file of d values",
+        ),
+        "init_scale": Key(
+            float, 1.0, "init = normal: standard deviation of x^0's entries", minimum=0.0, exclusive_minimum=True
+        ),
     },
     "data": {
         "workers": Key(int, 8, "number of logical workers n", minimum=1),
@@ -288,6 +297,7 @@ def validate(raw: dict[str, Any]) -> Config:
         raise ConfigError(
             "[run] target_suboptimality: needs the reference optimum; set [run] optimum = true or drop it"
         )
+    _check_init(sections["problem"])
     if sections["data"]["test_fraction"] >= 1.0:
         raise ConfigError(f"[data] test_fraction: must be < 1, got {sections['data']['test_fraction']!r}")
     if sections["problem"]["regularizer"] != "none" and not cls.supports_prox:
@@ -297,6 +307,18 @@ def validate(raw: dict[str, Any]) -> Config:
             f"use regularizer = 'none' or a prox method ({prox_methods})"
         )
     return Config(method={"name": name, **options}, **sections)
+
+
+def _check_init(problem: dict[str, Any]) -> None:
+    """``init``: one of INITS or a .npy path; ``init_scale`` only with ``init = "normal"``."""
+    init = problem["init"]
+    if not is_init(init):
+        raise ConfigError(
+            f"[problem] init: {init!r} is not allowed; choose one of {', '.join(map(repr, INITS))} "
+            "or a path to a .npy file"
+        )
+    if init != "normal" and problem["init_scale"] != SCHEMA["problem"]["init_scale"].default:
+        raise ConfigError(f"[problem] init_scale: only with init = 'normal' (init is {init!r}); drop the key")
 
 
 def _check_kind(method: type[Method], run: dict[str, Any]) -> None:
@@ -401,6 +423,8 @@ def load(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
         problem = raw.get("problem")
         if isinstance(problem, dict) and isinstance(problem.get("dataset"), str):
             problem["dataset"] = resolve_dataset(problem["dataset"], Path(path).parent)
+        if isinstance(problem, dict) and isinstance(problem.get("init"), str) and problem["init"].endswith(".npy"):
+            problem["init"] = _resolved(problem["init"], Path(path).parent)
     for text in overrides:
         section, key, value = parse_override(text)
         raw.setdefault(section, {})

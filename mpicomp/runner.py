@@ -37,6 +37,7 @@ from .config import Config, ConfigError
 from .methods import OPTIMIZER, SAMPLER, Method, MethodContext, method_class
 from .problems import build_problem
 from .problems.base import Collective, Problem
+from .problems.start import initial_point
 from .progress import Progress
 from .record import (
     WORKER_COLUMNS,
@@ -94,7 +95,10 @@ def build_problem_from(config: Config, seed: int, collective: Collective | None 
     )
 
 
-def build_method(config: Config, problem: Problem, transport: Transport, seed: int) -> Method:
+def build_method(
+    config: Config, problem: Problem, transport: Transport, seed: int, start: np.ndarray | None = None
+) -> Method:
+    """The config's method on ``problem``, starting from ``start`` (None: the problem's own x^0)."""
     ctx = MethodContext(
         problem=problem,
         uplink=make_compressor(config.compressor["uplink"]),
@@ -108,6 +112,7 @@ def build_method(config: Config, problem: Problem, transport: Transport, seed: i
         switch_format=config.compressor["switch_format"],
         log_every=config.run["log_every"],
         rounds=config.run["rounds"],
+        start=start,
     )
     return method_class(config.method["name"])(ctx, config.method_options())
 
@@ -395,7 +400,11 @@ def _run(
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(_prefixed("[problem]/[data]", exc)) from exc
     try:
-        method = build_method(config, problem, transport, seed)
+        x0 = initial_point(problem, config.problem["init"], config.problem["init_scale"], seed)
+    except ValueError as exc:
+        raise ConfigError(_prefixed("[problem] init", exc)) from exc
+    try:
+        method = build_method(config, problem, transport, seed, x0)
     except ValueError as exc:
         raise ConfigError(_prefixed("[method]", exc)) from exc
     method.warm_up()

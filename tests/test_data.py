@@ -235,7 +235,7 @@ def test_partitions_cover_every_sample_once(scheme, n_workers):
     np.testing.assert_array_equal(np.sort(np.concatenate(shards)), np.arange(y.size))
 
 
-@pytest.mark.parametrize("scheme", PARTITIONS)
+@pytest.mark.parametrize("scheme", [s for s in PARTITIONS if s != "contiguous"])
 def test_partitions_are_deterministic_in_the_seed(scheme):
     y = labels_10()
     a = partition_indices(y, 8, scheme, seed=1)
@@ -243,6 +243,17 @@ def test_partitions_are_deterministic_in_the_seed(scheme):
     c = partition_indices(y, 8, scheme, seed=2)
     assert all(np.array_equal(s, t) for s, t in zip(a, b, strict=True))
     assert not all(np.array_equal(s, t) for s, t in zip(a, c, strict=True))
+
+
+@pytest.mark.parametrize(("n_samples", "n_workers"), [(60, 10), (67, 10), (5, 5), (1, 1)])
+def test_contiguous_partition_cuts_the_stored_order(n_samples, n_workers):
+    """Worker m < n - 1 holds rows m q .. (m + 1) q - 1 with q = floor(N / n); the last one the rest; no seed."""
+    q = n_samples // n_workers
+    for seed in (0, 5):
+        shards = partition_indices(np.zeros(n_samples), n_workers, "contiguous", seed=seed)
+        for m, shard in enumerate(shards[:-1]):
+            np.testing.assert_array_equal(shard, np.arange(m * q, (m + 1) * q))
+        np.testing.assert_array_equal(shards[-1], np.arange((n_workers - 1) * q, n_samples))
 
 
 def test_iid_and_label_partitions():

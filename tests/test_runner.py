@@ -46,6 +46,7 @@ def _experiment(**sections):
 def test_identical_metrics_on_1_2_4_ranks(tmp_path):
     """Randomised compressors both ways, minibatches, unequal shards: the rank layout must not matter."""
     raw = _experiment(
+        problem={"init": "normal", "init_scale": 0.1},  # x^0 drawn from the run's seed, the same on every rank
         method={"name": "quantized-sgd", "stepsize": 0.1},
         data={"batch": 16, "partition": "unbalanced"},
         compressor={"uplink": "natural∘randk(k=0.5)", "downlink": "dither(s=8,p=inf)"},

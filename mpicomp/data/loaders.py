@@ -14,8 +14,8 @@ Accepted dataset strings (:func:`load_dataset`):
   ``y`` (one per row), and optionally ``X_test``, ``y_test`` as its own held-out split.
 
 :func:`prepare_data` chains loading (features kept as stored: MNIST's pixels stay bytes), the split
-(fraction ``test_fraction``, drawn from ``SeedSequence(seed)``; sources with their own test set keep
-it) and the fitting of the scaling on the whole train split; its :class:`PreparedData` then turns
+(fraction ``test_fraction``, drawn from ``SeedSequence(seed)``; 0 keeps every row, in the stored order,
+and no held-out split; sources with their own test set keep it) and the fitting of the scaling on the whole train split; its :class:`PreparedData` then turns
 only the rows asked for into float64, scaled, with the optional constant-1 intercept column
 (appended last, after scaling, never scaled). A rank materialises its own workers' rows and nothing
 else; ``PreparedData.dataset()`` materialises every row. Every row comes out with the same bits either way.

@@ -3,6 +3,9 @@
 Schemes (every shard is non-empty; none depends on MPI ranks):
 
 * ``iid`` — a random permutation cut into n near-equal contiguous blocks;
+* ``contiguous`` — the rows in their stored order cut into n consecutive blocks of ``floor(N/n)``
+  rows, the remainder going to the last worker (the split of the LAQ and EF21 authors' codes; no
+  randomness);
 * ``label`` — rows sorted by label (random order within a label), cut into n near-equal blocks:
   each worker sees one or two labels, the most heterogeneous split;
 * ``dirichlet`` — label skew: for every class, proportions ``p ~ Dirichlet(alpha 1_n)`` over the
@@ -19,12 +22,19 @@ from __future__ import annotations
 
 import numpy as np
 
-PARTITIONS = ("iid", "label", "dirichlet", "unbalanced")
+PARTITIONS = ("iid", "contiguous", "label", "dirichlet", "unbalanced")
 PARTITION_STREAM = 2
 
 
 def _even_blocks(order: np.ndarray, n_workers: int) -> list[np.ndarray]:
     return [block.copy() for block in np.array_split(order, n_workers)]
+
+
+def _contiguous_blocks(n_samples: int, n_workers: int) -> list[np.ndarray]:
+    """Rows ``m q .. (m + 1) q - 1`` for worker m < n - 1 (``q = floor(N/n)``), the rest to the last worker."""
+    size = n_samples // n_workers
+    cuts = np.arange(1, n_workers) * size
+    return np.split(np.arange(n_samples), cuts)
 
 
 def _dirichlet_shards(codes: np.ndarray, n_workers: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
@@ -76,6 +86,8 @@ def partition_indices(
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(PARTITION_STREAM,)))
     if scheme == "iid":
         return _even_blocks(rng.permutation(n_samples), n_workers)
+    if scheme == "contiguous":
+        return _contiguous_blocks(n_samples, n_workers)
     if scheme == "label":
         perm = rng.permutation(n_samples)
         return _even_blocks(perm[np.argsort(labels[perm], kind="stable")], n_workers)

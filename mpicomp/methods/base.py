@@ -87,6 +87,7 @@ class MethodContext:
     switch_format: str = "mpicomp"  # the switch's packet format and host quantiser (mpicomp, switchml, atp)
     log_every: int = 1  # the runner logs rounds k with (k + 1) % log_every == 0, and the last one
     rounds: int = 0  # rounds of the run (0: unknown)
+    start: np.ndarray | None = None  # x^0 ([problem] init); None: the problem's own start
 
     def logged(self, k: int) -> bool:
         """Whether the runner logs round ``k`` (0-based)."""
@@ -116,7 +117,7 @@ class Method:
         self.problem = ctx.problem
         self.n = ctx.problem.n_workers
         self.d = ctx.problem.d
-        self.x = ctx.problem.x0().astype(np.float64, copy=True)
+        self.x = (ctx.problem.x0() if ctx.start is None else ctx.start).astype(np.float64, copy=True)
         self._outboxes: dict[int, np.ndarray] = {}  # message buffers kept across rounds, by sender (MASTER: downlink)
         self.stepsize = options.stepsize if options.stepsize is not None else self.default_stepsize()
         if ctx.is_master and ctx.batch > (smallest := int(ctx.problem.sample_counts().min())):

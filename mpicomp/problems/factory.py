@@ -192,7 +192,7 @@ def build_problem(
 ) -> Problem:
     """Load ``dataset``, split/scale it, partition the train rows over ``n_workers`` and build the problem.
 
-    ``partition`` in ``iid``, ``label``, ``dirichlet`` (``dirichlet_alpha``), ``unbalanced``
+    ``partition`` in ``iid``, ``contiguous``, ``label``, ``dirichlet`` (``dirichlet_alpha``), ``unbalanced``
     (``lognormal_sigma``); ``scale`` in ``none``, ``standard``, ``unit-norm``; ``n_features`` fixes a
     LIBSVM file's width; ``cache_dir`` holds cached optima (default ``$MPICOMP_CACHE`` or ``~/.cache/mpicomp``);
     ``hidden`` the hidden layer widths of ``mlp``; ``collective`` (an MPI rank's transport) keeps only
