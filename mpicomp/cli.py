@@ -1,4 +1,4 @@
-"""Command line: ``mpicomp run | sweep | info | compare | plot | export | data | compressors | methods``.
+"""Command line: ``mpicomp run | sweep | reproduce | info | compare | plot | export | data | compressors | methods``.
 
 Launch with ``mpiexec -n 4 mpicomp run CONFIG.toml`` or ``srun mpicomp run ...``; a plain
 ``mpicomp run`` (or ``python -m mpicomp run``) runs every logical worker in one process
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import __version__
+from .reproduce.command import add_parser as add_reproduce_parser
 
 if TYPE_CHECKING:
     from .checkpoint import Resume
@@ -682,6 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run point I only (default: $SLURM_ARRAY_TASK_ID when set, else every point)",
     )
     p.set_defaults(func=_cmd_sweep)
+
+    add_reproduce_parser(sub, positive_int)
 
     p = sub.add_parser("info", help="summarise results files", description="Print config, status and final metrics.")
     p.add_argument(

@@ -181,8 +181,15 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     that are the same run.
     """
     path = Path(path)
-    raw = _read(path)
-    where = str(path)
+    return sweep_from_table(_read(path), path)
+
+
+def sweep_from_table(raw: Mapping[str, Any], path: str | os.PathLike, where: str | None = None) -> Sweep:
+    """The sweep of an already parsed sweep table (a sweep file's content, or the ``[runs]`` of a
+    claim in :mod:`mpicomp.reproduce`); ``path`` is the file it came from: ``base`` and relative
+    dataset paths are relative to its folder. ``where`` names it in errors (default: ``path``)."""
+    path = Path(path)
+    where = str(path) if where is None else where
     base = raw.get("base")
     if base is not None and not isinstance(base, str):
         raise ConfigError(f"{where}: base must be a config file name, got {base!r}")

@@ -117,6 +117,30 @@ def test_a_job_log_shows_progress_lines_with_elapsed_time_and_estimate(slurm_env
 
 @pytest.mark.slow
 @pytest.mark.mpi
+def test_a_reproduce_array_task_runs_one_run_of_the_claims_with_srun(slurm_env):
+    """``slurm_reproduce.sh``: task I runs the I-th run of the selected claims (here the second run of the
+    quick DIANA claim) through srun with $SLURM_NTASKS ranks, into results/reproduce/<claim>/<mode>/, and
+    writes no report (the job without --array does that)."""
+    folder, env = slurm_env
+    script = ["bash", str(ROOT / "jobscripts" / "slurm_reproduce.sh"), "diana-linear", "--quick"]
+    done = subprocess.run(
+        script, cwd=folder, env={**env, "SLURM_ARRAY_TASK_ID": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    claim = folder / "results" / "reproduce" / "diana-linear"
+    assert sorted(path.name for path in (claim / "quick").glob("*.h5")) == ["name=quantized-sgd.h5"]
+    result = read_results(claim / "quick" / "name=quantized-sgd.h5")
+    assert result.config["method"]["name"] == "quantized-sgd" and result.attrs["mpi_size"] == 2
+    assert not (claim / "report.md").exists()
+    beyond = subprocess.run(
+        script, cwd=folder, env={**env, "SLURM_ARRAY_TASK_ID": "2"}, capture_output=True, text=True, timeout=300
+    )
+    assert beyond.returncode == 2
+    assert beyond.stderr.strip() == "mpicomp: reproduce: array index 2 is not a run; use 0-1"
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
 def test_single_job_checkpoints_on_usr1_requeues_and_resumes_to_the_same_results(tmp_path):
     """Slurm's ``--signal=B:USR1@120``: USR1 to the batch script reaches the run, which checkpoints and
     ends resumable; the script calls ``scontrol requeue``; the requeued job (same id) resumes, and

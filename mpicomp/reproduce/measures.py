@@ -1,0 +1,177 @@
+"""The named measures a claim's quantities use (``measure = "NAME"`` in a declaration).
+
+Three kinds:
+
+* per run, ``f(results, **arguments) -> float`` over one :class:`mpicomp.results.Results`; a
+  quantity takes the mean over the runs it selects (seeds);
+* computed, ``f(**arguments) -> float``: no runs (e.g. a compressor's distortion, Monte Carlo);
+* derived, ``f(values, **arguments) -> float`` from the values of earlier quantities, named by id.
+
+A column is a metric of ``/metrics`` or ``bits`` (bits up + down). NaN means "not measured" (a
+target never reached, no finite value): its verdict is "differs".
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..results import Results
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A registered measure: its function, kind, and which arguments name other quantities."""
+
+    name: str
+    function: Callable[..., float]
+    per_run: bool
+    derived: bool
+    references: tuple[str, ...]
+
+    @property
+    def summary(self) -> str:
+        return (self.function.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+
+    def parameters(self) -> list[inspect.Parameter]:
+        """The declaration's arguments (the results or values parameter left out)."""
+        skip = 1 if self.per_run or self.derived else 0
+        return list(inspect.signature(self.function).parameters.values())[skip:]
+
+
+MEASURES: dict[str, Measure] = {}
+
+
+def _measure(kind: str, references: tuple[str, ...] = ()) -> Callable[[Callable[..., float]], Callable[..., float]]:
+    def register(function: Callable[..., float]) -> Callable[..., float]:
+        name = function.__name__.replace("_", "-")
+        MEASURES[name] = Measure(name, function, kind == "run", kind == "derived", references)
+        return function
+
+    return register
+
+
+def check_arguments(measure: Measure, arguments: Mapping[str, Any], where: str, error: type[Exception]) -> None:
+    """``error`` naming the argument unless ``arguments`` fit the measure's parameters."""
+    parameters = {p.name: p for p in measure.parameters()}
+    for key in arguments:
+        if key not in parameters:
+            raise error(f"{where}: measure {measure.name!r} takes no {key!r}; it takes {', '.join(parameters)}")
+    for name, parameter in parameters.items():
+        if parameter.default is inspect.Parameter.empty and name not in arguments:
+            raise error(f"{where}: measure {measure.name!r} needs {name!r}")
+        if name in arguments and parameter.default is not inspect.Parameter.empty and parameter.default is not None:
+            expected = type(parameter.default)
+            value = arguments[name]
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+                raise error(f"{where}: {name} must be {expected.__name__}, got {value!r}")
+
+
+def column(results: Results, name: str) -> np.ndarray:
+    """A metric column as float64; ``bits`` is bits up + down. KeyError naming the columns there are."""
+    m = results.metrics
+    if name == "bits" and "bits_up" in m:
+        return (m["bits_up"] + m["bits_down"]).astype(np.float64)
+    if name not in m:
+        raise KeyError(f"{results.path}: no metric {name!r}; it has {', '.join(m)}")
+    return np.asarray(m[name], dtype=np.float64)
+
+
+def _window(values: np.ndarray, start: float, stop: float) -> slice:
+    n = values.size
+    return slice(min(int(start * n), n - 1), max(int(round(stop * n)), min(int(start * n), n - 1) + 1))
+
+
+@_measure("run")
+def final(results: Results, metric: str, window: float = 0.0) -> float:
+    """The metric at the last logged row, or with ``window`` > 0 its mean over that last fraction of
+    the rows (a noisy floor: ``window = 0.2`` averages the last fifth)."""
+    values = column(results, metric)
+    if values.size == 0:
+        return float("nan")
+    if window <= 0:
+        return float(values[-1])
+    return float(np.mean(values[-max(1, int(round(window * values.size))) :]))
+
+
+@_measure("run")
+def lowest(results: Results, metric: str) -> float:
+    """The smallest finite value of the metric over the run."""
+    values = column(results, metric)
+    finite = values[np.isfinite(values)]
+    return float(finite.min()) if finite.size else float("nan")
+
+
+@_measure("run")
+def reach(results: Results, metric: str, target: float, x: str = "rounds", above: bool = False) -> float:
+    """Rounds (``x = "rounds"``) or any column (``bits``, ``bits_up``, ``uploads``, ...) at the first
+    logged row where the metric is <= ``target`` (>= with ``above = true``); NaN if never reached."""
+    values = column(results, metric)
+    hit = np.flatnonzero(values >= target if above else values <= target)
+    if hit.size == 0:
+        return float("nan")
+    return float(column(results, "round" if x == "rounds" else x)[hit[0]])
+
+
+@_measure("run")
+def log_slope(results: Results, metric: str, start: float = 0.0, stop: float = 1.0, per: int = 100) -> float:
+    """Least-squares slope of log10(metric) against the round over the rows in the fraction window
+    [start, stop] of the run, in decades per ``per`` rounds: linear convergence is a steady
+    negative slope (-1 = ten times smaller every ``per`` rounds). Rows with values <= 0 are left out."""
+    values = column(results, metric)
+    rounds = column(results, "round")
+    window = _window(values, start, stop)
+    v, r = values[window], rounds[window]
+    keep = np.isfinite(v) & (v > 0)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(r[keep], np.log10(v[keep]), 1)[0] * per)
+
+
+@_measure("run")
+def variance_times_smoothness(results: Results) -> float:
+    """Mean over coordinates of the per-coordinate variance of the stored draws (``/samples``),
+    times the smoothness L of the run's potential U: exact Langevin gives 1/(1 - gamma L / 2) on a
+    Gaussian posterior of variance 1/L per coordinate, an unbiased sampler of the posterior 1."""
+    from ..config import validate
+    from ..rng import root_seed
+    from ..runner import build_problem_from
+
+    if results.samples is None or len(results.samples) < 2:
+        return float("nan")
+    config = validate(results.config)
+    problem = build_problem_from(config, root_seed(config.run["seed"]))
+    return float(results.samples.var(axis=0, ddof=1).mean() * problem.potential_smoothness())
+
+
+@_measure("computed")
+def distortion(spec: str, d: int = 16, workers: int = 1, samples: int = 500, seed: int = 0) -> float:
+    """E||x - (1/K) sum_k C_k(x)||^2 for x ~ N(0, I_d), K = ``workers`` independent compressions of
+    the same x by the compressor ``spec`` (every one encoded to bytes and decoded), Monte Carlo over
+    ``samples`` vectors (standard error about 1/sqrt(samples) of the value)."""
+    from ..compressors import make
+    from ..rng import RandomKey
+
+    compressor = make(spec)
+    xs = np.random.default_rng(seed).standard_normal((samples, d))
+    errors = np.empty(samples)
+    for i, x in enumerate(xs):
+        total = np.zeros(d)
+        for k in range(workers):
+            key = RandomKey(seed, i, k, 0)
+            total += compressor.decode(compressor.encode(x, key), d, key)
+        error = total / workers - x
+        errors[i] = error @ error
+    return float(errors.mean())
+
+
+@_measure("derived", references=("of", "to"))
+def ratio(values: Mapping[str, float], of: str, to: str) -> float:
+    """The value of quantity ``of`` divided by that of quantity ``to`` (ids of earlier quantities)."""
+    return values[of] / values[to] if values[to] != 0 else float("nan")

@@ -1,0 +1,266 @@
+"""``mpicomp reproduce``: every shipped declaration is valid, the measures and rules compute what
+their docstrings say, one claim runs end to end (bundled data, seconds), and (slow) every claim's
+quick mode reaches its verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpicomp.cli import main
+from mpicomp.config import load
+from mpicomp.reproduce.claim import ClaimError, Rule, claim_files, load_claim, load_claims, parse_claim
+from mpicomp.reproduce.engine import AGREES, DIFFERS, NOT_RUN, judge, missing_data
+from mpicomp.reproduce.measures import MEASURES, final, log_slope, ratio, reach
+from mpicomp.reproduce.report import DOCS_BEGIN, DOCS_END
+from mpicomp.results import Results
+from mpicomp.sweep import toml_value
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "diana-linear"  # the claim the default set runs end to end (bundled data, two short runs)
+CLAIMS = [path.stem for path in claim_files()]
+
+
+def reproduce(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``mpicomp reproduce ARGS`` in a process of its own (its runs are processes of their own anyway)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mpicomp", "reproduce", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+
+
+def reproduce_here(capsys, *args: str) -> tuple[int, str, str]:
+    """``mpicomp reproduce ARGS`` in this process: exit status, stdout, stderr."""
+    code = main(["reproduce", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def results_of(**metrics) -> Results:
+    columns = {name: np.asarray(values, dtype=np.float64) for name, values in metrics.items()}
+    return Results(Path("x.h5"), {}, {}, "finished", "", "", columns, {}, np.zeros(1), None)
+
+
+@pytest.mark.parametrize("name", CLAIMS)
+def test_every_declaration_has_paper_numbers_sources_and_valid_runs(name):
+    claim = load_claim(claim_files()[CLAIMS.index(name)])
+    assert claim.paper and claim.figure and claim.compares and claim.differences
+    judged = [q for q in claim.quantities if q.rule is not None]
+    assert judged, "a claim without a rule has no verdict"
+    for quantity in claim.quantities:
+        assert quantity.source.strip()
+        if quantity.rule is not None:
+            assert quantity.paper is not None
+    for mode in ("quick", "full"):
+        sweep = claim.sweep(mode)
+        for point in [] if sweep is None else sweep.points:  # each point is what `mpicomp run --set ...` validates
+            sets = [f"{key}={toml_value(value)}" for key, value in point.overrides.items()]
+            assert load(None, sets) == point.config
+
+
+def test_list_prints_one_line_per_claim_with_paper_and_figure(capsys):
+    code, out, _ = reproduce_here(capsys, "--list")
+    assert code == 0
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == CLAIMS
+    for claim, line in zip(load_claims(), lines, strict=True):
+        assert claim.paper in line and claim.figure in line and claim.compares in line
+
+
+def test_an_unknown_claim_is_one_line_naming_the_known_ones(capsys):
+    code, _, err = reproduce_here(capsys, "no-such-claim")
+    assert code == 2
+    assert err.startswith("mpicomp: reproduce: no claim 'no-such-claim'; known: ")
+    assert TINY in err and len(err.strip().splitlines()) == 1
+
+
+def test_count_and_an_array_index_beyond_the_runs(capsys, tmp_path):
+    assert reproduce_here(capsys, TINY, "--count") == (0, "2\n", "")
+    code, _, err = reproduce_here(capsys, TINY, "--array-index", "2", "--out", str(tmp_path))
+    assert code == 2 and err == "mpicomp: reproduce: array index 2 is not a run; use 0-1\n"
+    assert not list(tmp_path.iterdir())
+
+
+BASE = {
+    "paper": "p",
+    "title": "t",
+    "figure": "Figure 1",
+    "compares": "c",
+    "differences": "d",
+    "runs": {"set": {"run.rounds": 5}, "grid": {"method.name": ["gd", "diana"]}},
+    "quantity": [
+        {"id": "a", "label": "A", "measure": "final", "metric": "loss", "runs": {"method.name": "gd"}, "source": "s"},
+        {
+            "id": "b",
+            "label": "B",
+            "measure": "ratio",
+            "of": "a",
+            "to": "a",
+            "paper": 1,
+            "source": "s",
+            "rule": {"op": "~", "rel": 0.1},
+        },
+    ],
+}
+
+
+def _with(**changes):
+    raw = json.loads(json.dumps(BASE))
+    for key, value in changes.items():
+        target, _, field = key.rpartition("__")
+        table = raw["quantity"][int(target[1:])] if target else raw
+        table[field] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"q0__measure": "median"}, "[[quantity]] 1 (a): unknown measure 'median'; known: final,"),
+        ({"q0__metrc": "loss"}, "measure 'final' takes no 'metrc'; it takes metric, window"),
+        (
+            {"q0__runs": {"method.name": "ef21"}},
+            "[[quantity]] a: runs {method.name = 'ef21'} selects no run in quick mode",
+        ),
+        ({"q1__of": "z"}, "'z' names no earlier quantity; earlier: a"),
+        ({"q1__rule": {"op": "=="}}, "op '==' is not allowed; choose one of <, <=, >, >=, ~"),
+        ({"q1__rule": {"op": "<", "rel": 0.1}}, "rel and abs are tolerances of op = '~', not of '<'"),
+        (
+            {"q1__paper": "about one"},
+            "without than the rule compares with the paper's number, but paper is 'about one'",
+        ),
+        ({"q1__source": None}, "missing source"),
+        ({"runs": {"grid": {"method.name": ["gd", "nope"]}}}, "method"),
+        (
+            {"quick": {"set": {"run.rounds": 0}}},
+            "claim.toml [quick]: point 0 (method.name='gd'): [run] rounds: must be >= 1",
+        ),
+        ({"figure": ""}, "figure must be a non-empty string"),
+        ({"colour": "red"}, "unknown key 'colour'"),
+    ],
+)
+def test_a_bad_declaration_is_one_error_naming_the_key(changes, message):
+    raw = _with(**changes)
+    for quantity in raw["quantity"]:
+        if quantity.get("source", "") is None:
+            del quantity["source"]
+    with pytest.raises(ClaimError) as error:
+        parse_claim(raw, Path("claim.toml"))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_the_base_declaration_of_the_error_tests_is_valid():
+    claim = parse_claim(_with(), Path("claim.toml"))
+    assert [q.id for q in claim.quantities] == ["a", "b"]
+    assert claim.sweep("quick") is not None and len(claim.sweep("quick").points) == 2
+
+
+def test_measures_compute_what_they_state():
+    rounds = np.arange(0, 201, 10)
+    run = results_of(round=rounds, suboptimality=10.0 ** (-rounds / 50), bits_up=rounds * 8, bits_down=rounds * 2)
+    assert log_slope(run, "suboptimality", per=100) == pytest.approx(-2.0)
+    assert log_slope(run, "suboptimality", start=0.5, per=10) == pytest.approx(-0.2)
+    assert reach(run, "suboptimality", 1e-2) == 100  # 10^(-100/50)
+    assert reach(run, "suboptimality", 1e-2, x="bits") == 1000
+    assert math.isnan(reach(run, "suboptimality", 1e-9))
+    assert final(run, "bits_up") == 1600
+    assert final(run, "round", window=0.2) == pytest.approx(np.mean(rounds[-4:]))
+    assert ratio({"a": 6.0, "b": 3.0}, of="a", to="b") == 2.0
+    assert set(MEASURES) >= {
+        "final",
+        "lowest",
+        "reach",
+        "log-slope",
+        "variance-times-smoothness",
+        "distortion",
+        "ratio",
+    }
+
+
+def test_distortion_of_rand_k_matches_its_variance():
+    """Rand-2 in d = 16 (unbiased, scaled by d/k): E||C(x) - x||^2 = (d/k - 1) E||x||^2 = 7 * 16 = 112 for one
+    compression and 112 / K for the mean of K independent ones; 400 samples give a standard error of 4.4% (simulated), so
+    15% is 3.4 standard errors."""
+    one = MEASURES["distortion"].function(spec="randk(k=2)", d=16, workers=1, samples=400)
+    four = MEASURES["distortion"].function(spec="randk(k=2)", d=16, workers=4, samples=400)
+    assert one == pytest.approx(112, rel=0.15)
+    assert four == pytest.approx(28, rel=0.15)
+
+
+@pytest.mark.parametrize(
+    ("rule", "value", "paper", "verdict", "reference"),
+    [
+        (Rule("<", than=-1.0), -7.0, None, AGREES, -1.0),
+        (Rule("<", than=-1.0), -0.5, None, DIFFERS, -1.0),
+        (Rule(">=", than="gd", times=20.0), 30.0, None, DIFFERS, 40.0),
+        (Rule("<=", than="gd", times=0.5), 1.0, None, AGREES, 1.0),
+        (Rule("~", rel=0.1), 6.5, 6.97, AGREES, 6.97),
+        (Rule("~", rel=0.05), 6.5, 6.97, DIFFERS, 6.97),
+        (Rule("~", abs=1.0), float("nan"), 6.97, DIFFERS, 6.97),
+    ],
+)
+def test_rules_judge_against_the_paper_a_number_or_another_quantity(rule, value, paper, verdict, reference):
+    assert judge(rule, value, paper, {"gd": 2.0}) == (verdict, pytest.approx(reference))
+
+
+def test_a_claim_with_missing_data_says_so_with_the_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPICOMP_DATA", str(tmp_path))
+    raw = _with(runs={"set": {"problem.dataset": "libsvm:a9a"}, "grid": {"method.name": ["gd", "diana"]}})
+    sweep = parse_claim(raw, Path("claim.toml")).sweep("quick")
+    assert missing_data(sweep).endswith(
+        "get it with: mpicomp data fetch a9a (cache: " + str(tmp_path) + ", set MPICOMP_DATA to move it)"
+    )
+
+
+def test_one_claim_end_to_end_report_figure_runs_then_skipped_when_run_again(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = reproduce_here(capsys, TINY, "--quick", "--out", str(out))
+    assert code == 0, stdout + stderr
+    folder = out / TINY
+    outcome = json.loads((folder / "outcome.json").read_text())
+    assert outcome["verdict"] == AGREES and outcome["mode"] == "quick"
+    assert all(row["verdict"] == AGREES for row in outcome["rows"])
+    report = (folder / "report.md").read_text()
+    assert "| quantity | paper | ours | verdict |" in report and "## Known differences" in report
+    assert (folder / "figure.png").stat().st_size > 0
+    runs = sorted(p.name for p in (folder / "quick").glob("*.h5"))
+    assert runs == ["name=diana.h5", "name=quantized-sgd.h5"]
+    docs = tmp_path / "reproductions.md"
+    docs.write_text(f"# Head\n\n{DOCS_BEGIN}\nold\n{DOCS_END}\n\nTail\n")
+    code, stdout, _ = reproduce_here(capsys, TINY, "--quick", "--out", str(out), "--write-docs", str(docs))
+    assert code == 0
+    assert "2 of 2 points already done or running: skipped" in stdout
+    assert json.loads((folder / "outcome.json").read_text())["rows"] == outcome["rows"]
+    text = docs.read_text()
+    assert "old" not in text and text.startswith("# Head\n\n") and text.endswith(f"{DOCS_END}\n\nTail\n")
+    assert f"### {TINY}: " in text and "| quantity | paper | ours | verdict |" in text
+
+
+def test_the_docs_hold_the_generated_section():
+    text = (ROOT / "docs" / "reproductions.md").read_text()
+    assert DOCS_BEGIN in text and DOCS_END in text
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+@pytest.mark.parametrize("name", CLAIMS)
+def test_every_claim_agrees_in_quick_mode(name, tmp_path):
+    claim = load_claim(claim_files()[CLAIMS.index(name)])
+    sweep = claim.sweep("quick")
+    if sweep is not None and missing_data(sweep):
+        pytest.skip(missing_data(sweep))
+    done = reproduce(name, "--quick", "--out", str(tmp_path), "-n", "2", cwd=tmp_path)
+    outcome = json.loads((tmp_path / name / "outcome.json").read_text())
+    assert outcome["verdict"] == AGREES, done.stdout + done.stderr
+    assert outcome["verdict"] != NOT_RUN
