@@ -13,6 +13,7 @@ target never reached, no finite value): its verdict is "differs".
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -151,24 +152,37 @@ def variance_times_smoothness(results: Results) -> float:
 
 
 @_measure("computed")
-def distortion(spec: str, d: int = 16, workers: int = 1, samples: int = 500, seed: int = 0) -> float:
-    """E||x - (1/K) sum_k C_k(x)||^2 for x ~ N(0, I_d), K = ``workers`` independent compressions of
-    the same x by the compressor ``spec`` (every one encoded to bytes and decoded), Monte Carlo over
-    ``samples`` vectors (standard error about 1/sqrt(samples) of the value)."""
+def distortion(
+    spec: str, d: int = 16, workers: int = 1, samples: int = 500, seed: int = 0, part: str = "total"
+) -> float:
+    """E||x - m||^2, m = (1/K) sum_k C_k(x) the mean of K = ``workers`` independent compressions of the same
+    x ~ N(0, I_d) by the compressor ``spec`` (each encoded to bytes and decoded), Monte Carlo over ``samples``
+    vectors (standard error about 1/sqrt(samples) of the value). ``part``: ``total``, or its ``colinear``
+    part ((m - x) . x/||x||)^2 or the ``orthogonal`` rest (the talk's detailed table)."""
+    parts = ("total", "colinear", "orthogonal")
+    if part not in parts:
+        raise ValueError(f"distortion: part {part!r} is not one of {', '.join(parts)}")
+    colinear, orthogonal = _distortion_parts(spec, d, workers, samples, seed)
+    return {"total": colinear + orthogonal, "colinear": colinear, "orthogonal": orthogonal}[part]
+
+
+@functools.lru_cache(maxsize=64)
+def _distortion_parts(spec: str, d: int, workers: int, samples: int, seed: int) -> tuple[float, float]:
     from ..compressors import make
     from ..rng import RandomKey
 
     compressor = make(spec)
     xs = np.random.default_rng(seed).standard_normal((samples, d))
-    errors = np.empty(samples)
+    colinear, orthogonal = np.empty(samples), np.empty(samples)
     for i, x in enumerate(xs):
         total = np.zeros(d)
         for k in range(workers):
             key = RandomKey(seed, i, k, 0)
             total += compressor.decode(compressor.encode(x, key), d, key)
         error = total / workers - x
-        errors[i] = error @ error
-    return float(errors.mean())
+        colinear[i] = float(error @ x) ** 2 / float(x @ x)
+        orthogonal[i] = float(error @ error) - colinear[i]
+    return float(colinear.mean()), float(orthogonal.mean())
 
 
 @_measure("derived", references=("of", "to"))
