@@ -121,6 +121,14 @@ def reach(results: Results, metric: str, target: float, x: str = "rounds", above
 
 
 @_measure("run")
+def at(results: Results, metric: str, x: str, value: float) -> float:
+    """The metric at the first logged row where the column ``x`` (``bits``, ``bits_up``, ``uploads``,
+    ``round``, ...) is >= ``value``: its value at a budget; NaN if the run never got there."""
+    hit = np.flatnonzero(column(results, x) >= value)
+    return float(column(results, metric)[hit[0]]) if hit.size else float("nan")
+
+
+@_measure("run")
 def log_slope(results: Results, metric: str, start: float = 0.0, stop: float = 1.0, per: int = 100) -> float:
     """Least-squares slope of log10(metric) against the round over the rows in the fraction window
     [start, stop] of the run, in decades per ``per`` rounds: linear convergence is a steady
