@@ -43,7 +43,6 @@ from mpicomp.results.compare import STANDARD_COLUMNS, Spread, sort_rows, to_text
 from mpicomp.results.plot import figure, run_labels
 from tests.runs import run_inprocess
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
 SEEDS = (0, 1)
 METHODS = ("gd", "diana", "ef21")
 KILL_ROUND = 25  # the killed run dies at the start of this round; flushed: rows of rounds 2..20
@@ -567,21 +566,21 @@ def test_bad_plot_input_exits_2_with_one_line(sweep, tmp_path, monkeypatch, caps
     assert not list(tmp_path.iterdir())
 
 
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def test_reproduce_draws_a_claims_figure_through_the_shared_plotting_code(sweep, tmp_path, monkeypatch):
+    from mpicomp.reproduce.claim import load_claims
+    from mpicomp.reproduce.engine import draw
+    from mpicomp.results import plot
 
-
-def test_the_paper_tools_draw_through_the_shared_plotting_code(sweep, tmp_path):
-    curves = {"GD": read_results(sweep / "gd_s0.h5"), "DIANA": read_results(sweep / "diana_s0.h5")}
-    path = load_tool("plot_diana").plot(Namespace(levels=8, out=tmp_path), curves)
-    assert path == tmp_path / "diana_a9a.png" and path.read_bytes().startswith(b"\x89PNG")
-    from matplotlib.figure import Figure
-
-    ax = Figure().subplots()
-    load_tool("plot_ef21").panel(ax, curves, "B = 16")
-    assert ax.get_title() == "B = 16" and ax.get_yscale() == "log"
-    for line, results in zip(ax.get_lines(), curves.values(), strict=True):
-        np.testing.assert_array_equal(line.get_ydata(), results.metrics["grad_norm_sq"])
+    claim = load_claims(["diana-linear"])[0]
+    runs = {0: read_results(sweep / "diana_s0.h5"), 1: read_results(sweep / "gd_s0.h5")}
+    drawn = []
+    shared = plot.figure
+    monkeypatch.setattr(
+        plot, "figure", lambda curves, *args, **kwargs: drawn.append(curves) or shared(curves, *args, **kwargs)
+    )
+    path = draw(claim, claim.sweep("quick"), runs, tmp_path / "figure.png")
+    assert path == tmp_path / "figure.png" and path.read_bytes().startswith(b"\x89PNG")
+    assert [(label, results.path) for label, results in drawn[0]] == [
+        ("name=diana", sweep / "diana_s0.h5"),
+        ("name=quantized-sgd", sweep / "gd_s0.h5"),
+    ]
