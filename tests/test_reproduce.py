@@ -4,6 +4,7 @@ quick mode reaches its verdict."""
 
 from __future__ import annotations
 
+import configparser
 import json
 import math
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from mpicomp.cli import main
 from mpicomp.config import load
 from mpicomp.reproduce.claim import ClaimError, Rule, claim_files, load_claim, load_claims, parse_claim
-from mpicomp.reproduce.engine import AGREES, DIFFERS, NOT_RUN, judge, missing_data
+from mpicomp.reproduce.engine import AGREES, DIFFERS, judge, missing_data
 from mpicomp.reproduce.measures import MEASURES, final, log_slope, ratio, reach
 from mpicomp.reproduce.report import DOCS_BEGIN, DOCS_END
 from mpicomp.results import Results
@@ -252,15 +253,30 @@ def test_the_docs_hold_the_generated_section():
     assert DOCS_BEGIN in text and DOCS_END in text
 
 
+def test_the_package_data_ships_every_declaration():
+    """A non-editable install has the claims: setup.cfg's package_data covers every file of claims/."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    patterns = config["options.package_data"]["mpicomp.reproduce"].split()
+    folder = ROOT / "mpicomp" / "reproduce"
+    shipped = {path for pattern in patterns for path in folder.glob(pattern)}
+    assert set(folder.glob("claims/*")) == shipped and len(shipped) == len(CLAIMS)
+
+
+# The claims whose quick mode we measured to differ from the paper (each explains why in its declaration).
+DIFFERS_IN_QUICK_MODE = {"ef21-ef14-a9a"}
+
+
 @pytest.mark.slow
 @pytest.mark.mpi
 @pytest.mark.parametrize("name", CLAIMS)
-def test_every_claim_agrees_in_quick_mode(name, tmp_path):
+def test_every_claims_quick_mode_reaches_its_verdict(name, tmp_path):
     claim = load_claim(claim_files()[CLAIMS.index(name)])
     sweep = claim.sweep("quick")
     if sweep is not None and missing_data(sweep):
         pytest.skip(missing_data(sweep))
     done = reproduce(name, "--quick", "--out", str(tmp_path), "-n", "2", cwd=tmp_path)
     outcome = json.loads((tmp_path / name / "outcome.json").read_text())
-    assert outcome["verdict"] == AGREES, done.stdout + done.stderr
-    assert outcome["verdict"] != NOT_RUN
+    expected = DIFFERS if name in DIFFERS_IN_QUICK_MODE else AGREES
+    assert outcome["verdict"] == expected, done.stdout + done.stderr
+    assert done.returncode == (0 if expected == AGREES else 1)
