@@ -84,9 +84,10 @@ def column(results: Results, name: str) -> np.ndarray:
     return np.asarray(m[name], dtype=np.float64)
 
 
-def _window(values: np.ndarray, start: float, stop: float) -> slice:
-    n = values.size
-    return slice(min(int(start * n), n - 1), max(int(round(stop * n)), min(int(start * n), n - 1) + 1))
+def _window(size: int, start: float, stop: float) -> slice:
+    """The rows of the fraction window [start, stop] of ``size`` rows (at least one row)."""
+    first = min(int(start * size), max(size - 1, 0))
+    return slice(first, max(int(round(stop * size)), first + 1))
 
 
 @_measure("run")
@@ -135,7 +136,7 @@ def log_slope(results: Results, metric: str, start: float = 0.0, stop: float = 1
     negative slope (-1 = ten times smaller every ``per`` rounds). Rows with values <= 0 are left out."""
     values = column(results, metric)
     rounds = column(results, "round")
-    window = _window(values, start, stop)
+    window = _window(values.size, start, stop)
     v, r = values[window], rounds[window]
     keep = np.isfinite(v) & (v > 0)
     if keep.sum() < 2:
@@ -154,7 +155,10 @@ def variance_times_smoothness(results: Results) -> float:
 
     if results.samples is None or len(results.samples) < 2:
         return float("nan")
-    config = validate(results.config)
+    # a stored config holds every key, unset ones as null: validate what was set (as --resume does)
+    config = validate(
+        {section: {k: v for k, v in table.items() if v is not None} for section, table in results.config.items()}
+    )
     problem = build_problem_from(config, root_seed(config.run["seed"]))
     return float(results.samples.var(axis=0, ddof=1).mean() * problem.potential_smoothness())
 
