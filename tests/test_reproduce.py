@@ -5,6 +5,7 @@ quick mode reaches its verdict."""
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import json
 import math
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from mpicomp.cli import main
 from mpicomp.config import load, validate
 from mpicomp.reproduce.claim import ClaimError, Rule, claim_files, load_claim, load_claims, parse_claim
-from mpicomp.reproduce.engine import AGREES, DIFFERS, drop_outdated, judge, missing_data
+from mpicomp.reproduce.engine import AGREES, DIFFERS, drop_outdated, judge, measure, missing_data
 from mpicomp.reproduce.measures import MEASURES, final, log_slope, ratio, reach, variance_times_smoothness
 from mpicomp.reproduce.report import DOCS_BEGIN, DOCS_END
 from mpicomp.results import Results
@@ -206,6 +207,41 @@ def test_variance_times_smoothness_of_draws_from_a_known_gaussian():
     draws = np.random.default_rng(3).normal(0.0, np.sqrt(2.5 / smoothness), (2000, 50))
     run = Results(Path("x.h5"), stored, {}, "finished", "", "", {}, {}, np.zeros(50), draws)
     assert variance_times_smoothness(run) == pytest.approx(2.5, rel=0.02)
+
+
+def test_a_claim_without_runs_is_measured_and_its_computed_values_are_reused(monkeypatch):
+    raw = {key: value for key, value in BASE.items() if key not in ("runs", "quantity")}
+    raw["quantity"] = [
+        {"id": "a", "label": "A", "measure": "distortion", "spec": "randk(k=2)", "samples": 10, "source": "s"},
+        {
+            "id": "b",
+            "label": "B",
+            "measure": "ratio",
+            "of": "a",
+            "to": "a",
+            "paper": 1,
+            "source": "s",
+            "rule": {"op": "~"},
+        },
+    ]
+    claim = parse_claim(raw, Path("claim.toml"))
+    assert claim.sweep("quick") is None
+    calls = []
+    distortion = MEASURES["distortion"]
+    fake = dataclasses.replace(distortion, function=lambda **arguments: calls.append(arguments) or 2.0)
+    monkeypatch.setitem(MEASURES, "distortion", fake)
+    cache: dict[str, float] = {}
+    first = measure(claim, "quick", None, {}, cache)
+    again = measure(claim, "quick", None, {}, cache)
+    assert len(calls) == 1 and calls[0]["spec"] == "randk(k=2)" and len(cache) == 1
+    assert (
+        [(row.value, row.verdict) for row in again]
+        == [(row.value, row.verdict) for row in first]
+        == [
+            (2.0, ""),
+            (1.0, AGREES),
+        ]
+    )
 
 
 def test_distortion_of_rand_k_matches_its_variance():

@@ -3,7 +3,8 @@ skipped, interrupted ones resumed), then its quantities measured and judged, its
 its report written (:mod:`mpicomp.reproduce.report`).
 
 Layout of ``OUT/NAME/``: ``report.md``, ``outcome.json`` (the table as data), ``figure.png``, and
-the runs of each mode in ``quick/`` or ``full/`` (the sweep's files, ``sweep.json``, ``logs/``).
+the runs of each mode in ``quick/`` or ``full/`` (the sweep's files, ``sweep.json``, ``logs/``, and
+``computed.json``: the values of the measures computed without runs, reused when run again).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .measures import MEASURES
 
 AGREES, DIFFERS, NOT_RUN, INCOMPLETE = "agrees", "differs", "not run", "incomplete"
 FIGURE, REPORT, OUTCOME = "figure.png", "report.md", "outcome.json"
+COMPUTED = "computed.json"  # OUT/NAME/MODE/: values of the computed measures, reused when run again
 
 
 class Interrupted(Exception):
@@ -110,8 +112,12 @@ def judge(rule: Rule, value: float, paper: Any, values: dict[str, float]) -> tup
     return (AGREES if ok else DIFFERS), reference
 
 
-def measure(claim: Claim, mode: str, sweep: Sweep | None, runs: dict[int, Results]) -> list[Row]:
-    """Every quantity of the claim, in order (a derived one sees the values before it)."""
+def measure(
+    claim: Claim, mode: str, sweep: Sweep | None, runs: dict[int, Results], computed: dict[str, float] | None = None
+) -> list[Row]:
+    """Every quantity of the claim, in order (a derived one sees the values before it). ``computed`` caches the
+    values of computed measures (no runs) by measure and arguments: filled here, reused when given again."""
+    computed = {} if computed is None else computed
     values: dict[str, float] = {}
     rows = []
     for quantity in claim.quantities:
@@ -132,7 +138,10 @@ def measure(claim: Claim, mode: str, sweep: Sweep | None, runs: dict[int, Result
         elif measure_.derived:
             row.value = measure_.function(values, **arguments)
         else:
-            row.value = measure_.function(**arguments)
+            key = json.dumps([quantity.measure, arguments], sort_keys=True)
+            if key not in computed:
+                computed[key] = measure_.function(**arguments)
+            row.value = computed[key]
         values[quantity.id] = row.value
         if quantity.rule is not None:
             row.verdict, row.reference = judge(quantity.rule, row.value, quantity.paper, values)
@@ -212,7 +221,12 @@ def run_claim(
             outcome.why = f"{len(sweep.points) - len(runs)} of {len(sweep.points)} runs did not finish; logs in {runs_folder / 'logs'}"
     else:
         runs = {}
-    outcome.rows = measure(claim, mode, sweep, runs)
+    cache = folder / mode / COMPUTED
+    computed = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
+    outcome.rows = measure(claim, mode, sweep, runs, computed)
+    if computed:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(computed, indent=1) + "\n", encoding="utf-8")
     if sweep is not None:
         outcome.figure = draw(claim, sweep, runs, folder / FIGURE)
     judged = [row.verdict for row in outcome.rows if row.verdict]
