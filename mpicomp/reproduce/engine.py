@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data.fetch import LIBSVM_NAMES, MNIST, cached_path
 from ..results import Results, read_results
+from ..results.table import flat_config
 from ..results.writer import config_json
 from ..sweep import DONE_STATUSES, Point, Sweep, point_status
 from ..sweep_runner import EXIT_INTERRUPTED, run_points
@@ -28,6 +29,7 @@ from .measures import MEASURES
 
 AGREES, DIFFERS, NOT_RUN, INCOMPLETE = "agrees", "differs", "not run", "incomplete"
 FIGURE, REPORT, OUTCOME = "figure.png", "report.md", "outcome.json"
+_ABSENT = object()
 COMPUTED = "computed.json"  # OUT/NAME/MODE/: values of the computed measures, reused when run again
 
 
@@ -78,12 +80,17 @@ def missing_data(sweep: Sweep) -> str:
 
 
 def _outdated(point: Point, path: Path) -> bool:
-    """True if ``path`` holds a run of another config than ``point``'s (the declaration changed)."""
+    """True if ``path`` holds a run of another config than ``point``'s (the declaration changed): a key the
+    claim sets, or any key both configs have, differs. A key the stored config lacks and the claim does not
+    set is a key added to mpicomp after the run, at its default: not a change of the claim."""
     try:
-        stored = read_results(path).config
+        stored = flat_config(read_results(path).config)
     except (OSError, KeyError, ValueError):
         return False  # the sweep reruns unreadable files itself
-    return stored != json.loads(config_json(point.config.as_dict()))
+    declared = flat_config(json.loads(config_json(point.config.as_dict())))
+    return any(
+        stored.get(key, _ABSENT) != value for key, value in declared.items() if key in stored or key in point.overrides
+    )
 
 
 def drop_outdated(sweep: Sweep, folder: Path, echo: Callable[[str], None]) -> None:
