@@ -20,7 +20,7 @@ import pytest
 from mpicomp.cli import main
 from mpicomp.config import load, validate
 from mpicomp.reproduce.claim import ClaimError, Rule, claim_files, load_claim, load_claims, parse_claim
-from mpicomp.reproduce.engine import AGREES, DIFFERS, drop_outdated, judge, measure, missing_data
+from mpicomp.reproduce.engine import AGREES, DIFFERS, NOT_RUN, drop_outdated, judge, measure, missing_data, run_claim
 from mpicomp.reproduce.measures import MEASURES, final, log_slope, ratio, reach, variance_times_smoothness
 from mpicomp.reproduce.report import DOCS_BEGIN, DOCS_END
 from mpicomp.results import Results
@@ -271,13 +271,17 @@ def test_rules_judge_against_the_paper_a_number_or_another_quantity(rule, value,
     assert judge(rule, value, paper, {"gd": 2.0}) == (verdict, pytest.approx(reference))
 
 
-def test_a_claim_with_missing_data_says_so_with_the_fetch_command(tmp_path, monkeypatch):
-    monkeypatch.setenv("MPICOMP_DATA", str(tmp_path))
+def test_a_claim_with_missing_data_is_not_run_and_says_so_with_the_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPICOMP_DATA", str(tmp_path / "cache"))
     raw = _with(runs={"set": {"problem.dataset": "libsvm:a9a"}, "grid": {"method.name": ["gd", "diana"]}})
-    sweep = parse_claim(raw, Path("claim.toml")).sweep("quick")
-    assert missing_data(sweep).endswith(
-        "get it with: mpicomp data fetch a9a (cache: " + str(tmp_path) + ", set MPICOMP_DATA to move it)"
-    )
+    claim = parse_claim(raw, Path("claim.toml"))
+    hint = f"get it with: mpicomp data fetch a9a (cache: {tmp_path / 'cache'}, set MPICOMP_DATA to move it)"
+    assert missing_data(claim.sweep("quick")).endswith(hint)
+    outcome = run_claim(claim, tmp_path / "out", "quick", echo=lambda line: None)
+    assert outcome.verdict == NOT_RUN and outcome.why.endswith(hint)
+    report = (tmp_path / "out" / "claim" / "report.md").read_text()
+    assert f"**Verdict (quick mode): not run: dataset 'a9a' is not in the cache; {hint}**" in report
+    assert not (tmp_path / "out" / "claim" / "quick").exists()
 
 
 def test_one_claim_end_to_end_report_figure_runs_then_skipped_when_run_again(tmp_path, capsys):
