@@ -43,7 +43,7 @@ def relative_sd_of_variance(gamma_l: float, draws: int) -> float:
     return math.sqrt(2.0 * (1.0 + rho**2) / ((1.0 - rho**2) * draws * D))
 
 
-@pytest.mark.parametrize("variant", ["star", "plusplus"])
+@pytest.mark.parametrize("variant", [pytest.param("star", marks=pytest.mark.slow), "plusplus"])
 def test_star_and_plusplus_reach_langevins_stationary_variance(tmp_path, variant):
     """Within 5% of 1/(1 - gamma L/2) at gamma L = 0.1; 5% is > 5 standard deviations of the estimate."""
     rounds = 12_000
@@ -59,6 +59,7 @@ def test_star_and_plusplus_reach_langevins_stationary_variance(tmp_path, variant
     assert chi2 < D + 5 * math.sqrt(2 * D), "posterior mean off by more than its Monte Carlo error"
 
 
+@pytest.mark.slow
 def test_sharp_keeps_an_excess_variance_that_shrinks_with_the_step(tmp_path):
     """QLSD# pays the compression noise of the heterogeneous grad U_i: several times Langevin's variance at
     gamma L = 0.1, and an excess (variance x L - 1) that halves with gamma (first order in gamma)."""
