@@ -201,3 +201,35 @@ def _distortion_parts(spec: str, d: int, workers: int, samples: int, seed: int) 
 def ratio(values: Mapping[str, float], of: str, to: str) -> float:
     """The value of quantity ``of`` divided by that of quantity ``to`` (ids of earlier quantities)."""
     return values[of] / values[to] if values[to] != 0 else float("nan")
+
+
+@_measure("run")
+def reach_smoothed(results: Results, metric: str, fraction: float, window: int = 10, x: str = "rounds") -> float:
+    """The ``x`` column (``rounds``, ``modelled_time``, ``bits``, ...) at the first logged row where the
+    trailing mean of the metric over the last ``window`` rows (fewer at the start) is <= ``fraction``
+    times its first logged value: a target that a noisy metric (SGD's ``grad_norm_sq``, ``loss``)
+    crosses once, the same for every run from the same start; NaN if never reached."""
+    values = column(results, metric)
+    if values.size == 0 or window < 1:
+        return float("nan")
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    end = np.arange(1, values.size + 1)
+    begin = np.maximum(end - window, 0)
+    hit = np.flatnonzero((sums[end] - sums[begin]) / (end - begin) <= fraction * values[0])
+    if hit.size == 0:
+        return float("nan")
+    return float(column(results, "round" if x == "rounds" else x)[hit[0]])
+
+
+@_measure("run")
+def per_round(results: Results, metric: str, per_worker: bool = False, scale: float = 1.0) -> float:
+    """A cumulative column per round: ``scale`` x its last value / the last round (/ the number of
+    workers with ``per_worker = true``): ``metric = "up_payload_bytes", scale = 8, per_worker = true``
+    is the payload bits a worker sends per round, ``metric = "modelled_time"`` the modelled seconds
+    per round."""
+    values = column(results, metric)
+    rounds = column(results, "round")
+    if values.size == 0 or rounds[-1] <= 0:
+        return float("nan")
+    workers = int(results.config["data"]["workers"]) if per_worker else 1
+    return float(scale * values[-1] / (rounds[-1] * workers))
