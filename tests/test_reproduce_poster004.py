@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 from mpicomp.compressors import make
+from mpicomp.compressors.compose import Compose
+from mpicomp.compressors.dither import Dithering
+from mpicomp.compressors.sparse import RandK
 from mpicomp.reproduce.claim import claim_files, load_claim
 from mpicomp.reproduce.measures import per_round, reach_smoothed
 from mpicomp.results import Results
@@ -64,10 +67,13 @@ def test_the_speedup_table_declares_the_posters_formulas_at_its_own_d_q_and_s():
     config = claim.sweep("quick").points[0].config
     d = build_problem_from(config, root_seed(config.run["seed"])).d
     specs = {i: quantities[f"{i}_rounds"].runs["compressor.uplink"] for i in POSTER_SPEEDUPS}
-    q = make(specs["rk"]).count(d)
-    assert make(specs["natrk"]).inner.count(d) == q
+    randk, composed, dsta, dnat = (make(specs[i]) for i in ("rk", "natrk", "dsta", "dnat"))
+    assert isinstance(randk, RandK) and isinstance(composed, Compose) and isinstance(composed.inner, RandK)
+    q = randk.count(d)
+    assert composed.inner.count(d) == q
     s = 3  # D_nat^{2,s} and D_sta^{2,2^(s-1)}
-    assert make(specs["dnat"]).s == s and make(specs["dsta"]).s == 2 ** (s - 1)
+    assert isinstance(dnat, Dithering) and isinstance(dsta, Dithering)
+    assert (dnat.s, dnat.p, dsta.s, dsta.p) == (s, 2, 2 ** (s - 1), 2)
     r = min(1.0, math.sqrt(d) * 2 ** (1 - s)) * math.sqrt(d) * 2 ** (1 - s)  # p = 2: d^(1/min(p, 2)) = sqrt(d)
     bits = {
         "base": 32 * d,
