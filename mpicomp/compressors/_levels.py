@@ -49,16 +49,13 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-from llvmlite import ir
 from numba import float64, int32, int64, njit, uint32, uint64
-from numba.core import types
 
 from ..rng import GOLDEN, mix64
 from ..wire import MessageError
 from ..wire.bitpack import (
     GROUP,
     group_count,
-    llvm_intrinsic,
     load_u64,
     or_plane,
     packed_nbytes,
@@ -72,7 +69,7 @@ from ..wire.bitpack import (
     store_u64,
 )
 from .base import non_finite_input
-from .numeric import rescaled_l2_norm
+from .numeric import float64_bits, float64_from_bits, rescaled_l2_norm
 
 LINEAR = 0
 POW2 = 1
@@ -88,30 +85,6 @@ _PRESCALE_ABOVE = 2.0**900
 _MANTISSA = np.uint64((1 << 52) - 1)
 _MAGNITUDE = np.uint64((1 << 63) - 1)  # all bits of a float64 but the sign
 _ONE_PATTERN = np.uint64(0x3FF0000000000000)  # bit pattern of 1.0
-
-
-@llvm_intrinsic
-def float64_bits(typingctx, value):
-    """The IEEE-754 bit pattern of a float64 as a uint64 (an LLVM bitcast, no memory round trip)."""
-    if value != types.float64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.uint64(types.float64), codegen
-
-
-@llvm_intrinsic
-def float64_from_bits(typingctx, pattern):
-    """The float64 whose IEEE-754 bit pattern is the uint64 ``pattern`` (an LLVM bitcast)."""
-    if pattern != types.uint64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.uint64), codegen
 
 
 @njit(cache=True, inline="always")

@@ -38,6 +38,7 @@ from ..wire import (
     unpack_message,
 )
 from ..wire.bitpack import parallel_tasks
+from .numeric import first_non_finite
 
 T = TypeVar("T")
 
@@ -105,11 +106,13 @@ def check_input(x: np.ndarray, finite: bool = True, ndim: int = 1) -> np.ndarray
         raise ValueError(f"compressors take {shape}, got shape {x.shape}")
     if x.dtype not in (np.float32, np.float64):
         raise ValueError(f"compressors take float32 or float64 vectors, got dtype {x.dtype}")
-    if finite and not np.isfinite(x).all():
-        bad = np.argwhere(~np.isfinite(x))[0]
-        error = non_finite_input(x[tuple(bad[:-1])], int(bad[-1]))
-        raise error if ndim == 1 else ValueError(f"row {bad[0]}: {error}")
-    return np.ascontiguousarray(x)
+    x = np.ascontiguousarray(x)
+    bad = first_non_finite(x.reshape(-1)) if finite else -1
+    if bad >= 0:
+        row, column = divmod(bad, x.shape[-1])
+        error = non_finite_input(x.reshape(-1, x.shape[-1])[row], column)
+        raise error if ndim == 1 else ValueError(f"row {row}: {error}")
+    return x
 
 
 def non_finite_input(x: np.ndarray, bad: int) -> ValueError:

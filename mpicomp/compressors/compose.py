@@ -23,7 +23,7 @@ from ..rng import RandomKey
 from ..wire import Message
 from .base import Compressor
 from .registry import register
-from .sparse import Sparsifier, TopK
+from .sparse import Sparsifier, TopK, add_entries
 
 OUTER_STREAM_OFFSET = 1 << 32
 
@@ -90,11 +90,15 @@ class Compose(Compressor):
         nested = np.frombuffer(self.outer.encode(values, outer_key(key)), dtype=np.uint8)
         return (), np.concatenate((self.inner.encode_indices(indices, x.size), nested))
 
-    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+    def _entries(self, msg: Message, key: RandomKey | None) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, decoded values) of a message: the inner section's indices, the nested message's values."""
         split = self.inner.index_nbytes(msg.d)
         indices = self.inner.decode_indices(msg.payload[:split], msg.d, key)
         nested_key = outer_key(key) if key is not None else None
-        values = self.outer.decode(msg.payload[split:], indices.size, nested_key)
-        out = np.zeros(msg.d)
-        out[indices] = values
-        return out
+        return indices, self.outer.decode(msg.payload[split:], indices.size, nested_key)
+
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+        add_entries(out, *self._entries(msg, key), accumulate)
+
+    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
+        add_entries(out, *self._entries(msg, key), True, scale)

@@ -29,6 +29,7 @@ from ..wire import (
     packed_nbytes,
     unpack_uint,
 )
+from ..wire.bitpack import parallel_tasks, run_split
 from .base import VALUE_DTYPES, Compressor, check_dtype, require_key
 from .registry import register
 
@@ -207,6 +208,64 @@ def random_k_indices(d: int, k: int, key: RandomKey) -> np.ndarray:
     return out
 
 
+_NEGATIVE_ZERO = np.uint64(1 << 63)
+_ZERO_BLOCK = 4096  # coordinates per vectorized flag reduction in _clear_negative_zeros
+
+
+@njit(cache=True, nogil=True)
+def _clear_negative_zeros(words, lo, hi):
+    """``x_i + 0.0`` for the float64 bit patterns ``words[lo:hi]``: every -0.0 becomes +0.0, the rest
+    is unchanged. Blocks OR their flags in a loop that vectorizes; only a flagged block is written."""
+    for start in range(lo, hi, _ZERO_BLOCK):
+        block = words[start : min(hi, start + _ZERO_BLOCK)]
+        flag = False
+        for j in range(block.size):
+            flag |= block[j] == _NEGATIVE_ZERO
+        if flag:
+            for j in range(block.size):
+                if block[j] == _NEGATIVE_ZERO:
+                    block[j] = 0
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _gather_sums(out, indices, values, scale, sums):
+    """``sums[j] = out[indices[j]] + values[j] scale``."""
+    for j in range(indices.size):
+        sums[j] = out[indices[j]] + values[j] * scale
+
+
+@njit(cache=True, nogil=True)
+def _scatter(out, indices, values):
+    """``out[indices[j]] = values[j]``."""
+    for j in range(indices.size):
+        out[indices[j]] = values[j]
+
+
+def add_entries(out: np.ndarray, indices: np.ndarray, values: np.ndarray, accumulate: bool, scale: float = 1.0) -> None:
+    """Write (``accumulate``: add ``scale`` times) the sparse vector ``v`` with ``v[indices] = values``
+    (distinct indices), 0 elsewhere, into the float64 vector ``out``, in place.
+
+    Bit for bit ``out[:] = v`` or ``out += scale * v`` on the dense v without building it: off the
+    indices ``out_i + scale * 0`` changes only a -0.0 when that zero is +0.0 (``scale >= 0``), so
+    those are cleared in one read-mostly pass; a non-finite scale takes the dense path.
+    """
+    if not accumulate:
+        out.fill(0.0)
+        _scatter(out, indices, values)
+        return
+    if not np.isfinite(scale):
+        dense = np.zeros(out.size)
+        dense[indices] = values
+        out += scale * dense
+        return
+    sums = np.empty(indices.size)
+    _gather_sums(out, indices, values, scale, sums)
+    if not np.signbit(scale):
+        run_split(_clear_negative_zeros, out.size, parallel_tasks(out.size), out.view(np.uint64))
+    _scatter(out, indices, sums)
+
+
 class Sparsifier(Compressor):
     """Base of Rand-K and Top-K: ``k`` kept coordinates, their indices and values on the wire."""
 
@@ -277,7 +336,8 @@ class Sparsifier(Compressor):
             raise ValueError(f"{self.spec}: values exceed the {self.dtype} range{advice}")
         return (), np.concatenate((self.encode_indices(indices, x.size), wire_values.view(np.uint8)))
 
-    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+    def _entries(self, msg: Message, key: RandomKey | None) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, float64 values) of a message, checked: MessageError on a bad payload."""
         d, k = msg.d, self.count(msg.d)
         split = self.index_nbytes(d)
         dtype = VALUE_DTYPES[self.dtype]
@@ -290,9 +350,13 @@ class Sparsifier(Compressor):
         values = np.frombuffer(msg.payload[split:], dtype=dtype).astype(np.float64)
         if not np.isfinite(values).all():
             raise MessageError(f"{self.name}: payload holds non-finite values")
-        out = np.zeros(d)
-        out[indices] = values
-        return out
+        return indices, values
+
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+        add_entries(out, *self._entries(msg, key), accumulate)
+
+    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
+        add_entries(out, *self._entries(msg, key), True, scale)
 
 
 @register
