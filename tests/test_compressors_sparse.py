@@ -109,15 +109,15 @@ def test_randk_indices_are_uniform() -> None:
     assert chi2 < 40.0  # chi2 with 9 degrees of freedom exceeds 40 with probability 7e-6
 
 
-def test_floyd_sparse_and_dense_paths_agree() -> None:
-    """The hash-set and mask variants of Floyd's algorithm pick the same subset."""
-    from mpicomp.compressors.sparse import _floyd_dense, _floyd_sparse
+def test_floyd_sparse_and_bitmap_paths_agree() -> None:
+    """The hash-set and bitmap variants of Floyd's algorithm pick the same subset."""
+    from mpicomp.compressors.sparse import _floyd_bitmap, _floyd_sparse
 
     state = KEY.state
-    for d, k in ((1, 1), (10, 10), (1000, 17), (5000, 2500)):
+    for d, k in ((1, 1), (10, 10), (1000, 17), (5000, 2500), (64, 64), (130, 65), (100003, 1001)):
         a, b = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
         _floyd_sparse(state, d, k, a)
-        _floyd_dense(state, d, k, b)
+        _floyd_bitmap(state, d, k, b)
         np.testing.assert_array_equal(a, b)
         assert np.unique(a).size == k and a[0] >= 0 and a[-1] < d
 

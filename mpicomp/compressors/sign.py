@@ -9,13 +9,25 @@ Wire: ``||x||_1 / d`` as the one float64 codec scalar, then the sign bitmap (bit
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import float64, njit, uint64
 
 from ..rng import RandomKey
 from ..wire import Message, MessageError, packed_nbytes
-from .base import Compressor, check_scalar
-from .numeric import rescaled_mean_magnitude
+from ..wire.bitpack import GROUP, load_u64, set_plane
+from .base import Compressor, check_scalar, non_finite_input
+from .numeric import first_non_finite, float64_bits, float64_from_bits, rescaled_mean_magnitude
 from .registry import register
+
+_SPAN = 2048  # coordinates per vectorized loop (a multiple of GROUP)
+
+
+@njit(cache=True, inline="always")
+def _tail_word(bitmap, base):
+    """The little-endian word of the bytes ``bitmap[base:]`` (fewer than 8), zero-extended."""
+    word = uint64(0)
+    for k in range(bitmap.size - base):
+        word |= uint64(bitmap[base + k]) << uint64(8 * k)
+    return word
 
 
 @njit(cache=True, inline="always")
@@ -42,21 +54,27 @@ def _sign_bitmap(x, out):
 
 
 @njit(cache=True)
-def _expand_signs(bitmap, scale, out):
-    """``out[i] = -scale`` if bit i of the LSB-first bitmap is set, else ``+scale``; False if a padding bit is set."""
+def _expand_signs(bitmap, scale, out, accumulate):
+    """``out[i] = -scale`` if bit i of the LSB-first bitmap is set, else ``+scale`` (``accumulate``:
+    added to out); False if a padding bit is set. Span by span: the words spread into flags, then a
+    vectorized loop flips the sign bit of ``scale``'s pattern."""
     d = out.size
-    values = np.array((scale, -scale))
-    for byte in range(d // 8):
-        bits = bitmap[byte]
-        for j in range(8):
-            out[8 * byte + j] = values[(bits >> j) & 1]
+    flags = np.empty(_SPAN, dtype=np.uint8)
+    pattern = float64_bits(float64(scale))
+    for lo in range(0, d, _SPAN):
+        target = out[lo : min(d, lo + _SPAN)]
+        for k in range(0, target.size, GROUP):
+            base = (lo + k) // 8
+            word = load_u64(bitmap, base) if base + 8 <= bitmap.size else _tail_word(bitmap, base)
+            set_plane(flags, k, word, 0)
+        for j in range(target.size):
+            value = float64_from_bits(pattern ^ (uint64(flags[j]) << uint64(63)))  # -scale: the sign flipped
+            if accumulate:
+                target[j] += value
+            else:
+                target[j] = value
     tail = d % 8
-    if tail:
-        bits = bitmap[d // 8]
-        for j in range(tail):
-            out[d - tail + j] = values[(bits >> j) & 1]
-        return bits >> tail == 0
-    return True
+    return tail == 0 or bitmap[d // 8] >> tail == 0
 
 
 @register
@@ -66,6 +84,7 @@ class Sign(Compressor):
     name = "sign"
     unbiased = False
     n_scalars = 1
+    checks_finite = True  # a non-finite sum |x_i| is searched for NaN / Inf
 
     def alpha(self, d: int) -> float:
         return 1.0 / d
@@ -73,19 +92,24 @@ class Sign(Compressor):
     def expected_bits(self, d: int) -> float:
         return float(d)
 
-    def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        bitmap = np.empty(packed_nbytes(x.size, 1), dtype=np.uint8)
-        total = _sign_bitmap(x, bitmap)
-        if not x.size:
-            return (0.0,), bitmap
-        return (total / x.size if np.isfinite(total) else rescaled_mean_magnitude(x),), bitmap
+    def payload_bytes(self, d: int) -> int:
+        return packed_nbytes(d, 1)
 
-    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+    def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
+        total = _sign_bitmap(x, payload)
+        if not x.size:
+            return (0.0,)
+        if np.isfinite(total):
+            return (total / x.size,)
+        bad = first_non_finite(x)
+        if bad >= 0:
+            raise non_finite_input(x, bad)
+        return (rescaled_mean_magnitude(x),)
+
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         scale = check_scalar(msg.scalars[0], "sign scale")
         bitmap = np.frombuffer(msg.payload, dtype=np.uint8)
         if bitmap.size != packed_nbytes(msg.d, 1):
             raise MessageError(f"sign: bitmap of {bitmap.size} bytes, d={msg.d} signs need {packed_nbytes(msg.d, 1)}")
-        out = np.empty(msg.d)
-        if not _expand_signs(bitmap, scale, out):
+        if not _expand_signs(bitmap, scale, out, accumulate):
             raise MessageError("sign: nonzero padding bits after the last sign")
-        return out

@@ -19,6 +19,7 @@ from abc import abstractmethod
 
 import numpy as np
 from numba import njit, uint64
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ..rng import GOLDEN, RandomKey, random_below
 from ..wire import (
@@ -34,7 +35,7 @@ from .base import VALUE_DTYPES, Compressor, check_dtype, require_key
 from .registry import register
 
 _HASH_EMPTY = -1
-_DENSE_FLOYD_RATIO = 64  # k >= d / 64: a d-byte mask beats a hash set plus a sort
+_BITMAP_RATIO = 1024  # k >= d / 1024: a d-bit membership bitmap beats a hash set plus a sort
 
 
 def resolve_count(k: float, d: int) -> int:
@@ -95,16 +96,21 @@ def _floyd_sparse(state, d, k, out):
 
 
 @njit(cache=True)
-def _floyd_dense(state, d, k, out):
-    """Floyd's algorithm with a d-byte membership mask, collected in ascending order: for large k."""
-    taken = np.zeros(d, dtype=np.uint8)
+def _floyd_bitmap(state, d, k, out):
+    """Floyd's algorithm with a d-bit membership bitmap, collected in ascending order word by word
+    (the set bits of each 64-bit word by trailing-zero count): for k above d / ``_BITMAP_RATIO``."""
+    taken = np.zeros((d + 63) // 64, dtype=np.uint64)
     for j in range(k):
         t, top = _floyd_draw(state, d, k, j)
-        taken[top if taken[t] else t] = 1
+        if (taken[t >> 6] >> uint64(t & 63)) & uint64(1):
+            t = top
+        taken[t >> 6] |= uint64(1) << uint64(t & 63)
     j = 0
-    for i in range(d):
-        if taken[i]:
-            out[j] = i
+    for w in range(taken.size):
+        word = taken[w]
+        while word:
+            out[j] = 64 * w + int(trailing_zeros(word))  # type: ignore[call-arg]  # numba's stubs give intrinsics a typingctx parameter
+            word &= word - uint64(1)
             j += 1
 
 
@@ -166,7 +172,53 @@ def _top_k_indices(words, k, key_bits, out):
             j += 1
 
 
+@njit(cache=True)
+def _top_k_sampled(words, k, key_bits, out):
+    """:func:`_top_k_indices` in one pass over x when a sample finds a bound: False (out untouched
+    then) if it does not.
+
+    The keys of ``_SAMPLE`` evenly spaced coordinates give a bound below which, for any x not
+    built against the stride, fewer than the k-th largest key lie: the ``k_s + 4 sqrt(k_s) + 8``-th
+    largest sample key, ``k_s = k _SAMPLE / d`` the expected sample count above the threshold. One
+    pass collects the indices of keys at or above the bound (ascending); if there are at least k
+    (and not more than room was made for), they hold every key at or above the k-th largest, and
+    the radix select among them picks the same set as on the whole of x.
+    """
+    d = words.size
+    keep = (uint64(1) << uint64(key_bits)) - uint64(1)
+    stride = d // _SAMPLE
+    sample = np.empty(_SAMPLE, dtype=np.uint64)
+    for j in range(_SAMPLE):
+        sample[j] = uint64(words[j * stride]) & keep
+    sample.sort()
+    expected = k * _SAMPLE / d
+    rank = int(expected + 4.0 * np.sqrt(expected) + 8.0)
+    if rank >= _SAMPLE:
+        return False
+    bound = sample[_SAMPLE - rank]
+    capacity = 2 * rank * (stride + 1) + 64
+    candidates = np.empty(capacity, dtype=np.int64)
+    n = 0
+    for i in range(d):
+        if (uint64(words[i]) & keep) >= bound:
+            if n == capacity:
+                return False
+            candidates[n] = i
+            n += 1
+    if n < k:
+        return False
+    keys = np.empty(n, dtype=np.uint64)
+    for c in range(n):
+        keys[c] = uint64(words[candidates[c]]) & keep
+    chosen = np.empty(k, dtype=np.int64)
+    _top_k_indices(keys, k, key_bits, chosen)
+    for j in range(k):
+        out[j] = candidates[chosen[j]]
+    return True
+
+
 _PARTITION_BELOW_D = 1 << 15  # measured crossover: the radix select's histogram costs ~0.2 ms at any d
+_SAMPLE = 1 << 12  # sampled keys from which _top_k_sampled bounds the threshold (d >= 8 _SAMPLE there)
 
 
 def _top_k_by_partition(x: np.ndarray, k: int) -> np.ndarray:
@@ -187,12 +239,14 @@ def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def _top_k_by_radix(x: np.ndarray, k: int) -> np.ndarray:
-    """The numba radix select on the magnitude bits (fast for long vectors)."""
+    """The numba radix select on the magnitude bits (fast for long vectors), over the candidates
+    above a sampled bound when there are few enough (:func:`_top_k_sampled`), else over all of x."""
     out = np.empty(k, dtype=np.int64)
     if k == 0:
         return out
     words = x.view(np.uint64 if x.dtype == np.float64 else np.uint32)
-    _top_k_indices(words, k, 8 * x.dtype.itemsize - 1, out)
+    if not (k <= x.size // 8 and _top_k_sampled(words, k, 8 * x.dtype.itemsize - 1, out)):
+        _top_k_indices(words, k, 8 * x.dtype.itemsize - 1, out)
     return out
 
 
@@ -203,7 +257,7 @@ def random_k_indices(d: int, k: int, key: RandomKey) -> np.ndarray:
     same choices, so the subset does not depend on which one runs.
     """
     out = np.empty(k, dtype=np.int64)
-    floyd = _floyd_dense if k * _DENSE_FLOYD_RATIO >= d else _floyd_sparse
+    floyd = _floyd_bitmap if k * _BITMAP_RATIO >= d else _floyd_sparse
     floyd(key.state, d, k, out)
     return out
 
