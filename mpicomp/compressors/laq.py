@@ -22,13 +22,17 @@ not ``-0.0``; any other payload length, padding bit or nonzero code with R = 0 i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
+
 import numpy as np
-from numba import njit
+from numba import float64, int32, int64
 
 from ..rng import RandomKey
-from ..wire import Message, MessageError, pack_uint, packed_nbytes, unpack_uint
-from .base import Compressor
-from .numeric import max_magnitude
+from ..wire import Message, MessageError, packed_nbytes
+from ..wire.bitpack import CHUNK_VALUES, load_chunk, pack_chunk, run_chunks, specialized, store_chunk, unpack_chunk
+from .base import Compressor, non_finite_input
+from .numeric import first_non_finite, max_magnitude
 from .registry import register
 
 RADIUS = np.dtype("<f4")  # the radius R on the wire
@@ -48,21 +52,65 @@ def float32_radius(radius: float) -> float:
     return float(rounded)
 
 
-@njit(cache=True)
-def _nearest_codes(v, radius, levels, out):
-    """Eq. (5): ``q_i = floor((v_i + R) (2^b - 1) / (2R) + 1/2)``, capped at ``2^b - 1`` against rounding."""
-    scale = levels / (2.0 * radius)
-    for i in range(v.size):
-        q = np.floor((np.float64(v[i]) + radius) * scale + 0.5)
-        out[i] = min(q, levels)
+_SPAN_CHUNKS = 64  # chunks (2048 coordinates) quantized per vectorized loop before they are packed
+_SPAN = _SPAN_CHUNKS * CHUNK_VALUES
 
 
-@njit(cache=True)
-def _grid_values(codes, radius, levels, out):
-    """Eq. (6): ``delta Q_i = 2 tau R q_i - R`` with ``tau = 1/(2^b - 1)``."""
-    step = 2.0 * radius / levels
-    for i in range(codes.size):
-        out[i] = codes[i] * step - radius
+@cache
+def _encoder(bits: int) -> Callable[..., int]:
+    """Kernel ``(x, radius, levels, packed, c0, c1)``: eq. (5)'s codes of chunks ``[c0, c1)``
+    (``CHUNK_VALUES`` coordinates each), ``q_i = floor((x_i + R) (2^b - 1) / (2R) + 1/2)`` capped at
+    ``2^b - 1`` against rounding, packed with ``bits`` compiled in straight into the bytes ``packed``."""
+
+    dtype, convert = (np.uint32, int32) if bits < 31 else (np.uint64, int64)
+
+    @specialized(f"bits{bits}")
+    def encode_range(x, radius, levels, packed, c0, c1):
+        scratch = np.zeros(_SPAN, dtype=dtype)
+        words = np.empty(bits, dtype=np.uint32)
+        scale = levels / (2.0 * radius)
+        n = x.size
+        for s0 in range(c0, c1, _SPAN_CHUNKS):
+            s1 = min(c1, s0 + _SPAN_CHUNKS)
+            values = x[s0 * CHUNK_VALUES : min(n, s1 * CHUNK_VALUES)]
+            for k in range(values.size):  # a plain loop: it vectorizes (int32 conversions do, int64 not)
+                q = min(np.floor((float64(values[k]) + radius) * scale + 0.5), levels)
+                scratch[k] = convert(q)
+            scratch[values.size :] = 0  # past d: the last chunk's padding bits are zero
+            for c in range(s0, s1):
+                pack_chunk(scratch, (c - s0) * CHUNK_VALUES, words, 0, bits)
+                store_chunk(packed, 4 * bits * c, words)
+        return -1
+
+    return encode_range
+
+
+@cache
+def _decoder(bits: int, accumulate: bool) -> Callable[..., int]:
+    """Kernel ``(packed, radius, levels, out, c0, c1)``: eq. (6), ``2 tau R q_i - R`` with
+    ``tau = 1/(2^b - 1)``, for the chunks ``[c0, c1)`` of ``packed`` (``bits`` compiled in), written
+    (``accumulate``: added) into ``out``."""
+
+    @specialized(f"bits{bits}{'_add' if accumulate else ''}")
+    def decode_range(packed, radius, levels, out, c0, c1):
+        codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
+        words = np.empty(bits, dtype=np.uint32)
+        step = 2.0 * radius / levels
+        n = out.size
+        for c in range(c0, c1):
+            load_chunk(packed, 4 * bits * c, words)
+            unpack_chunk(words, 0, bits, codes)
+            lo = c * CHUNK_VALUES
+            target = out[lo : min(n, lo + CHUNK_VALUES)]
+            for k in range(target.size):
+                value = float64(codes[k]) * step - radius
+                if accumulate:
+                    target[k] += value
+                else:
+                    target[k] = value
+        return -1
+
+    return decode_range
 
 
 @register
@@ -71,6 +119,7 @@ class LAQQuantizer(Compressor):
 
     name = "laq"
     unbiased = False
+    checks_finite = True  # a non-finite max |x_i| is searched for NaN / Inf
 
     def __init__(self, bits: int = 3) -> None:
         if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
@@ -91,17 +140,25 @@ class LAQQuantizer(Compressor):
     def expected_bits(self, d: int) -> float:
         return float(8 * RADIUS_BYTES + self.bits * d)
 
-    def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        radius = float32_radius(max_magnitude(x))
-        codes = np.zeros(x.size, dtype=np.uint32)
-        if radius > 0.0:
-            _nearest_codes(x, radius, self.levels, codes)
-        head = np.array([radius], dtype=RADIUS).view(np.uint8)
-        return (), np.concatenate((head, pack_uint(codes, self.bits)))
+    def payload_bytes(self, d: int) -> int:
+        return RADIUS_BYTES + packed_nbytes(d, self.bits)
 
-    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+    def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
+        largest = max_magnitude(x)
+        if not np.isfinite(largest):
+            raise non_finite_input(x, first_non_finite(x))
+        radius = float32_radius(largest)
+        payload[:RADIUS_BYTES] = np.array([radius], dtype=RADIUS).view(np.uint8)
+        packed = payload[RADIUS_BYTES:]
+        if radius > 0.0:
+            run_chunks(_encoder(self.bits), x.size, x, radius, self.levels, packed)
+        else:
+            packed[:] = 0
+        return ()
+
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         data = np.frombuffer(msg.payload, dtype=np.uint8)
-        need = RADIUS_BYTES + packed_nbytes(msg.d, self.bits)
+        need = self.payload_bytes(msg.d)
         if data.size != need:
             raise MessageError(f"laq: payload of {data.size} bytes, d={msg.d} codes of {self.bits} bits need {need}")
         radius = float(data[:RADIUS_BYTES].view(RADIUS)[0])
@@ -111,11 +168,12 @@ class LAQQuantizer(Compressor):
         tail_bits = (msg.d * self.bits) % 8
         if tail_bits and packed[-1] >> tail_bits:
             raise MessageError("laq: nonzero padding bits after the last code")
-        codes = unpack_uint(packed, msg.d, self.bits)
         if radius == 0.0:
-            if codes.any():
+            if packed.any():
                 raise MessageError("laq: nonzero codes with radius 0 (a zero innovation is sent as all-zero codes)")
-            return np.zeros(msg.d)
-        out = np.empty(msg.d)
-        _grid_values(codes, radius, self.levels, out)
-        return out
+            if accumulate:
+                np.add(out, 0.0, out=out)  # the zero vector added: -0.0 becomes +0.0, as in any sum
+            else:
+                out.fill(0.0)
+            return
+        run_chunks(_decoder(self.bits, accumulate), msg.d, packed, radius, self.levels, out)

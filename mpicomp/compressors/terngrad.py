@@ -14,62 +14,87 @@ per byte as ``sum_j t_{5g+j} 3^j`` (1.6 bits per coordinate; bytes >= 243 are in
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import float64, njit, uint8, uint64
 
-from ..rng import RandomKey, random_uniform
+from ..rng import GOLDEN, RandomKey, mix64
 from ..wire import Message, MessageError
-from .base import Compressor, check_scalar
-from .numeric import max_magnitude
+from ..wire.bitpack import store_u64
+from ._levels import random_counter, uniform_grid
+from .base import Compressor, check_scalar, non_finite_input
+from .numeric import first_non_finite, float64_bits, float64_from_bits, max_magnitude
 from .registry import register
 
 TRITS_PER_BYTE = 5
 _VALID_BYTES = 3**TRITS_PER_BYTE
-# _TRITS[b, j]: digit j of byte b in base 3, the decoding table of the five-trit packing.
-_TRITS = (np.arange(_VALID_BYTES)[:, None] // 3 ** np.arange(TRITS_PER_BYTE) % 3).astype(np.int8)
+# _TRIT_BYTES[b]: the five base-3 digits of byte b, digit j in byte j of a little-endian word (the
+# decoding table; bytes >= 243 are invalid and decode to no digits).
+_TRIT_BYTES = np.zeros(256, dtype=np.uint64)
+_TRIT_BYTES[:_VALID_BYTES] = (np.arange(_VALID_BYTES)[:, None] // 3 ** np.arange(TRITS_PER_BYTE) % 3) @ (
+    256 ** np.arange(TRITS_PER_BYTE)
+)
+_SPAN_BYTES = 512  # bytes (2560 coordinates) per span: trits in a vectorized loop, then packed or spread
+_SPAN = TRITS_PER_BYTE * _SPAN_BYTES
+_HALF_ULP = 2.0**-53
 
 
-@njit(cache=True, inline="always")
-def _trit(x, scale, state, i):
-    """Trit of coordinate i: ``b_i (1 + [x_i < 0])`` with ``b_i = [u_i s < |x_i|]``, ``P(b_i = 1) = |x_i| / s``.
-
-    ``u_i <= 1 - 2**-53`` keeps ``fl(u_i s) < s``, so the largest coordinate is always kept, as it must be.
-    """
-    value = np.float64(x[i])
-    return (random_uniform(state, i) * scale < abs(value)) * (1 + (value < 0))
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ternarize(x, scale, state, out):
-    """Draw the trits and pack five per byte, ``sum_j t_{5g+j} 3^j`` by Horner's rule from j = 4."""
-    full = x.size // TRITS_PER_BYTE
-    for g in range(full):
-        code = 0
-        for j in range(TRITS_PER_BYTE - 1, -1, -1):  # a constant trip count, unrolled
-            code = 3 * code + _trit(x, scale, state, TRITS_PER_BYTE * g + j)
-        out[g] = code
-    if full < out.size:
-        code = 0
-        for i in range(x.size - 1, TRITS_PER_BYTE * full - 1, -1):
-            code = 3 * code + _trit(x, scale, state, i)
-        out[full] = code
+    """Trits ``b_i (1 + [x_i < 0])``, ``b_i = [u_i s < |x_i|]`` with ``u_i`` = :func:`~mpicomp.rng.random_uniform`
+    (so ``P(b_i = 1) = |x_i| / s``; ``u_i <= 1 - 2**-53`` keeps ``fl(u_i s) < s``: the largest
+    coordinate is always kept), packed five per byte as ``sum_j t_{5g+j} 3^j``.
+
+    Span by span: a vectorized loop draws the trits (the uniform assembled from bit patterns, as a
+    uint64-to-float conversion does not vectorize), then they are packed.
+    """
+    d = x.size
+    trits = np.zeros(_SPAN, dtype=np.uint8)
+    counter = random_counter(state, 0)
+    for g0 in range(0, out.size, _SPAN_BYTES):
+        g1 = min(out.size, g0 + _SPAN_BYTES)
+        values = x[TRITS_PER_BYTE * g0 : min(d, TRITS_PER_BYTE * g1)]
+        for j in range(values.size):
+            value = float64(values[j])
+            u = mix64(counter)
+            counter += GOLDEN
+            uniform = uniform_grid(u) + (_HALF_ULP if (u >> uint64(11)) & uint64(1) else 0.0)
+            trits[j] = uint8(uniform * scale < abs(value)) * (uint8(1) + uint8(value < 0.0))
+        trits[values.size :] = 0  # past d: zero digits in the last byte
+        for g in range(g1 - g0):
+            t = TRITS_PER_BYTE * g
+            out[g0 + g] = trits[t] + 3 * (trits[t + 1] + 3 * (trits[t + 2] + 3 * (trits[t + 3] + 3 * trits[t + 4])))
 
 
-@njit(cache=True)
-def _unternarize(buf, scale, trits, out):
-    """Unpack trits into ``{0, +s, -s}`` with the ``trits`` table; returns -1, or the first invalid byte."""
+@njit(cache=True, nogil=True)
+def _unternarize(buf, scale, table, out, accumulate):
+    """Trits into ``{0, +s, -s}`` written (``accumulate``: added) into ``out``; returns -1, or the
+    first byte that is invalid (>= 243, or digits past d).
+
+    Span by span: bytes spread into digits through ``table`` (one 8-byte store per byte, the next
+    one overwriting its 3 spare bytes), then a vectorized loop picks ``s``'s pattern, sign-flipped
+    for digit 2, zeroed for digit 0.
+    """
     d = out.size
-    values = np.array((0.0, scale, -scale))
-    for g in range(buf.size):
-        code = buf[g]
-        if code >= _VALID_BYTES:
-            return g
-        for j in range(TRITS_PER_BYTE):
-            i = TRITS_PER_BYTE * g + j
-            trit = trits[code, j]
-            if i < d:
-                out[i] = values[trit]
-            elif trit:
-                return g
+    trits = np.zeros(_SPAN + 8, dtype=np.uint8)
+    pattern = float64_bits(float64(scale))
+    for g0 in range(0, buf.size, _SPAN_BYTES):
+        g1 = min(buf.size, g0 + _SPAN_BYTES)
+        invalid = False
+        for g in range(g1 - g0):
+            code = buf[g0 + g]
+            invalid |= code >= _VALID_BYTES
+            store_u64(trits, TRITS_PER_BYTE * g, table[code])
+        target = out[TRITS_PER_BYTE * g0 : min(d, TRITS_PER_BYTE * g1)]
+        if invalid or (g1 == buf.size and trits[target.size : TRITS_PER_BYTE * (g1 - g0)].any()):
+            for g in range(g0, g1):
+                if buf[g] >= _VALID_BYTES or (g == buf.size - 1 and table[buf[g]] >> uint64(8 * (d - 5 * g))):
+                    return g
+        for j in range(target.size):
+            t = uint64(trits[j])
+            value = float64_from_bits((pattern ^ (uint64(t == 2) << uint64(63))) & (uint64(0) - uint64(t != 0)))
+            if accumulate:
+                target[j] += value
+            else:
+                target[j] = value
     return -1
 
 
@@ -80,6 +105,7 @@ class TernGrad(Compressor):
     name = "terngrad"
     unbiased = True
     n_scalars = 1
+    checks_finite = True  # a non-finite max |x_i| is searched for NaN / Inf
 
     def omega(self, d: int) -> float:
         return (np.sqrt(d) - 1.0) / 2.0
@@ -87,21 +113,25 @@ class TernGrad(Compressor):
     def expected_bits(self, d: int) -> float:
         return 8.0 * -(-d // TRITS_PER_BYTE)
 
-    def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        scale = max_magnitude(x)
-        out = np.zeros(-(-x.size // TRITS_PER_BYTE), dtype=np.uint8)
-        if scale > 0.0:
-            _ternarize(x, scale, key.state, out)
-        return (scale,), out
+    def payload_bytes(self, d: int) -> int:
+        return -(-d // TRITS_PER_BYTE)
 
-    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+    def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
+        scale = max_magnitude(x)
+        if not np.isfinite(scale):
+            raise non_finite_input(x, first_non_finite(x))
+        if scale > 0.0:
+            _ternarize(x, scale, np.uint64(key.state), payload)
+        else:
+            payload[:] = 0
+        return (scale,)
+
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         scale = check_scalar(msg.scalars[0], "terngrad scale")
         data = np.frombuffer(msg.payload, dtype=np.uint8)
-        need = -(-msg.d // TRITS_PER_BYTE)
+        need = self.payload_bytes(msg.d)
         if data.size != need:
             raise MessageError(f"terngrad: payload of {data.size} bytes, d={msg.d} trits need {need}")
-        out = np.empty(msg.d)
-        bad = _unternarize(data, scale, _TRITS, out)
+        bad = _unternarize(data, scale, _TRIT_BYTES, out, accumulate)
         if bad >= 0:
             raise MessageError(f"terngrad: byte {bad} is not five valid ternary digits")
-        return out

@@ -123,6 +123,36 @@ def store_u64(out, pos, word):
 
 
 @njit(cache=True, inline="always")
+def store_chunk(out, pos, words):
+    """Write the uint32 ``words`` little-endian to the bytes ``out`` from byte ``pos`` on, as far as
+    ``out`` reaches (a packed section's last, partial chunk); word by word where all of them fit."""
+    start = uint64(pos)  # unsigned indices: no negative-index wraparound, so the stores combine
+    if pos + 4 * words.size <= out.size:
+        for w in range(words.size):
+            for k in range(4):
+                out[start + uint64(4 * w + k)] = uint8(words[w] >> uint32(8 * k))
+    else:
+        for b in range(out.size - pos):
+            out[start + uint64(b)] = uint8(words[b >> 2] >> uint32(8 * (b & 3)))
+
+
+@njit(cache=True, inline="always")
+def load_chunk(buf, pos, words):
+    """Inverse of :func:`store_chunk`: ``words`` from the bytes ``buf`` at ``pos``, zero past its end."""
+    start = uint64(pos)
+    if pos + 4 * words.size <= buf.size:
+        for w in range(words.size):
+            word = uint32(0)
+            for k in range(4):
+                word |= uint32(buf[start + uint64(4 * w + k)]) << uint32(8 * k)
+            words[w] = word
+    else:
+        words[:] = 0
+        for b in range(buf.size - pos):
+            words[b >> 2] |= uint32(buf[start + uint64(b)]) << uint32(8 * (b & 3))
+
+
+@njit(cache=True, inline="always")
 def put_bits(out, position, value, bits):
     """OR ``value < 2**bits`` (``bits <= 57``) into the stream ``out`` at bit ``position``; returns
     the position after it. ``out`` (uint8) must be zeroed and have 8 bytes of room past the byte of
@@ -237,8 +267,9 @@ def or_plane(typingctx, codes, start, word, bit):
 
 
 @njit(cache=True, inline="always")
-def pack_chunk(codes, words, w, bits):
-    """Pack the ``CHUNK_VALUES`` codes of ``codes`` (each ``< 2**bits``) into ``words[w : w + bits]``.
+def pack_chunk(codes, first, words, w, bits):
+    """Pack the ``CHUNK_VALUES`` codes ``codes[first : first + CHUNK_VALUES]`` (each ``< 2**bits``)
+    into ``words[w : w + bits]``.
 
     ``words`` is a uint32 view of the output. Inlined into kernels where ``bits`` is a
     compile-time constant, the loop unrolls into straight-line shifts (several times faster).
@@ -246,7 +277,7 @@ def pack_chunk(codes, words, w, bits):
     acc = uint64(0)
     nacc = 0
     for k in range(CHUNK_VALUES):
-        acc |= uint64(codes[k]) << uint64(nacc)
+        acc |= uint64(codes[first + k]) << uint64(nacc)
         nacc += bits
         if nacc >= 32:
             words[w] = uint32(acc)
@@ -349,7 +380,7 @@ def _packer(bits: int) -> Callable[..., int]:
                     if codes[k] >> uint64(bits):
                         bad = lo + k
                         break
-            pack_chunk(codes, words, c * bits, bits)
+            pack_chunk(codes, 0, words, c * bits, bits)
         return bad
 
     return pack_range
