@@ -30,7 +30,16 @@ from numba import float64, int32, int64
 
 from ..rng import RandomKey
 from ..wire import Message, MessageError, packed_nbytes
-from ..wire.bitpack import CHUNK_VALUES, load_chunk, pack_chunk, run_chunks, specialized, store_chunk, unpack_chunk
+from ..wire.bitpack import (
+    CHUNK_VALUES,
+    load_chunk,
+    pack_chunk,
+    pack_octets,
+    run_chunks,
+    specialized,
+    store_chunk,
+    unpack_chunk,
+)
 from .base import Compressor, non_finite_input
 from .numeric import first_non_finite, max_magnitude
 from .registry import register
@@ -62,24 +71,30 @@ def _encoder(bits: int) -> Callable[..., int]:
     (``CHUNK_VALUES`` coordinates each), ``q_i = floor((x_i + R) (2^b - 1) / (2R) + 1/2)`` capped at
     ``2^b - 1`` against rounding, packed with ``bits`` compiled in straight into the bytes ``packed``."""
 
-    dtype, convert = (np.uint32, int32) if bits < 31 else (np.uint64, int64)
+    dtype = np.uint8 if bits <= 8 else (np.uint32 if bits < 31 else np.uint64)
+    convert = int32 if bits < 31 else int64  # int32 conversions vectorize, int64 ones do not
 
     @specialized(f"bits{bits}")
     def encode_range(x, radius, levels, packed, c0, c1):
         scratch = np.zeros(_SPAN, dtype=dtype)
+        octets = scratch.view(np.uint64)
         words = np.empty(bits, dtype=np.uint32)
         scale = levels / (2.0 * radius)
         n = x.size
         for s0 in range(c0, c1, _SPAN_CHUNKS):
             s1 = min(c1, s0 + _SPAN_CHUNKS)
             values = x[s0 * CHUNK_VALUES : min(n, s1 * CHUNK_VALUES)]
-            for k in range(values.size):  # a plain loop: it vectorizes (int32 conversions do, int64 not)
+            for k in range(values.size):  # a plain loop: it vectorizes
                 q = min(np.floor((float64(values[k]) + radius) * scale + 0.5), levels)
                 scratch[k] = convert(q)
             scratch[values.size :] = 0  # past d: the last chunk's padding bits are zero
-            for c in range(s0, s1):
-                pack_chunk(scratch, (c - s0) * CHUNK_VALUES, words, 0, bits)
-                store_chunk(packed, 4 * bits * c, words)
+            if bits <= 8:  # whole bytes per 8 codes; stores stay inside this range's bytes (threads)
+                limit = min(packed.size, 4 * bits * c1)
+                pack_octets(octets, (s1 - s0) * CHUNK_VALUES // 8, packed, 4 * bits * s0, limit, bits)
+            else:
+                for c in range(s0, s1):
+                    pack_chunk(scratch, (c - s0) * CHUNK_VALUES, words, 0, bits)
+                    store_chunk(packed, 4 * bits * c, words)
         return -1
 
     return encode_range

@@ -152,6 +152,32 @@ def load_chunk(buf, pos, words):
             words[b >> 2] |= uint32(buf[start + uint64(b)]) << uint32(8 * (b & 3))
 
 
+_LOW_BYTES = np.uint64(0x00FF00FF00FF00FF)
+_LOW_PAIRS = np.uint64(0x0000FFFF0000FFFF)
+_LOW_QUADS = np.uint64(0x00000000FFFFFFFF)
+
+
+@njit(cache=True, inline="always")
+def pack_octets(octets, count, out, pos, limit, bits):
+    """Pack ``8 count`` byte codes (each ``< 2**bits``, ``bits <= 8``), read 8 at a time as the
+    little-endian words ``octets[:count]``, densely into ``out`` from byte ``pos`` on, writing no
+    byte at or past ``limit``: the layout of :func:`pack_chunk`, 8 codes making exactly ``bits``
+    bytes. Each word is squeezed in three shift-and-mask steps (pairs, quads, octets: a loop that
+    vectorizes), then stored with one unaligned 8-byte store whose spare bytes the next overwrites."""
+    for o in range(count):
+        word = octets[o]
+        word = (word & _LOW_BYTES) | ((word & ~_LOW_BYTES) >> uint64(8 - bits))
+        word = (word & _LOW_PAIRS) | ((word & ~_LOW_PAIRS) >> uint64(16 - 2 * bits))
+        octets[o] = (word & _LOW_QUADS) | ((word & ~_LOW_QUADS) >> uint64(32 - 4 * bits))
+    for o in range(count):
+        at = pos + bits * o
+        if at + 8 <= limit:
+            store_u64(out, at, octets[o])
+        else:
+            for k in range(min(bits, limit - at)):
+                out[at + k] = uint8(octets[o] >> uint64(8 * k))
+
+
 @njit(cache=True, inline="always")
 def put_bits(out, position, value, bits):
     """OR ``value < 2**bits`` (``bits <= 57``) into the stream ``out`` at bit ``position``; returns
