@@ -83,23 +83,47 @@ def span_decomposition(size: int, bits: int) -> tuple[np.ndarray, float]:
     return decompose, float(directions.shape[0] / np.linalg.eigvalsh(gram)[0])
 
 
+_ROWS_AT_ONCE = 4  # rows whose running sums advance together (independent add chains overlap)
+
+
+@njit(cache=True, inline="always")
+def _running_sum(p, row, prefix, r):
+    """``prefix[r, j] = sum_{i <= j} |p[row, i]|``, summed in index order."""
+    total = 0.0
+    for j in range(p.shape[1]):
+        total += abs(p[row, j])
+        prefix[r, j] = total
+
+
 @njit(cache=True, nogil=True)
 def _draw_directions(p, uniforms, index, l1):
-    """Per row of p: ``l1 = ||p||_1`` and the first j whose cumulative ``|p|`` exceeds ``u l1``, plus K if ``p_j < 0``."""
-    k = p.shape[1]
-    for row in range(p.shape[0]):
-        total = 0.0
-        for j in range(k):
-            total += abs(p[row, j])
-        l1[row] = total
-        target = uniforms[row] * total
-        running, j = 0.0, 0
-        while j < k - 1:
-            running += abs(p[row, j])
-            if running > target:
-                break
-            j += 1
-        index[row] = j + k * (p[row, j] < 0.0)
+    """Per row of p: ``l1 = ||p||_1`` and the first j whose cumulative ``|p|`` exceeds ``u l1`` (the
+    last j if none), plus K if ``p_j < 0``.
+
+    The running sums (in index order, so ``l1`` is the last one) of ``_ROWS_AT_ONCE`` rows advance
+    together, then j is a binary search among them (they never decrease).
+    """
+    n, k = p.shape
+    prefix = np.empty((_ROWS_AT_ONCE, k))
+    for first in range(0, n, _ROWS_AT_ONCE):
+        rows = min(_ROWS_AT_ONCE, n - first)
+        if rows == _ROWS_AT_ONCE:
+            a, b, c, e = 0.0, 0.0, 0.0, 0.0
+            for j in range(k):
+                a += abs(p[first, j])
+                b += abs(p[first + 1, j])
+                c += abs(p[first + 2, j])
+                e += abs(p[first + 3, j])
+                prefix[0, j], prefix[1, j], prefix[2, j], prefix[3, j] = a, b, c, e
+        else:
+            for r in range(rows):
+                _running_sum(p, first + r, prefix, r)
+        for r in range(rows):
+            row = first + r
+            total = prefix[r, k - 1]
+            l1[row] = total
+            j = np.searchsorted(prefix[r, : k - 1], uniforms[row] * total, side="right")
+            index[row] = j + k * (p[row, j] < 0.0)
 
 
 def span_choices(buckets: np.ndarray, decompose: np.ndarray, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,9 +137,12 @@ def span_choices(buckets: np.ndarray, decompose: np.ndarray, uniforms: np.ndarra
     step = tile_rows(k)
 
     def sample(first: int, end: int) -> int:
+        p = np.empty((step, k))  # reused by every tile: no fresh pages per product
         for tile in range(first, end):
             rows = slice(tile * step, min(n_rows, (tile + 1) * step))
-            _draw_directions(buckets[rows] @ decompose, uniforms[rows], index[rows], l1[rows])
+            block = p[: rows.stop - rows.start]
+            np.matmul(buckets[rows], decompose, out=block)
+            _draw_directions(block, uniforms[rows], index[rows], l1[rows])
         return -1
 
     tiled(sample, n_rows, k)
