@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mpicomp.compressors.numeric import (
+    first_non_finite,
     l2_norm,
     max_magnitude,
     rescaled_l2_norm,
@@ -37,3 +38,21 @@ def test_rescaled_mean_magnitude_where_the_plain_sum_overflows() -> None:
     x = np.array([1e308, -1e308, 1e308, 0.0])
     assert rescaled_mean_magnitude(x) == pytest.approx(0.75e308, rel=1e-15)
     assert max_magnitude(x) == 1e308 and max_magnitude(np.zeros(0)) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_max_magnitude_and_first_non_finite_match_numpy(dtype: type) -> None:
+    """The bit-pattern passes agree with NumPy: the largest |x_i| (subnormals, -0.0 included), the
+    first NaN or Inf wherever it sits in a block, NaN from the max when x holds one."""
+    tiny = np.finfo(dtype).smallest_subnormal
+    x = (np.random.default_rng(1).standard_normal(10_000) * 1e-3).astype(dtype)
+    x[::7] = -0.0
+    x[5] = -tiny
+    assert max_magnitude(x) == np.abs(x).max() and first_non_finite(x) == -1
+    assert max_magnitude(np.array([-0.0, tiny], dtype=dtype)) == tiny
+    for bad, value in ((0, np.nan), (4095, -np.inf), (4096, np.inf), (9999, -np.nan)):
+        y = x.copy()
+        y[bad] = value
+        y[-1 if bad < 9999 else 0] = np.inf  # a later (or earlier) non-finite does not hide the first
+        assert first_non_finite(y) == (bad if bad < 9999 else 0)
+        assert np.isnan(max_magnitude(y)) == np.isnan(value)

@@ -429,3 +429,86 @@ def test_natural_composition() -> None:
 
 def test_every_sparse_family_compressor_is_registered() -> None:
     assert {"randk", "topk", "qsgd", "terngrad", "sign"} <= set(available())
+
+
+# ---------------------------------------------------------------- fused decoding, fast paths
+
+
+@pytest.mark.parametrize(
+    "spec", ["randk(k=0.05)", "topk(k=0.3,dtype=float32)", "natural∘randk(k=0.1)", "sign", "terngrad", "laq(bits=3)"]
+)
+@pytest.mark.parametrize("scale", [1.0, -0.5, 2.0, 0.0, -0.0])
+def test_decode_add_is_the_dense_sum_bit_for_bit(spec: str, scale: float) -> None:
+    """decode_add writes into the target without the dense vector, yet gives the bits of
+    ``total + scale * decode(m)``, signed zeros included (off the indices +0.0 turns a -0.0 into
+    +0.0, and -0.0 leaves it)."""
+    d = 3000
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(d)
+    x[::9] = -0.0
+    compressor = make(spec)
+    message = compressor.encode(x, KEY)
+    decoded = compressor.decode(message, d, KEY)
+    total = rng.standard_normal(d)
+    total[::3], total[1::3] = -0.0, 0.0
+    expected = total + (decoded if scale == 1.0 else decoded * scale)
+    got = compressor.decode_add(message, total.copy(), KEY, scale=scale)
+    np.testing.assert_array_equal(got.view(np.uint64), expected.view(np.uint64))
+    into = np.full(d, -0.0)
+    compressor.decode(message, d, KEY, out=into)
+    np.testing.assert_array_equal(into.view(np.uint64), decoded.view(np.uint64))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "ties", "half zero", "float32", "strided spikes"])
+def test_top_k_sampled_bound_picks_the_radix_select_set(kind: str) -> None:
+    """The one-pass selection above a sampled bound returns the set of the full radix select
+    (lowest indices among ties), including inputs that defeat the sample (the fallback)."""
+    from mpicomp.compressors.sparse import _SAMPLE, _top_k_indices, top_k_indices
+
+    d = 9 * _SAMPLE + 5
+    x = np.random.default_rng(3).standard_normal(d)
+    if kind == "ties":
+        x = np.round(x * 2.0)
+    elif kind == "half zero":
+        x[::2] = 0.0
+    elif kind == "float32":
+        x = x.astype(np.float32)
+    elif kind == "strided spikes":  # every sampled coordinate small, the large ones between them
+        x = np.abs(x) * 1e-3
+        x[1::9] += 10.0
+    words = x.view(np.uint64 if x.dtype == np.float64 else np.uint32)
+    for k in (1, 37, d // 100, d // 8):
+        full = np.empty(k, dtype=np.int64)
+        _top_k_indices(words, k, 8 * x.itemsize - 1, full)
+        np.testing.assert_array_equal(top_k_indices(x, k), full)
+
+
+@pytest.mark.parametrize("spec", ["terngrad", "sign", "laq(bits=3)", "laq(bits=11)", "topk(k=0.01)"])
+def test_messages_do_not_depend_on_the_thread_count(spec: str) -> None:
+    """Long vectors split over threads (ranges ending inside a packed word) give the same bytes and
+    the same decoded vector as one thread."""
+    import numba
+
+    x = np.random.default_rng(8).standard_normal(200_003)
+    compressor = make(spec)
+    previous = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            message = bytes(compressor.encode(x, KEY))
+            results.append((message, compressor.decode(message, x.size, KEY)))
+    finally:
+        numba.set_num_threads(previous)
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_terngrad_rejects_digits_past_d_and_bytes_above_242() -> None:
+    """A nonzero digit past d in the last byte, or a byte >= 243, is a MessageError naming the byte."""
+    compressor = make("terngrad")
+    for payload, byte in ((bytes([0, 9]), 1), (bytes([243, 0]), 0), (bytes([0, 0] * 600 + [250, 0]), 1200)):
+        d = 5 * len(payload) - 3  # digit 2 of the last byte (value 9) is coordinate d
+        message = pack_message(compressor.codec_id, d, (1.0,), payload)
+        with pytest.raises(MessageError, match=f"byte {byte} "):
+            compressor.decode(message, d)

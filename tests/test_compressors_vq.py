@@ -210,6 +210,25 @@ def test_hsq_span_decomposes_and_kappa_bounds_the_l1_norm() -> None:
     assert ratio.max() <= kappa and 8 < ratio.mean() < 12  # ||p||_1^2 ~ (16 E|cos|)^2 ||b||^2 ~ 10 ||b||^2
 
 
+def test_hsq_span_draws_the_first_direction_past_u_times_the_l1_norm() -> None:
+    """The batched running sums and binary search pick what a plain scan in index order picks: the
+    first j whose running sum of |p| exceeds ``u ||p||_1`` (the last one if none), signed."""
+    from mpicomp.compressors.hsq import _draw_directions
+
+    rng = np.random.default_rng(4)
+    p = rng.standard_normal((103, 64)) * rng.exponential(size=(103, 64))  # 103 rows: a partial batch of 4
+    p[5] = 0.0
+    uniforms = rng.uniform(size=103)
+    uniforms[7] = np.nextafter(1.0, 0.0)
+    index, l1 = np.empty(103, dtype=np.int64), np.empty(103)
+    _draw_directions(p, uniforms, index, l1)
+    for row in range(103):
+        running = np.cumsum(np.abs(p[row]))
+        past = np.flatnonzero(running[:-1] > uniforms[row] * running[-1])
+        j = past[0] if past.size else 63
+        assert (index[row], l1[row]) == (j + 64 * (p[row, j] < 0), running[-1])
+
+
 def test_greedy_hsq_picks_the_best_codeword() -> None:
     words = hsq_codewords(16, 10)
     b = np.random.default_rng(10).standard_normal((300, 16))
