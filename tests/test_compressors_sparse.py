@@ -192,14 +192,19 @@ def test_topk_keeps_exactly_the_k_largest(dtype: type, k: int) -> None:
 @pytest.mark.parametrize("d", [1000, 40_000])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_topk_selection_paths_agree_with_a_stable_sort(d: int, dtype: type) -> None:
-    """The partition path (short vectors) and the radix path (long ones) pick the same set, ties included."""
-    from mpicomp.compressors.sparse import _top_k_by_partition, _top_k_by_radix
+    """The partition path (short vectors), the radix select on all of x and the selection (for long
+    vectors: above a sampled bound) pick the same set, ties included."""
+    from mpicomp.compressors.sparse import _top_k_by_partition, _top_k_indices, top_k_indices
 
     x = np.round(fixed_vectors(d)["heavy-tailed"], 1).astype(dtype)  # rounding makes many ties
+    words = x.view(np.uint64 if dtype == np.float64 else np.uint32)
     for k in (1, d // 20, d - 1):
         expected = np.sort(np.argsort(-np.abs(x), kind="stable")[:k])
+        radix = np.empty(k, dtype=np.int64)
+        _top_k_indices(words, k, 8 * x.itemsize - 1, radix)
         np.testing.assert_array_equal(_top_k_by_partition(x, k), expected)
-        np.testing.assert_array_equal(_top_k_by_radix(x, k), expected)
+        np.testing.assert_array_equal(radix, expected)
+        np.testing.assert_array_equal(top_k_indices(x, k), expected)
 
 
 def test_topk_breaks_ties_towards_low_indices() -> None:

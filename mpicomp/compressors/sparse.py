@@ -30,8 +30,9 @@ from ..wire import (
     packed_nbytes,
     unpack_uint,
 )
-from ..wire.bitpack import parallel_tasks, run_split
-from .base import VALUE_DTYPES, Compressor, check_dtype, require_key
+from ..wire.bitpack import GROUP, nonzero_word, parallel_tasks, run_split
+from .base import VALUE_DTYPES, Compressor, check_dtype, non_finite_input, require_key
+from .numeric import first_non_finite
 from .registry import register
 
 _HASH_EMPTY = -1
@@ -173,9 +174,10 @@ def _top_k_indices(words, k, key_bits, out):
 
 
 @njit(cache=True)
-def _top_k_sampled(words, k, key_bits, out):
-    """:func:`_top_k_indices` in one pass over x when a sample finds a bound: False (out untouched
-    then) if it does not.
+def _top_k_sampled(words, k, key_bits, infinity, out):
+    """:func:`_top_k_indices` in one pass over x when a sample finds a bound: ``_SELECTED``, or
+    ``_FAILED`` (out untouched) if it does not, or ``_NON_FINITE`` if some key is at least
+    ``infinity`` (the key of Inf: x holds NaN or Inf).
 
     The keys of ``_SAMPLE`` evenly spaced coordinates give a bound below which, for any x not
     built against the stride, fewer than the k-th largest key lie: the ``k_s + 4 sqrt(k_s) + 8``-th
@@ -194,19 +196,32 @@ def _top_k_sampled(words, k, key_bits, out):
     expected = k * _SAMPLE / d
     rank = int(expected + 4.0 * np.sqrt(expected) + 8.0)
     if rank >= _SAMPLE:
-        return False
+        return _FAILED
     bound = sample[_SAMPLE - rank]
     capacity = 2 * rank * (stride + 1) + 64
     candidates = np.empty(capacity, dtype=np.int64)
+    above = np.zeros(_SPAN, dtype=np.uint8)
     n = 0
-    for i in range(d):
-        if (uint64(words[i]) & keep) >= bound:
-            if n == capacity:
-                return False
-            candidates[n] = i
-            n += 1
+    top = uint64(0)
+    for lo in range(0, d, _SPAN):
+        span = words[lo : lo + _SPAN]
+        for j in range(span.size):  # a plain compare loop: it vectorizes
+            key = uint64(span[j]) & keep
+            above[j] = key >= bound
+            top = max(top, key)
+        above[span.size :] = 0
+        for g in range(0, span.size, GROUP):
+            mask = nonzero_word(above, g)
+            while mask:
+                if n == capacity:
+                    return _FAILED
+                candidates[n] = lo + g + int(trailing_zeros(mask))  # type: ignore[call-arg]  # numba's stubs give intrinsics a typingctx parameter
+                mask &= mask - uint64(1)
+                n += 1
+    if top >= infinity:
+        return _NON_FINITE
     if n < k:
-        return False
+        return _FAILED
     keys = np.empty(n, dtype=np.uint64)
     for c in range(n):
         keys[c] = uint64(words[candidates[c]]) & keep
@@ -214,10 +229,12 @@ def _top_k_sampled(words, k, key_bits, out):
     _top_k_indices(keys, k, key_bits, chosen)
     for j in range(k):
         out[j] = candidates[chosen[j]]
-    return True
+    return _SELECTED
 
 
 _PARTITION_BELOW_D = 1 << 15  # measured crossover: the radix select's histogram costs ~0.2 ms at any d
+_SELECTED, _FAILED, _NON_FINITE = 0, 1, 2  # outcomes of _top_k_sampled
+_SPAN = 2048  # coordinates compared per vectorized loop in _top_k_sampled (a multiple of GROUP)
 _SAMPLE = 1 << 12  # sampled keys from which _top_k_sampled bounds the threshold (d >= 8 _SAMPLE there)
 
 
@@ -231,22 +248,29 @@ def _top_k_by_partition(x: np.ndarray, k: int) -> np.ndarray:
     return np.union1d(above, ties).astype(np.int64)
 
 
+def _require_finite(x: np.ndarray) -> None:
+    bad = first_non_finite(x)
+    if bad >= 0:
+        raise non_finite_input(x, bad)
+
+
 def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
-    """Ascending indices of the ``k`` largest magnitudes of a float32/float64 vector (lowest index wins ties)."""
-    if k == x.size:
-        return np.arange(k, dtype=np.int64)
-    return _top_k_by_partition(x, k) if x.size < _PARTITION_BELOW_D else _top_k_by_radix(x, k)
-
-
-def _top_k_by_radix(x: np.ndarray, k: int) -> np.ndarray:
-    """The numba radix select on the magnitude bits (fast for long vectors), over the candidates
-    above a sampled bound when there are few enough (:func:`_top_k_sampled`), else over all of x."""
+    """Ascending indices of the ``k`` largest magnitudes of a float32/float64 vector (lowest index
+    wins ties); ValueError if x holds NaN or Inf (found by the selection's own pass where it can)."""
+    if k == x.size or x.size < _PARTITION_BELOW_D:
+        _require_finite(x)
+        return np.arange(k, dtype=np.int64) if k == x.size else _top_k_by_partition(x, k)
     out = np.empty(k, dtype=np.int64)
-    if k == 0:
-        return out
     words = x.view(np.uint64 if x.dtype == np.float64 else np.uint32)
-    if not (k <= x.size // 8 and _top_k_sampled(words, k, 8 * x.dtype.itemsize - 1, out)):
-        _top_k_indices(words, k, 8 * x.dtype.itemsize - 1, out)
+    key_bits = 8 * x.dtype.itemsize - 1
+    if 0 < k <= x.size // 8:
+        infinity = np.uint64(0x7FF0000000000000 if x.dtype == np.float64 else 0x7F800000)
+        outcome = _top_k_sampled(words, k, key_bits, infinity, out)
+        if outcome == _SELECTED:
+            return out
+    _require_finite(x)
+    if k:
+        _top_k_indices(words, k, key_bits, out)  # the radix select on all of x
     return out
 
 
@@ -469,6 +493,7 @@ class TopK(Sparsifier):
 
     name = "topk"
     unbiased = False
+    checks_finite = True  # the selection's pass rejects NaN and Inf
 
     def alpha(self, d: int) -> float:
         rounding = 2.0**-24 if self.dtype == "float32" else 0.0
