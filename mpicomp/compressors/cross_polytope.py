@@ -24,6 +24,7 @@ bucket's n, and all codes are 0 when ``nu = 0``.
 from __future__ import annotations
 
 import numpy as np
+from numba import float64, int64, njit
 
 from ..rng import RandomKey
 from ..wire import Message, MessageError, index_bits, pack_uint
@@ -51,6 +52,34 @@ def bucket_lengths(d: int, size: int) -> np.ndarray:
     return lengths
 
 
+@njit(cache=True, nogil=True)
+def _draw_vertices(buckets, radius, lengths, uniforms, shift, codes):
+    """Per bucket l and draw s: the code of a vertex drawn with the barycentric weights (see
+    :func:`draw_vertices`), from the running sums of ``|x_i|`` in index order."""
+    size = buckets.shape[1]
+    cumulative = np.empty(size)
+    for row in range(buckets.shape[0]):
+        total = 0.0
+        for i in range(size):
+            total += abs(buckets[row, i])
+            cumulative[i] = total
+        n = lengths[row]
+        mass = total / radius[row]
+        for draw in range(uniforms.shape[1]):
+            u = uniforms[row, draw]
+            if u >= mass:  # uniform over the 2n vertices
+                spread = min(int64((u - mass) / (1.0 - mass) * 2.0 * float64(n)), 2 * n - 1)
+                index, negative = spread // 2, spread % 2
+            else:
+                target = u * radius[row]
+                index = 0
+                while index < size and cumulative[index] <= target:
+                    index += 1
+                index = min(index, n - 1)
+                negative = int64(buckets[row, index] < 0.0)
+            codes[row, draw] = index | negative << shift
+
+
 def draw_vertices(buckets: np.ndarray, radius: np.ndarray, lengths: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     """Codes ``i | negative << ib`` of vertices ``±radius_l e_i`` drawn with the barycentric weights (L x samples).
 
@@ -58,20 +87,9 @@ def draw_vertices(buckets: np.ndarray, radius: np.ndarray, lengths: np.ndarray, 
     ``|x_i| / radius_l`` (the first i whose cumulative ``|x|`` exceeds ``u radius_l``) with the
     sign of ``x_i``; otherwise ``(u - a) / (1 - a)`` picks one of the 2n vertices uniformly.
     """
-    shift = index_bits(buckets.shape[1])
-    cumulative = np.cumsum(np.abs(buckets), axis=1)
-    target = uniforms * radius[:, None]
-    weighted = np.minimum((cumulative[:, None, :] <= target[..., None]).sum(axis=2), lengths[:, None] - 1)
-    negative = np.take_along_axis(buckets, weighted, axis=1) < 0
-    mass = (cumulative[:, -1] / radius)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        spread = np.minimum(
-            ((uniforms - mass) / (1.0 - mass) * 2 * lengths[:, None]).astype(np.int64), 2 * lengths[:, None] - 1
-        )
-    uniform_pick = uniforms >= mass
-    index = np.where(uniform_pick, spread // 2, weighted)
-    negative = np.where(uniform_pick, spread % 2 == 1, negative)
-    return index | negative.astype(np.int64) << shift
+    codes = np.empty(uniforms.shape, dtype=np.int64)
+    _draw_vertices(buckets, radius, lengths, uniforms, index_bits(buckets.shape[1]), codes)
+    return codes
 
 
 @register
