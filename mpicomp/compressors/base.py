@@ -164,7 +164,7 @@ class Compressor(ABC):
     name: ClassVar[str]
     unbiased: bool  # a class constant, or set per instance (compose, hsq, stovoq)
     n_scalars: int = 0
-    checks_finite: ClassVar[bool] = False  # True: the payload kernel rejects NaN/Inf in its own pass
+    checks_finite: bool = False  # True: the codec rejects NaN/Inf in its own pass (compose: per instance)
     crc: bool = True  # append the CRC-32 trailer (a run sets it from [compressor] checksum)
     extension_tag: ClassVar[int | None] = None  # set for classes outside mpicomp (EXTENSION_CODEC)
 

@@ -48,6 +48,7 @@ class Compose(Compressor):
             )
         self.outer = outer
         self.inner = inner
+        self.checks_finite = inner.checks_finite  # Top-K's selection reads (and checks) all of x
         self.unbiased = outer.unbiased and inner.unbiased
 
     @property
