@@ -88,6 +88,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the vector and the keys")
     parser.add_argument("--threads", type=int, default=1, help="numba threads for the kernels (default 1)")
     parser.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="wall time, or the process's CPU time (steadier on a shared machine: time spent waiting for a core "
+        "does not count; memory contention still does) (default wall)",
+    )
+    parser.add_argument(
         "--dtype", action="append", choices=("float32", "float64"), help="input dtype (repeatable; default both)"
     )
     return parser.parse_args()
@@ -130,20 +137,23 @@ def benchmark_specs(only: list[str] | None, references: dict[str, tuple[Callable
     return chosen
 
 
-def elapsed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}  # cpu: this process's threads, not the others'
+
+
+def elapsed(fn: Callable[[], object], clock: str = "wall") -> float:
+    start = CLOCKS[clock]()
     fn()
-    return time.perf_counter() - start
+    return CLOCKS[clock]() - start
 
 
-def best_rates(d: int, timers: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+def best_rates(d: int, timers: dict[str, Callable[[], object]], repeat: int, clock: str = "wall") -> dict[str, float]:
     """Elements per second of each timer, best of ``repeat`` interleaved rounds after one warm-up round."""
     for fn in timers.values():
         fn()
     best = dict.fromkeys(timers, np.inf)
     for _ in range(repeat):
         for name, fn in timers.items():
-            best[name] = min(best[name], elapsed(fn))
+            best[name] = min(best[name], elapsed(fn, clock))
     return {name: d / seconds for name, seconds in best.items()}
 
 
@@ -185,7 +195,8 @@ def main() -> None:
         copy_target = np.empty_like(copy_source)
         key = RandomKey(args.seed, 1, 0, 0)
         print(
-            f"\nd = {args.d} {dtype} input, best of {args.repeat}, numba threads = {numba.get_num_threads()}; "
+            f"\nd = {args.d} {dtype} input, best of {args.repeat}, {args.clock} clock, "
+            f"numba threads = {numba.get_num_threads()}; "
             "rates in Gelem/s"
         )
         print(
@@ -205,7 +216,7 @@ def main() -> None:
                 np.copyto(target, source)
 
             timers = {"copyto": copy, **codec_timers(compressor, x, key)}
-            rates = best_rates(args.d, timers, args.repeat)
+            rates = best_rates(args.d, timers, args.repeat, args.clock)
             bits = 8 * len(compressor.encode(x, key)) / args.d
             ratio = {name: rates[name] / rates["copyto"] for name in rates}
             if dtype == "float32":
@@ -224,7 +235,7 @@ def main() -> None:
             )
             reference = references.get(spec)
             if reference is not None and not args.no_numpy:
-                numpy_rates = best_rates(args.d, reference_timers(*reference, x, key), args.numpy_repeat)
+                numpy_rates = best_rates(args.d, reference_timers(*reference, x, key), args.numpy_repeat, args.clock)
                 line += (
                     f" {numpy_rates['encode'] / 1e9:7.4f} {numpy_rates['decode'] / 1e9:7.4f}"
                     f" {rates['encode'] / numpy_rates['encode']:8.1f} {rates['decode'] / numpy_rates['decode']:8.1f}"

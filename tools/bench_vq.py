@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import numba
 import numpy as np
-from bench_kernels import best_rates, verdict  # this folder is on sys.path when the script runs
+from bench_kernels import CLOCKS, best_rates, verdict  # this folder is on sys.path when the script runs
 
 from mpicomp.compressors import Compressor, make
 from mpicomp.compressors._codebook import _threadpools, tile_rows, tiled
@@ -56,6 +56,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", action="append", metavar="NAME", help="only specs whose name is NAME (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the vector and the key")
     parser.add_argument("--threads", type=int, default=1, help="numba threads for the kernels and tiles (default 1)")
+    parser.add_argument(
+        "--clock", choices=tuple(CLOCKS), default="wall", help="wall or process CPU time (default wall)"
+    )
     args = parser.parse_args()
     if args.d < 1 or args.repeat < 1:
         parser.error("--d and --repeat must be >= 1")
@@ -114,7 +117,7 @@ def main() -> None:
     x = np.random.default_rng(args.seed).standard_normal(args.d).astype(np.float32)
     copy_target = np.empty_like(x)
     key = RandomKey(args.seed, 1, 0, 0)
-    print(f"d = {args.d}, float32 input, {numba.get_num_threads()} threads, best of {args.repeat}")
+    print(f"d = {args.d}, float32 input, {numba.get_num_threads()} threads, best of {args.repeat}, {args.clock} clock")
     print(
         f"{'spec':<42s} {'encode el/s':>12s} {'decode el/s':>12s} {'GEMM el/s':>12s} {'GEMM GFLOP/s':>12s}"
         f" {'search GFLOP':>12s} {'encode/GEMM':>11s} {'copyto el/s':>12s} {'peak GFLOP/s':>10s} {'bound el/s':>12s}"
@@ -136,7 +139,7 @@ def main() -> None:
             timers["peak"] = peak_gemm()
         else:
             timers["copyto"] = lambda: np.copyto(copy_target, x)
-        rates = best_rates(args.d, timers, args.repeat)
+        rates = best_rates(args.d, timers, args.repeat, args.clock)
         line = f"{compressor.spec:<42s} {rates['encode']:12.3e} {rates['decode']:12.3e}"
         if m:
             search = 2.0 * n_rows * width * m
