@@ -173,18 +173,23 @@ def _top_k_indices(words, k, key_bits, out):
             j += 1
 
 
+_SELECTED, _FAILED, _NON_FINITE = 0, 1, 2  # outcomes of _top_k_sampled
+_SPAN = 2048  # coordinates compared per vectorized loop in _top_k_sampled (a multiple of GROUP)
+_SAMPLE = 1 << 12  # sampled keys from which _top_k_sampled bounds the threshold (d >= 8 _SAMPLE there)
+
+
 @njit(cache=True)
 def _top_k_sampled(words, k, key_bits, infinity, out):
     """:func:`_top_k_indices` in one pass over x when a sample finds a bound: ``_SELECTED``, or
     ``_FAILED`` (out untouched) if it does not, or ``_NON_FINITE`` if some key is at least
     ``infinity`` (the key of Inf: x holds NaN or Inf).
 
-    The keys of ``_SAMPLE`` evenly spaced coordinates give a bound below which, for any x not
-    built against the stride, fewer than the k-th largest key lie: the ``k_s + 4 sqrt(k_s) + 8``-th
-    largest sample key, ``k_s = k _SAMPLE / d`` the expected sample count above the threshold. One
-    pass collects the indices of keys at or above the bound (ascending); if there are at least k
-    (and not more than room was made for), they hold every key at or above the k-th largest, and
-    the radix select among them picks the same set as on the whole of x.
+    The keys of ``_SAMPLE`` evenly spaced coordinates give the bound: the ``k_s + 4 sqrt(k_s) + 8``-th
+    largest of them, ``k_s = k _SAMPLE / d`` the expected number above the k-th largest key, so
+    that the bound lies below it unless x is built against the stride. One pass collects the
+    indices of the keys at or above the bound (ascending); if there are at least k (and no more
+    than room was made for: about twice the expected count), they hold every key at or above the
+    k-th largest, and the radix select among them picks the same set as on the whole of x.
     """
     d = words.size
     keep = (uint64(1) << uint64(key_bits)) - uint64(1)
@@ -233,9 +238,6 @@ def _top_k_sampled(words, k, key_bits, infinity, out):
 
 
 _PARTITION_BELOW_D = 1 << 15  # measured crossover: the radix select's histogram costs ~0.2 ms at any d
-_SELECTED, _FAILED, _NON_FINITE = 0, 1, 2  # outcomes of _top_k_sampled
-_SPAN = 2048  # coordinates compared per vectorized loop in _top_k_sampled (a multiple of GROUP)
-_SAMPLE = 1 << 12  # sampled keys from which _top_k_sampled bounds the threshold (d >= 8 _SAMPLE there)
 
 
 def _top_k_by_partition(x: np.ndarray, k: int) -> np.ndarray:
