@@ -15,6 +15,13 @@ is done (max over ranks of MPI.Wtime differences):
   where the codec stores it verbatim (``payload_vector``);
 * ``mpicomp +crc``: the same with the CRC-32 trailer on every message (``[compressor] checksum``);
 * ``transport only``: ``gather`` + ``broadcast`` of the same, already encoded, messages;
+* ``ideal``: the same round as a bare mpi4py + NumPy program, no framework: ``Gatherv`` of every
+  rank's vector (identity: its float64 values; natural: the payload of the same numba encode
+  kernel, called directly) into one preallocated array (the root's own row in place), the mean (identity: ``np.sum`` over the
+  rows; natural: the same decode kernel adding each payload), the master's encode of the mean,
+  ``Bcast`` and every rank's step ``x -= C(mean)`` (identity: ``np.subtract``; natural: the decode
+  kernel with ``scale = -1``), waiting in the collectives as the transport does; the baseline the target is checked against: mpicomp's round must cost
+  at most :data:`TARGET` times it (median over the repeats, printed as PASS or MISS);
 * ``raw mpi4py``: ``Gather`` of one int64 size per rank, ``Gatherv`` of the upload bytes (the
   root's own block ``MPI_IN_PLACE``), ``Bcast`` of the downlink size and bytes, into preallocated
   buffers (a lower bound).
@@ -27,17 +34,22 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import time
 from collections.abc import Callable
 
 import numpy as np
 from mpi4py import MPI
 
 from mpicomp.comm import SIZE_PREFIX_BYTES, MPITransport
-from mpicomp.comm.mpi import WAIT_MODES
+from mpicomp.comm.mpi import SLEEP_SECONDS, WAIT_MODES
 from mpicomp.compressors import Compressor, make
+from mpicomp.compressors.natural import decode_natural, encode_double
+from mpicomp.wire.bitpack import group_count, parallel_tasks, run_split
 from mpicomp.rng import STREAM_DOWNLINK, STREAM_UPLINK, RandomKey
 
 MASTER = -1
+TARGET = 1.1  # mpicomp's round / the ideal program's, at most (medians of the same run)
+IDEAL_CODECS = ("identity", "natural")
 
 
 def parse_args() -> argparse.Namespace:
@@ -134,6 +146,71 @@ class RawRound:
         comm.Bcast(self.down[: int(self.down_size[0])], root=0)
 
 
+class IdealRound:
+    """The round as a bare mpi4py + NumPy program (module docstring): what the framework adds is
+    everything mpicomp's round costs beyond this."""
+
+    def __init__(self, comm: MPI.Comm, codec: str, vector: np.ndarray, seed: int, polite: bool) -> None:
+        self.comm, self.codec, self.vector, self.seed, self.polite = comm, codec, vector, seed, polite
+        d = vector.size
+        self.d, self.groups, self.tasks = d, group_count(d), parallel_tasks(d)
+        self.x, self.mean = np.zeros(d), np.empty(d)
+        width = d + (d + 7) // 8 if codec == "natural" else d  # bytes (natural) or float64 values
+        dtype = np.uint8 if codec == "natural" else np.float64
+        self.send = np.empty(width, dtype=dtype)
+        self.rows = np.empty((comm.size, width), dtype=dtype) if comm.rank == 0 else None
+        self.down = np.empty(width, dtype=dtype)
+        # Gatherv, as the transport uses: MPICH's Igather of large blocks is many times slower
+        self.counts = np.full(comm.size, width, dtype=np.int64)
+        self.displs = np.arange(comm.size, dtype=np.int64) * width
+        self.mpi_type = MPI.BYTE if codec == "natural" else MPI.DOUBLE
+
+    def _wait(self, request: MPI.Request) -> None:
+        """Waits as the transport does (sleeping between tests when ranks outnumber cores): blocking
+        collectives spin and, on an oversubscribed node, starve the very ranks they wait for."""
+        if self.polite:
+            while not request.Test():
+                time.sleep(SLEEP_SECONDS)
+        else:
+            request.Wait()
+
+    def _encode(self, v: np.ndarray, state: int, payload: np.ndarray) -> None:
+        d = self.d
+        run_split(encode_double, self.groups, self.tasks, v, np.uint64(state), payload[:d], payload[d:])
+
+    def _decode_add(self, payload: np.ndarray, out: np.ndarray, scale: float) -> None:
+        d = self.d
+        run_split(decode_natural, self.groups, self.tasks, payload[:d], payload[d:], out, True, scale)
+
+    def __call__(self, rnd: int) -> None:
+        comm, master = self.comm, self.comm.rank == 0
+        natural = self.codec == "natural"
+        if natural:
+            self._encode(self.vector, RandomKey(self.seed, rnd, comm.rank, STREAM_UPLINK).state, self.send)
+            own = self.send
+        else:
+            own = self.vector
+        if master:
+            self.rows[0] = own
+            self._wait(comm.Igatherv(MPI.IN_PLACE, [self.rows, self.counts, self.displs, self.mpi_type], root=0))
+            if natural:
+                self.mean.fill(0.0)
+                for row in self.rows:
+                    self._decode_add(row, self.mean, 1.0)
+                self.mean /= comm.size
+                self._encode(self.mean, RandomKey(self.seed, rnd, MASTER, STREAM_DOWNLINK).state, self.down)
+            else:
+                np.sum(self.rows, axis=0, out=self.down)
+                self.down /= comm.size
+        else:
+            self._wait(comm.Igatherv(own, None, root=0))
+        self._wait(comm.Ibcast(self.down, root=0))
+        if natural:
+            self._decode_add(self.down, self.x, -1.0)
+        else:
+            np.subtract(self.x, self.down, out=self.x)
+
+
 def timed(comm: MPI.Comm, run: Callable[[int], None], rnd: int) -> float:
     """Seconds from a barrier until the slowest rank has finished ``run(rnd)``."""
     comm.Barrier()
@@ -166,6 +243,13 @@ def main() -> None:
         "transport only": TransportOnly(transport, uploads, downlink),
         "raw mpi4py": RawRound(comm, upload_bytes, len(downlink)),
     }
+    ideal_codec = compressor.spec if compressor.spec in IDEAL_CODECS else None
+    if ideal_codec is not None:
+        variants["ideal"] = ideal = IdealRound(
+            comm, ideal_codec, mpicomp_round.vectors[comm.rank], args.seed, transport.polite
+        )
+        ideal(0)
+        ideal_matches = bool(np.array_equal(ideal.x, mpicomp_round.x))
     times: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for rnd in range(args.warmup + args.repeats):
@@ -188,11 +272,22 @@ def main() -> None:
         f"(raw moves {raw_down}); uploads of {upload_bytes} B each"
     )
     print(f"round 0 step vs exact mean: relative error {error:.3e} (0 for identity)")
+    if ideal_codec is not None:
+        print(f"the ideal program's round 0 step equals mpicomp's bit for bit: {ideal_matches}")
     raw_best, raw_median = min(times["raw mpi4py"]), statistics.median(times["raw mpi4py"])
     print(f"{'variant':<16}{'best s':>10}{'median s':>10}{'best/raw':>10}{'median/raw':>12}")
     for name, values in times.items():
         best, median = min(values), statistics.median(values)
         print(f"{name:<16}{best:>10.4f}{median:>10.4f}{best / raw_best:>10.2f}{median / raw_median:>12.2f}")
+    if ideal_codec is None:
+        print(f"no ideal baseline for {compressor.spec} (only for {', '.join(IDEAL_CODECS)}): no target checked")
+        return
+    ratio = statistics.median(times["mpicomp round"]) / statistics.median(times["ideal"])
+    verdict = "PASS" if ratio <= TARGET else "MISS"
+    print(
+        f"{verdict} round {compressor.spec} d={args.d} ranks={comm.size}: mpicomp/ideal {ratio:.3f} "
+        f"(target <= {TARGET}; medians)"
+    )
 
 
 if __name__ == "__main__":
