@@ -51,12 +51,12 @@ class RecordingLink:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)
 
-    def gather(self, uploads):
-        self.uploads = self.transport.gather(uploads)
+    def gather(self, uploads, **options):
+        self.uploads = self.transport.gather(uploads, **options)
         return self.uploads
 
-    def broadcast(self, message):
-        self.downlink = self.transport.broadcast(message)
+    def broadcast(self, message, **options):
+        self.downlink = self.transport.broadcast(message, **options)
         return self.downlink
 
     def play(self, method, k: int) -> tuple[list[memoryview] | None, memoryview | None]:

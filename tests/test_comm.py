@@ -135,6 +135,20 @@ def test_local_argument_errors():
             LocalTransport(bad)
 
 
+def test_announced_sizes_change_no_count_and_are_checked():
+    uploads, down = [identity_message(3, w) for w in range(3)], identity_message(3)
+    plain, announced = LocalTransport(3), LocalTransport(3)
+    plain.gather(uploads), plain.broadcast(down)
+    gathered = announced.gather(uploads, size=len(uploads[0]))
+    assert [bytes(g) for g in gathered] == uploads
+    assert bytes(announced.broadcast(down, size=len(down))) == down
+    assert plain.counter.end_round() == announced.counter.end_round()
+    with pytest.raises(ValueError, match=r"uploads of \[0, 44\] bytes, announced 44"):
+        announced.gather([uploads[0], b"", uploads[2]], size=44)
+    with pytest.raises(ValueError, match="downlink message has 44 bytes, announced 45"):
+        announced.broadcast(down, size=45)
+
+
 def test_local_bookkeeping_is_not_counted():
     transport = LocalTransport(3)
     transport.all_equal(b"x")

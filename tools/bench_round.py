@@ -6,7 +6,7 @@ same machine load and cache state; each is timed from a barrier to the moment th
 is done (max over ranks of MPI.Wtime differences):
 
 * ``mpicomp round``: the round of ``gd``/``sgd`` with its gradients given: every worker encodes
-  its d-vector, ``MPITransport.gather``, the master decodes the mean of the uploads in one fused
+  its d-vector, ``MPITransport.gather`` (the message size given: fixed-size codecs' sizes are not sent), the master decodes the mean of the uploads in one fused
   pass (``decode_sum``, as ``Method.mean_of_uploads`` does) and encodes it, ``broadcast``, every
   rank steps its model ``x -= gamma C(mean)`` straight from the message (``decode_add`` with
   ``scale = -gamma``, as ``QuantizedSGD.apply_downlink`` does); messages without the CRC-32, as a
@@ -44,8 +44,8 @@ from mpicomp.comm import SIZE_PREFIX_BYTES, MPITransport
 from mpicomp.comm.mpi import SLEEP_SECONDS, WAIT_MODES
 from mpicomp.compressors import Compressor, make
 from mpicomp.compressors.natural import decode_natural, encode_double
-from mpicomp.wire.bitpack import group_count, parallel_tasks, run_split
 from mpicomp.rng import STREAM_DOWNLINK, STREAM_UPLINK, RandomKey
+from mpicomp.wire.bitpack import group_count, parallel_tasks, run_split
 
 MASTER = -1
 TARGET = 1.1  # mpicomp's round / the ideal program's, at most (medians of the same run)
@@ -100,7 +100,8 @@ class MpicompRound:
             c.encode(self.vectors[w], RandomKey(self.seed, rnd, w, STREAM_UPLINK), out=self.outboxes[w])
             for w in t.local_workers
         ]
-        gathered = t.gather(uploads)
+        size = c.message_capacity(self.d)  # fixed-size codecs: the sizes are known, not sent
+        gathered = t.gather(uploads, size=size)
         down_key = RandomKey(self.seed, rnd, MASTER, STREAM_DOWNLINK)
         message = None
         if t.is_master:
@@ -108,7 +109,7 @@ class MpicompRound:
             slot = c.payload_vector(self.outboxes[MASTER], self.d)
             mean = c.decode_sum(gathered, keys, self.mean if slot is None else slot, t.n_workers)
             message = c.encode(mean, down_key, out=self.outboxes[MASTER])
-        c.decode_add(t.broadcast(message), self.x, down_key, scale=-1.0)
+        c.decode_add(t.broadcast(message, size=size), self.x, down_key, scale=-1.0)
 
 
 class TransportOnly:

@@ -12,6 +12,10 @@ numbers do not depend on how workers are spread over ranks:
   even for a skipped worker (it announces the length 0);
 * downlink: one int64 (8 bytes) per ``broadcast``, the message length.
 
+They are counted the same when every rank knows the sizes ahead (a codec of fixed message size:
+``gather(..., size=)``, ``broadcast(..., size=)``) and the transport does not send them: a message
+on a real network carries its length, so the counts do not depend on that shortcut.
+
 Switch aggregations (``integer_sum``, ``max_agree``, ``flagged_sum``, ``fallback_sum``) are counted as
 the frames a real switch would see (:class:`mpicomp.comm.packets.Frame`): per worker, its values are
 ``payload`` (padded to whole packets where the format pads) and, per packet, the Ethernet/IPv4(/UDP)

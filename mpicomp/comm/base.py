@@ -164,25 +164,40 @@ class Transport(ABC):
         """Uncounted: the master's ``view`` to every rank (others pass ``None``); ``size`` when
         every rank knows it, else it is sent first."""
 
-    def gather(self, uploads: Sequence[Buffer]) -> list[memoryview] | None:
+    def gather(self, uploads: Sequence[Buffer], *, size: int | None = None) -> list[memoryview] | None:
         """``uploads[j]`` is the upload of ``local_workers[j]`` (``b""`` = skipped).
 
         The master returns all ``n_workers`` uploads ordered by worker id; others ``None``.
+        ``size``: every rank knows that every upload has exactly this many bytes (a codec of fixed
+        message size, no skips), so the sizes are not sent first (one collective less); still
+        counted as control bytes, the length a message on a real network carries. A local upload
+        of another size raises ValueError.
         """
         views = self._local_uploads(uploads)
+        sizes = None
+        if size is not None:
+            if any(len(view) != size for view in views):
+                raise ValueError(
+                    f"rank {self.rank}: uploads of {sorted({len(view) for view in views})} bytes, announced {size}"
+                )
+            sizes = np.full(self.n_workers, size, dtype=np.int64)
         with self.clock.timing():
-            gathered = self._gather_bytes(views, None)
+            gathered = self._gather_bytes(views, sizes)
         if gathered is None:
             self.counter.count_uploads(self.local_workers, views)
         else:
             self.counter.count_uploads(range(self.n_workers), gathered)
         return gathered
 
-    def broadcast(self, message: Buffer | None) -> memoryview:
-        """The master passes its downlink message, others ``None``; all return it."""
+    def broadcast(self, message: Buffer | None, *, size: int | None = None) -> memoryview:
+        """The master passes its downlink message, others ``None``; all return it. ``size``: every
+        rank knows the message has exactly this many bytes, so it is not sent first (counted as in
+        :meth:`gather`); the master's message of another size raises ValueError."""
         view = readonly_bytes(master_value(message, "its downlink message to broadcast")) if self.is_master else None
+        if view is not None and size is not None and len(view) != size:
+            raise ValueError(f"the master's downlink message has {len(view)} bytes, announced {size}")
         with self.clock.timing():
-            received = self._broadcast_bytes(view, None)
+            received = self._broadcast_bytes(view, size)
         self.counter.count_downlink(received)
         return received
 

@@ -130,12 +130,25 @@ class Method:
     # --- the round -------------------------------------------------------------------
     def round(self, k: int, link: Link) -> None:
         """Round ``k`` on every process: local uploads, gather, master downlink, broadcast, apply."""
-        gathered = link.gather(self.worker_uploads(link.local_workers, k))
+        up_size, down_size = self.message_sizes()
+        gathered = link.gather(self.worker_uploads(link.local_workers, k), size=up_size)
         downlink = None
         if link.is_master:
             assert gathered is not None, "the master receives every upload"
             downlink = self.master_downlink(gathered, k)
-        self.apply_downlink(link.broadcast(downlink), k)
+        self.apply_downlink(link.broadcast(downlink, size=down_size), k)
+
+    def message_sizes(self) -> tuple[int | None, int | None]:
+        """``(upload bytes, downlink bytes)`` every process knows before the default round's exchanges
+        (then the transport need not send them first), ``None`` where unknown. Default: unknown; a
+        method whose uploads are all ``C_W`` messages (no skips) and whose downlink is one ``C_M``
+        message returns :meth:`fixed_sizes`."""
+        return None, None
+
+    def fixed_sizes(self) -> tuple[int | None, int | None]:
+        """The uplink and downlink compressors' message sizes in dimension d (``None`` for a codec
+        whose size depends on the data)."""
+        return self.ctx.uplink.message_capacity(self.d), self.ctx.downlink.message_capacity(self.d)
 
     def worker_uploads(self, workers: range, k: int) -> list[bytes | memoryview]:
         """The messages of a rank's local ``workers`` in round ``k``: :meth:`worker_upload` of each,

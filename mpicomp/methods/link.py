@@ -28,12 +28,13 @@ class Link(Protocol):
     def is_master(self) -> bool:
         """True on the process that hosts the master (and the switch)."""
 
-    def gather(self, uploads: Sequence[Buffer]) -> list[memoryview] | None:
+    def gather(self, uploads: Sequence[Buffer], *, size: int | None = None) -> list[memoryview] | None:
         """One upload per local worker (``b""`` = skipped) to the master, which gets all of them in
-        worker order; other processes get ``None``."""
+        worker order; other processes get ``None``. ``size``: every upload has exactly this many
+        bytes, known to every process (then not sent first)."""
 
-    def broadcast(self, message: Buffer | None) -> memoryview:
-        """The master's message (others pass ``None``) to every process."""
+    def broadcast(self, message: Buffer | None, *, size: int | None = None) -> memoryview:
+        """The master's message (others pass ``None``) to every process; ``size`` as in :meth:`gather`."""
 
     def integer_sum(
         self,

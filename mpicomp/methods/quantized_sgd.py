@@ -67,6 +67,10 @@ class QuantizedSGD(Method):
         total /= self.n
         self.x -= total
 
+    def message_sizes(self) -> tuple[int | None, int | None]:
+        """Every upload is one ``C_W`` message and the downlink one ``C_M`` message: sizes known ahead."""
+        return self.fixed_sizes()
+
     def metrics(self) -> dict[str, float]:
         """The switch aggregate's relative error on this (logged) round; NaN without a switch."""
         return {"switch_aggregate_error": np.nan if self.switch is None else self.switch.last_error}
