@@ -8,6 +8,15 @@ scaling, ``[run] optimum = false``). The tool launches itself once per rank coun
 included), gathered to rank 0. Target: the largest peak over the ranks falls each time ranks
 are added (1 -> 2 -> 4), checked and printed as PASS or MISS. The machine's load average is
 printed too: the peaks do not depend on it, but a loaded machine is worth knowing about.
+
+``--per-worker W1 W2``: instead, the same run on 2 ranks with W1 and then W2 workers, ``sgd`` with
+natural uplink (minibatch 16); the growth of the largest peak per added worker, against what a
+worker must cost: its upload message, which the master holds for the round (natural:
+``d + ceil(d/8)`` bytes plus framing), plus 64 bytes of byte counters (rounds and totals). The data
+are the same whatever W (the shards split them), so a growth beyond that is memory the worker
+count costs for nothing. Target: bytes per added worker <= 2 x (message + counters), printed as
+PASS or MISS.
+
 Needs the MNIST idx files (``--mnist``, default ../shared/datasets/mnist next to the project).
 """
 
@@ -46,6 +55,10 @@ def parse_args() -> argparse.Namespace:
         default=list(RANKS),
         help="rank counts, ascending (default 1 2 4)",
     )
+    parser.add_argument(
+        "--per-worker", type=int, nargs=2, metavar=("W1", "W2"), help="bytes per added worker, W1 -> W2 on 2 ranks"
+    )
+    parser.add_argument("--method", default="gd", help=argparse.SUPPRESS)  # the child's method
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one measured run, under mpiexec
     return parser.parse_args()
 
@@ -54,8 +67,9 @@ def config(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     """The measured run: MNIST softmax, full local gradients, metrics at the start and the end."""
     return {
         "problem": {"name": "softmax", "dataset": f"mnist:{args.mnist}", "l2": 1e-4},
-        "data": {"workers": args.workers},
-        "method": {"name": "gd", "stepsize": 0.5},
+        "data": {"workers": args.workers, "batch": 16 if args.method == "sgd" else 0},
+        "method": {"name": args.method, "stepsize": 0.5},
+        "compressor": {"uplink": "natural" if args.method == "sgd" else "identity"},
         "run": {
             "rounds": args.rounds,
             "log_every": args.rounds,
@@ -89,7 +103,7 @@ def child(args: argparse.Namespace) -> None:
         )
 
 
-def measure(args: argparse.Namespace, ranks: int) -> list[float]:
+def measure(args: argparse.Namespace, ranks: int, workers: int | None = None, method: str = "gd") -> list[float]:
     """Launch ``mpiexec -n ranks`` of this tool in child mode; each rank's peak RSS in MiB."""
     cmd = [
         str(MPIEXEC),
@@ -101,7 +115,7 @@ def measure(args: argparse.Namespace, ranks: int) -> list[float]:
         "--mnist",
         str(args.mnist),
     ]
-    cmd += ["--workers", str(args.workers), "--rounds", str(args.rounds)]
+    cmd += ["--workers", str(workers or args.workers), "--rounds", str(args.rounds), "--method", method]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
@@ -113,6 +127,29 @@ def measure(args: argparse.Namespace, ranks: int) -> list[float]:
     return report["peaks_mib"]
 
 
+MNIST_D = 7850  # softmax on MNIST: 10 classes x (784 pixels + intercept)
+COUNTER_BYTES = 64  # per worker: up_bytes, uploads, skips of the round and of the totals (int64), rounded up
+
+
+def per_worker(args: argparse.Namespace) -> None:
+    """Growth of the largest peak RSS per added worker (2 ranks, sgd + natural) against a worker's due."""
+    from mpicomp.compressors import make
+
+    first, second = args.per_worker
+    peaks = [max(measure(args, 2, workers, "sgd")) for workers in (first, second)]
+    per_added = (peaks[1] - peaks[0]) * 2**20 / (second - first)
+    message = make("natural").message_capacity(MNIST_D) or 0
+    due = message + COUNTER_BYTES
+    verdict = "PASS" if per_added <= 2 * due else "MISS"
+    print(
+        f"MNIST softmax, sgd + natural on 2 ranks: largest peak {peaks[0]:.1f} MiB at {first} workers, {peaks[1]:.1f} MiB at {second}"
+    )
+    print(
+        f"{verdict} memory per worker: {per_added:.0f} B per added worker; due {due} B "
+        f"(upload message {message} B + counters {COUNTER_BYTES} B); target <= 2 x due"
+    )
+
+
 def main() -> None:
     args = parse_args()
     if not args.mnist.is_dir():
@@ -122,6 +159,9 @@ def main() -> None:
         return
     if not MPIEXEC.exists():
         raise SystemExit(f"bench_memory: {MPIEXEC} not found; install the test extra (the mpich wheel)")
+    if args.per_worker:
+        per_worker(args)
+        return
     print(f"MNIST softmax, {args.workers} workers, {args.rounds} rounds of gd, optimum off: peak RSS per rank (MiB)")
     largest = []
     for ranks in args.ranks:

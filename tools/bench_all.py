@@ -1,0 +1,346 @@
+"""Run every benchmark and write the performance page: ``docs/performance.md`` and its curves.
+
+``python tools/bench_all.py`` runs each benchmark of ``tools/`` as a subprocess (under the venv's
+``mpiexec`` with the rank count it is stated for), keeps its whole output, collects its
+machine-readable ``PASS``/``MISS`` lines, measures the start-up of ``mpicomp run`` (cold and warm
+numba cache), runs the scans behind the planning curves (rounds/s against logical workers and
+against d) and writes ``docs/performance.md`` with the PNGs in ``docs/performance/``.
+``--quick`` runs every benchmark with small sizes and few repeats (a check that all of it works,
+not figures to plan by). ``--only NAME`` (repeatable) runs some benchmarks only; the page then
+lists only those. A benchmark that fails is reported on the page with its exit code and output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ROOT / "tools"
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+DEFAULT_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
+VERDICT = re.compile(r"^(PASS|MISS)\b.*$", re.MULTILINE)
+WORKER_LINE = re.compile(r"^\s*(\d+) workers:\s+([\d.]+) rounds/s; bare gradients\s+([\d.]+) rounds/s", re.MULTILINE)
+ROUND_LINE = re.compile(r"^mpicomp round\s+([\d.]+)\s+([\d.]+)", re.MULTILINE)
+
+
+@dataclass
+class Result:
+    """One benchmark's run: its command, exit code, seconds, output and verdict lines."""
+
+    name: str
+    command: list[str]
+    returncode: int
+    seconds: float
+    output: str
+    verdicts: list[str] = field(default_factory=list)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats: a check, not figures")
+    parser.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)")
+    parser.add_argument("--mnist", type=Path, default=DEFAULT_MNIST, help="directory with the MNIST idx files")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where performance.md goes (default docs/)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per benchmark before it is stopped")
+    return parser.parse_args()
+
+
+def mpi(ranks: int, *args: str) -> list[str]:
+    return [str(MPIEXEC), "-n", str(ranks), sys.executable, *args]
+
+
+def tool(name: str) -> str:
+    return str(TOOLS / name)
+
+
+def benchmarks(quick: bool, mnist: Path) -> dict[str, list[list[str]]]:
+    """Every benchmark's commands (one benchmark may run several), full or ``--quick`` sizes."""
+    d_kernels, d_vq, repeat = ("65536", "16384", "2") if quick else ("16777216", "1048576", "5")
+    round_repeats = "5" if quick else "30"
+    rounds = "5" if quick else "30"
+    mnist_workers = ["100", "1000"] if quick else ["100", "1000", "10000"]
+    small_workers = ["1000", "10000"] if quick else ["1000", "10000", "100000"]
+    m = ["--mnist", str(mnist)]
+    return {
+        "kernels": [[sys.executable, tool("bench_kernels.py"), "--d", d_kernels, "--repeat", repeat]],
+        "vq": [[sys.executable, tool("bench_vq.py"), "--d", d_vq, "--repeat", repeat]],
+        "round": [
+            mpi(ranks, "-m", "mpi4py", tool("bench_round.py"), "--compressor", codec, "--repeats", round_repeats)
+            for ranks in (4, 2)
+            for codec in ("identity", "natural")
+        ],
+        "workers": [
+            mpi(2, tool("bench_workers.py"), *m, "--workers", *mnist_workers, "--rounds", rounds),
+            mpi(2, tool("bench_workers.py"), "--problem", "small", "--workers", *small_workers, "--rounds", rounds),
+        ],
+        "memory": [
+            [sys.executable, tool("bench_memory.py"), *m, *(["--ranks", "1", "2"] if quick else [])],
+            [
+                sys.executable,
+                tool("bench_memory.py"),
+                *m,
+                "--per-worker",
+                *(["200", "2000"] if quick else ["1000", "10000"]),
+            ],
+        ],
+        "switch": [
+            [sys.executable, tool("bench_switch.py"), "convert", *(["--d", "65536", "--repeat", "2"] if quick else [])],
+            mpi(
+                4,
+                "-m",
+                "mpi4py",
+                tool("bench_switch.py"),
+                "round",
+                *(["--d", "100000", "--repeat", "3"] if quick else []),
+            ),
+        ],
+        "checkpoint": [
+            [sys.executable, tool("bench_checkpoint.py"), *m, *(["--workers", "100", "--ranks", "1"] if quick else [])]
+        ],
+        "d-scan": [
+            mpi(
+                2,
+                "-m",
+                "mpi4py",
+                tool("bench_round.py"),
+                "--compressor",
+                "natural",
+                "--d",
+                d,
+                "--repeats",
+                round_repeats,
+            )
+            for d in (["1e3", "1e5"] if quick else ["1e3", "1e4", "1e5", "1e6", "1e7"])
+        ],
+    }
+
+
+def run_commands(name: str, commands: list[list[str]], timeout: float, env: dict[str, str]) -> Result:
+    """Run a benchmark's commands one after the other; the output of all, the first failure's code."""
+    started, outputs, code = time.perf_counter(), [], 0
+    for command in commands:
+        shown = " ".join(Path(c).name if c in (sys.executable, str(MPIEXEC)) else c for c in command)
+        print(f"[bench_all] {name}: {shown}", flush=True)
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+            output, status = proc.stdout + proc.stderr, proc.returncode
+        except subprocess.TimeoutExpired as expired:
+            output, status = f"{expired.stdout or ''}\nstopped after {timeout:.0f} s", 124
+        outputs.append(f"$ {shown}\n{output.strip()}")
+        code = code or status
+    text = "\n\n".join(outputs)
+    verdicts = [line for line in text.splitlines() if VERDICT.match(line)]
+    return Result(name, commands[0], code, time.perf_counter() - started, text, verdicts)
+
+
+def startup(mnist: Path, env: dict[str, str]) -> Result:
+    """Time to the first round of ``mpicomp run`` on 2 ranks (``/startup_seconds``) and the whole
+    command's wall time, with a fresh numba cache (cold) and then the same cache again (warm)."""
+    import h5py
+
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "numba-cache"
+        out = Path(tmp) / "startup.h5"
+        command = mpi(
+            2,
+            "-m",
+            "mpicomp",
+            "run",
+            "--set",
+            'problem.name="softmax"',
+            "--set",
+            f'problem.dataset="mnist:{mnist}"',
+            "--set",
+            "data.workers=100",
+            "--set",
+            'compressor.uplink="natural"',
+            "--set",
+            "run.rounds=1",
+            "--set",
+            "run.optimum=false",
+            "--out",
+            str(out),
+            "--overwrite",
+        )
+        for state in ("cold", "warm"):
+            started = time.perf_counter()
+            proc = subprocess.run(
+                command, capture_output=True, text=True, env={**env, "NUMBA_CACHE_DIR": str(cache)}, check=False
+            )
+            wall = time.perf_counter() - started
+            if proc.returncode != 0:
+                return Result("startup", command, proc.returncode, wall, proc.stdout + proc.stderr)
+            with h5py.File(out, "r") as results:
+                seconds = float(results["startup_seconds"][()])
+            lines.append(f"{state} numba cache: start-up {seconds:.1f} s (to round 1), whole command {wall:.1f} s")
+    return Result("startup", command, 0, 0.0, "\n".join(lines))
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        model = cpu
+    memory = ""
+    try:
+        kib = int(
+            next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")).split()[1]
+        )
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return f"{os.cpu_count()} cores ({model}){memory}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def plot_curves(results: dict[str, Result], figures: Path) -> list[str]:
+    """PNGs of rounds/s against workers and against d; the Markdown lines that show them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures.mkdir(parents=True, exist_ok=True)
+    shown = []
+    if "workers" in results:
+        text = results["workers"].output
+        blocks = text.split("$ ")[1:]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for block, label in zip(blocks, ("MNIST softmax, d = 7,850", "small logistic, d = 16"), strict=False):
+            points = [(int(w), float(r), float(b)) for w, r, b in WORKER_LINE.findall(block)]
+            if points:
+                ws, rates, bare = zip(*points, strict=True)
+                ax.loglog(ws, rates, "o-", label=f"mpicomp, {label}")
+                ax.loglog(ws, bare, "x--", label=f"bare gradients, {label}")
+        ax.set(xlabel="logical workers (2 ranks)", ylabel="rounds / s", title="Rounds per second against workers")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(figures / "rounds_vs_workers.png", dpi=120)
+        plt.close(fig)
+        shown.append("![rounds/s against workers](performance/rounds_vs_workers.png)")
+    if "d-scan" in results:
+        points = []
+        for block in results["d-scan"].output.split("$ ")[1:]:
+            d = re.search(r"--d (\S+)", block)
+            found = ROUND_LINE.search(block)
+            if d and found:
+                points.append((float(d.group(1)), 1.0 / float(found.group(2))))
+        if points:
+            ds, rates = zip(*sorted(points), strict=True)
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.loglog(ds, rates, "o-", label="gd/sgd round, natural both ways, 2 ranks")
+            ax.set(xlabel="d (coordinates)", ylabel="rounds / s (median)", title="Rounds per second against d")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            fig.savefig(figures / "rounds_vs_d.png", dpi=120)
+            plt.close(fig)
+            shown.append("![rounds/s against d](performance/rounds_vs_d.png)")
+    return shown
+
+
+INTRO = """# Performance
+
+Every figure on this page comes from one run of `python tools/bench_all.py{quick}` on {when}, on
+this machine: {machine}. **The machine is shared**: 2 cores used at the same time by the lead and
+up to four helpers (5 agents), so absolute times move from run to run (the load average at the
+start and end of the run is below); **same-run ratios are what count**, and every target is stated
+as one (each benchmark times its variants interleaved, in the same repeats). Re-run the command to
+regenerate the page and the curves.
+
+Load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end; the whole run took {minutes:.0f} min.
+"""
+
+WHAT = {
+    "kernels": "Codec throughput: encode / decode / decode_add of every compressor, against `np.copyto` (`tools/bench_kernels.py`).",
+    "vq": "Vector quantizers against the BLAS product their search is (`tools/bench_vq.py`).",
+    "round": "One gd/sgd round at d = 10⁶ (one worker per rank) against the ideal bare mpi4py + NumPy program and raw collectives, 4 and 2 ranks, identity and natural (`tools/bench_round.py`); target: mpicomp / ideal <= 1.1.",
+    "workers": "Rounds/s with many logical workers on 2 ranks against the bare per-worker gradient arithmetic (a plain loop over each rank's workers) and the codec floor (`tools/bench_workers.py`); target: >= 0.8 x bare at 10,000 (MNIST) and 100,000 (small) workers.",
+    "memory": "Peak RSS per rank as ranks are added, and bytes per added worker against a worker's message and bookkeeping (`tools/bench_memory.py`).",
+    "switch": "The emulated switch: host conversion against `np.copyto`, and a switch round against the gather round (`tools/bench_switch.py`).",
+    "checkpoint": "Checkpoint size, write and load time at 1,000 workers (`tools/bench_checkpoint.py`).",
+    "startup": "Time to the first round of `mpicomp run` (MNIST softmax, 100 workers, 2 ranks), cold and warm numba cache (measured by `tools/bench_all.py`).",
+    "d-scan": "Round time against d (natural both ways, 2 ranks; `tools/bench_round.py --d`), for the curve below.",
+}
+
+
+def write_page(args: argparse.Namespace, results: dict[str, Result], loads: tuple[str, str], minutes: float) -> Path:
+    page = args.docs / "performance.md"
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = [
+        INTRO.format(
+            quick=" --quick" if args.quick else "",
+            when=when,
+            machine=machine(),
+            load_start=loads[0],
+            load_end=loads[1],
+            minutes=minutes,
+        )
+    ]
+    text.append("## Targets\n")
+    text.append("| benchmark | verdict line |\n|---|---|")
+    for result in results.values():
+        if result.returncode != 0:
+            text.append(f"| {result.name} | FAILED (exit code {result.returncode}) |")
+        for line in result.verdicts:
+            text.append(f"| {result.name} | `{line}` |")
+    text.append("\n## Curves to plan by\n")
+    text.extend(line + "\n" for line in plot_curves(results, args.docs / "performance"))
+    text.append("## Every benchmark's output\n")
+    for result in results.values():
+        text.append(f"### {result.name}\n\n{WHAT.get(result.name, '')}\n")
+        text.append(f"```\n{result.output.strip()}\n```\n")
+    page.write_text("\n".join(text) + "\n")
+    return page
+
+
+def load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    args = parse_args()
+    if not MPIEXEC.exists():
+        raise SystemExit(f"bench_all: {MPIEXEC} not found; install the test extra (the mpich wheel)")
+    if not args.mnist.is_dir():
+        raise SystemExit(f"bench_all: MNIST directory {args.mnist} not found; pass --mnist DIR")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    names = [*benchmarks(args.quick, args.mnist), "startup"]
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        raise SystemExit(f"bench_all: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    chosen = [name for name in names if not args.only or name in args.only]
+    loads, started = [load()], time.perf_counter()
+    results: dict[str, Result] = {}
+    for name in chosen:
+        if name == "startup":
+            results[name] = startup(args.mnist, env)
+        else:
+            results[name] = run_commands(name, benchmarks(args.quick, args.mnist)[name], args.timeout, env)
+        print(f"[bench_all] {name}: exit {results[name].returncode}; " + "; ".join(results[name].verdicts), flush=True)
+    loads.append(load())
+    page = write_page(args, results, (loads[0], loads[1]), (time.perf_counter() - started) / 60)
+    print(f"[bench_all] wrote {page}")
+    for result in results.values():
+        for line in result.verdicts:
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
