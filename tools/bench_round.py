@@ -14,6 +14,8 @@ is done (max over ranks of MPI.Wtime differences):
   round (``Method.outbox``, ``QuantizedSGD.mean``), the mean straight into the downlink message
   where the codec stores it verbatim (``payload_vector``);
 * ``mpicomp +crc``: the same with the CRC-32 trailer on every message (``[compressor] checksum``);
+* ``sizes sent``: the same with the sizes sent first (a ``Gatherv`` and a ``Bcast`` more), as the
+  round ran before the sizes of fixed-size codecs were announced (the before of issue 26);
 * ``transport only``: ``gather`` + ``broadcast`` of the same, already encoded, messages;
 * ``ideal``: the same round as a bare mpi4py + NumPy program, no framework: ``Gatherv`` of every
   rank's vector (identity: its float64 values; natural: the payload of the same numba encode
@@ -82,8 +84,10 @@ class MpicompRound:
     """One round of compressed gradient descent through :class:`MPITransport` (step size 1 from
     ``x = 0``), as ``QuantizedSGD.round`` runs it."""
 
-    def __init__(self, transport: MPITransport, compressor: Compressor, d: int, seed: int, checksum: bool) -> None:
-        self.transport, self.d, self.seed = transport, d, seed
+    def __init__(
+        self, transport: MPITransport, compressor: Compressor, d: int, seed: int, checksum: bool, announce: bool = True
+    ) -> None:
+        self.transport, self.d, self.seed, self.announce = transport, d, seed, announce
         self.compressor = make(compressor.spec)
         self.compressor.crc = checksum
         self.vectors = {w: worker_vector(seed, w, d) for w in transport.local_workers}
@@ -100,7 +104,7 @@ class MpicompRound:
             c.encode(self.vectors[w], RandomKey(self.seed, rnd, w, STREAM_UPLINK), out=self.outboxes[w])
             for w in t.local_workers
         ]
-        size = c.message_capacity(self.d)  # fixed-size codecs: the sizes are known, not sent
+        size = c.message_capacity(self.d) if self.announce else None  # fixed-size codecs: sizes known, not sent
         gathered = t.gather(uploads, size=size)
         down_key = RandomKey(self.seed, rnd, MASTER, STREAM_DOWNLINK)
         message = None
@@ -241,6 +245,7 @@ def main() -> None:
     variants = {
         "mpicomp round": mpicomp_round,
         "mpicomp +crc": MpicompRound(transport, compressor, args.d, args.seed, checksum=True),
+        "sizes sent": MpicompRound(transport, compressor, args.d, args.seed, checksum=False, announce=False),
         "transport only": TransportOnly(transport, uploads, downlink),
         "raw mpi4py": RawRound(comm, upload_bytes, len(downlink)),
     }
