@@ -135,7 +135,8 @@ def run_commands(name: str, commands: list[list[str]], timeout: float, env: dict
             proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
             output, status = proc.stdout + proc.stderr, proc.returncode
         except subprocess.TimeoutExpired as expired:
-            output, status = f"{expired.stdout or ''}\nstopped after {timeout:.0f} s", 124
+            partial = expired.stdout.decode() if isinstance(expired.stdout, bytes) else expired.stdout or ""
+            output, status = f"{partial}\nstopped after {timeout:.0f} s", 124
         outputs.append(f"$ {shown}\n{output.strip()}")
         code = code or status
     text = "\n\n".join(outputs)
@@ -222,9 +223,9 @@ def plot_curves(results: dict[str, Result], figures: Path) -> list[str]:
         blocks = text.split("$ ")[1:]
         fig, ax = plt.subplots(figsize=(6, 4))
         for block, label in zip(blocks, ("MNIST softmax, d = 7,850", "small logistic, d = 16"), strict=False):
-            points = [(int(w), float(r), float(b)) for w, r, b in WORKER_LINE.findall(block)]
-            if points:
-                ws, rates, bare = zip(*points, strict=True)
+            found = [(int(w), float(r), float(b)) for w, r, b in WORKER_LINE.findall(block)]
+            if found:
+                ws, rates, bare = zip(*found, strict=True)
                 ax.loglog(ws, rates, "o-", label=f"mpicomp, {label}")
                 ax.loglog(ws, bare, "x--", label=f"bare gradients, {label}")
         ax.set(xlabel="logical workers (2 ranks)", ylabel="rounds / s", title="Rounds per second against workers")
@@ -235,12 +236,11 @@ def plot_curves(results: dict[str, Result], figures: Path) -> list[str]:
         plt.close(fig)
         shown.append("![rounds/s against workers](performance/rounds_vs_workers.png)")
     if "d-scan" in results:
-        points = []
+        points: list[tuple[float, float]] = []
         for block in results["d-scan"].output.split("$ ")[1:]:
-            d = re.search(r"--d (\S+)", block)
-            found = ROUND_LINE.search(block)
-            if d and found:
-                points.append((float(d.group(1)), 1.0 / float(found.group(2))))
+            dimension, timing = re.search(r"--d (\S+)", block), ROUND_LINE.search(block)
+            if dimension and timing:
+                points.append((float(dimension.group(1)), 1.0 / float(timing.group(2))))
         if points:
             ds, rates = zip(*sorted(points), strict=True)
             fig, ax = plt.subplots(figsize=(6, 4))

@@ -163,7 +163,7 @@ class IdealRound:
         width = d + (d + 7) // 8 if codec == "natural" else d  # bytes (natural) or float64 values
         dtype = np.uint8 if codec == "natural" else np.float64
         self.send = np.empty(width, dtype=dtype)
-        self.rows = np.empty((comm.size, width), dtype=dtype) if comm.rank == 0 else None
+        self.rows = np.empty((comm.size if comm.rank == 0 else 0, width), dtype=dtype)  # the root's only
         self.down = np.empty(width, dtype=dtype)
         # Gatherv, as the transport uses: MPICH's Igather of large blocks is many times slower
         self.counts = np.full(comm.size, width, dtype=np.int64)
@@ -179,9 +179,9 @@ class IdealRound:
         else:
             request.Wait()
 
-    def _encode(self, v: np.ndarray, state: int, payload: np.ndarray) -> None:
+    def _encode(self, v: np.ndarray, state: np.uint64, payload: np.ndarray) -> None:
         d = self.d
-        run_split(encode_double, self.groups, self.tasks, v, np.uint64(state), payload[:d], payload[d:])
+        run_split(encode_double, self.groups, self.tasks, v, state, payload[:d], payload[d:])
 
     def _decode_add(self, payload: np.ndarray, out: np.ndarray, scale: float) -> None:
         d = self.d
@@ -206,7 +206,7 @@ class IdealRound:
                 self._encode(self.mean, RandomKey(self.seed, rnd, MASTER, STREAM_DOWNLINK).state, self.down)
             else:
                 np.sum(self.rows, axis=0, out=self.down)
-                self.down /= comm.size
+                np.divide(self.down, comm.size, out=self.down)
         else:
             self._wait(comm.Igatherv(own, None, root=0))
         self._wait(comm.Ibcast(self.down, root=0))

@@ -112,6 +112,7 @@ class Bare:
         self.seed, self.batch, self.x = root_seed(cfg.run["seed"]), cfg.data["batch"], x
         self.problem = build_problem_from(cfg, self.seed, transport)
         assert isinstance(self.problem, GLMProblem), "the bench's problems are GLMs"
+        self.smooth = self.problem.smooth
         self.shards = [self.problem.local(w) for w in self.problem.local_workers]
 
     def gradients(self, k: int) -> list[np.ndarray]:
@@ -123,7 +124,7 @@ class Bare:
             else:
                 rows, targets, weight = shard.features, shard.targets, 1.0 / shard.m
             g = weighted_grad(shard.loss_fn, rows, targets, weight, self.x)
-            g += self.problem.smooth.grad(self.x)
+            g += self.smooth.grad(self.x)
             grads.append(g)
         return grads
 
