@@ -6,7 +6,8 @@ machine-readable ``PASS``/``MISS`` lines, measures the start-up of ``mpicomp run
 numba cache), runs the scans behind the planning curves (rounds/s against logical workers and
 against d) and writes ``docs/performance.md`` with the PNGs in ``docs/performance/``.
 ``--quick`` runs every benchmark with small sizes and few repeats (a check that all of it works,
-not figures to plan by). ``--only NAME`` (repeatable) runs some benchmarks only; the page then
+not figures to plan by). The hand-written ``docs/performance/notes.md`` (where the time goes, the
+before/after of the changes) is included after the targets. ``--only NAME`` (repeatable) runs some benchmarks only; the page then
 lists only those. A benchmark that fails is reported on the page with its exit code and output.
 """
 
@@ -300,6 +301,9 @@ def write_page(args: argparse.Namespace, results: dict[str, Result], loads: tupl
             text.append(f"| {result.name} | FAILED (exit code {result.returncode}) |")
         for line in result.verdicts:
             text.append(f"| {result.name} | `{line}` |")
+    notes = args.docs / "performance" / "notes.md"  # hand-written: where the time goes, before/after
+    if notes.is_file():
+        text.append("\n" + notes.read_text().strip() + "\n")
     text.append("\n## Curves to plan by\n")
     text.extend(line + "\n" for line in plot_curves(results, args.docs / "performance"))
     text.append("## Every benchmark's output\n")

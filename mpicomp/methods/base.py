@@ -243,7 +243,7 @@ class Method:
         """``g_i(x)``: the minibatch gradient of f_w at x for round k (full if batch = 0)."""
         local = self.problem.local(w)
         idx = self.sample_batch(w, k, size)
-        return local.grad(x) if idx is None else local.grad_batch(x, idx)
+        return local.grad(x) if idx is None else local.minibatch_grad(x, idx)
 
     def method_rng(self, worker: int, k: int) -> np.random.Generator:
         """A generator for the method's own coin flips (e.g. L-SVRG's refresh), keyed by (worker, k)."""

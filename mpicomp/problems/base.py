@@ -122,6 +122,12 @@ class LocalObjective(ABC):
         ``idx`` of length 1 gives one per-sample gradient, repeated indices count repeatedly.
         """
 
+    def minibatch_grad(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """:meth:`grad_batch` for indices known to be valid (a method's own sample of the shard: a
+        non-empty int array of distinct indices in range) and a float64 ``x`` of length d, with the
+        same bits; shards override it to skip the checks (a round calls it once per worker)."""
+        return self.grad_batch(x, idx)
+
     def sample_grads(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Rows ``grad f_ij(x)`` for ``j in idx``, shape ``(len(idx), d)``; shards override it vectorised."""
         return np.stack([self.grad_batch(x, np.array([j])) for j in idx])

@@ -294,8 +294,11 @@ class GLMShard(LocalObjective):
             raise ValueError(f"idx must be a non-empty 1-D array of shard sample indices, got shape {idx.shape}")
         if idx.min() < 0 or idx.max() >= self.m:
             raise IndexError(f"sample index out of range for a shard of {self.m} samples: {idx.min()}..{idx.max()}")
-        rows, targets = self.features[idx], self.targets[idx]
-        out = weighted_grad(self.loss_fn, rows, targets, 1.0 / idx.size, x)
+        return self.minibatch_grad(x, idx)
+
+    def minibatch_grad(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """:meth:`grad_batch` without its checks (the caller's indices and x are valid)."""
+        out = weighted_grad(self.loss_fn, self.features[idx], self.targets[idx], 1.0 / idx.size, x)
         out += self.smooth.grad(x)
         return out
 
