@@ -6,14 +6,16 @@ machine-readable ``PASS``/``MISS`` lines, measures the start-up of ``mpicomp run
 numba cache), runs the scans behind the planning curves (rounds/s against logical workers and
 against d) and writes ``docs/performance.md`` with the PNGs in ``docs/performance/``.
 ``--quick`` runs every benchmark with small sizes and few repeats (a check that all of it works,
-not figures to plan by). The hand-written ``docs/performance/notes.md`` (where the time goes, the
-before/after of the changes) is included after the targets. ``--only NAME`` (repeatable) runs some benchmarks only; the page then
-lists only those. A benchmark that fails is reported on the page with its exit code and output.
+not figures to plan by). Every benchmark's output is kept in ``docs/performance/results.json``;
+``--only NAME`` (repeatable) re-runs some benchmarks and rewrites the page with the others' kept
+outputs (each section says when it ran). The hand-written ``docs/performance/notes.md`` (where the time goes, the
+before/after of the changes) is included after the targets. A benchmark that fails is reported on the page with its exit code and output.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,6 +46,8 @@ class Result:
     seconds: float
     output: str
     verdicts: list[str] = field(default_factory=list)
+    when: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    load: str = field(default_factory=lambda: load())
 
 
 def parse_args() -> argparse.Namespace:
@@ -81,8 +85,8 @@ def benchmarks(quick: bool, mnist: Path) -> dict[str, list[list[str]]]:
             for codec in ("identity", "natural")
         ],
         "workers": [
-            mpi(2, tool("bench_workers.py"), *m, "--workers", *mnist_workers, "--rounds", rounds),
-            mpi(2, tool("bench_workers.py"), "--problem", "small", "--workers", *small_workers, "--rounds", rounds),
+            mpi(2, "-m", "mpi4py", tool("bench_workers.py"), *m, "--workers", *mnist_workers, "--rounds", rounds),
+            mpi(2, "-m", "mpi4py", tool("bench_workers.py"), "--problem", "small", "--workers", *small_workers),
         ],
         "memory": [
             [sys.executable, tool("bench_memory.py"), *m, *(["--ranks", "1", "2"] if quick else [])],
@@ -308,7 +312,9 @@ def write_page(args: argparse.Namespace, results: dict[str, Result], loads: tupl
     text.extend(line + "\n" for line in plot_curves(results, args.docs / "performance"))
     text.append("## Every benchmark's output\n")
     for result in results.values():
-        text.append(f"### {result.name}\n\n{WHAT.get(result.name, '')}\n")
+        text.append(
+            f"### {result.name}\n\n{WHAT.get(result.name, '')} Ran {result.when}, load average {result.load}.\n"
+        )
         text.append(f"```\n{result.output.strip()}\n```\n")
     page.write_text("\n".join(text) + "\n")
     return page
@@ -339,6 +345,12 @@ def main() -> None:
             results[name] = run_commands(name, benchmarks(args.quick, args.mnist)[name], args.timeout, env)
         print(f"[bench_all] {name}: exit {results[name].returncode}; " + "; ".join(results[name].verdicts), flush=True)
     loads.append(load())
+    kept = args.docs / "performance" / "results.json"
+    if args.only and kept.is_file():  # the other benchmarks' outputs of earlier runs, in the usual order
+        earlier = {name: Result(**fields) for name, fields in json.loads(kept.read_text()).items()}
+        results = {name: results.get(name) or earlier[name] for name in names if name in results or name in earlier}
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps({name: asdict(result) for name, result in results.items()}, indent=1) + "\n")
     page = write_page(args, results, (loads[0], loads[1]), (time.perf_counter() - started) / 60)
     print(f"[bench_all] wrote {page}")
     for result in results.values():

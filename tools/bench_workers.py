@@ -1,6 +1,6 @@
 """Rounds per second with many logical workers through the real runner, against the bare arithmetic.
 
-Run as ``mpiexec -n 2 python tools/bench_workers.py`` (defaults: MNIST softmax, d = 7,850, 100,
+Run as ``mpiexec -n 2 python -m mpi4py tools/bench_workers.py`` (defaults: MNIST softmax, d = 7,850, 100,
 1,000 and 10,000 workers, minibatch 16 per worker, natural compression up, identity down; add
 ``--problem small`` for a 16-feature logistic regression on generated data, where 100,000
 workers fit). Every rank runs ``mpicomp.runner.run`` exactly as ``mpicomp run`` would; the rate is
@@ -190,7 +190,8 @@ def main() -> None:
     comm = MPI.COMM_WORLD
     if args.problem == "mnist" and not args.mnist.is_dir():
         raise SystemExit(f"bench_workers: MNIST directory {args.mnist} not found; pass --mnist DIR")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as own:
+        tmp = comm.bcast(own, root=0)  # rank 0's directory: the generated data are written once, there
         dataset = f"mnist:{args.mnist}" if args.problem == "mnist" else f"npz:{small_dataset(Path(tmp))}"
         if comm.rank == 0:
             what = "MNIST softmax d=7850" if args.problem == "mnist" else f"small logistic d={SMALL_FEATURES + 1}"
