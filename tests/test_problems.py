@@ -121,6 +121,7 @@ def test_per_sample_and_minibatch_gradients(name, sparse):
     idx = np.array([3, 0, 3, 7])
     np.testing.assert_allclose(local.grad_batch(x, idx), per_sample[idx].mean(axis=0), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(local.sample_grads(x, idx), per_sample[idx], rtol=1e-12, atol=1e-13)
+    assert np.array_equal(local.minibatch_grad(x, idx), local.grad_batch(x, idx))  # the unchecked path: same bits
 
 
 @pytest.mark.parametrize("name,sparse", CASES)
