@@ -1,5 +1,5 @@
-"""The setups of published experiments: ``[problem] init`` (x^0), ``[data] partition = "contiguous"``
-and ``[data] test_fraction = 0``."""
+"""The setups of published experiments: ``[problem] init`` (x^0), ``[data] partition = "contiguous"``,
+``[data] test_fraction = 0`` and ``[data] scale = "max"``."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from sklearn.datasets import dump_svmlight_file
 
 from mpicomp.cli import main
 from mpicomp.config import ConfigError, validate
-from mpicomp.data import load_sklearn
+from mpicomp.data import load_sklearn, prepare_data
 from mpicomp.problems import build_problem
 from mpicomp.problems.start import initial_point
 from mpicomp.rng import root_seed
@@ -118,3 +119,18 @@ def test_init_keys_are_validated(problem, expected):
     with pytest.raises(ConfigError) as info:
         validate({"problem": problem})
     assert str(info.value).startswith(expected)
+
+
+def test_max_scaling_divides_by_the_largest_train_magnitude(tmp_path):
+    """``scale = "max"``: x / max_ij |X_ij| over the train split (MNIST: pixels / 255), dense and sparse alike."""
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 256, (40, 6)).astype(np.uint8)
+    X[5, 2] = 255
+    y = rng.integers(0, 2, 40)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    dense = prepare_data(f"npz:{tmp_path / 'd.npz'}", test_fraction=0.0, scale="max", intercept=False).dataset()
+    np.testing.assert_array_equal(dense.X, X / 255.0)
+    signed = np.where(rng.random((40, 6)) < 0.5, 0.0, rng.normal(0.0, 1.0, (40, 6)))
+    dump_svmlight_file(signed, y, str(tmp_path / "s.svm"))
+    sparse = prepare_data(str(tmp_path / "s.svm"), test_fraction=0.0, scale="max", intercept=False).dataset()
+    np.testing.assert_allclose(sparse.X.toarray(), signed / np.abs(signed).max(), rtol=1e-15)

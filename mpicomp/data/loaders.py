@@ -42,7 +42,7 @@ from .fetch import LIBSVM_NAMES, MNIST, cached_path
 Features: TypeAlias = np.ndarray | sp.csr_matrix
 
 SKLEARN_DATASETS = ("breast_cancer", "digits", "iris", "wine")
-SCALINGS = ("none", "standard", "unit-norm")
+SCALINGS = ("none", "standard", "unit-norm", "max")
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -316,7 +316,8 @@ def standard_scaling(X: Features, rows: np.ndarray) -> tuple[np.ndarray | None, 
 @dataclass(frozen=True)
 class Scaling:
     """A feature transform fitted on the train split: ``(x - center) / scale`` per feature (``standard``;
-    sparse data: ``x / scale``, no centering), ``x / ||x||`` per row (``unit-norm``), or none."""
+    sparse data: ``x / scale``, no centering), ``x / ||x||`` per row (``unit-norm``), ``x / max_ij |X_ij|`` with one
+    constant for every feature (``max``: MNIST's pixels / 255), or none."""
 
     method: str = "none"
     center: np.ndarray | None = None
@@ -328,6 +329,9 @@ class Scaling:
             if self.method == "standard":
                 assert self.scale is not None, "a standard scaling has a scale"
                 return sp.csr_matrix(X @ sp.diags(1.0 / self.scale))
+            if self.method == "max":
+                assert self.scale is not None, "a max scaling has its constant"
+                return sp.csr_matrix(X / self.scale[0])
             return normalize(X) if self.method == "unit-norm" else X
         out = np.empty(X.shape)
         self.apply_into(X, out)
@@ -341,17 +345,33 @@ class Scaling:
             out /= self.scale
             return
         out[...] = X
+        if self.method == "max":
+            out /= self.scale
         if self.method == "unit-norm":
             out[...] = normalize(out, copy=False)
 
 
 def fit_scaling(X: Features, rows: np.ndarray, method: str) -> Scaling:
-    """The :class:`Scaling` ``method`` fitted on ``X[rows]`` (only ``standard`` has parameters)."""
+    """The :class:`Scaling` ``method`` fitted on ``X[rows]`` (``standard``: per-feature center and scale;
+    ``max``: the largest ``|X_ij|`` over those rows, 1 if they are all 0)."""
     if method not in SCALINGS:
         raise ValueError(f"unknown scaling {method!r}; choose one of {', '.join(SCALINGS)}")
+    if method == "max":
+        return Scaling(method, None, np.array([largest_magnitude(X, rows) or 1.0]))
     if method != "standard":
         return Scaling(method)
     return Scaling(method, *standard_scaling(X, rows))
+
+
+def largest_magnitude(X: Features, rows: np.ndarray) -> float:
+    """``max |X_ij|`` over ``X[rows]``, ``CHUNK_ROWS`` stored rows at a time (0 for no nonzero entry)."""
+    if sp.issparse(X):
+        values = sp.csr_matrix(X[rows]).data
+        return float(np.abs(values).max()) if values.size else 0.0
+    return max(
+        (float(np.abs(X[rows[start : start + CHUNK_ROWS]]).max()) for start in range(0, rows.size, CHUNK_ROWS)),
+        default=0.0,
+    )
 
 
 def scale_features(data: Dataset, method: str) -> Dataset:
@@ -359,7 +379,8 @@ def scale_features(data: Dataset, method: str) -> Dataset:
 
     ``standard``: per-feature zero mean and unit variance on the train split (sparse data: unit
     variance only, to keep sparsity; constant features are left unscaled); ``unit-norm``: every row
-    to unit L2 norm (zero rows stay zero); ``none``: unchanged.
+    to unit L2 norm (zero rows stay zero); ``max``: every value divided by the largest ``|x|`` of the
+    train split (one constant, so sparsity and ratios stay); ``none``: unchanged.
     """
     scaling = fit_scaling(data.X, np.arange(data.X.shape[0]), method)
     if method == "none":
