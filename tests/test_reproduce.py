@@ -21,7 +21,7 @@ from mpicomp.cli import main
 from mpicomp.config import load, validate
 from mpicomp.reproduce.claim import ClaimError, Rule, claim_files, load_claim, load_claims, parse_claim
 from mpicomp.reproduce.engine import AGREES, DIFFERS, NOT_RUN, drop_outdated, judge, measure, missing_data, run_claim
-from mpicomp.reproduce.measures import MEASURES, final, log_slope, ratio, reach, variance_times_smoothness
+from mpicomp.reproduce.measures import MEASURES, final, log_slope, ratio, reach, settle, variance_times_smoothness
 from mpicomp.reproduce.report import DOCS_BEGIN, DOCS_END
 from mpicomp.results import Results
 from mpicomp.sweep import toml_value
@@ -243,6 +243,16 @@ def test_a_claim_without_runs_is_measured_and_its_computed_values_are_reused(mon
             (1.0, AGREES),
         ]
     )
+
+
+def test_settle_is_the_first_round_within_the_residual_of_the_runs_own_lowest_value():
+    """Paper 003's loss residual: the minimum is the run's own (here 1.0 at round 90), not zero."""
+    rounds = np.arange(0, 100, 10)
+    loss = 1.0 + 10.0 ** (-rounds / 10)
+    run = results_of(round=rounds, loss=loss, uploads=rounds * 3)
+    assert settle(run, "loss", 1e-6) == 60  # 1e-6 + 1e-9 <= residual from round 60 on
+    assert settle(run, "loss", 1e-6, x="uploads") == 180
+    assert settle(run, "loss", 0.0) == 90
 
 
 def test_distortion_of_rand_k_matches_its_variance():

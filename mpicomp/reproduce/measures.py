@@ -130,6 +130,19 @@ def at(results: Results, metric: str, x: str, value: float) -> float:
 
 
 @_measure("run")
+def settle(results: Results, metric: str, residual: float, x: str = "rounds") -> float:
+    """Rounds (or any column, as in ``reach``) at the first logged row where the metric is within
+    ``residual`` of the run's own lowest value (paper 003's "loss residual": ``F(theta^k) - min_j
+    F(theta^j) <= residual``, the minimum over the same run); NaN if the metric has no finite value."""
+    values = column(results, metric)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return float("nan")
+    hit = np.flatnonzero(values - finite.min() <= residual)
+    return float(column(results, "round" if x == "rounds" else x)[hit[0]])
+
+
+@_measure("run")
 def log_slope(results: Results, metric: str, start: float = 0.0, stop: float = 1.0, per: int = 100) -> float:
     """Least-squares slope of log10(metric) against the round over the rows in the fraction window
     [start, stop] of the run, in decades per ``per`` rounds: linear convergence is a steady
