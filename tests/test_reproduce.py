@@ -22,7 +22,7 @@ from mpicomp.config import load, validate
 from mpicomp.reproduce.claim import ClaimError, Rule, claim_files, load_claim, load_claims, parse_claim
 from mpicomp.reproduce.engine import AGREES, DIFFERS, NOT_RUN, drop_outdated, judge, measure, missing_data, run_claim
 from mpicomp.reproduce.measures import MEASURES, final, log_slope, ratio, reach, settle, variance_times_smoothness
-from mpicomp.reproduce.report import DOCS_BEGIN, DOCS_END
+from mpicomp.reproduce.report import DOCS_BEGIN, DOCS_END, _verdict
 from mpicomp.results import Results
 from mpicomp.sweep import toml_value
 
@@ -144,6 +144,11 @@ def _with(**changes):
             "without than the rule compares with the paper's number, but paper is 'about one'",
         ),
         ({"q1__source": None}, "missing source"),
+        (
+            {"q1__rule": {"op": "~", "modes": ["long"]}},
+            "modes must be a non-empty list of 'quick', 'full', got ['long']",
+        ),
+        ({"q1__rule": {"op": "~", "modes": ["full"]}}, "no quantity has a rule judged in quick mode"),
         ({"runs": {"grid": {"method.name": ["gd", "nope"]}}}, "method"),
         (
             {"quick": {"set": {"run.rounds": 0}}},
@@ -243,6 +248,20 @@ def test_a_claim_without_runs_is_measured_and_its_computed_values_are_reused(mon
             (1.0, AGREES),
         ]
     )
+
+
+def test_a_rule_of_the_full_mode_only_is_shown_but_not_judged_in_quick_mode():
+    """``modes = ["full"]``: the quick report shows the value and the rule without a verdict, and the claim's
+    verdict comes from the other rules; in full mode the rule decides."""
+    raw = _with()
+    raw["quantity"].append(dict(raw["quantity"][1], id="c", rule={"op": ">", "than": 5.0, "modes": ["full"]}))
+    claim = parse_claim(raw, Path("claim.toml"))
+    runs = {point.index: results_of(round=[0, 5], loss=[2.0, 1.0]) for point in claim.sweep("quick").points}
+    quick = measure(claim, "quick", claim.sweep("quick"), runs)
+    full = measure(claim, "full", claim.sweep("full"), runs)
+    assert [(row.value, row.verdict) for row in quick] == [(1.0, ""), (1.0, AGREES), (1.0, "")]
+    assert [(row.value, row.verdict) for row in full] == [(1.0, ""), (1.0, AGREES), (1.0, DIFFERS)]
+    assert _verdict(quick[2]) == "— (full mode only: ours > 5)"
 
 
 def test_settle_is_the_first_round_within_the_residual_of_the_runs_own_lowest_value():

@@ -26,7 +26,7 @@ MODES = ("quick", "full")
 CLAIM_KEYS = ("paper", "title", "figure", "compares", "runs", "quick", "full", "quantity", "plot", "differences")
 REQUIRED = ("paper", "title", "figure", "compares", "quantity", "differences")
 QUANTITY_KEYS = ("id", "label", "measure", "runs", "paper", "source", "rule", "quick", "full")
-RULE_KEYS = ("op", "than", "times", "rel", "abs")
+RULE_KEYS = ("op", "than", "times", "rel", "abs", "modes")
 OPERATORS = ("<", "<=", ">", ">=", "~")
 PLOT_KEYS = ("y", "x", "yscale", "xscale", "label")
 PLOT_DEFAULTS: dict[str, Any] = {"y": ["suboptimality"], "x": ["rounds", "bits"], "yscale": "auto", "xscale": "linear"}
@@ -40,13 +40,15 @@ class ClaimError(ConfigError):
 class Rule:
     """The verdict of a quantity: ``ours OP times * reference``, the reference being ``than`` (a
     number or the id of an earlier quantity) or, when ``than`` is absent, the paper's number. ``~``
-    agrees when ``|ours - reference| <= abs + rel * |reference|``."""
+    agrees when ``|ours - reference| <= abs + rel * |reference|``. ``modes``: the modes whose runs can
+    decide it (a statement only the paper's length can check is judged in ``full`` mode only)."""
 
     op: str
     than: float | str | None = None
     times: float = 1.0
     rel: float = 0.0
     abs: float = 0.0
+    modes: tuple[str, ...] = MODES
 
     def describe(self) -> str:
         """The rule as text: ``≤ 0.5 × ef21_floor``, ``~ paper ± 10%``."""
@@ -179,7 +181,10 @@ def _rule(raw: Any, paper: Any, known: list[str], where: str) -> Rule:
         raise ClaimError(f"{where}: rel and abs must be >= 0")
     if (values.get("rel") or values.get("abs")) and op != "~":
         raise ClaimError(f"{where}: rel and abs are tolerances of op = '~', not of {op!r}")
-    return Rule(op=op, than=than, **values)
+    modes = raw.get("modes", list(MODES))
+    if not isinstance(modes, list) or not modes or any(mode not in MODES for mode in modes):
+        raise ClaimError(f"{where}: modes must be a non-empty list of {', '.join(map(repr, MODES))}, got {modes!r}")
+    return Rule(op=op, than=than, modes=tuple(modes), **values)
 
 
 def _quantity(raw: Any, index: int, known: list[str], has_runs: bool, where: str) -> Quantity:
@@ -278,8 +283,9 @@ def parse_claim(raw: Mapping[str, Any], path: Path) -> Claim:
         raise ClaimError(f"{where}: quantity must be one or more [[quantity]] tables")
     for index, entry in enumerate(entries):
         quantities.append(_quantity(entry, index, [q.id for q in quantities], runs is not None, where))
-    if not any(q.rule is not None for q in quantities):
-        raise ClaimError(f"{where}: no quantity has a rule, so the claim has no verdict")
+    for mode in MODES:
+        if not any(q.rule is not None and mode in q.rule.modes for q in quantities):
+            raise ClaimError(f"{where}: no quantity has a rule judged in {mode} mode, so that mode has no verdict")
     if not all(isinstance(q.paper, float) or isinstance(q.paper, str) for q in quantities if q.rule is not None):
         raise ClaimError(f"{where}: every quantity with a rule needs the paper's value (paper = number or text)")
     claim = Claim(

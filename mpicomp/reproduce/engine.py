@@ -150,7 +150,7 @@ def measure(
                 computed[key] = measure_.function(**arguments)
             row.value = computed[key]
         values[quantity.id] = row.value
-        if quantity.rule is not None:
+        if quantity.rule is not None and mode in quantity.rule.modes:
             row.verdict, row.reference = judge(quantity.rule, row.value, quantity.paper, values)
             if not math.isfinite(row.value) and not row.note:
                 row.note = "not measured (a target not reached, or no finite value)"

@@ -39,6 +39,8 @@ def _verdict(row: Row) -> str:
     rule = row.quantity.rule
     if rule is None:
         return "— (context)"
+    if not row.verdict:
+        return f"— ({' and '.join(rule.modes)} mode only: ours {rule.describe()})"
     reference = f" = {number(row.reference)}" if isinstance(rule.than, str) or rule.times != 1.0 else ""
     return f"{row.verdict}: ours {rule.describe()}{reference}"
 
