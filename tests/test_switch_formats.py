@@ -161,3 +161,30 @@ def test_formats_other_than_mpicomp_need_an_identity_uplink_and_a_switch():
                 "compressor": {"aggregation": "switch", "switch_format": "switchml", "uplink": "natural"},
             }
         )
+
+
+def test_block_exponents_are_those_of_the_block_max_and_name_the_first_bad_value():
+    """The exponents come from an integer max over bit patterns: against frexp (fixed point: the smallest
+    e >= -127 with max |x| < 2^e, -128 for zeros) and the float32 exponent field minus 126 (SwitchML), on
+    blocks of mixed signs, zeros, subnormals and a block max of -2^126; a NaN or a value >= 2^127 in a later
+    block is named by its own index, not by the first one of its block."""
+    p = 8
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(5 * p) * np.repeat([1e-3, 1.0, 1e30, 1.0, 1.0], p)
+    x[3 * p : 4 * p] = 0.0
+    x[4 * p : 5 * p] = [-(2.0**126), 1e-310, 0.0, 5e-324, -1.0, 2.0**-1030, 3.0, -4.0]
+    fixed = make_switch_encoding("mpicomp", make("identity"), 2, x.size, p)
+    largest = np.abs(blocks_of(x, p)).max(axis=1)
+    expected = np.where(largest == 0, -128, np.maximum(np.frexp(largest)[1], -127))
+    np.testing.assert_array_equal(fixed.block_exponents(x), expected)
+    switchml = SwitchMLEncoding(2, x.size, p)
+    as_float32 = x.astype(np.float32)
+    field = (np.abs(blocks_of(as_float32, p)).max(axis=1).view(np.uint32) >> 23).astype(np.int64)
+    np.testing.assert_array_equal(switchml.block_exponents(as_float32), np.where(field == 0, -126, field - 126))
+    for bad, value in [(2 * p + 5, np.nan), (4 * p + 6, 2.0**127), (p + 3, -np.inf)]:
+        broken = x.copy()
+        broken[bad] = value
+        with pytest.raises(ValueError, match=rf"x\[{bad}\] = "):
+            fixed.block_exponents(broken)
+        with pytest.raises(ValueError, match=rf"x\[{bad}\] = "):
+            switchml.block_exponents(broken.astype(np.float32))

@@ -128,11 +128,13 @@ class GatherRound:
 
     def __init__(self, transport: MPITransport, x: np.ndarray, uplink: str, downlink: str) -> None:
         self.transport, self.x, self.up, self.down = transport, x, make(uplink), make(downlink)
+        # fixed-size messages are announced, as gd's round does (Method.message_sizes): no size exchange
+        self.up_size, self.down_size = self.up.message_capacity(x.size), self.down.message_capacity(x.size)
 
     def __call__(self, rnd: int) -> None:
         t, d = self.transport, self.x.size
         keys = {w: RandomKey(0, rnd, w, STREAM_UPLINK) for w in range(t.n_workers)}
-        gathered = t.gather([self.up.encode(self.x, keys[w]) for w in t.local_workers])
+        gathered = t.gather([self.up.encode(self.x, keys[w]) for w in t.local_workers], size=self.up_size)
         down_key = RandomKey(0, rnd, MASTER, STREAM_DOWNLINK)
         message = None
         if gathered is not None:
@@ -140,7 +142,7 @@ class GatherRound:
             for w, upload in enumerate(gathered):
                 self.up.decode_add(upload, total, keys[w])
             message = self.down.encode(total, down_key)
-        self.down.decode(t.broadcast(message), d, down_key)
+        self.down.decode(t.broadcast(message, size=self.down_size), d, down_key)
 
 
 # switch variant -> (its encoding's name in ``encodings``, the uplink codec of the same run with

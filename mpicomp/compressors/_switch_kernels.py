@@ -14,6 +14,7 @@ from numba import float32, float64, int64, njit, uint64
 
 from ..rng import random_uniform
 from ._levels import float64_bits, float64_from_bits
+from .numeric import max_magnitude
 
 EMPTY_BLOCK = -128  # the exponent of an all-zero block: below every real one
 SMALLEST_EXPONENT = -127
@@ -33,16 +34,21 @@ def fixed_block_exponents(x, block, out):
     for b in range(out.size):
         lo = b * block
         values = x[lo : lo + block]
-        largest = 0.0
-        for j in range(values.size):
-            largest = max(largest, abs(float64(values[j])))
-        if not largest < 2.0**127:  # also NaN
-            for j in range(values.size):
-                if not abs(float64(values[j])) < 2.0**127:
-                    return lo + j
+        largest = max_magnitude(values)  # NaN if the block holds one
+        if not largest < 2.0**127:
+            return lo + _first_at_least(values, 2.0**127)
         biased = int64((float64_bits(largest) >> uint64(52)) & _EXPONENT_MASK)
         out[b] = EMPTY_BLOCK if largest == 0.0 else max(biased - 1022, SMALLEST_EXPONENT)
     return -1
+
+
+@njit(cache=True, inline="always")
+def _first_at_least(values, bound):
+    """The first j with ``|values[j]|`` NaN or ``>= bound`` (the caller knows there is one)."""
+    for j in range(values.size):
+        if not abs(float64(values[j])) < bound:
+            return j
+    return values.size
 
 
 @njit(cache=True, nogil=True)
@@ -108,17 +114,13 @@ def float32_block_exponents(x, block, out):
     for b in range(out.size):
         lo = b * block
         values = x[lo : lo + block]
-        largest = float32(0.0)
-        for j in range(values.size):
-            largest = max(largest, abs(values[j]))
-        if not largest < float32(2.0**127):
-            for j in range(values.size):
-                if not abs(values[j]) < float32(2.0**127):
-                    return lo + j
-        if largest < float32(2.0**-126):  # zero or subnormal: float32 exponent field 0
+        largest = max_magnitude(values)  # exact: a float32 in float64; NaN if the block holds one
+        if not largest < 2.0**127:
+            return lo + _first_at_least(values, 2.0**127)
+        if largest < 2.0**-126:  # zero or subnormal: float32 exponent field 0
             out[b] = -126
         else:  # the float64 exponent of a normal float32, plus 1
-            out[b] = int64((float64_bits(float64(largest)) >> uint64(52)) & _EXPONENT_MASK) - 1022
+            out[b] = int64((float64_bits(largest) >> uint64(52)) & _EXPONENT_MASK) - 1022
     return -1
 
 
