@@ -4,9 +4,11 @@
 of both switch encodings (:mod:`mpicomp.methods.in_network`) on one float64 vector of standard
 normals, in elements/s and as a ratio to ``np.copyto`` of a float64 array of the same size timed in
 the same repeats (interleaved, best of ``--repeat``). SwitchML's hosts spend their CPU exactly
-here (FPISA, NSDI 2022); the target is >= 0.5x copyto.
+here (FPISA, NSDI 2022); the target is >= 0.5x copyto for encode and decode (PASS / MISS).
+The natural encode includes the C_nat draw itself (``natural_codes``, one SplitMix64 word per
+coordinate), which alone runs at about 0.56x copyto: that is its floor.
 
-* encode: ``prepare`` + ``block_exponents`` + ``to_integers`` (fixed point: float64 -> int64;
+* encode: ``prepare`` + ``block_exponents`` + ``to_integers`` (fixed point: float64 -> int32;
   natural: C_nat codes -> codes relative to the block exponent), the agreed exponents being the
   worker's own;
 * packets: the integers into switch packets (``encode_packets``);
@@ -57,6 +59,9 @@ from mpicomp.rng import STREAM_DOWNLINK, STREAM_UPLINK, RandomKey
 
 MASTER = -1
 PACKET_VALUES = 256
+
+
+CONVERT_TARGET = 0.5  # host conversion (encode, decode) at least this many copyto's
 
 
 def parse_args() -> argparse.Namespace:
@@ -117,9 +122,12 @@ def convert(args: argparse.Namespace) -> None:
             rate = args.d / best[step]
             rows.append((name, step, rate, best["copyto"] / best[step]))
     print(f"host conversion, d = {args.d} float64, n = {args.workers} (headroom), best of {args.repeat}")
-    print(f"{'encoding':10s} {'step':8s} {'Melem/s':>10s} {'x copyto':>9s}   (target: encode, decode >= 0.5)")
+    print(
+        f"{'encoding':10s} {'step':8s} {'Melem/s':>10s} {'x copyto':>9s}   (target: encode, decode >= {CONVERT_TARGET})"
+    )
     for name, step, rate, ratio in rows:
-        print(f"{name:10s} {step:8s} {rate / 1e6:10.1f} {ratio:9.3f}")
+        verdict = "" if step == "packets" else "  PASS" if ratio >= CONVERT_TARGET else "  MISS"
+        print(f"{name:10s} {step:8s} {rate / 1e6:10.1f} {ratio:9.3f}{verdict}")
 
 
 class GatherRound:
