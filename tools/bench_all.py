@@ -263,11 +263,10 @@ def plot_curves(results: dict[str, Result], figures: Path) -> list[str]:
 INTRO = """# Performance
 
 Every figure on this page comes from one run of `python tools/bench_all.py{quick}` on {when}, on
-this machine: {machine}. **The machine is shared**: 2 cores used at the same time by the lead and
-up to four helpers (5 agents), so absolute times move from run to run (the load average at the
-start and end of the run is below); **same-run ratios are what count**, and every target is stated
-as one (each benchmark times its variants interleaved, in the same repeats). Re-run the command to
-regenerate the page and the curves.
+this machine: {machine}. Absolute times move with the machine's load (its load average at the start
+and end of the run is below; a shared machine moves them from run to run), so **same-run ratios are
+what count**, and every target is stated as one (each benchmark times its variants interleaved, in
+the same repeats). Re-run the command to regenerate the page and the curves.
 
 Load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end; the whole run took {minutes:.0f} min.
 """
