@@ -327,7 +327,8 @@ def test_one_claim_end_to_end_report_figure_runs_then_skipped_when_run_again(tmp
     runs = sorted(p.name for p in (folder / "quick").glob("*.h5"))
     assert runs == ["name=diana.h5", "name=quantized-sgd.h5"]
     docs = tmp_path / "reproductions.md"
-    docs.write_text(f"# Head\n\n{DOCS_BEGIN}\nold\n{DOCS_END}\n\nTail\n")
+    stale = f"### {TINY}: stale\n\nstale table"
+    docs.write_text(f"# Head\n\n{DOCS_BEGIN}\nold\n\n{stale}\n\n### zz-other: kept\n\nits table\n{DOCS_END}\n\nTail\n")
     code, stdout, _ = reproduce_here(capsys, TINY, "--quick", "--out", str(out), "--write-docs", str(docs))
     assert code == 0
     assert "2 of 2 points already done or running: skipped" in stdout
@@ -335,6 +336,8 @@ def test_one_claim_end_to_end_report_figure_runs_then_skipped_when_run_again(tmp
     text = docs.read_text()
     assert "old" not in text and text.startswith("# Head\n\n") and text.endswith(f"{DOCS_END}\n\nTail\n")
     assert f"### {TINY}: " in text and "| quantity | paper | ours | verdict |" in text
+    assert "stale" not in text, "the claim that ran replaces its section"
+    assert text.index(f"### {TINY}: ") < text.index("### zz-other: kept\n\nits table\n\n"), "others stay, in name order"
     # a key added to mpicomp after a run (absent from its stored config, not set by the claim) changes nothing
     with h5py.File(folder / "quick" / "name=diana.h5", "r+") as f:
         stored = json.loads(f.attrs["config"])
