@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"
@@ -214,6 +215,17 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}){memory}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
+def save(fig: Any, ax: Any, path: Path) -> None:
+    """A log-log curve's grid and legend, then the PNG (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_curves(results: dict[str, Result], figures: Path) -> list[str]:
     """PNGs of rounds/s against workers and against d; the Markdown lines that show them."""
     import matplotlib
@@ -234,28 +246,20 @@ def plot_curves(results: dict[str, Result], figures: Path) -> list[str]:
                 ax.loglog(ws, rates, "o-", label=f"mpicomp, {label}")
                 ax.loglog(ws, bare, "x--", label=f"bare gradients, {label}")
         ax.set(xlabel="logical workers (2 ranks)", ylabel="rounds / s", title="Rounds per second against workers")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(figures / "rounds_vs_workers.png", dpi=120)
-        plt.close(fig)
+        save(fig, ax, figures / "rounds_vs_workers.png")
         shown.append("![rounds/s against workers](performance/rounds_vs_workers.png)")
     if "d-scan" in results:
         points: list[tuple[float, float]] = []
         for block in results["d-scan"].output.split("$ ")[1:]:
             dimension, timing = re.search(r"--d (\S+)", block), ROUND_LINE.search(block)
             if dimension and timing:
-                points.append((float(dimension.group(1)), 1.0 / float(timing.group(2))))
+                points.append((float(dimension.group(1)), 1e3 / float(timing.group(2))))  # median ms
         if points:
             ds, rates = zip(*sorted(points), strict=True)
             fig, ax = plt.subplots(figsize=(6, 4))
             ax.loglog(ds, rates, "o-", label="gd/sgd round, natural both ways, 2 ranks")
             ax.set(xlabel="d (coordinates)", ylabel="rounds / s (median)", title="Rounds per second against d")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            fig.savefig(figures / "rounds_vs_d.png", dpi=120)
-            plt.close(fig)
+            save(fig, ax, figures / "rounds_vs_d.png")
             shown.append("![rounds/s against d](performance/rounds_vs_d.png)")
     return shown
 
