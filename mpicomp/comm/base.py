@@ -16,7 +16,7 @@ uploads are the uploads it passed (no copy): valid until those workers encode ag
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence, Sized
+from collections.abc import Callable, Sequence, Sized
 from typing import NoReturn, Self, overload
 
 import numpy as np
@@ -26,6 +26,7 @@ from ..wire import byte_view
 from .accounting import ByteCounter
 from .packets import FRAMES, OP_MAX, OP_SUM, SWITCH_SENDER, PacketSpec, encode_packets
 from .switch import RESULT_LANES, Switch, read_aggregate
+from .worker_tree import covering_nodes, fold_nodes, join_nodes
 
 Buffer = bytes | bytearray | memoryview | np.ndarray
 
@@ -365,6 +366,31 @@ class Transport(ABC):
         to the master, in worker order. Each rank passes those of its local workers in the range
         (possibly none); the master gets ``len(workers)`` views, the others ``None``. Callers bound
         the memory by gathering a few workers at a time."""
+
+    def sum_partials(
+        self, row_of: Callable[[int], np.ndarray], width: int, *, everyone: bool = False
+    ) -> np.ndarray | None:
+        """Uncounted bookkeeping: ``sum_w row_of(w)`` over every worker (``row_of`` called for the local
+        ones, each a float64 row of ``width`` values), added in the fixed tree of :mod:`.worker_tree`: the
+        same bits whatever the rank layout, with ``O(log n)`` rows in memory instead of one per worker.
+        The sum on the master (every rank with ``everyone``), ``None`` elsewhere."""
+        local = self.local_workers
+        sums = fold_nodes(row_of, covering_nodes(local.start, local.stop, self.n_workers), width)
+        gathered = self._gather_node_sums(sums, everyone)
+        if gathered is None:
+            return None
+        nodes = [
+            node for block in self._worker_blocks() for node in covering_nodes(block.start, block.stop, self.n_workers)
+        ]
+        return join_nodes(dict(zip(nodes, gathered, strict=True)), self.n_workers)
+
+    @abstractmethod
+    def _worker_blocks(self) -> list[range]:
+        """Every rank's workers, in rank order."""
+
+    @abstractmethod
+    def _gather_node_sums(self, sums: np.ndarray, everyone: bool) -> np.ndarray | None:
+        """Every rank's node sums (rows), in rank order, on the master (every rank with ``everyone``)."""
 
     @abstractmethod
     def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:

@@ -52,6 +52,7 @@ from ..wire import byte_view
 from .accounting import ByteCounter
 from .base import Transport, check_n_workers, worker_range
 from .local import LocalTransport
+from .worker_tree import covering_nodes
 
 # Environment variables in which a launcher states how many processes it started, checked in
 # this order. PMI_SIZE and OMPI_COMM_WORLD_SIZE are set by the launcher for each process it
@@ -300,6 +301,24 @@ class MPITransport(Transport):
         self._complete(self.comm.Igatherv(data, [received, byte_counts, byte_displs, MPI.BYTE], root=0))
         whole = byte_view(received).toreadonly()
         return [whole[start:stop] for start, stop in pairwise(prefix.tolist())]
+
+    def _worker_blocks(self) -> list[range]:
+        return [range(start, stop) for start, stop in zip(self._block_starts, self._block_ends, strict=True)]
+
+    def _gather_node_sums(self, sums: np.ndarray, everyone: bool) -> np.ndarray | None:
+        width = sums.shape[1]
+        if not (everyone or self.is_master):
+            self._complete(self.comm.Igatherv(sums, None, root=0))
+            return None
+        nodes = np.array([len(covering_nodes(b.start, b.stop, self.n_workers)) for b in self._worker_blocks()])
+        gathered = np.empty((int(nodes.sum()), width), dtype=np.float64)
+        displs = np.concatenate(([0], np.cumsum(nodes)[:-1])) * width
+        receive = [gathered, nodes * width, displs, MPI.DOUBLE]
+        if everyone:
+            self._complete(self.comm.Iallgatherv(sums, receive))
+        else:
+            self._complete(self.comm.Igatherv(sums, receive, root=0))
+        return gathered
 
     def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:
         rows = self._partials(per_local_worker)

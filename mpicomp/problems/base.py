@@ -13,19 +13,22 @@ worker-weighted optimum of f, which differs when the shards are unbalanced.
 **Who holds what.** A problem built for one MPI rank (``collective`` set) holds only the shards of
 that rank's workers (``local_workers``); anything over every worker (``F``, ``grad f``, ``U``, the
 constants, the reference optimum) is then **collective**: every rank computes one row per local
-worker, the rows meet in worker-id order through ``collective.gather_partials``, and
-:func:`worker_sum` folds them in that order, so the value has the same bits whatever the rank
-layout. Without a collective every worker is local and the same code runs in one process.
+worker and :meth:`Problem.sum_workers` adds them in one fixed binary tree over the worker ids
+(:mod:`mpicomp.comm.worker_tree`: each rank folds its own workers, ``O(log n)`` rows in memory), so the
+value has the same bits whatever the rank layout. Per-worker values that are not summed meet in
+worker order through :meth:`Problem.gather_workers` (and :func:`worker_sum` folds such rows left to
+right). Without a collective every worker is local and the same code runs in one process.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol, overload
 
 import numpy as np
 
+from ..comm.worker_tree import tree_sum
 from .optimum import lbfgs
 from .regularizers import ElasticNet
 
@@ -46,6 +49,12 @@ class Collective(Protocol):
     def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:
         """One float64 row per local worker in, every worker's row in worker order out (``(n_workers, m)``),
         on the master or, with ``everyone``, on every process; ``None`` elsewhere."""
+
+    def sum_partials(
+        self, row_of: Callable[[int], np.ndarray], width: int, *, everyone: bool = False
+    ) -> np.ndarray | None:
+        """``sum_w row_of(w)`` over every worker (called for the local ones) in the fixed worker tree, on the
+        master or, with ``everyone``, on every process; ``None`` elsewhere."""
 
     def agree(self, code: int | None) -> int:
         """The master's small integer (others pass ``None``), on every process."""
@@ -188,12 +197,32 @@ class Problem(ABC):
         """Collective: the master's ``flag`` on every process."""
         return flag if self.collective is None else bool(self.collective.agree(int(flag) if self.is_master else None))
 
-    def worker_partials(self, x: np.ndarray) -> np.ndarray:
-        """Rows ``[f_w(x), grad f_w(x)]`` of the local workers, shape ``(len(local_workers), 1 + d)``."""
-        rows = np.empty((len(self.local_workers), 1 + self.d))
-        for row, w in zip(rows, self.local_workers, strict=True):
-            row[0], row[1:] = self.local(w).loss_and_grad(x)
-        return rows
+    @overload
+    def sum_workers(
+        self, row_of: Callable[[int], np.ndarray], width: int, *, everyone: Literal[True] = True
+    ) -> np.ndarray: ...
+
+    @overload
+    def sum_workers(self, row_of: Callable[[int], np.ndarray], width: int, *, everyone: bool) -> np.ndarray | None: ...
+
+    def sum_workers(
+        self, row_of: Callable[[int], np.ndarray], width: int, *, everyone: bool = True
+    ) -> np.ndarray | None:
+        """Collective: ``sum_w row_of(w)`` over every worker (``row_of(w)``: a row of ``width`` values, asked
+        of the process holding w), added in one fixed tree over the worker ids (the same bits whatever
+        the rank layout, ``O(log n)`` rows in memory); on every process, or with ``everyone=False`` on the
+        master only (``None`` elsewhere)."""
+        if self.collective is None:
+            return tree_sum(row_of, self.n_workers, width)
+        total = self.collective.sum_partials(row_of, width, everyone=everyone)
+        assert total is not None or not everyone, "sum_partials with everyone returns on every process"
+        return total
+
+    def worker_row(self, x: np.ndarray, w: int) -> np.ndarray:
+        """``[f_w(x), grad f_w(x)]`` of the local worker ``w`` (``1 + d`` values)."""
+        row = np.empty(1 + self.d)
+        row[0], row[1:] = self.local(w).loss_and_grad(x)
+        return row
 
     @overload
     def smooth_loss_and_grad(self, x: np.ndarray, *, everyone: Literal[True] = True) -> tuple[float, np.ndarray]: ...
@@ -202,12 +231,12 @@ class Problem(ABC):
     def smooth_loss_and_grad(self, x: np.ndarray, *, everyone: bool) -> tuple[float, np.ndarray] | None: ...
 
     def smooth_loss_and_grad(self, x: np.ndarray, *, everyone: bool = True) -> tuple[float, np.ndarray] | None:
-        """Collective: ``(f(x), grad f(x))``, ``f = (1/n) sum_w f_w`` with the sum a :func:`worker_sum` of
-        every worker's partials; on every process, or with ``everyone=False`` on the master only."""
-        rows = self.gather_workers(self.worker_partials(x), everyone=everyone)
-        if rows is None:
+        """Collective: ``(f(x), grad f(x))``, ``f = (1/n) sum_w f_w`` with the sum the :meth:`sum_workers` of
+        every worker's row; on every process, or with ``everyone=False`` on the master only."""
+        total = self.sum_workers(lambda w: self.worker_row(x, w), 1 + self.d, everyone=everyone)
+        if total is None:
             return None
-        total = worker_sum(rows) / self.n_workers
+        total /= self.n_workers
         return float(total[0]), total[1:]
 
     @overload
@@ -281,9 +310,9 @@ class Problem(ABC):
         them without building the shards (a rank holds only its own workers')."""
 
     def potential_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """Collective: ``(U(x), grad U(x))`` with ``U = sum_i m_i f_i`` (module docstring), summed in worker order."""
-        rows = self.gather_workers(self.worker_partials(x))
-        total = worker_sum(self.sample_counts()[:, None] * rows)
+        """Collective: ``(U(x), grad U(x))`` with ``U = sum_i m_i f_i`` (module docstring), a :meth:`sum_workers`."""
+        counts = self.sample_counts()
+        total = self.sum_workers(lambda w: counts[w] * self.worker_row(x, w), 1 + self.d)
         return float(total[0]), total[1:]
 
     def potential_smoothness(self) -> float:

@@ -31,7 +31,7 @@ from scipy.linalg import eigvalsh
 from scipy.sparse.linalg import LinearOperator, eigsh
 from scipy.special import expit
 
-from .base import Collective, LocalObjective, Problem, held_out_sizes, worker_sum
+from .base import Collective, LocalObjective, Problem, held_out_sizes
 from .optimum import (
     cache_root,
     optimum_cache_path,
@@ -435,9 +435,8 @@ class GLMProblem(Problem):
         return self.smooth_loss_and_grad(x)[0]
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Collective: ``hess f(x) v = (1/n) sum_i hess f_i(x) v``, summed in worker order."""
-        rows = np.array([self.local(w).hessp(x, v) for w in self.local_workers]).reshape(-1, self.d)
-        return worker_sum(self.gather_workers(rows)) / self.n_workers
+        """Collective: ``hess f(x) v = (1/n) sum_i hess f_i(x) v``, a :meth:`sum_workers`."""
+        return self.sum_workers(lambda w: self.local(w).hessp(x, v), self.d) / self.n_workers
 
     def x0(self) -> np.ndarray:
         return np.zeros(self.d)
