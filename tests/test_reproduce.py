@@ -20,9 +20,19 @@ import pytest
 from mpicomp.cli import main
 from mpicomp.config import load, validate
 from mpicomp.reproduce.claim import ClaimError, Rule, claim_files, load_claim, load_claims, parse_claim
-from mpicomp.reproduce.engine import AGREES, DIFFERS, NOT_RUN, drop_outdated, judge, measure, missing_data, run_claim
+from mpicomp.reproduce.engine import (
+    AGREES,
+    DIFFERS,
+    NOT_RUN,
+    Outcome,
+    drop_outdated,
+    judge,
+    measure,
+    missing_data,
+    run_claim,
+)
 from mpicomp.reproduce.measures import MEASURES, final, log_slope, ratio, reach, settle, variance_times_smoothness
-from mpicomp.reproduce.report import DOCS_BEGIN, DOCS_END, _verdict
+from mpicomp.reproduce.report import DOCS_BEGIN, DOCS_END, verdict_cell, write_docs
 from mpicomp.results import Results
 from mpicomp.sweep import toml_value
 
@@ -261,7 +271,7 @@ def test_a_rule_of_the_full_mode_only_is_shown_but_not_judged_in_quick_mode():
     full = measure(claim, "full", claim.sweep("full"), runs)
     assert [(row.value, row.verdict) for row in quick] == [(1.0, ""), (1.0, AGREES), (1.0, "")]
     assert [(row.value, row.verdict) for row in full] == [(1.0, ""), (1.0, AGREES), (1.0, DIFFERS)]
-    assert _verdict(quick[2]) == "— (full mode only: ours > 5)"
+    assert verdict_cell(quick[2]) == "— (full mode only: ours > 5)"
 
 
 def test_settle_is_the_first_round_within_the_residual_of_the_runs_own_lowest_value():
@@ -353,6 +363,21 @@ def test_one_claim_end_to_end_report_figure_runs_then_skipped_when_run_again(tmp
     drop_outdated(changed.sweep("quick"), folder / "quick", said.append)
     assert not list((folder / "quick").glob("*.h5")) and len(said) == 2
     assert said[0].endswith("ran with another config than the claim now declares: removed, runs again")
+
+
+def test_a_claim_not_run_keeps_its_section_in_the_docs(tmp_path):
+    """A claim whose data is missing here does not erase the table another machine wrote; a claim without
+    a section gets one that says it was not run."""
+    claim = parse_claim(_with(), Path("claim.toml"))
+    not_run = Outcome(claim, "quick", verdict=NOT_RUN, why="dataset 'a9a' is not in the cache")
+    docs = tmp_path / "reproductions.md"
+    kept = "### claim: from a full run\n\nits full table"
+    docs.write_text(f"{DOCS_BEGIN}\n\n{kept}\n{DOCS_END}\n")
+    write_docs(docs, [not_run])
+    assert kept in docs.read_text() and "not in the cache" not in docs.read_text()
+    docs.write_text(f"{DOCS_BEGIN}\n{DOCS_END}\n")
+    write_docs(docs, [not_run])
+    assert "**Verdict (quick mode): not run: dataset 'a9a' is not in the cache**" in docs.read_text()
 
 
 def test_the_docs_hold_the_generated_section():
