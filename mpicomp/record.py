@@ -89,9 +89,9 @@ def evaluate(
     """Collective: the kind's columns at ``x`` on the master (None on the other ranks): loss,
     ||grad f||^2, test accuracy, and for an optimizer F(x) - F* and ||x - x*|| (NaN where unknown).
 
-    Every rank computes ``[f_w(x), grad f_w(x)]`` for its own workers; the master sums every
-    worker's row in worker order (:meth:`Problem.loss_and_grad`), so the values do not depend on
-    the rank layout. Likewise each worker scores its block of the held-out split and the master
+    Every rank computes ``[f_w(x), grad f_w(x)]`` for its own workers, and the rows are added in one
+    fixed binary tree over the worker ids (:meth:`Problem.loss_and_grad`), so the values do not
+    depend on the rank layout. Likewise each worker scores its block of the held-out split and the master
     adds the counts (:meth:`Problem.test_accuracy`).
     """
     reduced = problem.loss_and_grad(x, everyone=False)

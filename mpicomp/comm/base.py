@@ -96,9 +96,9 @@ class Transport(ABC):
     Method traffic: ``gather`` (every worker's upload to the master), ``broadcast`` (the master's
     message to every rank), and the switch capabilities ``integer_sum`` and ``max_agree`` (every
     worker's integer vector, combined by the emulated switch, the result on every rank). Every
-    byte of these is counted (see :mod:`mpicomp.comm.accounting`); ``all_equal``, ``agree`` and
-    ``gather_partials`` (the runner's and the problems' per-worker metric shares) are bookkeeping,
-    not method traffic, and are not counted.
+    byte of these is counted (see :mod:`mpicomp.comm.accounting`); ``all_equal``, ``agree``,
+    ``gather_partials`` and ``sum_partials`` (the runner's and the problems' per-worker metric shares,
+    summed in a fixed tree over the worker ids) are bookkeeping, not method traffic, and are not counted.
 
     A transport implements two uncounted byte movers, :meth:`_gather_bytes` and
     :meth:`_broadcast_bytes`; the counted operations above are built on them here, once.
@@ -384,9 +384,9 @@ class Transport(ABC):
         ]
         return join_nodes(dict(zip(nodes, gathered, strict=True)), self.n_workers)
 
-    @abstractmethod
     def _worker_blocks(self) -> list[range]:
         """Every rank's workers, in rank order."""
+        return [worker_range(self.n_workers, self.size, rank) for rank in range(self.size)]
 
     @abstractmethod
     def _gather_node_sums(self, sums: np.ndarray, everyone: bool) -> np.ndarray | None:

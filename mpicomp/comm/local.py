@@ -38,8 +38,5 @@ class LocalTransport(Transport):
     def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray:
         return self._partials(per_local_worker)
 
-    def _worker_blocks(self) -> list[range]:
-        return [self.local_workers]
-
     def _gather_node_sums(self, sums: np.ndarray, everyone: bool) -> np.ndarray:
         return sums

@@ -50,7 +50,7 @@ from mpi4py import MPI
 from ..timing import Stopwatch
 from ..wire import byte_view
 from .accounting import ByteCounter
-from .base import Transport, check_n_workers, worker_range
+from .base import Transport, check_n_workers
 from .local import LocalTransport
 from .worker_tree import covering_nodes
 
@@ -155,7 +155,7 @@ def check_launcher_size(world_size: int, environ: Mapping[str, str] | None = Non
 
 
 class MPITransport(Transport):
-    """Workers spread over the ranks of ``comm`` in contiguous blocks (:func:`worker_range`).
+    """Workers spread over the ranks of ``comm`` in contiguous blocks (:func:`~.base.worker_range`).
 
     ``wait`` is how a rank waits for a pending collective: ``"auto"``, ``"sleep"`` or ``"busy"``
     (module docstring).
@@ -179,7 +179,7 @@ class MPITransport(Transport):
         self.clock = Stopwatch()
         self.counter = ByteCounter(self.n_workers, complete=self.is_master)
         self._inboxes: dict[str, np.ndarray] = {}
-        blocks = [worker_range(self.n_workers, self.size, rank) for rank in range(self.size)]
+        blocks = self._worker_blocks()
         self._block_starts = np.array([block.start for block in blocks], dtype=np.int64)
         self._block_ends = np.array([block.stop for block in blocks], dtype=np.int64)
         if self.n_workers < self.size and self.is_master:
@@ -302,33 +302,23 @@ class MPITransport(Transport):
         whole = byte_view(received).toreadonly()
         return [whole[start:stop] for start, stop in pairwise(prefix.tolist())]
 
-    def _worker_blocks(self) -> list[range]:
-        return [range(start, stop) for start, stop in zip(self._block_starts, self._block_ends, strict=True)]
-
     def _gather_node_sums(self, sums: np.ndarray, everyone: bool) -> np.ndarray | None:
-        width = sums.shape[1]
-        if not (everyone or self.is_master):
-            self._complete(self.comm.Igatherv(sums, None, root=0))
-            return None
-        nodes = np.array([len(covering_nodes(b.start, b.stop, self.n_workers)) for b in self._worker_blocks()])
-        gathered = np.empty((int(nodes.sum()), width), dtype=np.float64)
-        displs = np.concatenate(([0], np.cumsum(nodes)[:-1])) * width
-        receive = [gathered, nodes * width, displs, MPI.DOUBLE]
-        if everyone:
-            self._complete(self.comm.Iallgatherv(sums, receive))
-        else:
-            self._complete(self.comm.Igatherv(sums, receive, root=0))
-        return gathered
+        nodes = [len(covering_nodes(b.start, b.stop, self.n_workers)) for b in self._worker_blocks()]
+        return self._gather_rows(sums, np.array(nodes), everyone)
 
     def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:
-        rows = self._partials(per_local_worker)
-        width = rows.shape[1]
+        return self._gather_rows(self._partials(per_local_worker), self._block_ends - self._block_starts, everyone)
+
+    def _gather_rows(self, rows: np.ndarray, rows_per_rank: np.ndarray, everyone: bool) -> np.ndarray | None:
+        """Uncounted: every rank's float64 ``rows`` stacked in rank order (``rows_per_rank[r]`` rows from rank r),
+        on every rank or (``everyone=False``) on the master only (None elsewhere)."""
         if not (everyone or self.is_master):
             self._complete(self.comm.Igatherv(rows, None, root=0))
             return None
-        gathered = np.empty((self.n_workers, width), dtype=np.float64)
-        counts = (self._block_ends - self._block_starts) * width
-        receive = [gathered, counts, self._block_starts * width, MPI.DOUBLE]
+        width = rows.shape[1]
+        gathered = np.empty((int(rows_per_rank.sum()), width), dtype=np.float64)
+        displacements = np.concatenate(([0], np.cumsum(rows_per_rank)[:-1])) * width
+        receive = [gathered, rows_per_rank * width, displacements, MPI.DOUBLE]
         if everyone:
             self._complete(self.comm.Iallgatherv(rows, receive))
         else:

@@ -4,7 +4,7 @@ The tree has the leaves ``0 .. N-1`` (``N``, the worker count rounded up to a po
 ``(start, size)`` covers ``[start, start + size)`` with ``size`` a power of two dividing ``start``,
 and its sum is ``sum(left half) + sum(right half)`` (the right half left out where it lies beyond the
 last worker). A process holding the workers ``[lo, hi)`` folds them into the sums of the largest
-nodes inside ``[lo, hi)`` (:func:`covering_nodes`), at most ``2 log2 N`` of them, keeping
+nodes inside ``[lo, hi)`` (:func:`covering_nodes`), at most ``max(1, 2 log2 N)`` of them, keeping
 ``O(log N)`` rows in memory (:func:`fold_nodes`); the master joins every process's nodes
 (:func:`join_nodes`). Every addition is the same one in every layout, so the sum has the same bits
 on 1 rank and on 7.

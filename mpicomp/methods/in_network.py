@@ -124,13 +124,12 @@ class SwitchSum:
         return total
 
     def _relative_error(self, vectors: Sequence[np.ndarray], total: np.ndarray, link: Link) -> float:
-        """``||S - sum_i x_i|| / ||sum_i x_i||`` on the master (the x_i gathered uncounted, summed in worker order)."""
-        rows = link.gather_partials(np.array(vectors, dtype=np.float64).reshape(len(vectors), self.d))
-        if rows is None:
+        """``||S - sum_i x_i|| / ||sum_i x_i||`` on the master (the float64 sum of the x_i taken uncounted, in
+        the fixed worker tree: ``O(log n)`` vectors in memory, not one per worker)."""
+        first = link.local_workers.start
+        exact = link.sum_partials(lambda w: np.asarray(vectors[w - first], dtype=np.float64), self.d)
+        if exact is None:
             return float("nan")
-        exact = np.zeros(self.d)
-        for row in rows:
-            exact += row
         norm = float(np.linalg.norm(exact))
         return float(np.linalg.norm(total - exact)) / norm if norm > 0 else 0.0
 

@@ -7,7 +7,7 @@ long as every process makes the same calls (they are collective).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -79,6 +79,8 @@ class Link(Protocol):
     ) -> np.ndarray:
         """Every worker's float32 ``values`` added by the master in worker order; the sum on every process."""
 
-    def gather_partials(self, per_local_worker: np.ndarray, *, everyone: bool = False) -> np.ndarray | None:
-        """Uncounted bookkeeping: one float64 row per local worker to the master (all rows in worker
-        order there, ``None`` elsewhere)."""
+    def sum_partials(
+        self, row_of: Callable[[int], np.ndarray], width: int, *, everyone: bool = False
+    ) -> np.ndarray | None:
+        """Uncounted bookkeeping: ``sum_w row_of(w)`` over every worker in the fixed worker tree, on the
+        master (``None`` elsewhere)."""

@@ -184,7 +184,7 @@ def _rule(raw: Any, paper: Any, known: list[str], where: str) -> Rule:
     modes = raw.get("modes", list(MODES))
     if not isinstance(modes, list) or not modes or any(mode not in MODES for mode in modes):
         raise ClaimError(f"{where}: modes must be a non-empty list of {', '.join(map(repr, MODES))}, got {modes!r}")
-    return Rule(op=op, than=than, modes=tuple(modes), **values)
+    return Rule(op=op, than=than, modes=tuple(dict.fromkeys(modes)), **values)
 
 
 def _quantity(raw: Any, index: int, known: list[str], has_runs: bool, where: str) -> Quantity:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from mpicomp.problems import LocalObjective, Problem
-from mpicomp.problems.base import worker_sum
 
 
 class QuadraticShard(LocalObjective):
@@ -66,9 +65,8 @@ class Quadratics(Problem):
         return 1.0 + self.l2
 
     def optimum(self) -> tuple[np.ndarray, float]:
-        """Collective: ``x* = mean_i cbar_i / (1 + l2)``, the workers' mean points summed in worker order."""
-        local_means = np.array([self.shards[w].points.mean(axis=0) for w in self.local_workers]).reshape(-1, self.d)
-        x = worker_sum(self.gather_workers(local_means)) / self.n_workers / (1.0 + self.l2)
+        """Collective: ``x* = mean_i cbar_i / (1 + l2)``, the workers' mean points summed in the fixed worker tree."""
+        x = self.sum_workers(lambda w: self.shards[w].points.mean(axis=0), self.d) / self.n_workers / (1.0 + self.l2)
         return x, self.loss(x)
 
     def sample_counts(self) -> np.ndarray:
