@@ -98,7 +98,7 @@ def convert(args: argparse.Namespace) -> None:
             np.empty(args.d, dtype=switch.integer_dtype),
         )
 
-        def encode(switch=switch, buffers=buffers) -> np.ndarray:
+        def encode(switch=switch, buffers=buffers) -> tuple[np.ndarray, np.ndarray]:
             """As a round does it: into buffers kept from round to round."""
             prepared = switch.prepare(x, key, buffers[0])
             agreed = switch.block_exponents(prepared)
