@@ -274,6 +274,37 @@ def test_a_rule_of_the_full_mode_only_is_shown_but_not_judged_in_quick_mode():
     assert verdict_cell(quick[2]) == "— (full mode only: ours > 5)"
 
 
+def test_posterior_predictive_is_the_model_average_of_the_stored_draws(tmp_path):
+    """A tiny Bayesian network sampled by QLSD#: the measure averages the draws' softmax probabilities on the
+    held-out split, then scores the average (accuracy, -log pbar(y), entropy of pbar)."""
+    from mpicomp.reproduce.measures import _problem_of, posterior_predictive
+    from mpicomp.testing import run_inprocess
+
+    raw = {
+        "problem": {"name": "mlp", "dataset": "sklearn:digits", "hidden": [8], "l2": 1e-3},
+        "data": {"workers": 2, "batch": 20},
+        "method": {"name": "qlsd", "variant": "sharp", "stepsize": 1e-4},
+        "compressor": {"uplink": "qsgd(s=16)"},
+        "run": {"rounds": 60, "burn_in": 20, "thin": 10, "log_every": 20, "optimum": False},
+    }
+    results = run_inprocess(raw, tmp_path / "bnn.h5")
+    assert results.samples is not None and len(results.samples) == 4  # rounds 30, 40, 50, 60
+    problem = _problem_of(results)
+    probabilities, classes = problem.test_class_probabilities(results.samples[0])
+    logits = problem.network.logits(results.samples[0], problem.test_features)
+    softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probabilities, softmax / softmax.sum(axis=1, keepdims=True), rtol=1e-12)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1) == classes, problem.test_correct(results.samples[0]))
+    mean = np.mean([problem.test_class_probabilities(draw)[0] for draw in results.samples], axis=0)
+    rows = np.arange(len(classes))
+    assert posterior_predictive(results, "accuracy") == np.mean(mean.argmax(axis=1) == classes)
+    assert posterior_predictive(results, "nll") == pytest.approx(-np.mean(np.log(mean[rows, classes])), rel=1e-12)
+    assert posterior_predictive(results, "entropy") == pytest.approx(-np.mean(np.sum(mean * np.log(mean), axis=1)))
+    assert 0.5 < posterior_predictive(results, "accuracy") <= 1.0
+    with pytest.raises(ValueError, match="part 'mse' is not one of accuracy, nll, entropy"):
+        posterior_predictive(results, "mse")
+
+
 def test_settle_is_the_first_round_within_the_residual_of_the_runs_own_lowest_value():
     """Paper 003's loss residual: the minimum is the run's own (here 1.0 at round 90), not zero."""
     rounds = np.arange(0, 100, 10)

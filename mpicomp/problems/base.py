@@ -288,6 +288,11 @@ class Problem(ABC):
         """Whether each held-out row of the local workers' blocks is classified correctly (None: not a classifier)."""
         return None
 
+    def test_class_probabilities(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(p, y)``: the model's class probabilities ``p(c | a_j, x)`` (rows x classes) of the held-out rows
+        of the local workers' blocks and their class indices ``y_j`` (None: not a multiclass model)."""
+        return None
+
     def test_accuracy(self, x: np.ndarray) -> float | None:
         """Collective: the fraction of held-out rows classified correctly, on the master (None elsewhere, and
         without a held-out split or a classifier). Each worker scores its block of the split

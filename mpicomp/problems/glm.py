@@ -563,6 +563,14 @@ class GLMProblem(Problem):
             return np.array(data["mean"]), np.array(data["variance"])
 
     # -- metrics ---------------------------------------------------------------------------
+    def test_class_probabilities(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``softmax(a_j^T X)`` of the held-out rows of the local blocks and their classes (softmax loss only)."""
+        if not isinstance(self.loss_fn, SoftmaxLoss):
+            return None
+        x = _check_x(x, self.d)
+        assert self.test_features is not None and self.test_targets is not None, "asked only with a held-out split"
+        return self.loss_fn.probabilities(margins(self.test_features, x, self.loss_fn.outputs)), self.test_targets
+
     def test_correct(self, x: np.ndarray) -> np.ndarray | None:
         """Held-out rows of the local blocks classified correctly (sign for binary, argmax for softmax)."""
         x = _check_x(x, self.d)

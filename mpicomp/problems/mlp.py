@@ -249,6 +249,11 @@ class MLPProblem(Problem):
     def sample_smoothness(self) -> float:
         return self.smoothness()
 
+    def test_class_probabilities(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``softmax(z_L(a_j))`` of the held-out rows of the local blocks, and their classes."""
+        assert self.test_features is not None and self.test_targets is not None, "asked only with a held-out split"
+        return self.network.loss.probabilities(self.network.logits(x, self.test_features)), self.test_targets
+
     def test_correct(self, x: np.ndarray) -> np.ndarray:
         """Held-out rows of the local blocks whose largest logit is their class."""
         assert self.test_features is not None, "asked only with a held-out split"

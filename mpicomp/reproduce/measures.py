@@ -17,11 +17,14 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..results import Results
+
+if TYPE_CHECKING:
+    from ..problems.base import Problem
 
 
 @dataclass(frozen=True)
@@ -157,23 +160,62 @@ def log_slope(results: Results, metric: str, start: float = 0.0, stop: float = 1
     return float(np.polyfit(r[keep], np.log10(v[keep]), 1)[0] * per)
 
 
+def _problem_of(results: Results) -> Problem:
+    """The run's problem, rebuilt in this process from its stored config (every worker local)."""
+    from ..config import validate
+    from ..rng import root_seed
+    from ..runner import build_problem_from
+
+    # a stored config holds every key, unset ones as null: validate what was set (as --resume does)
+    config = validate(
+        {section: {k: v for k, v in table.items() if v is not None} for section, table in results.config.items()}
+    )
+    return build_problem_from(config, root_seed(config.run["seed"]))
+
+
 @_measure("run")
 def variance_times_smoothness(results: Results) -> float:
     """Mean over coordinates of the per-coordinate variance of the stored draws (``/samples``),
     times the smoothness L of the run's potential U: exact Langevin gives 1/(1 - gamma L / 2) on a
     Gaussian posterior of variance 1/L per coordinate, an unbiased sampler of the posterior 1."""
-    from ..config import validate
-    from ..rng import root_seed
-    from ..runner import build_problem_from
-
     if results.samples is None or len(results.samples) < 2:
         return float("nan")
-    # a stored config holds every key, unset ones as null: validate what was set (as --resume does)
-    config = validate(
-        {section: {k: v for k, v in table.items() if v is not None} for section, table in results.config.items()}
-    )
-    problem = build_problem_from(config, root_seed(config.run["seed"]))
-    return float(results.samples.var(axis=0, ddof=1).mean() * problem.potential_smoothness())
+    return float(results.samples.var(axis=0, ddof=1).mean() * _problem_of(results).potential_smoothness())
+
+
+PREDICTIVE_PARTS = ("accuracy", "nll", "entropy")
+
+
+@_measure("run")
+def posterior_predictive(results: Results, part: str = "accuracy") -> float:
+    """The Bayesian model average of the stored draws on the held-out split, ``pbar(c|a) = (1/K) sum_k
+    p(c|a, theta_k)`` over the K draws of ``/samples``; ``part``: its ``accuracy`` (argmax pbar = y), its
+    ``nll`` (mean of -log pbar(y|a)) or its ``entropy`` (mean of -sum_c pbar log pbar). NaN without draws."""
+    if part not in PREDICTIVE_PARTS:
+        raise ValueError(f"posterior-predictive: part {part!r} is not one of {', '.join(PREDICTIVE_PARTS)}")
+    return _predictive_parts(results)[part]
+
+
+def _predictive_parts(results: Results) -> dict[str, float]:
+    if results.samples is None or len(results.samples) == 0:
+        return dict.fromkeys(PREDICTIVE_PARTS, float("nan"))
+    problem = _problem_of(results)
+
+    def scored(draw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities = problem.test_class_probabilities(draw)
+        if probabilities is None:
+            name = results.config["problem"]["name"]
+            raise ValueError(f"posterior-predictive: {results.path}: problem {name!r} gives no class probabilities")
+        return probabilities
+
+    classes = scored(results.samples[0])[1]
+    mean = np.mean([scored(draw)[0] for draw in results.samples], axis=0)
+    tiny = np.finfo(np.float64).tiny
+    return {
+        "accuracy": float(np.mean(mean.argmax(axis=1) == classes)),
+        "nll": float(-np.mean(np.log(np.maximum(mean[np.arange(len(classes)), classes], tiny)))),
+        "entropy": float(-np.mean(np.sum(mean * np.log(np.maximum(mean, tiny)), axis=1))),
+    }
 
 
 @_measure("computed")
