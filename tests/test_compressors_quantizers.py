@@ -17,7 +17,7 @@ import mpicomp.compressors._levels as levels_module
 import mpicomp.wire.bitpack as bitpack_module
 from mpicomp.compressors import make
 from mpicomp.compressors.natural import natural_codes
-from mpicomp.rng import RandomKey
+from mpicomp.rng import RandomKey, random_u64
 from mpicomp.testing import (
     assert_omega,
     assert_unbiased,
@@ -191,6 +191,44 @@ def test_natural_float32_codes_are_the_float32_exponent_and_sign():
     msg = unpack_message(make("natural").encode(x, KEY))
     codes = natural_payload_codes(msg.payload, x.size)
     assert ((codes << 23).view(np.float32) == x).all()
+
+
+@numba.njit
+def _random_words(state, n):
+    out = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        out[i] = random_u64(state, i)
+    return out
+
+
+def natural_codes_transcribed(x: np.ndarray, key: RandomKey) -> np.ndarray:
+    """C_nat from its definition, in float64 NumPy: ``|t| = 2^e (1 + m 2^-52)`` rounds up to ``2^(e+1)``
+    iff ``u >> 12 < m``; ``0 < |t| < 2^-126`` becomes ``2^-126`` iff ``(u >> 12) 2^-52 < |t| 2^126``; code
+    ``e + 127`` (0 for zero), sign bit 8 when the result is nonzero and t negative."""
+    t = np.abs(x.astype(np.float64))
+    u = _random_words(np.uint64(key.state), x.size) >> np.uint64(12)
+    fraction, exponent = np.frexp(t)
+    e = exponent.astype(np.int64) - 1
+    mantissa = np.where(t > 0, (2 * fraction - 1) * 2.0**52, 0).astype(np.uint64)
+    normal = e + 127 + (u < mantissa)
+    tiny = (u.astype(np.float64) * 2.0**-52 < t * 2.0**126).astype(np.int64)
+    code = np.where(t >= 2.0**-126, normal, np.where(t > 0, tiny, 0))
+    negative = np.signbit(x) & (code > 0)
+    return (code | negative.astype(np.int64) << 8).astype(np.uint32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_natural_codes_follow_the_definition(dtype):
+    """``natural_codes`` (bit-pattern kernel with a fix-up pass for tiny values) against the definition."""
+    x = np.random.default_rng(5).standard_normal(4099).astype(dtype) * 10.0 ** np.arange(-3, 4).repeat(600)[:4099]
+    x[::9] = 0.0
+    x[1::10] = -0.0
+    x[2::11] = np.asarray(3e-39, dtype=dtype)
+    x[3::13] = -(2.0**127)
+    x[4::17] = np.finfo(dtype).tiny / 4
+    x[5::19] = -np.finfo(dtype).tiny
+    for key in (KEY, RandomKey(9, 4, 1)):
+        np.testing.assert_array_equal(natural_codes(x, key), natural_codes_transcribed(x, key))
 
 
 @pytest.mark.parametrize("d", [1, 63, 64, 65, 200, 4097])

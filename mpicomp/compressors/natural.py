@@ -143,6 +143,16 @@ def _unusual(pattern):
 
 
 @njit(cache=True, inline="always")
+def _usual_code(pattern, u):
+    """``(code, negative)`` of :func:`natural_code` for a float64 bit pattern of ``+-0`` or of
+    ``2^-126 <= |t| < 2^127``: ``field - 896`` plus ``(u >> 12 < m)``, the sign bit as is (0 for zeros)."""
+    nonzero = _is_zero(pattern) ^ uint64(1)
+    field = int64(pattern >> uint64(52)) & 0x7FF
+    up = int64(int64(u >> uint64(12)) < int64(pattern & _MANTISSA))
+    return (field - _TO_CODE + up) * int64(nonzero), (pattern >> uint64(63)) & nonzero
+
+
+@njit(cache=True, inline="always")
 def _group64(x, state, exponents, signs, g):
     """A whole group of float64 input, assuming each ``x_i`` is ``+-0`` (code 0, sign 0, as
     :func:`natural_code` gives) or ``2^-126 <= |x_i| < 2^127`` (``code = field - 896`` plus the
@@ -155,11 +165,9 @@ def _group64(x, state, exponents, signs, g):
     for j in range(GROUP):
         pattern = float64_bits(float64(values[j]))  # float64(...): a no-op on the float64 input it serves
         unusual |= _unusual(pattern)
-        nonzero = _is_zero(pattern) ^ uint64(1)
-        field = int64(pattern >> uint64(52)) & 0x7FF
-        up = int64(int64(random_u64(state, lo + j) >> uint64(12)) < int64(pattern & _MANTISSA))
-        codes[j] = uint8((field - _TO_CODE + up) * int64(nonzero))
-        word |= ((pattern >> uint64(63)) & nonzero) << uint64(j)
+        code, negative = _usual_code(pattern, random_u64(state, lo + j))
+        codes[j] = uint8(code)
+        word |= negative << uint64(j)
     _store_signs(signs, g, word, GROUP)
     return unusual
 
@@ -284,11 +292,22 @@ def first_invalid(exponents, signs):
 
 @njit(cache=True, nogil=True)
 def _natural_codes(x, state, codes):
-    over = uint64(0)
+    """``codes[i] = e | negative << 8`` of every ``x_i``: the bit-pattern rule of :func:`_usual_code`, then
+    :func:`natural_code` itself where it does not apply (tiny, too large or non-finite values, found by
+    a flag so that the first loop vectorizes); 0 if some ``|x_i| > 2^127`` or NaN, else -1."""
+    unusual = uint64(0)
     for i in range(x.size):
-        over |= too_large(x[i])
-        code, negative = natural_code(x[i], random_u64(state, i))
+        pattern = float64_bits(float64(x[i]))
+        unusual |= _unusual(pattern)
+        code, negative = _usual_code(pattern, random_u64(state, i))
         codes[i] = uint32(code) | (uint32(negative) << uint32(EXPONENT_BITS))
+    over = uint64(0)
+    if unusual:
+        for i in range(x.size):
+            if _unusual(float64_bits(float64(x[i]))):
+                over |= too_large(x[i])
+                code, negative = natural_code(x[i], random_u64(state, i))
+                codes[i] = uint32(code) | (uint32(negative) << uint32(EXPONENT_BITS))
     return 0 if over else -1
 
 
