@@ -11,6 +11,8 @@ vector of ``--d`` standard normals, float32 and float64 (the methods hand float6
 * ``np.copyto`` of a float32 array of the same size, timed in the same repeats (interleaved, so
   that a shared machine's load hits both alike); the ratio codec/copyto is the figure of merit;
 * the same with the message CRC-32 (``[compressor] checksum``) switched off, to show its cost;
+* the random draw alone, one SplitMix64 word per element into a uint64 array (``random_u64``, the
+  draw of every randomized scalar codec), against the same copyto: the bound the draw puts on them;
 * a straightforward NumPy version of the codec, from ``NUMPY_REFERENCES`` in
   ``tools/numpy_reference_quant.py`` and ``tools/numpy_reference_sparse.py``, when there is one.
 
@@ -38,7 +40,7 @@ import numba
 import numpy as np
 
 from mpicomp.compressors import Compressor, available, make
-from mpicomp.rng import RandomKey
+from mpicomp.rng import RandomKey, random_u64
 
 REFERENCE_MODULES = ("numpy_reference_sparse", "numpy_reference_quant")
 EXTRA_SPECS = ("natural∘randk(k=0.01)", "natural∘topk(k=0.01)", "qsgd(s=1024)", "qsgd(s=4096)")
@@ -157,6 +159,26 @@ def best_rates(d: int, timers: dict[str, Callable[[], object]], repeat: int, clo
     return {name: d / seconds for name, seconds in best.items()}
 
 
+@numba.njit(cache=True)
+def fill_random_words(state: np.uint64, out: np.ndarray) -> None:
+    """``out[i] = random_u64(state, i)``: the codecs' per-coordinate draw and nothing else."""
+    for i in range(out.size):
+        out[i] = random_u64(state, i)
+
+
+def draw_line(d: int, repeat: int, clock: str) -> str:
+    """The draw's rate and its ratio to a float32 copyto of d elements, timed in the same repeats."""
+    source, target, words = np.ones(d, dtype=np.float32), np.empty(d, dtype=np.float32), np.empty(d, dtype=np.uint64)
+    state = RandomKey(0, 1, 0, 0).state
+    rates = best_rates(
+        d, {"copyto": lambda: np.copyto(target, source), "draw": lambda: fill_random_words(state, words)}, repeat, clock
+    )
+    return (
+        f"the draw alone (SplitMix64 words into uint64): {rates['draw'] / 1e9:.3f} Gelem/s, "
+        f"{rates['draw'] / rates['copyto']:.2f}x float32 copyto"
+    )
+
+
 def codec_timers(compressor: Compressor, x: np.ndarray, key: RandomKey) -> dict[str, Callable[[], object]]:
     """encode / decode / decode_add timers into caller buffers, with and without the CRC-32 trailer."""
     timers: dict[str, Callable[[], object]] = {}
@@ -189,6 +211,7 @@ def main() -> None:
     specs = benchmark_specs(args.only, references)
     met: dict[tuple[str, str], list[float]] = {}
     summary: list[str] = []
+    print(draw_line(args.d, args.repeat, args.clock))
     for dtype in args.dtype or ["float32", "float64"]:
         x = np.random.default_rng(args.seed).standard_normal(args.d).astype(dtype)
         copy_source = x.astype(np.float32)
