@@ -25,6 +25,7 @@ from mpicomp.reproduce.engine import (
     DIFFERS,
     NOT_RUN,
     Outcome,
+    capped_sweep,
     drop_outdated,
     judge,
     measure,
@@ -33,7 +34,7 @@ from mpicomp.reproduce.engine import (
 )
 from mpicomp.reproduce.measures import MEASURES, final, log_slope, ratio, reach, settle, variance_times_smoothness
 from mpicomp.reproduce.report import DOCS_BEGIN, DOCS_END, verdict_cell, write_docs
-from mpicomp.results import Results
+from mpicomp.results import Results, read_results
 from mpicomp.sweep import toml_value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -409,6 +410,22 @@ def test_a_claim_not_run_keeps_its_section_in_the_docs(tmp_path):
     docs.write_text(f"{DOCS_BEGIN}\n{DOCS_END}\n")
     write_docs(docs, [not_run])
     assert "**Verdict (quick mode): not run: dataset 'a9a' is not in the cache**" in docs.read_text()
+
+
+def test_max_rounds_shortens_the_runs_in_a_folder_of_their_own_and_the_report_says_so(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = reproduce_here(capsys, TINY, "--quick", "--max-rounds", "20", "--out", str(out))
+    assert code in (0, 1), stdout + stderr
+    folder = out / TINY
+    runs = sorted((folder / "quick-20-rounds").glob("*.h5"))
+    assert len(runs) == 2 and not (folder / "quick").exists()
+    assert all(read_results(path).metrics["round"][-1] == 20 for path in runs)
+    report = (folder / "report.md").read_text()
+    assert "**Verdict (quick mode, capped at 20 of the declared 200 rounds): " in report
+    assert f"mpicomp reproduce {TINY} --quick --max-rounds 20 --out" in report
+    assert json.loads((folder / "outcome.json").read_text())["rounds_capped"] == {"rounds": 20, "declared": 200}
+    claim = load_claim(claim_files()[CLAIMS.index(TINY)])
+    assert capped_sweep(claim, "quick", 200)[1] is None, "runs no longer than the cap are not shortened"
 
 
 def test_the_docs_hold_the_generated_section():

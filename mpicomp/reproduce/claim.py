@@ -95,16 +95,27 @@ class Claim:
     plot: dict[str, Any] | None
     differences: str
 
-    def sweep(self, mode: str) -> Sweep | None:
-        """The claim's runs in ``mode`` (``quick`` or ``full``) as a sweep; None if it has no runs."""
+    def sweep(self, mode: str, max_rounds: int | None = None) -> Sweep | None:
+        """The claim's runs in ``mode`` (``quick`` or ``full``) as a sweep, each stopped after at most
+        ``max_rounds`` rounds when given; None if it has no runs."""
         if self.runs is None:
             return None
+        table = sweep_table(self.runs, self.modes.get(mode, {}))
+        where = f"{self.path} [{mode}]"
+        if max_rounds is not None:
+            table["set"] = {**_dotted(table.get("set", {})), "run.rounds": max_rounds}
+            where += f" with --max-rounds {max_rounds}"
         try:
-            return sweep_from_table(
-                sweep_table(self.runs, self.modes.get(mode, {})), self.path, f"{self.path} [{mode}]"
-            )
+            return sweep_from_table(table, self.path, where)
         except ConfigError as exc:
             raise ClaimError(str(exc)) from None
+
+    def declared_rounds(self, mode: str) -> int | None:
+        """``run.rounds`` as the declaration sets it for ``mode`` (None: not set, the config's default)."""
+        if self.runs is None:
+            return None
+        rounds = _dotted(sweep_table(self.runs, self.modes.get(mode, {})).get("set", {})).get("run.rounds")
+        return None if rounds is None else int(rounds)
 
     def line(self) -> str:
         """The ``--list`` line: name, paper and figure, what is compared."""

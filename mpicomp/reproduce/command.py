@@ -41,6 +41,13 @@ def add_parser(sub: argparse._SubParsersAction, positive_int) -> None:
     p.add_argument(
         "--out", metavar="DIR", default="results/reproduce", help="folder of the claims (default %(default)s)"
     )
+    p.add_argument(
+        "--max-rounds",
+        type=positive_int,
+        metavar="N",
+        help="stop every run declared longer after N rounds (runs in OUT/NAME/MODE-N-rounds/, the reports say so): "
+        "the longest length that fits a budget",
+    )
     p.add_argument("-n", "--ranks", type=positive_int, default=1, help="MPI ranks per run (default 1: no launcher)")
     p.add_argument("--count", action="store_true", help="print the number of runs of the selected claims and exit")
     p.add_argument(
@@ -65,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
     from ..launch import LauncherNotFound
     from ..sweep_runner import run_points
     from .claim import ClaimError, load_claims
-    from .engine import AGREES, NOT_RUN, Interrupted, run_claims
+    from .engine import AGREES, NOT_RUN, Interrupted, capped_sweep, run_claims, runs_folder_name
     from .report import write_docs
 
     try:
@@ -84,8 +91,14 @@ def main(args: argparse.Namespace) -> int:
     if args.write_docs and not Path(args.write_docs).is_file():
         print(f"mpicomp: reproduce: --write-docs {args.write_docs}: no such file", file=sys.stderr)
         return 2
-    runs = [(claim, sweep) for claim in claims if (sweep := claim.sweep(args.mode)) is not None]
-    tasks = [(claim, sweep, point.index) for claim, sweep in runs for point in sweep.points]
+    try:
+        planned = [(claim, *capped_sweep(claim, args.mode, args.max_rounds)) for claim in claims]
+    except ClaimError as exc:
+        print(f"mpicomp: reproduce: {exc}", file=sys.stderr)
+        return 2
+    tasks = [
+        (claim, sweep, cap, point.index) for claim, sweep, cap in planned if sweep is not None for point in sweep.points
+    ]
     if args.count:
         print(len(tasks))
         return 0
@@ -95,10 +108,11 @@ def main(args: argparse.Namespace) -> int:
             if not str(task).isdigit() or int(task) >= len(tasks):
                 print(f"mpicomp: reproduce: array index {task} is not a run; use 0-{len(tasks) - 1}", file=sys.stderr)
                 return 2
-            claim, sweep, index = tasks[int(task)]
+            claim, sweep, cap, index = tasks[int(task)]
             _stamped(f"claim {claim.name} ({args.mode}): run {index} of {len(sweep.points)}")
-            return run_points(sweep, out / claim.name / args.mode, ranks=args.ranks, only=[index], echo=_stamped)
-        outcomes = run_claims(claims, out, args.mode, ranks=args.ranks, echo=_stamped)
+            folder = out / claim.name / runs_folder_name(args.mode, cap)
+            return run_points(sweep, folder, ranks=args.ranks, only=[index], echo=_stamped)
+        outcomes = run_claims(claims, out, args.mode, ranks=args.ranks, echo=_stamped, max_rounds=args.max_rounds)
     except LauncherNotFound as exc:
         print(f"mpicomp: reproduce: {exc}", file=sys.stderr)
         return 2

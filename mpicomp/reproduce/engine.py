@@ -61,6 +61,43 @@ class Outcome:
     rows: list[Row] = field(default_factory=list)
     figure: Path | None = None
     runs: list[Path] = field(default_factory=list)
+    cap: Cap | None = None
+
+    @property
+    def runs_name(self) -> str:
+        """The folder of its runs in ``OUT/NAME/``."""
+        return runs_folder_name(self.mode, self.cap)
+
+    @property
+    def mode_text(self) -> str:
+        """``full mode``, or ``full mode, capped at 400 of the declared 8000 rounds``."""
+        return f"{self.mode} mode" + ("" if self.cap is None else f", capped at {self.cap.text}")
+
+
+@dataclass(frozen=True)
+class Cap:
+    """Runs shortened by ``--max-rounds``: ``rounds`` run of the ``declared`` ones."""
+
+    rounds: int
+    declared: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.rounds} of the declared {self.declared} rounds"
+
+
+def capped_sweep(claim: Claim, mode: str, max_rounds: int | None) -> tuple[Sweep | None, Cap | None]:
+    """The claim's runs of ``mode``, those declared longer than ``max_rounds`` stopped there, and the cap
+    (None when no run is shortened)."""
+    declared = claim.declared_rounds(mode)
+    if max_rounds is None or declared is None or declared <= max_rounds:
+        return claim.sweep(mode), None
+    return claim.sweep(mode, max_rounds), Cap(max_rounds, declared)
+
+
+def runs_folder_name(mode: str, cap: Cap | None) -> str:
+    """``quick``, ``full``, or ``full-400-rounds`` for capped runs (kept apart from the whole ones)."""
+    return mode if cap is None else f"{mode}-{cap.rounds}-rounds"
 
 
 def missing_data(sweep: Sweep) -> str:
@@ -203,16 +240,18 @@ def run_claim(
     *,
     ranks: int = 1,
     echo: Callable[[str], None] = print,
+    max_rounds: int | None = None,
 ) -> Outcome:
     """Run (or finish) the claim's runs of ``mode`` in ``out/NAME/MODE/``, measure and judge them,
-    draw the figure and write ``report.md`` and ``outcome.json`` in ``out/NAME/``."""
+    draw the figure and write ``report.md`` and ``outcome.json`` in ``out/NAME/``. With ``max_rounds``,
+    runs declared longer stop there, in ``out/NAME/MODE-N-rounds/``, and the report says so."""
     from .report import write_outcome
 
     folder = out / claim.name
-    sweep = claim.sweep(mode)
-    outcome = Outcome(claim, mode, verdict=INCOMPLETE)
+    sweep, cap = capped_sweep(claim, mode, max_rounds)
+    outcome = Outcome(claim, mode, verdict=INCOMPLETE, cap=cap)
     if sweep is not None:
-        runs_folder = folder / mode
+        runs_folder = folder / outcome.runs_name
         missing = missing_data(sweep)
         if missing:
             outcome.verdict, outcome.why = NOT_RUN, missing
@@ -228,7 +267,7 @@ def run_claim(
             outcome.why = f"{len(sweep.points) - len(runs)} of {len(sweep.points)} runs did not finish; logs in {runs_folder / 'logs'}"
     else:
         runs = {}
-    cache = folder / mode / COMPUTED
+    cache = folder / outcome.runs_name / COMPUTED
     computed = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
     outcome.rows = measure(claim, mode, sweep, runs, computed)
     if computed:
@@ -244,13 +283,20 @@ def run_claim(
 
 
 def run_claims(
-    claims: Sequence[Claim], out: Path, mode: str, *, ranks: int = 1, echo: Callable[[str], None] = print
+    claims: Sequence[Claim],
+    out: Path,
+    mode: str,
+    *,
+    ranks: int = 1,
+    echo: Callable[[str], None] = print,
+    max_rounds: int | None = None,
 ) -> list[Outcome]:
-    """Every claim in turn; a claim whose data is missing is reported and the others go on."""
+    """Every claim in turn (:func:`run_claim`); a claim whose data is missing is reported and the others go on."""
     outcomes = []
     for claim in claims:
-        echo(f"claim {claim.name} ({mode}): {claim.paper}, {claim.figure}")
-        outcome = run_claim(claim, out, mode, ranks=ranks, echo=echo)
+        cap = capped_sweep(claim, mode, max_rounds)[1]
+        echo(f"claim {claim.name} ({mode}{'' if cap is None else ', ' + cap.text}): {claim.paper}, {claim.figure}")
+        outcome = run_claim(claim, out, mode, ranks=ranks, echo=echo, max_rounds=max_rounds)
         echo(
             f"claim {claim.name}: {outcome.verdict}{': ' + outcome.why if outcome.why else ''} ({out / claim.name / REPORT})"
         )
