@@ -304,6 +304,27 @@ def test_posterior_predictive_is_the_model_average_of_the_stored_draws(tmp_path)
     assert 0.5 < posterior_predictive(results, "accuracy") <= 1.0
     with pytest.raises(ValueError, match="part 'mse' is not one of accuracy, nll, entropy"):
         posterior_predictive(results, "mse")
+    raw["data"]["test_fraction"] = 0.0
+    with pytest.raises(ValueError, match=r"no held-out split \(set \[data\] test_fraction\)"):
+        posterior_predictive(run_inprocess(raw, tmp_path / "all-train.h5"), "accuracy")
+
+
+def test_softmax_class_probabilities_are_the_softmax_of_the_margins():
+    """The softmax GLM's held-out probabilities: rows sum to 1, their argmax is ``test_correct``'s class;
+    a binary logistic model gives none."""
+    from mpicomp.config import validate
+    from mpicomp.runner import build_problem_from
+
+    def problem(name):
+        raw = {"problem": {"name": name, "dataset": "sklearn:digits" if name == "softmax" else "sklearn:breast_cancer"}}
+        return build_problem_from(validate(raw), 0)
+
+    softmax = problem("softmax")
+    x = np.random.default_rng(2).normal(size=softmax.d)
+    probabilities, classes = softmax.test_class_probabilities(x)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1) == classes, softmax.test_correct(x))
+    assert problem("logistic").test_class_probabilities(np.zeros(problem("logistic").d)) is None
 
 
 def test_settle_is_the_first_round_within_the_residual_of_the_runs_own_lowest_value():

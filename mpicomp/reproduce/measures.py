@@ -200,6 +200,10 @@ def _predictive_parts(results: Results) -> dict[str, float]:
     if results.samples is None or len(results.samples) == 0:
         return dict.fromkeys(PREDICTIVE_PARTS, float("nan"))
     problem = _problem_of(results)
+    if problem.test_sizes is None or problem.test_sizes.sum() == 0:
+        raise ValueError(
+            f"posterior-predictive: {results.path}: the run has no held-out split (set [data] test_fraction)"
+        )
 
     def scored(draw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probabilities = problem.test_class_probabilities(draw)
