@@ -33,7 +33,7 @@ from mpicomp.wire import (
     unpack_signs,
     unpack_uint,
 )
-from mpicomp.wire.elias import MAX_ELIAS
+from mpicomp.wire.elias import CODEWORD_TABLE, ELIAS_CODES, MAX_ELIAS, codeword_table
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Compressors whose spec needs parameters; every other registered name is built from its bare name.
@@ -129,6 +129,24 @@ def test_elias_decoder_on_random_bytes(data: bytes, n: int, code: str) -> None:
     except MessageError:
         return
     assert encode_elias(values, code).tobytes() == data
+
+
+def codeword_bits(n: int, code: str) -> np.ndarray:
+    """The stream bits of n's codeword, in stream order (the package's LSB-first layout)."""
+    length = int(elias_code_bits(np.array([n], dtype=np.uint64), code)[0])
+    return np.unpackbits(encode_elias(np.array([n], dtype=np.uint64), code), bitorder="little")[:length]
+
+
+@pytest.mark.parametrize("code", ["gamma", "omega"])
+def test_elias_codeword_table_holds_each_codeword(code: str) -> None:
+    """codeword_table(code)[n] = word << 8 | length, word's bit t = stream bit t of n's codeword."""
+    table = codeword_table(ELIAS_CODES[code])
+    assert table.size == CODEWORD_TABLE
+    for n in range(1, CODEWORD_TABLE):
+        length = int(table[n]) & 0xFF
+        word = int(table[n]) >> 8
+        assert word < 1 << length
+        np.testing.assert_array_equal([(word >> t) & 1 for t in range(length)], codeword_bits(n, code))
 
 
 def test_elias_rejects_out_of_range_values() -> None:

@@ -17,7 +17,7 @@ at a time through their nonzero mask. The norm comes from the pass that also rej
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 from numba import float64, int32, int64, njit, uint64
@@ -28,19 +28,21 @@ from ..rng import GOLDEN, RandomKey, mix64
 from ..wire import Message, MessageError
 from ..wire.bitpack import (
     GROUP,
+    append_bits,
+    finish_bits,
     nonzero_word,
     packed_nbytes,
     padded,
     peek_bits,
-    put_bits,
 )
 from ..wire.elias import (
     ELIAS_CODES,
+    append_elias,
     check_padding,
+    codeword_table,
     elias_bits,
     elias_code_bits,
     read_elias,
-    write_elias,
 )
 from ._levels import block_scales, random_counter, uniform_grid
 from .base import Compressor, check_scalar
@@ -48,6 +50,7 @@ from .registry import register
 
 SPAN = 2048  # coordinates rounded per vectorized loop (a multiple of GROUP)
 _BATCH = 64  # decoded values buffered before they are stored
+TRIPLE_BITS = 12  # the decoder's table reads (gap, sign, level) triples of up to 12 bits in one lookup
 _HALF_ULP = 2.0**-53
 _TRUNCATED, _GAP_PAST_END, _LEVEL_ABOVE_S = 1, 2, 3
 _DECODE_ERRORS = {
@@ -75,13 +78,26 @@ def _round_span(x, state, lo, hi, pre, mult, s, levels):
         out[j] = int32(low) + int32(uniform < r - low)  # r <= s < 2^31: int32 conversions vectorize
 
 
+@njit(cache=True, nogil=True, inline="never")
+def _append_triple(out, acc, fill, byte, gap, negative, level, code):
+    """Append Elias(gap), the sign bit and Elias(level) field by field: the writer's rare path, kept out
+    of line (inlined, its loops cost the table path 1.2 ns per coordinate in registers)."""
+    acc, fill, byte = append_elias(out, acc, fill, byte, gap, code)
+    acc, fill, byte = append_bits(out, acc, fill, byte, negative, 1)
+    return append_elias(out, acc, fill, byte, level, code)
+
+
 @njit(cache=True, nogil=True)
-def _encode_stream(x, state, pre, mult, s, code, levels, out):
-    """Round ``x`` span by span into ``levels`` (:func:`_round_span`) and write into the zeroed
-    ``out``, per nonzero level, Elias(gap), the sign bit and Elias(l_i); then Elias(gap to d).
-    Returns the stream length in bits."""
+def _encode_stream(x, state, pre, mult, s, code, codewords, levels, out):
+    """Round ``x`` span by span into ``levels`` (:func:`_round_span`) and write into ``out``, per
+    nonzero level, Elias(gap), the sign bit and Elias(l_i); then Elias(gap to d). Returns the
+    stream length in bits.
+
+    Gaps and levels below ``codewords.size`` (nearly all) take their codewords from the table
+    ``codewords`` (:func:`mpicomp.wire.elias.codeword_table`), and the three fields go out as one
+    append (at most 25 + 1 + 25 bits)."""
     d = x.size
-    position = 0
+    acc, fill, byte = uint64(0), 0, 0
     previous = -1
     for lo in range(0, d, SPAN):
         hi = min(lo + SPAN, d)
@@ -93,49 +109,113 @@ def _encode_stream(x, state, pre, mult, s, code, levels, out):
                 j = int(trailing_zeros(mask))  # type: ignore[call-arg]  # numba's stubs give intrinsics a typingctx parameter
                 mask &= mask - uint64(1)
                 i = lo + k + j
-                position = write_elias(out, position, i - previous, code)
-                position = put_bits(out, position, uint64(x[i] < 0.0), 1)
-                position = write_elias(out, position, levels[k + j], code)
+                gap, level, negative = i - previous, levels[k + j], uint64(x[i] < 0.0)
+                if gap < codewords.size and level < codewords.size:
+                    gap_code, level_code = codewords[gap], codewords[level]
+                    gap_bits = gap_code & uint64(0xFF)
+                    word = (
+                        (gap_code >> uint64(8))
+                        | (negative << gap_bits)
+                        | ((level_code >> uint64(8)) << (gap_bits + uint64(1)))
+                    )
+                    length = int(gap_bits + uint64(1) + (level_code & uint64(0xFF)))
+                    acc, fill, byte = append_bits(out, acc, fill, byte, word, length)
+                else:
+                    acc, fill, byte = _append_triple(out, acc, fill, byte, gap, negative, level, code)
                 previous = i
-    return write_elias(out, position, d - previous, code)
+    acc, fill, byte = append_elias(out, acc, fill, byte, d - previous, code)
+    return finish_bits(out, acc, fill, byte)
+
+
+@njit(cache=True)
+def _fill_triple_table(code, bits, table):
+    """``table[p]``: when the low ``bits`` bits of p start with a whole (gap, sign, level) triple of
+    the stream, ``length | negative << 8 | gap << 16 | level << 32``; else 0."""
+    buf = np.zeros(16, dtype=np.uint8)
+    for p in range(table.size):
+        for k in range(8):
+            buf[k] = (p >> (8 * k)) & 0xFF
+        gap, position, ok = read_elias(buf, 0, bits, code)
+        if not ok or position >= bits:
+            continue
+        negative = peek_bits(buf, position) & uint64(1)
+        level, position, ok = read_elias(buf, position + 1, bits, code)
+        if ok:
+            table[p] = uint64(position) | (negative << uint64(8)) | (gap << uint64(16)) | (level << uint64(32))
+
+
+@cache
+def _triple_table(code: int) -> np.ndarray:
+    """The decoder's table over the next ``TRIPLE_BITS`` bits (see :func:`_fill_triple_table`)."""
+    table = np.zeros(1 << TRIPLE_BITS, dtype=np.uint64)
+    _fill_triple_table(code, TRIPLE_BITS, table)
+    return table
+
+
+@njit(cache=True, nogil=True, inline="never")
+def _read_triple(buf, position, total, d, s, code, index):
+    """Read one (gap, sign, level) triple at bit ``position`` codeword by codeword (the decoder's rare
+    path, out of line). Returns ``(status, index, negative, level, position after it)`` with status -1
+    for a triple, 0 at the end sentinel, else an error code (then ``level`` is 0)."""
+    gap, position, ok = read_elias(buf, position, total, code)
+    index += int64(gap)
+    if not ok:
+        return _TRUNCATED, index, uint64(0), uint64(0), position
+    if index >= d:
+        return (0 if index == d else _GAP_PAST_END), index, uint64(0), uint64(0), position
+    if position >= total:
+        return _TRUNCATED, index, uint64(0), uint64(0), position
+    negative = peek_bits(buf, position) & uint64(1)
+    level, position, ok = read_elias(buf, position + 1, total, code)
+    if not ok:
+        return _TRUNCATED, index, negative, uint64(0), position
+    if level > uint64(s):
+        return _LEVEL_ABOVE_S, index, negative, uint64(0), position
+    return -1, index, negative, level, position
 
 
 @njit(cache=True, nogil=True)
-def _read_stream(buf, total, d, s, unit, code, out, accumulate):
+def _read_stream(buf, total, d, s, unit, code, triples, out, accumulate):
     """Decode the ``total`` bits of the padded stream ``buf`` (see ``peek_bits``): write (``accumulate``:
     add) ``±l unit`` at each coded position of ``out``. Returns ``(status, bits consumed)``, status 0
     when the stream is valid.
 
+    A (gap, sign, level) triple within ``TRIPLE_BITS`` bits (nearly all) is one lookup in ``triples``
+    (:func:`_triple_table`) on a 64-bit window of the stream held in a register, which is shifted
+    past it and reloaded once fewer than ``TRIPLE_BITS`` of its 57 valid bits are left: the parse is a
+    chain of one table load and one shift per triple. Others, and the final gap, are read codeword
+    by codeword (:func:`_read_triple`).
     Values are buffered ``_BATCH`` at a time, then stored: the stores (on a long vector, each a
     likely cache miss) are then independent of the parsing and overlap (3x faster).
     """
     indices = np.empty(_BATCH, dtype=np.int64)
     values = np.empty(_BATCH, dtype=np.float64)
+    mask = uint64(triples.size - 1)
     count = 0
-    position = 0
+    base, used, window = 0, 0, peek_bits(buf, 0)  # the window holds the stream from bit base + used
     index = -1
     status = -1
     while status < 0:
-        gap, position, ok = read_elias(buf, position, total, code)
-        index += int64(gap)
-        if not ok:
-            status = _TRUNCATED
-        elif index >= d:
-            status = 0 if index == d else _GAP_PAST_END
-        elif position >= total:
-            status = _TRUNCATED
+        entry = triples[window & mask]
+        length = int(entry & uint64(0xFF))
+        gap = int64(entry >> uint64(16)) & 0xFFFF
+        level = entry >> uint64(32)
+        if entry and index + gap < d and base + used + length <= total and level <= uint64(s):
+            index += gap
+            negative = entry & uint64(0x100)
+            used += length
+            window >>= uint64(length)
+            if used > 57 - TRIPLE_BITS:
+                base, used = base + used, 0
+                window = peek_bits(buf, base)
         else:
-            negative = peek_bits(buf, position) & uint64(1)
-            level, position, ok = read_elias(buf, position + 1, total, code)
-            if not ok:
-                status = _TRUNCATED
-            elif level > uint64(s):
-                status = _LEVEL_ABOVE_S
-            else:
-                value = float64(level) * unit
-                indices[count] = index
-                values[count] = -value if negative else value
-                count += 1
+            status, index, negative, level, base = _read_triple(buf, base + used, total, d, s, code, index)
+            used, window = 0, peek_bits(buf, base)
+        if status < 0:
+            value = float64(level) * unit
+            indices[count] = index
+            values[count] = -value if negative else value
+            count += 1
         if count == _BATCH or status >= 0:
             for k in range(count):
                 if accumulate:
@@ -143,7 +223,7 @@ def _read_stream(buf, total, d, s, unit, code, out, accumulate):
                 else:
                     out[indices[k]] = values[k]
             count = 0
-    return status, position
+    return status, base + used
 
 
 def _level_tail(j: np.ndarray, d: int, s: int) -> np.ndarray:
@@ -242,8 +322,9 @@ class QSGD(Compressor):
         if norm == 0.0:
             return (0.0,), np.empty(0, dtype=np.uint8)
         levels = np.empty(SPAN, dtype=self._level_dtype)
-        out = np.zeros(packed_nbytes(self._stream_bits_bound(x.size), 1) + 8, dtype=np.uint8)
-        bits = _encode_stream(x, np.uint64(key.state), pre[0], mult[0], self.s, ELIAS_CODES[self.code], levels, out)
+        out = np.empty(packed_nbytes(self._stream_bits_bound(x.size), 1) + 8, dtype=np.uint8)
+        code = ELIAS_CODES[self.code]
+        bits = _encode_stream(x, np.uint64(key.state), pre[0], mult[0], self.s, code, codeword_table(code), levels, out)
         return (norm,), out[: packed_nbytes(bits, 1)]
 
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
@@ -257,7 +338,7 @@ class QSGD(Compressor):
             return
         code = ELIAS_CODES[self.code]
         status, consumed = _read_stream(
-            padded(data), 8 * data.size, msg.d, self.s, norm / self.s, code, out, accumulate
+            padded(data), 8 * data.size, msg.d, self.s, norm / self.s, code, _triple_table(code), out, accumulate
         )
         if status:
             raise MessageError(f"qsgd: malformed level stream: {_DECODE_ERRORS[status]}")

@@ -4,9 +4,11 @@ Value ``j`` occupies bits ``[j*b, (j+1)*b)`` of the byte stream, least significa
 first; the last byte is zero-padded. A sign bitmap is the case b = 1, sparse indices the
 case b = :func:`index_bits` (d).
 
-Variable-length streams (Elias codes) keep a bit position: :func:`put_bits` ORs a field into a
-zeroed buffer with one unaligned 64-bit load and store (no branch), :func:`peek_bits` reads the
-next 57 or more bits at once from a buffer with 8 bytes of slack (:func:`padded`).
+Variable-length streams keep a bit position: :func:`put_bits` ORs a field into a zeroed buffer
+with one unaligned 64-bit load and store (no branch), :func:`append_bits` appends through a 64-bit
+register, storing as it goes (for long streams of short fields, such as Elias codes), and
+:func:`peek_bits` reads the next 57 or more bits at once from a buffer with 8 bytes of slack
+(:func:`padded`).
 
 Fixed widths go faster: ``CHUNK_VALUES = 32`` values of b bits fill exactly b 32-bit words, so
 chunk ``c`` starts at word ``b c`` whatever b is, and chunks are independent. Kernels pack a
@@ -186,6 +188,31 @@ def put_bits(out, position, value, bits):
     pos = position >> 3
     store_u64(out, pos, load_u64(out, pos) | (uint64(value) << uint64(position & 7)))
     return position + bits
+
+
+@njit(cache=True, inline="always")
+def append_bits(out, acc, fill, byte, value, bits):
+    """Append ``value < 2**bits`` (``bits <= 56``) to a stream written through a register: ``acc``
+    holds the ``fill < 8`` bits not yet complete, which belong at byte ``byte`` of ``out``. Branch-free:
+    the register is stored (8 bytes at ``byte``) and its whole bytes are dropped. Returns the new
+    ``(acc, fill, byte)``.
+
+    Unlike :func:`put_bits`, nothing is read back from ``out`` (a load overlapping the previous
+    unaligned store at another offset cannot be forwarded and stalls), and ``out`` need not be
+    zeroed; :func:`finish_bits` stores the last partial byte."""
+    acc |= uint64(value) << uint64(fill)
+    fill += bits
+    store_u64(out, byte, acc)
+    whole = fill >> 3
+    return acc >> uint64(8 * whole), fill & 7, byte + whole
+
+
+@njit(cache=True, inline="always")
+def finish_bits(out, acc, fill, byte):
+    """Store the register of :func:`append_bits` (8 bytes at ``byte``: ``out`` needs that room);
+    returns the stream length in bits."""
+    store_u64(out, byte, acc)
+    return 8 * byte + fill
 
 
 @njit(cache=True, inline="always")

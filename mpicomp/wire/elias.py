@@ -12,19 +12,22 @@ Universal prefix codes (Elias 1975) for ``1 <= n <= MAX_ELIAS``, with ``b(n)`` t
 The bits after a leading one are stored least significant first, like every field of the stream
 (:mod:`mpicomp.wire.bitpack`); code lengths and the prefix property are those of the textbook codes.
 
-Kernels keep a bit position: writers OR codewords into a zeroed buffer with bitpack's
-``put_bits``, readers look ahead with ``peek_bits``. Readers take the stream size in bits, never read
+Writers append codewords through bitpack's register writer (``append_bits``), readers look ahead
+with ``peek_bits``; :func:`codeword_table` gives the codewords of small integers in one load, for
+kernels that code many of them. Readers take the stream size in bits, never read
 past the end, and return an ``ok`` flag instead of raising, so a malformed stream becomes a
 :class:`MessageError` in Python.
 """
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 from numba import njit, uint64
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 
-from .bitpack import packed_nbytes, padded, peek_bits, put_bits
+from .bitpack import append_bits, finish_bits, packed_nbytes, padded, peek_bits
 from .errors import MessageError
 
 GAMMA = 0
@@ -34,6 +37,7 @@ MAX_ELIAS = 2**32  # largest codable integer: a gap of d + 1 for the largest u32
 _MAX_GROUP_BITS = 33  # bit length of MAX_ELIAS
 _GROUP_MASK = np.uint64((1 << _MAX_GROUP_BITS) - 1)
 _ONE = np.uint64(1)
+CODEWORD_TABLE = 1 << 13  # encoder table entries: every level of QSGD up to s = 8191
 
 
 @njit(cache=True, inline="always")
@@ -63,15 +67,11 @@ def elias_bits(n, code):
 
 
 @njit(cache=True, inline="always")
-def write_elias(out, position, n, code):
-    """Write the ``code`` codeword of ``1 <= n <= MAX_ELIAS`` at bit ``position`` of the zeroed
-    stream ``out`` (see ``put_bits``); returns the position after it."""
+def omega_word(n):
+    """The Elias omega codeword of ``1 <= n <= MAX_ELIAS`` as ``(word, length)``, its first bit in bit
+    0 of ``word``; at most 45 bits. Built from the end: the final zero bit, then each group
+    prepended (lower bits first)."""
     n = uint64(n)
-    if code == GAMMA:  # k zero bits (already there), then the one bit and the k low bits
-        k = bit_length(n) - 1
-        return put_bits(out, position + k, _ONE | (_low_bits(n, k) << _ONE), k + 1)
-    # Omega, built from the end: the final zero bit, then each group prepended (lower bits come
-    # first); at most 45 bits for MAX_ELIAS, one write.
     word = uint64(0)
     length = 1
     while n > 1:
@@ -79,7 +79,19 @@ def write_elias(out, position, n, code):
         word = _ONE | (_low_bits(n, k) << _ONE) | (word << uint64(k + 1))
         length += k + 1
         n = uint64(k)
-    return put_bits(out, position, word, length)
+    return word, length
+
+
+@njit(cache=True, inline="always")
+def append_elias(out, acc, fill, byte, n, code):
+    """Append the ``code`` codeword of ``1 <= n <= MAX_ELIAS`` with bitpack's ``append_bits``;
+    returns the new ``(acc, fill, byte)``."""
+    if code == GAMMA:  # k zero bits, then the one bit and the k low bits (two fields: up to 65 bits)
+        k = bit_length(n) - 1
+        acc, fill, byte = append_bits(out, acc, fill, byte, uint64(0), k)
+        return append_bits(out, acc, fill, byte, _ONE | (_low_bits(n, k) << _ONE), k + 1)
+    word, length = omega_word(n)
+    return append_bits(out, acc, fill, byte, word, length)
 
 
 @njit(cache=True, inline="always")
@@ -114,6 +126,27 @@ def read_elias(buf, position, total, code):
 
 
 @njit(cache=True)
+def _codeword_table(code, size, table):
+    """``table[n] = word << 8 | length`` for ``1 <= n < size`` (both codes fit 57 bits there)."""
+    for n in range(1, size):
+        if code == GAMMA:
+            k = bit_length(n) - 1
+            word, length = (_ONE | (_low_bits(n, k) << _ONE)) << uint64(k), 2 * k + 1
+        else:
+            word, length = omega_word(n)
+        table[n] = (word << uint64(8)) | uint64(length)
+
+
+@cache
+def codeword_table(code: int) -> np.ndarray:
+    """Encoder lookup table: ``table[n] = word << 8 | length``, the codeword of each ``n < CODEWORD_TABLE``
+    as :func:`append_bits` takes it (``table[0]`` is unused)."""
+    table = np.zeros(CODEWORD_TABLE, dtype=np.uint64)
+    _codeword_table(code, CODEWORD_TABLE, table)
+    return table
+
+
+@njit(cache=True)
 def _lengths(values, code, out):
     for i in range(values.size):
         out[i] = elias_bits(values[i], code)
@@ -121,11 +154,11 @@ def _lengths(values, code, out):
 
 @njit(cache=True)
 def _encode(values, code, out):
-    """Write the codewords of ``values`` into the zeroed ``out``; returns the stream length in bits."""
-    position = 0
+    """Write the codewords of ``values`` into ``out``; returns the stream length in bits."""
+    acc, fill, byte = uint64(0), 0, 0
     for i in range(values.size):
-        position = write_elias(out, position, values[i], code)
-    return position
+        acc, fill, byte = append_elias(out, acc, fill, byte, values[i], code)
+    return finish_bits(out, acc, fill, byte)
 
 
 @njit(cache=True)
@@ -166,7 +199,7 @@ def elias_code_bits(values: np.ndarray, code: str = "omega") -> np.ndarray:
 def encode_elias(values: np.ndarray, code: str = "omega") -> np.ndarray:
     """Concatenated codewords of ``values`` (integers in [1, MAX_ELIAS]), zero-padded to whole bytes."""
     values = _checked_values(values)
-    out = np.zeros(packed_nbytes(int(elias_code_bits(values, code).sum()), 1) + 8, dtype=np.uint8)
+    out = np.empty(packed_nbytes(int(elias_code_bits(values, code).sum()), 1) + 8, dtype=np.uint8)
     return out[: packed_nbytes(_encode(values, _code_id(code), out), 1)]
 
 
