@@ -49,7 +49,6 @@ from .base import Compressor, check_scalar
 from .registry import register
 
 SPAN = 2048  # coordinates rounded per vectorized loop (a multiple of GROUP)
-_BATCH = 64  # decoded values buffered before they are stored
 TRIPLE_BITS = 12  # the decoder's table reads (gap, sign, level) triples of up to 12 bits in one lookup
 _HALF_ULP = 2.0**-53
 _TRUNCATED, _GAP_PAST_END, _LEVEL_ABOVE_S = 1, 2, 3
@@ -183,26 +182,21 @@ def _read_stream(buf, total, d, s, unit, code, triples, out, accumulate):
     A (gap, sign, level) triple within ``TRIPLE_BITS`` bits (nearly all) is one lookup in ``triples``
     (:func:`_triple_table`) on a 64-bit window of the stream held in a register, which is shifted
     past it and reloaded once fewer than ``TRIPLE_BITS`` of its 57 valid bits are left: the parse is a
-    chain of one table load and one shift per triple. Others, and the final gap, are read codeword
-    by codeword (:func:`_read_triple`).
-    Values are buffered ``_BATCH`` at a time, then stored: the stores (on a long vector, each a
-    likely cache miss) are then independent of the parsing and overlap (3x faster).
+    chain of one table load and one shift per triple, and the sign picks ``±unit`` without a branch.
+    Others, and the final gap, are read codeword by codeword (:func:`_read_triple`).
     """
-    indices = np.empty(_BATCH, dtype=np.int64)
-    values = np.empty(_BATCH, dtype=np.float64)
+    units = np.array([unit, -unit])
     mask = uint64(triples.size - 1)
-    count = 0
     base, used, window = 0, 0, peek_bits(buf, 0)  # the window holds the stream from bit base + used
     index = -1
-    status = -1
-    while status < 0:
+    while True:
         entry = triples[window & mask]
         length = int(entry & uint64(0xFF))
         gap = int64(entry >> uint64(16)) & 0xFFFF
         level = entry >> uint64(32)
+        negative = (entry >> uint64(8)) & uint64(1)
         if entry and index + gap < d and base + used + length <= total and level <= uint64(s):
             index += gap
-            negative = entry & uint64(0x100)
             used += length
             window >>= uint64(length)
             if used > 57 - TRIPLE_BITS:
@@ -211,19 +205,13 @@ def _read_stream(buf, total, d, s, unit, code, triples, out, accumulate):
         else:
             status, index, negative, level, base = _read_triple(buf, base + used, total, d, s, code, index)
             used, window = 0, peek_bits(buf, base)
-        if status < 0:
-            value = float64(level) * unit
-            indices[count] = index
-            values[count] = -value if negative else value
-            count += 1
-        if count == _BATCH or status >= 0:
-            for k in range(count):
-                if accumulate:
-                    out[indices[k]] += values[k]
-                else:
-                    out[indices[k]] = values[k]
-            count = 0
-    return status, base + used
+            if status >= 0:
+                return status, base
+        value = float64(level) * units[negative]
+        if accumulate:
+            out[index] += value
+        else:
+            out[index] = value
 
 
 def _level_tail(j: np.ndarray, d: int, s: int) -> np.ndarray:
