@@ -26,18 +26,15 @@ from __future__ import annotations
 import numpy as np
 from numba import float64, int64, njit
 
-from ..rng import RandomKey
+from ..rng import RandomKey, random_uniform
 from ..wire import Message, MessageError, index_bits, pack_uint
 from ._buckets import (
     bucket_count,
     check_integer,
     from_buckets,
-    unit_buckets,
     unpack_codes,
-    zero_codes,
 )
-from ._codebook import key_uniforms
-from .base import Compressor, check_scalar
+from .base import Compressor, check_scalar, non_finite_input
 from .registry import register
 
 MAX_SAMPLES = 1024
@@ -52,44 +49,82 @@ def bucket_lengths(d: int, size: int) -> np.ndarray:
     return lengths
 
 
-@njit(cache=True, nogil=True)
-def _draw_vertices(buckets, radius, lengths, uniforms, shift, codes):
-    """Per bucket l and draw s: the code of a vertex drawn with the barycentric weights (see
-    :func:`draw_vertices`), from the running sums of ``|x_i|`` in index order."""
-    size = buckets.shape[1]
-    cumulative = np.empty(size)
-    for row in range(buckets.shape[0]):
+_TINY = 2.0**-900  # a largest squared bucket norm below this is recomputed on a rescaled x
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})  # reassociation lets the bucket sums vectorize
+def _bucket_squares(x, size, pre, squares):
+    """Per bucket l: ``squares[l] = sum (x_i pre)^2``."""
+    for row in range(squares.size):
+        square = 0.0
+        for i in range(row * size, min(row * size + size, x.size)):
+            value = float64(x[i]) * pre
+            square += value * value
+        squares[row] = square
+
+
+def largest_bucket_norm(x: np.ndarray, size: int) -> tuple[float, float]:
+    """``(nu pre, pre)`` for ``nu = max_l ||x_l||_2``, with ``pre`` 1 or, where squares would over- or
+    underflow, the power of two that brings ``max |x_i| pre`` to [1, 2). ValueError for NaN or Inf."""
+    squares = np.empty(bucket_count(x.size, size))
+    pre = 1.0
+    _bucket_squares(x, size, pre, squares)
+    top = float(squares.max())
+    if not np.isfinite(top) or 0.0 < top < _TINY:
+        finite = np.isfinite(x)
+        if not finite.all():
+            raise non_finite_input(x, int(np.flatnonzero(~finite)[0]))
+        pre = float(np.ldexp(1.0, -np.frexp(np.abs(x).max())[1]))
+        _bucket_squares(x, size, pre, squares)
+        top = float(squares.max())
+    return float(np.sqrt(top)), pre
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _draw_vertices(x, size, nu_scaled, pre, state, samples, shift, codes):
+    """Per bucket l and draw k: the code of a vertex drawn with the barycentric weights (see
+    :func:`draw_vertices`), with uniform number ``l samples + k`` of the key state; in units of
+    ``1 / pre`` (see :func:`largest_bucket_norm`). Both cases of a draw are computed and one taken
+    arithmetically: a branch on ``u < a`` would be mispredicted half the time."""
+    running = np.empty(size)
+    for row in range(codes.size // samples):
+        lo = row * size
+        n = min(size, x.size - lo)
         total = 0.0
-        for i in range(size):
-            total += abs(buckets[row, i])
-            cumulative[i] = total
-        n = lengths[row]
-        mass = total / radius[row]
-        for draw in range(uniforms.shape[1]):
-            u = uniforms[row, draw]
-            if u >= mass:  # uniform over the 2n vertices
-                spread = min(int64((u - mass) / (1.0 - mass) * 2.0 * float64(n)), 2 * n - 1)
-                index, negative = spread // 2, spread % 2
-            else:
-                target = u * radius[row]
-                index = 0
-                while index < size and cumulative[index] <= target:
-                    index += 1
-                index = min(index, n - 1)
-                negative = int64(buckets[row, index] < 0.0)
-            codes[row, draw] = index | negative << shift
+        for i in range(n):
+            total += abs(float64(x[lo + i])) * pre
+            running[i] = total
+        radius = np.sqrt(float64(n)) * nu_scaled
+        mass = total / radius
+        spread_scale = 2.0 * float64(n) / (1.0 - mass)  # inf when mass = 1: then u < mass always
+        for draw in range(samples):
+            u = random_uniform(state, row * samples + draw)
+            target = u * radius
+            passed = 0  # the first i whose running sum of |x| passes u radius
+            for i in range(n):
+                passed += running[i] <= target
+            inside = min(passed, n - 1)
+            spread = min(int64((u - mass) * spread_scale), 2 * n - 1)  # one of the 2n vertices, if u >= mass
+            picked = int64(u < mass)
+            index = (spread >> 1) + picked * (inside - (spread >> 1))
+            negative = (spread & 1) + picked * (int64(x[lo + inside] < 0.0) - (spread & 1))
+            codes[row * samples + draw] = index | negative << shift
 
 
-def draw_vertices(buckets: np.ndarray, radius: np.ndarray, lengths: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
-    """Codes ``i | negative << ib`` of vertices ``±radius_l e_i`` drawn with the barycentric weights (L x samples).
+def draw_vertices(x: np.ndarray, size: int, samples: int, state: np.uint64) -> tuple[float, np.ndarray]:
+    """``(nu, codes)``: ``nu = max_l ||x_l||_2`` and the codes ``i | negative << b`` (b =
+    ``index_bits(size)``) of ``samples`` vertices ``±sqrt(n_l) nu e_i`` per bucket l, bucket after
+    bucket (all 0 when ``nu = 0``).
 
-    One uniform u per draw: ``u < a = ||x_l||_1 / radius_l`` picks coordinate i with probability
-    ``|x_i| / radius_l`` (the first i whose cumulative ``|x|`` exceeds ``u radius_l``) with the
-    sign of ``x_i``; otherwise ``(u - a) / (1 - a)`` picks one of the 2n vertices uniformly.
+    One uniform u per draw: ``u < a = ||x_l||_1 / (sqrt(n_l) nu)`` picks coordinate i with probability
+    ``|x_i| / (sqrt(n_l) nu)`` (the first i whose running sum of ``|x|`` exceeds ``u sqrt(n_l) nu``)
+    with the sign of ``x_i``; otherwise ``(u - a) / (1 - a)`` picks one of the 2n vertices uniformly.
     """
-    codes = np.empty(uniforms.shape, dtype=np.int64)
-    _draw_vertices(buckets, radius, lengths, uniforms, index_bits(buckets.shape[1]), codes)
-    return codes
+    nu_scaled, pre = largest_bucket_norm(x, size)
+    codes = np.zeros(bucket_count(x.size, size) * samples, dtype=np.int64)
+    if nu_scaled > 0.0:
+        _draw_vertices(x, size, nu_scaled, pre, state, samples, index_bits(size), codes)
+    return nu_scaled / pre, codes
 
 
 @register
@@ -99,6 +134,7 @@ class CrossPolytope(Compressor):
     name = "cross-polytope"
     unbiased = True
     n_scalars = 1
+    checks_finite = True  # the bucket-norm pass rejects NaN and Inf
 
     def __init__(self, samples: int = 2, size: int = 16) -> None:
         self.samples = check_integer(self.name, "samples (vertices per bucket)", samples, 1, MAX_SAMPLES)
@@ -120,15 +156,12 @@ class CrossPolytope(Compressor):
         return float(bucket_count(d, self.size) * self.samples * self.code_bits)
 
     def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
-        n_codes = bucket_count(x.size, self.size) * self.samples
-        norm, buckets = unit_buckets(self.name, x, self.size)
-        if norm == 0.0:
-            return (0.0,), zero_codes(n_codes, self.code_bits)
-        top = float(np.linalg.norm(buckets, axis=1).max())
-        lengths = bucket_lengths(x.size, self.size)
-        uniforms = key_uniforms(key.state, 0, n_codes).reshape(-1, self.samples)
-        codes = draw_vertices(buckets, np.sqrt(lengths) * top, lengths, uniforms)
-        return (norm * top,), pack_uint(codes.reshape(-1), self.code_bits)
+        nu, codes = draw_vertices(x, self.size, self.samples, key.state)
+        if not np.isfinite(np.sqrt(self.size) * nu):
+            raise ValueError(
+                f"{self.name}: the vertex radius sqrt(size) max_l ||x_l||_2 overflows float64; scale x down"
+            )
+        return (nu,), pack_uint(codes, self.code_bits)
 
     def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
         top = check_scalar(msg.scalars[0], "cross-polytope radius")
