@@ -23,6 +23,7 @@ from .message import (
     payload_offset,
     split_messages,
     unpack_message,
+    unpack_uniform,
 )
 
 __all__ = [
@@ -48,5 +49,6 @@ __all__ = [
     "split_messages",
     "unpack_message",
     "unpack_signs",
+    "unpack_uniform",
     "unpack_uint",
 ]
