@@ -13,6 +13,7 @@ from .errors import MessageError
 from .message import (
     HEADER_BYTES,
     Message,
+    alike_headers,
     byte_view,
     frame_message,
     frame_messages,
@@ -31,6 +32,7 @@ __all__ = [
     "HEADER_BYTES",
     "Message",
     "MessageError",
+    "alike_headers",
     "byte_view",
     "decode_elias",
     "elias_code_bits",

@@ -198,6 +198,16 @@ def unpack_message(
     return Message(msg_codec, msg_d, scalars, view[start : start + length], total, fingerprint)
 
 
+def alike_headers(views: Sequence[memoryview]) -> bool:
+    """Whether the (non-empty) byte views are of one length and start with byte-identical fixed headers
+    (one vectorized comparison)."""
+    size = len(views[0])
+    if size < HEADER_BYTES or any(len(view) != size for view in views):
+        return False
+    headers = np.frombuffer(b"".join(view[:HEADER_BYTES] for view in views), np.uint8).reshape(len(views), -1)
+    return bool((headers == headers[0]).all())
+
+
 def unpack_uniform(bufs: Sequence[bytes | memoryview], codec: int, d: int) -> list[Message] | None:
     """:func:`unpack_message` ``(buf, codec, d)`` of every buffer, the same messages, when they are alike:
     of one length, every fixed header byte for byte the first's, no key fingerprint and (with the CRC-32
@@ -205,17 +215,16 @@ def unpack_uniform(bufs: Sequence[bytes | memoryview], codec: int, d: int) -> li
     comparison. ``None`` when they are not alike (unpack them one by one: that names the bad one)."""
     if not bufs:
         return []
-    size = len(bufs[0])
-    if size < HEADER_BYTES or any(len(buf) != size for buf in bufs):
+    views = [byte_view(buf).cast("B") for buf in bufs]
+    if not alike_headers(views):
         return None
     try:
-        first = unpack_message(bufs[0], codec, d)
+        first = unpack_message(views[0], codec, d)
     except MessageError:
         return None
-    views = [byte_view(buf).cast("B") for buf in bufs]
-    headers = np.frombuffer(b"".join(view[:HEADER_BYTES] for view in views), np.uint8).reshape(len(views), -1)
-    if first.key_fingerprint is not None or not (headers == headers[0]).all():
+    if first.key_fingerprint is not None:
         return None
+    size = len(views[0])
     n_scalars = len(first.scalars)
     start = HEADER_BYTES + 8 * n_scalars
     stop = start + len(first.payload)
