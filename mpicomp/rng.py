@@ -11,8 +11,10 @@ The ``@njit`` functions here (``random_u64``, ``random_uniform``, ``random_norma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import overload
 
 import numpy as np
 from numba import njit, uint64
@@ -82,6 +84,13 @@ def _hash_key(seed, rnd, worker, stream):
 
 
 @njit(cache=True)
+def _hash_keys(seed, rnd, workers, stream, out):
+    """``out[j]``: the state of key ``(seed, rnd, workers[j], stream)`` (:func:`_hash_key` of each)."""
+    for j in range(workers.size):
+        out[j] = _hash_key(seed, rnd, uint64(workers[j]), stream)
+
+
+@njit(cache=True)
 def _fill_uniform(state, out):
     for i in range(out.size):
         out[i] = random_uniform(state, i)
@@ -119,6 +128,20 @@ def _sample_without_replacement(state, m, size):
     return out
 
 
+@njit(cache=True)
+def _sample_each(states, counts, size, out):
+    """Row j of ``out``: :func:`_sample_without_replacement` of ``(states[j], counts[j], size)``, for the
+    rows with ``size < counts[j]`` (the others are left as they are)."""
+    for j in range(states.size):
+        if size < counts[j]:
+            out[j] = _sample_without_replacement(states[j], counts[j], size)
+
+
+def _u64(value: int) -> np.uint64:
+    """A key field as the unsigned 64-bit word the hash takes (negative ids wrap, as ``-1`` for the master)."""
+    return np.uint64(value & ((1 << 64) - 1))
+
+
 @dataclass(frozen=True)
 class RandomKey:
     """Identifies one random stream: ``(seed, round, worker, stream)``.
@@ -141,15 +164,7 @@ class RandomKey:
     @cached_property
     def state(self) -> np.uint64:
         """The 64-bit generator state hashed from the four key fields."""
-        mask = (1 << 64) - 1
-        return np.uint64(
-            _hash_key(
-                np.uint64(self.seed & mask),
-                np.uint64(self.round & mask),
-                np.uint64(self.worker & mask),
-                np.uint64(self.stream & mask),
-            )
-        )
+        return np.uint64(_hash_key(_u64(self.seed), _u64(self.round), _u64(self.worker), _u64(self.stream)))
 
     @property
     def fingerprint(self) -> int:
@@ -180,6 +195,67 @@ class RandomKey:
     def numpy_generator(self) -> np.random.Generator:
         """A NumPy Philox generator seeded from this key, for host-side (non-kernel) draws."""
         return np.random.Generator(np.random.Philox(key=int(self.state)))
+
+
+def worker_ids(workers: Sequence[int]) -> np.ndarray:
+    """``workers`` as an int64 array (a ``range`` without iterating over it); TypeError for non-integers."""
+    if isinstance(workers, range):
+        return np.arange(workers.start, workers.stop, workers.step, dtype=np.int64)
+    ids = np.asarray(workers).reshape(-1)
+    if ids.size and ids.dtype.kind not in "iu":
+        raise TypeError(f"worker ids must be integers, got {ids.dtype}")
+    return ids.astype(np.int64, copy=False)
+
+
+class RoundKeys(Sequence[RandomKey]):
+    """The keys ``(seed, round, w, stream)`` of the workers ``w`` in ``workers``, in order: a sequence of
+    :class:`RandomKey` (each built when asked for), whose :attr:`states` come from one kernel call, so
+    that a round over many workers need not build a key object per worker."""
+
+    def __init__(self, seed: int, round: int, workers: Sequence[int], stream: int) -> None:
+        RandomKey(seed, round, 0, stream)  # the fields' checks
+        self.seed, self.round, self.workers, self.stream = seed, round, workers, stream
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    @overload
+    def __getitem__(self, j: int) -> RandomKey: ...
+
+    @overload
+    def __getitem__(self, j: slice) -> RoundKeys: ...
+
+    def __getitem__(self, j: int | slice) -> RandomKey | RoundKeys:
+        if isinstance(j, slice):
+            return RoundKeys(self.seed, self.round, self.workers[j], self.stream)
+        return RandomKey(self.seed, self.round, self.workers[j], self.stream)
+
+    @cached_property
+    def states(self) -> np.ndarray:
+        """``RandomKey(seed, round, w, stream).state`` of every worker, as one uint64 array."""
+        workers = worker_ids(self.workers)
+        out = np.empty(workers.size, dtype=np.uint64)
+        _hash_keys(_u64(self.seed), _u64(self.round), workers, _u64(self.stream), out)
+        return out
+
+    def sample_each(self, counts: np.ndarray, size: int) -> np.ndarray:
+        """Row j: ``self[j].sample(counts[j], size)`` (the same indices) where ``size < counts[j]``;
+        the rows of the other keys are unspecified. One kernel call for all keys."""
+        counts = np.asarray(counts, dtype=np.int64)
+        if counts.shape != (len(self),) or size < 0:
+            raise ValueError(
+                f"sample_each takes one count per key ({len(self)}) and a size >= 0: {counts.shape}, {size}"
+            )
+        out = np.empty((len(self), size), dtype=np.int64)
+        _sample_each(self.states, counts, size, out)
+        return out
+
+
+def key_states(keys: Sequence[RandomKey]) -> np.ndarray:
+    """The states of ``keys`` as one uint64 array (one kernel call for :class:`RoundKeys`)."""
+    if isinstance(keys, RoundKeys):
+        return keys.states
+    return np.array([key.state for key in keys], dtype=np.uint64).reshape(-1)
 
 
 def root_seed(seed: int | None) -> int:

@@ -27,6 +27,7 @@ from mpicomp.comm import (
     split_bytes,
     worker_range,
 )
+from mpicomp.comm.accounting import split_each
 from mpicomp.comm.mpi import joined, node_share, share_kernel_threads
 from mpicomp.compressors import make
 from mpicomp.rng import RandomKey
@@ -176,6 +177,27 @@ def test_split_bytes_of_crafted_concatenations():
     assert split_bytes(with_scalars + no_crc + empty_payload) == (43, 3 * HEADER_BYTES + 32 + CRC_BYTES)
     assert split_bytes(b"") == (0, 0)
     assert split_bytes(np.frombuffer(no_crc, dtype=np.uint8)) == (30, HEADER_BYTES)
+
+
+def test_uploads_split_at_once_are_split_one_by_one():
+    """``split_each`` (alike one-message uploads split once) and ``count_uploads`` give what
+    ``split_bytes`` of each upload gives: for alike uploads, uploads of two messages each (same first
+    header), skips among them, and headers differing in one scalar count or the CRC flag."""
+    one = [pack_message(3, 40, (float(w),), bytes([w]) * 45, crc=False) for w in range(6)]
+    two = [message + pack_message(1, 2, (), b"\0" * w, crc=False) for w, message in enumerate(one)]
+    mixed = [one[0], b"", pack_message(3, 40, (), b"\1" * 45), one[3], pack_message(3, 40, (1.0,), b"\1" * 45)]
+    for uploads in (one, two, mixed, one[:1], []):
+        payloads, headers = split_each(uploads)
+        assert list(zip(payloads.tolist(), headers.tolist(), strict=True)) == [split_bytes(u) for u in uploads]
+        counter = ByteCounter(12, complete=False)
+        counter.count_uploads(range(3, 3 + len(uploads)), uploads)
+        counts = counter.end_round()
+        sizes = [sum(split_bytes(u)) + SIZE_PREFIX_BYTES for u in uploads]
+        assert counts.up_bytes.tolist() == [0] * 3 + sizes + [0] * (9 - len(uploads))
+        assert counts.up_payload == sum(split_bytes(u)[0] for u in uploads)
+        assert counts.up_header == sum(split_bytes(u)[1] for u in uploads)
+        assert counts.uploads[3:].tolist()[: len(uploads)] == [int(len(u) > 0) for u in uploads]
+        assert counts.skips[3:].tolist()[: len(uploads)] == [int(len(u) == 0) for u in uploads]
 
 
 def test_split_bytes_agrees_with_the_full_decoder_on_random_traffic():

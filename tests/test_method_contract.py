@@ -29,7 +29,7 @@ from mpicomp.record import (
     ROUND_COLUMNS,
     WORKER_COLUMNS,
 )
-from mpicomp.rng import root_seed
+from mpicomp.rng import STREAM_SAMPLING, RandomKey, root_seed
 from tests.runs import assert_same_metrics, mpiexec_run, run_inprocess, run_mpiexec
 
 D = 31  # breast_cancer: 30 features + intercept
@@ -267,6 +267,46 @@ def test_batched_uploads_are_the_per_worker_uploads(name):
     method = method_class(name)(ctx, method_class(name).Options())
     batched = method.worker_uploads(range(workers), 3)
     assert [bytes(u) for u in batched] == [bytes(method.worker_upload(w, 3)) for w in range(workers)]
+    size = 0 if name == "gd" else 4
+    own = [
+        ctx.uplink.encode(shard_gradient(problem, ctx.seed, w, method.x, 3, size), RandomKey(ctx.seed, 3, w))
+        for w in range(workers)
+    ]
+    assert [bytes(u) for u in batched] == [bytes(m) for m in own]
+
+
+def shard_gradient(problem, seed: int, w: int, x: np.ndarray, k: int, size: int) -> np.ndarray:
+    """Worker w's round-k gradient from its shard's own methods and its own sampling key, one worker at a
+    time (what the batched paths must reproduce bit for bit)."""
+    local = problem.local(w)
+    if 0 < size < local.m:
+        return local.minibatch_grad(x, RandomKey(seed, k, w, STREAM_SAMPLING).sample(local.m, size))
+    return local.grad(x)
+
+
+@pytest.mark.parametrize(
+    ("name", "dataset", "extra"),
+    [
+        ("logistic", "sklearn:breast_cancer", {"l2": 1e-3}),
+        ("logistic-nonconvex", "sklearn:breast_cancer", {"nonconvex": 0.1, "l2": 1e-3}),
+        ("softmax", "sklearn:digits", {"l2": 1e-3}),
+        ("mlp", "sklearn:iris", {"hidden": (4,)}),
+    ],
+)
+@pytest.mark.parametrize("size", [0, 3, 40])
+def test_batched_gradients_are_the_shards_own(name, dataset, extra, size):
+    """``stochastic_grads`` over many workers (the minibatches drawn in one call, ``Problem.minibatch_grads``
+    sharing the regulariser's gradient) gives exactly each shard's own ``minibatch_grad``/``grad`` on the
+    sample its own ``RandomKey`` draws; batch 40 exceeds some shards (their whole shard), batch 0 is gd."""
+    workers = 23
+    problem = build_problem(name, dataset, workers, seed=root_seed(2), **extra)
+    ctx = MethodContext(problem, make("natural"), make("identity"), range(workers), True, root_seed(2), size)
+    method = method_class("sgd")(ctx, method_class("sgd").Options(stepsize=0.1))
+    x = np.random.default_rng(5).standard_normal(problem.d)
+    batched = method.stochastic_grads(range(2, workers), x, 6)
+    for j, w in enumerate(range(2, workers)):
+        assert np.array_equal(batched[j], shard_gradient(problem, ctx.seed, w, x, 6, size), equal_nan=True)
+        assert np.array_equal(method.stochastic_grad(w, x, 6), batched[j])
 
 
 class CompileEvents(event.Listener):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from mpicomp.rng import RandomKey, random_below, random_uniform, root_seed
+from mpicomp.rng import RandomKey, RoundKeys, key_states, random_below, random_uniform, root_seed
 
 N = 2**20
 Z = 5.0
@@ -102,3 +102,31 @@ def test_large_samples_are_uniform_permutation_prefixes():
         assert np.sum((counts - 200) ** 2 / 200) < 72.0
     with pytest.raises(ValueError, match="cannot sample"):
         RandomKey(0).sample(3, 4)
+
+
+@pytest.mark.parametrize("stream", [0, 2])
+def test_round_keys_are_the_keys_one_by_one(stream):
+    """``RoundKeys``' states (one kernel call) and per-key samples are those of ``RandomKey`` built one by
+    one, for ranges, lists with the master's id -1, slices, and both sampling branches (Floyd, Fisher-Yates)."""
+    seed = root_seed(11)
+    for workers in (range(3, 900, 7), [-1, 0, 5, 2**40]):
+        keys = RoundKeys(seed, 17, workers, stream)
+        one_by_one = [RandomKey(seed, 17, w, stream) for w in workers]
+        assert keys.states.tolist() == [key.state for key in one_by_one]
+        assert list(keys) == one_by_one and list(keys[1:3]) == one_by_one[1:3]
+        assert key_states(one_by_one).tolist() == keys.states.tolist()
+    keys = RoundKeys(seed, 4, range(400), stream)
+    counts = np.arange(400) % 50 + 1  # sizes below, at and above the sample size
+    for size in (5, 16):
+        drawn = keys.sample_each(counts, size)
+        for w in np.flatnonzero(counts > size):
+            assert np.array_equal(drawn[w], RandomKey(seed, 4, int(w), stream).sample(int(counts[w]), size))
+
+
+def test_round_keys_refuse_what_a_key_refuses():
+    with pytest.raises(TypeError, match="worker ids must be integers"):
+        _ = RoundKeys(1, 0, [0.5], 0).states
+    with pytest.raises(TypeError, match="RandomKey.round"):
+        RoundKeys(1, 1.0, range(3), 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one count per key"):
+        RoundKeys(1, 0, range(3), 0).sample_each(np.ones(2, dtype=np.int64), 1)

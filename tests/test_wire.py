@@ -32,8 +32,10 @@ from mpicomp.wire import (
     unpack_message,
     unpack_signs,
     unpack_uint,
+    unpack_uniform,
 )
 from mpicomp.wire.elias import CODEWORD_TABLE, ELIAS_CODES, MAX_ELIAS, codeword_table
+from mpicomp.wire.message import FLAG_KEY
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Compressors whose spec needs parameters; every other registered name is built from its bare name.
@@ -445,3 +447,33 @@ def test_message_checksums_scope_and_restore() -> None:
         raise RuntimeError("leaves the block")
     assert Compressor.crc is True
     assert unpack_message(compressor.encode(x, RandomKey(0))).nbytes == overhead_bytes(0) + 12
+
+
+@pytest.mark.parametrize("spec", ["natural", "identity", "dither(s=3,p=2)", "terngrad"])
+@pytest.mark.parametrize("crc", [False, True])
+def test_alike_messages_unpack_as_one_by_one(spec: str, crc: bool) -> None:
+    """``unpack_uniform`` (headers compared in one pass) gives exactly ``unpack_message`` of each alike
+    message, scalars and payload included, and ``None`` as soon as one message is not alike: another
+    length, a changed header byte, a wrong checksum, another codec or d; ``decode_sum`` then names it."""
+    compressor = make(spec)
+    compressor.crc = crc
+    d, n = 70, 9
+    keys = [RandomKey(2, 1, w, 0) for w in range(n)]
+    rows = np.random.default_rng(4).standard_normal((n, d))
+    messages = [bytes(compressor.encode(row, key)) for row, key in zip(rows, keys, strict=True)]
+    alike = unpack_uniform(messages, compressor.codec_id, d)
+    assert alike == [unpack_message(m, compressor.codec_id, d) for m in messages]
+    assert unpack_uniform(messages, compressor.codec_id + 1, d) is None
+    assert unpack_uniform(messages, compressor.codec_id, d + 1) is None
+    assert unpack_uniform([*messages[:4], messages[4] + b"\0", *messages[5:]], compressor.codec_id, d) is None
+    changed = bytearray(messages[6])
+    changed[4] ^= FLAG_KEY  # a flag that the first message does not have
+    assert unpack_uniform([*messages[:6], bytes(changed), *messages[7:]], compressor.codec_id, d) is None
+    if crc:
+        corrupt = bytearray(messages[7])
+        corrupt[-5] ^= 1  # the payload's last byte: the checksum no longer matches
+        batch = [*messages[:7], bytes(corrupt), *messages[8:]]
+        assert unpack_uniform(batch, compressor.codec_id, d) is None
+        with pytest.raises(MessageError, match="message 7: CRC32 mismatch") as error:
+            compressor.decode_sum(batch, keys, np.empty(d))
+        assert error.value.index == 7

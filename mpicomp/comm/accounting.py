@@ -43,7 +43,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..wire import byte_view, message_sizes
+from ..wire import alike_headers, byte_view, message_sizes
 
 SIZE_PREFIX_BYTES = 8
 
@@ -62,6 +62,17 @@ def split_bytes(buf: bytes | memoryview | np.ndarray) -> tuple[int, int]:
         header += total - length
         offset += total
     return payload, header
+
+
+def split_each(uploads: Sequence[bytes | memoryview]) -> tuple[np.ndarray, np.ndarray]:
+    """``(payload, header)`` bytes of every upload (int64 arrays, :func:`split_bytes` of each); uploads
+    that are one message each with the same fixed header (a rank's workers with one codec) are split once."""
+    views = [byte_view(upload).cast("B") for upload in uploads]
+    if views and alike_headers(views) and message_sizes(views[0])[0] == len(views[0]):
+        payload, header = split_bytes(views[0])
+        return np.full(len(views), payload, dtype=np.int64), np.full(len(views), header, dtype=np.int64)
+    split = np.array([split_bytes(view) for view in views], dtype=np.int64).reshape(-1, 2)
+    return split[:, 0], split[:, 1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,15 +173,16 @@ class ByteCounter:
         )
 
     def count_uploads(self, workers: Iterable[int], uploads: Sequence[bytes | memoryview]) -> None:
-        """Count one ``gather``: ``uploads[j]`` is what worker ``workers[j]`` sent."""
-        for worker, upload in zip(workers, uploads, strict=True):
-            payload, header = split_bytes(upload)
-            self._scalars["up_payload"] += payload
-            self._scalars["up_header"] += header
-            self._scalars["up_control"] += SIZE_PREFIX_BYTES
-            self._up_bytes[worker] += payload + header + SIZE_PREFIX_BYTES
-            self._uploads[worker] += len(upload) > 0
-            self._skips[worker] += len(upload) == 0
+        """Count one ``gather``: ``uploads[j]`` is what worker ``workers[j]`` sent (distinct workers)."""
+        ids = np.fromiter(workers, dtype=np.int64, count=len(uploads))
+        payloads, headers = split_each(uploads)
+        lengths = np.fromiter((len(upload) for upload in uploads), dtype=np.int64, count=len(uploads))
+        self._scalars["up_payload"] += int(payloads.sum())
+        self._scalars["up_header"] += int(headers.sum())
+        self._scalars["up_control"] += SIZE_PREFIX_BYTES * len(uploads)
+        np.add.at(self._up_bytes, ids, payloads + headers + SIZE_PREFIX_BYTES)
+        np.add.at(self._uploads, ids, lengths > 0)
+        np.add.at(self._skips, ids, lengths == 0)
 
     def count_packets(
         self, workers: Iterable[int], payload: int, header: int, packets: int = 0, fallback: bool = False

@@ -36,6 +36,7 @@ from ..wire import (
     overhead_bytes,
     payload_offset,
     unpack_message,
+    unpack_uniform,
 )
 from ..wire.bitpack import parallel_tasks
 from .numeric import first_non_finite
@@ -331,15 +332,22 @@ class Compressor(ABC):
             raise ValueError(f"decode_sum takes one key per message, got {len(bufs)} messages and {len(keys)} keys")
         with CODEC.timing():
             out = vector_buffer(out, np.size(out))
-            messages = [
-                naming_message(i, self._message, buf, out.size, key)
-                for i, (buf, key) in enumerate(zip(bufs, keys, strict=True))
-            ]
-            for i, msg in enumerate(messages):
-                if np.may_share_memory(out, np.frombuffer(msg.payload, dtype=np.uint8)):
-                    raise ValueError(f"decode_sum: out overlaps message {i}; sum into a vector of its own")
+            messages = self._messages(bufs, out.size, keys)
+            check_apart(out, messages)
             self._decode_sum_into(messages, keys, out, float(divisor))
             return out
+
+    def _messages(self, bufs: Sequence[bytes | memoryview], d: int, keys: Sequence[RandomKey | None]) -> list[Message]:
+        """:meth:`_message` of every buffer (a MessageError names the bad one); alike messages of a codec
+        that frames no key fingerprint or tag (a rank's many workers) are checked in one pass
+        (:func:`mpicomp.wire.unpack_uniform`), without building their keys."""
+        if not self.uses_shared_key and self.extension_tag is None:
+            alike = unpack_uniform(bufs, self.codec_id, d)
+            if alike is not None and all(len(msg.scalars) == self.n_scalars for msg in alike[:1]):
+                return alike
+        return [
+            naming_message(i, self._message, buf, d, key) for i, (buf, key) in enumerate(zip(bufs, keys, strict=True))
+        ]
 
     def _message(self, buf: bytes | memoryview, d: int | None, key: RandomKey | None) -> Message:
         """The parsed message, checked against this codec: id, d, scalar count and key fingerprint."""
@@ -439,6 +447,23 @@ class Compressor(ABC):
             naming_message(i, self._decode_into, msg, key, out, True)
         if divisor != 1.0:
             out /= divisor
+
+
+def check_apart(out: np.ndarray, messages: Sequence[Message]) -> None:
+    """ValueError naming the first message whose payload overlaps ``out``; each buffer the payloads lie
+    in is compared with ``out`` once, and message by message only where it overlaps."""
+    owners: dict[int, list[int]] = {}
+    for i, msg in enumerate(messages):
+        owners.setdefault(id(msg.payload.obj), []).append(i)
+    for indices in owners.values():
+        try:
+            whole = np.frombuffer(memoryview(messages[indices[0]].payload.obj), dtype=np.uint8)
+        except (TypeError, ValueError, BufferError):  # an exporter that is not one flat buffer
+            whole = None
+        if whole is None or np.may_share_memory(out, whole):
+            for i in indices:
+                if np.may_share_memory(out, np.frombuffer(messages[i].payload, dtype=np.uint8)):
+                    raise ValueError(f"decode_sum: out overlaps message {i}; sum into a vector of its own")
 
 
 def naming_message(i: int, decode: Callable[..., T], *args: object) -> T:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 from numba import float64, int64, njit, uint8, uint32, uint64
 
-from ..rng import RandomKey, random_u64
+from ..rng import RandomKey, key_states, random_u64
 from ..wire import Message, MessageError
 from ..wire.bitpack import (
     GROUP,
@@ -363,8 +363,7 @@ class Natural(Compressor):
     def _encode_rows_into(
         self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
     ) -> list[tuple[float, ...]]:
-        states = np.array([key.state for key in keys], dtype=np.uint64)
-        if (bad := encode_rows(rows, states, messages, start, rows.dtype == np.float32)) >= 0:
+        if (bad := encode_rows(rows, key_states(keys), messages, start, rows.dtype == np.float32)) >= 0:
             raise ValueError(f"row {bad}: {_too_large(rows[bad])}")
         return [()] * len(rows)
 
@@ -388,8 +387,9 @@ class Natural(Compressor):
         if len(messages) < 2 or chunk_count(d) >= PARALLEL_MIN_CHUNKS:
             super()._decode_sum_into(messages, keys, out, divisor)
             return
-        for i, msg in enumerate(messages):
-            naming_message(i, self._payload, msg)
+        size = self.payload_bytes(d)
+        for i in (i for i, msg in enumerate(messages) if len(msg.payload) != size):
+            naming_message(i, self._payload, messages[i])
         rows = max(1, STACK_BYTES // self.payload_bytes(d))
         out.fill(0.0)
         for start in range(0, len(messages), rows):

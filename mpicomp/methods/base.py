@@ -39,6 +39,8 @@ from ..rng import (
     STREAM_SAMPLING,
     STREAM_UPLINK,
     RandomKey,
+    RoundKeys,
+    worker_ids,
 )
 from ..state import flatten, restore
 from .link import Link
@@ -118,9 +120,10 @@ class Method:
         self.n = ctx.problem.n_workers
         self.d = ctx.problem.d
         self.x = (ctx.problem.x0() if ctx.start is None else ctx.start).astype(np.float64, copy=True)
+        self.shard_sizes = ctx.problem.sample_counts()  # m_w of every worker
         self._outboxes: dict[int, np.ndarray] = {}  # message buffers kept across rounds, by sender (MASTER: downlink)
         self.stepsize = options.stepsize if options.stepsize is not None else self.default_stepsize()
-        if ctx.is_master and ctx.batch > (smallest := int(ctx.problem.sample_counts().min())):
+        if ctx.is_master and ctx.batch > (smallest := int(self.shard_sizes.min())):
             log.warning(
                 "[data] batch = %d exceeds the smallest shard (%d samples): such workers use their whole shard",
                 ctx.batch,
@@ -230,20 +233,36 @@ class Method:
     def key(self, worker: int, k: int, stream: int) -> RandomKey:
         return RandomKey(self.ctx.seed, k, worker, stream)
 
+    def keys(self, workers: Sequence[int], k: int, stream: int) -> RoundKeys:
+        """The keys of ``workers`` in round ``k`` (:meth:`key` of each), their states derived in one call."""
+        return RoundKeys(self.ctx.seed, k, workers, stream)
+
     def sample_batch(self, w: int, k: int, size: int | None = None) -> np.ndarray | None:
         """Worker ``w``'s minibatch indices in round ``k`` (uniform without replacement), or
         ``None`` for the full shard (batch 0 or batch >= shard size)."""
+        return self.sample_batches(range(w, w + 1), k, size)[0]
+
+    def sample_batches(self, workers: Sequence[int], k: int, size: int | None = None) -> list[np.ndarray | None]:
+        """:meth:`sample_batch` of each of the local ``workers`` (one kernel call draws them all)."""
         size = self.ctx.batch if size is None else size
-        m = self.problem.local(w).m
-        if size <= 0 or size >= m:
-            return None
-        return self.key(w, k, STREAM_SAMPLING).sample(m, size)
+        counts = self.shard_sizes[worker_ids(workers)]
+        if size <= 0:
+            return [None] * len(workers)
+        drawn = self.keys(workers, k, STREAM_SAMPLING).sample_each(counts, size)
+        return [idx if size < m else None for idx, m in zip(drawn, counts.tolist(), strict=True)]
 
     def stochastic_grad(self, w: int, x: np.ndarray, k: int, size: int | None = None) -> np.ndarray:
         """``g_i(x)``: the minibatch gradient of f_w at x for round k (full if batch = 0)."""
-        local = self.problem.local(w)
-        idx = self.sample_batch(w, k, size)
-        return local.grad(x) if idx is None else local.minibatch_grad(x, idx)
+        return self.stochastic_grads(range(w, w + 1), x, k, size)[0]
+
+    def stochastic_grads(
+        self, workers: Sequence[int], x: np.ndarray, k: int, size: int | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Row j: :meth:`stochastic_grad` of local worker ``workers[j]`` (the same bits), into ``out`` when
+        given (``(len(workers), d)`` float64): the minibatches drawn in one call, the gradients by
+        :meth:`Problem.minibatch_grads`."""
+        rows = np.empty((len(workers), self.d)) if out is None else out
+        return self.problem.minibatch_grads(x, workers, self.sample_batches(workers, k, size), rows)
 
     def method_rng(self, worker: int, k: int) -> np.random.Generator:
         """A generator for the method's own coin flips (e.g. L-SVRG's refresh), keyed by (worker, k)."""
@@ -298,8 +317,8 @@ class Method:
         kept = [w for w, message in enumerate(uploads) if not self._skipped(w, message, k)]
         try:
             return codec.decode_sum(
-                [uploads[w] for w in kept],
-                [self.key(w, k, STREAM_UPLINK) for w in kept],
+                uploads if len(kept) == len(uploads) else [uploads[w] for w in kept],
+                self.keys(kept, k, STREAM_UPLINK),
                 np.empty(self.d) if out is None else out,
                 divisor,
             )

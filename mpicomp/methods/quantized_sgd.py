@@ -52,7 +52,12 @@ class QuantizedSGD(Method):
 
     def gradient(self, w: int, k: int) -> np.ndarray:
         """``g_i(x^k)``: the full local gradient (gd) or the round's minibatch gradient."""
-        return self.stochastic_grad(w, self.x, k, 0 if self.full_gradient else None)
+        return self.stochastic_grad(w, self.x, k, self.batch_size)
+
+    @property
+    def batch_size(self) -> int | None:
+        """The minibatch size of ``g_i``: 0 (the full local gradient) for gd, else ``[data] batch`` (None)."""
+        return 0 if self.full_gradient else None
 
     def round(self, k: int, link: Link) -> None:
         """The three-call round, or with a switch: ``x -= gamma (1/n) switch-sum of the g_i``."""
@@ -85,10 +90,8 @@ class QuantizedSGD(Method):
         gradients = np.empty((min(BATCH_ROWS, len(workers)), self.d))
         for start in range(0, len(workers), BATCH_ROWS):
             block = workers[start : start + BATCH_ROWS]
-            for row, w in zip(gradients[: len(block)], block, strict=True):
-                row[:] = self.gradient(w, k)
-            keys = [self.key(w, k, STREAM_UPLINK) for w in block]
-            uploads += self.ctx.uplink.encode_many(gradients[: len(block)], keys)
+            rows = self.stochastic_grads(block, self.x, k, self.batch_size, out=gradients[: len(block)])
+            uploads += self.ctx.uplink.encode_many(rows, self.keys(block, k, STREAM_UPLINK))
         return uploads
 
     def worker_upload(self, w: int, k: int) -> memoryview:

@@ -162,6 +162,18 @@ class Problem(ABC):
     def local(self, worker: int) -> LocalObjective:
         """Worker ``worker``'s local objective (built from its shard only; a local worker's)."""
 
+    def minibatch_grads(
+        self, x: np.ndarray, workers: Sequence[int], samples: Sequence[np.ndarray | None], out: np.ndarray
+    ) -> np.ndarray:
+        """Row j of ``out`` (``(len(workers), d)`` float64): ``grad f_w(x)`` of the local worker ``w = workers[j]``
+        on its minibatch ``samples[j]`` (valid, distinct shard indices; ``None``: the whole shard), the bits of
+        ``local(w).minibatch_grad(x, samples[j])`` (``local(w).grad(x)``). Returns ``out``; problems override it
+        to share the per-worker work (a round asks it for a rank's many workers at once)."""
+        for row, w, idx in zip(out, workers, samples, strict=True):
+            local = self.local(w)
+            row[:] = local.grad(x) if idx is None else local.minibatch_grad(x, idx)
+        return out
+
     @property
     def local_workers(self) -> range:
         """The workers whose shards this process holds."""

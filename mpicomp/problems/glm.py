@@ -424,6 +424,22 @@ class GLMProblem(Problem):
             self._locals[worker] = shard
         return shard
 
+    def minibatch_grads(
+        self, x: np.ndarray, workers: Sequence[int], samples: Sequence[np.ndarray | None], out: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`Problem.minibatch_grads` with the regulariser's gradient ``grad r(x)`` computed once for
+        all rows (the shards' own methods compute it per worker): the same additions, the same bits."""
+        x = _check_x(x, self.d)
+        smooth = self.smooth.grad(x)
+        for row, w, idx in zip(out, workers, samples, strict=True):
+            shard = self.local(w)
+            if idx is None:
+                features, targets, weight = shard.features, shard.targets, 1.0 / shard.m
+            else:
+                features, targets, weight = shard.features[idx], shard.targets[idx], 1.0 / idx.size
+            np.add(weighted_grad(self.loss_fn, features, targets, weight, x), smooth, out=row)
+        return out
+
     def per_worker(self, value: Callable[[GLMShard], float]) -> np.ndarray:
         """Collective: ``value(local(w))`` for every worker w (one float each, computed where w lives)."""
         own = np.array([[value(self.local(w))] for w in self.local_workers], dtype=np.float64).reshape(-1, 1)

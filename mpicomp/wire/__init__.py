@@ -13,6 +13,7 @@ from .errors import MessageError
 from .message import (
     HEADER_BYTES,
     Message,
+    alike_headers,
     byte_view,
     frame_message,
     frame_messages,
@@ -23,6 +24,7 @@ from .message import (
     payload_offset,
     split_messages,
     unpack_message,
+    unpack_uniform,
 )
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "HEADER_BYTES",
     "Message",
     "MessageError",
+    "alike_headers",
     "byte_view",
     "decode_elias",
     "elias_code_bits",
@@ -48,5 +51,6 @@ __all__ = [
     "split_messages",
     "unpack_message",
     "unpack_signs",
+    "unpack_uniform",
     "unpack_uint",
 ]
