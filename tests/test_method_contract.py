@@ -257,13 +257,15 @@ def test_an_error_on_one_rank_is_recorded_by_rank_0(tmp_path):
     assert (res.status, res.status_message) == ("failed", "rank 1: RuntimeError: worker 4 cannot compute its gradient")
 
 
+@pytest.mark.parametrize("uplink", ["natural", "identity"])
 @pytest.mark.parametrize("name", ["gd", "sgd"])
-def test_batched_uploads_are_the_per_worker_uploads(name):
+def test_batched_uploads_are_the_per_worker_uploads(name, uplink):
     """``worker_uploads`` (blocks of BATCH_ROWS workers, one encode_many each) sends exactly the
-    bytes of ``worker_upload`` worker by worker."""
+    bytes of ``worker_upload`` worker by worker, and both those of each shard's own gradient (float64
+    identity: the gradient computed in the message's payload slot)."""
     workers = BATCH_ROWS + 6
     problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0))
-    ctx = MethodContext(problem, make("natural"), make("identity"), range(workers), True, root_seed(0), 4)
+    ctx = MethodContext(problem, make(uplink), make("identity"), range(workers), True, root_seed(0), 4)
     method = method_class(name)(ctx, method_class(name).Options())
     batched = method.worker_uploads(range(workers), 3)
     assert [bytes(u) for u in batched] == [bytes(method.worker_upload(w, 3)) for w in range(workers)]

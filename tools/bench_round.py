@@ -6,7 +6,8 @@ same machine load and cache state; each is timed from a barrier to the moment th
 is done (max over ranks of MPI.Wtime differences):
 
 * ``mpicomp round``: the round of ``gd``/``sgd`` with its gradients given: every worker encodes
-  its d-vector, ``MPITransport.gather`` (the message size given: fixed-size codecs' sizes are not sent), the master decodes the mean of the uploads in one fused
+  its d-vector (held in its message's payload slot where the codec stores it verbatim, float64
+  identity, as ``QuantizedSGD.worker_upload`` computes the gradient there), ``MPITransport.gather`` (the message size given: fixed-size codecs' sizes are not sent), the master decodes the mean of the uploads in one fused
   pass (``decode_sum``, as ``Method.mean_of_uploads`` does) and encodes it, ``broadcast``, every
   rank steps its model ``x -= gamma C(mean)`` straight from the message (``decode_add`` with
   ``scale = -gamma``, as ``QuantizedSGD.apply_downlink`` does); messages without the CRC-32, as a
@@ -90,13 +91,18 @@ class MpicompRound:
         self.transport, self.d, self.seed, self.announce = transport, d, seed, announce
         self.compressor = make(compressor.spec)
         self.compressor.crc = checksum
-        self.vectors = {w: worker_vector(seed, w, d) for w in transport.local_workers}
         self.x, self.mean = np.zeros(d), np.empty(d)
         capacity = self.compressor.message_capacity(d)
         self.outboxes = {
             w: None if capacity is None else np.empty(capacity, dtype=np.uint8)
             for w in [*transport.local_workers, MASTER]
         }
+        self.vectors = {}
+        for w in transport.local_workers:  # in the payload slot where the codec has one, as a method computes it
+            vector, slot = worker_vector(seed, w, d), self.compressor.payload_vector(self.outboxes[w], d)
+            if slot is not None:
+                slot[:] = vector
+            self.vectors[w] = vector if slot is None else slot
 
     def __call__(self, rnd: int) -> None:
         t, c = self.transport, self.compressor

@@ -50,9 +50,12 @@ class QuantizedSGD(Method):
         if self.switch is not None:
             self.switch.warm_up()
 
-    def gradient(self, w: int, k: int) -> np.ndarray:
-        """``g_i(x^k)``: the full local gradient (gd) or the round's minibatch gradient."""
-        return self.stochastic_grad(w, self.x, k, self.batch_size)
+    def gradient(self, w: int, k: int, out: np.ndarray | None = None) -> np.ndarray:
+        """``g_i(x^k)``: the full local gradient (gd) or the round's minibatch gradient; into ``out`` (a
+        float64 d-vector) when given."""
+        if out is None:
+            return self.stochastic_grad(w, self.x, k, self.batch_size)
+        return self.stochastic_grads(range(w, w + 1), self.x, k, self.batch_size, out=out.reshape(1, self.d))[0]
 
     @property
     def batch_size(self) -> int | None:
@@ -95,7 +98,10 @@ class QuantizedSGD(Method):
         return uploads
 
     def worker_upload(self, w: int, k: int) -> memoryview:
-        return self.encode_up(self.gradient(w, k), w, k)
+        """``C_W(g_w(x^k))``; the gradient is computed straight into the message where C_W stores it
+        verbatim (float64 identity: no copy)."""
+        slot = self.ctx.uplink.payload_vector(self.outbox(w, self.ctx.uplink), self.d)
+        return self.encode_up(self.gradient(w, k, out=slot), w, k)
 
     def master_downlink(self, uploads: list[memoryview], k: int) -> memoryview:
         """``C_M(Delta)``; Delta is summed straight into the downlink message where C_M stores it
