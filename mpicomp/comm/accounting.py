@@ -172,17 +172,19 @@ class ByteCounter:
             **self._scalars, up_bytes=self._up_bytes, uploads=self._uploads, skips=self._skips, complete=self.complete
         )
 
-    def count_uploads(self, workers: Iterable[int], uploads: Sequence[bytes | memoryview]) -> None:
-        """Count one ``gather``: ``uploads[j]`` is what worker ``workers[j]`` sent (distinct workers)."""
-        ids = np.fromiter(workers, dtype=np.int64, count=len(uploads))
+    def count_uploads(self, workers: range, uploads: Sequence[bytes | memoryview]) -> None:
+        """Count one ``gather``: ``uploads[j]`` is what worker ``workers[j]`` sent (a range of step 1)."""
+        if workers.step != 1 or len(workers) != len(uploads):
+            raise ValueError(f"count_uploads takes a range of step 1 with one worker per upload, got {workers}")
         payloads, headers = split_each(uploads)
         lengths = np.fromiter((len(upload) for upload in uploads), dtype=np.int64, count=len(uploads))
         self._scalars["up_payload"] += int(payloads.sum())
         self._scalars["up_header"] += int(headers.sum())
         self._scalars["up_control"] += SIZE_PREFIX_BYTES * len(uploads)
-        np.add.at(self._up_bytes, ids, payloads + headers + SIZE_PREFIX_BYTES)
-        np.add.at(self._uploads, ids, lengths > 0)
-        np.add.at(self._skips, ids, lengths == 0)
+        ids = slice(workers.start, workers.stop)
+        self._up_bytes[ids] += payloads + headers + SIZE_PREFIX_BYTES
+        self._uploads[ids] += lengths > 0
+        self._skips[ids] += lengths == 0
 
     def count_packets(
         self, workers: Iterable[int], payload: int, header: int, packets: int = 0, fallback: bool = False
