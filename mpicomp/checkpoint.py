@@ -8,7 +8,8 @@ dataset carries the SHA-256 of its bytes and the root attribute ``complete`` is 
 :func:`usable_checkpoint` takes the newest checkpoint that passes these checks.
 
 Layout (docs/results-format.md): ``/workers/<w>/<path>`` each logical worker's method state
-(:meth:`Method.worker_state`, keyed by worker id, never by rank), ``/shared/replica/...`` and
+(:meth:`Method.worker_state`, keyed by worker id, never by rank; no ``/workers`` at all, and the root
+attribute ``stateless_workers``, when every state is empty), ``/shared/replica/...`` and
 ``/shared/master/...`` the model replica and the master's state, ``/run/...`` the runner's
 (counted bytes, modelled time, the results file's row counts, the stop rules' reference loss, the
 sampler's running moments). Worker states reach rank 0 a bounded chunk at a time
@@ -124,11 +125,12 @@ def write_checkpoint(
     gathered_sizes = transport.gather_partials(sizes, everyone=True)
     assert gathered_sizes is not None  # everyone=True: every rank gets them
     everyone = gathered_sizes[:, 0]
+    stateless = not everyone.any()  # no worker has state (sgd, gd): no /workers groups at all
     newest, previous = checkpoint_paths(results)
     temporary = Path(f"{newest}.tmp")
     handle = h5py.File(temporary, "w") if transport.is_master else None
     try:
-        for chunk in worker_chunks(everyone):
+        for chunk in [] if stateless else worker_chunks(everyone):
             blobs = [_pack(method.worker_state(w)) for w in chunk if w in local]
             gathered = transport.gather_blobs(blobs, chunk)
             if handle is not None and gathered is not None:
@@ -148,6 +150,7 @@ def write_checkpoint(
                 "method": method.name,
                 "n_workers": method.n,
                 "d": method.d,
+                "stateless_workers": stateless,
                 **attrs,
             }
         )
@@ -215,8 +218,9 @@ def load_checkpoint(path: Path, method: Method, local_workers: range) -> dict[st
     worker at a time); returns the runner's ``/run`` state. Every rank reads the file itself."""
     with h5py.File(path, "r") as f:
         method.load_shared_state(_read_group(f["shared"]))
+        stateless = bool(f.attrs.get("stateless_workers", False))
         for w in local_workers:
-            method.load_worker_state(w, _read_group(f[f"workers/{w}"]))
+            method.load_worker_state(w, {} if stateless else _read_group(f[f"workers/{w}"]))
         return _read_group(f["run"])
 
 

@@ -64,6 +64,9 @@ CASES: dict[str, tuple[dict, dict, int, dict]] = {
 }
 
 
+STATELESS = {"gd", "gd-switch", "sgd", "quantized-sgd", "qlsd-sharp", "qlsd-star"}  # no worker state across rounds
+
+
 def config_of(case: str, **run_keys) -> dict:
     method, compressor, batch, problem = CASES[case]
     sampler = method["name"] == "qlsd"
@@ -101,6 +104,9 @@ def test_resume_from_an_earlier_checkpoint_repeats_the_run_bit_for_bit(tmp_path,
     reference = read_results(shutil.copy(out, tmp_path / "reference.h5"))
     newest, previous = checkpoint_paths(out)
     newest.unlink()  # the fallback: the checkpoint after round EVERY
+    with h5py.File(previous, "r") as f:  # /workers/<w> exactly when some worker has state
+        assert f.attrs["stateless_workers"] == ("workers" not in f)
+        assert f.attrs["stateless_workers"] == (case in STATELESS)
     resumed_config, resume = plan_resume(out, [])
     assert (resume.checkpoint, resume.round) == (previous, EVERY)
     run(resumed_config, out, progress=False, transport=LocalTransport(5), resume=resume)
