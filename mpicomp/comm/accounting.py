@@ -67,17 +67,13 @@ def split_bytes(buf: bytes | memoryview | np.ndarray) -> tuple[int, int]:
 def split_each(uploads: Sequence[bytes | memoryview]) -> tuple[np.ndarray, np.ndarray]:
     """``(payload, header)`` bytes of every upload (int64 arrays, :func:`split_bytes` of each); uploads
     that are one message each with the same fixed header (a rank's workers with one codec) are split once
-    (:class:`mpicomp.wire.MessageRows`: once per block, its headers compared as an array)."""
-    if isinstance(uploads, MessageRows):
-        parts = [
-            _split_group(rows, alike_rows(block))
-            for rows, block in zip(uploads.per_block(), uploads.blocks, strict=True)
-        ]
+    (:class:`mpicomp.wire.MessageRows`: its headers compared as arrays, block by block)."""
+    if isinstance(uploads, MessageRows) and uploads.blocks:
+        groups = [uploads] if alike_rows(uploads) else uploads.per_block()
+        parts = [_split_group(rows, alike_rows(rows)) for rows in groups]
     else:
         views = [byte_view(upload).cast("B") for upload in uploads]
         parts = [_split_group(views, bool(views) and alike_headers(views))]
-    if not parts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate([payload for payload, _ in parts]), np.concatenate([header for _, header in parts])
 
 

@@ -118,9 +118,9 @@ class MessageBlock:
 
 
 class MessageBlocks(Sequence[Message]):
-    """Validated alike messages (one codec, ``d``, size and fixed header; no key fingerprint) as
-    :class:`MessageBlock` s; ``blocks[i]`` is the :class:`Message` that ``unpack_message`` gives, built
-    when indexed."""
+    """Validated alike messages (one ``codec``, ``d``, ``size`` in bytes and fixed header; no key fingerprint;
+    the payload at offset ``start``) as :class:`MessageBlock` s; ``messages[i]`` is the :class:`Message`
+    that ``unpack_message`` gives, built when indexed."""
 
     def __init__(self, codec: int, d: int, size: int, start: int, blocks: Sequence[MessageBlock]) -> None:
         self.codec, self.d, self.size, self.start = codec, d, size, start
@@ -160,22 +160,20 @@ class MessageBlocks(Sequence[Message]):
 
 
 def unpack_rows(rows: MessageRows, codec: int, d: int) -> MessageBlocks | None:
-    """:func:`mpicomp.wire.message.unpack_uniform` of messages held as rows: the first message validated
+    """:func:`unpack_uniform` of messages held as rows: the first message validated
     in full (``unpack_message(rows[0], codec, d)``), every other row's fixed header compared with its
     header in one array comparison per block, and (with the CRC-32 flag) every row's checksum; ``None``
     when a message is not alike (unpack them one by one: that names the bad one)."""
     if not len(rows):
         return MessageBlocks(codec, d, 0, 0, ())
-    first = _first_alike(rows[0], codec, d)
-    size = 0 if first is None else first.nbytes
-    if first is None or any(block.shape[1] != size for block in rows.blocks):
+    if not alike_rows(rows) or (first := _first_alike(rows[0], codec, d)) is None:
         return None
-    header = rows.blocks[0][0, :HEADER_BYTES]
+    size = first.nbytes
     start = HEADER_BYTES + 8 * len(first.scalars)
     stop = start + len(first.payload)
     blocks = []
     for block, flat in zip(rows.blocks, rows.flat, strict=True):
-        if not (block[:, :HEADER_BYTES] == header).all() or (stop < size and not checksums_right(block, stop)):
+        if stop < size and not checksums_right(block, stop):
             return None
         scalars = np.ascontiguousarray(block[:, HEADER_BYTES:start]).view("<f8").astype(np.float64)
         blocks.append(MessageBlock(scalars, block[:, start:stop], flat))
@@ -199,9 +197,13 @@ def alike_headers(views: Sequence[memoryview]) -> bool:
     return bool((headers == headers[0]).all())
 
 
-def alike_rows(block: np.ndarray) -> bool:
-    """:func:`alike_headers` of the rows of a non-empty ``(m, size)`` uint8 block (one array comparison)."""
-    return block.shape[1] >= HEADER_BYTES and bool((block[:, :HEADER_BYTES] == block[0, :HEADER_BYTES]).all())
+def alike_rows(rows: MessageRows) -> bool:
+    """:func:`alike_headers` of (non-empty) message rows: one array comparison per block."""
+    size = rows.blocks[0].shape[1]
+    header = rows.blocks[0][0, :HEADER_BYTES]
+    return size >= HEADER_BYTES and all(
+        block.shape[1] == size and (block[:, :HEADER_BYTES] == header).all() for block in rows.blocks
+    )
 
 
 def unpack_uniform(bufs: Sequence[bytes | memoryview], codec: int, d: int) -> list[Message] | MessageBlocks | None:
