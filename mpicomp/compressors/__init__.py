@@ -1,6 +1,6 @@
 """Compressors: ``make(spec)`` builds one; each module registers its codecs on import."""
 
-from ..wire import MessageError, MessageRows
+from ..wire import MessageError, MessageRows, message_lengths
 from . import (  # noqa: F401  (each module registers its compressors)
     block,
     compose,
@@ -28,6 +28,7 @@ __all__ = [
     "bundle",
     "make",
     "message_checksums",
+    "message_lengths",
     "register",
     "unbundle",
 ]

@@ -30,7 +30,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from ..compressors import Compressor, MessageError
+from ..compressors import Compressor, MessageError, message_lengths
 from ..plugins import Plugin, load_entry_points, load_target, target_of
 from ..problems.base import Problem
 from ..rng import (
@@ -43,7 +43,6 @@ from ..rng import (
     worker_ids,
 )
 from ..state import flatten, restore
-from ..wire import message_lengths
 from .link import Link
 
 log = logging.getLogger("mpicomp")
