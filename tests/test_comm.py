@@ -494,6 +494,19 @@ def test_mpi_round_trip_and_counts(mpiexec, ranks, n_workers, wait):
     assert ("host no worker" in done.stderr) == (n_workers < ranks)
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize(("ranks", "n_workers"), [(2, 7), (3, 4)])
+def test_mpi_gather_of_message_rows(mpiexec, ranks, n_workers):
+    """encode_many's message rows gathered with the size announced come back to the master as rows,
+    with the bytes, byte counts and decode_sum bits of the same messages gathered as a list."""
+    command = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(SCRIPTS / "blocks.py")]
+    done = subprocess.run(
+        [*command, str(n_workers)], check=False, capture_output=True, text=True, timeout=300, cwd=SCRIPTS
+    )
+    assert done.returncode == 0, f"mpiexec failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    assert done.stdout.split() == ["OK"], done.stdout
+
+
 # --- switch capabilities: every transport through integer_sum and max_agree -------------------
 
 

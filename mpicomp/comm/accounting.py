@@ -43,7 +43,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..wire import alike_headers, byte_view, message_sizes
+from ..wire import MessageRows, alike_headers, alike_rows, byte_view, message_lengths, message_sizes
 
 SIZE_PREFIX_BYTES = 8
 
@@ -66,9 +66,21 @@ def split_bytes(buf: bytes | memoryview | np.ndarray) -> tuple[int, int]:
 
 def split_each(uploads: Sequence[bytes | memoryview]) -> tuple[np.ndarray, np.ndarray]:
     """``(payload, header)`` bytes of every upload (int64 arrays, :func:`split_bytes` of each); uploads
-    that are one message each with the same fixed header (a rank's workers with one codec) are split once."""
-    views = [byte_view(upload).cast("B") for upload in uploads]
-    if views and alike_headers(views) and message_sizes(views[0])[0] == len(views[0]):
+    that are one message each with the same fixed header (a rank's workers with one codec) are split once
+    (:class:`mpicomp.wire.MessageRows`: its headers compared as arrays, block by block)."""
+    if isinstance(uploads, MessageRows) and uploads.blocks:
+        groups = [uploads] if alike_rows(uploads) else uploads.per_block()
+        parts = [_split_group(rows, alike_rows(rows)) for rows in groups]
+    else:
+        views = [byte_view(upload).cast("B") for upload in uploads]
+        parts = [_split_group(views, bool(views) and alike_headers(views))]
+    return np.concatenate([payload for payload, _ in parts]), np.concatenate([header for _, header in parts])
+
+
+def _split_group(views: Sequence[memoryview], alike: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`split_each` of ``views``; ``alike``: they are of one length with byte-identical fixed headers,
+    so one split serves all when the first is one whole message."""
+    if alike and message_sizes(views[0])[0] == len(views[0]):
         payload, header = split_bytes(views[0])
         return np.full(len(views), payload, dtype=np.int64), np.full(len(views), header, dtype=np.int64)
     split = np.array([split_bytes(view) for view in views], dtype=np.int64).reshape(-1, 2)
@@ -177,7 +189,7 @@ class ByteCounter:
         if workers.step != 1 or len(workers) != len(uploads):
             raise ValueError(f"count_uploads takes a range of step 1 with one worker per upload, got {workers}")
         payloads, headers = split_each(uploads)
-        lengths = np.fromiter((len(upload) for upload in uploads), dtype=np.int64, count=len(uploads))
+        lengths = message_lengths(uploads)
         self._scalars["up_payload"] += int(payloads.sum())
         self._scalars["up_header"] += int(headers.sum())
         self._scalars["up_control"] += SIZE_PREFIX_BYTES * len(uploads)

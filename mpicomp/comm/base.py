@@ -22,7 +22,7 @@ from typing import NoReturn, Self, overload
 import numpy as np
 
 from ..timing import Stopwatch
-from ..wire import byte_view
+from ..wire import MessageRows, byte_view, message_lengths
 from .accounting import ByteCounter
 from .packets import FRAMES, OP_MAX, OP_SUM, SWITCH_SENDER, PacketSpec, encode_packets
 from .switch import RESULT_LANES, Switch, read_aggregate
@@ -131,10 +131,11 @@ class Transport(ABC):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _local_uploads(self, uploads: Sequence[Buffer]) -> list[memoryview]:
-        """Check there is one upload per local worker and view each as read-only bytes."""
+    def _local_uploads(self, uploads: Sequence[Buffer]) -> Sequence[memoryview]:
+        """Check there is one upload per local worker and view each as read-only bytes (message rows
+        as they are: read-only already)."""
         self._check_local_count(uploads, "uploads", "b'' when skipped")
-        return [readonly_bytes(upload) for upload in uploads]
+        return uploads if isinstance(uploads, MessageRows) else [readonly_bytes(upload) for upload in uploads]
 
     def _check_local_count(self, items: Sized, what: str, hint: str) -> None:
         if len(items) != len(self.local_workers):
@@ -155,20 +156,23 @@ class Transport(ABC):
         return int(master_value(code, "the code to agree on"))
 
     @abstractmethod
-    def _gather_bytes(self, views: list[memoryview], sizes: np.ndarray | None) -> list[memoryview] | None:
+    def _gather_bytes(self, views: Sequence[memoryview], sizes: np.ndarray | None) -> Sequence[memoryview] | None:
         """Uncounted: the local workers' ``views`` to the master, which returns all ``n_workers`` in
         worker order (others ``None``). ``sizes`` (one per worker) when every rank knows them, so
-        they need not be sent; ``None`` sends them first."""
+        they need not be sent; ``None`` sends them first. Local views given as
+        :class:`mpicomp.wire.MessageRows` with one size for every worker come back as rows too."""
 
     @abstractmethod
     def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
         """Uncounted: the master's ``view`` to every rank (others pass ``None``); ``size`` when
         every rank knows it, else it is sent first."""
 
-    def gather(self, uploads: Sequence[Buffer], *, size: int | None = None) -> list[memoryview] | None:
+    def gather(self, uploads: Sequence[Buffer], *, size: int | None = None) -> Sequence[memoryview] | None:
         """``uploads[j]`` is the upload of ``local_workers[j]`` (``b""`` = skipped).
 
-        The master returns all ``n_workers`` uploads ordered by worker id; others ``None``.
+        The master returns all ``n_workers`` uploads ordered by worker id; others ``None``. Uploads
+        given as :class:`mpicomp.wire.MessageRows` (``Compressor.encode_many``) with ``size`` come back
+        as rows of blocks (the master's own, then the others' as one block), else as a list.
         ``size``: every rank knows that every upload has exactly this many bytes (a codec of fixed
         message size, no skips), so the sizes are not sent first (one collective less); still
         counted as control bytes, the length a message on a real network carries. A local upload
@@ -177,9 +181,10 @@ class Transport(ABC):
         views = self._local_uploads(uploads)
         sizes = None
         if size is not None:
-            if any(len(view) != size for view in views):
+            lengths = message_lengths(views)
+            if (lengths != size).any():
                 raise ValueError(
-                    f"rank {self.rank}: uploads of {sorted({len(view) for view in views})} bytes, announced {size}"
+                    f"rank {self.rank}: uploads of {sorted(set(lengths.tolist()))} bytes, announced {size}"
                 )
             sizes = np.full(self.n_workers, size, dtype=np.int64)
         with self.clock.timing():

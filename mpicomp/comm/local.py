@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..timing import Stopwatch
@@ -19,7 +21,7 @@ class LocalTransport(Transport):
         self.clock = Stopwatch()
         self.counter = ByteCounter(self.n_workers, complete=True)
 
-    def _gather_bytes(self, views: list[memoryview], sizes: np.ndarray | None) -> list[memoryview]:
+    def _gather_bytes(self, views: Sequence[memoryview], sizes: np.ndarray | None) -> Sequence[memoryview]:
         return views
 
     def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:

@@ -40,7 +40,7 @@ import hashlib
 import os
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import pairwise
 
 import numba
@@ -48,7 +48,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..timing import Stopwatch
-from ..wire import byte_view
+from ..wire import MessageRows, byte_view, message_lengths
 from .accounting import ByteCounter
 from .base import Transport, check_n_workers
 from .local import LocalTransport
@@ -102,9 +102,13 @@ def share_kernel_threads(ranks: int, cores: int) -> int:
     return numba.get_num_threads()
 
 
-def joined(views: list[memoryview]) -> np.ndarray:
+def joined(views: Sequence[memoryview]) -> np.ndarray:
     """The concatenation of ``views`` as one uint8 array: a view of their common buffer when they lie
-    back to back in it (``encode_many``'s batch, a single upload), else a copy."""
+    back to back in it (``encode_many``'s batch, a single upload), else a copy (of message rows: their
+    blocks, copied when there are several)."""
+    if isinstance(views, MessageRows):
+        blocks = [block.reshape(-1) for block in views.blocks]
+        return blocks[0] if len(blocks) == 1 else np.concatenate([np.empty(0, dtype=np.uint8), *blocks])
     nonempty = [view for view in views if len(view)]
     if not nonempty:
         return np.empty(0, dtype=np.uint8)
@@ -119,6 +123,18 @@ def joined(views: list[memoryview]) -> np.ndarray:
     base = np.frombuffer(memoryview(owner), dtype=np.uint8)
     start = parts[0].ctypes.data - base.ctypes.data
     return base[start : start + sum(part.size for part in parts)]
+
+
+def with_received(own: Sequence[memoryview], received: np.ndarray, sizes: np.ndarray) -> Sequence[memoryview]:
+    """The master's ``own`` uploads followed by the others', which lie back to back in ``received`` with
+    ``sizes`` bytes each: as message rows (``received`` viewed as one ``(len(sizes), size)`` block) when
+    ``own`` are rows and every size is one, else a list of read-only views."""
+    if isinstance(own, MessageRows) and (not sizes.size or (sizes == sizes[0]).all()):
+        size = int(sizes[0]) if sizes.size else 0
+        return MessageRows([*own.blocks, received.reshape(sizes.size, size)])
+    whole = byte_view(received).toreadonly()
+    offsets = np.concatenate(([0], np.cumsum(sizes))).tolist()
+    return [*own, *(whole[start:stop] for start, stop in pairwise(offsets))]
 
 
 class LauncherMismatch(RuntimeError):
@@ -223,7 +239,7 @@ class MPITransport(Transport):
             self.comm.Free()
             numba.set_num_threads(self._threads_before)
 
-    def _gather_bytes(self, views: list[memoryview], sizes: np.ndarray | None) -> list[memoryview] | None:
+    def _gather_bytes(self, views: Sequence[memoryview], sizes: np.ndarray | None) -> Sequence[memoryview] | None:
         worker_counts = self._block_ends - self._block_starts
         if not self.is_master:
             if sizes is None:
@@ -237,21 +253,20 @@ class MPITransport(Transport):
             self._complete(
                 self.comm.Igatherv(local_sizes, [sizes, worker_counts, self._block_starts, MPI.INT64_T], root=0)
             )
-        own = [len(view) for view in views]
-        if (
-            own != sizes[: len(views)].tolist()
-        ):  # only a caller's bug: the switch's sizes are computed alike on every rank
-            raise RuntimeError(f"rank 0's streams have {own} bytes, the gather expects {sizes[: len(views)].tolist()}")
+        own = message_lengths(views)
+        if not np.array_equal(own, sizes[: len(views)]):
+            # only a caller's bug: the switch's sizes are computed alike on every rank
+            raise RuntimeError(
+                f"rank 0's streams have {own.tolist()} bytes, the gather expects {sizes[: len(views)].tolist()}"
+            )
         # MPI_IN_PLACE: the master's own uploads stay where they are (its views are returned), and
         # the inbox holds only the other ranks' bytes.
         counts, displs = self._per_rank(sizes)
-        displs -= sum(own)
+        displs -= int(own.sum())
         counts[0] = displs[0] = 0
         received = self._inbox("gather", int(counts.sum()))
         self._complete(self.comm.Igatherv(MPI.IN_PLACE, [received, counts, displs, MPI.BYTE], root=0))
-        whole = byte_view(received).toreadonly()
-        offsets = np.concatenate(([0], np.cumsum(sizes[len(views) :]))).tolist()
-        return views + [whole[start:stop] for start, stop in pairwise(offsets)]
+        return with_received(views, received, sizes[len(views) :])
 
     def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
         if size is None:

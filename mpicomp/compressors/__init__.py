@@ -1,6 +1,6 @@
 """Compressors: ``make(spec)`` builds one; each module registers its codecs on import."""
 
-from ..wire import MessageError
+from ..wire import MessageError, MessageRows, message_lengths
 from . import (  # noqa: F401  (each module registers its compressors)
     block,
     compose,
@@ -20,4 +20,15 @@ from .base import Compressor, message_checksums
 from .bundle import bundle, unbundle
 from .registry import available, make, register
 
-__all__ = ["Compressor", "MessageError", "available", "bundle", "make", "message_checksums", "register", "unbundle"]
+__all__ = [
+    "Compressor",
+    "MessageError",
+    "MessageRows",
+    "available",
+    "bundle",
+    "make",
+    "message_checksums",
+    "message_lengths",
+    "register",
+    "unbundle",
+]

@@ -29,7 +29,9 @@ from ..rng import RandomKey
 from ..timing import CODEC
 from ..wire import (
     Message,
+    MessageBlocks,
     MessageError,
+    MessageRows,
     byte_view,
     frame_message,
     frame_messages,
@@ -262,10 +264,11 @@ class Compressor(ABC):
         enough that the kernels run on one thread (a longer vector's kernels split it over threads)."""
         return parallel_tasks(d) == 1
 
-    def encode_many(self, rows: np.ndarray, keys: Sequence[RandomKey]) -> list[memoryview]:
+    def encode_many(self, rows: np.ndarray, keys: Sequence[RandomKey]) -> Sequence[memoryview]:
         """One message per row of the ``(m, d)`` array ``rows``, row j with ``keys[j]``: the bytes of
         ``encode(rows[j], keys[j])``, written into one buffer (a rank's local workers, batched; one
-        kernel call for codecs with a rows kernel, :meth:`_encode_rows_into`)."""
+        kernel call for codecs with a rows kernel, :meth:`_encode_rows_into`) and returned as its rows
+        (:class:`mpicomp.wire.MessageRows`); a list of messages for codecs of data-dependent size."""
         rows = np.asarray(rows)
         if rows.ndim != 2 or len(keys) != rows.shape[0]:
             raise ValueError(
@@ -281,8 +284,7 @@ class Compressor(ABC):
             scalars = self._encode_rows_into(rows, keys, buffer, payload_offset(self.framed_scalars))
             table = np.array([self._framed(s) for s in scalars], dtype=np.float64).reshape(len(rows), -1)
             frame_messages(buffer, self.codec_id, rows.shape[1], table, size, self.crc)
-            whole = byte_view(buffer.reshape(-1)).toreadonly()
-            return [whole[j * frame : (j + 1) * frame] for j in range(len(rows))]
+            return MessageRows([buffer])
 
     def decode(
         self, buf: bytes | memoryview, d: int | None = None, key: RandomKey | None = None, out: np.ndarray | None = None
@@ -327,20 +329,26 @@ class Compressor(ABC):
         uploads: ``divisor = n``); bit-identical to zeroing ``out``, :meth:`decode_add` of each
         message, then dividing. ``out`` must not overlap any message. Every header is checked before
         ``out`` is touched; a :class:`MessageError` names the bad message (``index``), and after a bad
-        payload ``out`` may hold part of the sum."""
+        payload ``out`` may hold part of the sum. Alike messages held as rows (:class:`mpicomp.wire.MessageRows`)
+        are checked and summed a block at a time (:meth:`_decode_blocks_sum_into`)."""
         if len(bufs) != len(keys):
             raise ValueError(f"decode_sum takes one key per message, got {len(bufs)} messages and {len(keys)} keys")
         with CODEC.timing():
             out = vector_buffer(out, np.size(out))
             messages = self._messages(bufs, out.size, keys)
             check_apart(out, messages)
-            self._decode_sum_into(messages, keys, out, float(divisor))
+            if isinstance(messages, MessageBlocks):
+                self._decode_blocks_sum_into(messages, keys, out, float(divisor))
+            else:
+                self._decode_sum_into(messages, keys, out, float(divisor))
             return out
 
-    def _messages(self, bufs: Sequence[bytes | memoryview], d: int, keys: Sequence[RandomKey | None]) -> list[Message]:
+    def _messages(
+        self, bufs: Sequence[bytes | memoryview], d: int, keys: Sequence[RandomKey | None]
+    ) -> list[Message] | MessageBlocks:
         """:meth:`_message` of every buffer (a MessageError names the bad one); alike messages of a codec
         that frames no key fingerprint or tag (a rank's many workers) are checked in one pass
-        (:func:`mpicomp.wire.unpack_uniform`), without building their keys."""
+        (:func:`mpicomp.wire.unpack_uniform`, blocks of rows a block at a time), without building their keys."""
         if not self.uses_shared_key and self.extension_tag is None:
             alike = unpack_uniform(bufs, self.codec_id, d)
             if alike is not None and all(len(msg.scalars) == self.n_scalars for msg in alike[:1]):
@@ -378,7 +386,8 @@ class Compressor(ABC):
             decoded = self.decode(message, d, key)
             self.decode_add(message, decoded, key, scale=-0.5)
             self.decode_sum([message, message], [key, key], decoded, divisor=2.0)
-            self.encode_many(np.stack([ramp, ramp]), [key, key])
+            batch = self.encode_many(np.stack([ramp, ramp]), [key, key])
+            self.decode_sum(batch, [key, key], decoded, divisor=2.0)
 
     def header_bits(self) -> int:
         """Bits of framing (header, scalars, CRC) around each message of this codec."""
@@ -448,22 +457,42 @@ class Compressor(ABC):
         if divisor != 1.0:
             out /= divisor
 
+    def _decode_blocks_sum_into(
+        self, messages: MessageBlocks, keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
+    ) -> None:
+        """:meth:`_decode_sum_into` of alike messages held as blocks (``messages.blocks``: codec scalars and
+        payload columns as arrays). Default: one :class:`Message` each, through :meth:`_decode_sum_into`."""
+        self._decode_sum_into(list(messages), keys, out, divisor)
+
 
 def check_apart(out: np.ndarray, messages: Sequence[Message]) -> None:
     """ValueError naming the first message whose payload overlaps ``out``; each buffer the payloads lie
-    in is compared with ``out`` once, and message by message only where it overlaps."""
-    owners: dict[int, list[int]] = {}
-    for i, msg in enumerate(messages):
-        owners.setdefault(id(msg.payload.obj), []).append(i)
-    for indices in owners.values():
-        try:
-            whole = np.frombuffer(memoryview(messages[indices[0]].payload.obj), dtype=np.uint8)
-        except (TypeError, ValueError, BufferError):  # an exporter that is not one flat buffer
-            whole = None
+    in (each block of :class:`mpicomp.wire.MessageBlocks`) is compared with ``out`` once, and message by
+    message only where it overlaps."""
+    groups: list[tuple[np.ndarray | None, Sequence[int]]]
+    if isinstance(messages, MessageBlocks):
+        groups = [
+            (block.payloads, range(start, start + len(block.payloads)))
+            for block, start in zip(messages.blocks, messages.block_starts(), strict=True)
+        ]
+    else:
+        owners: dict[int, list[int]] = {}
+        for i, msg in enumerate(messages):
+            owners.setdefault(id(msg.payload.obj), []).append(i)
+        groups = [(_flat_owner(messages[indices[0]].payload), indices) for indices in owners.values()]
+    for whole, indices in groups:
         if whole is None or np.may_share_memory(out, whole):
             for i in indices:
                 if np.may_share_memory(out, np.frombuffer(messages[i].payload, dtype=np.uint8)):
                     raise ValueError(f"decode_sum: out overlaps message {i}; sum into a vector of its own")
+
+
+def _flat_owner(payload: memoryview) -> np.ndarray | None:
+    """The whole buffer a payload view lies in, as uint8; None for an exporter that is not one flat buffer."""
+    try:
+        return np.frombuffer(memoryview(payload.obj), dtype=np.uint8)
+    except (TypeError, ValueError, BufferError):
+        return None
 
 
 def naming_message(i: int, decode: Callable[..., T], *args: object) -> T:

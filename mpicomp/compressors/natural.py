@@ -25,13 +25,13 @@ the number of threads.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from numba import float64, int64, njit, uint8, uint32, uint64
 
 from ..rng import RandomKey, key_states, random_u64
-from ..wire import Message, MessageError
+from ..wire import Message, MessageBlocks, MessageError
 from ..wire.bitpack import (
     GROUP,
     PARALLEL_MIN_CHUNKS,
@@ -384,20 +384,54 @@ class Natural(Compressor):
         time, and summed in order by one kernel call per stack; long vectors take the (threaded)
         per-message kernel."""
         d = out.size
-        if len(messages) < 2 or chunk_count(d) >= PARALLEL_MIN_CHUNKS:
+        if not self._stacks(len(messages), d):
             super()._decode_sum_into(messages, keys, out, divisor)
             return
         size = self.payload_bytes(d)
         for i in (i for i, msg in enumerate(messages) if len(msg.payload) != size):
             naming_message(i, self._payload, messages[i])
-        rows = max(1, STACK_BYTES // self.payload_bytes(d))
+        rows = max(1, STACK_BYTES // size)
+        stacks = (
+            (start, np.frombuffer(b"".join(msg.payload for msg in messages[start : start + rows]), np.uint8))
+            for start in range(0, len(messages), rows)
+        )
+        self._sum_stacks(((start, stack.reshape(-1, size)) for start, stack in stacks), messages, keys, out, divisor)
+
+    def _decode_blocks_sum_into(
+        self, messages: MessageBlocks, keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
+    ) -> None:
+        """Many short alike messages held as blocks: each block's payload columns (a strided view, no
+        copy) summed in order by one kernel call; long vectors take the (threaded) per-message kernel."""
+        if not self._stacks(len(messages), out.size):
+            super()._decode_blocks_sum_into(messages, keys, out, divisor)
+            return
+        naming_message(0, self._payload, messages[0])  # alike messages: the first's payload size is everyone's
+        stacks = zip(messages.block_starts(), (block.payloads for block in messages.blocks), strict=True)
+        self._sum_stacks(stacks, messages, keys, out, divisor)
+
+    @staticmethod
+    def _stacks(count: int, d: int) -> bool:
+        """Whether ``count`` messages in dimension ``d`` are summed as stacks of payloads (several short
+        vectors), not one by one through the threaded kernel."""
+        return count >= 2 and chunk_count(d) < PARALLEL_MIN_CHUNKS
+
+    def _sum_stacks(
+        self,
+        stacks: Iterable[tuple[int, np.ndarray]],
+        messages: Sequence[Message],
+        keys: Sequence[RandomKey | None],
+        out: np.ndarray,
+        divisor: float,
+    ) -> None:
+        """``out = (sum of the payload rows, in order) / divisor``; ``stacks`` holds ``(index of the first
+        message, (rows, payload_bytes(d)) uint8 payloads)`` of consecutive messages. A bad payload raises the
+        :class:`MessageError` of decoding ``messages[i]`` alone, naming message i."""
         out.fill(0.0)
-        for start in range(0, len(messages), rows):
-            stack = messages[start : start + rows]
-            payloads = np.frombuffer(b"".join(msg.payload for msg in stack), dtype=np.uint8).reshape(len(stack), -1)
+        for start, payloads in stacks:
             if (bad := decode_rows_add(payloads, out)) >= 0:
-                naming_message(start + bad, self._decode_into, stack[bad], keys[start + bad], np.empty(d), False)
-                raise MessageError(f"message {start + bad}: natural: invalid payload", index=start + bad)
+                i = start + bad
+                naming_message(i, self._decode_into, messages[i], keys[i], np.empty(out.size), False)
+                raise MessageError(f"message {i}: natural: invalid payload", index=i)
         if divisor != 1.0:
             out /= divisor
 

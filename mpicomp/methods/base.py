@@ -30,7 +30,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from ..compressors import Compressor, MessageError
+from ..compressors import Compressor, MessageError, message_lengths
 from ..plugins import Plugin, load_entry_points, load_target, target_of
 from ..problems.base import Problem
 from ..rng import (
@@ -153,7 +153,7 @@ class Method:
         whose size depends on the data)."""
         return self.ctx.uplink.message_capacity(self.d), self.ctx.downlink.message_capacity(self.d)
 
-    def worker_uploads(self, workers: range, k: int) -> list[bytes | memoryview]:
+    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
         """The messages of a rank's local ``workers`` in round ``k``: :meth:`worker_upload` of each,
         unless the method batches them (e.g. one ``encode_many`` call for all)."""
         return [self.worker_upload(w, k) for w in workers]
@@ -162,7 +162,7 @@ class Method:
         """Worker ``w``'s message in round ``k`` (``b""`` for a skipped upload)."""
         raise self._no_round("worker_upload")
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
+    def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         """The master's message in round ``k`` from all uploads, ordered by worker id."""
         raise self._no_round("master_downlink")
 
@@ -314,7 +314,9 @@ class Method:
         of the uploads (:meth:`Compressor.decode_sum`) in worker-id order (rank-independent); a
         skipped upload adds 0 where the method allows skips."""
         codec = compressor or self.ctx.uplink
-        kept = [w for w, message in enumerate(uploads) if not self._skipped(w, message, k)]
+        kept: Sequence[int] = range(len(uploads))
+        if (message_lengths(uploads) == 0).any():
+            kept = [w for w, message in enumerate(uploads) if not self._skipped(w, message, k)]
         try:
             return codec.decode_sum(
                 uploads if len(kept) == len(uploads) else [uploads[w] for w in kept],

@@ -15,6 +15,7 @@ variance-reduced one for VR-DIANA; QSVRG is VR-DIANA (L-SVRG) with ``alpha = 0``
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -179,7 +180,7 @@ class Diana(Method):
             memory += self.alpha * self.decode_up(message, w, k)
         return message
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
+    def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         """``g = h + mean Delta_i`` through the downlink compressor; ``h += alpha mean Delta_i``."""
         assert self.master_memory is not None, "the master keeps h"
         mean_delta = self.mean_of_uploads(uploads, k)
@@ -247,7 +248,7 @@ class VRDiana(Diana):
         """The master's ``u^k``: True with probability p, from the master's round-k method stream."""
         return bool(self.method_rng(MASTER, k).random() < self.refresh_probability)
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
+    def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         """The step message, followed for L-SVRG by the coin ``u^k`` as a 1-d identity message."""
         message = super().master_downlink(uploads, k)
         if self.variant != "lsvrg":

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -101,7 +101,7 @@ class EF14(Method):
         step = self.stepsize * self.stochastic_grad(w, self.x, k)
         return ef14_compress(self.errors[w], step, lambda v: self.encode_up(v, w, k), lambda m: self.decode_up(m, w, k))
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
+    def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         mean = self.mean_of_uploads(uploads, k)
         assert self.master_error is not None, "the master keeps the downlink's error"
         return ef14_compress(
@@ -200,7 +200,7 @@ class EF21(Method):
         g += self.decode_up(message, w, k, compressor)
         return message
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
+    def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         assert self.g_master is not None, "the master keeps g"
         self.g_master += self.mean_of_uploads(uploads, k, self.uplink_compressor(k))
         return self.encode_down(self.g_master - self.g_replica, k)

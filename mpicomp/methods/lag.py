@@ -27,6 +27,7 @@ bound :meth:`Problem.smoothness` (valid for every m, so only more conservative).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -132,7 +133,7 @@ class LAG(LazyMethod):
         state.clock = 0
         return message
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
+    def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         """LAG-PS also checks the answers and records ``theta_hat_m = theta^k`` and the clocks."""
         if self.variant == "ps":
             assert self.asked is not None, "LAG-PS reads the request before the uploads"

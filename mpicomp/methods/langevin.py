@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -126,7 +127,7 @@ class QLSD(Method):
             self.local_memory[w] += self.alpha * self.decode_up(message, w, k)
         return message
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
+    def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         """``C_M(sum_i g_i (+ eta))``; QLSD++ then moves ``eta += alpha sum_i g_i``."""
         total = self.sum_of_uploads(uploads, k)
         if self.variant != "plusplus":

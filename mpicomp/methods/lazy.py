@@ -30,6 +30,7 @@ The theory fixes neither D nor t_bar: D = 10 is the experiments' value.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -151,7 +152,7 @@ class LazyMethod(Method):
         """The first term of (7a): ``(1/gamma^2) sum_d xi_d ||theta^{k+1-d} - theta^{k-d}||^2``."""
         return self.memory.weighted() / self.stepsize**2
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> bytes | memoryview:
+    def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         """``nabla^k = nabla^{k-1} + sum of the uploads that arrived``, broadcast as ``(1/n) nabla^k``."""
         self.aggregate += self.mean_of_uploads(uploads, k, self.upload_compressor())
         self.round_uploads = sum(len(message) > 0 for message in uploads)

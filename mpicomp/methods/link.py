@@ -28,7 +28,7 @@ class Link(Protocol):
     def is_master(self) -> bool:
         """True on the process that hosts the master (and the switch)."""
 
-    def gather(self, uploads: Sequence[Buffer], *, size: int | None = None) -> list[memoryview] | None:
+    def gather(self, uploads: Sequence[Buffer], *, size: int | None = None) -> Sequence[memoryview] | None:
         """One upload per local worker (``b""`` = skipped) to the master, which gets all of them in
         worker order; other processes get ``None``. ``size``: every upload has exactly this many
         bytes, known to every process (then not sent first)."""

@@ -14,8 +14,11 @@ uplink, the exact integer form of C_nat for ``natural``) and arrives at every wo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from ..compressors import MessageRows
 from ..rng import STREAM_UPLINK
 from .base import MASTER, Column, Method, MethodContext, MethodOptions, register_method
 from .in_network import make_switch_sum
@@ -83,19 +86,23 @@ class QuantizedSGD(Method):
         """The switch aggregate's relative error on this (logged) round; NaN without a switch."""
         return {"switch_aggregate_error": np.nan if self.switch is None else self.switch.last_error}
 
-    def worker_uploads(self, workers: range, k: int) -> list[bytes | memoryview]:
+    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
         """``C_W(g_i(x^k))`` of every local worker: the gradients of ``BATCH_ROWS`` workers at a time
-        into one reused (cache-sized) array, then one ``encode_many`` call for them; one by one for
-        a single worker or vectors long enough for the codecs' threaded kernels."""
+        into one reused (cache-sized) array, then one ``encode_many`` call for them (their messages
+        kept as the batches' rows, :class:`mpicomp.wire.MessageRows`, where the codec gives rows); one
+        by one for a single worker or vectors long enough for the codecs' threaded kernels."""
         if len(workers) == 1 or not self.ctx.uplink.batches_rows(self.d):
             return super().worker_uploads(workers, k)
-        uploads: list[bytes | memoryview] = []
+        batches = []
         gradients = np.empty((min(BATCH_ROWS, len(workers)), self.d))
         for start in range(0, len(workers), BATCH_ROWS):
             block = workers[start : start + BATCH_ROWS]
             rows = self.stochastic_grads(block, self.x, k, self.batch_size, out=gradients[: len(block)])
-            uploads += self.ctx.uplink.encode_many(rows, self.keys(block, k, STREAM_UPLINK))
-        return uploads
+            batches.append(self.ctx.uplink.encode_many(rows, self.keys(block, k, STREAM_UPLINK)))
+        held = [batch for batch in batches if isinstance(batch, MessageRows)]
+        if len(held) == len(batches):
+            return MessageRows.joined(held)
+        return [message for batch in batches for message in batch]
 
     def worker_upload(self, w: int, k: int) -> memoryview:
         """``C_W(g_w(x^k))``; the gradient is computed straight into the message where C_W stores it
@@ -103,7 +110,7 @@ class QuantizedSGD(Method):
         slot = self.ctx.uplink.payload_vector(self.outbox(w, self.ctx.uplink), self.d)
         return self.encode_up(self.gradient(w, k, out=slot), w, k)
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> memoryview:
+    def master_downlink(self, uploads: Sequence[memoryview], k: int) -> memoryview:
         """``C_M(Delta)``; Delta is summed straight into the downlink message where C_M stores it
         verbatim (float64 identity: no copy), else into the kept ``mean`` buffer."""
         slot = self.ctx.downlink.payload_vector(self.outbox(MASTER, self.ctx.downlink), self.d)

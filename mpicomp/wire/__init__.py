@@ -13,7 +13,6 @@ from .errors import MessageError
 from .message import (
     HEADER_BYTES,
     Message,
-    alike_headers,
     byte_view,
     frame_message,
     frame_messages,
@@ -24,6 +23,15 @@ from .message import (
     payload_offset,
     split_messages,
     unpack_message,
+)
+from .rows import (
+    MessageBlock,
+    MessageBlocks,
+    MessageRows,
+    alike_headers,
+    alike_rows,
+    message_lengths,
+    unpack_rows,
     unpack_uniform,
 )
 
@@ -31,8 +39,12 @@ __all__ = [
     "ELIAS_CODES",
     "HEADER_BYTES",
     "Message",
+    "MessageBlock",
+    "MessageBlocks",
+    "MessageRows",
     "MessageError",
     "alike_headers",
+    "alike_rows",
     "byte_view",
     "decode_elias",
     "elias_code_bits",
@@ -41,6 +53,7 @@ __all__ = [
     "frame_messages",
     "index_bits",
     "message_length",
+    "message_lengths",
     "message_sizes",
     "overhead_bytes",
     "pack_message",
@@ -50,6 +63,7 @@ __all__ = [
     "payload_offset",
     "split_messages",
     "unpack_message",
+    "unpack_rows",
     "unpack_signs",
     "unpack_uniform",
     "unpack_uint",

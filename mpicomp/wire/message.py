@@ -26,7 +26,6 @@ the header, scalars and trailer around it, so a message is built without copying
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,45 +195,6 @@ def unpack_message(
     start = HEADER_BYTES + 8 * n_scalars
     scalars = struct.unpack_from(f"<{n_scalars}d", view, HEADER_BYTES)
     return Message(msg_codec, msg_d, scalars, view[start : start + length], total, fingerprint)
-
-
-def alike_headers(views: Sequence[memoryview]) -> bool:
-    """Whether the (non-empty) byte views are of one length and start with byte-identical fixed headers
-    (one vectorized comparison)."""
-    size = len(views[0])
-    if size < HEADER_BYTES or any(len(view) != size for view in views):
-        return False
-    headers = np.frombuffer(b"".join(view[:HEADER_BYTES] for view in views), np.uint8).reshape(len(views), -1)
-    return bool((headers == headers[0]).all())
-
-
-def unpack_uniform(bufs: Sequence[bytes | memoryview], codec: int, d: int) -> list[Message] | None:
-    """:func:`unpack_message` ``(buf, codec, d)`` of every buffer, the same messages, when they are alike:
-    of one length, every fixed header byte for byte the first's, no key fingerprint and (with the CRC-32
-    flag) every checksum right; the first is validated in full, the others' headers in one vectorized
-    comparison. ``None`` when they are not alike (unpack them one by one: that names the bad one)."""
-    if not bufs:
-        return []
-    views = [byte_view(buf).cast("B") for buf in bufs]
-    if not alike_headers(views):
-        return None
-    try:
-        first = unpack_message(views[0], codec, d)
-    except MessageError:
-        return None
-    if first.key_fingerprint is not None:
-        return None
-    size = len(views[0])
-    n_scalars = len(first.scalars)
-    start = HEADER_BYTES + 8 * n_scalars
-    stop = start + len(first.payload)
-    if stop < size and any(struct.unpack_from("<I", view, stop)[0] != crc32(view[:stop]) for view in views):
-        return None
-    scalars: list[tuple[float, ...]] = [()] * len(views)
-    if n_scalars:
-        packed = b"".join(view[HEADER_BYTES:start] for view in views)
-        scalars = list(struct.iter_unpack(f"<{n_scalars}d", packed))
-    return [Message(codec, d, values, view[start:stop], size) for view, values in zip(views, scalars, strict=True)]
 
 
 def split_messages(buf: bytes | memoryview) -> list[memoryview]:

@@ -1,0 +1,241 @@
+"""Alike messages (one length, byte-identical fixed headers: a rank's workers with one codec), held and
+validated together.
+
+:class:`MessageRows` keeps messages as the rows of ``(m, size)`` uint8 blocks (``Compressor.encode_many``'s
+buffer, the master's inbox of a gather with announced sizes) and builds a memoryview only for the
+message that is indexed. :func:`unpack_uniform` validates alike messages at once: a list of buffers
+with one vectorized header comparison, :class:`MessageRows` with array operations on the blocks
+(:func:`unpack_rows`, giving :class:`MessageBlocks`: no Python object per message unless one is asked for).
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import overload
+
+import numpy as np
+from isal.isal_zlib import crc32
+
+from .errors import MessageError
+from .message import CRC_BYTES, HEADER_BYTES, Message, byte_view, unpack_message
+
+
+class MessageRows(Sequence[memoryview]):
+    """A sequence of messages stored as the rows of C-contiguous ``(m, size)`` uint8 ``blocks`` (the
+    messages of a block are of one size; blocks may differ): ``rows[i]`` is a read-only memoryview of
+    message i, built when indexed; a slice is again a :class:`MessageRows`."""
+
+    __slots__ = ("_starts", "blocks", "flat")
+
+    def __init__(self, blocks: Iterable[np.ndarray]) -> None:
+        kept = []
+        for block in blocks:
+            if not (isinstance(block, np.ndarray) and block.dtype == np.uint8 and block.ndim == 2):
+                raise ValueError(f"message rows are 2-D uint8 arrays, got {type(block).__name__} {block!r:.60}")
+            if not block.flags.c_contiguous:
+                raise ValueError("message rows must be C-contiguous")
+            if len(block):
+                view = block.view()
+                view.flags.writeable = False
+                kept.append(view)
+        self.blocks: tuple[np.ndarray, ...] = tuple(kept)
+        self.flat = tuple(byte_view(block.reshape(-1)) for block in self.blocks)  # each block's bytes
+        self._starts = [0, *accumulate(len(block) for block in self.blocks)]
+
+    @classmethod
+    def joined(cls, parts: Iterable[MessageRows]) -> MessageRows:
+        """The messages of ``parts`` one after the other (their blocks, not copied)."""
+        return cls(block for part in parts for block in part.blocks)
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    @overload
+    def __getitem__(self, index: int) -> memoryview: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> MessageRows: ...
+
+    def __getitem__(self, index: int | slice) -> memoryview | MessageRows:
+        if isinstance(index, slice):
+            return self._slice(index)
+        i = index + len(self) if index < 0 else index
+        if not 0 <= i < len(self):
+            raise IndexError(f"message {index} of {len(self)}")
+        b = bisect.bisect_right(self._starts, i) - 1
+        size = self.blocks[b].shape[1]
+        j = i - self._starts[b]
+        return self.flat[b][j * size : (j + 1) * size]
+
+    def _slice(self, index: slice) -> MessageRows:
+        start, stop, step = index.indices(len(self))
+        if step != 1:
+            raise ValueError("message rows are sliced with step 1")
+        return MessageRows(
+            block[max(start - first, 0) : max(stop - first, 0)]
+            for block, first in zip(self.blocks, self._starts, strict=False)
+        )
+
+    def __iter__(self) -> Iterator[memoryview]:
+        for block, flat in zip(self.blocks, self.flat, strict=True):
+            size = block.shape[1]
+            yield from (flat[j : j + size] for j in range(0, len(flat), size)) if size else [flat] * len(block)
+
+    def lengths(self) -> np.ndarray:
+        """Every message's length in bytes (int64)."""
+        return np.repeat([block.shape[1] for block in self.blocks], [len(block) for block in self.blocks]).astype(
+            np.int64
+        )
+
+    def block_starts(self) -> list[int]:
+        """The index of every block's first message."""
+        return self._starts[:-1]
+
+    def per_block(self) -> list[MessageRows]:
+        """The messages of each block, a :class:`MessageRows` each."""
+        return [MessageRows([block]) for block in self.blocks]
+
+
+def message_lengths(messages: Sequence[Sized]) -> np.ndarray:
+    """The length in bytes of every message (int64): one array operation for :class:`MessageRows`."""
+    if isinstance(messages, MessageRows):
+        return messages.lengths()
+    return np.fromiter((len(message) for message in messages), dtype=np.int64, count=len(messages))
+
+
+@dataclass(frozen=True)
+class MessageBlock:
+    """Validated messages of one block: row j's codec ``scalars[j]`` (``(m, n_scalars)`` float64) and
+    payload ``payloads[j]`` (``(m, L)`` uint8, a strided read-only view of the block's payload columns)."""
+
+    scalars: np.ndarray
+    payloads: np.ndarray
+    rows: memoryview  # the block's bytes, flat (the payloads' owner, for the messages' views)
+
+
+class MessageBlocks(Sequence[Message]):
+    """Validated alike messages (one ``codec``, ``d``, ``size`` in bytes and fixed header; no key fingerprint;
+    the payload at offset ``start``) as :class:`MessageBlock` s; ``messages[i]`` is the :class:`Message`
+    that ``unpack_message`` gives, built when indexed."""
+
+    def __init__(self, codec: int, d: int, size: int, start: int, blocks: Sequence[MessageBlock]) -> None:
+        self.codec, self.d, self.size, self.start = codec, d, size, start
+        self.blocks = tuple(blocks)
+        self._starts = [0, *accumulate(len(block.payloads) for block in self.blocks)]
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Message]: ...
+
+    def __getitem__(self, index: int | slice) -> Message | list[Message]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = index + len(self) if index < 0 else index
+        if not 0 <= i < len(self):
+            raise IndexError(f"message {index} of {len(self)}")
+        b = bisect.bisect_right(self._starts, i) - 1
+        return self._message(self.blocks[b], i - self._starts[b])
+
+    def _message(self, block: MessageBlock, j: int) -> Message:
+        offset = j * self.size + self.start
+        payload = block.rows[offset : offset + block.payloads.shape[1]]
+        return Message(self.codec, self.d, tuple(block.scalars[j].tolist()), payload, self.size)
+
+    def __iter__(self) -> Iterator[Message]:
+        for block in self.blocks:
+            yield from (self._message(block, j) for j in range(len(block.payloads)))
+
+    def block_starts(self) -> list[int]:
+        """The index of every block's first message."""
+        return self._starts[:-1]
+
+
+def unpack_rows(rows: MessageRows, codec: int, d: int) -> MessageBlocks | None:
+    """:func:`unpack_uniform` of messages held as rows: the first message validated
+    in full (``unpack_message(rows[0], codec, d)``), every other row's fixed header compared with its
+    header in one array comparison per block, and (with the CRC-32 flag) every row's checksum; ``None``
+    when a message is not alike (unpack them one by one: that names the bad one)."""
+    if not len(rows):
+        return MessageBlocks(codec, d, 0, 0, ())
+    if not alike_rows(rows) or (first := _first_alike(rows[0], codec, d)) is None:
+        return None
+    size = first.nbytes
+    start = HEADER_BYTES + 8 * len(first.scalars)
+    stop = start + len(first.payload)
+    blocks = []
+    for block, flat in zip(rows.blocks, rows.flat, strict=True):
+        if stop < size and not checksums_right(block, stop):
+            return None
+        scalars = np.ascontiguousarray(block[:, HEADER_BYTES:start]).view("<f8").astype(np.float64)
+        blocks.append(MessageBlock(scalars, block[:, start:stop], flat))
+    return MessageBlocks(codec, d, size, start, blocks)
+
+
+def checksums_right(block: np.ndarray, stop: int) -> bool:
+    """Whether every row of ``block`` holds at ``stop`` the CRC-32 of its first ``stop`` bytes."""
+    stored = np.ascontiguousarray(block[:, stop : stop + CRC_BYTES]).view("<u4").reshape(-1)
+    computed = np.fromiter((crc32(row[:stop]) for row in block), dtype=np.uint32, count=len(block))
+    return bool(np.array_equal(stored, computed))
+
+
+def alike_headers(views: Sequence[memoryview]) -> bool:
+    """Whether the (non-empty) byte views are of one length and start with byte-identical fixed headers
+    (one vectorized comparison)."""
+    size = len(views[0])
+    if size < HEADER_BYTES or any(len(view) != size for view in views):
+        return False
+    headers = np.frombuffer(b"".join(view[:HEADER_BYTES] for view in views), np.uint8).reshape(len(views), -1)
+    return bool((headers == headers[0]).all())
+
+
+def alike_rows(rows: MessageRows) -> bool:
+    """:func:`alike_headers` of (non-empty) message rows: one array comparison per block."""
+    size = rows.blocks[0].shape[1]
+    header = rows.blocks[0][0, :HEADER_BYTES]
+    return size >= HEADER_BYTES and all(
+        block.shape[1] == size and (block[:, :HEADER_BYTES] == header).all() for block in rows.blocks
+    )
+
+
+def unpack_uniform(bufs: Sequence[bytes | memoryview], codec: int, d: int) -> list[Message] | MessageBlocks | None:
+    """:func:`unpack_message` ``(buf, codec, d)`` of every buffer, the same messages, when they are alike:
+    of one length, every fixed header byte for byte the first's, no key fingerprint and (with the CRC-32
+    flag) every checksum right; the first is validated in full, the others' headers in one vectorized
+    comparison (:func:`unpack_rows` for :class:`MessageRows`). ``None`` when they are not alike (unpack
+    them one by one: that names the bad one)."""
+    if isinstance(bufs, MessageRows):
+        return unpack_rows(bufs, codec, d)
+    if not bufs:
+        return []
+    views = [byte_view(buf).cast("B") for buf in bufs]
+    if not alike_headers(views) or (first := _first_alike(views[0], codec, d)) is None:
+        return None
+    size = len(views[0])
+    n_scalars = len(first.scalars)
+    start = HEADER_BYTES + 8 * n_scalars
+    stop = start + len(first.payload)
+    if stop < size and any(struct.unpack_from("<I", view, stop)[0] != crc32(view[:stop]) for view in views):
+        return None
+    scalars: list[tuple[float, ...]] = [()] * len(views)
+    if n_scalars:
+        packed = b"".join(view[HEADER_BYTES:start] for view in views)
+        scalars = list(struct.iter_unpack(f"<{n_scalars}d", packed))
+    return [Message(codec, d, values, view[start:stop], size) for view, values in zip(views, scalars, strict=True)]
+
+
+def _first_alike(view: memoryview, codec: int, d: int) -> Message | None:
+    """The first of alike messages, validated in full; None if it is bad or carries a key fingerprint."""
+    try:
+        first = unpack_message(view, codec, d)
+    except MessageError:
+        return None
+    return None if first.key_fingerprint is not None else first

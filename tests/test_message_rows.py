@@ -1,0 +1,188 @@
+"""The block path: alike messages held as rows of 2-D blocks (``wire.MessageRows``) are validated,
+counted and summed exactly as the same messages one by one, and every unusual case falls back to
+the one-by-one path that names the bad message."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mpicomp.comm import ByteCounter, LocalTransport
+from mpicomp.comm.accounting import split_each
+from mpicomp.comm.mpi import joined, with_received
+from mpicomp.compressors import Compressor, MessageError, make
+from mpicomp.rng import RandomKey
+from mpicomp.wire import MessageBlocks, MessageRows, unpack_message, unpack_uniform
+from mpicomp.wire.message import FLAG_KEY
+
+D = 40
+SPECS = ["natural", "identity", "dither(s=3,p=2)", "terngrad"]
+
+
+def encoded(compressor: Compressor, batches: tuple[int, ...] = (5, 1, 7)) -> tuple[MessageRows, list[RandomKey]]:
+    """Messages of ``sum(batches)`` workers, ``encode_many`` batch by batch, one all-zero vector among
+    them (signed zeros in the sum); their keys."""
+    n = sum(batches)
+    rows = np.random.default_rng(3).standard_normal((n, D))
+    rows[2] = 0.0
+    keys = [RandomKey(5, 2, w, 0) for w in range(n)]
+    parts, start = [], 0
+    for m in batches:
+        batch = compressor.encode_many(rows[start : start + m], keys[start : start + m])
+        assert isinstance(batch, MessageRows)
+        parts.append(batch)
+        start += m
+    return MessageRows.joined(parts), keys
+
+
+def writable(rows: MessageRows) -> list[np.ndarray]:
+    """Copies of the blocks, to corrupt."""
+    return [block.copy() for block in rows.blocks]
+
+
+def summed(compressor: Compressor, messages, keys) -> np.ndarray:
+    """``decode_sum`` into a fresh vector, as int bit patterns (signed zeros compared)."""
+    return compressor.decode_sum(messages, keys, np.full(D, np.nan), divisor=3.0).view(np.int64)
+
+
+def counts(uploads) -> dict:
+    counter = ByteCounter(len(uploads) + 2, complete=True)
+    counter.count_uploads(range(1, 1 + len(uploads)), uploads)
+    return counter.end_round().to_dict()
+
+
+def test_message_rows_are_a_sequence_of_views() -> None:
+    """Indexing, negative indices, slices (rows again, across blocks), iteration and lengths give the
+    messages' bytes; the views are read-only; the blocks are not copied."""
+    compressor = make("natural")
+    rows, _ = encoded(compressor)
+    listed = [bytes(message) for message in rows]
+    assert len(rows) == len(listed) == 13
+    assert [bytes(rows[i]) for i in range(-13, 13)] == listed + listed
+    assert isinstance(rows[3:9], MessageRows)
+    assert [bytes(m) for m in rows[3:9]] == listed[3:9]
+    assert [bytes(m) for m in rows[-2:]] == listed[-2:]
+    assert rows.lengths().tolist() == [len(m) for m in listed]
+    assert rows[0].readonly and not rows.blocks[0].flags.writeable
+    with pytest.raises(IndexError):
+        rows[13]
+    mixed = MessageRows([*rows.blocks, np.zeros((3, 0), dtype=np.uint8), np.zeros((0, 9), dtype=np.uint8)])
+    assert [bytes(m) for m in mixed] == [*listed, b"", b"", b""]
+    assert mixed.lengths().tolist()[-3:] == [0, 0, 0]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        MessageRows([np.zeros((4, 30), dtype=np.uint8)[:, ::2]])
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("crc", [False, True])
+def test_block_path_is_the_one_by_one_path(spec: str, crc: bool) -> None:
+    """Alike rows: the same messages as ``unpack_message`` of each, the same bits of ``decode_sum`` as the
+    list path and the ``decode_add`` loop, the same byte counts."""
+    compressor = make(spec)
+    compressor.crc = crc
+    rows, keys = encoded(compressor)
+    listed = [bytes(message) for message in rows]
+    blocks = unpack_uniform(rows, compressor.codec_id, D)
+    assert isinstance(blocks, MessageBlocks)
+    assert (
+        list(blocks)
+        == [unpack_message(m, compressor.codec_id, D) for m in listed]
+        == unpack_uniform(listed, compressor.codec_id, D)
+    )
+    assert [blocks[i] for i in (0, 6, -1)] == [unpack_message(listed[i], compressor.codec_id, D) for i in (0, 6, -1)]
+    reference = np.zeros(D)
+    for message, key in zip(listed, keys, strict=True):
+        compressor.decode_add(message, reference, key)
+    reference /= 3.0
+    assert np.array_equal(summed(compressor, rows, keys), reference.view(np.int64))
+    assert np.array_equal(summed(compressor, rows, keys), summed(compressor, listed, keys))
+    payloads, headers = split_each(rows)
+    assert (payloads.tolist(), headers.tolist()) == tuple(a.tolist() for a in split_each(listed))
+    assert counts(rows) == counts(listed)
+
+
+@pytest.mark.parametrize("crc", [False, True])
+def test_unusual_rows_fall_back_and_name_the_message(crc: bool) -> None:
+    """A changed header byte in one row, a wrong codec or d: the one-by-one path's error naming the
+    message; byte counts as one by one (a header that is valid but not alike is split on its own)."""
+    compressor = make("natural")
+    compressor.crc = crc
+    rows, keys = encoded(compressor)
+    blocks = writable(rows)
+    blocks[2][3, 4] ^= FLAG_KEY  # message 9 (blocks of 5, 1, 7): a key fingerprint flag
+    bad = MessageRows(blocks)
+    assert unpack_uniform(bad, compressor.codec_id, D) is None
+    for messages in (bad, [bytes(m) for m in bad]):
+        with pytest.raises(MessageError, match="message 9: .*(key fingerprint|CRC32 mismatch)") as error:
+            summed(compressor, messages, keys)
+        assert error.value.index == 9
+    assert counts(bad) == counts([bytes(m) for m in bad])
+    assert unpack_uniform(rows, compressor.codec_id + 1, D) is None
+    assert unpack_uniform(rows, compressor.codec_id, D + 1) is None
+
+
+def test_a_wrong_checksum_among_rows_is_named() -> None:
+    """With the CRC-32 flag every row's checksum is checked: a corrupt payload byte in one row names it."""
+    compressor = make("natural")
+    rows, keys = encoded(compressor)
+    blocks = writable(rows)
+    blocks[2][1, -5] ^= 1  # message 7's last payload byte
+    bad = MessageRows(blocks)
+    assert unpack_uniform(bad, compressor.codec_id, D) is None
+    with pytest.raises(MessageError, match="message 7: CRC32 mismatch") as error:
+        summed(compressor, bad, keys)
+    assert error.value.index == 7
+
+
+def test_an_invalid_payload_in_a_block_is_named() -> None:
+    """A payload that the header checks let through (exponent code 255) names its message, as one by one."""
+    compressor = make("natural")
+    compressor.crc = False
+    rows, keys = encoded(compressor)
+    blocks = writable(rows)
+    blocks[2][2, 16 + 3] = 255  # message 8, coordinate 3
+    bad = MessageRows(blocks)
+    for messages in (bad, [bytes(m) for m in bad]):
+        with pytest.raises(MessageError, match="message 8: natural: invalid code for coordinate 3") as error:
+            summed(compressor, messages, keys)
+        assert error.value.index == 8
+
+
+def test_rows_of_mixed_lengths_and_skips_count_and_sum_as_one_by_one() -> None:
+    """Blocks of two message lengths (with and without the CRC-32) sum and count as one by one; blocks
+    of empty (skipped) uploads count as skips."""
+    compressor = make("natural")
+    with_crc, keys = encoded(compressor)
+    compressor.crc = False
+    without_crc, _ = encoded(compressor)
+    mixed = MessageRows([*with_crc[:6].blocks, *without_crc[6:].blocks])
+    listed = [bytes(m) for m in mixed]
+    assert len(set(mixed.lengths().tolist())) == 2
+    assert unpack_uniform(mixed, compressor.codec_id, D) is None
+    assert np.array_equal(summed(compressor, mixed, keys), summed(compressor, listed, keys))
+    assert counts(mixed) == counts(listed)
+    skips = MessageRows([*with_crc[:4].blocks, np.zeros((3, 0), dtype=np.uint8), *with_crc[4:].blocks])
+    assert counts(skips) == counts([bytes(m) for m in skips])
+    assert counts(skips)["skips"][5:8] == [1, 1, 1]
+
+
+def test_gather_keeps_rows_only_with_one_announced_size() -> None:
+    """The master's gather gives rows (its own blocks, then the inbox as one block) when every size is one,
+    a list otherwise; the uploads as sent either way; a rank's rows go to MPI as their blocks."""
+    compressor = make("natural")
+    rows, _ = encoded(compressor)
+    size = len(rows[0])
+    inbox = np.frombuffer(b"".join(bytes(m) for m in rows[:4]), dtype=np.uint8)
+    together = with_received(rows, inbox, np.full(4, size))
+    assert isinstance(together, MessageRows)
+    assert [bytes(m) for m in together] == [bytes(m) for m in rows] + [bytes(m) for m in rows[:4]]
+    apart = with_received(rows, inbox, np.array([size - 1, size + 1, size, size]))
+    assert isinstance(apart, list) and b"".join(apart[len(rows) :]) == inbox.tobytes()
+    assert isinstance(with_received(list(rows), inbox, np.full(4, size)), list)
+    assert bytes(joined(rows)) == b"".join(bytes(m) for m in rows)
+    assert np.shares_memory(joined(rows[:5]), rows.blocks[0])
+    with LocalTransport(len(rows)) as transport:
+        assert transport.gather(rows, size=size) is rows
+        by_rows = transport.counter.end_round()
+        transport.gather([bytes(m) for m in rows], size=size)
+        assert transport.counter.end_round() == by_rows
