@@ -8,6 +8,7 @@ from the same bytes. Default step ``(1 - beta) / L``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class HeavyBall(Method):
     def worker_upload(self, w: int, k: int) -> memoryview:
         return self.encode_up(self.stochastic_grad(w, self.x, k), w, k)
 
-    def master_downlink(self, uploads: list[memoryview], k: int) -> memoryview:
+    def master_downlink(self, uploads: Sequence[memoryview], k: int) -> memoryview:
         self.velocity *= self.momentum
         self.velocity += self.mean_of_uploads(uploads, k)
         return self.encode_down(self.velocity, k)
