@@ -8,10 +8,11 @@ rounds / wall_time from the results file (time in rounds only; metrics are evalu
 
 The bound it is checked against, measured in the same run on the same ranks: the **bare
 per-worker gradient arithmetic**, a plain loop over each rank's workers computing what the round's
-gradients compute (the same minibatch indices from the same random keys, the same shards, the
-same NumPy margin / loss-derivative / pull-back operations and the l2 term, as
-``mpicomp.problems.glm.weighted_grad``), with no method, codec, transport, accounting or results
-file around it; one round of it takes the slowest rank's time (median over ``--bare-rounds``).
+gradients compute (the same minibatch indices from the same random keys, drawn in one call, the
+same shards, the same NumPy margin / loss-derivative / pull-back operations as
+``mpicomp.problems.glm.weighted_grad``, and the l2 term computed once per round, as neither
+depends on the worker's data), with no method, codec, transport, accounting or results file
+around it; one round of it takes the slowest rank's time (median over ``--bare-rounds``).
 A plain loop, because that is what the workers compute: one minibatch gradient per worker.
 Target: at 10,000 workers (MNIST) and 100,000 workers (small), rounds/s >= 0.8 x the bare bound,
 printed as ``PASS``/``MISS`` lines. The floor with the codec is shown too (natural uplink only):
@@ -38,7 +39,7 @@ from mpicomp.compressors.natural import decode_rows_add, encode_rows
 from mpicomp.config import Config, validate
 from mpicomp.problems.glm import GLMProblem, weighted_grad
 from mpicomp.results import read_results
-from mpicomp.rng import STREAM_SAMPLING, STREAM_UPLINK, RandomKey, root_seed
+from mpicomp.rng import STREAM_SAMPLING, STREAM_UPLINK, RoundKeys, root_seed
 from mpicomp.runner import build_problem_from, run
 
 DEFAULT_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
@@ -114,19 +115,22 @@ class Bare:
         assert isinstance(self.problem, GLMProblem), "the bench's problems are GLMs"
         self.smooth = self.problem.smooth
         self.shards = [self.problem.local(w) for w in self.problem.local_workers]
+        self.grads = np.empty((len(self.shards), x.size))
 
-    def gradients(self, k: int) -> list[np.ndarray]:
-        grads = []
-        for w, shard in zip(self.problem.local_workers, self.shards, strict=True):
+    def gradients(self, k: int) -> np.ndarray:
+        """Row j: local worker j's minibatch gradient, into one array kept across rounds; the minibatches
+        drawn in one call and ``grad r(x)`` computed once (neither depends on the worker's data)."""
+        workers = self.problem.local_workers
+        counts = np.array([shard.m for shard in self.shards], dtype=np.int64)
+        samples = RoundKeys(self.seed, k, workers, STREAM_SAMPLING).sample_each(counts, max(self.batch, 0))
+        smooth = self.smooth.grad(self.x)
+        for shard, idx, row in zip(self.shards, samples, self.grads, strict=True):
             if 0 < self.batch < shard.m:
-                idx = RandomKey(self.seed, k, w, STREAM_SAMPLING).sample(shard.m, self.batch)
                 rows, targets, weight = shard.features[idx], shard.targets[idx], 1.0 / self.batch
             else:
                 rows, targets, weight = shard.features, shard.targets, 1.0 / shard.m
-            g = weighted_grad(shard.loss_fn, rows, targets, weight, self.x)
-            g += self.smooth.grad(self.x)
-            grads.append(g)
-        return grads
+            np.add(weighted_grad(shard.loss_fn, rows, targets, weight, self.x), smooth, out=row)
+        return self.grads
 
     def round_seconds(self, k: int) -> float:
         MPI.COMM_WORLD.Barrier()
@@ -142,13 +146,12 @@ class Bare:
         comm.Barrier()
         start = time.perf_counter()
         grads = self.gradients(k)
-        if grads:
+        if len(grads):
             d = self.x.size
-            states = np.array([RandomKey(self.seed, k, w, STREAM_UPLINK).state for w in self.problem.local_workers])
+            states = RoundKeys(self.seed, k, self.problem.local_workers, STREAM_UPLINK).states
             payloads = np.empty((len(grads), d + (d + 7) // 8), dtype=np.uint8)
             for lo in range(0, len(grads), ROWS):
-                block = np.array(grads[lo : lo + ROWS])
-                encode_rows(block, states[lo : lo + ROWS], payloads[lo : lo + ROWS], 0, False)
+                encode_rows(grads[lo : lo + ROWS], states[lo : lo + ROWS], payloads[lo : lo + ROWS], 0, False)
             if comm.rank == 0:
                 total = np.zeros(d)
                 for lo in range(0, self.problem.n_workers, len(payloads)):
