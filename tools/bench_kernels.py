@@ -1,6 +1,7 @@
 """Throughput of every registered compressor's encode and decode, against np.copyto and plain NumPy.
 
-For each spec (every name in ``mpicomp.compressors.available()``, the parameterised specs that have
+For each spec (every name of mpicomp's own codecs in ``mpicomp.compressors.available()``, a plugin's
+only when named with ``--only``; the parameterised specs that have
 a NumPy reference, and compositions with a sparsifier when ``compose`` is registered), on one
 vector of ``--d`` standard normals, float32 and float64 (the methods hand float64 to the codecs):
 
@@ -121,9 +122,9 @@ def benchmark_specs(only: list[str] | None, references: dict[str, tuple[Callable
             covered.add(make(spec).name)
         except ValueError:
             continue
-    for name in available():
-        if name not in covered:
-            specs.append(name)
+    for name, cls in available().items():
+        if name not in covered and (cls.__module__.startswith("mpicomp.") or (only is not None and name in only)):
+            specs.append(name)  # plugins' codecs (e.g. the example plugin's) only when named
     specs.extend(EXTRA_SPECS)
     chosen = []
     for spec in specs:
