@@ -127,7 +127,7 @@ def read_elias(buf, position, total, code):
 
 @njit(cache=True)
 def _codeword_table(code, size, table):
-    """``table[n] = word << 8 | length`` for ``1 <= n < size`` (both codes fit 57 bits there)."""
+    """``table[n] = word << 8 | length`` for ``1 <= n < size`` (for size 2^13, at most 25 bits)."""
     for n in range(1, size):
         if code == GAMMA:
             k = bit_length(n) - 1
