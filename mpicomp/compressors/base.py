@@ -350,8 +350,8 @@ class Compressor(ABC):
         that frames no key fingerprint or tag (a rank's many workers) are checked in one pass
         (:func:`mpicomp.wire.unpack_uniform`, blocks of rows a block at a time), without building their keys."""
         if not self.uses_shared_key and self.extension_tag is None:
-            alike = unpack_uniform(bufs, self.codec_id, d)
-            if alike is not None and all(len(msg.scalars) == self.n_scalars for msg in alike[:1]):
+            alike = unpack_uniform(bufs, self.codec_id, d)  # alike: the first's scalar count is everyone's
+            if alike is not None and (not len(alike) or len(alike[0].scalars) == self.n_scalars):
                 return alike
         return [
             naming_message(i, self._message, buf, d, key) for i, (buf, key) in enumerate(zip(bufs, keys, strict=True))
