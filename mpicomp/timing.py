@@ -8,28 +8,31 @@ logs both, cumulative, as ``codec_time`` and ``comm_time``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 
 class Stopwatch:
-    """Accumulated seconds of the ``timing()`` blocks run in this process; a block nested in another
-    (a composed compressor encoding with its outer codec) is counted once, by the outermost."""
+    """Accumulated seconds of the ``with stopwatch.timing():`` blocks run in this process; a block nested
+    in another (a composed compressor encoding with its outer codec) is counted once, by the outermost.
+
+    The stopwatch is its own context manager (no generator per block: rounds enter several)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.depth = 0
+        self._start = 0.0
 
-    @contextmanager
-    def timing(self) -> Iterator[None]:
+    def timing(self) -> Stopwatch:
+        return self
+
+    def __enter__(self) -> None:
+        if self.depth == 0:
+            self._start = time.perf_counter()
         self.depth += 1
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.depth -= 1
-            if self.depth == 0:
-                self.seconds += time.perf_counter() - start
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            self.seconds += time.perf_counter() - self._start
 
 
 CODEC = Stopwatch()

@@ -43,7 +43,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..wire import MessageRows, alike_headers, alike_rows, byte_view, message_lengths, message_sizes
+from ..wire import MessageRows, alike_headers, alike_rows, byte_view, message_sizes
 
 SIZE_PREFIX_BYTES = 8
 
@@ -64,26 +64,32 @@ def split_bytes(buf: bytes | memoryview | np.ndarray) -> tuple[int, int]:
     return payload, header
 
 
-def split_each(uploads: Sequence[bytes | memoryview]) -> tuple[np.ndarray, np.ndarray]:
-    """``(payload, header)`` bytes of every upload (int64 arrays, :func:`split_bytes` of each); uploads
-    that are one message each with the same fixed header (a rank's workers with one codec) are split once
-    (:class:`mpicomp.wire.MessageRows`: its headers compared as arrays, block by block)."""
-    if isinstance(uploads, MessageRows) and uploads.blocks:
-        groups = [uploads] if alike_rows(uploads) else uploads.per_block()
-        parts = [_split_group(rows, alike_rows(rows)) for rows in groups]
+def split_alike(uploads: Sequence[bytes | memoryview]) -> tuple[int, int] | None:
+    """``(payload, header)`` bytes of every upload when all are one whole message each, of one length and
+    with byte-identical fixed headers (a rank's workers with one codec: one split serves all), else None.
+    :class:`mpicomp.wire.MessageRows` compare their headers as arrays, block by block."""
+    if isinstance(uploads, MessageRows):
+        if not (uploads.blocks and alike_rows(uploads)):
+            return None
+        first = uploads[0]
     else:
         views = [byte_view(upload).cast("B") for upload in uploads]
-        parts = [_split_group(views, bool(views) and alike_headers(views))]
-    return np.concatenate([payload for payload, _ in parts]), np.concatenate([header for _, header in parts])
+        if not (views and alike_headers(views)):
+            return None
+        first = views[0]
+    return split_bytes(first) if message_sizes(first)[0] == len(first) else None
 
 
-def _split_group(views: Sequence[memoryview], alike: bool) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`split_each` of ``views``; ``alike``: they are of one length with byte-identical fixed headers,
-    so one split serves all when the first is one whole message."""
-    if alike and message_sizes(views[0])[0] == len(views[0]):
-        payload, header = split_bytes(views[0])
-        return np.full(len(views), payload, dtype=np.int64), np.full(len(views), header, dtype=np.int64)
-    split = np.array([split_bytes(view) for view in views], dtype=np.int64).reshape(-1, 2)
+def split_each(uploads: Sequence[bytes | memoryview]) -> tuple[np.ndarray, np.ndarray]:
+    """``(payload, header)`` bytes of every upload (int64 arrays, :func:`split_bytes` of each), split once
+    when they are alike (:func:`split_alike`; message rows block by block)."""
+    alike = split_alike(uploads)
+    if alike is not None:
+        return np.full(len(uploads), alike[0], dtype=np.int64), np.full(len(uploads), alike[1], dtype=np.int64)
+    if isinstance(uploads, MessageRows) and len(uploads.blocks) > 1:
+        parts = [split_each(block) for block in uploads.per_block()]
+        return np.concatenate([payload for payload, _ in parts]), np.concatenate([header for _, header in parts])
+    split = np.array([split_bytes(upload) for upload in uploads], dtype=np.int64).reshape(-1, 2)
     return split[:, 0], split[:, 1]
 
 
@@ -188,15 +194,24 @@ class ByteCounter:
         """Count one ``gather``: ``uploads[j]`` is what worker ``workers[j]`` sent (a range of step 1)."""
         if workers.step != 1 or len(workers) != len(uploads):
             raise ValueError(f"count_uploads takes a range of step 1 with one worker per upload, got {workers}")
+        ids, count = slice(workers.start, workers.stop), len(uploads)
+        self._scalars["up_control"] += SIZE_PREFIX_BYTES * count
+        alike = split_alike(uploads)
+        if alike is not None:  # one split serves all: scalars, no per-upload arrays
+            payload, header = alike
+            self._scalars["up_payload"] += count * payload
+            self._scalars["up_header"] += count * header
+            self._up_bytes[ids] += payload + header + SIZE_PREFIX_BYTES
+            self._uploads[ids] += 1
+            return
         payloads, headers = split_each(uploads)
-        lengths = message_lengths(uploads)
+        message_bytes = payloads + headers  # 0 for a skip (b""), at least a header otherwise
+        sent = message_bytes > 0
         self._scalars["up_payload"] += int(payloads.sum())
         self._scalars["up_header"] += int(headers.sum())
-        self._scalars["up_control"] += SIZE_PREFIX_BYTES * len(uploads)
-        ids = slice(workers.start, workers.stop)
-        self._up_bytes[ids] += payloads + headers + SIZE_PREFIX_BYTES
-        self._uploads[ids] += lengths > 0
-        self._skips[ids] += lengths == 0
+        self._up_bytes[ids] += message_bytes + SIZE_PREFIX_BYTES
+        self._uploads[ids] += sent
+        self._skips[ids] += ~sent
 
     def count_packets(
         self, workers: Iterable[int], payload: int, header: int, packets: int = 0, fallback: bool = False

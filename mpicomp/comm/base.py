@@ -156,10 +156,10 @@ class Transport(ABC):
         return int(master_value(code, "the code to agree on"))
 
     @abstractmethod
-    def _gather_bytes(self, views: Sequence[memoryview], sizes: np.ndarray | None) -> Sequence[memoryview] | None:
+    def _gather_bytes(self, views: Sequence[memoryview], sizes: np.ndarray | int | None) -> Sequence[memoryview] | None:
         """Uncounted: the local workers' ``views`` to the master, which returns all ``n_workers`` in
-        worker order (others ``None``). ``sizes`` (one per worker) when every rank knows them, so
-        they need not be sent; ``None`` sends them first. Local views given as
+        worker order (others ``None``). ``sizes`` (one per worker, or one int for every worker) when every
+        rank knows them, so they need not be sent; ``None`` sends them first. Local views given as
         :class:`mpicomp.wire.MessageRows` with one size for every worker come back as rows too."""
 
     @abstractmethod
@@ -179,16 +179,15 @@ class Transport(ABC):
         of another size raises ValueError.
         """
         views = self._local_uploads(uploads)
-        sizes = None
         if size is not None:
+            size = int(size)
             lengths = message_lengths(views)
             if (lengths != size).any():
                 raise ValueError(
                     f"rank {self.rank}: uploads of {sorted(set(lengths.tolist()))} bytes, announced {size}"
                 )
-            sizes = np.full(self.n_workers, size, dtype=np.int64)
         with self.clock.timing():
-            gathered = self._gather_bytes(views, sizes)
+            gathered = self._gather_bytes(views, size)
         if gathered is None:
             self.counter.count_uploads(self.local_workers, views)
         else:

@@ -21,7 +21,7 @@ class LocalTransport(Transport):
         self.clock = Stopwatch()
         self.counter = ByteCounter(self.n_workers, complete=True)
 
-    def _gather_bytes(self, views: Sequence[memoryview], sizes: np.ndarray | None) -> Sequence[memoryview]:
+    def _gather_bytes(self, views: Sequence[memoryview], sizes: np.ndarray | int | None) -> Sequence[memoryview]:
         return views
 
     def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:

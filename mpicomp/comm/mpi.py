@@ -113,6 +113,8 @@ def joined(views: Sequence[memoryview]) -> np.ndarray:
     if not nonempty:
         return np.empty(0, dtype=np.uint8)
     parts = [np.frombuffer(view, dtype=np.uint8) for view in nonempty]
+    if len(parts) == 1:
+        return parts[0]
     owner = nonempty[0].obj
     adjacent = all(
         view.obj is owner and left.ctypes.data + left.size == right.ctypes.data
@@ -125,14 +127,19 @@ def joined(views: Sequence[memoryview]) -> np.ndarray:
     return base[start : start + sum(part.size for part in parts)]
 
 
-def with_received(own: Sequence[memoryview], received: np.ndarray, sizes: np.ndarray) -> Sequence[memoryview]:
+def with_received(own: Sequence[memoryview], received: np.ndarray, sizes: np.ndarray | int) -> Sequence[memoryview]:
     """The master's ``own`` uploads followed by the others', which lie back to back in ``received`` with
-    ``sizes`` bytes each: as message rows (``received`` viewed as one ``(len(sizes), size)`` block) when
-    ``own`` are rows and every size is one, else a list of read-only views."""
-    if isinstance(own, MessageRows) and (not sizes.size or (sizes == sizes[0]).all()):
-        size = int(sizes[0]) if sizes.size else 0
-        return MessageRows([*own.blocks, received.reshape(sizes.size, size)])
+    ``sizes`` bytes each (an int: every one alike): as message rows (``received`` viewed as one
+    ``(count, size)`` block) when ``own`` are rows and every size is one, else a list of read-only views."""
+    if isinstance(sizes, int):
+        size, count = sizes, received.size // max(sizes, 1)
+    else:
+        size, count = (int(sizes[0]) if sizes.size else 0), sizes.size
+    if isinstance(own, MessageRows) and (isinstance(sizes, int) or (sizes == size).all()):
+        return MessageRows([*own.blocks, received.reshape(count, size)])
     whole = byte_view(received).toreadonly()
+    if isinstance(sizes, int):
+        return [*own, *(whole[start : start + size] for start in range(0, count * size, size))]
     offsets = np.concatenate(([0], np.cumsum(sizes))).tolist()
     return [*own, *(whole[start:stop] for start, stop in pairwise(offsets))]
 
@@ -195,6 +202,7 @@ class MPITransport(Transport):
         self.clock = Stopwatch()
         self.counter = ByteCounter(self.n_workers, complete=self.is_master)
         self._inboxes: dict[str, np.ndarray] = {}
+        self._uniform_layouts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         blocks = self._worker_blocks()
         self._block_starts = np.array([block.start for block in blocks], dtype=np.int64)
         self._block_ends = np.array([block.stop for block in blocks], dtype=np.int64)
@@ -239,34 +247,45 @@ class MPITransport(Transport):
             self.comm.Free()
             numba.set_num_threads(self._threads_before)
 
-    def _gather_bytes(self, views: Sequence[memoryview], sizes: np.ndarray | None) -> Sequence[memoryview] | None:
-        worker_counts = self._block_ends - self._block_starts
+    def _gather_bytes(self, views: Sequence[memoryview], sizes: np.ndarray | int | None) -> Sequence[memoryview] | None:
         if not self.is_master:
             if sizes is None:
-                local_sizes = np.array([len(view) for view in views], dtype=np.int64)
-                self._complete(self.comm.Igatherv(local_sizes, None, root=0))
+                self._complete(self.comm.Igatherv(message_lengths(views), None, root=0))
             self._complete(self.comm.Igatherv(joined(views), None, root=0))
             return None
-        if sizes is None:
-            sizes = np.empty(self.n_workers, dtype=np.int64)
-            local_sizes = np.array([len(view) for view in views], dtype=np.int64)
-            self._complete(
-                self.comm.Igatherv(local_sizes, [sizes, worker_counts, self._block_starts, MPI.INT64_T], root=0)
-            )
-        own = message_lengths(views)
-        if not np.array_equal(own, sizes[: len(views)]):
-            # only a caller's bug: the switch's sizes are computed alike on every rank
-            raise RuntimeError(
-                f"rank 0's streams have {own.tolist()} bytes, the gather expects {sizes[: len(views)].tolist()}"
-            )
+        if isinstance(sizes, int):  # announced: the layout is the same every round
+            counts, displs = self._uniform_layout(sizes, len(views))
+        else:
+            if sizes is None:
+                sizes = np.empty(self.n_workers, dtype=np.int64)
+                local_sizes = message_lengths(views)
+                receive = [sizes, self._block_ends - self._block_starts, self._block_starts, MPI.INT64_T]
+                self._complete(self.comm.Igatherv(local_sizes, receive, root=0))
+            own = message_lengths(views)
+            if not np.array_equal(own, sizes[: len(views)]):
+                # only a caller's bug: the switch's sizes are computed alike on every rank
+                raise RuntimeError(
+                    f"rank 0's streams have {own.tolist()} bytes, the gather expects {sizes[: len(views)].tolist()}"
+                )
+            counts, displs = self._per_rank(sizes)
+            displs -= int(own.sum())
+            counts[0] = displs[0] = 0
         # MPI_IN_PLACE: the master's own uploads stay where they are (its views are returned), and
         # the inbox holds only the other ranks' bytes.
-        counts, displs = self._per_rank(sizes)
-        displs -= int(own.sum())
-        counts[0] = displs[0] = 0
         received = self._inbox("gather", int(counts.sum()))
         self._complete(self.comm.Igatherv(MPI.IN_PLACE, [received, counts, displs, MPI.BYTE], root=0))
-        return with_received(views, received, sizes[len(views) :])
+        return with_received(views, received, sizes if isinstance(sizes, int) else sizes[len(views) :])
+
+    def _uniform_layout(self, size: int, own: int) -> tuple[np.ndarray, np.ndarray]:
+        """Receive counts and displacements of a gather where every upload has ``size`` bytes (the master's
+        ``own`` in place: count 0), computed once per size."""
+        layout = self._uniform_layouts.get(size)
+        if layout is None:
+            counts, displs = self._per_rank(np.full(self.n_workers, size, dtype=np.int64))
+            displs -= own * size
+            counts[0] = displs[0] = 0
+            layout = self._uniform_layouts[size] = (counts, displs)
+        return layout
 
     def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
         if size is None:

@@ -100,8 +100,10 @@ def frame_message(
 
     ``out`` is a writable uint8 array with room for :func:`overhead_bytes` + ``payload_bytes``.
     """
-    out[:HEADER_BYTES] = np.frombuffer(_header(codec, d, len(scalars), payload_bytes, crc, key_fingerprint), np.uint8)
-    struct.pack_into(f"<{len(scalars)}d", out.data, HEADER_BYTES, *scalars)
+    view = out.data
+    view[:HEADER_BYTES] = _header(codec, d, len(scalars), payload_bytes, crc, key_fingerprint)
+    if scalars:
+        struct.pack_into(f"<{len(scalars)}d", view, HEADER_BYTES, *scalars)
     end = payload_offset(len(scalars)) + payload_bytes
     if not crc:
         return end

@@ -188,13 +188,9 @@ def checksums_right(block: np.ndarray, stop: int) -> bool:
 
 
 def alike_headers(views: Sequence[memoryview]) -> bool:
-    """Whether the (non-empty) byte views are of one length and start with byte-identical fixed headers
-    (one vectorized comparison)."""
-    size = len(views[0])
-    if size < HEADER_BYTES or any(len(view) != size for view in views):
-        return False
-    headers = np.frombuffer(b"".join(view[:HEADER_BYTES] for view in views), np.uint8).reshape(len(views), -1)
-    return bool((headers == headers[0]).all())
+    """Whether the (non-empty) byte views are of one length and start with byte-identical fixed headers."""
+    size, header = len(views[0]), views[0][:HEADER_BYTES]
+    return size >= HEADER_BYTES and all(len(view) == size and view[:HEADER_BYTES] == header for view in views)
 
 
 def alike_rows(rows: MessageRows) -> bool:
@@ -209,8 +205,8 @@ def alike_rows(rows: MessageRows) -> bool:
 def unpack_uniform(bufs: Sequence[bytes | memoryview], codec: int, d: int) -> list[Message] | MessageBlocks | None:
     """:func:`unpack_message` ``(buf, codec, d)`` of every buffer, the same messages, when they are alike:
     of one length, every fixed header byte for byte the first's, no key fingerprint and (with the CRC-32
-    flag) every checksum right; the first is validated in full, the others' headers in one vectorized
-    comparison (:func:`unpack_rows` for :class:`MessageRows`). ``None`` when they are not alike (unpack
+    flag) every checksum right; the first is validated in full, the others' headers compared with its
+    (:func:`unpack_rows` for :class:`MessageRows`: as arrays). ``None`` when they are not alike (unpack
     them one by one: that names the bad one)."""
     if isinstance(bufs, MessageRows):
         return unpack_rows(bufs, codec, d)
