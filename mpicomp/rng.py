@@ -75,7 +75,7 @@ def random_normal(state, i):
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
 
-@njit(cache=True)
+@njit(uint64(uint64, uint64, uint64, uint64), cache=True)
 def _hash_key(seed, rnd, worker, stream):
     h = mix64(uint64(seed) ^ GOLDEN)
     h = mix64(h ^ (uint64(rnd) * _MIX1))
@@ -137,9 +137,10 @@ def _sample_each(states, counts, size, out):
             out[j] = _sample_without_replacement(states[j], counts[j], size)
 
 
-def _u64(value: int) -> np.uint64:
-    """A key field as the unsigned 64-bit word the hash takes (negative ids wrap, as ``-1`` for the master)."""
-    return np.uint64(value & ((1 << 64) - 1))
+def _u64(value: int) -> int:
+    """A key field as the unsigned 64-bit word the hash takes (negative ids wrap, as ``-1`` for the master):
+    a Python int in ``[0, 2^64)``, which the kernels' uint64 arguments take without a typing pass."""
+    return int(value) & ((1 << 64) - 1)
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,8 @@ class RoundKeys(Sequence[RandomKey]):
         """``RandomKey(seed, round, w, stream).state`` of every worker, as one uint64 array."""
         workers = worker_ids(self.workers)
         out = np.empty(workers.size, dtype=np.uint64)
-        _hash_keys(_u64(self.seed), _u64(self.round), workers, _u64(self.stream), out)
+        seed, rnd, stream = (np.uint64(_u64(field)) for field in (self.seed, self.round, self.stream))
+        _hash_keys(seed, rnd, workers, stream, out)
         return out
 
     def sample_each(self, counts: np.ndarray, size: int) -> np.ndarray:
