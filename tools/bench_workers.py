@@ -12,7 +12,8 @@ gradients compute (the same minibatch indices from the same random keys, drawn i
 same shards, the same NumPy margin / loss-derivative / pull-back operations as
 ``mpicomp.problems.glm.weighted_grad``, and the l2 term computed once per round, as neither
 depends on the worker's data), with no method, codec, transport, accounting or results file
-around it; one round of it takes the slowest rank's time (median over ``--bare-rounds``).
+around it; one round of it takes the slowest rank's time (median over ``--bare-rounds`` rounds timed
+before the run and as many after it, so that a load that changes meanwhile weighs on both sides).
 A plain loop, because that is what the workers compute: one minibatch gradient per worker.
 Target: at 10,000 workers (MNIST) and 100,000 workers (small), rounds/s >= 0.8 x the bare bound,
 printed as ``PASS``/``MISS`` lines. The floor with the codec is shown too (natural uplink only):
@@ -59,7 +60,12 @@ def parse_args() -> argparse.Namespace:
         "--workers", type=int, nargs="+", help="logical workers (default 100 1000 10000; small: 100000)"
     )
     parser.add_argument("--rounds", type=int, default=50, help="timed rounds (default 50)")
-    parser.add_argument("--bare-rounds", type=int, default=5, help="rounds of the bare loop timed (default 5)")
+    parser.add_argument(
+        "--bare-rounds",
+        type=int,
+        default=5,
+        help="rounds of the bare loop timed before the run and again after it (default 5)",
+    )
     parser.add_argument("--batch", type=int, default=16, help="minibatch per worker and round (default 16)")
     parser.add_argument("--uplink", default="natural", help="uplink compressor spec (default natural)")
     parser.add_argument("--out", type=Path, help="keep the (last) results file here (default: a temporary file)")
@@ -109,13 +115,14 @@ class Bare:
     """The round's gradients as a plain loop over this rank's workers (module docstring), and the
     codec floor: the same plus the natural kernels of every worker's encode and the master's decode."""
 
-    def __init__(self, cfg: Config, x: np.ndarray, transport: Transport) -> None:
-        self.seed, self.batch, self.x = root_seed(cfg.run["seed"]), cfg.data["batch"], x
+    def __init__(self, cfg: Config, transport: Transport) -> None:
+        self.seed, self.batch = root_seed(cfg.run["seed"]), cfg.data["batch"]
         self.problem = build_problem_from(cfg, self.seed, transport)
         assert isinstance(self.problem, GLMProblem), "the bench's problems are GLMs"
+        self.x = self.problem.x0()  # the point the gradients are taken at (the run's last iterate once known)
         self.smooth = self.problem.smooth
         self.shards = [self.problem.local(w) for w in self.problem.local_workers]
-        self.grads = np.empty((len(self.shards), x.size))
+        self.grads = np.empty((len(self.shards), self.x.size))
 
     def gradients(self, k: int) -> np.ndarray:
         """Row j: local worker j's minibatch gradient, into one array kept across rounds; the minibatches
@@ -162,13 +169,23 @@ class Bare:
 def measure(args: argparse.Namespace, workers: int, dataset: str, out: Path) -> str:
     """One run and its bare bound with ``workers`` logical workers; rank 0 returns its report line."""
     cfg = config(args, workers, dataset)
-    result = run(cfg, out, overwrite=True, progress=False)
     natural = args.uplink == "natural"
     with make_transport(workers) as transport:  # the run's worker layout, for the shards
-        bare = Bare(cfg, result.x, transport)
-        bare.round_seconds(0)  # warm-up
-        bound = statistics.median(bare.round_seconds(k) for k in range(args.bare_rounds))
-        floor = statistics.median(bare.floor_seconds(k) for k in range(args.bare_rounds)) if natural else np.nan
+        bare = Bare(cfg, transport)
+        bounds: list[float] = []
+        floors: list[float] = []
+
+        def time_bare() -> None:  # before and after the run: a load that changes meanwhile hits both sides
+            bare.round_seconds(0)  # warm-up
+            bounds.extend(bare.round_seconds(k) for k in range(args.bare_rounds))
+            floors.extend(bare.floor_seconds(k) for k in range(args.bare_rounds) if natural)
+
+        time_bare()
+        result = run(cfg, out, overwrite=True, progress=False)
+        bare.x = result.x
+        time_bare()
+    bound = statistics.median(bounds)
+    floor = statistics.median(floors) if natural else np.nan
     if MPI.COMM_WORLD.rank != 0:
         return ""
     metrics = read_results(out).metrics
