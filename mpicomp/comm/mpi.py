@@ -267,9 +267,7 @@ class MPITransport(Transport):
                 raise RuntimeError(
                     f"rank 0's streams have {own.tolist()} bytes, the gather expects {sizes[: len(views)].tolist()}"
                 )
-            counts, displs = self._per_rank(sizes)
-            displs -= int(own.sum())
-            counts[0] = displs[0] = 0
+            counts, displs = self._receive_layout(sizes, int(own.sum()))
         # MPI_IN_PLACE: the master's own uploads stay where they are (its views are returned), and
         # the inbox holds only the other ranks' bytes.
         received = self._inbox("gather", int(counts.sum()))
@@ -281,11 +279,18 @@ class MPITransport(Transport):
         ``own`` in place: count 0), computed once per size."""
         layout = self._uniform_layouts.get(size)
         if layout is None:
-            counts, displs = self._per_rank(np.full(self.n_workers, size, dtype=np.int64))
-            displs -= own * size
-            counts[0] = displs[0] = 0
-            layout = self._uniform_layouts[size] = (counts, displs)
+            layout = self._uniform_layouts[size] = self._receive_layout(
+                np.full(self.n_workers, size, dtype=np.int64), own * size
+            )
         return layout
+
+    def _receive_layout(self, sizes: np.ndarray, own_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+        """The master's receive counts and displacements for uploads of ``sizes`` bytes (one per worker): the
+        other ranks' bytes back to back in the inbox, its own ``own_bytes`` in place (count 0)."""
+        counts, displs = self._per_rank(sizes)
+        displs -= own_bytes
+        counts[0] = displs[0] = 0
+        return counts, displs
 
     def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
         if size is None:
