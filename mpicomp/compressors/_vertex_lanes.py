@@ -143,21 +143,48 @@ def _vertex_codes(builder, u, mass, spread_scale, count, sign, n, shift):
     return builder.or_(index, builder.shl(negative, shift))
 
 
+def _store_codes(context, builder, array_type, array, pair, index, samples, lanes):
+    """``codes[index_b + k] = pair[k]_b`` for lanes ``b < lanes`` and draws with ``index_b mod samples + k
+    < samples``: one interleaved vector store when all 16 buckets take both draws of 2, else lane by lane."""
+    data = context.make_array(array_type)(context, builder, array).data
+    first = builder.extract_element(index, ir.Constant(_I32, 0))
+    two = builder.icmp_signed("==", samples, ir.Constant(_I64, 2))
+    full = builder.and_(two, builder.icmp_signed("==", lanes, ir.Constant(_I64, LANES)))
+    with builder.if_else(full) as (interleaved, lane_by_lane):
+        with interleaved:
+            order = [k * LANES + b for b in range(LANES) for k in range(2)]
+            both = builder.shuffle_vector(*pair, ir.Constant(ir.VectorType(_I32, 2 * LANES), order))
+            pointer = builder.bitcast(builder.gep(data, [first]), ir.VectorType(_I64, 2 * LANES).as_pointer())
+            builder.store(both, pointer, align=8)
+        with lane_by_lane:
+            second = builder.icmp_signed("<", builder.add(builder.srem(first, samples), ir.Constant(_I64, 1)), samples)
+            for b in range(LANES):
+                with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, b), lanes)):
+                    at = builder.extract_element(index, ir.Constant(_I32, b))
+                    builder.store(builder.extract_element(pair[0], ir.Constant(_I32, b)), builder.gep(data, [at]))
+                    with builder.if_then(second):
+                        value = builder.extract_element(pair[1], ir.Constant(_I32, b))
+                        builder.store(value, builder.gep(data, [builder.add(at, ir.Constant(_I64, 1))]))
+
+
 @llvm_intrinsic
-def draw_lane_pair(typingctx, src, base, size, remaining, pre, nu_scaled, state, first, samples, shift, out):
-    """Draws ``first + b samples`` and ``first + b samples + 1`` of the LANES buckets ``src[base + b size :]``
+def draw_lane_pair(typingctx, src, base, size, remaining, pre, nu_scaled, state, first, samples, shift, lanes, codes):
+    """Draws ``first + b samples + k`` (k = 0, 1) of the LANES buckets ``src[base + b size :]``
     (bucket b has ``n_b = clip(remaining - b size, 0, size)`` coordinates; ``pre``, ``nu_scaled`` as
     in :func:`~mpicomp.compressors.cross_polytope.largest_bucket_norm`): their vertex codes into
-    ``out[k LANES + b]`` for k = 0, 1 (garbage in lanes with ``n_b = 0``; no bounds check)."""
+    ``codes[first + b samples + k]`` for the first ``lanes`` buckets and the draws below ``samples``
+    (``first mod samples + k < samples``); no bounds check."""
     floats = isinstance(src, types.Array) and src.dtype in (types.float32, types.float64) and src.layout == "C"
-    if not (floats and isinstance(out, types.Array) and out.dtype == types.int64):
+    if not (floats and isinstance(codes, types.Array) and codes.dtype == types.int64):
         return None
 
     def codegen(context, builder, signature, args):
         def scalar(j, kind):
             return context.cast(builder, args[j], signature.args[j], kind)
 
-        base, size, remaining, first, per_bucket, shift = (scalar(j, types.int64) for j in (1, 2, 3, 7, 8, 9))
+        base, size, remaining, first, per_bucket, shift, lanes = (
+            scalar(j, types.int64) for j in (1, 2, 3, 7, 8, 9, 10)
+        )
         pre, nu = scalar(4, types.float64), scalar(5, types.float64)
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
         element = context.get_data_type(signature.args[0].dtype)
@@ -201,11 +228,13 @@ def draw_lane_pair(typingctx, src, base, size, remaining, pre, nu_scaled, state,
         total, count0, count1, sign0, sign1 = (builder.load(slot) for slot in slots)
         mass = builder.fdiv(total, radius)
         spread_scale = builder.fdiv(builder.fmul(_constant(2.0), n_float), builder.fsub(_constant(1.0), mass))
-        codes = context.make_array(signature.args[10])(context, builder, args[10]).data
         shifts = _splat(builder, shift, _WORDS)
-        for k, (u, hits, sign) in enumerate(zip(uniforms, (count0, count1), (sign0, sign1), strict=True)):
-            pointer = builder.bitcast(builder.gep(codes, [ir.Constant(_I64, k * LANES)]), _WORDS.as_pointer())
-            builder.store(_vertex_codes(builder, u, mass, spread_scale, hits, sign, n, shifts), pointer, align=8)
+        pair = [
+            _vertex_codes(builder, u, mass, spread_scale, hits, sign, n, shifts)
+            for u, hits, sign in zip(uniforms, (count0, count1), (sign0, sign1), strict=True)
+        ]
+        _store_codes(context, builder, signature.args[11], args[11], pair, index, per_bucket, lanes)
         return context.get_dummy_value()
 
-    return types.void(src, base, size, remaining, pre, nu_scaled, state, first, samples, shift, out), codegen
+    signature = types.void(src, base, size, remaining, pre, nu_scaled, state, first, samples, shift, lanes, codes)
+    return signature, codegen

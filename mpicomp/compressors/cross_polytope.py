@@ -94,19 +94,17 @@ def _draw_vertices(x, size, nu_scaled, pre, state, samples, shift, codes):
     rows = codes.size // samples
     reach = (LANES - 1) * size + -(-size // BLOCK) * BLOCK  # coordinates read from a tile's start
     padded = np.zeros(reach, dtype=x.dtype)
-    pair = np.empty(2 * LANES, dtype=np.int64)
     for r0 in range(0, rows, LANES):
         source, base = x, r0 * size
         if base + reach > d:
             padded[: d - base] = x[base:]
             source, base = padded, 0
+        lanes = min(LANES, rows - r0)
         for k in range(0, samples, 2):
+            first = r0 * samples + k
             draw_lane_pair(
-                source, base, size, d - r0 * size, pre, nu_scaled, state, r0 * samples + k, samples, shift, pair
+                source, base, size, d - r0 * size, pre, nu_scaled, state, first, samples, shift, lanes, codes
             )
-            for b in range(min(LANES, rows - r0)):
-                for j in range(min(2, samples - k)):
-                    codes[(r0 + b) * samples + k + j] = pair[j * LANES + b]
 
 
 def draw_vertices(x: np.ndarray, size: int, samples: int, state: np.uint64) -> tuple[float, np.ndarray]:
