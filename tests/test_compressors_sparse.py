@@ -563,6 +563,20 @@ def test_messages_do_not_depend_on_the_thread_count(spec: str) -> None:
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("d", [1, 7, 319, 320, 321, 2561, 2560 * 3 + 1603])
+def test_terngrad_payload_matches_a_numpy_reference(d: int) -> None:
+    """The packed digits are ``b_i (1 + [x_i < 0])``, ``b_i = [u_i s < |x_i|]`` with the key's uniforms,
+    five per byte: across whole and partial 64-byte packing blocks and spans."""
+    x = fixed_vectors(d)["heavy-tailed"]
+    scale = np.abs(x).max()
+    trits = (KEY.uniform(d) * scale < np.abs(x)) * (1 + (x < 0))
+    digits = np.zeros(-(-d // 5) * 5, dtype=np.int64)
+    digits[:d] = trits
+    expected = digits.reshape(-1, 5) @ 3 ** np.arange(5)
+    payload = unpack_message(make("terngrad").encode(x, KEY)).payload
+    np.testing.assert_array_equal(np.frombuffer(payload, dtype=np.uint8), expected)
+
+
 def test_terngrad_rejects_digits_past_d_and_bytes_above_242() -> None:
     """A nonzero digit past d in the last byte, or a byte >= 243, is a MessageError naming the byte."""
     compressor = make("terngrad")

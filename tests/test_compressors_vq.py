@@ -24,6 +24,7 @@ from mpicomp.compressors._codebook import (
     gaussian_codewords,
 )
 from mpicomp.compressors._radial import codebook_variance, radial_table
+from mpicomp.compressors.cross_polytope import draw_vertices, largest_bucket_norm
 from mpicomp.compressors.hsq import hsq_codewords, span_decomposition
 from mpicomp.compressors.stovoq import radius_grid
 from mpicomp.rng import RandomKey
@@ -38,7 +39,7 @@ from mpicomp.testing import (
     fixed_vectors,
     mean_with_error,
 )
-from mpicomp.wire import MessageError, pack_message, pack_uint, unpack_message
+from mpicomp.wire import MessageError, index_bits, pack_message, pack_uint, unpack_message
 from tests.runs import assert_same_metrics, run_inprocess, run_mpiexec
 
 KEY = RandomKey(2024, 3, 1, 0)
@@ -198,6 +199,52 @@ def test_cross_polytope_variance_is_exact() -> None:
     x = fixed_vectors(23, seed=8)["heavy-tailed"]
     nu = max(np.linalg.norm(x[i : i + 5]) for i in range(0, 23, 5))
     assert_mean_close(squared_errors(draws(compressor, x, 4000), x), (23 * nu**2 - x @ x) / 3, "cross-polytope")
+
+
+def reference_vertices(x: np.ndarray, size: int, samples: int, key: RandomKey) -> np.ndarray:
+    """The draw rule of cross_polytope.draw_vertices, bucket by bucket in plain Python (same float64
+    operations in the same order): the codes the lane kernel must reproduce bit for bit."""
+    nu_scaled, pre = largest_bucket_norm(x, size)
+    shift = index_bits(size)
+    uniforms = key.uniform(-(-x.size // size) * samples)
+    codes = []
+    for row, lo in enumerate(range(0, x.size, size)):
+        bucket = x[lo : lo + size].astype(np.float64)
+        n, total, running = bucket.size, 0.0, []
+        for value in bucket:
+            total += abs(value) * pre
+            running.append(total)
+        radius = np.sqrt(float(n)) * nu_scaled
+        mass = total / radius
+        for u in uniforms[row * samples : (row + 1) * samples]:
+            if u < mass:
+                inside = min(sum(r <= u * radius for r in running), n - 1)
+                codes.append(inside | int(bucket[inside] < 0.0) << shift)
+            else:
+                spread = min(int((u - mass) * 2.0 * n / (1.0 - mass)), 2 * n - 1)
+                codes.append(spread >> 1 | (spread & 1) << shift)
+    return np.array(codes)
+
+
+@pytest.mark.parametrize(
+    ("d", "size", "samples", "dtype"),
+    [
+        (1000, 16, 2, np.float64),
+        (1003, 16, 3, np.float32),
+        (261, 7, 1, np.float64),
+        (530, 33, 2, np.float32),
+        (9, 16, 4, np.float64),
+        (300, 1, 2, np.float64),
+        (2048, 64, 5, np.float64),
+    ],
+)
+def test_cross_polytope_vertices_match_the_scalar_rule(d: int, size: int, samples: int, dtype: type) -> None:
+    """Lanes of 16 buckets, blocks of 8 coordinates, short and padded buckets, float32, odd samples."""
+    x = fixed_vectors(d, seed=3)["heavy-tailed"].astype(dtype)
+    x[::9] = 0.0
+    nu, codes = draw_vertices(x, size, samples, KEY.state)
+    np.testing.assert_array_equal(codes, reference_vertices(x, size, samples, KEY))
+    assert nu == pytest.approx(max(np.linalg.norm(x[i : i + size].astype(np.float64)) for i in range(0, d, size)))
 
 
 def test_hsq_span_decomposes_and_kappa_bounds_the_l1_norm() -> None:

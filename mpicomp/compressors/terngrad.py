@@ -14,11 +14,13 @@ per byte as ``sum_j t_{5g+j} 3^j`` (1.6 bits per coordinate; bytes >= 243 are in
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import float64, njit, uint8, uint64
+from numba.core import types
 
 from ..rng import GOLDEN, RandomKey, mix64
 from ..wire import Message, MessageError
-from ..wire.bitpack import store_u64
+from ..wire.bitpack import llvm_intrinsic, store_u64
 from ._levels import random_counter, uniform_grid
 from .base import Compressor, check_scalar, non_finite_input
 from .numeric import first_non_finite, float64_bits, float64_from_bits, max_magnitude
@@ -34,7 +36,36 @@ _TRIT_BYTES[:_VALID_BYTES] = (np.arange(_VALID_BYTES)[:, None] // 3 ** np.arange
 )
 _SPAN_BYTES = 512  # bytes (2560 coordinates) per span: trits in a vectorized loop, then packed or spread
 _SPAN = TRITS_PER_BYTE * _SPAN_BYTES
+_PACK_BYTES = 64  # bytes packed at once by pack_trit_bytes (_SPAN_BYTES is a multiple)
+_PACK_DIGITS = TRITS_PER_BYTE * _PACK_BYTES
 _HALF_ULP = 2.0**-53
+
+
+@llvm_intrinsic
+def pack_trit_bytes(typingctx, trits, start, out, at):
+    """``out[at + g] = sum_j 3^j trits[start + 5g + j]`` for ``g < 64``: 320 base-3 digits (uint8) into
+    64 bytes, by Horner's rule on five vector shuffles of one load (no bounds check)."""
+    if not all(isinstance(t, types.Array) and t.dtype == types.uint8 for t in (trits, out)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        def vector_pointer(array, index, length):
+            data = context.make_array(signature.args[array])(context, builder, args[array]).data
+            pointer = builder.gep(data, [context.cast(builder, args[index], signature.args[index], types.intp)])
+            return builder.bitcast(pointer, ir.VectorType(ir.IntType(8), length).as_pointer())
+
+        digits = builder.load(vector_pointer(0, 1, _PACK_DIGITS), align=1)
+        packed = None
+        for j in reversed(range(TRITS_PER_BYTE)):  # ((t4 3 + t3) 3 + ...) 3 + t0
+            lanes = ir.Constant(
+                ir.VectorType(ir.IntType(32), _PACK_BYTES), list(range(j, _PACK_DIGITS, TRITS_PER_BYTE))
+            )
+            digit = builder.shuffle_vector(digits, digits, lanes)
+            packed = digit if packed is None else builder.add(builder.add(builder.add(packed, packed), packed), digit)
+        builder.store(packed, vector_pointer(2, 3, _PACK_BYTES), align=1)
+        return context.get_dummy_value()
+
+    return types.void(trits, start, out, at), codegen
 
 
 @njit(cache=True, nogil=True)
@@ -44,10 +75,12 @@ def _ternarize(x, scale, state, out):
     coordinate is always kept), packed five per byte as ``sum_j t_{5g+j} 3^j``.
 
     Span by span: a vectorized loop draws the trits (the uniform assembled from bit patterns, as a
-    uint64-to-float conversion does not vectorize), then they are packed.
+    uint64-to-float conversion does not vectorize), then :func:`pack_trit_bytes` packs them 64
+    bytes at a time into ``packed``, whose first bytes are copied out.
     """
     d = x.size
     trits = np.zeros(_SPAN, dtype=np.uint8)
+    packed = np.empty(_SPAN_BYTES, dtype=np.uint8)
     counter = random_counter(state, 0)
     for g0 in range(0, out.size, _SPAN_BYTES):
         g1 = min(out.size, g0 + _SPAN_BYTES)
@@ -59,9 +92,9 @@ def _ternarize(x, scale, state, out):
             uniform = uniform_grid(u) + (_HALF_ULP if (u >> uint64(11)) & uint64(1) else 0.0)
             trits[j] = uint8(uniform * scale < abs(value)) * (uint8(1) + uint8(value < 0.0))
         trits[values.size :] = 0  # past d: zero digits in the last byte
-        for g in range(g1 - g0):
-            t = TRITS_PER_BYTE * g
-            out[g0 + g] = trits[t] + 3 * (trits[t + 1] + 3 * (trits[t + 2] + 3 * (trits[t + 3] + 3 * trits[t + 4])))
+        for g in range(0, g1 - g0, _PACK_BYTES):
+            pack_trit_bytes(trits, TRITS_PER_BYTE * g, packed, g)
+        out[g0:g1] = packed[: g1 - g0]
 
 
 @njit(cache=True, nogil=True)

@@ -416,24 +416,24 @@ def _packer(bits: int) -> Callable[..., int]:
 
     @specialized(f"bits{bits}")
     def pack_range(values, words, c0, c1):
-        codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
+        tail = np.zeros(CHUNK_VALUES, dtype=np.uint64)  # the last chunk, zero-padded, if it is partial
         bad = -1
-        n = values.size
         for c in range(c0, c1):
-            lo = c * CHUNK_VALUES
-            m = min(CHUNK_VALUES, n - lo)
+            chunk = values[c * CHUNK_VALUES : (c + 1) * CHUNK_VALUES]  # a slice from 0: no wraparound checks
             seen = uint64(0)
-            for k in range(m):
-                codes[k] = uint64(values[lo + k])
-                seen |= codes[k]
-            for k in range(m, CHUNK_VALUES):
-                codes[k] = 0
+            for k in range(chunk.size):
+                seen |= uint64(chunk[k])
+            if chunk.size == CHUNK_VALUES:
+                pack_chunk(chunk, 0, words, c * bits, bits)  # straight from the values: no copy to reload
+            else:
+                for k in range(chunk.size):
+                    tail[k] = uint64(chunk[k])
+                pack_chunk(tail, 0, words, c * bits, bits)
             if seen >> uint64(bits) and bad < 0:
-                for k in range(m):
-                    if codes[k] >> uint64(bits):
-                        bad = lo + k
+                for k in range(chunk.size):
+                    if uint64(chunk[k]) >> uint64(bits):
+                        bad = c * CHUNK_VALUES + k
                         break
-            pack_chunk(codes, 0, words, c * bits, bits)
         return bad
 
     return pack_range
