@@ -232,6 +232,7 @@ def reference_vertices(x: np.ndarray, size: int, samples: int, key: RandomKey) -
         (1000, 16, 2, np.float64),
         (1003, 16, 3, np.float32),
         (261, 7, 1, np.float64),
+        (112, 7, 2, np.float64),  # one tile of 16 buckets whose last block of 8 reads past x: the padded copy
         (530, 33, 2, np.float32),
         (9, 16, 4, np.float64),
         (300, 1, 2, np.float64),
@@ -239,7 +240,8 @@ def reference_vertices(x: np.ndarray, size: int, samples: int, key: RandomKey) -
     ],
 )
 def test_cross_polytope_vertices_match_the_scalar_rule(d: int, size: int, samples: int, dtype: type) -> None:
-    """Lanes of 16 buckets, blocks of 8 coordinates, short and padded buckets, float32, odd samples."""
+    """Tiles of 16 buckets in lanes, blocks of 8 coordinates, a padded tile, the last buckets one by one,
+    short buckets, float32, odd samples."""
     x = fixed_vectors(d, seed=3)["heavy-tailed"].astype(dtype)
     x[::9] = 0.0
     nu, codes = draw_vertices(x, size, samples, KEY.state)

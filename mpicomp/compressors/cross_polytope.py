@@ -24,9 +24,9 @@ bucket's n, and all codes are 0 when ``nu = 0``.
 from __future__ import annotations
 
 import numpy as np
-from numba import float64, njit
+from numba import float64, int64, njit
 
-from ..rng import RandomKey
+from ..rng import RandomKey, random_uniform
 from ..wire import Message, MessageError, index_bits, pack_uint
 from ._buckets import (
     bucket_count,
@@ -83,28 +83,59 @@ def largest_bucket_norm(x: np.ndarray, size: int) -> tuple[float, float]:
     return float(np.sqrt(top)), pre
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _draw_bucket_vertices(x, size, nu_scaled, pre, state, samples, shift, codes, first_row):
+    """:func:`_draw_vertices` of the buckets from ``first_row`` on, bucket by bucket. Both cases of a draw are
+    computed and one taken arithmetically: a branch on ``u < a`` would be mispredicted half the time."""
+    running = np.empty(size)
+    for row in range(first_row, codes.size // samples):
+        bucket = x[row * size : row * size + size]  # a slice: see _bucket_squares
+        n = bucket.size
+        total = 0.0
+        for i in range(n):
+            total += abs(float64(bucket[i])) * pre
+            running[i] = total
+        radius = np.sqrt(float64(n)) * nu_scaled
+        mass = total / radius
+        spread_scale = 2.0 * float64(n) / (1.0 - mass)  # inf when mass = 1: then u < mass always
+        for draw in range(samples):
+            u = random_uniform(state, row * samples + draw)
+            target = u * radius
+            passed = 0  # the first i whose running sum of |x| passes u radius
+            for i in range(n):
+                passed += running[i] <= target
+            inside = min(passed, n - 1)
+            spread = min(int64((u - mass) * spread_scale), 2 * n - 1)  # one of the 2n vertices, if u >= mass
+            picked = int64(u < mass)
+            index = (spread >> 1) + picked * (inside - (spread >> 1))
+            negative = (spread & 1) + picked * (int64(bucket[inside] < 0.0) - (spread & 1))
+            codes[row * samples + draw] = index | negative << shift
+
+
 @njit(cache=True, nogil=True)
 def _draw_vertices(x, size, nu_scaled, pre, state, samples, shift, codes):
     """Per bucket l and draw k: the code of a vertex drawn with the barycentric weights (see
     :func:`draw_vertices`), with uniform number ``l samples + k`` of the key state; in units of
-    ``1 / pre`` (see :func:`largest_bucket_norm`). LANES buckets at a time, two draws per call of
-    :func:`~mpicomp.compressors._vertex_lanes.draw_lane_pair`; buckets whose blocks of 8 would read
-    past the end of x go through a zero-padded copy."""
+    ``1 / pre`` (see :func:`largest_bucket_norm`). Tiles of LANES buckets, two draws per call of
+    :func:`~mpicomp.compressors._vertex_lanes.draw_lane_pair` (a tile whose blocks of 8 coordinates would
+    read past the end of x through a zero-padded copy); the last buckets, fewer than LANES, one by one
+    with the same arithmetic (:func:`_draw_bucket_vertices`)."""
     d = x.size
     rows = codes.size // samples
+    tiled = rows - rows % LANES
     reach = (LANES - 1) * size + -(-size // BLOCK) * BLOCK  # coordinates read from a tile's start
-    padded = np.zeros(reach, dtype=x.dtype)
-    for r0 in range(0, rows, LANES):
+    for r0 in range(0, tiled, LANES):
         source, base = x, r0 * size
         if base + reach > d:
-            padded[: d - base] = x[base:]
-            source, base = padded, 0
-        lanes = min(LANES, rows - r0)
+            source, base = np.zeros(reach, dtype=x.dtype), 0
+            source[: d - r0 * size] = x[r0 * size :]
         for k in range(0, samples, 2):
             first = r0 * samples + k
             draw_lane_pair(
-                source, base, size, d - r0 * size, pre, nu_scaled, state, first, samples, shift, lanes, codes
+                source, base, size, d - r0 * size, pre, nu_scaled, state, first, samples, shift, LANES, codes
             )
+    if tiled < rows:
+        _draw_bucket_vertices(x, size, nu_scaled, pre, state, samples, shift, codes, tiled)
 
 
 def draw_vertices(x: np.ndarray, size: int, samples: int, state: np.uint64) -> tuple[float, np.ndarray]:
