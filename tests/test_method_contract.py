@@ -20,8 +20,7 @@ import tests.methods_for_tests  # noqa: F401  (registers the test methods)
 from mpicomp.comm import LocalTransport
 from mpicomp.compressors import MessageError, make
 from mpicomp.config import ConfigError, validate
-from mpicomp.methods import MethodContext, available_methods, method_class
-from mpicomp.methods.quantized_sgd import BATCH_ROWS
+from mpicomp.methods import MethodContext, available_methods, method_class, quantized_sgd
 from mpicomp.problems import build_problem
 from mpicomp.record import (
     COMMUNICATION_COLUMNS,
@@ -259,11 +258,13 @@ def test_an_error_on_one_rank_is_recorded_by_rank_0(tmp_path):
 
 @pytest.mark.parametrize("uplink", ["natural", "identity"])
 @pytest.mark.parametrize("name", ["gd", "sgd"])
-def test_batched_uploads_are_the_per_worker_uploads(name, uplink):
-    """``worker_uploads`` (blocks of BATCH_ROWS workers, one encode_many each) sends exactly the
-    bytes of ``worker_upload`` worker by worker, and both those of each shard's own gradient (float64
-    identity: the gradient computed in the message's payload slot)."""
-    workers = BATCH_ROWS + 6
+def test_batched_uploads_are_the_per_worker_uploads(name, uplink, monkeypatch):
+    """``worker_uploads`` (blocks of ``block_rows(d)`` workers, one encode_many each; here the smallest
+    blocks, so that a short second block follows a full one) sends exactly the bytes of ``worker_upload``
+    worker by worker, and both those of each shard's own gradient (float64 identity: the gradient
+    computed in the message's payload slot)."""
+    monkeypatch.setattr(quantized_sgd, "BLOCK_BYTES", 0)
+    workers = quantized_sgd.MIN_BLOCK_ROWS + 6
     problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0))
     ctx = MethodContext(problem, make(uplink), make("identity"), range(workers), True, root_seed(0), 4)
     method = method_class(name)(ctx, method_class(name).Options())

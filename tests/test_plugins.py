@@ -122,6 +122,20 @@ class NamedNatural(NoOmega):
         return 0.0
 
 
+class ScaledCopy(NamedNatural):
+    """A fixed-size outside codec with a scalar: ``s = max |x_i|`` and ``x / s`` as float64."""
+
+    name = "scaled-copy"
+    n_scalars = 1
+
+    def payload_bytes(self, d):
+        return 8 * d
+
+    def _encode(self, x, key):
+        scale = float(np.abs(x).max()) or 1.0
+        return (scale,), (x / scale).astype("<f8")
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -149,6 +163,16 @@ def test_outside_codecs_carry_their_tag(entry_points):
     assert codec.header_bits() == 8 * (16 + 8 + 4)  # header, the tag scalar, CRC-32
     with pytest.raises(MessageError, match="another outside codec"):
         NoOmega().decode(message, 16)
+
+
+def test_an_outside_codecs_batched_messages_carry_its_tag_and_scalars():
+    """``encode_many`` frames a fixed-size outside codec's rows (the tag, then the codec's scalars)
+    exactly as ``encode`` frames each one."""
+    codec, rows = ScaledCopy(), np.random.default_rng(3).standard_normal((5, 16))
+    keys = [RandomKey(1, 0, w) for w in range(5)]
+    batched = [bytes(m) for m in codec.encode_many(rows, keys)]
+    assert batched == [bytes(codec.encode(row, key)) for row, key in zip(rows, keys, strict=True)]
+    assert unpack_message(batched[2]).scalars == (float(codec.extension_tag), float(np.abs(rows[2]).max()))
 
 
 def test_a_tag_collision_is_refused_at_class_creation(monkeypatch):

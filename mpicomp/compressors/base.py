@@ -282,7 +282,9 @@ class Compressor(ABC):
             frame = overhead_bytes(self.framed_scalars, self.crc) + size
             buffer = np.empty((len(rows), frame), dtype=np.uint8)
             scalars = self._encode_rows_into(rows, keys, buffer, payload_offset(self.framed_scalars))
-            table = np.array([self._framed(s) for s in scalars], dtype=np.float64).reshape(len(rows), -1)
+            table = np.array(scalars, dtype=np.float64).reshape(len(rows), -1)
+            if self.extension_tag is not None:  # as :meth:`_framed`, for every row at once
+                table = np.column_stack((np.full(len(rows), float(self.extension_tag)), table))
             frame_messages(buffer, self.codec_id, rows.shape[1], table, size, self.crc)
             return MessageRows([buffer])
 
@@ -418,9 +420,10 @@ class Compressor(ABC):
 
     def _encode_rows_into(
         self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
-    ) -> list[tuple[float, ...]]:
+    ) -> list[tuple[float, ...]] | np.ndarray:
         """Write row j's payload into ``messages[j, start : start + payload_bytes(d)]`` (``messages``
-        is ``(m, frame)`` uint8) and return every row's scalars. Default: :meth:`_encode_into` per row."""
+        is ``(m, frame)`` uint8) and return every row's scalars (one tuple per row, or an ``(m, scalars)``
+        array). Default: :meth:`_encode_into` per row."""
         end = start + messages.shape[1] - overhead_bytes(self.framed_scalars, self.crc)
         return [
             naming_row(r, self._encode_into, row, key, message[start:end])

@@ -362,10 +362,10 @@ class Natural(Compressor):
 
     def _encode_rows_into(
         self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
-    ) -> list[tuple[float, ...]]:
+    ) -> np.ndarray:
         if (bad := encode_rows(rows, key_states(keys), messages, start, rows.dtype == np.float32)) >= 0:
             raise ValueError(f"row {bad}: {_too_large(rows[bad])}")
-        return [()] * len(rows)
+        return np.empty((len(rows), 0))
 
     def _payload(self, msg: Message) -> np.ndarray:
         """The payload bytes of a validated message, checked to be ``d`` exponents and ``ceil(d/8)`` sign bytes."""

@@ -24,7 +24,14 @@ from .base import MASTER, Column, Method, MethodContext, MethodOptions, register
 from .in_network import make_switch_sum
 from .link import Link
 
-BATCH_ROWS = 64  # local workers' gradients encoded per encode_many call
+BLOCK_BYTES = 1 << 19  # the local workers' gradients are computed and encoded in blocks of about this size
+MIN_BLOCK_ROWS = 64  # but at least this many rows, so that the Python per block stays small beside the rows
+
+
+def block_rows(d: int) -> int:
+    """Gradients per ``encode_many`` call in dimension d: a cache-sized block (``BLOCK_BYTES`` of float64
+    rows), at least ``MIN_BLOCK_ROWS``."""
+    return max(MIN_BLOCK_ROWS, BLOCK_BYTES // (8 * d))
 
 
 @register_method
@@ -87,16 +94,16 @@ class QuantizedSGD(Method):
         return {"switch_aggregate_error": np.nan if self.switch is None else self.switch.last_error}
 
     def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
-        """``C_W(g_i(x^k))`` of every local worker: the gradients of ``BATCH_ROWS`` workers at a time
+        """``C_W(g_i(x^k))`` of every local worker: the gradients of :func:`block_rows` workers at a time
         into one reused (cache-sized) array, then one ``encode_many`` call for them (their messages
         kept as the batches' rows, :class:`mpicomp.wire.MessageRows`, where the codec gives rows); one
         by one for a single worker or vectors long enough for the codecs' threaded kernels."""
         if len(workers) == 1 or not self.ctx.uplink.batches_rows(self.d):
             return super().worker_uploads(workers, k)
-        batches = []
-        gradients = np.empty((min(BATCH_ROWS, len(workers)), self.d))
-        for start in range(0, len(workers), BATCH_ROWS):
-            block = workers[start : start + BATCH_ROWS]
+        batches, size = [], block_rows(self.d)
+        gradients = np.empty((min(size, len(workers)), self.d))
+        for start in range(0, len(workers), size):
+            block = workers[start : start + size]
             rows = self.stochastic_grads(block, self.x, k, self.batch_size, out=gradients[: len(block)])
             batches.append(self.ctx.uplink.encode_many(rows, self.keys(block, k, STREAM_UPLINK)))
         held = [batch for batch in batches if isinstance(batch, MessageRows)]
