@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import mpicomp.compressors._codebook as codebook_module
 from mpicomp.compressors import make
+from mpicomp.compressors._buckets import write_codewords
 from mpicomp.compressors._codebook import (
     best_codewords,
     gaussian_codebook,
@@ -39,7 +40,7 @@ from mpicomp.testing import (
     fixed_vectors,
     mean_with_error,
 )
-from mpicomp.wire import MessageError, index_bits, pack_message, pack_uint, unpack_message
+from mpicomp.wire import MessageError, index_bits, pack_message, pack_uint, unpack_message, unpack_uint
 from tests.runs import assert_same_metrics, run_inprocess, run_mpiexec
 
 KEY = RandomKey(2024, 3, 1, 0)
@@ -391,6 +392,70 @@ def test_option_values_and_omega() -> None:
     assert biased.alpha(2**20) is None and biased.omega(16) is None and unbiased.alpha(16) is None
     assert make("cross-polytope").omega(100) == pytest.approx(99 / 2)
     assert make("hsq").omega(100) is None and make("hsq").alpha(100) is None
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decoded_by_the_rule(compressor, message: bytes, key: RandomKey) -> np.ndarray:
+    """The vector a message stands for, by each codec's decoding rule in NumPy: bucket l's codeword
+    (StoVoQ: row ``i_l`` of the key's codebook times its radius ``o_{k_l}``, then ``||x|| / sqrt(D)``; HSQ:
+    ``u_{i_l} T k_l / (2^R - 1)``) or its vertices' mean (cross-polytope), the buckets cut at d."""
+    parsed = unpack_message(message)
+    d, name = parsed.d, compressor.name
+    n_buckets = -(-d // compressor.size)
+    if name == "cross-polytope":
+        codes = unpack_uint(parsed.payload, n_buckets * compressor.samples, compressor.code_bits).astype(np.int64)
+        codes = codes.reshape(n_buckets, compressor.samples)
+        shift = index_bits(compressor.size)
+        lengths = np.minimum(compressor.size, d - compressor.size * np.arange(n_buckets))
+        step = np.sqrt(lengths) * parsed.scalars[0] / compressor.samples
+        rows = np.zeros((n_buckets, compressor.size))
+        np.add.at(
+            rows,
+            (np.arange(n_buckets)[:, None], codes & ((1 << shift) - 1)),
+            np.where(codes >> shift, -1.0, 1.0) * step[:, None],
+        )
+        return rows.reshape(-1)[:d]
+    codes = unpack_uint(parsed.payload, n_buckets, compressor.code_bits).astype(np.int64)
+    index, level = codes & (2**compressor.P - 1), codes >> compressor.P
+    if name == "hsq":
+        words = hsq_codewords(compressor.size, compressor.P)[index]
+        return (words * (parsed.scalars[0] * (level / (2**compressor.R - 1)))[:, None]).reshape(-1)[:d]
+    words = gaussian_codewords(key.state, index, compressor.size, compressor.scale)
+    if compressor.unbiased:
+        words *= radius_grid(parsed.scalars[1], parsed.scalars[2], 2**compressor.R)[level][:, None]
+    return words.reshape(-1)[:d] * (parsed.scalars[0] / np.sqrt(d))
+
+
+@pytest.mark.parametrize("spec", [*EVERY, "stovoq(P=4,R=2,size=4)", "stovoq(P=4,size=4,unbiased=False)"])
+@pytest.mark.parametrize("d", [1, 17, 1001])
+def test_decode_and_decode_add_are_the_decoding_rule_bit_for_bit(spec: str, d: int) -> None:
+    """The fused decode kernels (one pass, no bucket array; StoVoQ's words from the whole codebook when
+    the buckets outnumber them, as for P = 4 here) give the rule's bits: decode, decode_add and
+    the scaled add ``total + scale C(x)``, signed zeros included."""
+    compressor = make(spec)
+    x = np.random.default_rng(d).standard_normal(d)
+    message = compressor.encode(x, KEY)
+    expected = decoded_by_the_rule(compressor, message, KEY)
+    total = np.random.default_rng(1).standard_normal(d)
+    total[::3] = -0.0
+    for got, want in [
+        (compressor.decode(message, d, KEY), expected),
+        (compressor.decode_add(message, total.copy(), KEY), total + expected),
+        (compressor.decode_add(message, total.copy(), KEY, scale=-0.3), total + expected * -0.3),
+    ]:
+        np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))
+
+
+def test_the_overflow_check_sees_exactly_the_decoded_values() -> None:
+    """``write_codewords`` flags a bucket whose largest entry overflows, and not the padding of a cut
+    last bucket (which is dropped)."""
+    words, factors = np.array([[1.0, 1e300], [1.0, 2.0]]), np.array([1e10])
+    out = np.empty(3)
+    assert not write_codewords(words, np.array([0, 1], dtype=np.uint32), 1, factors, 1.0, out, False, 1.0)
+    assert write_codewords(words, np.array([1, 0], dtype=np.uint32), 1, factors, 1.0, out, False, 1.0)
+    np.testing.assert_array_equal(out, [1e10, 2e10, 1e10])
 
 
 # ---------------------------------------------------------------- validation

@@ -13,6 +13,8 @@ For each spec, on one float32 vector of ``--d`` standard normals (default 2^20):
   encode / GEMM elements/s says how close encoding gets to the product it cannot avoid.
   Cross-polytope has no search (no GEMM column): its work is linear in d, like a scalar codec's,
   so it is measured against ``np.copyto`` of a float32 vector of the same size, timed alike.
+* ``np.copyto`` of that float32 vector, timed alike for every spec: ``decode/copyto`` is the decode's
+  rate against it (a decode writes d float64 values from one codeword per bucket: linear in d).
 
 * the machine's GEMM rate: a 1024-square float32 product on one BLAS thread (``peak GFLOP/s``),
   timed alike; ``bound el/s`` is the encode rate if the search's flops (``search GFLOP``) ran at it.
@@ -121,6 +123,7 @@ def main() -> None:
     print(
         f"{'spec':<42s} {'encode el/s':>12s} {'decode el/s':>12s} {'GEMM el/s':>12s} {'GEMM GFLOP/s':>12s}"
         f" {'search GFLOP':>12s} {'encode/GEMM':>11s} {'copyto el/s':>12s} {'peak GFLOP/s':>10s} {'bound el/s':>12s}"
+        f" {'decode/copyto':>13s}"
     )
     summary = []
     for spec in SPECS:
@@ -131,14 +134,13 @@ def main() -> None:
         timers = {
             "encode": lambda c=compressor: c.encode(x, key),
             "decode": lambda c=compressor, m=message: c.decode(m, args.d, key),
+            "copyto": lambda: np.copyto(copy_target, x),
         }
         width, m, dtype = search_product(compressor)
         n_rows = -(-args.d // compressor.size)
         if m:
             timers["gemm"] = tiled_gemm(n_rows, width, m, dtype)
             timers["peak"] = peak_gemm()
-        else:
-            timers["copyto"] = lambda: np.copyto(copy_target, x)
         rates = best_rates(args.d, timers, args.repeat, args.clock)
         line = f"{compressor.spec:<42s} {rates['encode']:12.3e} {rates['decode']:12.3e}"
         if m:
@@ -147,15 +149,15 @@ def main() -> None:
             ratio = rates["encode"] / rates["gemm"]
             peak = 2.0 * PEAK_SIZE**3 * rates["peak"] / args.d  # flop/s of the square product
             bound = peak * args.d / search  # elements/s if the search ran at the peak rate
-            line += f" {rates['gemm']:12.3e} {flops / 1e9:12.1f} {search / 1e9:12.2f} {ratio:11.2f} {'-':>12s}"
+            line += f" {rates['gemm']:12.3e} {flops / 1e9:12.1f} {search / 1e9:12.2f} {ratio:11.2f} {rates['copyto']:12.3e}"
             line += f" {peak / 1e9:10.1f} {bound:12.3e}"
             summary.append(verdict(compressor.spec, "encode", ratio, GEMM_TARGET, "x of same-shape GEMM"))
             summary.append(verdict(compressor.spec, "encode", rates["encode"] / bound, GEMM_TARGET, "x of peak GEMM"))
         else:
             ratio = rates["encode"] / rates["copyto"]
-            line += f" {'-':>12s} {'-':>12s} {'-':>12s} {'-':>11s} {rates['copyto']:12.3e}"
+            line += f" {'-':>12s} {'-':>12s} {'-':>12s} {'-':>11s} {rates['copyto']:12.3e} {'-':>10s} {'-':>12s}"
             summary.append(verdict(compressor.spec, "encode", ratio, COPY_TARGET, "x of copyto"))
-        print(line, flush=True)
+        print(line + f" {rates['decode'] / rates['copyto']:13.2f}", flush=True)
     print(f"targets ({numba.get_num_threads()} thread(s)):")
     print("\n".join(summary))
 

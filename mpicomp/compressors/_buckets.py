@@ -16,6 +16,7 @@ way round) and ``Var o = (o_{j+1} - y)(y - o_j)``.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ..wire import MessageError, pack_uint, packed_nbytes, unpack_uint
 from .numeric import l2_norm
@@ -54,13 +55,42 @@ def zero_codes(n: int, bits: int) -> np.ndarray:
     return pack_uint(np.zeros(n, dtype=np.uint32), bits)
 
 
-def from_buckets(rows: np.ndarray, d: int) -> np.ndarray:
-    """The d-vector of an ``(L, size)`` bucket array (the padding of the last bucket dropped)."""
-    return np.ascontiguousarray(rows.reshape(-1)[:d])
+@njit(cache=True, nogil=True)
+def write_codewords(words, codes, shift, factors, shared, out, accumulate, scale):
+    """Decode bucket by bucket: with bucket l's code ``c = i | k << shift``, bucket l of ``out`` gets
+    ``(words[i] * factors[k]) * shared`` (the last bucket cut at ``out.size``), written, or with
+    ``accumulate`` added times ``scale``; returns whether every such value is finite.
+
+    That is checked once per whole bucket, on ``(max_j |words[i, j]| * factors[k]) * shared``: rounding
+    is monotone, so no value exceeds it in magnitude and the largest word entry's value equals it (a
+    cut last bucket checks its values one by one)."""
+    d, size = out.size, words.shape[1]
+    peaks = np.zeros(words.shape[0])
+    for w in range(words.shape[0]):
+        for j in range(size):
+            peaks[w] = max(peaks[w], abs(words[w, j]))
+    mask = (1 << shift) - 1
+    finite = True
+    for bucket in range(codes.size):
+        lo = bucket * size
+        i, factor = codes[bucket] & mask, factors[codes[bucket] >> shift]
+        row, target = words[i], out[lo : min(lo + size, d)]
+        if target.size == size:
+            finite &= ((peaks[i] * factor) * shared) * 0.0 == 0.0  # false for Inf and NaN
+        else:
+            for j in range(target.size):
+                finite &= ((row[j] * factor) * shared) * 0.0 == 0.0
+        for j in range(target.size):
+            value = (row[j] * factor) * shared
+            if accumulate:
+                target[j] += value * scale
+            else:
+                target[j] = value
+    return finite
 
 
 def unpack_codes(payload: memoryview, n: int, bits: int, codec: str) -> np.ndarray:
-    """``n`` codes of ``bits`` bits as int64; MessageError unless the payload has exactly their bytes
+    """``n`` codes of ``bits`` bits (uint32); MessageError unless the payload has exactly their bytes
     and zero padding bits after the last code."""
     data = np.frombuffer(payload, dtype=np.uint8)
     if data.size != packed_nbytes(n, bits):
@@ -70,7 +100,7 @@ def unpack_codes(payload: memoryview, n: int, bits: int, codec: str) -> np.ndarr
     used = n * bits % 8
     if used and data[-1] >> used:
         raise MessageError(f"{codec}: nonzero padding bits after the last code")
-    return unpack_uint(data, n, bits).astype(np.int64)
+    return unpack_uint(data, n, bits)
 
 
 def stochastic_round(values: np.ndarray, grid: np.ndarray, uniforms: np.ndarray) -> np.ndarray:

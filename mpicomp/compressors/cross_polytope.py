@@ -31,7 +31,6 @@ from ..wire import Message, MessageError, index_bits, pack_uint
 from ._buckets import (
     bucket_count,
     check_integer,
-    from_buckets,
     unpack_codes,
 )
 from ._vertex_lanes import BLOCK, LANES, draw_lane_pair
@@ -190,23 +189,57 @@ class CrossPolytope(Compressor):
             )
         return (nu,), pack_uint(codes, self.code_bits)
 
-    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+        self._write_buckets(msg, out, accumulate, 1.0)
+
+    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
+        self._write_buckets(msg, out, True, scale)
+
+    def _write_buckets(self, msg: Message, out: np.ndarray, accumulate: bool, scale: float) -> None:
+        """Every bucket's mean of its drawn vertices written into ``out`` or (``accumulate``) ``scale``
+        times it added, in one kernel pass."""
         top = check_scalar(msg.scalars[0], "cross-polytope radius")
-        lengths = bucket_lengths(msg.d, self.size)
-        codes = unpack_codes(msg.payload, lengths.size * self.samples, self.code_bits, self.name).reshape(
-            -1, self.samples
-        )
-        if top == 0.0 and codes.any():
-            raise MessageError("cross-polytope: nonzero codes in a message of radius 0")
-        shift = index_bits(self.size)
-        index = codes & ((1 << shift) - 1)
-        if (index >= lengths[:, None]).any():
-            raise MessageError("cross-polytope: a vertex index beyond its bucket's coordinates")
-        rows = np.zeros((lengths.size, self.size))
-        with np.errstate(over="ignore", invalid="ignore"):
-            value = np.where(codes >> shift, -1.0, 1.0) * (np.sqrt(lengths) * top / self.samples)[:, None]
-            np.add.at(rows, (np.arange(lengths.size)[:, None], index), value)
-        out = from_buckets(rows, msg.d)
-        if not np.isfinite(out).all():
-            raise MessageError("cross-polytope: radius overflows float64")
-        return out
+        codes = unpack_codes(msg.payload, bucket_count(msg.d, self.size) * self.samples, self.code_bits, self.name)
+        fault = _write_vertex_means(codes, self.samples, self.size, index_bits(self.size), top, out, accumulate, scale)
+        if fault != _DECODED:
+            raise MessageError(_DECODE_FAULTS[fault])
+
+
+_DECODED, _ZERO_RADIUS_CODE, _INDEX_BEYOND, _OVERFLOW = range(4)
+_DECODE_FAULTS = {
+    _ZERO_RADIUS_CODE: "cross-polytope: nonzero codes in a message of radius 0",
+    _INDEX_BEYOND: "cross-polytope: a vertex index beyond its bucket's coordinates",
+    _OVERFLOW: "cross-polytope: radius overflows float64",
+}
+
+
+@njit(cache=True, nogil=True)
+def _write_vertex_means(codes, samples, size, shift, top, out, accumulate, scale):
+    """Bucket l (n coordinates): the mean of its ``samples`` vertices ``(-1)^negative sqrt(n) nu e_i``,
+    summed from zero in draw order, written into ``out`` or (``accumulate``) ``scale`` times it added;
+    returns ``_DECODED`` or the first fault met, bucket by bucket (``out`` then holds part of it)."""
+    d = out.size
+    sums = np.zeros(size)
+    for bucket in range(codes.size // samples):
+        lo = bucket * size
+        target = out[lo : min(lo + size, d)]
+        n = target.size
+        step = np.sqrt(float64(n)) * top / samples
+        for j in range(n):
+            sums[j] = 0.0
+        for s in range(bucket * samples, (bucket + 1) * samples):
+            code = codes[s]
+            if top == 0.0 and code != 0:
+                return _ZERO_RADIUS_CODE
+            i = code & ((1 << shift) - 1)
+            if i >= n:
+                return _INDEX_BEYOND
+            sums[i] += -step if code >> shift else step
+            if sums[i] * 0.0 != 0.0:  # Inf: it stays Inf in the later sums (NaN cannot arise from a finite nu)
+                return _OVERFLOW
+        for j in range(n):
+            if accumulate:
+                target[j] += sums[j] * scale
+            else:
+                target[j] = sums[j]
+    return _DECODED

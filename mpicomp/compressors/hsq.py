@@ -45,10 +45,10 @@ from ..wire import Message, MessageError, pack_uint
 from ._buckets import (
     bucket_count,
     check_integer,
-    from_buckets,
     stochastic_round,
     unit_buckets,
     unpack_codes,
+    write_codewords,
     zero_codes,
 )
 from ._codebook import best_codewords, gaussian_codebook, key_uniforms, tile_rows, tiled
@@ -204,10 +204,18 @@ class HSQ(Compressor):
         level = stochastic_round(magnitude, top * (np.arange(levels + 1) / levels), uniforms[n_buckets:])
         return (norm * top,), pack_uint(index | level << self.P, self.code_bits)
 
-    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+        self._write_buckets(msg, out, accumulate, 1.0)
+
+    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
+        self._write_buckets(msg, out, True, scale)
+
+    def _write_buckets(self, msg: Message, out: np.ndarray, accumulate: bool, scale: float) -> None:
+        """Bucket l: its codeword ``u_l`` times ``T k_l / (2^R - 1)`` (T the scalar, ``k_l`` its level),
+        written into ``out`` or (``accumulate``) ``scale`` times it added, in one kernel pass."""
         top = check_scalar(msg.scalars[0], "hsq magnitude")
         codes = unpack_codes(msg.payload, bucket_count(msg.d, self.size), self.code_bits, self.name)
         if top == 0.0 and codes.any():
             raise MessageError("hsq: nonzero codes in a message of magnitude 0")
-        words = hsq_codewords(self.size, self.P)[codes & (2**self.P - 1)]
-        return from_buckets(words * (top * ((codes >> self.P) / (2**self.R - 1)))[:, None], msg.d)
+        magnitudes = top * (np.arange(2**self.R) / (2**self.R - 1))
+        write_codewords(hsq_codewords(self.size, self.P), codes, self.P, magnitudes, 1.0, out, accumulate, scale)

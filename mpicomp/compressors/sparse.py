@@ -207,13 +207,10 @@ def _top_k_sampled(words, k, key_bits, infinity, out):
     candidates = np.empty(capacity, dtype=np.int64)
     above = np.zeros(_SPAN, dtype=np.uint8)
     n = 0
-    top = uint64(0)
     for lo in range(0, d, _SPAN):
         span = words[lo : lo + _SPAN]
         for j in range(span.size):  # a plain compare loop: it vectorizes
-            key = uint64(span[j]) & keep
-            above[j] = key >= bound
-            top = max(top, key)
+            above[j] = (uint64(span[j]) & keep) >= bound
         above[span.size :] = 0
         for g in range(0, span.size, GROUP):
             mask = nonzero_word(above, g)
@@ -223,13 +220,13 @@ def _top_k_sampled(words, k, key_bits, infinity, out):
                 candidates[n] = lo + g + int(trailing_zeros(mask))  # type: ignore[call-arg]  # numba's stubs give intrinsics a typingctx parameter
                 mask &= mask - uint64(1)
                 n += 1
-    if top >= infinity:
-        return _NON_FINITE
     if n < k:
         return _FAILED
     keys = np.empty(n, dtype=np.uint64)
     for c in range(n):
         keys[c] = uint64(words[candidates[c]]) & keep
+        if keys[c] >= infinity:
+            return _NON_FINITE
     chosen = np.empty(k, dtype=np.int64)
     _top_k_indices(keys, k, key_bits, chosen)
     for j in range(k):

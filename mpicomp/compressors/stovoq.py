@@ -64,10 +64,10 @@ from ..wire import Message, MessageError, pack_uint
 from ._buckets import (
     bucket_count,
     check_integer,
-    from_buckets,
     stochastic_round,
     unit_buckets,
     unpack_codes,
+    write_codewords,
     zero_codes,
 )
 from ._codebook import (
@@ -179,21 +179,40 @@ class StoVoQ(Compressor):
         level = stochastic_round(y, radius_grid(low, high, 2**self.R), uniforms)
         return (norm, low, high), pack_uint(index | level << self.P, self.code_bits)
 
-    def _decode(self, msg: Message, key: RandomKey | None) -> np.ndarray:
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+        self._write_buckets(msg, key, out, accumulate, 1.0)
+
+    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
+        self._write_buckets(msg, key, out, True, scale)
+
+    def _write_buckets(
+        self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool, scale: float
+    ) -> None:
+        """Bucket l: the key codebook's word ``c_{i_l}`` times its radius ``o_{k_l}`` (1 when biased),
+        times ``||x|| / sqrt(D)``, written into ``out`` or (``accumulate``) ``scale`` times it added, in
+        one kernel pass. The words come from the whole codebook when there are more buckets than
+        words (2^P draws of ``size`` normals instead of one per bucket), else one by one."""
         state = require_key(self.name, key).state
         norm = check_scalar(msg.scalars[0], "stovoq norm")
         codes = unpack_codes(msg.payload, bucket_count(msg.d, self.size), self.code_bits, self.name)
         if norm == 0.0:
             if codes.any():
                 raise MessageError("stovoq: nonzero codes in a message of norm 0")
-            return np.zeros(msg.d)
-        words = gaussian_codewords(state, codes & (2**self.P - 1), self.size, self.scale)
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self.unbiased:
-                low = check_scalar(msg.scalars[1], "stovoq radius y_lo", np.finfo(np.float64).tiny)
-                high = check_scalar(msg.scalars[2], "stovoq radius y_hi", low)
-                words *= radius_grid(low, high, 2**self.R)[codes >> self.P][:, None]
-            out = from_buckets(words, msg.d) * (norm / np.sqrt(msg.d))
-        if not np.isfinite(out).all():
+            if accumulate:
+                out += 0.0 * scale  # what adding the zero vector does, signed zeros included
+            else:
+                out.fill(0.0)
+            return
+        radii = np.ones(1)
+        if self.unbiased:
+            low = check_scalar(msg.scalars[1], "stovoq radius y_lo", np.finfo(np.float64).tiny)
+            high = check_scalar(msg.scalars[2], "stovoq radius y_hi", low)
+            with np.errstate(over="ignore", invalid="ignore"):
+                radii = radius_grid(low, high, 2**self.R)
+        if codes.size > 2**self.P:
+            words = gaussian_codebook(state, 2**self.P, self.size, self.scale)
+        else:  # bucket l's word is row l: its code's index becomes l
+            words = gaussian_codewords(state, codes & (2**self.P - 1), self.size, self.scale)
+            codes = np.arange(codes.size, dtype=codes.dtype) | (codes >> self.P << self.P)
+        if not write_codewords(words, codes, self.P, radii, norm / np.sqrt(msg.d), out, accumulate, scale):
             raise MessageError("stovoq: norm and radii overflow float64")
-        return out
