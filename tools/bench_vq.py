@@ -149,7 +149,9 @@ def main() -> None:
             ratio = rates["encode"] / rates["gemm"]
             peak = 2.0 * PEAK_SIZE**3 * rates["peak"] / args.d  # flop/s of the square product
             bound = peak * args.d / search  # elements/s if the search ran at the peak rate
-            line += f" {rates['gemm']:12.3e} {flops / 1e9:12.1f} {search / 1e9:12.2f} {ratio:11.2f} {rates['copyto']:12.3e}"
+            line += (
+                f" {rates['gemm']:12.3e} {flops / 1e9:12.1f} {search / 1e9:12.2f} {ratio:11.2f} {rates['copyto']:12.3e}"
+            )
             line += f" {peak / 1e9:10.1f} {bound:12.3e}"
             summary.append(verdict(compressor.spec, "encode", ratio, GEMM_TARGET, "x of same-shape GEMM"))
             summary.append(verdict(compressor.spec, "encode", rates["encode"] / bound, GEMM_TARGET, "x of peak GEMM"))
