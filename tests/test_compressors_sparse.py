@@ -542,6 +542,20 @@ def test_top_k_sampled_bound_picks_the_radix_select_set(kind: str) -> None:
         np.testing.assert_array_equal(top_k_indices(x, k), full)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_top_k_sampled_pass_refuses_non_finite_input(bad: float) -> None:
+    """The one-pass selection finds NaN and Inf among its candidates (their keys lie above any finite
+    bound, or the bound is itself one of them): at a sampled coordinate and between samples."""
+    from mpicomp.compressors.sparse import _SAMPLE, top_k_indices
+
+    d = 9 * _SAMPLE + 5
+    for where in (0, d // _SAMPLE * 7, 12_345):
+        x = np.random.default_rng(4).standard_normal(d)
+        x[where] = bad
+        with pytest.raises(ValueError, match="non-finite"):
+            top_k_indices(x, d // 100)
+
+
 @pytest.mark.parametrize("spec", ["terngrad", "sign", "laq(bits=3)", "laq(bits=11)", "topk(k=0.01)"])
 def test_messages_do_not_depend_on_the_thread_count(spec: str) -> None:
     """Long vectors split over threads (ranges ending inside a packed word) give the same bytes and

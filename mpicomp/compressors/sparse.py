@@ -189,7 +189,9 @@ def _top_k_sampled(words, k, key_bits, infinity, out):
     that the bound lies below it unless x is built against the stride. One pass collects the
     indices of the keys at or above the bound (ascending); if there are at least k (and no more
     than room was made for: about twice the expected count), they hold every key at or above the
-    k-th largest, and the radix select among them picks the same set as on the whole of x.
+    k-th largest, and the radix select among them picks the same set as on the whole of x. NaN and
+    Inf are among the candidates (their keys are at least ``infinity``: above a finite bound, or
+    the bound is one of them, whose coordinate is then a candidate), so only those are checked.
     """
     d = words.size
     keep = (uint64(1) << uint64(key_bits)) - uint64(1)
