@@ -3,7 +3,8 @@
 Gaussian codebook of a key: codeword j of dimension d has coordinates
 ``c_{jk} = scale * random_normal(state, j d + k)`` (the key's standard normals number
 ``j d + k``, i.e. its uniforms ``2(j d + k)`` and ``2(j d + k) + 1``). It is drawn whole by the
-encoder and codeword by codeword (:func:`gaussian_codewords`) by the decoder, so it never travels.
+encoder, and by the decoder whole or codeword by codeword (:func:`gaussian_codewords`, when there
+are fewer buckets than codewords), so it never travels.
 A codec that needs more randomness from the same key takes uniforms from number
 ``codebook_uniforms(m, d)`` on, disjoint from the codebook's.
 
