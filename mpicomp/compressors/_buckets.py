@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..wire import MessageError, pack_uint, packed_nbytes, unpack_uint
+from ..rng import RandomKey
+from ..wire import Message, MessageError, pack_uint, packed_nbytes, unpack_uint
 from .numeric import l2_norm
 
 
@@ -53,6 +54,23 @@ def unit_buckets(codec: str, x: np.ndarray, size: int) -> tuple[float, np.ndarra
 def zero_codes(n: int, bits: int) -> np.ndarray:
     """The payload of ``n`` zero codes: what a zero vector sends."""
     return pack_uint(np.zeros(n, dtype=np.uint32), bits)
+
+
+class BucketDecoder:
+    """Mixin of the bucket codecs: decode, decode_add and the scaled add all go through the codec's
+    one-pass :meth:`_write_buckets` (``Compressor``'s fused-decode hooks)."""
+
+    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+        self._write_buckets(msg, key, out, accumulate, 1.0)
+
+    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
+        self._write_buckets(msg, key, out, True, scale)
+
+    def _write_buckets(
+        self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool, scale: float
+    ) -> None:
+        """Every bucket decoded into ``out`` or (``accumulate``) ``scale`` times it added."""
+        raise NotImplementedError
 
 
 @njit(cache=True, nogil=True)

@@ -29,6 +29,7 @@ from numba import float64, int64, njit
 from ..rng import RandomKey, random_uniform
 from ..wire import Message, MessageError, index_bits, pack_uint
 from ._buckets import (
+    BucketDecoder,
     bucket_count,
     check_integer,
     unpack_codes,
@@ -39,14 +40,6 @@ from .registry import register
 
 MAX_SAMPLES = 1024
 MAX_SIZE = 1 << 16
-
-
-def bucket_lengths(d: int, size: int) -> np.ndarray:
-    """Coordinates n_l of each bucket: ``size``, and the remainder in a short last bucket."""
-    lengths = np.full(bucket_count(d, size), size, dtype=np.int64)
-    if d % size:
-        lengths[-1] = d % size
-    return lengths
 
 
 _TINY = 2.0**-900  # a largest squared bucket norm below this is recomputed on a rescaled x
@@ -154,7 +147,7 @@ def draw_vertices(x: np.ndarray, size: int, samples: int, state: np.uint64) -> t
 
 
 @register
-class CrossPolytope(Compressor):
+class CrossPolytope(BucketDecoder, Compressor):
     """Cross-polytope (vqSGD): per bucket, ``samples`` vertices ±sqrt(n) nu e_i drawn by barycentric weights; unbiased."""
 
     name = "cross-polytope"
@@ -189,13 +182,9 @@ class CrossPolytope(Compressor):
             )
         return (nu,), pack_uint(codes, self.code_bits)
 
-    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
-        self._write_buckets(msg, out, accumulate, 1.0)
-
-    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
-        self._write_buckets(msg, out, True, scale)
-
-    def _write_buckets(self, msg: Message, out: np.ndarray, accumulate: bool, scale: float) -> None:
+    def _write_buckets(
+        self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool, scale: float
+    ) -> None:
         """Every bucket's mean of its drawn vertices written into ``out`` or (``accumulate``) ``scale``
         times it added, in one kernel pass."""
         top = check_scalar(msg.scalars[0], "cross-polytope radius")

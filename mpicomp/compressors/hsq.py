@@ -43,6 +43,7 @@ from numba import njit
 from ..rng import RandomKey
 from ..wire import Message, MessageError, pack_uint
 from ._buckets import (
+    BucketDecoder,
     bucket_count,
     check_integer,
     stochastic_round,
@@ -150,7 +151,7 @@ def span_choices(buckets: np.ndarray, decompose: np.ndarray, uniforms: np.ndarra
 
 
 @register
-class HSQ(Compressor):
+class HSQ(BucketDecoder, Compressor):
     """Hyper-sphere quantization: per bucket a codeword of a fixed unit-vector codebook (2^P words) and an R-bit magnitude."""
 
     name = "hsq"
@@ -204,13 +205,9 @@ class HSQ(Compressor):
         level = stochastic_round(magnitude, top * (np.arange(levels + 1) / levels), uniforms[n_buckets:])
         return (norm * top,), pack_uint(index | level << self.P, self.code_bits)
 
-    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
-        self._write_buckets(msg, out, accumulate, 1.0)
-
-    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
-        self._write_buckets(msg, out, True, scale)
-
-    def _write_buckets(self, msg: Message, out: np.ndarray, accumulate: bool, scale: float) -> None:
+    def _write_buckets(
+        self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool, scale: float
+    ) -> None:
         """Bucket l: its codeword ``u_l`` times ``T k_l / (2^R - 1)`` (T the scalar, ``k_l`` its level),
         written into ``out`` or (``accumulate``) ``scale`` times it added, in one kernel pass."""
         top = check_scalar(msg.scalars[0], "hsq magnitude")

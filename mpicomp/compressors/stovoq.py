@@ -62,6 +62,7 @@ import numpy as np
 from ..rng import RandomKey
 from ..wire import Message, MessageError, pack_uint
 from ._buckets import (
+    BucketDecoder,
     bucket_count,
     check_integer,
     stochastic_round,
@@ -95,7 +96,7 @@ def radius_grid(low: float, high: float, levels: int) -> np.ndarray:
 
 
 @register
-class StoVoQ(Compressor):
+class StoVoQ(BucketDecoder, Compressor):
     """StoVoQ: nearest codeword of a fresh Gaussian codebook (2^P words, from the key) per bucket; radial bias removed."""
 
     name = "stovoq"
@@ -178,12 +179,6 @@ class StoVoQ(Compressor):
         uniforms = key_uniforms(key.state, codebook_uniforms(m, self.size), n_buckets)
         level = stochastic_round(y, radius_grid(low, high, 2**self.R), uniforms)
         return (norm, low, high), pack_uint(index | level << self.P, self.code_bits)
-
-    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
-        self._write_buckets(msg, key, out, accumulate, 1.0)
-
-    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
-        self._write_buckets(msg, key, out, True, scale)
 
     def _write_buckets(
         self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool, scale: float
