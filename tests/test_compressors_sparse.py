@@ -542,6 +542,23 @@ def test_top_k_sampled_bound_picks_the_radix_select_set(kind: str) -> None:
         np.testing.assert_array_equal(top_k_indices(x, k), full)
 
 
+def test_a_kept_selection_scratch_gives_the_fresh_selection_at_any_size() -> None:
+    """One scratch reused over vectors of growing and shrinking size (its buffers then hold an earlier
+    call's candidates beyond the current ones) selects what a fresh scratch selects, and one Top-K
+    codec's messages are those of a new codec per vector."""
+    from mpicomp.compressors.sparse import _SAMPLE, SelectionScratch, top_k_indices
+
+    rng = np.random.default_rng(6)
+    vectors = [rng.standard_normal(d) for d in (40 * _SAMPLE + 1, 9 * _SAMPLE + 5, 40 * _SAMPLE + 1)]
+    vectors[1][1::9] += 10.0  # the fallback's input in the middle of the sequence
+    scratch = SelectionScratch()
+    kept = make("topk(k=0.02)")
+    for x in vectors:
+        for k in (x.size // 50, x.size // 9):
+            np.testing.assert_array_equal(top_k_indices(x, k, scratch), top_k_indices(x, k))
+        assert bytes(kept.encode(x, KEY)) == bytes(make("topk(k=0.02)").encode(x, KEY))
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_top_k_sampled_pass_refuses_non_finite_input(bad: float) -> None:
     """The one-pass selection finds NaN and Inf among its candidates (their keys lie above any finite

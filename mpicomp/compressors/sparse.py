@@ -179,15 +179,40 @@ _SAMPLE = 1 << 12  # sampled keys from which _top_k_sampled bounds the threshold
 
 
 @njit(cache=True)
-def _top_k_sampled(words, k, key_bits, infinity, out):
+def _sample_plan(d, k):
+    """(rank of the bound among the ``_SAMPLE`` sampled keys, room for the candidates) of
+    :func:`_top_k_sampled`: ``k_s + 4 sqrt(k_s) + 8`` with ``k_s = k _SAMPLE / d``, and about
+    twice the candidates expected above that bound."""
+    expected = k * _SAMPLE / d
+    rank = int(expected + 4.0 * np.sqrt(expected) + 8.0)
+    return rank, 2 * rank * (d // _SAMPLE + 1) + 64
+
+
+class SelectionScratch:
+    """The candidates' indices and keys that :func:`top_k_indices` keeps across calls (grown, never
+    shrunk): fresh multi-MB temporaries on every call cost a page fault per 4 KiB they touch."""
+
+    def __init__(self) -> None:
+        self._words = np.empty(0, dtype=np.uint64)
+
+    def buffers(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(int64 indices, uint64 keys), ``size`` entries each."""
+        if self._words.size < 2 * size:
+            self._words = np.empty(2 * size, dtype=np.uint64)
+        return self._words[:size].view(np.int64), self._words[size : 2 * size]
+
+
+@njit(cache=True)
+def _top_k_sampled(words, k, key_bits, infinity, out, candidates, keys):
     """:func:`_top_k_indices` in one pass over x when a sample finds a bound: ``_SELECTED``, or
     ``_FAILED`` (out untouched) if it does not, or ``_NON_FINITE`` if some key is at least
-    ``infinity`` (the key of Inf: x holds NaN or Inf).
+    ``infinity`` (the key of Inf: x holds NaN or Inf). ``candidates`` and ``keys`` are scratch of
+    the size :func:`_sample_plan` gives.
 
     The keys of ``_SAMPLE`` evenly spaced coordinates give the bound: the ``k_s + 4 sqrt(k_s) + 8``-th
     largest of them, ``k_s = k _SAMPLE / d`` the expected number above the k-th largest key, so
     that the bound lies below it unless x is built against the stride. One pass collects the
-    indices of the keys at or above the bound (ascending); if there are at least k (and no more
+    indices and keys of the keys at or above the bound (ascending); if there are at least k (and no more
     than room was made for: about twice the expected count), they hold every key at or above the
     k-th largest, and the radix select among them picks the same set as on the whole of x. NaN and
     Inf are among the candidates (their keys are at least ``infinity``: above a finite bound, or
@@ -200,13 +225,10 @@ def _top_k_sampled(words, k, key_bits, infinity, out):
     for j in range(_SAMPLE):
         sample[j] = uint64(words[j * stride]) & keep
     sample.sort()
-    expected = k * _SAMPLE / d
-    rank = int(expected + 4.0 * np.sqrt(expected) + 8.0)
+    rank, capacity = _sample_plan(d, k)
     if rank >= _SAMPLE:
         return _FAILED
     bound = sample[_SAMPLE - rank]
-    capacity = 2 * rank * (stride + 1) + 64
-    candidates = np.empty(capacity, dtype=np.int64)
     above = np.zeros(_SPAN, dtype=np.uint8)
     n = 0
     for lo in range(0, d, _SPAN):
@@ -219,20 +241,21 @@ def _top_k_sampled(words, k, key_bits, infinity, out):
             while mask:
                 if n == capacity:
                     return _FAILED
-                candidates[n] = lo + g + int(trailing_zeros(mask))  # type: ignore[call-arg]  # numba's stubs give intrinsics a typingctx parameter
+                at = g + int(trailing_zeros(mask))  # type: ignore[call-arg]  # numba's stubs give intrinsics a typingctx parameter
+                candidates[n] = lo + at
+                keys[n] = uint64(span[at]) & keep  # read while the span is in cache
                 mask &= mask - uint64(1)
                 n += 1
     if n < k:
         return _FAILED
-    keys = np.empty(n, dtype=np.uint64)
+    top = uint64(0)
     for c in range(n):
-        keys[c] = uint64(words[candidates[c]]) & keep
-        if keys[c] >= infinity:
-            return _NON_FINITE
-    chosen = np.empty(k, dtype=np.int64)
-    _top_k_indices(keys, k, key_bits, chosen)
+        top = max(top, keys[c])
+    if top >= infinity:
+        return _NON_FINITE
+    _top_k_indices(keys[:n], k, key_bits, out)  # positions among the candidates, then their indices
     for j in range(k):
-        out[j] = candidates[chosen[j]]
+        out[j] = candidates[out[j]]
     return _SELECTED
 
 
@@ -255,9 +278,10 @@ def _require_finite(x: np.ndarray) -> None:
         raise non_finite_input(x, bad)
 
 
-def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
+def top_k_indices(x: np.ndarray, k: int, scratch: SelectionScratch | None = None) -> np.ndarray:
     """Ascending indices of the ``k`` largest magnitudes of a float32/float64 vector (lowest index
-    wins ties); ValueError if x holds NaN or Inf (found by the selection's own pass where it can)."""
+    wins ties); ValueError if x holds NaN or Inf (found by the selection's own pass where it can).
+    A ``scratch`` kept by the caller spares the selection its temporaries on later calls."""
     if k == x.size or x.size < _PARTITION_BELOW_D:
         _require_finite(x)
         return np.arange(k, dtype=np.int64) if k == x.size else _top_k_by_partition(x, k)
@@ -266,7 +290,8 @@ def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
     key_bits = 8 * x.dtype.itemsize - 1
     if 0 < k <= x.size // 8:
         infinity = np.uint64(0x7FF0000000000000 if x.dtype == np.float64 else 0x7F800000)
-        outcome = _top_k_sampled(words, k, key_bits, infinity, out)
+        candidates, keys = (scratch or SelectionScratch()).buffers(_sample_plan(x.size, k)[1])
+        outcome = _top_k_sampled(words, k, key_bits, infinity, out, candidates, keys)
         if outcome == _SELECTED:
             return out
     _require_finite(x)
@@ -406,14 +431,21 @@ class Sparsifier(Compressor):
     def expected_bits(self, d: int) -> float:
         return self.index_payload_bits(d) + 8.0 * VALUE_DTYPES[self.dtype].itemsize * self.count(d)
 
-    def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray]:
+    def payload_bytes(self, d: int) -> int:
+        """The index section, then k values of the wire dtype."""
+        return self.index_nbytes(d) + self.count(d) * VALUE_DTYPES[self.dtype].itemsize
+
+    def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
         indices, values = self.select(x, key)
+        split = self.index_nbytes(x.size)
+        payload[:split] = self.encode_indices(indices, x.size)
+        wire_values = payload[split:].view(VALUE_DTYPES[self.dtype])
         with np.errstate(over="ignore"):
-            wire_values = values.astype(VALUE_DTYPES[self.dtype])
+            np.copyto(wire_values, values, casting="same_kind")
         if not np.isfinite(wire_values).all():
             advice = "; use dtype='float64'" if self.dtype != "float64" else " after scaling; rescale the vector"
             raise ValueError(f"{self.spec}: values exceed the {self.dtype} range{advice}")
-        return (), np.concatenate((self.encode_indices(indices, x.size), wire_values.view(np.uint8)))
+        return ()
 
     def _entries(self, msg: Message, key: RandomKey | None) -> tuple[np.ndarray, np.ndarray]:
         """(indices, float64 values) of a message, checked: MessageError on a bad payload."""
@@ -480,7 +512,9 @@ class RandK(Sparsifier):
     def select(self, x: np.ndarray, key: RandomKey) -> tuple[np.ndarray, np.ndarray]:
         d, k = x.size, self.count(x.size)
         indices = random_k_indices(d, k, key)
-        return indices, x[indices].astype(np.float64) * (d / k if k else 1.0)
+        values = x[indices].astype(np.float64, copy=False)  # a fresh array: scaled in place
+        values *= d / k if k else 1.0
+        return indices, values
 
 
 @register
@@ -500,6 +534,10 @@ class TopK(Sparsifier):
         rounding = 2.0**-24 if self.dtype == "float32" else 0.0
         return (1.0 - rounding**2) * self.count(d) / d
 
+    def __init__(self, k: float | None = None, dtype: str = "float64") -> None:
+        super().__init__(k, dtype)
+        self._scratch = SelectionScratch()
+
     def select(self, x: np.ndarray, key: RandomKey) -> tuple[np.ndarray, np.ndarray]:
-        indices = top_k_indices(x, self.count(x.size))
-        return indices, x[indices].astype(np.float64)
+        indices = top_k_indices(x, self.count(x.size), self._scratch)
+        return indices, x[indices].astype(np.float64, copy=False)
