@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mpicomp")
 EXIT_RESUMABLE = 3  # `mpicomp run` ended by a signal after writing a checkpoint: continue with --resume
+ABORT_DELAY_SECONDS = 0.5  # between a failing rank's error line and its MPI_Abort (see _abort_others)
 
 
 def _rank() -> tuple[int, int]:
@@ -248,10 +249,15 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def _abort_others(size: int, code: int) -> None:
-    """A rank that cannot continue takes the whole job down instead of leaving peers hanging."""
+    """A rank that cannot continue takes the whole job down instead of leaving peers hanging.
+
+    It first waits ``ABORT_DELAY_SECONDS``: the launcher forwards the rank's stderr from a pipe, and
+    an abort that reaches it before it has read the pipe drops the error line just written (seen
+    under load with MPICH's mpiexec: an empty stderr)."""
     if size > 1:
         from mpi4py import MPI
 
+        time.sleep(ABORT_DELAY_SECONDS)
         MPI.COMM_WORLD.Abort(code)
 
 

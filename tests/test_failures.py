@@ -35,7 +35,8 @@ def test_a_set_up_error_on_one_rank_ends_every_rank(tmp_path, worker, rank):
     proc = mpiexec_run(_experiment(worker, 0), tmp_path / "r.h5", 2, timeout=90, test_methods=True)
     assert proc.returncode != 0
     lines = _messages(proc.stderr)
-    assert lines == [f"mpicomp: rank {rank}: [method]: worker {worker}: its shard cannot be used"], proc.stderr
+    expected = [f"mpicomp: rank {rank}: [method]: worker {worker}: its shard cannot be used"]
+    assert lines == expected, f"exit code {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "Traceback" not in proc.stderr
 
 

@@ -212,8 +212,8 @@ def _top_k_sampled(words, k, key_bits, infinity, out, candidates, keys):
     The keys of ``_SAMPLE`` evenly spaced coordinates give the bound: the ``k_s + 4 sqrt(k_s) + 8``-th
     largest of them, ``k_s = k _SAMPLE / d`` the expected number above the k-th largest key, so
     that the bound lies below it unless x is built against the stride. One pass collects the
-    indices and keys of the keys at or above the bound (ascending); if there are at least k (and no more
-    than room was made for: about twice the expected count), they hold every key at or above the
+    coordinates whose keys are at or above the bound (ascending), with their keys; if there are at
+    least k (and no more than room was made for: about twice the expected count), they hold every key at or above the
     k-th largest, and the radix select among them picks the same set as on the whole of x. NaN and
     Inf are among the candidates (their keys are at least ``infinity``: above a finite bound, or
     the bound is one of them, whose coordinate is then a candidate), so only those are checked.
@@ -290,7 +290,7 @@ def top_k_indices(x: np.ndarray, k: int, scratch: SelectionScratch | None = None
     key_bits = 8 * x.dtype.itemsize - 1
     if 0 < k <= x.size // 8:
         infinity = np.uint64(0x7FF0000000000000 if x.dtype == np.float64 else 0x7F800000)
-        candidates, keys = (scratch or SelectionScratch()).buffers(_sample_plan(x.size, k)[1])
+        candidates, keys = (scratch if scratch is not None else SelectionScratch()).buffers(_sample_plan(x.size, k)[1])
         outcome = _top_k_sampled(words, k, key_bits, infinity, out, candidates, keys)
         if outcome == _SELECTED:
             return out
@@ -530,13 +530,13 @@ class TopK(Sparsifier):
     unbiased = False
     checks_finite = True  # the selection's pass rejects NaN and Inf
 
+    def __init__(self, k: float | None = None, dtype: str = "float64") -> None:
+        super().__init__(k, dtype)
+        self._scratch = SelectionScratch()  # the selection's buffers, kept from call to call
+
     def alpha(self, d: int) -> float:
         rounding = 2.0**-24 if self.dtype == "float32" else 0.0
         return (1.0 - rounding**2) * self.count(d) / d
-
-    def __init__(self, k: float | None = None, dtype: str = "float64") -> None:
-        super().__init__(k, dtype)
-        self._scratch = SelectionScratch()
 
     def select(self, x: np.ndarray, key: RandomKey) -> tuple[np.ndarray, np.ndarray]:
         indices = top_k_indices(x, self.count(x.size), self._scratch)
