@@ -11,7 +11,8 @@ import pytest
 from mpicomp.compressors import make
 from mpicomp.compressors.laq import float32_radius
 from mpicomp.rng import RandomKey
-from mpicomp.wire import MessageError, pack_message, unpack_message
+from mpicomp.wire import MessageError, pack_message, unpack_message, unpack_uint
+from mpicomp.wire.bitpack import pack_octets, unpack_octets
 
 KEY = RandomKey(7, 0, 0, 0)
 
@@ -113,3 +114,38 @@ def test_invalid_payloads_are_message_errors(radius, codes, match):
     body = payload[4:] if codes is None else codes
     with pytest.raises(MessageError, match=match):
         compressor.decode(reframed(message, np.array([radius], "<f4").tobytes() + body), 10)
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_byte_code_decode_is_eq_6_on_the_packed_codes_bit_for_bit(bits):
+    """Codes of up to 8 bits are spread 8 at a time from ``bits`` bytes (``unpack_octets``); decode and
+    decode_add give eq. (6) on the codes read one by one (``unpack_uint``), ``q step - R`` with
+    ``step = 2 R / (2^b - 1)``, bit for bit: short vectors, partial chunks, long (threaded) ones."""
+    compressor = make(f"laq(bits={bits})")
+    for d in (1, 31, 33, 1000, 200_003):
+        v = np.random.default_rng(d + bits).standard_normal(d)
+        message = compressor.encode(v, KEY)
+        payload = np.frombuffer(unpack_message(message).payload, dtype=np.uint8)
+        radius = float(payload[:4].view("<f4")[0])
+        step = 2.0 * radius / (2**bits - 1)
+        expected = unpack_uint(payload[4:], d, bits).astype(np.float64) * step - radius
+        np.testing.assert_array_equal(compressor.decode(message, d).view(np.uint64), expected.view(np.uint64))
+        total = np.random.default_rng(1).standard_normal(d)
+        added = compressor.decode_add(message, total.copy())
+        np.testing.assert_array_equal(added.view(np.uint64), (total + expected).view(np.uint64))
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_unpack_octets_inverts_pack_octets(bits):
+    """Every code comes back, for any start and any end of the packed bytes (the last groups read
+    past the end as zeros)."""
+    count = 37
+    codes = np.random.default_rng(bits).integers(0, 2**bits, 8 * count, dtype=np.uint8)
+    packed = np.zeros(3 + bits * count + 8, dtype=np.uint8)
+    pack_octets(codes.copy().view(np.uint64), count, packed, 3, packed.size, bits)
+    for end in (3 + bits * count, 3 + bits * count - 1, packed.size):
+        octets = np.empty(count, dtype=np.uint64)
+        unpack_octets(packed[:end], 3, count, bits, octets)
+        got = octets.view(np.uint8)
+        whole = 8 * count if end >= 3 + bits * count else 8 * ((end - 3) // bits)
+        np.testing.assert_array_equal(got[:whole], codes[:whole])

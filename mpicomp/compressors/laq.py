@@ -39,6 +39,7 @@ from ..wire.bitpack import (
     specialized,
     store_chunk,
     unpack_chunk,
+    unpack_octets,
 )
 from .base import Compressor, non_finite_input
 from .numeric import first_non_finite, max_magnitude
@@ -108,10 +109,24 @@ def _decoder(bits: int, accumulate: bool) -> Callable[..., int]:
 
     @specialized(f"bits{bits}{'_add' if accumulate else ''}")
     def decode_range(packed, radius, levels, out, c0, c1):
-        codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
-        words = np.empty(bits, dtype=np.uint32)
         step = 2.0 * radius / levels
         n = out.size
+        if bits <= 8:  # spans of byte codes, spread 8 at a time from bits bytes (unpack_octets)
+            scratch = np.empty(_SPAN, dtype=np.uint8)
+            octets = scratch.view(np.uint64)
+            for s0 in range(c0, c1, _SPAN_CHUNKS):
+                s1 = min(c1, s0 + _SPAN_CHUNKS)
+                unpack_octets(packed, 4 * bits * s0, (s1 - s0) * CHUNK_VALUES // 8, bits, octets)
+                target = out[s0 * CHUNK_VALUES : min(n, s1 * CHUNK_VALUES)]
+                for k in range(target.size):  # a plain loop: it vectorizes (int32 conversions do)
+                    value = float64(int32(scratch[k])) * step - radius
+                    if accumulate:
+                        target[k] += value
+                    else:
+                        target[k] = value
+            return -1
+        codes = np.empty(CHUNK_VALUES, dtype=np.uint64)
+        words = np.empty(bits, dtype=np.uint32)
         for c in range(c0, c1):
             load_chunk(packed, 4 * bits * c, words)
             unpack_chunk(words, 0, bits, codes)

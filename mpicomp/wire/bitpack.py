@@ -181,6 +181,33 @@ def pack_octets(octets, count, out, pos, limit, bits):
 
 
 @njit(cache=True, inline="always")
+def unpack_octets(packed, pos, count, bits, octets):
+    """Inverse of :func:`pack_octets`: the ``8 count`` byte codes of ``bits`` bits (``bits <= 8``)
+    packed densely in ``packed`` from byte ``pos`` on, into ``octets[:count]`` (uint64 words of 8 codes
+    each; bytes past the end of ``packed`` read as 0). Each group of ``bits`` bytes is one unaligned
+    8-byte load, spread by the three shift-and-mask steps of the packer undone (a loop that vectorizes)."""
+    low_byte = (_ONE << uint64(bits)) - _ONE
+    keep = (_ONE << uint64(8 * bits)) - _ONE if bits < 8 else ~uint64(0)
+    spread_quads = (_ONE << uint64(4 * bits)) - _ONE
+    spread_pairs = ((_ONE << uint64(2 * bits)) - _ONE) * uint64(0x0000000100000001)
+    spread_bytes = low_byte * uint64(0x0001000100010001)
+    whole = max(0, min(count, (packed.size - pos - 8) // bits + 1))  # groups whose 8-byte load fits
+    for o in range(whole):
+        octets[o] = load_u64(packed, pos + bits * o)
+    for o in range(whole, count):
+        at = pos + bits * o
+        word = uint64(0)
+        for k in range(max(0, min(8, packed.size - at))):
+            word |= uint64(packed[at + k]) << uint64(8 * k)
+        octets[o] = word
+    for o in range(count):
+        word = octets[o] & keep
+        word = (word & spread_quads) | ((word >> uint64(4 * bits)) & spread_quads) << uint64(32)
+        word = (word & spread_pairs) | ((word >> uint64(2 * bits)) & spread_pairs) << uint64(16)
+        octets[o] = (word & spread_bytes) | ((word >> uint64(bits)) & spread_bytes) << uint64(8)
+
+
+@njit(cache=True, inline="always")
 def put_bits(out, position, value, bits):
     """OR ``value < 2**bits`` (``bits <= 57``) into the stream ``out`` at bit ``position``; returns
     the position after it. ``out`` (uint8) must be zeroed and have 8 bytes of room past the byte of
