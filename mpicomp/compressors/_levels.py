@@ -338,12 +338,14 @@ def _first_invalid(payload, d, kind, level_bits, block, scale, e_min, max_level)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _stats_range(x, block, seg, per_block, out_max, out_sumsq, g0, g1):
-    """Max |x_i| and sum of x_i^2 over segments ``[g0, g1)`` (``per_block`` segments per block).
+def _stats_range(x, block, seg, per_block, squares, out_max, out_sumsq, g0, g1):
+    """Max |x_i| and (``squares``; else 0) sum of x_i^2 over segments ``[g0, g1)`` (``per_block``
+    segments per block).
 
     The max is taken over the bit patterns of ``|x_i|`` (integers: the reduction vectorizes, and a
     NaN, whose pattern lies above infinity's, comes out as NaN); reassociation lets the sum
-    vectorize (it may overflow to inf, which the caller handles).
+    vectorize (it may overflow to inf, which the caller handles). The inf-norm needs no squares:
+    without them the pass runs as fast as a bare read of x (both reductions take 30 % longer).
     """
     d = x.size
     for g in range(g0, g1):
@@ -353,10 +355,14 @@ def _stats_range(x, block, seg, per_block, out_max, out_sumsq, g0, g1):
         values = x[lo:hi]
         top = uint64(0)
         total = 0.0
-        for j in range(values.size):
-            value = float64(values[j])
-            top = max(top, float64_bits(value) & _MAGNITUDE)
-            total += value * value
+        if squares:
+            for j in range(values.size):
+                value = float64(values[j])
+                top = max(top, float64_bits(value) & _MAGNITUDE)
+                total += value * value
+        else:
+            for j in range(values.size):
+                top = max(top, float64_bits(float64(values[j])) & _MAGNITUDE)
         out_max[g] = float64_from_bits(top)
         out_sumsq[g] = total
     return -1
@@ -405,7 +411,7 @@ def block_scales(x: np.ndarray, block: int, p: float, level_scale: float) -> tup
     per_block = -(-block // seg)
     tops = np.empty(nblocks * per_block)
     sumsq = np.empty(nblocks * per_block)
-    run_split(_stats_range, tops.size, parallel_tasks(d), x, block, seg, per_block, tops, sumsq)
+    run_split(_stats_range, tops.size, parallel_tasks(d), x, block, seg, per_block, p != np.inf, tops, sumsq)
     if not np.isfinite(tops).all():
         raise non_finite_input(x, int(np.flatnonzero(~np.isfinite(x))[0]))
     norms, mult, pre = np.empty(nblocks), np.empty(nblocks), np.empty(nblocks)
