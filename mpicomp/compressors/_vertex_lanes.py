@@ -9,11 +9,12 @@ transposed by a network of 24 two-vector shuffles (:func:`_transpose_network`), 
 * ``P = P + |x_i| pre`` (the running sum, summed in the same order as a scalar loop, so bit for bit
   the same float64 values);
 * ``c_k = c_k + [P <= t_k]`` for the two draws' targets ``t_k = u_k sqrt(n_b) nu``: ``c_k`` counts
-  the running sums at or below ``t_k``, so the picked coordinate is ``min(c_k, n_b - 1)``;
-* ``s_k = x_i`` where ``c_k = i`` before the update (the last such i is ``min(c_k, n_b - 1)``, the
-  running sums being nondecreasing): the sign the draw takes, without a gather.
+  the running sums at or below ``t_k``, so the picked coordinate is ``min(c_k, n_b - 1)``.
 
-The vertex codes then follow lane-wise as in :func:`~mpicomp.compressors.cross_polytope.draw_vertices`.
+The picked coordinates' values (their signs are the draws') are then loaded lane by lane, 32 loads
+per 16 buckets: tracking them through the loop (a compare and a select per draw and coordinate) took
+half of the kernel's time. The vertex codes follow lane-wise as in
+:func:`~mpicomp.compressors.cross_polytope.draw_vertices`.
 Everything is LLVM vector IR (lowered for whatever SIMD width the machine has); the kernel reads 8
 coordinates past each of its 16 buckets' starts per block, so callers pass a zero-padded copy
 where that would run past the end of x.
@@ -105,24 +106,38 @@ def _load_columns(builder, data, element, base, size, start):
     return [builder.shuffle_vector(low, high, whole) for low, high in zip(*halves, strict=True)]
 
 
-def _advance(builder, fabs, value, i, pre, targets, sums, live):
-    """One coordinate (``value``, index ``i``) of every lane into ``sums = (P, c_0, c_1, s_0, s_1)``
-    (see the module docstring); ``live``: the lanes with ``i < n_b``, or None when all are."""
-    total, count0, count1, sign0, sign1 = sums
-    position = _splat(builder, builder.sitofp(i, _F64), _DOUBLES)
+def _advance(builder, fabs, value, pre, targets, sums, live):
+    """One coordinate (``value``) of every lane into ``sums = (P, c_0, c_1)`` (see the module
+    docstring); ``live``: the lanes with ``i < n_b``, or None when all are."""
+    total, count0, count1 = sums
     added = builder.fadd(total, builder.fmul(builder.call(fabs, [value]), pre))
-    tracks = [builder.fcmp_ordered("==", count, position) for count in (count0, count1)]
     below = [builder.fcmp_ordered("<=", added, target) for target in targets]
     if live is not None:
         added = builder.select(live, added, total)
-        tracks = [builder.and_(live, track) for track in tracks]
         below = [builder.and_(live, hit) for hit in below]
     one, zero = _constant(1.0), _constant(0.0)
     counts = [
         builder.fadd(count, builder.select(hit, one, zero)) for count, hit in zip((count0, count1), below, strict=True)
     ]
-    signs = [builder.select(track, value, sign) for track, sign in zip(tracks, (sign0, sign1), strict=True)]
-    return (added, *counts, *signs)
+    return (added, *counts)
+
+
+def _picked_values(builder, data, element, base, size, count, n):
+    """``x`` at coordinate ``min(c, n_b - 1)`` of each lane's bucket ``base + b size``, as float64
+    (lane by lane: one scalar load each)."""
+    inside = builder.fptosi(count, _WORDS)
+    last = builder.sub(n, _constant(1))
+    inside = builder.select(builder.icmp_signed("<", inside, last), inside, last)
+    lane = ir.Constant(_WORDS, list(range(LANES)))
+    offsets = builder.add(
+        _splat(builder, base, _WORDS), builder.add(builder.mul(lane, _splat(builder, size, _WORDS)), inside)
+    )
+    values = ir.Constant(_DOUBLES, ir.Undefined)
+    for b in range(LANES):
+        position = ir.Constant(_I32, b)
+        value = builder.load(builder.gep(data, [builder.extract_element(offsets, position)]))
+        values = builder.insert_element(values, value if element == _F64 else builder.fpext(value, _F64), position)
+    return values
 
 
 def _vertex_codes(builder, u, mass, spread_scale, count, sign, n, shift):
@@ -145,8 +160,11 @@ def _vertex_codes(builder, u, mass, spread_scale, count, sign, n, shift):
 
 def _store_codes(context, builder, array_type, array, pair, index, samples, lanes):
     """``codes[index_b + k] = pair[k]_b`` for lanes ``b < lanes`` and draws with ``index_b mod samples + k
-    < samples``: one interleaved vector store when all 16 buckets take both draws of 2, else lane by lane."""
+    < samples``, narrowed to the array's unsigned integer type: one interleaved vector store when all
+    16 buckets take both draws of 2, else lane by lane."""
     data = context.make_array(array_type)(context, builder, array).data
+    code = ir.IntType(array_type.dtype.bitwidth)
+    pair = [builder.trunc(codes, ir.VectorType(code, LANES)) for codes in pair]
     first = builder.extract_element(index, ir.Constant(_I32, 0))
     two = builder.icmp_signed("==", samples, ir.Constant(_I64, 2))
     full = builder.and_(two, builder.icmp_signed("==", lanes, ir.Constant(_I64, LANES)))
@@ -154,8 +172,8 @@ def _store_codes(context, builder, array_type, array, pair, index, samples, lane
         with interleaved:
             order = [k * LANES + b for b in range(LANES) for k in range(2)]
             both = builder.shuffle_vector(*pair, ir.Constant(ir.VectorType(_I32, 2 * LANES), order))
-            pointer = builder.bitcast(builder.gep(data, [first]), ir.VectorType(_I64, 2 * LANES).as_pointer())
-            builder.store(both, pointer, align=8)
+            pointer = builder.bitcast(builder.gep(data, [first]), ir.VectorType(code, 2 * LANES).as_pointer())
+            builder.store(both, pointer, align=code.width // 8)
         with lane_by_lane:
             second = builder.icmp_signed("<", builder.add(builder.srem(first, samples), ir.Constant(_I64, 1)), samples)
             for b in range(LANES):
@@ -175,7 +193,8 @@ def draw_lane_pair(typingctx, src, base, size, remaining, pre, nu_scaled, state,
     ``codes[first + b samples + k]`` for the first ``lanes`` buckets and the draws below ``samples``
     (``first mod samples + k < samples``); no bounds check."""
     floats = isinstance(src, types.Array) and src.dtype in (types.float32, types.float64) and src.layout == "C"
-    if not (floats and isinstance(codes, types.Array) and codes.dtype == types.int64):
+    codes_ok = isinstance(codes, types.Array) and codes.dtype in (types.uint8, types.uint16, types.uint32)
+    if not (floats and codes_ok):
         return None
 
     def codegen(context, builder, signature, args):
@@ -209,7 +228,7 @@ def draw_lane_pair(typingctx, src, base, size, remaining, pre, nu_scaled, state,
         targets = [builder.fmul(u, radius) for u in uniforms]
         pres = _splat(builder, pre, _DOUBLES)
 
-        slots = [cgutils.alloca_once_value(builder, _constant(0.0)) for _ in range(5)]
+        slots = [cgutils.alloca_once_value(builder, _constant(0.0)) for _ in range(3)]
         blocks = builder.sdiv(builder.add(size, ir.Constant(_I64, BLOCK - 1)), ir.Constant(_I64, BLOCK))
         with cgutils.for_range(builder, blocks) as loop:
             start = builder.mul(loop.index, ir.Constant(_I64, BLOCK))
@@ -222,10 +241,11 @@ def draw_lane_pair(typingctx, src, base, size, remaining, pre, nu_scaled, state,
                         for c, value in enumerate(columns):
                             i = builder.add(start, ir.Constant(_I64, c))
                             live = builder.icmp_signed("<", _splat(builder, i, _WORDS), n) if masked else None
-                            sums = _advance(builder, fabs, value, i, pres, targets, sums, live)
+                            sums = _advance(builder, fabs, value, pres, targets, sums, live)
                         for slot, value in zip(slots, sums, strict=True):
                             builder.store(value, slot)
-        total, count0, count1, sign0, sign1 = (builder.load(slot) for slot in slots)
+        total, count0, count1 = (builder.load(slot) for slot in slots)
+        sign0, sign1 = (_picked_values(builder, data, element, base, size, count, n) for count in (count0, count1))
         mass = builder.fdiv(total, radius)
         spread_scale = builder.fdiv(builder.fmul(_constant(2.0), n_float), builder.fsub(_constant(1.0), mass))
         shifts = _splat(builder, shift, _WORDS)

@@ -34,6 +34,7 @@ from ._buckets import (
     check_integer,
     unpack_codes,
 )
+from ._levels import code_dtype
 from ._vertex_lanes import BLOCK, LANES, draw_lane_pair
 from .base import Compressor, check_scalar, non_finite_input
 from .registry import register
@@ -140,7 +141,7 @@ def draw_vertices(x: np.ndarray, size: int, samples: int, state: np.uint64) -> t
     with the sign of ``x_i``; otherwise ``(u - a) / (1 - a)`` picks one of the 2n vertices uniformly.
     """
     nu_scaled, pre = largest_bucket_norm(x, size)
-    codes = np.zeros(bucket_count(x.size, size) * samples, dtype=np.int64)
+    codes = np.zeros(bucket_count(x.size, size) * samples, dtype=code_dtype(1 + index_bits(size)))
     if nu_scaled > 0.0:
         _draw_vertices(x, size, nu_scaled, pre, state, samples, index_bits(size), codes)
     return nu_scaled / pre, codes

@@ -466,6 +466,39 @@ def _packer(bits: int) -> Callable[..., int]:
     return pack_range
 
 
+_BYTE_SPAN = 2048  # byte codes copied to a zero-padded scratch and packed per span (a multiple of CHUNK_VALUES)
+
+
+@cache
+def _byte_packer(bits: int) -> Callable[..., int]:
+    """:func:`_packer` for uint8 values and ``bits <= 8``: spans copied into a zero-padded scratch (the
+    packer squeezes in place) and packed 8 codes at a time by :func:`pack_octets`, the same layout."""
+
+    @specialized(f"bytes{bits}")
+    def pack_bytes_range(values, words, c0, c1):
+        packed = words.view(np.uint8)
+        scratch = np.zeros(_BYTE_SPAN, dtype=np.uint8)
+        octets = scratch.view(np.uint64)
+        limit = min(packed.size, 4 * bits * c1)  # a thread's chunks only
+        chunks = _BYTE_SPAN // CHUNK_VALUES
+        for s0 in range(c0, c1, chunks):
+            s1 = min(c1, s0 + chunks)
+            span = values[s0 * CHUNK_VALUES : min(values.size, s1 * CHUNK_VALUES)]
+            seen = uint8(0)
+            for k in range(span.size):  # a plain loop: it vectorizes
+                scratch[k] = span[k]
+                seen |= span[k]
+            scratch[span.size :] = 0
+            if seen >> bits:
+                for k in range(span.size):
+                    if span[k] >> bits:
+                        return s0 * CHUNK_VALUES + k
+            pack_octets(octets, (s1 - s0) * CHUNK_VALUES // 8, packed, 4 * bits * s0, limit, bits)
+        return -1
+
+    return pack_bytes_range
+
+
 @cache
 def _unpacker(bits: int) -> Callable[..., int]:
     """Kernel ``(main, tail, out, c0, c1) -> -1`` with ``bits`` compiled in."""
@@ -499,7 +532,8 @@ def pack_uint(values: np.ndarray, bits: int) -> np.ndarray:
     if values.dtype.kind not in "iu":
         raise ValueError(f"pack_uint packs integer arrays, got dtype {values.dtype}")
     words = word_buffer(values.size, bits)
-    bad = run_chunks(_packer(bits), values.size, values, words)
+    packer = _byte_packer(bits) if values.dtype == np.uint8 and bits <= 8 else _packer(bits)
+    bad = run_chunks(packer, values.size, values, words)
     if bad >= 0:
         raise ValueError(
             f"values must lie in [0, 2**{bits}) to be packed with {bits} bits; value[{bad}] = {values[bad]}"
