@@ -78,11 +78,14 @@ def test_pack_uint_round_trip_every_width(bits: int) -> None:
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_byte_codes_pack_as_wider_integers_do(bits: int) -> None:
     """uint8 values of up to 8 bits take the 8-at-a-time packer: the same bytes as the general one (the
-    values as uint16), partial chunks and threaded lengths alike; a value too large is named."""
+    values as uint16), partial chunks and threaded lengths alike, and the 8-at-a-time unpacker reads them
+    back; a value too large is named."""
     rng = np.random.default_rng(bits)
     for n in (1, 7, 33, 2049, 300_001):
         values = rng.integers(0, 2**bits, n, dtype=np.uint8)
-        np.testing.assert_array_equal(pack_uint(values, bits), pack_uint(values.astype(np.uint16), bits))
+        packed = pack_uint(values, bits)
+        np.testing.assert_array_equal(packed, pack_uint(values.astype(np.uint16), bits))
+        np.testing.assert_array_equal(unpack_uint(packed, n, bits), values)
     if bits < 8:
         values = np.zeros(5000, dtype=np.uint8)
         values[[3000, 4000]] = 2**bits

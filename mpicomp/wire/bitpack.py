@@ -518,6 +518,27 @@ def _unpacker(bits: int) -> Callable[..., int]:
     return unpack_range
 
 
+@cache
+def _byte_unpacker(bits: int) -> Callable[..., int]:
+    """:func:`_unpacker` for ``bits <= 8``, straight from the bytes ``(data, out, c0, c1) -> -1``: spans
+    spread 8 codes at a time by :func:`unpack_octets`, then widened into ``out``."""
+
+    @specialized(f"bytes{bits}")
+    def unpack_bytes_range(data, out, c0, c1):
+        scratch = np.empty(_BYTE_SPAN, dtype=np.uint8)
+        octets = scratch.view(np.uint64)
+        chunks = _BYTE_SPAN // CHUNK_VALUES
+        for s0 in range(c0, c1, chunks):
+            s1 = min(c1, s0 + chunks)
+            unpack_octets(data, 4 * bits * s0, (s1 - s0) * CHUNK_VALUES // 8, bits, octets)
+            target = out[s0 * CHUNK_VALUES : min(out.size, s1 * CHUNK_VALUES)]
+            for k in range(target.size):  # a plain loop: it vectorizes
+                target[k] = scratch[k]
+        return -1
+
+    return unpack_bytes_range
+
+
 def _check_bits(bits: int) -> None:
     if not 1 <= bits <= 32:
         raise ValueError(f"bits per value must be in 1..32, got {bits}")
@@ -549,6 +570,9 @@ def unpack_uint(buf: np.ndarray | bytes | memoryview, n: int, bits: int) -> np.n
     if data.size != need:
         raise MessageError(f"bit-packed section holds {data.size} bytes, {n} values of {bits} bits need {need}")
     out = np.empty(n, dtype=np.uint32)
+    if bits <= 8:
+        run_chunks(_byte_unpacker(bits), n, data, out)
+        return out
     main, tail = packed_words(data, n, bits)
     run_chunks(_unpacker(bits), n, main, tail, out)
     return out
