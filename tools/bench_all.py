@@ -79,7 +79,7 @@ def benchmarks(quick: bool, mnist: Path) -> dict[str, list[list[str]]]:
     m = ["--mnist", str(mnist)]
     return {
         "kernels": [[sys.executable, tool("bench_kernels.py"), "--d", d_kernels, "--repeat", repeat]],
-        "vq": [[sys.executable, tool("bench_vq.py"), "--d", d_vq, "--repeat", repeat]],
+        "vq": [[sys.executable, tool("bench_vq.py"), "--d", d_vq, "--copy-d", d_kernels, "--repeat", repeat]],
         "round": [
             mpi(ranks, "-m", "mpi4py", tool("bench_round.py"), "--compressor", codec, "--repeats", round_repeats)
             for ranks in (4, 2)
