@@ -170,6 +170,7 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
             signals=watch,
             resume=resume,
             stop_request=stop_request,
+            between_rounds=_exit_if_signalled if watch is None else None,
         )
     except LauncherMismatch as exc:  # every process is its own size-1 world: each says so, in one line
         print(f"mpicomp: {exc}", file=sys.stderr)
@@ -243,9 +244,21 @@ def _end_failed(
     return code
 
 
+_exit_signals: list[int] = []  # the signals _exit_on_sigterm received, for _exit_if_signalled
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     """SLURM's time limit sends SIGTERM: leave through SystemExit so the results file says "failed"."""
+    _exit_signals.append(signum)
     sys.exit(128 + signum)
+
+
+def _exit_if_signalled() -> None:
+    """Between rounds: leave as :func:`_exit_on_sigterm` did if a signal came. Its SystemExit is lost
+    when the signal lands in a weakref callback or a ``__del__`` (Python prints "Exception ignored"
+    and goes on): the run would never end."""
+    if _exit_signals:
+        sys.exit(128 + _exit_signals[0])
 
 
 def _abort_others(size: int, code: int) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -362,6 +363,7 @@ def run(
     signals: SignalWatch | None = None,
     resume: Resume | None = None,
     stop_request: threading.Event | None = None,
+    between_rounds: Callable[[], None] | None = None,
 ) -> RunResult:
     """Run one experiment; rank 0 writes ``out``. Returns the final status on every rank.
 
@@ -372,15 +374,34 @@ def run(
     rank is recorded in ``out`` before the job is aborted. ``resume``: continue the run in ``out``
     from that checkpoint (validated by :func:`mpicomp.checkpoint.plan_resume`). ``stop_request`` (set by
     a signal handler, read by rank 0): write a checkpoint after the current round and end as
-    ``resumable``.
+    ``resumable``. ``between_rounds`` is called before every round and may raise to end the run
+    (the CLI's, in a single-process run: a signal whose ``SystemExit`` was lost, see ``mpicomp.cli``).
     """
     with threadpool_limits(limits=config.run["threads"]), message_checksums(config.compressor["checksum"]):
         if transport is not None:
             return _run(
-                config, Path(out), overwrite, (progress, progress_bar), transport, signals, resume, stop_request
+                config,
+                Path(out),
+                overwrite,
+                (progress, progress_bar),
+                transport,
+                signals,
+                resume,
+                stop_request,
+                between_rounds,
             )
         with make_transport(config.data["workers"], wait=config.run["wait"]) as own:
-            return _run(config, Path(out), overwrite, (progress, progress_bar), own, signals, resume, stop_request)
+            return _run(
+                config,
+                Path(out),
+                overwrite,
+                (progress, progress_bar),
+                own,
+                signals,
+                resume,
+                stop_request,
+                between_rounds,
+            )
 
 
 def _run(
@@ -392,6 +413,7 @@ def _run(
     signals: SignalWatch | None,
     resume: Resume | None,
     stop_request: threading.Event | None,
+    between_rounds: Callable[[], None] | None,
 ) -> RunResult:
     started = time.perf_counter()
     seed = root_seed(config.run["seed"])
@@ -416,7 +438,7 @@ def _run(
         _references(config, problem, method.kind)
         _worker_share(method)  # the initial loss
         checkpoints = _Checkpoints(config, out, transport, method, None, None) if checkpoints_enabled(config) else None
-        return _loop(config, transport, method, None, checkpoints, start)
+        return _loop(config, transport, method, None, checkpoints, start, between_rounds)
     log.info("%s", transport.layout_summary())
     log.info(
         "method %s, stepsize %.4g, uplink %s, downlink %s",
@@ -467,7 +489,7 @@ def _run(
         writer.record_startup(startup)
         log.info("start-up %.1f s (data, reference optimum, JIT compilation); round %d starts", startup, start + 1)
         try:
-            result = _loop(config, transport, method, monitor, checkpoints, start)
+            result = _loop(config, transport, method, monitor, checkpoints, start, between_rounds)
         finally:
             monitor.close()
         writer.finish(result.status, result.message, final_x=method.x)
@@ -497,11 +519,12 @@ def _loop(
     monitor: _Monitor | None,
     checkpoints: _Checkpoints | None,
     start: int = 0,
+    between_rounds: Callable[[], None] | None = None,
 ) -> RunResult:
     """The rounds (:func:`_rounds`), with NumPy's floating-point errors turned into one log line."""
     notice = _FloatingPointNotice(monitor is not None)
     with np.errstate(over="call", invalid="call", divide="call", call=notice):
-        return _rounds(config, transport, method, monitor, checkpoints, start, notice)
+        return _rounds(config, transport, method, monitor, checkpoints, start, notice, between_rounds)
 
 
 def _rounds(
@@ -512,6 +535,7 @@ def _rounds(
     checkpoints: _Checkpoints | None,
     start: int,
     notice: _FloatingPointNotice,
+    between_rounds: Callable[[], None] | None,
 ) -> RunResult:
     """Rounds ``start`` to ``[run] rounds``, identical on every rank; only the master has a monitor.
 
@@ -523,6 +547,8 @@ def _rounds(
     rounds, log_every = config.run["rounds"], config.run["log_every"]
     code, message, k = FINISHED, f"{rounds} rounds done", start - 1
     for k in range(start, rounds):
+        if between_rounds is not None:
+            between_rounds()
         notice.round = k + 1
         try:
             method.round(k, transport)

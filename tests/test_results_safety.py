@@ -141,6 +141,24 @@ def test_a_killed_runs_file_is_repaired_for_any_reader(tmp_path, capsys):
     assert main(["repair", str(out)]) == 0 and "nothing to repair" in capsys.readouterr().out
 
 
+def test_repair_cuts_the_columns_a_killed_writer_left_a_row_longer(tmp_path):
+    """A writer killed between appending one column and the next: repair leaves every metric and worker
+    column with the rows read_results reads, for plain readers too."""
+    out = _finished_run(tmp_path / "r.h5")
+    before = read_results(out)
+    code = (
+        f"import h5py, os; f = h5py.File({str(out)!r}, 'r+', libver='latest'); f.swmr_mode = True; "
+        f"f['metrics/loss'].resize({before.n_rows + 1}, axis=0); f.flush(); os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert needs_repair(out) and read_results(out).n_rows == before.n_rows
+    assert main(["repair", str(out)]) == 0
+    with h5py.File(out, "r") as f:
+        lengths = {dataset.shape[0] for group in ("metrics", "workers") for dataset in f[group].values()}
+    assert lengths == {before.n_rows}
+    assert_same_metrics(read_results(out), before)
+
+
 def test_compare_into_a_closed_pipe_is_not_an_error(tmp_path):
     out = _finished_run(tmp_path / "r.h5")
     code = (
@@ -182,3 +200,27 @@ def test_values_beyond_the_codec_range_on_every_rank_are_one_line(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "natural compression encodes magnitudes up to 2^127" in err[0], err
     assert read_results(tmp_path / "h.h5").status == "failed"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped SystemExit
+def test_a_sigterm_whose_exit_a_callback_swallowed_still_ends_the_run(tmp_path, monkeypatch):
+    """A signal that lands in a weakref callback: Python prints "Exception ignored" and drops the handler's
+    SystemExit (a CI run kept a SIGTERMed run going for minutes). The run leaves before its next round,
+    as the signal would have it, the file saying so."""
+    import weakref
+
+    import mpicomp.cli as cli
+
+    class Target:
+        pass
+
+    monkeypatch.setattr(cli, "_exit_signals", [])
+    target = Target()
+    weakref.finalize(target, cli._exit_on_sigterm, signal.SIGTERM, None)
+    del target  # the handler runs in the callback: its SystemExit is printed and dropped
+    assert cli._exit_signals == [signal.SIGTERM]  # it ran, and this test goes on
+    out = tmp_path / "r.h5"
+    assert main(["run", "--out", str(out), *QUICK]) == 1
+    result = read_results(out)
+    assert (result.status, result.n_rows) == ("failed", 0)  # before its first round
+    assert "terminated by SIGTERM" in result.status_message

@@ -6,7 +6,10 @@ HDF5 then refuses plain readers (``h5py.File(path, "r")``: "file is already open
 SWMR readers (``mpicomp info``, :func:`~mpicomp.results.read_results`) still open it.
 :func:`repair` gives back a file that any reader opens: every object and attribute, read in SWMR
 mode, is copied (HDF5's object copy, which keeps chunking and resizable shapes) into a new file
-beside it, which then replaces the original in one rename. Status and rows are left as they were.
+beside it, which then replaces the original in one rename. The status is left as it was; the metric
+and worker columns are cut to the rows they all have (a writer killed between appending one column
+and the next leaves some a row longer), as :func:`~mpicomp.results.read_results` reads them, so that
+plain readers see the same rows.
 """
 
 from __future__ import annotations
@@ -53,7 +56,17 @@ def repair(path: str | os.PathLike) -> bool:
             copy.attrs.update(source.attrs)
             for name in source:
                 source.copy(source[name], copy, name=name)
+            _cut_to_common_rows([*copy["metrics"].values(), *copy["workers"].values()])
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)
     return True
+
+
+def _cut_to_common_rows(columns: list[h5py.Dataset]) -> None:
+    """Resize every row-aligned column (axis 0) to the shortest one's length."""
+    if columns:
+        rows = min(column.shape[0] for column in columns)
+        for column in columns:
+            if column.shape[0] > rows:
+                column.resize(rows, axis=0)
