@@ -170,7 +170,7 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
             signals=watch,
             resume=resume,
             stop_request=stop_request,
-            between_rounds=_exit_if_signalled if watch is None else None,
+            between_rounds=_signal_exit.between_rounds if watch is None else None,
         )
     except LauncherMismatch as exc:  # every process is its own size-1 world: each says so, in one line
         print(f"mpicomp: {exc}", file=sys.stderr)
@@ -244,21 +244,34 @@ def _end_failed(
     return code
 
 
-_exit_signals: list[int] = []  # the signals _exit_on_sigterm received, for _exit_if_signalled
+class _SignalExit:
+    """SLURM's time limit sends SIGTERM: a single-process run without checkpoints leaves through
+    SystemExit, so that the results file says "failed". Before the rounds, :meth:`handler` raises it at
+    once; once they run it only records the signal and :meth:`between_rounds` raises it before the
+    next round. An exception raised by a signal handler that lands in a weakref callback or a
+    ``__del__`` is printed ("Exception ignored ...") and dropped by Python, and the run went on."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self.in_rounds = False
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+        if not self.in_rounds:
+            sys.exit(128 + signum)
+
+    def between_rounds(self) -> None:
+        self.in_rounds = True
+        if self.signals:
+            sys.exit(128 + self.signals[0])
+
+
+_signal_exit = _SignalExit()
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    """SLURM's time limit sends SIGTERM: leave through SystemExit so the results file says "failed"."""
-    _exit_signals.append(signum)
-    sys.exit(128 + signum)
-
-
-def _exit_if_signalled() -> None:
-    """Between rounds: leave as :func:`_exit_on_sigterm` did if a signal came. Its SystemExit is lost
-    when the signal lands in a weakref callback or a ``__del__`` (Python prints "Exception ignored"
-    and goes on): the run would never end."""
-    if _exit_signals:
-        sys.exit(128 + _exit_signals[0])
+    """The signal handler of :class:`_SignalExit`."""
+    _signal_exit.handler(signum, frame)
 
 
 def _abort_others(size: int, code: int) -> None:

@@ -214,13 +214,27 @@ def test_a_sigterm_whose_exit_a_callback_swallowed_still_ends_the_run(tmp_path, 
     class Target:
         pass
 
-    monkeypatch.setattr(cli, "_exit_signals", [])
+    signal_exit = cli._SignalExit()
+    monkeypatch.setattr(cli, "_signal_exit", signal_exit)
     target = Target()
     weakref.finalize(target, cli._exit_on_sigterm, signal.SIGTERM, None)
     del target  # the handler runs in the callback: its SystemExit is printed and dropped
-    assert cli._exit_signals == [signal.SIGTERM]  # it ran, and this test goes on
+    assert signal_exit.signals == [signal.SIGTERM]  # it ran, and this test goes on
     out = tmp_path / "r.h5"
     assert main(["run", "--out", str(out), *QUICK]) == 1
     result = read_results(out)
     assert (result.status, result.n_rows) == ("failed", 0)  # before its first round
     assert "terminated by SIGTERM" in result.status_message
+
+
+def test_a_sigterm_during_the_rounds_ends_the_run_between_two_rounds():
+    """Once the rounds run, the handler only records the signal (nothing to drop in a callback); the hook
+    the runner calls before every round leaves with the signal's status."""
+    from mpicomp.cli import _SignalExit
+
+    signal_exit = _SignalExit()
+    signal_exit.between_rounds()  # the first round starts
+    signal_exit.handler(signal.SIGTERM, None)
+    with pytest.raises(SystemExit) as exc:
+        signal_exit.between_rounds()
+    assert exc.value.code == 128 + signal.SIGTERM
