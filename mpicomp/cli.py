@@ -170,7 +170,7 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
             signals=watch,
             resume=resume,
             stop_request=stop_request,
-            between_rounds=_signal_exit.between_rounds if watch is None else None,
+            between_rounds=_signal_exit.between_rounds if size == 1 else None,  # ranks would part ways
         )
     except LauncherMismatch as exc:  # every process is its own size-1 world: each says so, in one line
         print(f"mpicomp: {exc}", file=sys.stderr)
