@@ -93,7 +93,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if size == 1:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         signal.signal(signal.SIGUSR1, _exit_on_sigterm)
-        return _run_command(args, rank, size, None)
+        try:
+            return _run_command(args, rank, size, None)
+        finally:
+            _signal_exit.reset()  # a later run in this process starts afresh
     from .comm.signals import SignalWatch
 
     try:
@@ -264,6 +267,10 @@ class _SignalExit:
         self.in_rounds = True
         if self.signals:
             sys.exit(128 + self.signals[0])
+
+    def reset(self) -> None:
+        self.signals.clear()
+        self.in_rounds = False
 
 
 _signal_exit = _SignalExit()

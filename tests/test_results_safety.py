@@ -225,6 +225,7 @@ def test_a_sigterm_whose_exit_a_callback_swallowed_still_ends_the_run(tmp_path, 
     result = read_results(out)
     assert (result.status, result.n_rows) == ("failed", 0)  # before its first round
     assert "terminated by SIGTERM" in result.status_message
+    assert (signal_exit.signals, signal_exit.in_rounds) == ([], False)  # the next run starts afresh
 
 
 def test_a_sigterm_during_the_rounds_ends_the_run_between_two_rounds():
