@@ -56,3 +56,29 @@ def test_max_magnitude_and_first_non_finite_match_numpy(dtype: type) -> None:
         y[-1 if bad < 9999 else 0] = np.inf  # a later (or earlier) non-finite does not hide the first
         assert first_non_finite(y) == (bad if bad < 9999 else 0)
         assert np.isnan(max_magnitude(y)) == np.isnan(value)
+
+
+@pytest.mark.parametrize(
+    ("what", "values"),
+    [
+        ("sum above 2^958, max in range", [2.0**479.5, 1.0]),
+        ("max above 2^480: squares overflow", [2.0**600, -(2.0**600), 3.0]),
+        ("sum below n 2^-958, max below 2^-480", [2.0**-481, -(2.0**-481), 2.0**-482]),
+        ("squares underflow to a zero sum", [2.0**-540, -(2.0**-541), 0.0]),
+        ("sum just inside the settled range", [2.0**-478, 2.0**-478, 2.0**-478]),
+        ("zero block", [0.0, -0.0, 0.0]),
+    ],
+)
+def test_block_norms_where_the_sum_of_squares_alone_does_not_settle_them(what: str, values: list[float]) -> None:
+    """``block_scales`` reads a block's max only when its sum of squares leaves ``[n 2^-958, 2^958]``;
+    every block's 2-norm equals the exact one (``math.hypot``) on either side of those edges, in a
+    vector whose other blocks are ordinary."""
+    from mpicomp.compressors._levels import block_scales
+
+    block = len(values)
+    ordinary = np.random.default_rng(2).standard_normal(2 * block)
+    x = np.concatenate([ordinary[:block], values, ordinary[block:]])
+    norms, mult, pre = block_scales(x, block, 2, 4.0)
+    expected = [math.hypot(*x[b * block : (b + 1) * block]) for b in range(3)]
+    np.testing.assert_allclose(norms, expected, rtol=1e-15, err_msg=what)
+    assert np.isfinite(mult).all() and np.isfinite(pre).all()
