@@ -84,6 +84,22 @@ def test_decode_add_is_decode_plus_add_bit_for_bit(spec, dtype):
         np.testing.assert_array_equal(compressor.decode(msg, d, KEY, out=out), decoded)
 
 
+@pytest.mark.parametrize("d", [1, 5, 1023, 1024, 1025, 5000])
+def test_qsgd_decode_zeroes_every_uncoded_coordinate(d):
+    """QSGD's decoder zeroes ``out`` block by block as its writes advance: a vector of garbage ends up
+    equal to the decode added into zeros, across gaps longer than a block, up to the end sentinel."""
+    compressor = make("qsgd(s=4)")
+    for positions in ([0], [3, d // 2, d - 1], [d - 1], range(0, d, 700)):
+        coded = sorted({p for p in positions if p < d})
+        x = np.zeros(d)
+        x[coded] = np.linspace(1.0, -2.0, len(coded))
+        msg = compressor.encode(x, KEY)
+        expected = compressor.decode_add(msg, np.zeros(d), KEY)
+        out = np.full(d, np.nan)
+        np.testing.assert_array_equal(compressor.decode(msg, d, KEY, out=out), expected)
+        assert (out[x == 0] == 0).all() and (out[x != 0] != 0).any()
+
+
 @pytest.mark.parametrize("spec", LEVEL_SPECS)
 def test_encode_into_a_caller_buffer(spec):
     compressor = make(spec)

@@ -408,7 +408,8 @@ class Compressor(ABC):
         """Payload bits per message in theory (excluding :meth:`header_bits`)."""
 
     def _encode(self, x: np.ndarray, key: RandomKey) -> tuple[tuple[float, ...], np.ndarray | bytes]:
-        """Return (codec scalars, payload) for a validated vector (codecs of data-dependent size)."""
+        """Return (codec scalars, payload) for a validated vector (codecs of data-dependent size). The
+        payload may be a view of a buffer the codec reuses: callers copy it before its next call."""
         raise NotImplementedError(f"compressor {self.name!r} must implement _encode or payload_bytes + _encode_into")
 
     def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, uint8, uint32, uint64
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .errors import MessageError
@@ -589,3 +589,23 @@ def unpack_signs(buf: np.ndarray | bytes | memoryview, n: int) -> np.ndarray:
     if data.size != packed_nbytes(n, 1):
         raise MessageError(f"sign bitmap holds {data.size} bytes, {n} signs need {packed_nbytes(n, 1)}")
     return np.unpackbits(data, count=n, bitorder="little").astype(bool)
+
+
+@llvm_intrinsic
+def prefetch_for_write(typingctx, array, index):
+    """Hint that ``array[index]`` will be written soon (``llvm.prefetch`` for writing, into every
+    cache level); no effect on results, and no fault for an index out of bounds."""
+    if not (isinstance(array, types.Array) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        pointer = builder.gep(data, [context.cast(builder, args[1], signature.args[1], types.intp)])
+        byte_pointer = builder.bitcast(pointer, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        signature_type = ir.FunctionType(ir.VoidType(), [byte_pointer.type, i32, i32, i32])
+        prefetch = cgutils.get_or_insert_function(builder.module, signature_type, "llvm.prefetch.p0i8")
+        builder.call(prefetch, [byte_pointer, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(array, index), codegen
