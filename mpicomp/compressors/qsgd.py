@@ -347,7 +347,16 @@ class QSGD(Compressor):
         out = self._stream
         code = ELIAS_CODES[self.code]
         bits = _encode_stream(
-            x, np.uint64(key.state), pre[0], mult[0], self.s, code, codeword_table(code), _sign_level_table(code), levels, out
+            x,
+            np.uint64(key.state),
+            pre[0],
+            mult[0],
+            self.s,
+            code,
+            codeword_table(code),
+            _sign_level_table(code),
+            levels,
+            out,
         )
         return (norm,), out[: packed_nbytes(bits, 1)]
 
