@@ -18,8 +18,9 @@ For each spec, on one float32 vector of ``--d`` standard normals (default 2^20):
 * ``np.copyto`` of that float32 vector, timed alike for every spec: ``decode/copyto`` is the decode's
   rate against it (a decode writes d float64 values from one codeword per bucket: linear in d).
 
-* the machine's GEMM rate: a 1024-square float32 product on one BLAS thread (``peak GFLOP/s``),
-  timed alike; ``bound el/s`` is the encode rate if the search's flops (``search GFLOP``) ran at it.
+* the machine's GEMM rate: a 1024-square product on one BLAS thread in the search's dtype (float32;
+  float64 for HSQ-span, whose flops run at half the float32 rate), ``peak GFLOP/s``, timed alike;
+  ``bound el/s`` is the encode rate if the search's flops (``search GFLOP``) ran at it.
 
 Kernels and tiles run on ``--threads`` numba threads (default 1), BLAS on one thread per tile. The
 last lines are one machine-readable verdict per target (``PASS|MISS <spec> encode <ratio>x >=
@@ -102,13 +103,13 @@ def tiled_gemm(n_rows: int, width: int, m: int, dtype: type) -> Callable[[], obj
     return lambda: tiled(product, n_rows, m)
 
 
-PEAK_SIZE = 1024  # the square float32 product that measures the machine's GEMM rate
+PEAK_SIZE = 1024  # the square product that measures the machine's GEMM rate
 
 
-def peak_gemm() -> Callable[[], object]:
-    """A ``PEAK_SIZE``-square float32 product on one BLAS thread: the machine's GEMM rate."""
+def peak_gemm(dtype: type) -> Callable[[], object]:
+    """A ``PEAK_SIZE``-square product in ``dtype`` on one BLAS thread: the machine's GEMM rate."""
     rng = np.random.default_rng(2)
-    left, right = (rng.standard_normal((PEAK_SIZE, PEAK_SIZE)).astype(np.float32) for _ in range(2))
+    left, right = (rng.standard_normal((PEAK_SIZE, PEAK_SIZE)).astype(dtype) for _ in range(2))
     out = np.empty_like(left)
 
     def product() -> None:
@@ -149,7 +150,7 @@ def main() -> None:
         n_rows = -(-d // compressor.size)
         if m:
             timers["gemm"] = tiled_gemm(n_rows, width, m, dtype)
-            timers["peak"] = peak_gemm()
+            timers["peak"] = peak_gemm(dtype)
         rates = best_rates(d, timers, args.repeat, args.clock)
         line = f"{compressor.spec:<42s} {rates['encode']:12.3e} {rates['decode']:12.3e}"
         if m:

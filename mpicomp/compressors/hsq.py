@@ -84,46 +84,64 @@ def span_decomposition(size: int, bits: int) -> tuple[np.ndarray, float]:
     return decompose, float(directions.shape[0] / np.linalg.eigvalsh(gram)[0])
 
 
-_ROWS_AT_ONCE = 4  # rows whose running sums advance together (independent add chains overlap)
+_ROWS_AT_ONCE = 8  # rows whose running sums advance together (independent add chains overlap)
+_MARK_EVERY = 16  # the running sum is kept at the end of every block of this many directions
 
 
 @njit(cache=True, inline="always")
-def _running_sum(p, row, prefix, r):
-    """``prefix[r, j] = sum_{i <= j} |p[row, i]|``, summed in index order."""
+def _block_marks(p, row, block, marks, r):
+    """``marks[r, b]``: the running sum of ``|p[row]|``, in index order, at the end of block b."""
     total = 0.0
-    for j in range(p.shape[1]):
-        total += abs(p[row, j])
-        prefix[r, j] = total
+    for b in range(marks.shape[1]):
+        for j in range(b * block, (b + 1) * block):
+            total += abs(p[row, j])
+        marks[r, b] = total
 
 
 @njit(cache=True, nogil=True)
 def _draw_directions(p, uniforms, index, l1):
-    """Per row of p: ``l1 = ||p||_1`` and the first j whose cumulative ``|p|`` exceeds ``u l1`` (the
-    last j if none), plus K if ``p_j < 0``.
+    """Per row of p: ``l1 = ||p||_1`` and the first j whose running sum of ``|p|`` (in index order)
+    exceeds ``u l1`` (the last j if none), plus K if ``p_j < 0``.
 
-    The running sums (in index order, so ``l1`` is the last one) of ``_ROWS_AT_ONCE`` rows advance
-    together, then j is a binary search among them (they never decrease).
+    The running sums of ``_ROWS_AT_ONCE`` rows advance together and are kept at block ends only; a
+    binary search among those finds the block, where the sum is run on from the block's start, in
+    the same order: the same sums, hence the same j, as a running sum kept at every index.
     """
     n, k = p.shape
-    prefix = np.empty((_ROWS_AT_ONCE, k))
+    block = min(_MARK_EVERY, k)  # k = 2^(P-1): a multiple of the block
+    marks = np.empty((_ROWS_AT_ONCE, k // block))
     for first in range(0, n, _ROWS_AT_ONCE):
         rows = min(_ROWS_AT_ONCE, n - first)
-        if rows == _ROWS_AT_ONCE:
-            a, b, c, e = 0.0, 0.0, 0.0, 0.0
-            for j in range(k):
-                a += abs(p[first, j])
-                b += abs(p[first + 1, j])
-                c += abs(p[first + 2, j])
-                e += abs(p[first + 3, j])
-                prefix[0, j], prefix[1, j], prefix[2, j], prefix[3, j] = a, b, c, e
+        if rows == _ROWS_AT_ONCE:  # eight sums in registers
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+            for b in range(marks.shape[1]):
+                for j in range(b * block, (b + 1) * block):
+                    s0 += abs(p[first, j])
+                    s1 += abs(p[first + 1, j])
+                    s2 += abs(p[first + 2, j])
+                    s3 += abs(p[first + 3, j])
+                    s4 += abs(p[first + 4, j])
+                    s5 += abs(p[first + 5, j])
+                    s6 += abs(p[first + 6, j])
+                    s7 += abs(p[first + 7, j])
+                marks[0, b], marks[1, b], marks[2, b], marks[3, b] = s0, s1, s2, s3
+                marks[4, b], marks[5, b], marks[6, b], marks[7, b] = s4, s5, s6, s7
         else:
             for r in range(rows):
-                _running_sum(p, first + r, prefix, r)
+                _block_marks(p, first + r, block, marks, r)
         for r in range(rows):
             row = first + r
-            total = prefix[r, k - 1]
+            total = marks[r, -1]
             l1[row] = total
-            j = np.searchsorted(prefix[r, : k - 1], uniforms[row] * total, side="right")
+            target = uniforms[row] * total
+            b = np.searchsorted(marks[r, :-1], target, side="right")
+            running = marks[r, b - 1] if b > 0 else 0.0
+            j, last = b * block, (b + 1) * block - 1
+            while j < last:
+                running += abs(p[row, j])
+                if running > target:
+                    break
+                j += 1
             index[row] = j + k * (p[row, j] < 0.0)
 
 
