@@ -65,6 +65,7 @@ def test_max_magnitude_and_first_non_finite_match_numpy(dtype: type) -> None:
         ("max above 2^480: squares overflow", [2.0**600, -(2.0**600), 3.0]),
         ("sum below n 2^-958, max below 2^-480", [2.0**-481, -(2.0**-481), 2.0**-482]),
         ("squares underflow to a zero sum", [2.0**-540, -(2.0**-541), 0.0]),
+        ("subnormal squares, a nonzero sum", [2.0**-530 * (1 + 2.0**-40), 3.3 * 2.0**-531, 0.0]),
         ("sum just inside the settled range", [2.0**-478, 2.0**-478, 2.0**-478]),
         ("zero block", [0.0, -0.0, 0.0]),
     ],
@@ -82,3 +83,14 @@ def test_block_norms_where_the_sum_of_squares_alone_does_not_settle_them(what: s
     expected = [math.hypot(*x[b * block : (b + 1) * block]) for b in range(3)]
     np.testing.assert_allclose(norms, expected, rtol=1e-15, err_msg=what)
     assert np.isfinite(mult).all() and np.isfinite(pre).all()
+
+
+def test_block_norms_report_nan_before_an_overflowing_block() -> None:
+    """NaN or Inf anywhere in x is the error, even after a block whose 2-norm overflows."""
+    from mpicomp.compressors._levels import block_scales
+
+    x = np.concatenate([np.full(4, 1e308), [np.nan, 1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match=r"x\[4\]"):
+        block_scales(x, 4, 2, 1.0)
+    with pytest.raises(ValueError, match="exceeds the float64 range"):
+        block_scales(np.nan_to_num(x), 4, 2, 1.0)

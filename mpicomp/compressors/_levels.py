@@ -436,7 +436,7 @@ def block_scales(x: np.ndarray, block: int, p: float, level_scale: float) -> tup
     run_split(_stats_range, partials.size, parallel_tasks(d), x, block, seg, per_block, not p_inf, partials)
     norms, mult, pre = np.empty(nblocks), np.empty(nblocks), np.empty(nblocks)
     bad = _finish_scales(x, block, per_block, partials, p_inf, level_scale, norms, mult, pre)
-    if bad == _NON_FINITE:
+    if bad == _NON_FINITE or (bad >= 0 and not np.isfinite(x).all()):  # NaN or Inf, in any block, first
         raise non_finite_input(x, int(np.flatnonzero(~np.isfinite(x))[0]))
     if bad >= 0:
         where = f"block {bad} of x" if nblocks > 1 else "x"

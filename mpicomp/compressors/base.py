@@ -240,6 +240,8 @@ class Compressor(ABC):
 
         With ``out`` (a writable uint8 array of :meth:`message_capacity` bytes or more) the message
         is written at its start and the view is of ``out``; it stays valid while ``out`` is unchanged.
+        An instance encodes one vector at a time (codecs keep scratch buffers from call to call):
+        threads that encode at once need an instance each.
         """
         with CODEC.timing():
             x = check_input(x, finite=not self.checks_finite)

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, uint8, uint32, uint64
-from numba.core import cgutils, types
+from numba.core import types
 from numba.extending import intrinsic
 
 from .errors import MessageError
@@ -604,7 +604,7 @@ def prefetch_for_write(typingctx, array, index):
         byte_pointer = builder.bitcast(pointer, ir.IntType(8).as_pointer())
         i32 = ir.IntType(32)
         signature_type = ir.FunctionType(ir.VoidType(), [byte_pointer.type, i32, i32, i32])
-        prefetch = cgutils.get_or_insert_function(builder.module, signature_type, "llvm.prefetch.p0i8")
+        prefetch = builder.module.declare_intrinsic("llvm.prefetch", [byte_pointer.type], signature_type)
         builder.call(prefetch, [byte_pointer, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
