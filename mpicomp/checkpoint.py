@@ -231,6 +231,7 @@ RESUME_KEYS = (
     "divergence_factor",
     "checkpoint_every",
     "checkpoint_seconds",
+    "master_share",  # the layout of workers over ranks, which a resume may change (results do not depend on it)
 )
 
 

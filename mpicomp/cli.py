@@ -690,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="FILE",
         help="continue the run in results file FILE from its last checkpoint, with FILE's config (--set may "
-        "change only run.rounds, the stop rules and the checkpoint keys); any number of ranks",
+        "change only run.rounds, the stop rules, the checkpoint keys and run.master_share); any number of ranks",
     )
     p.add_argument(
         "--no-progress",

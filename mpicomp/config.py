@@ -1,7 +1,7 @@
 """Run configuration: TOML sections validated up front against one schema.
 
 Sections: ``[problem]``, ``[data]``, ``[method]``, ``[compressor]``, ``[run]``, ``[network]``.
-Every key has a type, a default and (where it applies) allowed values or a minimum; the
+Every key has a type, a default and (where it applies) allowed values or bounds; the
 ``[method]`` table accepts ``name`` plus the fields of that method's ``Options`` dataclass.
 Any unknown key, wrong type or bad value raises :class:`ConfigError` with a one-line message
 naming the key and what is allowed.
@@ -56,6 +56,7 @@ class Key:
     minimum: float | None = None
     exclusive_minimum: bool = False
     item: builtins.type | None = None
+    maximum: float | None = None
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -121,6 +122,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "how ranks wait in collectives: sleep between polls, busy (MPI's own), auto = sleep when "
             "a node hosts more ranks than cores",
             choices=WAIT_MODES,
+        ),
+        "master_share": Key(
+            float,
+            1.0,
+            "workers on rank 0, which also runs the master, per worker on any other rank: lower it when the "
+            "master's decoding makes rank 0 the slowest (many workers, many ranks); results do not change",
+            minimum=0.0,
+            maximum=1.0,
         ),
         "log_every": Key(int, 1, "log metrics every N rounds", minimum=1),
         "flush_every": Key(int, 10, "flush the HDF5 file every N logged rows", minimum=1),
@@ -188,6 +197,8 @@ def _check_value(where: str, key: Key, value: Any) -> Any:
         if low:
             op = ">" if key.exclusive_minimum else ">="
             raise ConfigError(f"{where}: must be {op} {key.minimum}, got {value!r}")
+    if key.maximum is not None and not isinstance(value, bool) and value > key.maximum:
+        raise ConfigError(f"{where}: must be <= {key.maximum}, got {value!r}")
     return value
 
 
@@ -213,6 +224,7 @@ def _option_keys(options_cls: type) -> dict[str, Key]:
             minimum=meta.get("minimum"),
             exclusive_minimum=meta.get("exclusive_minimum", False),
             item=item,
+            maximum=meta.get("maximum"),
         )
     return keys
 

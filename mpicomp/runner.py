@@ -390,7 +390,9 @@ def run(
                 stop_request,
                 between_rounds,
             )
-        with make_transport(config.data["workers"], wait=config.run["wait"]) as own:
+        with make_transport(
+            config.data["workers"], wait=config.run["wait"], master_share=config.run["master_share"]
+        ) as own:
             return _run(
                 config,
                 Path(out),

@@ -76,6 +76,30 @@ def test_worker_blocks_partition_the_workers_in_order(n_workers, size):
     assert max(sizes) - min(sizes) <= 1
 
 
+@pytest.mark.parametrize("share", [0.0, 0.3, 0.5, 0.999, 1.0])
+@pytest.mark.parametrize(("n_workers", "size"), [(1, 1), (8, 4), (5, 4), (3, 4), (1000, 7), (2, 2), (10_000, 32)])
+def test_rank_0_hosts_its_share_of_workers(n_workers, size, share):
+    """``master_share`` s: the blocks still partition the workers in order, rank 0 hosts s times as many
+    as each other rank (up to the rounding of the block edges), and s = 1 is the even split exactly."""
+    blocks = [worker_range(n_workers, size, rank, share) for rank in range(size)]
+    assert [w for block in blocks for w in block] == list(range(n_workers))
+    others = [len(block) for block in blocks[1:]]
+    if others:
+        assert max(others) - min(others) <= 1
+        ideal = share * n_workers / (share + size - 1)  # rank 0's exact share of the workers
+        assert abs(len(blocks[0]) - ideal) < 1
+    if share == 1.0:
+        assert blocks == [range(r * n_workers // size, (r + 1) * n_workers // size) for r in range(size)]
+    if share == 0.0 and size > 1:
+        assert len(blocks[0]) == 0
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "half", True, None])
+def test_master_share_outside_0_1_is_refused(bad):
+    with pytest.raises(ValueError, match="master_share must be a number in"):
+        make_transport(4, master_share=bad)
+
+
 def test_layout_summary_text():
     assert layout_summary(8, 4) == (
         "4 ranks x 8 workers: rank 0 -> workers 0-1, rank 1 -> workers 2-3, rank 2 -> workers 4-5, rank 3 -> workers 6-7"
@@ -84,6 +108,9 @@ def test_layout_summary_text():
         "4 ranks x 3 workers: rank 0 -> no workers, rank 1 -> worker 0, rank 2 -> worker 1, rank 3 -> worker 2"
     )
     assert LocalTransport(1).layout_summary() == "1 rank x 1 worker: rank 0 -> worker 0"
+    assert layout_summary(8, 3, master_share=0.5) == (
+        "3 ranks x 8 workers: rank 0 -> worker 0, rank 1 -> workers 1-3, rank 2 -> workers 4-7"
+    )
     long = layout_summary(100, 20)
     assert long.count("rank ") == 8 and ", ..., rank 18 -> workers 90-94, rank 19 -> workers 95-99" in long
 

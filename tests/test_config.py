@@ -29,6 +29,8 @@ BAD_CONFIGS = [
     ("[network]\nbandwidth = 0\n", "[network] bandwidth"),
     ("[network]\nuplink = 'ring'\n", "[network] uplink"),
     ("[run]\nseed = true\n", "[run] seed"),
+    ("[run]\nmaster_share = 1.5\n", "[run] master_share: must be <= 1.0, got 1.5"),
+    ("[run]\nmaster_share = -0.5\n", "[run] master_share: must be >= 0.0"),
     ("run = 3\n", "[run] must be a table"),
     ("[run\nrounds = 3\n", "not valid TOML"),
 ]

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mpicomp.comm import make_transport
+from mpicomp.config import validate
 from mpicomp.results import read_results, summarize
 from mpicomp.results.reader import STALE_MINUTES, staleness
 from mpicomp.wire import overhead_bytes
@@ -55,6 +57,50 @@ def test_identical_metrics_on_1_2_4_ranks(tmp_path):
     assert reference.status == "finished" and reference.n_rows == 20
     for n in (1, 2, 4):
         assert_same_metrics(reference, run_mpiexec(raw, tmp_path / f"n{n}.h5", n))
+
+
+LAYOUT_CASES = {
+    "quantized-sgd, natural up, dither down": {
+        "method": {"name": "quantized-sgd", "stepsize": 0.1},
+        "data": {"batch": 16, "partition": "unbalanced"},
+        "compressor": {"uplink": "natural", "downlink": "dither(s=8,p=inf)"},
+    },
+    "diana (worker state)": {"method": {"name": "diana"}, "compressor": {"uplink": "dither(s=4,p=inf)"}},
+    "sgd through the switch": {
+        "method": {"name": "sgd", "stepsize": 0.5},
+        "data": {"batch": 16},
+        "compressor": {"uplink": "natural", "aggregation": "switch"},
+    },
+}
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("case", list(LAYOUT_CASES))
+def test_identical_metrics_when_rank_0_hosts_fewer_workers(tmp_path, case):
+    """``[run] master_share`` moves workers off rank 0 (all of them with 0, so that rank 0 runs the
+    master alone): the layout changes, the results do not."""
+    raw = _experiment(**LAYOUT_CASES[case])
+    reference = run_inprocess(raw, tmp_path / "local.h5")
+    assert reference.status == "finished"
+    for n, share in ((2, 0.0), (3, 0.5)):
+        shared = {**raw, "run": {**raw["run"], "master_share": share}}
+        assert_same_metrics(reference, run_mpiexec(shared, tmp_path / f"n{n}.h5", n))
+
+
+def test_the_run_lays_out_its_workers_with_the_configured_master_share(tmp_path, monkeypatch):
+    """The runner hands ``[run] master_share`` to the transport (whose layout the test above runs)."""
+    import mpicomp.runner
+
+    seen = []
+
+    def recording(n_workers, wait="auto", master_share=1.0):
+        seen.append(master_share)
+        return make_transport(n_workers, wait=wait, master_share=master_share)
+
+    monkeypatch.setattr(mpicomp.runner, "make_transport", recording)
+    config = validate(_experiment(run={"rounds": 2, "master_share": 0.25}))
+    assert mpicomp.runner.run(config, tmp_path / "r.h5", progress=False).status == "finished"
+    assert seen == [0.25]
 
 
 @pytest.mark.parametrize("checksum", [False, True])

@@ -1,8 +1,9 @@
 """The transport contract: moves opaque bytes between logical workers and the master.
 
 Logical worker ``w`` (0 <= w < n_workers) lives on the rank whose :func:`worker_range`
-contains it; rank 0 also hosts the master. Workers are spread in contiguous blocks, so a
-worker's id, never its rank, decides its data shard and random stream. With fewer workers
+contains it; rank 0 also hosts the master, and may host fewer workers than the others
+(``master_share``). Workers are spread in contiguous blocks, so a worker's id, never its rank,
+decides its data shard and random stream. With fewer workers
 than ranks some ranks host no worker (they still take part in every collective).
 
 Received buffers are returned as read-only ``memoryview`` objects (``len``, slicing,
@@ -31,9 +32,33 @@ from .worker_tree import covering_nodes, fold_nodes, join_nodes
 Buffer = bytes | bytearray | memoryview | np.ndarray
 
 
-def worker_range(n_workers: int, size: int, rank: int) -> range:
-    """Contiguous block of logical worker ids hosted by ``rank`` out of ``size`` ranks."""
-    return range(rank * n_workers // size, (rank + 1) * n_workers // size)
+def worker_range(n_workers: int, size: int, rank: int, master_share: float = 1.0) -> range:
+    """Contiguous block of logical worker ids hosted by ``rank`` out of ``size`` ranks.
+
+    Rank 0, which also runs the master, hosts ``master_share`` (in [0, 1]) times as many workers as each
+    other rank: rank r >= 1 starts at ``floor(n (s + r - 1) / (s + size - 1))``; ``s = 1`` gives blocks
+    as even as the division allows, ``s = 0`` leaves rank 0 to the master alone (when ``size > 1``).
+    """
+    return range(
+        _block_start(n_workers, size, rank, master_share), _block_start(n_workers, size, rank + 1, master_share)
+    )
+
+
+def _block_start(n_workers: int, size: int, rank: int, master_share: float) -> int:
+    if rank <= 0:
+        return 0
+    if rank >= size:
+        return n_workers
+    if master_share == 1.0:
+        return rank * n_workers // size  # exact integer arithmetic for the even split
+    return int(n_workers * (master_share + rank - 1) // (master_share + size - 1))
+
+
+def check_master_share(master_share: float) -> float:
+    """Validate rank 0's share of workers (a number in [0, 1], see :func:`worker_range`)."""
+    if isinstance(master_share, bool) or not isinstance(master_share, (int, float)) or not 0 <= master_share <= 1:
+        raise ValueError(f"master_share must be a number in [0, 1], got {master_share!r}")
+    return float(master_share)
 
 
 def check_n_workers(n_workers: int) -> int:
@@ -43,11 +68,11 @@ def check_n_workers(n_workers: int) -> int:
     return int(n_workers)
 
 
-def layout_summary(n_workers: int, size: int, shown: int = 8) -> str:
+def layout_summary(n_workers: int, size: int, shown: int = 8, master_share: float = 1.0) -> str:
     """``"4 ranks x 8 workers: rank 0 -> workers 0-1, ..."``; past ``shown`` ranks the middle is elided."""
 
     def describe(rank: int) -> str:
-        block = worker_range(n_workers, size, rank)
+        block = worker_range(n_workers, size, rank, master_share)
         if len(block) == 0:
             return f"rank {rank} -> no workers"
         if len(block) == 1:
@@ -107,6 +132,7 @@ class Transport(ABC):
     n_workers: int
     rank: int
     size: int
+    master_share = 1.0  # rank 0's share of workers against every other rank's (see worker_range)
     counter: ByteCounter
     clock: Stopwatch  # seconds in counted collectives (and the switch), waiting for other ranks included
 
@@ -116,11 +142,11 @@ class Transport(ABC):
 
     @property
     def local_workers(self) -> range:
-        return worker_range(self.n_workers, self.size, self.rank)
+        return worker_range(self.n_workers, self.size, self.rank, self.master_share)
 
     def layout_summary(self) -> str:
         """Which rank hosts which workers, for the master's log."""
-        return layout_summary(self.n_workers, self.size)
+        return layout_summary(self.n_workers, self.size, master_share=self.master_share)
 
     def close(self) -> None:  # noqa: B027 - a no-op by default: only the MPI transport holds resources
         """Release what the transport holds (the MPI transport frees its communicator); idempotent."""
@@ -390,7 +416,7 @@ class Transport(ABC):
 
     def _worker_blocks(self) -> list[range]:
         """Every rank's workers, in rank order."""
-        return [worker_range(self.n_workers, self.size, rank) for rank in range(self.size)]
+        return [worker_range(self.n_workers, self.size, rank, self.master_share) for rank in range(self.size)]
 
     @abstractmethod
     def _gather_node_sums(self, sums: np.ndarray, everyone: bool) -> np.ndarray | None:

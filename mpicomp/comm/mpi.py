@@ -50,7 +50,7 @@ from mpi4py import MPI
 from ..timing import Stopwatch
 from ..wire import MessageRows, byte_view, message_lengths
 from .accounting import ByteCounter
-from .base import Transport, check_n_workers
+from .base import Transport, check_master_share, check_n_workers
 from .local import LocalTransport
 from .worker_tree import covering_nodes
 
@@ -181,11 +181,15 @@ class MPITransport(Transport):
     """Workers spread over the ranks of ``comm`` in contiguous blocks (:func:`~.base.worker_range`).
 
     ``wait`` is how a rank waits for a pending collective: ``"auto"``, ``"sleep"`` or ``"busy"``
-    (module docstring).
+    (module docstring). ``master_share`` in [0, 1] is how many workers rank 0, which also runs the
+    master, hosts against each other rank (:func:`~.base.worker_range`).
     """
 
-    def __init__(self, n_workers: int, comm: MPI.Comm = MPI.COMM_WORLD, wait: str = "auto") -> None:
+    def __init__(
+        self, n_workers: int, comm: MPI.Comm = MPI.COMM_WORLD, wait: str = "auto", master_share: float = 1.0
+    ) -> None:
         self.n_workers = check_n_workers(n_workers)
+        self.master_share = check_master_share(master_share)
         if wait not in WAIT_MODES:
             raise ValueError(f"wait must be one of {', '.join(WAIT_MODES)}, got {wait!r}")
         check_launcher_size(MPI.COMM_WORLD.Get_size())
@@ -365,15 +369,16 @@ class MPITransport(Transport):
         return gathered
 
 
-def make_transport(n_workers: int, wait: str = "auto") -> LocalTransport | MPITransport:
-    """:class:`MPITransport` on ``COMM_WORLD`` when it has several ranks (waiting as ``wait`` says),
-    else :class:`LocalTransport`.
+def make_transport(n_workers: int, wait: str = "auto", master_share: float = 1.0) -> LocalTransport | MPITransport:
+    """:class:`MPITransport` on ``COMM_WORLD`` when it has several ranks (waiting as ``wait`` says, rank 0
+    hosting ``master_share`` of a rank's workers), else :class:`LocalTransport`.
 
     Both count bytes identically, so a size-1 run gives the same results either way; the
     launcher check of :func:`check_launcher_size` runs in both cases.
     """
+    check_master_share(master_share)
     size = MPI.COMM_WORLD.Get_size()
     if size > 1:
-        return MPITransport(n_workers, wait=wait)
+        return MPITransport(n_workers, wait=wait, master_share=master_share)
     check_launcher_size(size)
     return LocalTransport(n_workers)
