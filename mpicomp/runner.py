@@ -28,6 +28,7 @@ from .comm import (
     NetworkModel,
     RoundBytes,
     Transport,
+    balanced_master_share,
     make_transport,
 )
 from .comm.packets import warm_up_packets
@@ -525,8 +526,33 @@ def _loop(
 ) -> RunResult:
     """The rounds (:func:`_rounds`), with NumPy's floating-point errors turned into one log line."""
     notice = _FloatingPointNotice(monitor is not None)
+    started, idle = time.perf_counter(), transport.idle.seconds
     with np.errstate(over="call", invalid="call", divide="call", call=notice):
-        return _rounds(config, transport, method, monitor, checkpoints, start, notice, between_rounds)
+        result = _rounds(config, transport, method, monitor, checkpoints, start, notice, between_rounds)
+    _report_rank_load(transport, time.perf_counter() - started - (transport.idle.seconds - idle), result.rounds - start)
+    return result
+
+
+def _report_rank_load(transport: Transport, busy: float, rounds: int) -> None:
+    """Every rank's seconds of work in the rounds (not waiting for a collective) to the master, whose
+    log says them (``-v``) and, when rank 0 (its workers and the master) was the slowest by more than
+    10 %, the ``[run] master_share`` that would even the ranks out."""
+    if transport.size == 1 or rounds <= 0:
+        return
+    loads = transport.gather_rank_values(np.array([busy, len(transport.local_workers)]))
+    if loads is None:
+        return
+    per_round = loads[:, 0] / rounds
+    log.debug("busy ms a round per rank: %s", ", ".join(f"{1e3 * t:.3g}" for t in per_round))
+    share = balanced_master_share(loads[:, 0], loads[:, 1])
+    if share is not None and share < transport.master_share - 0.05 and per_round[0] > 1.1 * per_round[1:].max():
+        log.info(
+            "rank 0 (workers and master) was busy %.3g ms a round, the busiest other rank %.3g ms: "
+            "[run] master_share = %.2f would even them out (results do not change)",
+            1e3 * per_round[0],
+            1e3 * per_round[1:].max(),
+            share,
+        )
 
 
 def _rounds(

@@ -20,6 +20,7 @@ from mpicomp.comm import (
     MPITransport,
     NetworkModel,
     RoundBytes,
+    balanced_master_share,
     check_launcher_size,
     launcher_size,
     layout_summary,
@@ -87,11 +88,26 @@ def test_rank_0_hosts_its_share_of_workers(n_workers, size, share):
     if others:
         assert max(others) - min(others) <= 1
         ideal = share * n_workers / (share + size - 1)  # rank 0's exact share of the workers
-        assert abs(len(blocks[0]) - ideal) < 1
+        assert abs(len(blocks[0]) - ideal) <= 1  # block edges are floors, in floating point
     if share == 1.0:
         assert blocks == [range(r * n_workers // size, (r + 1) * n_workers // size) for r in range(size)]
     if share == 0.0 and size > 1:
         assert len(blocks[0]) == 0
+
+
+def test_balanced_master_share_evens_out_the_busy_time():
+    """4 ranks x 300 workers, 1 s per worker, 60 s of master work on rank 0: the share s it proposes
+    gives rank 0 (its workers plus the master) and every other rank the same busy time."""
+    workers = np.array([75.0, 75.0, 75.0, 75.0])
+    busy = workers * 1.0 + np.array([60.0, 0.0, 0.0, 0.0])
+    share = balanced_master_share(busy, workers)
+    assert share is not None and 0 < share < 1
+    hosted = [len(worker_range(300, 4, rank, share)) for rank in range(4)]
+    exact = share * 300 / (share + 3)
+    assert abs(hosted[0] - exact) <= 1 and abs((exact + 60.0) - (300 - exact) / 3) < 1e-9
+    assert balanced_master_share(np.array([75.0, 80.0, 75.0, 75.0]), workers) is None  # rank 0 not the slowest
+    assert balanced_master_share(np.array([500.0, 75.0, 75.0, 75.0]), workers) == 0.0  # the master alone is too much
+    assert balanced_master_share(np.array([10.0, 0.0]), np.array([4.0, 0.0])) is None  # nothing to compare with
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, "half", True, None])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -101,6 +102,32 @@ def test_the_run_lays_out_its_workers_with_the_configured_master_share(tmp_path,
     config = validate(_experiment(run={"rounds": 2, "master_share": 0.25}))
     assert mpicomp.runner.run(config, tmp_path / "r.h5", progress=False).status == "finished"
     assert seen == [0.25]
+
+
+class _Loads:
+    """A transport stand-in for the end-of-run load report: 3 ranks, rank 0 busiest by its master's work."""
+
+    size, master_share, local_workers = 3, 1.0, range(0, 10)
+
+    def __init__(self, busy):
+        self.busy = busy
+
+    def gather_rank_values(self, values):
+        return np.array([[seconds, 10.0] for seconds in self.busy])
+
+
+@pytest.mark.parametrize(("busy", "hint"), [((30.0, 10.0, 10.0), "master_share = 0.00"), ((10.5, 10.0, 10.0), None)])
+def test_the_master_says_when_rank_0_is_the_slowest_and_what_would_balance_it(caplog, busy, hint):
+    """Rank 0 twice as busy as the others says the share that evens them out; 5 % more says nothing."""
+    import mpicomp.runner
+
+    with caplog.at_level(logging.INFO, logger="mpicomp"):
+        mpicomp.runner._report_rank_load(_Loads(busy), busy[0], 10)
+    said = [r.getMessage() for r in caplog.records if "master_share" in r.getMessage()]
+    if hint is None:
+        assert said == []
+    else:
+        assert len(said) == 1 and hint in said[0] and "busy 3e+03 ms a round" in said[0]
 
 
 @pytest.mark.parametrize("checksum", [False, True])

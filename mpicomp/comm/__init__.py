@@ -1,7 +1,7 @@
 """Communication: transports that move messages, byte accounting, and the network time model."""
 
 from .accounting import SIZE_PREFIX_BYTES, ByteCounter, RoundBytes, split_bytes
-from .base import Transport, layout_summary, worker_range
+from .base import Transport, balanced_master_share, layout_summary, worker_range
 from .local import LocalTransport
 from .mpi import (
     LauncherMismatch,
@@ -25,6 +25,7 @@ __all__ = [
     "PacketSpec",
     "RoundBytes",
     "Transport",
+    "balanced_master_share",
     "check_launcher_size",
     "launcher_size",
     "layout_summary",

@@ -54,6 +54,26 @@ def _block_start(n_workers: int, size: int, rank: int, master_share: float) -> i
     return int(n_workers * (master_share + rank - 1) // (master_share + size - 1))
 
 
+def balanced_master_share(busy: np.ndarray, workers: np.ndarray) -> float | None:
+    """The ``master_share`` that would even out the ranks' busy time, from one run's per-rank seconds
+    ``busy`` and worker counts ``workers`` (rank 0 first); None when rank 0 is not the slowest or nothing
+    tells the cost of a worker.
+
+    With c the other ranks' seconds per worker and ``M = busy_0 - c w_0`` rank 0's own (the master's)
+    work, rank 0 hosting ``s W / (s + P - 1)`` of the W workers balances the P ranks at
+    ``s = (c W - M (P - 1)) / (c W + M)``, clamped to [0, 1].
+    """
+    others = workers[1:].sum()
+    if busy.size < 2 or others == 0 or busy[0] <= busy[1:].max():
+        return None
+    per_worker = busy[1:].sum() / others
+    master = busy[0] - per_worker * workers[0]
+    if master <= 0.0:
+        return None
+    total = per_worker * workers.sum()
+    return float(min(1.0, max(0.0, (total - master * (busy.size - 1)) / (total + master))))
+
+
 def check_master_share(master_share: float) -> float:
     """Validate rank 0's share of workers (a number in [0, 1], see :func:`worker_range`)."""
     if isinstance(master_share, bool) or not isinstance(master_share, (int, float)) or not 0 <= master_share <= 1:
@@ -135,6 +155,7 @@ class Transport(ABC):
     master_share = 1.0  # rank 0's share of workers against every other rank's (see worker_range)
     counter: ByteCounter
     clock: Stopwatch  # seconds in counted collectives (and the switch), waiting for other ranks included
+    idle: Stopwatch  # seconds this rank waited for a collective to complete, counted or not
 
     @property
     def is_master(self) -> bool:
@@ -380,6 +401,11 @@ class Transport(ABC):
     @abstractmethod
     def agree(self, code: int | None) -> int:
         """The master passes a small integer (a stop code), others ``None``; all return it."""
+
+    @abstractmethod
+    def gather_rank_values(self, values: np.ndarray) -> np.ndarray | None:
+        """Uncounted bookkeeping: every rank's float64 row of ``m`` values (the same m everywhere) to
+        the master, as an ``(size, m)`` array in rank order; ``None`` on the other ranks."""
 
     def _chunk_workers(self, blobs: Sequence[Buffer], workers: range) -> tuple[range, list[memoryview]]:
         """This rank's workers among ``workers`` and their blobs as read-only bytes."""

@@ -19,6 +19,7 @@ class LocalTransport(Transport):
         self.rank = 0
         self.size = 1
         self.clock = Stopwatch()
+        self.idle = Stopwatch()
         self.counter = ByteCounter(self.n_workers, complete=True)
 
     def _gather_bytes(self, views: Sequence[memoryview], sizes: np.ndarray | int | None) -> Sequence[memoryview]:
@@ -33,6 +34,9 @@ class LocalTransport(Transport):
 
     def agree(self, code: int | None) -> int:
         return self._master_code(code)
+
+    def gather_rank_values(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64).reshape(1, -1)
 
     def gather_blobs(self, blobs, workers: range) -> list[memoryview]:
         return self._chunk_workers(blobs, workers)[1]

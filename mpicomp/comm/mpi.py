@@ -204,6 +204,7 @@ class MPITransport(Transport):
             f"{ranks} rank{'s' if ranks != 1 else ''} on {cores} core{'s' if cores != 1 else ''} of rank 0's node"
         )
         self.clock = Stopwatch()
+        self.idle = Stopwatch()
         self.counter = ByteCounter(self.n_workers, complete=self.is_master)
         self._inboxes: dict[str, np.ndarray] = {}
         self._uniform_layouts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -233,12 +234,14 @@ class MPITransport(Transport):
         return buffer[:size]
 
     def _complete(self, request: MPI.Request) -> None:
-        """Wait for a nonblocking collective: sleeping between tests when polite, else MPI's own wait."""
-        if self.polite:
-            while not request.Test():
-                time.sleep(SLEEP_SECONDS)
-        else:
-            request.Wait()
+        """Wait for a nonblocking collective: sleeping between tests when polite, else MPI's own wait
+        (timed by ``idle``)."""
+        with self.idle.timing():
+            if self.polite:
+                while not request.Test():
+                    time.sleep(SLEEP_SECONDS)
+            else:
+                request.Wait()
 
     def _per_rank(self, per_worker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Counts and displacements per rank of a per-worker quantity (sums over each block)."""
@@ -321,6 +324,10 @@ class MPITransport(Transport):
             value[0] = self._master_code(code)
         self._complete(self.comm.Ibcast(value, root=0))
         return int(value[0])
+
+    def gather_rank_values(self, values: np.ndarray) -> np.ndarray | None:
+        row = np.ascontiguousarray(values, dtype=np.float64).reshape(1, -1)
+        return self._gather_rows(row, np.ones(self.size, dtype=np.int64), everyone=False)
 
     def gather_blobs(self, blobs, workers: range) -> list[memoryview] | None:
         _, views = self._chunk_workers(blobs, workers)
