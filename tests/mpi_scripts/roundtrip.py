@@ -2,7 +2,7 @@
 
 Every rank sends its workers' :func:`traffic.traffic` uploads; the master checks it received
 exactly every worker's upload in worker order, every rank checks the downlink, then the
-uncounted operations (all_equal, agree) are checked to count nothing. Rank 0
+uncounted operations (all_equal, agree, gather_rank_values) are checked to count nothing. Rank 0
 prints ``RESULT <json>`` with its per-round counts; any failed check raises (and mpi4py's
 ``-m mpi4py`` runner aborts the whole job instead of hanging).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 from traffic import DOWNLINK, payload_and_header, traffic
 
 from mpicomp.comm import SIZE_PREFIX_BYTES, MPITransport, RoundBytes
@@ -39,6 +40,13 @@ def main(n_workers: int, rounds: int, seed: int, wait: str) -> None:
     assert transport.all_equal(b"same digest")
     assert transport.all_equal(bytes([transport.rank == transport.size - 1])) == (transport.size == 1)
     assert transport.agree(7 if transport.is_master else None) == 7
+    rows = transport.gather_rank_values(np.array([transport.rank, len(transport.local_workers), -1.5]))
+    if transport.is_master:
+        sizes = [len(block) for block in transport._worker_blocks()]
+        expected_rows = np.array([[r, sizes[r], -1.5] for r in range(transport.size)])
+        assert rows is not None and np.array_equal(rows, expected_rows), f"rank values gathered as {rows}"
+    else:
+        assert rows is None
     assert transport.counter.end_round() == RoundBytes.zeros(n_workers, transport.is_master), "bookkeeping was counted"
     if transport.is_master:
         print("RESULT " + json.dumps({"size": transport.size, "layout": transport.layout_summary(), "rounds": counted}))
