@@ -118,7 +118,7 @@ class _Loads:
 
 @pytest.mark.parametrize(("busy", "hint"), [((30.0, 10.0, 10.0), "master_share = 0.00"), ((10.5, 10.0, 10.0), None)])
 def test_the_master_says_when_rank_0_is_the_slowest_and_what_would_balance_it(caplog, busy, hint):
-    """Rank 0 twice as busy as the others says the share that evens them out; 5 % more says nothing."""
+    """Rank 0 three times as busy as the others says the share that evens them out; 5 % more says nothing."""
     import mpicomp.runner
 
     with caplog.at_level(logging.INFO, logger="mpicomp"):
