@@ -224,7 +224,6 @@ def _option_keys(options_cls: type) -> dict[str, Key]:
             minimum=meta.get("minimum"),
             exclusive_minimum=meta.get("exclusive_minimum", False),
             item=item,
-            maximum=meta.get("maximum"),
         )
     return keys
 
