@@ -3,6 +3,7 @@ and the run's own ways of ending (signals, errors, closed pipes) say one line, n
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -90,6 +91,25 @@ def test_overwrite_refuses_the_file_of_a_live_run(tmp_path, capsys):
     lines = [line for line in stderr.splitlines() if line.startswith("mpicomp: ")]
     assert lines == [f"mpicomp: terminated by SIGTERM (time limit or scancel?); results so far in {out}"], stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="zombies are told apart through /proc")
+def test_a_killed_writer_not_yet_reaped_is_not_a_live_run(tmp_path, capsys):
+    """A rank killed with its launcher stays a zombie until its process manager reaps it; os.kill(pid, 0)
+    still finds it. Before: a resume in that window was refused as "still in progress"."""
+    out = tmp_path / "killed.h5"
+    writer = _start_forever(out)
+    writer.send_signal(signal.SIGKILL)
+    os.waitid(os.P_PID, writer.pid, os.WEXITED | os.WNOWAIT)  # it has exited; not reaped yet: a zombie
+    try:
+        os.kill(writer.pid, 0)  # the pid is still taken
+        assert read_results(out).status == "running"
+        assert main(["run", "--out", str(out), "--overwrite", *QUICK, "--set", "run.rounds=5"]) == 0, (
+            capsys.readouterr().err
+        )
+    finally:
+        writer.communicate()
+    assert read_results(out).n_rows == 5
 
 
 def test_overwrite_replaces_a_finished_file_and_leaves_nothing_behind(tmp_path):

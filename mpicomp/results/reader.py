@@ -136,13 +136,22 @@ def staleness(results: Results, now: datetime | None = None) -> str:
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host still runs: it exists and (where ``/proc`` says) is not a
+    zombie, a process that has exited and waits for its parent to collect it (a rank killed with its
+    launcher stays one until its process manager reaps it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    if not Path("/proc/self/stat").is_file():  # no /proc (not Linux): os.kill's answer
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # it exited since
+        return False
+    return stat[stat.rfind(")") + 2 :][:1] not in ("Z", "X")  # the state follows "pid (command) "
 
 
 def _human_bytes(n_bytes: float) -> str:
