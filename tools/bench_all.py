@@ -85,6 +85,16 @@ def benchmarks(quick: bool, mnist: Path) -> dict[str, list[list[str]]]:
             for ranks in (4, 2)
             for codec in ("identity", "natural")
         ],
+        "python-cost": [
+            [
+                sys.executable,
+                tool("bench_python_cost.py"),
+                "--compressor",
+                codec,
+                *(["--repeats", "50"] if quick else []),
+            ]
+            for codec in ("identity", "natural")
+        ],
         "workers": [
             mpi(2, "-m", "mpi4py", tool("bench_workers.py"), *m, "--workers", *mnist_workers, "--rounds", rounds),
             mpi(2, "-m", "mpi4py", tool("bench_workers.py"), "--problem", "small", "--workers", *small_workers),
@@ -279,6 +289,7 @@ WHAT = {
     "kernels": "Codec throughput: encode / decode / decode_add of every compressor, against `np.copyto` (`tools/bench_kernels.py`).",
     "vq": "Vector quantizers against the BLAS product their search is (`tools/bench_vq.py`).",
     "round": "One gd/sgd round at d = 10⁶ (one worker per rank) against the ideal bare mpi4py + NumPy program and raw collectives, 4 and 2 ranks, identity and natural (`tools/bench_round.py`); target: mpicomp / ideal <= 1.1.",
+    "python-cost": "The Python around a round's kernels, mpicomp's round against the ideal program's, warm and after evicting the L3 (one process, d = 1000; `tools/bench_python_cost.py`): what the 4-rank round pays on every rank, every round (notes above).",
     "workers": "Rounds/s with many logical workers on 2 ranks against the bare per-worker gradient arithmetic (a plain loop over each rank's workers) and the codec floor (`tools/bench_workers.py`); target: >= 0.8 x bare at 10,000 (MNIST) and 100,000 (small) workers.",
     "memory": "Peak RSS per rank as ranks are added, and bytes per added worker against a worker's message and bookkeeping (`tools/bench_memory.py`).",
     "switch": "The emulated switch: host conversion against `np.copyto`, and a switch round against the gather round (`tools/bench_switch.py`).",

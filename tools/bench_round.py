@@ -29,7 +29,8 @@ is done (max over ranks of MPI.Wtime differences):
   root's own block ``MPI_IN_PLACE``), ``Bcast`` of the downlink size and bytes, into preallocated
   buffers (a lower bound).
 
-Prints best and median milliseconds over the repeats and the ratios to the raw baseline.
+Prints best and median milliseconds over the repeats and the ratios to the raw baseline, then each
+variant's CPU time a round on rank 0 (which also runs the master) and on the other ranks.
 """
 
 from __future__ import annotations
@@ -222,12 +223,23 @@ class IdealRound:
             np.subtract(self.x, self.down, out=self.x)
 
 
-def timed(comm: MPI.Comm, run: Callable[[int], None], rnd: int) -> float:
-    """Seconds from a barrier until the slowest rank has finished ``run(rnd)``."""
+def timed(comm: MPI.Comm, run: Callable[[int], None], rnd: int) -> tuple[float, float]:
+    """Seconds from a barrier until the slowest rank has finished ``run(rnd)``, and this rank's CPU
+    seconds in it (all its threads; the time it slept waiting is not CPU)."""
     comm.Barrier()
-    start = MPI.Wtime()
+    start, cpu = MPI.Wtime(), time.process_time()
     run(rnd)
-    return comm.allreduce(MPI.Wtime() - start, op=MPI.MAX)
+    cpu = time.process_time() - cpu
+    return comm.allreduce(MPI.Wtime() - start, op=MPI.MAX), cpu
+
+
+def print_cpu(cpu_by_rank: list[dict[str, float]]) -> None:
+    """Each variant's CPU milliseconds a round (means over the repeats): on rank 0, which also runs the
+    master, and the mean of the other ranks; where a variant's extra wall time goes."""
+    print(f"{'CPU per round':<16}{'rank 0 ms':>10}{'others ms':>10}")
+    for name, rank0 in cpu_by_rank[0].items():
+        others = [cpu[name] for cpu in cpu_by_rank[1:]]
+        print(f"{name:<16}{1e3 * rank0:>10.3f}{1e3 * statistics.fmean(others) if others else 0.0:>10.3f}")
 
 
 def main() -> None:
@@ -263,12 +275,15 @@ def main() -> None:
         ideal(0)
         ideal_matches = bool(np.array_equal(ideal.x, mpicomp_round.x))
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu = dict.fromkeys(variants, 0.0)
     names = list(variants)
     for rnd in range(args.warmup + args.repeats):
         for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
-            seconds = timed(comm, variants[name], rnd)
+            seconds, cpu_seconds = timed(comm, variants[name], rnd)
             if rnd >= args.warmup:
                 times[name].append(seconds)
+                cpu[name] += cpu_seconds / args.repeats
+    cpu_by_rank = comm.gather(cpu, root=0)
     if comm.rank != 0:
         return
 
@@ -291,6 +306,7 @@ def main() -> None:
     for name, values in times.items():
         best, median = min(values), statistics.median(values)
         print(f"{name:<16}{1e3 * best:>10.4f}{1e3 * median:>10.4f}{best / raw_best:>10.2f}{median / raw_median:>12.2f}")
+    print_cpu(cpu_by_rank)
     if ideal_codec is None:
         print(f"no ideal baseline for {compressor.spec} (only for {', '.join(IDEAL_CODECS)}): no target checked")
         return
