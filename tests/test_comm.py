@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
+from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 
 import numba
@@ -77,18 +80,24 @@ def test_worker_blocks_partition_the_workers_in_order(n_workers, size):
     assert max(sizes) - min(sizes) <= 1
 
 
-@pytest.mark.parametrize("share", [0.0, 0.3, 0.5, 0.999, 1.0])
-@pytest.mark.parametrize(("n_workers", "size"), [(1, 1), (8, 4), (5, 4), (3, 4), (1000, 7), (2, 2), (10_000, 32)])
+@pytest.mark.parametrize("share", [0.0, 1e-9, 0.3, 0.5, 0.56, 0.8, 0.999, 1.0])
+@pytest.mark.parametrize(
+    ("n_workers", "size"), [(1, 1), (8, 4), (5, 4), (3, 4), (14, 3), (192, 3), (1000, 7), (2, 2), (10_000, 32)]
+)
 def test_rank_0_hosts_its_share_of_workers(n_workers, size, share):
-    """``master_share`` s: the blocks still partition the workers in order, rank 0 hosts s times as many
-    as each other rank (up to the rounding of the block edges), and s = 1 is the even split exactly."""
+    """``master_share`` s: the blocks still partition the workers in order, rank r >= 1 starts exactly at
+    ``floor(n (s + r - 1) / (s + size - 1))`` (in floating point, 14 workers on 3 ranks at s = 0.8 came
+    out 4, 4, 6), so the other ranks differ by one worker at most, and s = 1 is the even split."""
     blocks = [worker_range(n_workers, size, rank, share) for rank in range(size)]
     assert [w for block in blocks for w in block] == list(range(n_workers))
+    s = Fraction(share)
+    starts = [0, *(math.floor(n_workers * (s + r - 1) / (s + size - 1)) for r in range(1, size)), n_workers]
+    assert blocks == [range(start, stop) for start, stop in pairwise(starts)]
     others = [len(block) for block in blocks[1:]]
     if others:
         assert max(others) - min(others) <= 1
         ideal = share * n_workers / (share + size - 1)  # rank 0's exact share of the workers
-        assert abs(len(blocks[0]) - ideal) <= 1  # block edges are floors, in floating point
+        assert abs(len(blocks[0]) - ideal) <= 1
     if share == 1.0:
         assert blocks == [range(r * n_workers // size, (r + 1) * n_workers // size) for r in range(size)]
     if share == 0.0 and size > 1:
@@ -108,6 +117,8 @@ def test_balanced_master_share_evens_out_the_busy_time():
     assert balanced_master_share(np.array([75.0, 80.0, 75.0, 75.0]), workers) is None  # rank 0 not the slowest
     assert balanced_master_share(np.array([500.0, 75.0, 75.0, 75.0]), workers) == 0.0  # the master alone is too much
     assert balanced_master_share(np.array([10.0, 0.0]), np.array([4.0, 0.0])) is None  # nothing to compare with
+    no_worker_on_0 = np.array([0.0, 1.0, 0.0, 1.0])  # 2 workers on 4 ranks: no share moves one off rank 0
+    assert balanced_master_share(np.array([5.0, 1.0, 0.1, 1.0]), no_worker_on_0) is None
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, "half", True, None])

@@ -49,22 +49,21 @@ def _block_start(n_workers: int, size: int, rank: int, master_share: float) -> i
         return 0
     if rank >= size:
         return n_workers
-    if master_share == 1.0:
-        return rank * n_workers // size  # exact integer arithmetic for the even split
-    return int(n_workers * (master_share + rank - 1) // (master_share + size - 1))
+    p, q = float(master_share).as_integer_ratio()  # s = p / q exactly, so the floor is exact (floats lose it)
+    return n_workers * (p + (rank - 1) * q) // (p + (size - 1) * q)
 
 
 def balanced_master_share(busy: np.ndarray, workers: np.ndarray) -> float | None:
     """The ``master_share`` that would even out the ranks' busy time, from one run's per-rank seconds
-    ``busy`` and worker counts ``workers`` (rank 0 first); None when rank 0 is not the slowest or nothing
-    tells the cost of a worker.
+    ``busy`` and worker counts ``workers`` (rank 0 first); None when rank 0 is not the slowest, hosts no
+    worker to move, or nothing tells the cost of a worker.
 
     With c the other ranks' seconds per worker and ``M = busy_0 - c w_0`` rank 0's own (the master's)
     work, rank 0 hosting ``s W / (s + P - 1)`` of the W workers balances the P ranks at
     ``s = (c W - M (P - 1)) / (c W + M)``, clamped to [0, 1].
     """
     others = workers[1:].sum()
-    if busy.size < 2 or others == 0 or busy[0] <= busy[1:].max():
+    if busy.size < 2 or others == 0 or workers[0] == 0 or busy[0] <= busy[1:].max():
         return None
     per_worker = busy[1:].sum() / others
     master = busy[0] - per_worker * workers[0]
