@@ -20,12 +20,14 @@ so the round index is their position.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,8 @@ from .results.guard import in_use
 from .results.writer import FILE_LOCKING
 
 CHECKPOINT_VERSION = 1
+# what a resume reads besides the states (write_checkpoint writes them; the runner's attrs add the last four)
+CHECKPOINT_ATTRS = ("mpicomp_version", "codec_table", "config", "round", "metric_rows", "sample_rows")
 CHUNK_BYTES = 64 * 2**20  # worker state gathered to rank 0 at most this much at a time (one worker at least)
 ENTRY_OVERHEAD = 512  # bytes of framing per array in a gathered blob (an upper bound, for chunking)
 
@@ -118,7 +122,10 @@ def write_checkpoint(
     """Collective: save every worker's state, the shared state and (master) ``run_state`` with ``attrs``.
 
     Every rank passes its method; only the master's ``run_state`` and ``attrs`` are used. Worker
-    states travel to rank 0 in chunks of at most :data:`CHUNK_BYTES` (uncounted bookkeeping).
+    states travel to rank 0 in chunks of at most :data:`CHUNK_BYTES` (uncounted bookkeeping). A file
+    error on the master (a full disk, a quota) does not stop it taking part in the gathers, so no rank
+    is left waiting: it writes nothing more, removes the partial file and raises :class:`CheckpointError`
+    once the others are done; the previous checkpoints are untouched.
     """
     local = transport.local_workers
     sizes = np.array([[_state_bytes(method.worker_state(w))] for w in local], dtype=np.float64).reshape(-1, 1)
@@ -126,44 +133,96 @@ def write_checkpoint(
     assert gathered_sizes is not None  # everyone=True: every rank gets them
     everyone = gathered_sizes[:, 0]
     stateless = not everyone.any()  # no worker has state (sgd, gd): no /workers groups at all
-    newest, previous = checkpoint_paths(results)
-    temporary = Path(f"{newest}.tmp")
-    handle = h5py.File(temporary, "w") if transport.is_master else None
+    newest, _ = checkpoint_paths(results)
+    file = _CheckpointFile(Path(f"{newest}.tmp")) if transport.is_master else None
     try:
         for chunk in [] if stateless else worker_chunks(everyone):
             blobs = [_pack(method.worker_state(w)) for w in chunk if w in local]
             gathered = transport.gather_blobs(blobs, chunk)
-            if handle is not None and gathered is not None:
-                for w, blob in zip(chunk, gathered, strict=True):
-                    _write_group(handle.create_group(f"workers/{w}"), _unpack(blob))
-        if handle is None:
+            if file is not None and gathered is not None:
+                file.write(partial(_write_workers, chunk=chunk, gathered=gathered))
+        if file is None:
             return
         if run_state is None or attrs is None:
             raise ValueError("the master must pass the run state and the checkpoint's attributes")
-        _write_group(handle.create_group("shared"), method.shared_state())
-        _write_group(handle.create_group("run"), run_state)
-        handle.attrs.update(
-            {
-                "checkpoint_version": CHECKPOINT_VERSION,
-                "mpicomp_version": __version__,
-                "codec_table": codec_table(),
-                "method": method.name,
-                "n_workers": method.n,
-                "d": method.d,
-                "stateless_workers": stateless,
-                **attrs,
-            }
-        )
-        handle.attrs["complete"] = True  # last: a checkpoint without it was cut short
-        handle.close()
-        with open(temporary, "rb") as synced:
-            os.fsync(synced.fileno())
-        if newest.exists():
-            os.replace(newest, previous)
-        os.replace(temporary, newest)
+        file.write(partial(_write_run, method=method, run_state=run_state, attrs=attrs, stateless=stateless))
+        file.publish(results)
     finally:
-        if handle is not None and handle.id.valid:
-            handle.close()
+        if file is not None:
+            file.discard()
+
+
+def _write_workers(handle: h5py.File, chunk: range, gathered: Sequence[memoryview]) -> None:
+    for w, blob in zip(chunk, gathered, strict=True):
+        _write_group(handle.create_group(f"workers/{w}"), _unpack(blob))
+
+
+def _write_run(
+    handle: h5py.File, method: Method, run_state: Mapping[str, np.ndarray], attrs: Mapping[str, object], stateless: bool
+) -> None:
+    _write_group(handle.create_group("shared"), method.shared_state())
+    _write_group(handle.create_group("run"), run_state)
+    handle.attrs.update(
+        {
+            "checkpoint_version": CHECKPOINT_VERSION,
+            "mpicomp_version": __version__,
+            "codec_table": codec_table(),
+            "method": method.name,
+            "n_workers": method.n,
+            "d": method.d,
+            "stateless_workers": stateless,
+            **attrs,
+        }
+    )
+    handle.attrs["complete"] = True  # last: a checkpoint without it was cut short
+
+
+class _CheckpointFile:
+    """The master's temporary checkpoint file: writes until the first file error, which it keeps (h5py
+    raises OSError, or RuntimeError when closing a file it could not extend) and raises at
+    :meth:`publish`; :meth:`discard` removes whatever was not published."""
+
+    def __init__(self, temporary: Path) -> None:
+        self.temporary = temporary
+        self.error: Exception | None = None
+        self.handle: h5py.File | None = None
+        try:
+            self.handle = h5py.File(temporary, "w")
+        except (OSError, RuntimeError) as exc:
+            self.error = exc
+
+    def write(self, action: Callable[[h5py.File], None]) -> None:
+        """``action(handle)``, unless an earlier file error stopped the writing."""
+        if self.error is not None or self.handle is None:
+            return
+        try:
+            action(self.handle)
+        except (OSError, RuntimeError) as exc:
+            self.error = exc
+
+    def publish(self, results: str | os.PathLike) -> None:
+        """Close, sync and rename the file into place (the newest checkpoint becomes the previous one)."""
+        newest, previous = checkpoint_paths(results)
+        if self.error is None and self.handle is not None:
+            try:
+                self.handle.close()
+                with open(self.temporary, "rb") as synced:
+                    os.fsync(synced.fileno())
+                if newest.exists():
+                    os.replace(newest, previous)
+                os.replace(self.temporary, newest)
+            except (OSError, RuntimeError) as exc:
+                self.error = exc
+        if self.error is not None:
+            raise CheckpointError(f"cannot write the checkpoint {newest}: {self.error}") from self.error
+
+    def discard(self) -> None:
+        """Close the file if still open and remove it unless it was published."""
+        if self.handle is not None and self.handle.id.valid:
+            with contextlib.suppress(OSError, RuntimeError):  # a file that could not be written goes anyway
+                self.handle.close()
+        if self.temporary.is_file():
+            self.temporary.unlink()
 
 
 def check_checkpoint(path: Path) -> dict[str, Any]:
@@ -180,6 +239,8 @@ def check_checkpoint(path: Path) -> dict[str, Any]:
                     f"{path} has checkpoint version {attrs.get('checkpoint_version')!r}, this mpicomp reads "
                     f"{CHECKPOINT_VERSION}"
                 )
+            if missing := [name for name in CHECKPOINT_ATTRS if name not in attrs]:
+                raise CheckpointError(f"{path} lacks the attributes {', '.join(missing)}: not a checkpoint of a run")
             damaged: list[str] = []
 
             def verify(name: str, item: object) -> None:
@@ -246,7 +307,7 @@ def plan_resume(results: str | os.PathLike, overrides: list[str]) -> tuple[Confi
     :class:`CheckpointError` or :class:`ConfigError` with one line saying what is wrong."""
     path = Path(results)
     if not path.is_file():
-        raise CheckpointError(f"{path} is not a results file (not found)")
+        raise CheckpointError(f"{path} is not a results file ({'a directory' if path.is_dir() else 'not found'})")
     try:
         with h5py.File(path, "r", swmr=True, locking=FILE_LOCKING) as f:
             stored = json.loads(f.attrs["config"])
@@ -256,6 +317,8 @@ def plan_resume(results: str | os.PathLike, overrides: list[str]) -> tuple[Confi
             sample_rows = f["samples"].shape[0] if "samples" in f else 0
     except (OSError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable mpicomp results file: {exc}") from None
+    if not (isinstance(stored, dict) and "run" in stored and all(isinstance(t, dict) for t in stored.values())):
+        raise CheckpointError(f"{path} holds no config of `mpicomp run` (a results file another program wrote?)")
     if reason := in_use(path):
         raise CheckpointError(f"not resuming {reason}")
     if version != __version__:

@@ -74,7 +74,7 @@ def check_out(out: Path, overwrite: bool) -> str:
     if out.exists() and not overwrite:
         return f"{out} exists; pass --overwrite or choose another --out"
     if out.exists() and (reason := in_use(out)):
-        return f"not overwriting: {reason}"
+        return f"not overwriting: {reason}, or choose another --out"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -126,6 +126,8 @@ def _resume_plan(args: argparse.Namespace, rank: int, size: int) -> tuple[Config
             plan = plan_resume(args.resume, args.set)
         except (CheckpointError, ConfigError) as exc:
             plan = f"cannot resume: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a file nobody foresaw: the other ranks wait for the reason
+            plan = f"cannot resume {args.resume}: {type(exc).__name__}: {exc} (a damaged results or checkpoint file?)"
     if size > 1:
         from mpi4py import MPI
 

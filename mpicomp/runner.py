@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .checkpoint import Resume, checkpoint_paths, load_checkpoint, write_checkpoint
+from .checkpoint import CheckpointError, Resume, checkpoint_paths, load_checkpoint, write_checkpoint
 from .comm import (
     AggregationOverflowError,
     ByteCounter,
@@ -341,16 +341,23 @@ class _Checkpoints:
         )
         return (SAVE if due or signalled else 0) | (SIGNALLED if signalled else 0)
 
-    def save(self, rounds: int) -> None:
-        """Collective: the checkpoint after ``rounds`` rounds (skipped if that one exists)."""
+    def save(self, rounds: int) -> str:
+        """Collective: the checkpoint after ``rounds`` rounds (skipped if that one exists). On the master,
+        why it could not be written (a file error: the run may go on, the previous checkpoints stay), else
+        ``""``; the other ranks do not know and return ``""``."""
         if rounds == self.saved_round:
-            return
+            return ""
         started = time.perf_counter()
         run_state, attrs = self.monitor.checkpoint_state(rounds) if self.monitor is not None else (None, None)
-        write_checkpoint(self.out, self.transport, self.method, run_state, attrs)
+        try:
+            write_checkpoint(self.out, self.transport, self.method, run_state, attrs)
+        except CheckpointError as exc:
+            self.last_time = time.monotonic()  # checkpoint_seconds: the next try a period later, not every round
+            return str(exc)
         self.last_time, self.saved_round = time.monotonic(), rounds
         if self.monitor is not None:
             log.info("checkpoint after round %d (%.2f s)", rounds, time.perf_counter() - started)
+        return ""
 
 
 def run(
@@ -600,17 +607,22 @@ def _rounds(
         if checkpoints is not None:  # every rank leaves, and checkpoints, with the master's decision
             agreed = transport.agree(step_code | checkpoints.flags(k) if monitor else None)
             step_code = agreed & CODE_MASK
-            if agreed & SAVE:
-                checkpoints.save(k + 1)
+            failure = checkpoints.save(k + 1) if agreed & SAVE else ""
             if agreed & SIGNALLED:
+                written = None if monitor is None else int(not failure)  # the master's word, which every rank gets
+                if not transport.agree(written):  # every rank raises alike: one line, no rank left waiting
+                    reason = failure or "the master could not write the checkpoint"
+                    raise CheckpointError(f"stopped by a signal after round {k + 1}, but {reason}")
                 code, message = SUSPENDED, f"stopped by a signal after round {k + 1}, checkpoint written; resume with"
                 message += f" `mpicomp run --resume {checkpoints.out}`"
                 break
+            if failure:
+                log.warning("%s; the run goes on (a resume starts from the last checkpoint written)", failure)
         elif logged:
             step_code = transport.agree(step_code if monitor else None)
         if step_code != CONTINUE:
             code, message = step_code, step_message
             break
-    if checkpoints is not None and code in (FINISHED, STOPPED):
-        checkpoints.save(k + 1)
+    if checkpoints is not None and code in (FINISHED, STOPPED) and (failure := checkpoints.save(k + 1)):
+        log.warning("%s; the results are complete, but extending the run (--resume) needs a checkpoint", failure)
     return RunResult(STATUS[code], message, k + 1, method.x, monitor.last if monitor else {})

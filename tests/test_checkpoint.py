@@ -10,6 +10,8 @@ resumed on another.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import shutil
 import signal
@@ -22,11 +24,12 @@ import h5py
 import numpy as np
 import pytest
 
+from mpicomp import checkpoint
 from mpicomp.checkpoint import CheckpointError, checkpoint_paths, plan_resume, usable_checkpoint, worker_chunks
 from mpicomp.comm import LocalTransport
 from mpicomp.config import ConfigError, validate
 from mpicomp.methods import available_methods
-from mpicomp.results import read_results
+from mpicomp.results import ResultsWriter, read_results
 from mpicomp.runner import run
 from tests.runs import MPIEXEC, assert_same_metrics, overrides, run_mpiexec
 from tests.test_runner import _rank_pids
@@ -179,6 +182,28 @@ def test_a_checkpoint_of_another_run_is_refused(finished_run, tmp_path):
         plan_resume(out, ["run.rounds=20"])
 
 
+def test_a_checkpoint_without_its_attributes_is_not_usable(finished_run, tmp_path):
+    """Before: the missing attribute surfaced as a KeyError out of plan_resume (and a hang under mpiexec)."""
+    out = _copy_run(finished_run, tmp_path)
+    for path in checkpoint_paths(out):
+        with h5py.File(path, "r+") as f:
+            del f.attrs["mpicomp_version"]
+    with pytest.raises(CheckpointError, match="no usable checkpoint .*lacks the attributes mpicomp_version"):
+        plan_resume(out, ["run.rounds=20"])
+
+
+def test_a_results_file_of_another_program_is_refused(tmp_path):
+    """A results file whose config is not mpicomp run's tables (ResultsWriter used by a script): before,
+    an AttributeError out of plan_resume."""
+    out = tmp_path / "other.h5"
+    columns = {"config": {"lr": 0.1}, "metrics": {"loss": "float64"}, "worker_metrics": {}}
+    with ResultsWriter(out, **columns, n_workers=1, d=2, mpi_size=1) as writer:
+        writer.log({"loss": 1.0})
+        writer.finish("finished")
+    with pytest.raises(CheckpointError, match="holds no config of `mpicomp run`"):
+        plan_resume(out, [])
+
+
 def test_cli_bad_resume_says_one_line_exits_2_and_leaves_the_file(finished_run, tmp_path):
     out = _copy_run(finished_run, tmp_path)
     before = out.read_bytes()
@@ -283,6 +308,86 @@ def test_sigterm_checkpoints_ends_resumable_and_the_resumed_run_is_the_same(tmp_
     proc = _resume_cli(out, 3 - ranks)
     assert proc.returncode == 0, proc.stderr
     assert_same_run(read_results(reference), read_results(out))
+
+
+@pytest.mark.mpi
+def test_a_resume_that_fails_unforeseen_ends_every_rank_in_one_line(finished_run, tmp_path, monkeypatch):
+    """Rank 0 alone reads the files; an error it met that no check names (here: a checkpoint whose config
+    attribute is not JSON) used to leave the other rank waiting for the plan for ever."""
+    out = _copy_run(finished_run, tmp_path)
+    for path in checkpoint_paths(out):
+        with h5py.File(path, "r+") as f:
+            f.attrs["config"] = "{not json"
+    proc = subprocess.run(
+        _command(2, ["--resume", str(out), "--set", "run.rounds=20"]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=ENV,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("mpicomp: cannot resume") == 1 and "JSONDecodeError" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("ranks", [1, pytest.param(2, marks=pytest.mark.mpi)])
+def test_checkpoints_the_disk_refuses_leave_a_finished_run_finished(tmp_path, ranks, caplog):
+    """Before: a final checkpoint that could not be written turned a finished run into "failed",
+    without /final/x (a sweep then re-runs it). Now the master warns, the run goes on and finishes as it
+    would have, and no rank waits for another; nothing of the checkpoint is left behind."""
+    raw = config_of("diana")
+    reference = run(validate(raw), tmp_path / "reference.h5", progress=False, transport=LocalTransport(5))
+    out = tmp_path / "run.h5"
+    obstacle = Path(f"{checkpoint_paths(out)[0]}.tmp")
+    obstacle.mkdir()  # the checkpoint's temporary file cannot be created
+    if ranks == 1:
+        with caplog.at_level(logging.WARNING, logger="mpicomp"):
+            run(validate(raw), out, progress=False, transport=LocalTransport(5))
+        warnings = [r.getMessage() for r in caplog.records if "cannot write the checkpoint" in r.getMessage()]
+        assert len(warnings) == 2  # after round EVERY (the run goes on), after the last (the results are whole)
+        assert "the run goes on" in warnings[0] and "the results are complete" in warnings[1]
+        result = read_results(out)
+    else:
+        result = run_mpiexec(raw, out, 2)
+    assert result.status == "finished" and reference.status == "finished"
+    assert_same_run(read_results(tmp_path / "reference.h5"), result)
+    assert not any(path.exists() for path in checkpoint_paths(out)) and obstacle.is_dir()
+
+
+def test_a_checkpoint_cut_short_by_a_write_error_is_removed(tmp_path, monkeypatch):
+    """A write error after the workers' states went in (a full disk): the partial file goes, the
+    checkpoints written before stay as they were."""
+    raw = config_of("diana")
+    out = tmp_path / "run.h5"
+    run(validate(raw), out, progress=False, transport=LocalTransport(5))
+    newest, previous = checkpoint_paths(out)
+    before = newest.read_bytes(), previous.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_run", full_disk)
+    config, resume = plan_resume(out, ["run.rounds=12"])
+    run(config, out, progress=False, transport=LocalTransport(5), resume=resume)
+    assert read_results(out).status == "finished"
+    assert (newest.read_bytes(), previous.read_bytes()) == before
+    assert not Path(f"{newest}.tmp").exists()
+
+
+@pytest.mark.mpi
+def test_a_signal_whose_checkpoint_cannot_be_written_ends_the_run_failed(tmp_path):
+    """SIGTERM asks for a checkpoint; when it cannot be written the run is not "resumable": every rank
+    ends with the same error, one line, and the file says why."""
+    raw = long_config("ef21-sgdm", 300)
+    out = tmp_path / "run.h5"
+    Path(f"{checkpoint_paths(out)[0]}.tmp").mkdir()
+    proc = interrupted_run(raw, out, 2, signal.SIGTERM, lambda: _rows(out) >= 2)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("mpicomp: ")]
+    assert len(lines) == 1 and "stopped by a signal after round" in lines[0], proc.stderr
+    assert "cannot write the checkpoint" in lines[0] and "Traceback" not in proc.stderr
+    result = read_results(out)
+    assert result.status == "failed" and "stopped by a signal after round" in result.status_message
 
 
 @pytest.mark.mpi

@@ -36,12 +36,13 @@ def _locked_by_another_process(path: Path) -> bool:
 
 
 def in_use(path: str | os.PathLike) -> str:
-    """Why the file at ``path`` must not be replaced now (``""`` if it may be, or does not exist)."""
+    """Why the file at ``path`` must not be replaced, resumed or repaired now, with what to do (``""`` if
+    it may be, or does not exist)."""
     path = Path(path)
     if not path.is_file():
         return ""
     if _locked_by_another_process(path):
-        return f"{path} is open in another program (an HDF5 reader); close it first, or choose another --out"
+        return f"{path} is open in another program (an HDF5 reader); close it first"
     try:
         results = read_results(path)
     except (OSError, ValueError):
@@ -50,6 +51,6 @@ def in_use(path: str | os.PathLike) -> str:
         pid, host = results.attrs.get("pid", "?"), results.attrs.get("hostname", "?")
         return (
             f"{path} belongs to a run still in progress (pid {pid} on {host}, last write {results.heartbeat or '?'}); "
-            "wait for it or stop it, or choose another --out"
+            "wait for it or stop it"
         )
     return ""
