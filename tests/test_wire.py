@@ -403,6 +403,32 @@ def test_decode_sum_refuses_an_out_that_overlaps_a_message_and_names_a_bad_one(
     assert len(stacked_calls) == (spec == "natural")  # natural's stacked kernel found it
 
 
+@pytest.mark.parametrize("spec", ["identity", "identity(dtype=float32)", "natural", "sign"])
+def test_decode_sum_names_a_payload_of_the_wrong_length(spec: str) -> None:
+    """A header consistent with itself whose payload is a byte short for its d (found by fuzzing:
+    identity raised without ``index``)."""
+    compressor = make(spec)
+    compressor.crc = False
+    good = bytes(compressor.encode(np.ones(7), RandomKey(0)))
+    parsed = unpack_message(good)
+    short = pack_message(parsed.codec, 7, parsed.scalars, bytes(parsed.payload)[:-1], crc=False)
+    with pytest.raises(MessageError, match="^message 1: ") as error:
+        compressor.decode_sum([good, short, good], [RandomKey(0)] * 3, np.empty(7))
+    assert error.value.index == 1
+
+
+@pytest.mark.parametrize("spec", ["natural", "identity", "dither(s=4,p=2)"])
+def test_decode_sum_of_empty_vectors_with_unlike_headers(spec: str) -> None:
+    """d = 0 messages whose headers differ (one with the CRC-32): natural divided by their payload size
+    (found by fuzzing: ZeroDivisionError)."""
+    compressor, key = make(spec), RandomKey(0)
+    compressor.crc = False
+    plain = bytes(compressor.encode(np.zeros(0), key))
+    compressor.crc = True
+    checked = bytes(compressor.encode(np.zeros(0), key))
+    assert compressor.decode_sum([plain, checked], [key, key], np.empty(0), 2.0).shape == (0,)
+
+
 def test_a_vector_computed_in_the_payload_slot_encodes_without_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     """float64 identity stores x verbatim: ``payload_vector(out, d)`` is that slot of ``out``, and
     ``encode`` of a vector computed there gives ``encode``'s bytes (checked for finiteness, not

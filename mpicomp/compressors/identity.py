@@ -20,6 +20,7 @@ from .base import (
     Compressor,
     check_dtype,
     message_buffer,
+    naming_message,
     non_finite_input,
 )
 from .registry import register
@@ -179,7 +180,7 @@ class Identity(Compressor):
         if not messages:
             out.fill(0.0)
             return
-        payloads = [self._values(msg) for msg in messages]
+        payloads = [naming_message(i, self._values, msg) for i, msg in enumerate(messages)]
         for start in range(0, len(payloads), SUM_GROUP):
             last = start + SUM_GROUP >= len(payloads)
             bad = sum_finite(tuple(payloads[start : start + SUM_GROUP]), out, start == 0, divisor if last else 1.0)

@@ -413,7 +413,7 @@ class Natural(Compressor):
     def _stacks(count: int, d: int) -> bool:
         """Whether ``count`` messages in dimension ``d`` are summed as stacks of payloads (several short
         vectors), not one by one through the threaded kernel."""
-        return count >= 2 and chunk_count(d) < PARALLEL_MIN_CHUNKS
+        return count >= 2 and 0 < d and chunk_count(d) < PARALLEL_MIN_CHUNKS  # d = 0: nothing to stack
 
     def _sum_stacks(
         self,
