@@ -159,6 +159,7 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
         print(f"mpicomp: {problem}", file=sys.stderr)
         _abort_others(size, 2)
         return 2
+    from .checkpoint import CheckpointError
     from .comm import AggregationOverflowError, LauncherMismatch
     from .results.writer import RESUMABLE, RunEnded, failure_message
     from .runner import run
@@ -186,7 +187,7 @@ def _run_command(args: argparse.Namespace, rank: int, size: int, watch: SignalWa
         return _end_failed(f"{failure_message(exc)}; results so far in {out}", 1, rank, size, watch)
     except (ConfigError, FileExistsError) as exc:
         return _end_failed(str(exc), 2, rank, size, watch)
-    except (AggregationOverflowError, MessageError, OSError, FloatingPointError, MemoryError) as exc:
+    except (AggregationOverflowError, CheckpointError, MessageError, OSError, FloatingPointError, MemoryError) as exc:
         return _end_failed(failure_message(exc), 1, rank, size, watch, "run failed: ")
     except Exception as exc:  # most likely a defect: the traceback is one -v away
         if args.verbose:

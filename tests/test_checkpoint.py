@@ -386,6 +386,7 @@ def test_a_signal_whose_checkpoint_cannot_be_written_ends_the_run_failed(tmp_pat
     lines = [line for line in proc.stderr.splitlines() if line.startswith("mpicomp: ")]
     assert len(lines) == 1 and "stopped by a signal after round" in lines[0], proc.stderr
     assert "cannot write the checkpoint" in lines[0] and "Traceback" not in proc.stderr
+    assert lines[0].startswith("mpicomp: run failed: ") and "-v prints" not in lines[0]  # an I/O error, not a defect
     result = read_results(out)
     assert result.status == "failed" and "stopped by a signal after round" in result.status_message
 
