@@ -125,7 +125,8 @@ def write_checkpoint(
     states travel to rank 0 in chunks of at most :data:`CHUNK_BYTES` (uncounted bookkeeping). A file
     error on the master (a full disk, a quota) does not stop it taking part in the gathers, so no rank
     is left waiting: it writes nothing more, removes the partial file and raises :class:`CheckpointError`
-    once the others are done; the previous checkpoints are untouched.
+    once the others are done; the last complete checkpoint stays (as ``.prev`` if only the final rename
+    failed).
     """
     local = transport.local_workers
     sizes = np.array([[_state_bytes(method.worker_state(w))] for w in local], dtype=np.float64).reshape(-1, 1)

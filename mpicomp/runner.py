@@ -343,7 +343,7 @@ class _Checkpoints:
 
     def save(self, rounds: int) -> str:
         """Collective: the checkpoint after ``rounds`` rounds (skipped if that one exists). On the master,
-        why it could not be written (a file error: the run may go on, the previous checkpoints stay), else
+        why it could not be written (a file error: the run may go on, the last complete checkpoint stays), else
         ``""``; the other ranks do not know and return ``""``."""
         if rounds == self.saved_round:
             return ""
