@@ -277,6 +277,26 @@ def test_wrong_codec_is_refused(spec: str) -> None:
                 receiver.decode(message, 64, key)
 
 
+@pytest.mark.parametrize("spec", fuzzed_specs())
+def test_empty_vector_round_trips(spec: str) -> None:
+    """d = 0 (a layer with no parameters, a worker's empty shard of a split vector) encodes and decodes."""
+    compressor, key = make(spec), RandomKey(5)
+    message = compressor.encode(np.zeros(0), key)
+    assert compressor.decode(message, 0, key).shape == (0,)
+    assert compressor.decode_add(message, np.zeros(0), key).shape == (0,)
+
+
+@pytest.mark.parametrize("spec", [spec for spec in fuzzed_specs() if make(spec).payload_bytes(64) is not None])
+def test_fixed_size_payload_is_checked_before_a_decode_without_d_allocates(spec: str) -> None:
+    """A header claiming d = 2^32 - 1 around a short payload (valid CRC) is a MessageError, not a 32 GiB
+    allocation, when the caller does not pass d: the codec's payload size for that d is checked first."""
+    compressor, key, message, _ = encoded(spec, 11, 64)
+    parsed = unpack_message(message)
+    forged = pack_message(parsed.codec, 2**32 - 1, parsed.scalars, parsed.payload, key_fingerprint=parsed.key_fingerprint)
+    with pytest.raises(MessageError, match="payload of"):
+        compressor.decode(forged, None, key)
+
+
 # ---------------------------------------------------------------- caller buffers and batches
 
 

@@ -298,9 +298,14 @@ class Compressor(ABC):
 
         ``key`` is the encoder's key; codecs with shared randomness (Rand-K) need it, and their
         messages carry its fingerprint so that a wrong key is caught instead of decoding garbage.
+        Without ``d`` the header's dimension is taken: a fixed-size codec checks its payload against it
+        before allocating, but a codec of data-dependent size (QSGD, the vector quantizers, compositions)
+        allocates the vector the header announces, so pass ``d`` for messages from an untrusted source.
         """
         with CODEC.timing():
             msg = self._message(buf, d, key)
+            if d is None and (size := self.payload_bytes(msg.d)) is not None and len(msg.payload) != size:
+                raise MessageError(f"{self.name}: payload of {len(msg.payload)} bytes, d={msg.d} needs {size}")
             if out is None:
                 return self._decode(msg, key)
             self._decode_into(msg, key, vector_buffer(out, msg.d), accumulate=False)

@@ -65,7 +65,7 @@ def largest_bucket_norm(x: np.ndarray, size: int) -> tuple[float, float]:
     squares = np.empty(bucket_count(x.size, size))
     pre = 1.0
     _bucket_squares(x, size, pre, squares)
-    top = float(squares.max())
+    top = float(squares.max(initial=0.0))  # d = 0: no bucket, nu = 0
     if not np.isfinite(top) or 0.0 < top < _TINY:
         finite = np.isfinite(x)
         if not finite.all():
