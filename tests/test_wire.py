@@ -292,7 +292,9 @@ def test_fixed_size_payload_is_checked_before_a_decode_without_d_allocates(spec:
     allocation, when the caller does not pass d: the codec's payload size for that d is checked first."""
     compressor, key, message, _ = encoded(spec, 11, 64)
     parsed = unpack_message(message)
-    forged = pack_message(parsed.codec, 2**32 - 1, parsed.scalars, parsed.payload, key_fingerprint=parsed.key_fingerprint)
+    forged = pack_message(
+        parsed.codec, 2**32 - 1, parsed.scalars, parsed.payload, key_fingerprint=parsed.key_fingerprint
+    )
     with pytest.raises(MessageError, match="payload of"):
         compressor.decode(forged, None, key)
 
