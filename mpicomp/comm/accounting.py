@@ -77,7 +77,8 @@ def split_alike(uploads: Sequence[bytes | memoryview]) -> tuple[int, int] | None
         if not (views and alike_headers(views)):
             return None
         first = views[0]
-    return split_bytes(first) if message_sizes(first)[0] == len(first) else None
+    total, payload = message_sizes(first)
+    return (payload, total - payload) if total == len(first) else None
 
 
 def split_each(uploads: Sequence[bytes | memoryview]) -> tuple[np.ndarray, np.ndarray]:

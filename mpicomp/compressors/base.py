@@ -299,8 +299,8 @@ class Compressor(ABC):
         ``key`` is the encoder's key; codecs with shared randomness (Rand-K) need it, and their
         messages carry its fingerprint so that a wrong key is caught instead of decoding garbage.
         Without ``d`` the header's dimension is taken: a fixed-size codec checks its payload against it
-        before allocating, but a codec of data-dependent size (QSGD, the vector quantizers, compositions)
-        allocates the vector the header announces, so pass ``d`` for messages from an untrusted source.
+        before allocating, but one that declares no fixed size (``payload_bytes`` None: QSGD, compositions,
+        the vector quantizers) allocates the vector the header announces; pass ``d`` for untrusted messages.
         """
         with CODEC.timing():
             msg = self._message(buf, d, key)
