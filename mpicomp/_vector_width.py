@@ -1,21 +1,26 @@
 """The full AVX-512 vector width for numba's kernels on CPUs that LLVM tunes down to 256 bits.
 
-LLVM's x86 backend gives Intel's AVX-512 server CPUs (Skylake-SP through Emerald Rapids) the
-``prefer-256-bit`` tuning, once meant to spare Skylake-SP the clock drop of 512-bit instructions: numba's
-vectorized loops, and the 512-bit vector types of mpicomp's kernels, are then split into 256-bit halves.
-mpicomp's kernels do a few vector operations per coordinate of a streamed vector; on an Emerald Rapids
-node the full width runs them up to 2x faster (natural encode 0.53 -> 0.88 Gelem/s, decode_add 1.1 ->
-2.2; nothing slower; ``docs/performance/notes.md``). So the tuning is switched off for the process, in
-numba's CPU features, before numba compiles anything, unless the user chose them (``NUMBA_CPU_FEATURES``
-or ``NUMBA_CPU_NAME``: setting ``NUMBA_CPU_FEATURES`` to the host's own features keeps LLVM's choice).
+LLVM's x86 backend gives Intel's AVX-512 CPUs (Skylake-SP and its successors) the ``prefer-256-bit``
+tuning, once meant to spare Skylake-SP the clock drop of 512-bit instructions: the loop and SLP
+vectorizers, which turn numba's loops into vector code, then pick 256-bit vectors. mpicomp's kernels do a
+few vector operations per coordinate of a streamed vector; on an Emerald Rapids node the full width runs
+them up to 2x faster (natural encode 0.53 -> 0.88 Gelem/s, decode_add 1.1 -> 2.2; nothing slower; the
+performance notes, ``docs/performance.md``). So the tuning is switched off in numba's CPU features before
+numba creates its code generator, unless the user chose them (``NUMBA_CPU_FEATURES`` or ``NUMBA_CPU_NAME``;
+``NUMBA_CPU_FEATURES`` set to the host's own features keeps LLVM's choice). On other CPUs (AMD's have no
+such tuning) the flag changes nothing.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numba
-from llvmlite import binding
+from numba.core import codegen, registry
 
 NOT_PREFERRING_256_BIT = "-prefer-256-bit"
+
+log = logging.getLogger(__name__)
 
 
 def full_width_features(host_features: str) -> str | None:
@@ -26,14 +31,27 @@ def full_width_features(host_features: str) -> str | None:
     return f"{host_features},{NOT_PREFERRING_256_BIT}"
 
 
+def generator_created() -> bool:
+    """Whether numba has created its CPU code generator in this process (it does when the first jitted
+    function is defined), which keeps the CPU features it was created with."""
+    return "_toplevel_target_context" in vars(registry.cpu_target)
+
+
 def use_full_vector_width() -> bool:
-    """Set numba's CPU features to :func:`full_width_features` of the host unless the user set the CPU
-    name or features; whether they were set. Takes effect only if numba has compiled nothing yet in this
-    process (its code generator keeps the features it was created with)."""
+    """Set numba's CPU features to :func:`full_width_features` of the host's (numba's view of them, which
+    honours ``NUMBA_ENABLE_AVX``) unless the user set the CPU name or features; whether they were set.
+    Too late once numba has created its code generator (a package that defines jitted functions was
+    imported before mpicomp): then a warning says so, on AVX-512 hosts."""
     if numba.config.CPU_FEATURES is not None or numba.config.CPU_NAME is not None:  # type: ignore[attr-defined]  # numba.config sets its options at import time, untyped
         return False
-    features = full_width_features(binding.get_host_cpu_features().flatten())
+    features = full_width_features(codegen.get_host_cpu_features())
     if features is None:
+        return False
+    if generator_created():
+        log.warning(
+            "numba was set up before mpicomp was imported (a jitted function was defined), so mpicomp's kernels "
+            "use LLVM's 256-bit vectors on this AVX-512 CPU (up to 2x slower): import mpicomp first"
+        )
         return False
     numba.config.CPU_FEATURES = features  # type: ignore[attr-defined]  # as above
     return True

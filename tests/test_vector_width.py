@@ -7,23 +7,32 @@ import os
 import subprocess
 import sys
 
-from llvmlite import binding
+from numba.core.codegen import get_host_cpu_features
 
 from mpicomp._vector_width import NOT_PREFERRING_256_BIT, full_width_features
 
-PROBE = (
-    "import json, mpicomp, numba; from numba.core.registry import cpu_target; "
+HOST = get_host_cpu_features()
+FULL_WIDTH = full_width_features(HOST)
+REPORT = (
+    "import json, numba; from numba.core.registry import cpu_target; "
     "print(json.dumps([numba.config.CPU_FEATURES, cpu_target.target_context.codegen()._tm_features]))"
 )
 
 
-def compiled_features(env: dict[str, str]) -> tuple[str | None, str]:
-    """numba's configured CPU features and those its code generator took, in a fresh process that imports mpicomp."""
+def features_after_import(env: dict[str, str], before: str = "") -> tuple[str | None, str, str]:
+    """numba's configured CPU features, those its code generator took and stderr, in a fresh process that
+    runs ``before`` and then imports mpicomp."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME")}
     done = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", f"{before}\nimport mpicomp\n{REPORT}"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     configured, generator = json.loads(done.stdout)
-    return configured, generator
+    return configured, generator, done.stderr
 
 
 def test_avx512_hosts_lose_only_the_256_bit_preference() -> None:
@@ -33,18 +42,22 @@ def test_avx512_hosts_lose_only_the_256_bit_preference() -> None:
     assert full_width_features("+64bit,+avx2") is None
 
 
-def test_import_sets_the_features_before_numba_compiles() -> None:
-    """The code generator (created by the first compilation) takes the full-width features: nothing
-    compiles before ``mpicomp/__init__`` sets them. On a host without AVX-512F numba's default stays."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME")}
-    configured, generator = compiled_features(env)
-    expected = full_width_features(binding.get_host_cpu_features().flatten())
-    assert configured == expected
-    if expected is not None:
-        assert generator == expected
+def test_import_sets_the_features_before_numba_creates_its_code_generator() -> None:
+    """Nothing in ``mpicomp/__init__`` defines a jitted function before the features are set; on a host
+    without AVX-512F numba's default stays."""
+    configured, generator, _ = features_after_import({})
+    assert configured == FULL_WIDTH
+    assert generator == (HOST if FULL_WIDTH is None else FULL_WIDTH)
 
 
-def test_the_users_features_are_kept() -> None:
-    host = binding.get_host_cpu_features().flatten()
-    configured, generator = compiled_features({**os.environ, "NUMBA_CPU_FEATURES": host})
-    assert configured == host and generator == host
+def test_the_users_features_and_numbas_avx_switch_are_kept() -> None:
+    assert features_after_import({"NUMBA_CPU_FEATURES": HOST})[:2] == (HOST, HOST)
+    configured, generator, _ = features_after_import({"NUMBA_ENABLE_AVX": "0"})
+    assert configured is None and "+avx512f" not in generator.split(",")
+
+
+def test_a_code_generator_created_before_mpicomp_keeps_its_features_and_is_reported() -> None:
+    before = "import numba\n@numba.njit\ndef identity(x):\n    return x"
+    configured, generator, stderr = features_after_import({}, before)
+    assert configured is None and generator == HOST
+    assert ("import mpicomp first" in stderr) == (FULL_WIDTH is not None)

@@ -143,8 +143,8 @@ def switchml_to_integers(x, agreed, block, n_workers, out):
             integers[:] = 0
             continue
         for j in range(values.size):
-            product = float64(values[j] * scale)  # float32 product, exact in float64
-            integers[j] = np.sign(product) * np.floor(abs(product) + 0.5)
+            product = float64(values[j] * scale)  # float32 product, exact in float64, and so is adding 1/2
+            integers[j] = np.trunc(product + np.copysign(0.5, product))
 
 
 @njit(cache=True, nogil=True)
