@@ -4,11 +4,11 @@ LLVM's x86 backend gives Intel's AVX-512 CPUs (Skylake-SP and its successors) th
 tuning, once meant to spare Skylake-SP the clock drop of 512-bit instructions: the loop and SLP
 vectorizers, which turn numba's loops into vector code, then pick 256-bit vectors. mpicomp's kernels do a
 few vector operations per coordinate of a streamed vector; on an Emerald Rapids node the full width runs
-them up to 2x faster (natural encode 0.53 -> 0.88 Gelem/s, decode_add 1.1 -> 2.2; nothing slower; the
-performance notes, ``docs/performance.md``). So the tuning is switched off in numba's CPU features before
-numba creates its code generator, unless the user chose them (``NUMBA_CPU_FEATURES`` or ``NUMBA_CPU_NAME``;
-``NUMBA_CPU_FEATURES`` set to the host's own features keeps LLVM's choice). On other CPUs (AMD's have no
-such tuning) the flag changes nothing.
+natural's encode 1.5x faster (0.57 -> 0.88 Gelem/s at d = 2^24), the other scalar encodes and decode_adds
+up to 25 % faster and two decodes about 5 % slower (``docs/performance.md``, "A second machine"). So the
+tuning is switched off in numba's CPU features before numba creates its code generator, unless the user
+chose them (``NUMBA_CPU_FEATURES`` or ``NUMBA_CPU_NAME``; ``NUMBA_CPU_FEATURES`` set to the host's own
+features keeps LLVM's choice). On other CPUs (AMD's have no such tuning) the flag changes nothing.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def use_full_vector_width() -> bool:
     if generator_created():
         log.warning(
             "numba was set up before mpicomp was imported (a jitted function was defined), so mpicomp's kernels "
-            "use LLVM's 256-bit vectors on this AVX-512 CPU (up to 2x slower): import mpicomp first"
+            "use LLVM's 256-bit vectors on this AVX-512 CPU (natural's encode 1.5x slower): import mpicomp first"
         )
         return False
     numba.config.CPU_FEATURES = features  # type: ignore[attr-defined]  # as above
