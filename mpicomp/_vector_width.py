@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 import numba
+from llvmlite import binding
 from numba.core import codegen, registry
 
 NOT_PREFERRING_256_BIT = "-prefer-256-bit"
@@ -55,3 +56,18 @@ def use_full_vector_width() -> bool:
         return False
     numba.config.CPU_FEATURES = features  # type: ignore[attr-defined]  # as above
     return True
+
+
+def vector_width_summary() -> str:
+    """One line for a run's log: the CPU numba compiles for and the vector width its AVX-512 gets (from
+    numba's configured name and features, else the host's)."""
+    name = numba.config.CPU_NAME or binding.get_host_cpu_name()  # type: ignore[attr-defined]  # as above
+    configured = numba.config.CPU_FEATURES  # type: ignore[attr-defined]  # as above
+    features = (codegen.get_host_cpu_features() if configured is None else configured).split(",")
+    if "+avx512f" not in features:
+        width = "no AVX-512"
+    elif NOT_PREFERRING_256_BIT in features:
+        width = "AVX-512 at 512 bits"
+    else:
+        width = "AVX-512 at LLVM's preferred width (256 bits on Intel: README, Vector width)"
+    return f"numba compiles for {name}: {width}"

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ._vector_width import vector_width_summary
 from .checkpoint import CheckpointError, Resume, checkpoint_paths, load_checkpoint, write_checkpoint
 from .comm import (
     AggregationOverflowError,
@@ -450,6 +451,7 @@ def _run(
         checkpoints = _Checkpoints(config, out, transport, method, None, None) if checkpoints_enabled(config) else None
         return _loop(config, transport, method, None, checkpoints, start, between_rounds)
     log.info("%s", transport.layout_summary())
+    log.info("%s", vector_width_summary())
     log.info(
         "method %s, stepsize %.4g, uplink %s, downlink %s",
         method.name,

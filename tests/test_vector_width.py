@@ -12,16 +12,19 @@ from numba.core.codegen import get_host_cpu_features
 from mpicomp._vector_width import NOT_PREFERRING_256_BIT, full_width_features
 
 HOST = get_host_cpu_features()
+LATER = " (256 bits on Intel: README, Vector width)"
 FULL_WIDTH = full_width_features(HOST)
 REPORT = (
     "import json, numba; from numba.core.registry import cpu_target; "
-    "print(json.dumps([numba.config.CPU_FEATURES, cpu_target.target_context.codegen()._tm_features]))"
+    "from mpicomp._vector_width import vector_width_summary; "
+    "print(json.dumps([numba.config.CPU_FEATURES, cpu_target.target_context.codegen()._tm_features, "
+    "vector_width_summary()]))"
 )
 
 
-def features_after_import(env: dict[str, str], before: str = "") -> tuple[str | None, str, str]:
-    """numba's configured CPU features, those its code generator took and stderr, in a fresh process that
-    runs ``before`` and then imports mpicomp."""
+def features_after_import(env: dict[str, str], before: str = "") -> tuple[str | None, str, str, str]:
+    """numba's configured CPU features, those its code generator took, the run log's summary of them and
+    stderr, in a fresh process that runs ``before`` and then imports mpicomp."""
     clean = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME")}
     done = subprocess.run(
         [sys.executable, "-c", f"{before}\nimport mpicomp\n{REPORT}"],
@@ -31,8 +34,8 @@ def features_after_import(env: dict[str, str], before: str = "") -> tuple[str | 
         check=True,
         timeout=120,
     )
-    configured, generator = json.loads(done.stdout)
-    return configured, generator, done.stderr
+    configured, generator, summary = json.loads(done.stdout)
+    return configured, generator, summary, done.stderr
 
 
 def test_avx512_hosts_lose_only_the_256_bit_preference() -> None:
@@ -45,19 +48,23 @@ def test_avx512_hosts_lose_only_the_256_bit_preference() -> None:
 def test_import_sets_the_features_before_numba_creates_its_code_generator() -> None:
     """Nothing in ``mpicomp/__init__`` defines a jitted function before the features are set; on a host
     without AVX-512F numba's default stays."""
-    configured, generator, _ = features_after_import({})
+    configured, generator, summary, _ = features_after_import({})
     assert configured == FULL_WIDTH
     assert generator == (HOST if FULL_WIDTH is None else FULL_WIDTH)
+    assert summary.endswith("no AVX-512" if FULL_WIDTH is None else "AVX-512 at 512 bits")
 
 
 def test_the_users_features_and_numbas_avx_switch_are_kept() -> None:
-    assert features_after_import({"NUMBA_CPU_FEATURES": HOST})[:2] == (HOST, HOST)
-    configured, generator, _ = features_after_import({"NUMBA_ENABLE_AVX": "0"})
-    assert configured is None and "+avx512f" not in generator.split(",")
+    configured, generator, summary, _ = features_after_import({"NUMBA_CPU_FEATURES": HOST})
+    assert (configured, generator) == (HOST, HOST)
+    assert summary.endswith("no AVX-512" if FULL_WIDTH is None else "AVX-512 at LLVM's preferred width" + LATER)
+    configured, generator, summary, _ = features_after_import({"NUMBA_ENABLE_AVX": "0"})
+    assert configured is None and "+avx512f" not in generator.split(",") and summary.endswith("no AVX-512")
+    assert features_after_import({"NUMBA_CPU_NAME": "generic"})[2] == "numba compiles for generic: no AVX-512"
 
 
 def test_a_code_generator_created_before_mpicomp_keeps_its_features_and_is_reported() -> None:
     before = "import numba\n@numba.njit\ndef identity(x):\n    return x"
-    configured, generator, stderr = features_after_import({}, before)
+    configured, generator, _, stderr = features_after_import({}, before)
     assert configured is None and generator == HOST
     assert ("import mpicomp first" in stderr) == (FULL_WIDTH is not None)
