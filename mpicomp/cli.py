@@ -655,10 +655,12 @@ def positive_int(text: str) -> int:
 def _cmd_compile(args: argparse.Namespace) -> int:
     import numba
 
+    from ._vector_width import vector_width_summary
     from .jit import compile_kernels
 
     where = numba.config.CACHE_DIR or "__pycache__ folders beside mpicomp's modules"  # type: ignore[attr-defined]  # numba.config sets its options at import time, untyped
     print(f"compiling mpicomp's numba kernels (cache: {where}; set NUMBA_CACHE_DIR to move it)")
+    print(f"{vector_width_summary()} (the cache is kept per CPU name and features)")
     for what, seconds in compile_kernels(EXAMPLE_SPECS):
         print(f"  {what:32s} {seconds:6.1f} s")
     return 0
@@ -831,7 +833,8 @@ def build_parser() -> argparse.ArgumentParser:
         "compile",
         help="compile every numba kernel now (before batch jobs)",
         description="Compile every numba kernel into numba's on-disk cache, so that runs start without "
-        "compiling. Run it once per install, with the NUMBA_CACHE_DIR the jobs will use.",
+        "compiling. Run it once per install, with the NUMBA_CACHE_DIR the jobs will use, on a node with the "
+        "jobs' CPU (numba keeps its cache per CPU name and features).",
     )
     p.set_defaults(func=_cmd_compile)
 

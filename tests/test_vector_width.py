@@ -9,7 +9,8 @@ import sys
 
 from numba.core.codegen import get_host_cpu_features
 
-from mpicomp._vector_width import NOT_PREFERRING_256_BIT, full_width_features
+from mpicomp import cli, jit
+from mpicomp._vector_width import NOT_PREFERRING_256_BIT, full_width_features, vector_width_summary
 
 HOST = get_host_cpu_features()
 LATER = " (256 bits on Intel: README, Vector width)"
@@ -68,3 +69,10 @@ def test_a_code_generator_created_before_mpicomp_keeps_its_features_and_is_repor
     configured, generator, _, stderr = features_after_import({}, before)
     assert configured is None and generator == HOST
     assert ("import mpicomp first" in stderr) == (FULL_WIDTH is not None)
+
+
+def test_compile_states_what_numba_compiles_for(monkeypatch, capsys) -> None:
+    """``mpicomp compile`` prints the run log's line on the CPU and vector width (here without compiling)."""
+    monkeypatch.setattr(jit, "compile_kernels", lambda specs: [("every kernel", 0.0)])
+    assert cli.main(["compile"]) == 0
+    assert f"{vector_width_summary()} (the cache is kept per CPU name and features)" in capsys.readouterr().out
