@@ -660,7 +660,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
     where = numba.config.CACHE_DIR or "__pycache__ folders beside mpicomp's modules"  # type: ignore[attr-defined]  # numba.config sets its options at import time, untyped
     print(f"compiling mpicomp's numba kernels (cache: {where}; set NUMBA_CACHE_DIR to move it)")
-    print(f"{vector_width_summary()} (the cache is kept per CPU name and features)")
+    print(f"{vector_width_summary()}; numba keeps its cache per CPU name and features")
     for what, seconds in compile_kernels(EXAMPLE_SPECS):
         print(f"  {what:32s} {seconds:6.1f} s")
     return 0

@@ -75,4 +75,4 @@ def test_compile_states_what_numba_compiles_for(monkeypatch, capsys) -> None:
     """``mpicomp compile`` prints the run log's line on the CPU and vector width (here without compiling)."""
     monkeypatch.setattr(jit, "compile_kernels", lambda specs: [("every kernel", 0.0)])
     assert cli.main(["compile"]) == 0
-    assert f"{vector_width_summary()} (the cache is kept per CPU name and features)" in capsys.readouterr().out
+    assert f"{vector_width_summary()}; numba keeps its cache per CPU name and features" in capsys.readouterr().out
