@@ -51,7 +51,8 @@ def use_full_vector_width() -> bool:
     if generator_created():
         log.warning(
             "numba was set up before mpicomp was imported (a jitted function was defined), so mpicomp's kernels "
-            "use LLVM's 256-bit vectors on this AVX-512 CPU (natural's encode 1.5x slower): import mpicomp first"
+            "keep LLVM's vector width, 256 bits on Intel's AVX-512 CPUs (natural's encode 1.5x slower there): "
+            "import mpicomp first"
         )
         return False
     numba.config.CPU_FEATURES = features  # type: ignore[attr-defined]  # as above
