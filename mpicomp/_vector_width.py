@@ -21,7 +21,7 @@ from numba.core import codegen, registry
 
 NOT_PREFERRING_256_BIT = "-prefer-256-bit"
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mpicomp")
 
 
 def full_width_features(host_features: str) -> str | None:
