@@ -18,7 +18,7 @@ from numba.core import event
 
 import tests.methods_for_tests  # noqa: F401  (registers the test methods)
 from mpicomp.comm import LocalTransport
-from mpicomp.compressors import MessageError, make
+from mpicomp.compressors import MessageError, MessageRows, make
 from mpicomp.config import ConfigError, validate
 from mpicomp.methods import MethodContext, available_methods, method_class, quantized_sgd
 from mpicomp.problems import build_problem
@@ -262,13 +262,17 @@ def test_batched_uploads_are_the_per_worker_uploads(name, uplink, monkeypatch):
     """``worker_uploads`` (blocks of ``block_rows(d)`` workers, one encode_many each; here the smallest
     blocks, so that a short second block follows a full one) sends exactly the bytes of ``worker_upload``
     worker by worker, and both those of each shard's own gradient (float64 identity: the gradient
-    computed in the message's payload slot)."""
+    computed in the message's payload slot); the blocks' messages lie in the rows of the method's kept
+    buffer, one block the transport sends as it lies."""
     monkeypatch.setattr(quantized_sgd, "BLOCK_BYTES", 0)
     workers = quantized_sgd.MIN_BLOCK_ROWS + 6
     problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0))
     ctx = MethodContext(problem, make(uplink), make("identity"), range(workers), True, root_seed(0), 4)
     method = method_class(name)(ctx, method_class(name).Options())
     batched = method.worker_uploads(range(workers), 3)
+    kept = method.outbox_rows(workers, ctx.uplink)  # every block wrote into the rows kept across rounds
+    assert isinstance(batched, MessageRows) and len(batched.blocks) == 1
+    assert np.shares_memory(batched.blocks[0], kept) and batched.blocks[0].shape == kept.shape
     assert [bytes(u) for u in batched] == [bytes(method.worker_upload(w, 3)) for w in range(workers)]
     size = 0 if name == "gd" else 4
     own = [

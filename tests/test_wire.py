@@ -318,6 +318,11 @@ def test_buffers_and_batches_give_the_same_bytes_and_sums(spec: str, crc: bool, 
     messages = [compressor.encode(row, key) for row, key in zip(rows, keys, strict=True)]
     assert [bytes(m) for m in compressor.encode_many(rows, keys)] == [bytes(m) for m in messages]
     capacity = compressor.message_capacity(d)
+    if capacity is not None:  # into a caller's rows: row j is message j, every byte of it
+        rows_out = np.full((3, capacity), 0xAB, dtype=np.uint8)
+        batch = compressor.encode_many(rows, keys, out=rows_out)
+        assert [bytes(m) for m in batch] == [bytes(m) for m in messages] == [row.tobytes() for row in rows_out]
+        assert all(np.shares_memory(np.frombuffer(m, np.uint8), row) for m, row in zip(batch, rows_out, strict=True))
     for message, row, key in zip(messages, rows, keys, strict=True):
         if capacity is not None:
             buffer = np.full(capacity + 5, 0xAB, dtype=np.uint8)
@@ -501,6 +506,23 @@ def test_encode_many_names_the_bad_row_and_value(spec: str, dtype: type) -> None
     rows[2, 41] = np.nan
     with pytest.raises(ValueError, match=r"row 2: .*x\[41\] = nan"):
         make(spec).encode_many(rows, [RandomKey(0, 0, w) for w in range(3)])
+
+
+def test_encode_many_into_rows_checks_the_buffer() -> None:
+    """``encode_many(out=)`` takes a writable C-contiguous ``(m, message_capacity(d))`` uint8 array, and only
+    for a codec of fixed message size; anything else is a ValueError that says what it needs."""
+    rows, keys = np.ones((3, 70)), [RandomKey(0, 0, w) for w in range(3)]
+    natural = make("natural")
+    capacity = natural.message_capacity(70)
+    frozen = np.zeros((3, capacity), dtype=np.uint8)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=rf"shape \(3, {capacity}\).*got \(2, {capacity}\)"):
+        natural.encode_many(rows, keys, out=np.zeros((2, capacity), dtype=np.uint8))
+    for out in (frozen, np.zeros((3, capacity), dtype=np.int8), np.zeros((capacity, 3), dtype=np.uint8).T):
+        with pytest.raises(ValueError, match="writable C-contiguous uint8"):
+            natural.encode_many(rows, keys, out=out)
+    with pytest.raises(ValueError, match="fixed message size"):
+        make("qsgd(s=4)").encode_many(rows, keys, out=np.zeros((3, 1000), dtype=np.uint8))
 
 
 def test_message_checksums_scope_and_restore() -> None:

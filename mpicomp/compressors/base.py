@@ -136,6 +136,21 @@ def message_buffer(out: np.ndarray | None, size: int) -> np.ndarray:
     return out
 
 
+def check_rows_buffer(out: np.ndarray, count: int, capacity: int | None) -> None:
+    """Validate :meth:`Compressor.encode_many`'s ``out``: a writable C-contiguous ``(count, capacity)`` uint8
+    array, for a codec of fixed message size (``capacity`` not None)."""
+    if capacity is None:
+        raise ValueError("out is for codecs of fixed message size; this codec's messages vary with the data")
+    if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(
+            f"out must be a writable C-contiguous uint8 array, got {type(out).__name__} {getattr(out, 'dtype', '')}"
+        )
+    if out.shape != (count, capacity):
+        raise ValueError(
+            f"out must have shape ({count}, {capacity}): one row of message_capacity per row, got {out.shape}"
+        )
+
+
 def vector_buffer(out: np.ndarray, d: int) -> np.ndarray:
     """Validate a caller's decode target: a writable, contiguous float64 vector of length ``d``."""
     if not (isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == (d,) and out.flags.c_contiguous):
@@ -266,23 +281,35 @@ class Compressor(ABC):
         enough that the kernels run on one thread (a longer vector's kernels split it over threads)."""
         return parallel_tasks(d) == 1
 
-    def encode_many(self, rows: np.ndarray, keys: Sequence[RandomKey]) -> Sequence[memoryview]:
+    def encode_many(
+        self, rows: np.ndarray, keys: Sequence[RandomKey], out: np.ndarray | None = None
+    ) -> Sequence[memoryview]:
         """One message per row of the ``(m, d)`` array ``rows``, row j with ``keys[j]``: the bytes of
         ``encode(rows[j], keys[j])``, written into one buffer (a rank's local workers, batched; one
         kernel call for codecs with a rows kernel, :meth:`_encode_rows_into`) and returned as its rows
-        (:class:`mpicomp.wire.MessageRows`); a list of messages for codecs of data-dependent size."""
+        (:class:`mpicomp.wire.MessageRows`); a list of messages for codecs of data-dependent size.
+
+        ``out``, for codecs of fixed message size: a writable C-contiguous ``(m, message_capacity(d))``
+        uint8 array that message j is written into row j of (kept by the caller from round to round: fresh
+        pages cost a pass over memory each); the messages are views of it. Rows are returned where they
+        would be without ``out``: a list for codecs with shared randomness (its items are ``out``'s rows)."""
         rows = np.asarray(rows)
         if rows.ndim != 2 or len(keys) != rows.shape[0]:
             raise ValueError(
                 f"encode_many takes an (m, d) array and m keys, got shape {rows.shape} and {len(keys)} keys"
             )
         size = self.payload_bytes(rows.shape[1])
+        if out is not None:
+            check_rows_buffer(out, len(rows), self.message_capacity(rows.shape[1]))
         if size is None or self.uses_shared_key:
-            return [naming_row(r, self.encode, row, key) for r, (row, key) in enumerate(zip(rows, keys, strict=True))]
+            return [
+                naming_row(r, self.encode, row, key, None if out is None else out[r])
+                for r, (row, key) in enumerate(zip(rows, keys, strict=True))
+            ]
         with CODEC.timing():
             rows = check_input(rows, finite=not self.checks_finite, ndim=2)
             frame = overhead_bytes(self.framed_scalars, self.crc) + size
-            buffer = np.empty((len(rows), frame), dtype=np.uint8)
+            buffer = np.empty((len(rows), frame), dtype=np.uint8) if out is None else out
             scalars = self._encode_rows_into(rows, keys, buffer, payload_offset(self.framed_scalars))
             table = np.array(scalars, dtype=np.float64).reshape(len(rows), -1)
             if self.extension_tag is not None:  # as :meth:`_framed`, for every row at once

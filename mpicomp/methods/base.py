@@ -122,6 +122,7 @@ class Method:
         self.x = (ctx.problem.x0() if ctx.start is None else ctx.start).astype(np.float64, copy=True)
         self.shard_sizes = ctx.problem.sample_counts()  # m_w of every worker
         self._outboxes: dict[int, np.ndarray] = {}  # message buffers kept across rounds, by sender (MASTER: downlink)
+        self._outbox_rows: np.ndarray | None = None  # the local workers' batched uploads, kept across rounds
         self.stepsize = options.stepsize if options.stepsize is not None else self.default_stepsize()
         if ctx.is_master and ctx.batch > (smallest := int(self.shard_sizes.min())):
             log.warning(
@@ -356,6 +357,18 @@ class Method:
         if buffer is None or buffer.size < capacity:
             buffer = self._outboxes[sender] = np.empty(capacity, dtype=np.uint8)
         return buffer
+
+    def outbox_rows(self, count: int, compressor: Compressor) -> np.ndarray | None:
+        """:meth:`outbox` of ``count`` senders at once: the rows of one ``(count, message_capacity)`` uint8 array
+        kept from round to round, for a rank's batched uploads (``Compressor.encode_many``'s ``out``: its
+        messages back to back, sent without a copy); ``None`` for codecs of data-dependent size."""
+        capacity = compressor.message_capacity(self.d)
+        if capacity is None:
+            return None
+        rows = self._outbox_rows
+        if rows is None or rows.shape != (count, capacity):
+            rows = self._outbox_rows = np.empty((count, capacity), dtype=np.uint8)
+        return rows
 
     def decode_down(self, message: bytes | memoryview, k: int) -> np.ndarray:
         return self.ctx.downlink.decode(message, self.d, self.key(MASTER, k, STREAM_DOWNLINK))

@@ -95,20 +95,23 @@ class QuantizedSGD(Method):
 
     def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
         """``C_W(g_i(x^k))`` of every local worker: the gradients of :func:`block_rows` workers at a time
-        into one reused (cache-sized) array, then one ``encode_many`` call for them (their messages
-        kept as the batches' rows, :class:`mpicomp.wire.MessageRows`, where the codec gives rows); one
-        by one for a single worker or vectors long enough for the codecs' threaded kernels."""
-        if len(workers) == 1 or not self.ctx.uplink.batches_rows(self.d):
+        into one reused (cache-sized) array, then one ``encode_many`` call for them; the messages of a
+        codec of fixed size go into the rows of one kept buffer (:meth:`outbox_rows`: no fresh pages, and
+        the transport sends them without a copy), as :class:`mpicomp.wire.MessageRows` where the codec
+        gives rows. One by one for a single worker or vectors long enough for the codecs' threaded kernels."""
+        codec = self.ctx.uplink
+        if len(workers) == 1 or not codec.batches_rows(self.d):
             return super().worker_uploads(workers, k)
         batches, size = [], block_rows(self.d)
         gradients = np.empty((min(size, len(workers)), self.d))
+        messages = self.outbox_rows(len(workers), codec)
         for start in range(0, len(workers), size):
             block = workers[start : start + size]
             rows = self.stochastic_grads(block, self.x, k, self.batch_size, out=gradients[: len(block)])
-            batches.append(self.ctx.uplink.encode_many(rows, self.keys(block, k, STREAM_UPLINK)))
-        held = [batch for batch in batches if isinstance(batch, MessageRows)]
-        if len(held) == len(batches):
-            return MessageRows.joined(held)
+            out = None if messages is None else messages[start : start + len(block)]
+            batches.append(codec.encode_many(rows, self.keys(block, k, STREAM_UPLINK), out=out))
+        if messages is not None and all(isinstance(batch, MessageRows) for batch in batches):
+            return MessageRows([messages])  # each batch's rows of the kept buffer: one block
         return [message for batch in batches for message in batch]
 
     def worker_upload(self, w: int, k: int) -> memoryview:
