@@ -141,12 +141,15 @@ class RoundBytes:
     def __add__(self, other: RoundBytes) -> RoundBytes:
         if len(self.up_bytes) != len(other.up_bytes):
             raise ValueError(f"cannot add counts of {len(self.up_bytes)} and {len(other.up_bytes)} workers")
-        sums = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)[:-1]}
+        sums = {name: getattr(self, name) + getattr(other, name) for name in _SUMMED}
         return RoundBytes(**sums, complete=self.complete and other.complete)
 
     def to_dict(self) -> dict[str, int | bool | list[int]]:
         """Plain Python values (arrays as lists), e.g. for JSON."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+_SUMMED = tuple(f.name for f in fields(RoundBytes) if f.name != "complete")  # what __add__ adds
 
 
 def _plain(value: np.ndarray | np.integer | int | bool) -> int | bool | list[int]:

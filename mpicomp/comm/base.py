@@ -105,6 +105,13 @@ def layout_summary(n_workers: int, size: int, shown: int = 8, master_share: floa
     )
 
 
+def all_of_size(views: Sequence[memoryview], size: int) -> bool:
+    """Whether every message of ``views`` has ``size`` bytes (message rows: compared block by block)."""
+    if isinstance(views, MessageRows):
+        return all(block.shape[1] == size for block in views.blocks)
+    return all(len(view) == size for view in views)
+
+
 def readonly_bytes(buf: Buffer) -> memoryview:
     """A read-only flat byte view of ``buf``. A buffer writable through ``buf`` is copied; a read-only
     view is not (an encoder's message in a buffer it reuses: valid until its owner writes again)."""
@@ -227,11 +234,9 @@ class Transport(ABC):
         views = self._local_uploads(uploads)
         if size is not None:
             size = int(size)
-            lengths = message_lengths(views)
-            if (lengths != size).any():
-                raise ValueError(
-                    f"rank {self.rank}: uploads of {sorted(set(lengths.tolist()))} bytes, announced {size}"
-                )
+            if not all_of_size(views, size):
+                lengths = sorted(set(message_lengths(views).tolist()))
+                raise ValueError(f"rank {self.rank}: uploads of {lengths} bytes, announced {size}")
         with self.clock.timing():
             gathered = self._gather_bytes(views, size)
         if gathered is None:

@@ -262,6 +262,7 @@ class MPITransport(Transport):
             return None
         if isinstance(sizes, int):  # announced: the layout is the same every round
             counts, displs = self._uniform_layout(sizes, len(views))
+            incoming = (self.n_workers - len(views)) * sizes
         else:
             if sizes is None:
                 sizes = np.empty(self.n_workers, dtype=np.int64)
@@ -275,9 +276,10 @@ class MPITransport(Transport):
                     f"rank 0's streams have {own.tolist()} bytes, the gather expects {sizes[: len(views)].tolist()}"
                 )
             counts, displs = self._receive_layout(sizes, int(own.sum()))
+            incoming = int(counts.sum())
         # MPI_IN_PLACE: the master's own uploads stay where they are (its views are returned), and
         # the inbox holds only the other ranks' bytes.
-        received = self._inbox("gather", int(counts.sum()))
+        received = self._inbox("gather", incoming)
         self._complete(self.comm.Igatherv(MPI.IN_PLACE, [received, counts, displs, MPI.BYTE], root=0))
         return with_received(views, received, sizes if isinstance(sizes, int) else sizes[len(views) :])
 
