@@ -35,7 +35,7 @@ from mpicomp.comm.accounting import split_each
 from mpicomp.comm.mpi import joined, node_share, share_kernel_threads
 from mpicomp.compressors import make
 from mpicomp.rng import RandomKey
-from mpicomp.wire import HEADER_BYTES, MessageError, pack_message
+from mpicomp.wire import HEADER_BYTES, MessageError, MessageRows, pack_message
 from tests.mpi_scripts.capabilities import CASES, exercise
 from tests.mpi_scripts.traffic import (
     ALL_EMPTY_ROUND,
@@ -200,6 +200,9 @@ def test_announced_sizes_change_no_count_and_are_checked():
     assert plain.counter.end_round() == announced.counter.end_round()
     with pytest.raises(ValueError, match=r"uploads of \[0, 44\] bytes, announced 44"):
         announced.gather([uploads[0], b"", uploads[2]], size=44)
+    rows = MessageRows([np.frombuffer(b"".join(uploads), dtype=np.uint8).reshape(3, -1)])
+    with pytest.raises(ValueError, match=r"uploads of \[44\] bytes, announced 45"):
+        announced.gather(rows, size=45)
     with pytest.raises(ValueError, match="downlink message has 44 bytes, announced 45"):
         announced.broadcast(down, size=45)
 
