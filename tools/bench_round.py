@@ -26,7 +26,8 @@ is done (max over ranks of MPI.Wtime differences):
   kernel with ``scale = -1``), waiting in the collectives as the transport does; the baseline the target is checked against: mpicomp's round must cost
   at most :data:`TARGET` times it. Each repeat gives one ratio, mpicomp's time over the ideal
   program's in the same repeat (both saw the same machine load); the verdict, PASS or MISS, is on
-  their median, printed with a bootstrap 95% interval that says whether the run settles it;
+  their median, printed with a bootstrap 95% interval of it (the repeats' noise: on a shared machine
+  whole runs differ by more) and a word when the interval holds the target;
 * ``raw mpi4py``: ``Gather`` of one int64 size per rank, ``Gatherv`` of the upload bytes (the
   root's own block ``MPI_IN_PLACE``), ``Bcast`` of the downlink size and bytes, into preallocated
   buffers (a lower bound).
@@ -325,11 +326,11 @@ def main() -> None:
     ratios = np.array(times["mpicomp round"]) / np.array(times["ideal"])
     ratio, (low, high) = float(np.median(ratios)), median_interval(ratios)
     verdict = "PASS" if ratio <= TARGET else "MISS"
-    settled = "settled" if low > TARGET or high <= TARGET else "not settled by this run: more --repeats"
+    undecided = "" if low > TARGET or high <= TARGET else ", which holds the target: this run does not decide"
     print(
         f"{verdict} round {compressor.spec} d={args.d} ranks={comm.size}: mpicomp/ideal {ratio:.3f} "
-        f"(target <= {TARGET}; median of the {ratios.size} same-repeat ratios, 95% interval {low:.3f}-{high:.3f}: "
-        f"{settled})"
+        f"(target <= {TARGET}; median of the {ratios.size} same-repeat ratios, bootstrap 95% interval "
+        f"{low:.3f}-{high:.3f}{undecided})"
     )
 
 
