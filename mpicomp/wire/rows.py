@@ -221,11 +221,15 @@ def unpack_uniform(bufs: Sequence[bytes | memoryview], codec: int, d: int) -> li
     stop = start + len(first.payload)
     if stop < size and any(struct.unpack_from("<I", view, stop)[0] != crc32(view[:stop]) for view in views):
         return None
-    scalars: list[tuple[float, ...]] = [()] * len(views)
-    if n_scalars:
-        packed = b"".join(view[HEADER_BYTES:start] for view in views)
+    rest = views[1:]  # the first is unpacked already
+    scalars: list[tuple[float, ...]] = [()] * len(rest)
+    if n_scalars and rest:
+        packed = b"".join(view[HEADER_BYTES:start] for view in rest)
         scalars = list(struct.iter_unpack(f"<{n_scalars}d", packed))
-    return [Message(codec, d, values, view[start:stop], size) for view, values in zip(views, scalars, strict=True)]
+    return [
+        first,
+        *(Message(codec, d, values, view[start:stop], size) for view, values in zip(rest, scalars, strict=True)),
+    ]
 
 
 def _first_alike(view: memoryview, codec: int, d: int) -> Message | None:
