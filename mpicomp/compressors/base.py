@@ -301,10 +301,12 @@ class Compressor(ABC):
         size = self.payload_bytes(rows.shape[1])
         if out is not None:
             check_rows_buffer(out, len(rows), self.message_capacity(rows.shape[1]))
+        if (size is None or self.uses_shared_key) and out is None:
+            return [naming_row(r, self.encode, row, key) for r, (row, key) in enumerate(zip(rows, keys, strict=True))]
         if size is None or self.uses_shared_key:
             return [
-                naming_row(r, self.encode, row, key, None if out is None else out[r])
-                for r, (row, key) in enumerate(zip(rows, keys, strict=True))
+                naming_row(r, self.encode, row, key, message)
+                for r, (row, key, message) in enumerate(zip(rows, keys, out, strict=True))
             ]
         with CODEC.timing():
             rows = check_input(rows, finite=not self.checks_finite, ndim=2)

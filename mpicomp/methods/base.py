@@ -359,9 +359,11 @@ class Method:
         return buffer
 
     def outbox_rows(self, count: int, compressor: Compressor) -> np.ndarray | None:
-        """:meth:`outbox` of ``count`` senders at once: the rows of one ``(count, message_capacity)`` uint8 array
-        kept from round to round, for a rank's batched uploads (``Compressor.encode_many``'s ``out``: its
-        messages back to back, sent without a copy); ``None`` for codecs of data-dependent size."""
+        """The buffer of a rank's batched uploads (``Compressor.encode_many``'s ``out``): the rows of one
+        ``(count, message_capacity)`` uint8 array, one per method, kept from round to round (a call with
+        another shape replaces it), so the messages lie back to back and are sent without a copy; ``None`` for
+        codecs of data-dependent size. Unlike :meth:`outbox` it is not per sender: one set of batched
+        messages at a time."""
         capacity = compressor.message_capacity(self.d)
         if capacity is None:
             return None

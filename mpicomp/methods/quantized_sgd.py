@@ -34,6 +34,12 @@ def block_rows(d: int) -> int:
     return max(MIN_BLOCK_ROWS, BLOCK_BYTES // (8 * d))
 
 
+def filled(batch: Sequence[memoryview], width: int) -> bool:
+    """Whether ``encode_many``'s messages written into rows of ``width`` bytes fill their rows: rows it
+    returned as such, or (a codec with shared randomness) a list of messages of ``width`` bytes each."""
+    return isinstance(batch, MessageRows) or all(len(message) == width for message in batch)
+
+
 @register_method
 class QuantizedSGD(Method):
     """``quantized-sgd``: worker compressor C_W (uplink), master compressor C_M (downlink),
@@ -95,10 +101,11 @@ class QuantizedSGD(Method):
 
     def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
         """``C_W(g_i(x^k))`` of every local worker: the gradients of :func:`block_rows` workers at a time
-        into one reused (cache-sized) array, then one ``encode_many`` call for them; the messages of a
-        codec of fixed size go into the rows of one kept buffer (:meth:`outbox_rows`: no fresh pages, and
-        the transport sends them without a copy), as :class:`mpicomp.wire.MessageRows` where the codec
-        gives rows. One by one for a single worker or vectors long enough for the codecs' threaded kernels."""
+        into one reused (cache-sized) array, then one ``encode_many`` call for them. The messages of a codec
+        of fixed size go into the rows of one kept buffer (:meth:`outbox_rows`: no fresh pages) and come back
+        as its rows, :class:`mpicomp.wire.MessageRows` of one block that the transport sends without a copy;
+        a list for codecs of data-dependent size. One by one for a single worker or vectors long enough for
+        the codecs' threaded kernels."""
         codec = self.ctx.uplink
         if len(workers) == 1 or not codec.batches_rows(self.d):
             return super().worker_uploads(workers, k)
@@ -110,8 +117,8 @@ class QuantizedSGD(Method):
             rows = self.stochastic_grads(block, self.x, k, self.batch_size, out=gradients[: len(block)])
             out = None if messages is None else messages[start : start + len(block)]
             batches.append(codec.encode_many(rows, self.keys(block, k, STREAM_UPLINK), out=out))
-        if messages is not None and all(isinstance(batch, MessageRows) for batch in batches):
-            return MessageRows([messages])  # each batch's rows of the kept buffer: one block
+        if messages is not None and all(filled(batch, messages.shape[1]) for batch in batches):
+            return MessageRows([messages])  # every message is its row of the kept buffer: one block
         return [message for batch in batches for message in batch]
 
     def worker_upload(self, w: int, k: int) -> memoryview:
