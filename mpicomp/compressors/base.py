@@ -301,9 +301,11 @@ class Compressor(ABC):
         size = self.payload_bytes(rows.shape[1])
         if out is not None:
             check_rows_buffer(out, len(rows), self.message_capacity(rows.shape[1]))
-        if (size is None or self.uses_shared_key) and out is None:
-            return [naming_row(r, self.encode, row, key) for r, (row, key) in enumerate(zip(rows, keys, strict=True))]
         if size is None or self.uses_shared_key:
+            if out is None:
+                return [
+                    naming_row(r, self.encode, row, key) for r, (row, key) in enumerate(zip(rows, keys, strict=True))
+                ]
             return [
                 naming_row(r, self.encode, row, key, message)
                 for r, (row, key, message) in enumerate(zip(rows, keys, out, strict=True))
