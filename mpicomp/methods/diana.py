@@ -26,6 +26,7 @@ from ..compressors import make as make_compressor
 from ..problems.base import LocalObjective
 from ..rng import STREAM_DOWNLINK
 from .base import MASTER, Method, MethodContext, MethodOptions, register_method
+from .quantized_sgd import block_rows
 
 VARIANTS = ("lsvrg", "saga")
 
@@ -172,10 +173,28 @@ class Diana(Method):
         """Worker w's gradient estimate ``g_i`` at ``x^k``: here the minibatch gradient."""
         return self.stochastic_grad(w, self.x, k)
 
+    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
+        """:meth:`worker_upload` of every local worker, the minibatch gradients :func:`block_rows` workers at a
+        time (one :meth:`Method.stochastic_grads` call each: the same bits, without the per-call cost of one
+        worker's); worker by worker where a subclass computes ``g_i`` its own way (:meth:`local_gradient`)."""
+        if type(self).local_gradient is not Diana.local_gradient or len(workers) == 1:
+            return super().worker_uploads(workers, k)
+        size = block_rows(self.d)
+        gradients = np.empty((min(size, len(workers)), self.d))
+        uploads: list[bytes | memoryview] = []
+        for start in range(0, len(workers), size):
+            block = workers[start : start + size]
+            rows = self.stochastic_grads(block, self.x, k, out=gradients[: len(block)])
+            uploads.extend(self.upload_of(w, k, gradient) for w, gradient in zip(block, rows, strict=True))
+        return uploads
+
     def worker_upload(self, w: int, k: int) -> bytes | memoryview:
+        return self.upload_of(w, k, self.local_gradient(w, k))
+
+    def upload_of(self, w: int, k: int, gradient: np.ndarray) -> memoryview:
         """``Delta_i = Q(g_i - h_i)``; the worker decodes its own bytes to set ``h_i += alpha Delta_i``."""
         memory = self.local_memory[w]
-        message = self.encode_up(self.local_gradient(w, k) - memory, w, k)
+        message = self.encode_up(gradient - memory, w, k)
         if self.alpha:
             memory += self.alpha * self.decode_up(message, w, k)
         return message
