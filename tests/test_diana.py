@@ -43,30 +43,6 @@ def play_round(method, transport, k):
     return RecordingLink(transport).play(method, k)
 
 
-@pytest.mark.parametrize(("batch", "uplink"), [(4, UPLINK), (0, "natural"), (4, "qsgd(s=4)")])
-def test_batched_uploads_are_the_worker_by_worker_uploads(batch, uplink, monkeypatch):
-    """DIANA's ``worker_uploads`` (the gradients a block of workers at a time; here blocks of 64, so a short
-    block follows a full one, and no gradient is computed worker by worker) sends, round after round, exactly
-    the bytes of ``worker_upload`` called worker by worker on a twin, and leaves the same memories h_i."""
-    from mpicomp.methods import quantized_sgd
-
-    monkeypatch.setattr(quantized_sgd, "BLOCK_BYTES", 0)
-    n = quantized_sgd.MIN_BLOCK_ROWS + 6
-    batched, _, _ = make_method("diana", n=n, batch=batch, uplink=uplink)
-    single, _, _ = make_method("diana", n=n, batch=batch, uplink=uplink)
-
-    def one_worker_gradient(*args, **kwargs):
-        raise AssertionError("the batched uploads computed a gradient worker by worker")
-
-    monkeypatch.setattr(batched, "stochastic_grad", one_worker_gradient)
-    for k in range(3):
-        uploads = batched.worker_uploads(range(n), k)
-        assert [bytes(u) for u in uploads] == [bytes(single.worker_upload(w, k)) for w in range(n)]
-        for w in range(n):
-            np.testing.assert_array_equal(batched.local_memory[w], single.local_memory[w])
-        batched.x = single.x = single.x + 0.01 * np.sin(np.arange(single.d) + k)  # a new point for the next round
-
-
 def logistic_config(method, rounds, *, uplink=UPLINK, batch=0, workers=8, scale="standard", **problem):
     return {
         "problem": {"name": "logistic", "dataset": "sklearn:breast_cancer", "l2": 0.5} | problem,

@@ -20,7 +20,8 @@ import tests.methods_for_tests  # noqa: F401  (registers the test methods)
 from mpicomp.comm import LocalTransport
 from mpicomp.compressors import MessageError, MessageRows, make
 from mpicomp.config import ConfigError, validate
-from mpicomp.methods import MethodContext, available_methods, method_class, quantized_sgd
+from mpicomp.methods import MethodContext, available_methods, method_class
+from mpicomp.methods import base as method_base
 from mpicomp.problems import build_problem
 from mpicomp.record import (
     COMMUNICATION_COLUMNS,
@@ -264,8 +265,8 @@ def test_batched_uploads_are_the_per_worker_uploads(name, uplink, monkeypatch):
     worker by worker, and both those of each shard's own gradient (float64 identity: the gradient
     computed in the message's payload slot); the blocks' messages lie in the rows of the method's kept
     buffer, one block the transport sends as it lies."""
-    monkeypatch.setattr(quantized_sgd, "BLOCK_BYTES", 0)
-    workers = quantized_sgd.MIN_BLOCK_ROWS + 6
+    monkeypatch.setattr(method_base, "BLOCK_BYTES", 0)
+    workers = method_base.MIN_BLOCK_ROWS + 6
     problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0))
     ctx = MethodContext(problem, make(uplink), make("identity"), range(workers), True, root_seed(0), 4)
     method = method_class(name)(ctx, method_class(name).Options())
@@ -284,6 +285,40 @@ def test_batched_uploads_are_the_per_worker_uploads(name, uplink, monkeypatch):
         for w in range(workers)
     ]
     assert [bytes(u) for u in batched] == [bytes(m) for m in own]
+
+
+@pytest.mark.parametrize(
+    ("name", "batch", "uplink"),
+    [("diana", 4, "randk(k=8)"), ("diana", 0, "natural"), ("diana", 4, "qsgd(s=4)"), ("ef14", 4, "topk(k=8)")]
+    + [("laq", 0, "identity"), ("slaq", 4, "identity")],
+)
+def test_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(name, batch, uplink, monkeypatch):
+    """A method whose ``worker_uploads`` takes its gradients from ``Method.round_gradients`` (blocks of 64
+    workers here, so a short block follows a full one; no gradient computed worker by worker) sends, round
+    after round, exactly the bytes of ``worker_upload`` called worker by worker on a twin, and leaves every
+    worker in the same state."""
+    monkeypatch.setattr(method_base, "BLOCK_BYTES", 0)
+    workers = method_base.MIN_BLOCK_ROWS + 6
+    problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0), l2=0.5)
+    twins = []
+    for _ in range(2):
+        ctx = MethodContext(problem, make(uplink), make("identity"), range(workers), True, root_seed(0), batch)
+        twins.append(method_class(name)(ctx, method_class(name).Options()))
+    batched, single = twins
+
+    def one_worker_gradient(*args, **kwargs):
+        raise AssertionError("the batched uploads computed a gradient worker by worker")
+
+    monkeypatch.setattr(batched, "stochastic_grad", one_worker_gradient)
+    for k in range(3):
+        uploads = batched.worker_uploads(range(workers), k)
+        assert [bytes(u) for u in uploads] == [bytes(single.worker_upload(w, k)) for w in range(workers)]
+        for w in range(workers):
+            mine, theirs = batched.worker_state(w), single.worker_state(w)
+            assert mine.keys() == theirs.keys()
+            for key in mine:
+                np.testing.assert_array_equal(mine[key], theirs[key])
+        batched.x = single.x = single.x + 0.01 * np.sin(np.arange(single.d) + k)  # a new point for the next round
 
 
 def shard_gradient(problem, seed: int, w: int, x: np.ndarray, k: int, size: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import ClassVar, NamedTuple
@@ -48,6 +48,16 @@ from .link import Link
 log = logging.getLogger("mpicomp")
 
 MASTER = -1  # the worker id used in the master's random keys
+BLOCK_BYTES = 1 << 19  # the local workers' gradients are computed (and encoded) in blocks of about this size
+MIN_BLOCK_ROWS = 64  # but at least this many rows, so that the Python per block stays small beside the rows
+
+
+def block_rows(d: int) -> int:
+    """Gradients per block in dimension d (:meth:`Method.round_gradients`, ``QuantizedSGD``'s ``encode_many``
+    calls): a cache-sized block (``BLOCK_BYTES`` of float64 rows), at least ``MIN_BLOCK_ROWS``."""
+    return max(MIN_BLOCK_ROWS, BLOCK_BYTES // (8 * d))
+
+
 OPTIMIZER, SAMPLER = "optimizer", "sampler"
 KINDS = (OPTIMIZER, SAMPLER)
 SKIP_POLICIES = ("error", "zero")
@@ -264,6 +274,16 @@ class Method:
         :meth:`Problem.minibatch_grads`."""
         rows = np.empty((len(workers), self.d)) if out is None else out
         return self.problem.minibatch_grads(x, workers, self.sample_batches(workers, k, size), rows)
+
+    def round_gradients(self, workers: range, k: int, size: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(w, stochastic_grad(w, x^k, k, size))`` for every worker of ``workers`` in order, the same bits,
+        computed :func:`block_rows` workers at a time (one :meth:`stochastic_grads` call per block, without
+        the per-call cost of one worker's). Each gradient is a row of a block reused for the next one: use
+        it before taking the next (a worker's own step), copy it to keep it."""
+        rows = np.empty((min(block_rows(self.d), len(workers)), self.d))
+        for start in range(0, len(workers), len(rows)):
+            block = workers[start : start + len(rows)]
+            yield from zip(block, self.stochastic_grads(block, self.x, k, size, out=rows[: len(block)]), strict=True)
 
     def method_rng(self, worker: int, k: int) -> np.random.Generator:
         """A generator for the method's own coin flips (e.g. L-SVRG's refresh), keyed by (worker, k)."""

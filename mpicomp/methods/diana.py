@@ -26,7 +26,6 @@ from ..compressors import make as make_compressor
 from ..problems.base import LocalObjective
 from ..rng import STREAM_DOWNLINK
 from .base import MASTER, Method, MethodContext, MethodOptions, register_method
-from .quantized_sgd import block_rows
 
 VARIANTS = ("lsvrg", "saga")
 
@@ -174,19 +173,12 @@ class Diana(Method):
         return self.stochastic_grad(w, self.x, k)
 
     def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
-        """:meth:`worker_upload` of every local worker, the minibatch gradients :func:`block_rows` workers at a
-        time (one :meth:`Method.stochastic_grads` call each: the same bits, without the per-call cost of one
-        worker's); worker by worker where a subclass computes ``g_i`` its own way (:meth:`local_gradient`)."""
+        """:meth:`worker_upload` of every local worker, the minibatch gradients a block at a time
+        (:meth:`Method.round_gradients`: the same bits); worker by worker where a subclass computes ``g_i``
+        its own way (:meth:`local_gradient`)."""
         if type(self).local_gradient is not Diana.local_gradient or len(workers) == 1:
             return super().worker_uploads(workers, k)
-        size = block_rows(self.d)
-        gradients = np.empty((min(size, len(workers)), self.d))
-        uploads: list[bytes | memoryview] = []
-        for start in range(0, len(workers), size):
-            block = workers[start : start + size]
-            rows = self.stochastic_grads(block, self.x, k, out=gradients[: len(block)])
-            uploads.extend(self.upload_of(w, k, gradient) for w, gradient in zip(block, rows, strict=True))
-        return uploads
+        return [self.upload_of(w, k, gradient) for w, gradient in self.round_gradients(workers, k)]
 
     def worker_upload(self, w: int, k: int) -> bytes | memoryview:
         return self.upload_of(w, k, self.local_gradient(w, k))

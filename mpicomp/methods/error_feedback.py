@@ -97,8 +97,19 @@ class EF14(Method):
     def default_stepsize(self) -> float:
         return ef21_stepsize(self.problem.smoothness(), contraction(self.ctx.uplink, self.d))
 
+    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
+        """:meth:`worker_upload` of every local worker, the minibatch gradients a block at a time
+        (:meth:`Method.round_gradients`: the same bits)."""
+        if len(workers) == 1:
+            return super().worker_uploads(workers, k)
+        return [self.upload_of(w, k, gradient) for w, gradient in self.round_gradients(workers, k)]
+
     def worker_upload(self, w: int, k: int) -> bytes | memoryview:
-        step = self.stepsize * self.stochastic_grad(w, self.x, k)
+        return self.upload_of(w, k, self.stochastic_grad(w, self.x, k))
+
+    def upload_of(self, w: int, k: int, gradient: np.ndarray) -> memoryview:
+        """One EF14 step of worker w on its memory ``e_i`` with the increment ``gamma g_i``."""
+        step = self.stepsize * gradient
         return ef14_compress(self.errors[w], step, lambda v: self.encode_up(v, w, k), lambda m: self.decode_up(m, w, k))
 
     def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:

@@ -20,18 +20,9 @@ import numpy as np
 
 from ..compressors import MessageRows
 from ..rng import STREAM_UPLINK
-from .base import MASTER, Column, Method, MethodContext, MethodOptions, register_method
+from .base import MASTER, Column, Method, MethodContext, MethodOptions, block_rows, register_method
 from .in_network import make_switch_sum
 from .link import Link
-
-BLOCK_BYTES = 1 << 19  # the local workers' gradients are computed and encoded in blocks of about this size
-MIN_BLOCK_ROWS = 64  # but at least this many rows, so that the Python per block stays small beside the rows
-
-
-def block_rows(d: int) -> int:
-    """Gradients per ``encode_many`` call in dimension d: a cache-sized block (``BLOCK_BYTES`` of float64
-    rows), at least ``MIN_BLOCK_ROWS``."""
-    return max(MIN_BLOCK_ROWS, BLOCK_BYTES // (8 * d))
 
 
 def filled(batch: Sequence[memoryview], width: int) -> bool:
