@@ -310,6 +310,7 @@ def test_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(name, bat
         raise AssertionError("the batched uploads computed a gradient worker by worker")
 
     monkeypatch.setattr(batched, "stochastic_grad", one_worker_gradient)
+    assert list(batched.worker_uploads(range(0), 0)) == []  # a rank that hosts no worker
     for k in range(3):
         uploads = batched.worker_uploads(range(workers), k)
         assert [bytes(u) for u in uploads] == [bytes(single.worker_upload(w, k)) for w in range(workers)]

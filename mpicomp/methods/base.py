@@ -280,9 +280,10 @@ class Method:
         computed :func:`block_rows` workers at a time (one :meth:`stochastic_grads` call per block, without
         the per-call cost of one worker's). Each gradient is a row of a block reused for the next one: use
         it before taking the next (a worker's own step), copy it to keep it."""
-        rows = np.empty((min(block_rows(self.d), len(workers)), self.d))
-        for start in range(0, len(workers), len(rows)):
-            block = workers[start : start + len(rows)]
+        per_block = block_rows(self.d)
+        rows = np.empty((min(per_block, len(workers)), self.d))
+        for start in range(0, len(workers), per_block):
+            block = workers[start : start + per_block]
             yield from zip(block, self.stochastic_grads(block, self.x, k, size, out=rows[: len(block)]), strict=True)
 
     def method_rng(self, worker: int, k: int) -> np.random.Generator:
