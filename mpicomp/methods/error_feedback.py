@@ -191,23 +191,38 @@ class EF21(Method):
         """The compressor of round ``k``'s uploads (round 0 may be the uncompressed initialisation)."""
         return self.init_compressor if k == 0 else self.ctx.uplink
 
-    def compression_target(self, w: int, k: int) -> np.ndarray:
-        """The vector ``g_i`` moves toward in round ``k``: the last level of the momentum chain."""
+    def gradient_batch(self, k: int) -> int | None:
+        """Samples of round ``k``'s gradients: ``init_batch`` in round 0, else ``[data] batch`` (None)."""
+        return self.init_batch if k == 0 else None
+
+    def compression_target(self, w: int, k: int, grad: np.ndarray) -> np.ndarray:
+        """The vector ``g_i`` moves toward in round ``k`` from worker w's gradient ``grad``: the last level of
+        the momentum chain (``grad`` itself in round 0, which starts every level there)."""
         if k == 0:
-            grad = self.stochastic_grad(w, self.x, k, self.init_batch)
             self.momentum[w][:] = grad
             return grad
-        source = self.stochastic_grad(w, self.x, k)
+        source = grad
         for level in self.momentum[w]:
             level *= 1.0 - self.eta
             level += self.eta * source
             source = level
         return source
 
+    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
+        """:meth:`worker_upload` of every local worker, the gradients a block at a time
+        (:meth:`Method.round_gradients`: the same bits)."""
+        if len(workers) == 1:
+            return super().worker_uploads(workers, k)
+        return [self.upload_of(w, k, grad) for w, grad in self.round_gradients(workers, k, self.gradient_batch(k))]
+
     def worker_upload(self, w: int, k: int) -> bytes | memoryview:
+        return self.upload_of(w, k, self.stochastic_grad(w, self.x, k, self.gradient_batch(k)))
+
+    def upload_of(self, w: int, k: int, grad: np.ndarray) -> memoryview:
+        """``c_i = C(m_last - g_i)`` from worker w's gradient ``grad``; ``g_i <- g_i + c_i``."""
         g = self.g_workers[w]
         compressor = self.uplink_compressor(k)
-        message = self.encode_up(self.compression_target(w, k) - g, w, k, compressor)
+        message = self.encode_up(self.compression_target(w, k, grad) - g, w, k, compressor)
         g += self.decode_up(message, w, k, compressor)
         return message
 
