@@ -157,19 +157,9 @@ class RandomKey:
     stream: int = 0
 
     def __post_init__(self) -> None:
-        integer = (int, np.integer)
-        if all(
-            (
-                isinstance(self.seed, integer),
-                isinstance(self.round, integer),
-                isinstance(self.worker, integer),
-                isinstance(self.stream, integer),
-            )
-        ):
-            return  # the common case without a loop over the names: keys are made in every round
         for name in ("seed", "round", "worker", "stream"):
             value = getattr(self, name)
-            if not isinstance(value, integer):
+            if not isinstance(value, (int, np.integer)):
                 raise TypeError(f"RandomKey.{name} must be an integer, got {value!r}")
 
     @cached_property

@@ -291,8 +291,8 @@ class Compressor(ABC):
 
         ``out``, for codecs of fixed message size: a writable C-contiguous ``(m, message_capacity(d))``
         uint8 array that message j is written into row j of (kept by the caller from round to round: fresh
-        pages cost a pass over memory each); the messages are views of it. Rows are returned where they
-        would be without ``out``: a list for codecs with shared randomness (its items are ``out``'s rows)."""
+        pages cost a pass over memory each); the messages come back as its rows (:class:`mpicomp.wire.MessageRows`),
+        for codecs with shared randomness too."""
         rows = np.asarray(rows)
         if rows.ndim != 2 or len(keys) != rows.shape[0]:
             raise ValueError(
@@ -306,10 +306,9 @@ class Compressor(ABC):
                 return [
                     naming_row(r, self.encode, row, key) for r, (row, key) in enumerate(zip(rows, keys, strict=True))
                 ]
-            return [
-                naming_row(r, self.encode, row, key, message)
-                for r, (row, key, message) in enumerate(zip(rows, keys, out, strict=True))
-            ]
+            for r, (row, key, message) in enumerate(zip(rows, keys, out, strict=True)):
+                naming_row(r, self.encode, row, key, message)  # a fixed-size message fills its row
+            return MessageRows([out])
         with CODEC.timing():
             rows = check_input(rows, finite=not self.checks_finite, ndim=2)
             frame = overhead_bytes(self.framed_scalars, self.crc) + size

@@ -165,13 +165,37 @@ class Method:
         return self.ctx.uplink.message_capacity(self.d), self.ctx.downlink.message_capacity(self.d)
 
     def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
-        """The messages of a rank's local ``workers`` in round ``k``: :meth:`worker_upload` of each,
-        unless the method batches them (e.g. one ``encode_many`` call for all)."""
-        return [self.worker_upload(w, k) for w in workers]
+        """The messages of a rank's local ``workers`` in round ``k``: :meth:`worker_upload` of each, unless the
+        method batches them. A method that implements :meth:`upload_of` and keeps the default
+        :meth:`round_gradient` gets its workers' gradients a block at a time (:meth:`round_gradients`)."""
+        batched = type(self).upload_of is not Method.upload_of and type(self).round_gradient is Method.round_gradient
+        if not batched or len(workers) == 1:
+            return [self.worker_upload(w, k) for w in workers]
+        return [self.upload_of(w, k, grad) for w, grad in self.round_gradients(workers, k, self.gradient_batch(k))]
 
     def worker_upload(self, w: int, k: int) -> bytes | memoryview:
-        """Worker ``w``'s message in round ``k`` (``b""`` for a skipped upload)."""
+        """Worker ``w``'s message in round ``k`` (``b""`` for a skipped upload). Default:
+        :meth:`upload_of` its :meth:`round_gradient`."""
+        if type(self).upload_of is Method.upload_of:
+            raise self._no_round("worker_upload")
+        return self.upload_of(w, k, self.round_gradient(w, k))
+
+    def upload_of(self, w: int, k: int, grad: np.ndarray) -> bytes | memoryview:
+        """Worker ``w``'s message in round ``k`` from its gradient ``grad`` (:meth:`round_gradient`), for a method
+        whose upload is a step on that gradient: it implements this instead of :meth:`worker_upload`. ``grad``
+        may be a row of a block reused for the next worker: use it, copy it to keep it."""
         raise self._no_round("worker_upload")
+
+    def round_gradient(self, w: int, k: int) -> np.ndarray:
+        """Worker ``w``'s gradient ``g_i`` in round ``k`` for :meth:`upload_of`: the minibatch gradient at ``x^k`` of
+        :meth:`gradient_batch` samples. A method that estimates ``g_i`` its own way (VR-DIANA) overrides this,
+        and its workers then go one by one."""
+        return self.stochastic_grad(w, self.x, k, self.gradient_batch(k))
+
+    def gradient_batch(self, k: int) -> int | None:
+        """Samples per worker of round ``k``'s :meth:`round_gradient`: None for ``[data] batch``, 0 for the full
+        local gradient."""
+        return None
 
     def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         """The master's message in round ``k`` from all uploads, ordered by worker id."""
@@ -420,6 +444,8 @@ def check_method(cls: type[Method]) -> None:
         raise TypeError(f"method {cls.name!r}: Options must be a dataclass derived from MethodOptions")
     hooks = ("worker_upload", "master_downlink", "apply_downlink")
     missing = [hook for hook in hooks if getattr(cls, hook) is getattr(Method, hook)]
+    if cls.upload_of is not Method.upload_of:  # the default worker_upload steps on its gradient
+        missing.remove("worker_upload")
     if cls.round is Method.round and missing:
         raise TypeError(f"method {cls.name!r} lacks round() or {', '.join(missing)}()")
 

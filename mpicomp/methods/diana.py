@@ -168,25 +168,10 @@ class Diana(Method):
         omega = compressor_omega(self, "stepsize")
         return 1.0 / (self.problem.smoothness() * (1.0 + 6.0 * omega / self.n) * downlink_factor(self))
 
-    def local_gradient(self, w: int, k: int) -> np.ndarray:
-        """Worker w's gradient estimate ``g_i`` at ``x^k``: here the minibatch gradient."""
-        return self.stochastic_grad(w, self.x, k)
-
-    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
-        """:meth:`worker_upload` of every local worker, the minibatch gradients a block at a time
-        (:meth:`Method.round_gradients`: the same bits); worker by worker where a subclass computes ``g_i``
-        its own way (:meth:`local_gradient`)."""
-        if type(self).local_gradient is not Diana.local_gradient or len(workers) == 1:
-            return super().worker_uploads(workers, k)
-        return [self.upload_of(w, k, gradient) for w, gradient in self.round_gradients(workers, k)]
-
-    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
-        return self.upload_of(w, k, self.local_gradient(w, k))
-
-    def upload_of(self, w: int, k: int, gradient: np.ndarray) -> memoryview:
+    def upload_of(self, w: int, k: int, grad: np.ndarray) -> memoryview:
         """``Delta_i = Q(g_i - h_i)``; the worker decodes its own bytes to set ``h_i += alpha Delta_i``."""
         memory = self.local_memory[w]
-        message = self.encode_up(gradient - memory, w, k)
+        message = self.encode_up(grad - memory, w, k)
         if self.alpha:
             memory += self.alpha * self.decode_up(message, w, k)
         return message
@@ -252,7 +237,7 @@ class VRDiana(Diana):
         slowdown = (1.0 + 36.0 * (omega + 1.0) / self.n) * downlink_factor(self)
         return 1.0 / (self.problem.sample_smoothness() * slowdown)
 
-    def local_gradient(self, w: int, k: int) -> np.ndarray:
+    def round_gradient(self, w: int, k: int) -> np.ndarray:
         return self.estimators[w].estimate(self.x, self.sample_batch(w, k))
 
     def draw_coin(self, k: int) -> bool:

@@ -97,19 +97,9 @@ class EF14(Method):
     def default_stepsize(self) -> float:
         return ef21_stepsize(self.problem.smoothness(), contraction(self.ctx.uplink, self.d))
 
-    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
-        """:meth:`worker_upload` of every local worker, the minibatch gradients a block at a time
-        (:meth:`Method.round_gradients`: the same bits)."""
-        if len(workers) == 1:
-            return super().worker_uploads(workers, k)
-        return [self.upload_of(w, k, gradient) for w, gradient in self.round_gradients(workers, k)]
-
-    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
-        return self.upload_of(w, k, self.stochastic_grad(w, self.x, k))
-
-    def upload_of(self, w: int, k: int, gradient: np.ndarray) -> memoryview:
+    def upload_of(self, w: int, k: int, grad: np.ndarray) -> memoryview:
         """One EF14 step of worker w on its memory ``e_i`` with the increment ``gamma g_i``."""
-        step = self.stepsize * gradient
+        step = self.stepsize * grad
         return ef14_compress(self.errors[w], step, lambda v: self.encode_up(v, w, k), lambda m: self.decode_up(m, w, k))
 
     def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
@@ -192,7 +182,7 @@ class EF21(Method):
         return self.init_compressor if k == 0 else self.ctx.uplink
 
     def gradient_batch(self, k: int) -> int | None:
-        """Samples of round ``k``'s gradients: ``init_batch`` in round 0, else ``[data] batch`` (None)."""
+        """``init_batch`` in round 0, else ``[data] batch`` (None)."""
         return self.init_batch if k == 0 else None
 
     def compression_target(self, w: int, k: int, grad: np.ndarray) -> np.ndarray:
@@ -207,16 +197,6 @@ class EF21(Method):
             level += self.eta * source
             source = level
         return source
-
-    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
-        """:meth:`worker_upload` of every local worker, the gradients a block at a time
-        (:meth:`Method.round_gradients`: the same bits)."""
-        if len(workers) == 1:
-            return super().worker_uploads(workers, k)
-        return [self.upload_of(w, k, grad) for w, grad in self.round_gradients(workers, k, self.gradient_batch(k))]
-
-    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
-        return self.upload_of(w, k, self.stochastic_grad(w, self.x, k, self.gradient_batch(k)))
 
     def upload_of(self, w: int, k: int, grad: np.ndarray) -> memoryview:
         """``c_i = C(m_last - g_i)`` from worker w's gradient ``grad``; ``g_i <- g_i + c_i``."""

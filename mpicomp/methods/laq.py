@@ -25,7 +25,6 @@ terms by 0.5 and adds 0.2 to the right-hand side, here ``error_weight`` and ``of
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,21 +94,9 @@ class LAQ(LazyMethod):
     def own_codecs(self) -> list[tuple[Compressor, int]]:
         return [(self.quantizer, self.d)]
 
-    def local_gradient(self, w: int, k: int) -> np.ndarray:
-        """``grad f_m(theta^k)`` (SLAQ: the round's minibatch gradient)."""
-        return self.stochastic_grad(w, self.x, k, None if self.minibatch else 0)
-
-    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
-        """:meth:`worker_upload` of every local worker, the gradients a block at a time
-        (:meth:`Method.round_gradients`: the same bits); worker by worker where a subclass computes them its
-        own way (:meth:`local_gradient`)."""
-        if type(self).local_gradient is not LAQ.local_gradient or len(workers) == 1:
-            return super().worker_uploads(workers, k)
-        size = None if self.minibatch else 0
-        return [self.upload_of(w, k, grad) for w, grad in self.round_gradients(workers, k, size)]
-
-    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
-        return self.upload_of(w, k, self.local_gradient(w, k))
+    def gradient_batch(self, k: int) -> int | None:
+        """``grad f_m(theta^k)``: the full local gradient (LAQ, 0) or the round's minibatch (SLAQ, None)."""
+        return None if self.minibatch else 0
 
     def upload_of(self, w: int, k: int, grad: np.ndarray) -> bytes | memoryview:
         """Steps 1-4 of the module docstring, with worker w's gradient ``grad``."""

@@ -25,12 +25,6 @@ from .in_network import make_switch_sum
 from .link import Link
 
 
-def filled(batch: Sequence[memoryview], width: int) -> bool:
-    """Whether ``encode_many``'s messages written into rows of ``width`` bytes fill their rows: rows it
-    returned as such, or (a codec with shared randomness) a list of messages of ``width`` bytes each."""
-    return isinstance(batch, MessageRows) or all(len(message) == width for message in batch)
-
-
 @register_method
 class QuantizedSGD(Method):
     """``quantized-sgd``: worker compressor C_W (uplink), master compressor C_M (downlink),
@@ -108,8 +102,8 @@ class QuantizedSGD(Method):
             rows = self.stochastic_grads(block, self.x, k, self.batch_size, out=gradients[: len(block)])
             out = None if messages is None else messages[start : start + len(block)]
             batches.append(codec.encode_many(rows, self.keys(block, k, STREAM_UPLINK), out=out))
-        if messages is not None and all(filled(batch, messages.shape[1]) for batch in batches):
-            return MessageRows([messages])  # every message is its row of the kept buffer: one block
+        if messages is not None:
+            return MessageRows([messages])  # every batch wrote its rows of the kept buffer: one block
         return [message for batch in batches for message in batch]
 
     def worker_upload(self, w: int, k: int) -> memoryview:
