@@ -23,6 +23,7 @@ from mpicomp.comm import (
     MPITransport,
     NetworkModel,
     RoundBytes,
+    accounting,
     balanced_master_share,
     check_launcher_size,
     launcher_size,
@@ -31,7 +32,7 @@ from mpicomp.comm import (
     split_bytes,
     worker_range,
 )
-from mpicomp.comm.accounting import split_each
+from mpicomp.comm.accounting import split_each, whole_message_split
 from mpicomp.comm.mpi import joined, node_share, share_kernel_threads
 from mpicomp.compressors import make
 from mpicomp.rng import RandomKey
@@ -330,6 +331,39 @@ def test_counter_totals_add_rounds_and_two_gathers_in_one_round():
     twice = counter.end_round()
     assert counter.totals == once + twice
     assert counter.totals.uploads.tolist() == [2, 2]
+
+
+def test_alike_gathers_are_added_to_each_worker_when_the_round_ends():
+    """Alike uploads are counted per worker at the end of the round (one NumPy pass a round): several such
+    gathers over overlapping ranges add up per worker, beside an unlike gather, and the next round starts at 0."""
+    counter = ByteCounter(4, complete=True)
+    short, long = identity_message(3), identity_message(5)
+    counter.count_uploads(range(0, 2), [short, short])
+    counter.count_uploads(range(1, 4), [long, long, long])
+    counter.count_uploads(range(0, 2), [short, short])
+    counter.count_uploads(range(2, 4), [b"", short])
+    first = counter.end_round()
+    up = len(short) + SIZE_PREFIX_BYTES, len(long) + SIZE_PREFIX_BYTES
+    assert first.up_bytes.tolist() == [2 * up[0], 2 * up[0] + up[1], up[1] + SIZE_PREFIX_BYTES, up[1] + up[0]]
+    assert first.uploads.tolist() == [2, 3, 1, 2] and first.skips.tolist() == [0, 0, 1, 0]
+    assert sum(first.up_bytes) == first.up_total
+    counter.count_uploads(range(0, 2), [short, short])
+    second = counter.end_round()
+    assert second.up_bytes.tolist() == [up[0], up[0], 0, 0] and second.uploads.tolist() == [1, 1, 0, 0]
+    assert counter.totals == first + second
+
+
+def test_whole_message_split_is_remembered_by_header_and_length():
+    message = identity_message(6)
+    payload = 6 * 8
+    assert whole_message_split(memoryview(message)) == (payload, len(message) - payload)
+    assert whole_message_split(memoryview(message + message)) is None  # two messages: not one whole one
+    with pytest.raises(MessageError):
+        whole_message_split(memoryview(message[:-1]))  # truncated: the header's size is not there
+    for d in range(2 * accounting._SPLITS_KEPT):  # more kinds than it keeps: its memory stays bounded
+        whole_message_split(memoryview(identity_message(d)))
+    assert len(accounting._SPLITS) <= accounting._SPLITS_KEPT
+    assert whole_message_split(memoryview(message)) == (payload, len(message) - payload)
 
 
 def test_incomplete_counter_counts_only_its_workers():

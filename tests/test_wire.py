@@ -20,6 +20,7 @@ from mpicomp.rng import RandomKey
 from mpicomp.wire import (
     HEADER_BYTES,
     MessageError,
+    MessageFrame,
     decode_elias,
     elias_code_bits,
     encode_elias,
@@ -203,6 +204,37 @@ def test_message_round_trip(codec: int, d: int, scalars: list[float], payload: b
         unpack_message(message + b"\x00")
     with pytest.raises(MessageError):
         unpack_message(message, codec=(codec + 1) % 256)
+
+
+@given(
+    st.integers(0, 255),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.floats(allow_nan=False), max_size=5),
+    st.binary(max_size=64),
+    st.booleans(),
+    st.data(),
+)
+def test_a_frame_writes_and_reads_what_the_message_functions_do(
+    codec: int, d: int, scalars: list[float], payload: bytes, crc: bool, data: st.DataObject
+) -> None:
+    """A :class:`MessageFrame` frames a payload into the bytes of ``pack_message``, unpacks its messages as
+    ``unpack_message`` does, and hands any message that is not byte for byte of its header and size back (None)."""
+    frame = MessageFrame.of(codec, d, len(scalars), len(payload), crc)
+    message = pack_message(codec, d, scalars, payload, crc=crc)
+    out = np.zeros(frame.total + 3, dtype=np.uint8)
+    frame.payload(out)[:] = np.frombuffer(payload, dtype=np.uint8)
+    assert frame.write(out, scalars) == frame.total == len(message)
+    assert out[: frame.total].tobytes() == message
+    assert frame.unpack(message) == unpack_message(message, codec=codec, d=d)
+    other = bytearray(message)
+    other[data.draw(st.integers(0, HEADER_BYTES - 1))] ^= data.draw(st.integers(1, 255))
+    assert frame.unpack(bytes(other)) is None
+    assert frame.unpack(message + b"\x00") is None and frame.unpack(message[:-1]) is None
+    if crc:
+        corrupt = bytearray(message)
+        corrupt[data.draw(st.integers(HEADER_BYTES, len(message) - 1))] ^= data.draw(st.integers(1, 255))
+        with pytest.raises(MessageError, match="CRC32"):
+            frame.unpack(bytes(corrupt))
 
 
 # ---------------------------------------------------------------- every compressor under fuzzing

@@ -43,7 +43,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..wire import MessageRows, alike_headers, alike_rows, byte_view, message_sizes
+from ..wire import HEADER_BYTES, MessageRows, alike_headers, alike_rows, byte_view, message_sizes
 
 SIZE_PREFIX_BYTES = 8
 
@@ -55,6 +55,10 @@ def split_bytes(buf: bytes | memoryview | np.ndarray) -> tuple[int, int]:
     that is not a concatenation of whole messages raises :class:`mpicomp.wire.MessageError`.
     """
     view = byte_view(buf).cast("B")
+    if not view:
+        return 0, 0
+    if (whole := whole_message_split(view)) is not None:
+        return whole
     payload = header = offset = 0
     while offset < len(view):
         total, length = message_sizes(view, offset)
@@ -77,8 +81,24 @@ def split_alike(uploads: Sequence[bytes | memoryview]) -> tuple[int, int] | None
         if not (views and alike_headers(views)):
             return None
         first = views[0]
-    total, payload = message_sizes(first)
-    return (payload, total - payload) if total == len(first) else None
+    return whole_message_split(first)
+
+
+_SPLITS: dict[tuple[bytes, int], tuple[int, int] | None] = {}  # whole_message_split's memory
+_SPLITS_KEPT = 256  # kinds of message remembered at most (a run has a few; fuzzed input, many)
+
+
+def whole_message_split(view: memoryview) -> tuple[int, int] | None:
+    """``(payload, header)`` bytes of ``view`` when it holds exactly one message, else None (a bad header
+    raises :class:`mpicomp.wire.MessageError`). Its 16 header bytes and its length decide the answer, which is
+    remembered by them: a run's few kinds of message are parsed once each, not once per exchange."""
+    kind = (bytes(view[:HEADER_BYTES]), len(view))
+    if kind not in _SPLITS:
+        total, payload = message_sizes(view)
+        if len(_SPLITS) >= _SPLITS_KEPT:
+            _SPLITS.clear()
+        _SPLITS[kind] = (payload, total - payload) if total == len(view) else None
+    return _SPLITS[kind]
 
 
 def split_each(uploads: Sequence[bytes | memoryview]) -> tuple[np.ndarray, np.ndarray]:
@@ -188,8 +208,12 @@ class ByteCounter:
         self._up_bytes = np.zeros(self.n_workers, dtype=np.int64)
         self._uploads = np.zeros(self.n_workers, dtype=np.int64)
         self._skips = np.zeros(self.n_workers, dtype=np.int64)
+        self._alike: dict[tuple[int, int, int], int] = {}  # (first, stop, bytes of each) -> gathers, see _snapshot
 
     def _snapshot(self) -> RoundBytes:
+        for (first, stop, each), gathers in self._alike.items():  # a few NumPy calls a round, not one per gather
+            self._up_bytes[first:stop] += gathers * each
+            self._uploads[first:stop] += gathers
         return RoundBytes(
             **self._scalars, up_bytes=self._up_bytes, uploads=self._uploads, skips=self._skips, complete=self.complete
         )
@@ -205,8 +229,8 @@ class ByteCounter:
             payload, header = alike
             self._scalars["up_payload"] += count * payload
             self._scalars["up_header"] += count * header
-            self._up_bytes[ids] += payload + header + SIZE_PREFIX_BYTES
-            self._uploads[ids] += 1
+            alike_key = (workers.start, workers.stop, payload + header + SIZE_PREFIX_BYTES)
+            self._alike[alike_key] = self._alike.get(alike_key, 0) + 1
             return
         payloads, headers = split_each(uploads)
         message_bytes = payloads + headers  # 0 for a skip (b""), at least a header otherwise

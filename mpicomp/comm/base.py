@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence, Sized
+from functools import cached_property
 from typing import NoReturn, Self, overload
 
 import numpy as np
@@ -167,8 +168,9 @@ class Transport(ABC):
     def is_master(self) -> bool:
         return self.rank == 0
 
-    @property
+    @cached_property
     def local_workers(self) -> range:
+        """This rank's block of workers, fixed for the transport's life (computed once: every exchange checks it)."""
         return worker_range(self.n_workers, self.size, self.rank, self.master_share)
 
     def layout_summary(self) -> str:

@@ -31,6 +31,7 @@ from ..wire import (
     Message,
     MessageBlocks,
     MessageError,
+    MessageFrame,
     MessageRows,
     byte_view,
     frame_message,
@@ -41,6 +42,7 @@ from ..wire import (
     unpack_uniform,
 )
 from ..wire.bitpack import parallel_tasks
+from ..wire.message import MAX_D
 from .numeric import first_non_finite
 
 T = TypeVar("T")
@@ -260,21 +262,40 @@ class Compressor(ABC):
         """
         with CODEC.timing():
             x = check_input(x, finite=not self.checks_finite)
-            start = payload_offset(self.framed_scalars)
-            trailer = overhead_bytes(self.framed_scalars, self.crc) - start
-            size = self.payload_bytes(x.size)
-            if size is None:
+            frame = self._frame(x.size)
+            fingerprint = key.fingerprint if self.uses_shared_key else None
+            if frame is not None:
+                buffer = message_buffer(out, frame.total)
+                scalars = self._framed(self._encode_into(x, key, frame.payload(buffer)))
+                if fingerprint is None:
+                    total = frame.write(buffer, scalars)
+                else:
+                    total = frame_message(
+                        buffer, self.codec_id, x.size, scalars, frame.payload_bytes, self.crc, fingerprint
+                    )
+            else:
                 scalars, payload = self._encode(x, key)
                 body = np.frombuffer(byte_view(payload).cast("B"), dtype=np.uint8)
-                size = body.size
-                buffer = message_buffer(out, start + size + trailer)
-                buffer[start : start + size] = body
-            else:
-                buffer = message_buffer(out, start + size + trailer)
-                scalars = self._encode_into(x, key, buffer[start : start + size])
-            fingerprint = key.fingerprint if self.uses_shared_key else None
-            total = frame_message(buffer, self.codec_id, x.size, self._framed(scalars), size, self.crc, fingerprint)
+                start = payload_offset(self.framed_scalars)
+                buffer = message_buffer(out, overhead_bytes(self.framed_scalars, self.crc) + body.size)
+                buffer[start : start + body.size] = body
+                total = frame_message(
+                    buffer, self.codec_id, x.size, self._framed(scalars), body.size, self.crc, fingerprint
+                )
             return byte_view(buffer[:total]).toreadonly()
+
+    def _frame(self, d: int) -> MessageFrame | None:
+        """The :class:`mpicomp.wire.MessageFrame` of this codec's messages in dimension ``d`` (None for a codec
+        of data-dependent size), built once per ``(d, crc)`` and kept: a run frames and checks every message of
+        a link with it."""
+        frames: dict[tuple[int, bool], MessageFrame | None] = self.__dict__.setdefault("_frames", {})
+        layout = (d, self.crc)
+        if layout not in frames:
+            size = self.payload_bytes(d)
+            frames[layout] = (
+                None if size is None else MessageFrame.of(self.codec_id, d, self.framed_scalars, size, self.crc)
+            )
+        return frames[layout]
 
     def batches_rows(self, d: int) -> bool:
         """Whether :meth:`encode_many` pays for several rows of length ``d`` at once: for vectors short
@@ -397,8 +418,12 @@ class Compressor(ABC):
         ]
 
     def _message(self, buf: bytes | memoryview, d: int | None, key: RandomKey | None) -> Message:
-        """The parsed message, checked against this codec: id, d, scalar count and key fingerprint."""
-        msg = unpack_message(buf, codec=self.codec_id, d=d)
+        """The parsed message, checked against this codec: id, d, scalar count and key fingerprint (a message
+        of this codec's :meth:`_frame` in dimension ``d`` by comparing its header bytes)."""
+        frame = None if d is None or d > MAX_D or self.uses_shared_key else self._frame(d)
+        msg = None if frame is None else frame.unpack(buf)
+        if msg is None:
+            msg = unpack_message(buf, codec=self.codec_id, d=d)
         if self.extension_tag is not None:
             tag = msg.scalars[0] if msg.scalars else None
             if tag != self.extension_tag:

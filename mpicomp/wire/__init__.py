@@ -13,6 +13,7 @@ from .errors import MessageError
 from .message import (
     HEADER_BYTES,
     Message,
+    MessageFrame,
     byte_view,
     frame_message,
     frame_messages,
@@ -43,6 +44,7 @@ __all__ = [
     "MessageBlocks",
     "MessageRows",
     "MessageError",
+    "MessageFrame",
     "alike_headers",
     "alike_rows",
     "byte_view",

@@ -26,6 +26,7 @@ the header, scalars and trailer around it, so a message is built without copying
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,15 +101,64 @@ def frame_message(
 
     ``out`` is a writable uint8 array with room for :func:`overhead_bytes` + ``payload_bytes``.
     """
+    header = _header(codec, d, len(scalars), payload_bytes, crc, key_fingerprint)
+    return _write_frame(out, header, scalars, payload_offset(len(scalars)) + payload_bytes, crc)
+
+
+def _write_frame(out: np.ndarray, header: bytes, scalars: Sequence[float], end: int, crc: bool) -> int:
+    """``header`` and ``scalars`` in front of the payload that ends at ``out[end]``, then the CRC-32 trailer
+    when ``crc``; the message's total size."""
     view = out.data
-    view[:HEADER_BYTES] = _header(codec, d, len(scalars), payload_bytes, crc, key_fingerprint)
+    view[:HEADER_BYTES] = header
     if scalars:
         struct.pack_into(f"<{len(scalars)}d", view, HEADER_BYTES, *scalars)
-    end = payload_offset(len(scalars)) + payload_bytes
     if not crc:
         return end
-    struct.pack_into("<I", out.data, end, crc32(out[:end]))
+    struct.pack_into("<I", view, end, crc32(out[:end]))
     return end + CRC_BYTES
+
+
+@dataclass(frozen=True)
+class MessageFrame:
+    """The layout shared by every message of one codec in dimension ``d`` with a payload of fixed size and
+    no key fingerprint (a run's messages on one link), computed once: :meth:`write` frames a payload
+    without building the header again, :meth:`unpack` checks a message by comparing its 16 header bytes
+    with :attr:`header` instead of parsing them (a message that differs goes to :func:`unpack_message`,
+    whose error says what is wrong)."""
+
+    codec: int
+    d: int
+    n_scalars: int
+    payload_bytes: int
+    crc: bool
+    header: bytes  # the 16 fixed header bytes
+    start: int  # where the payload starts
+    total: int  # the message's size in bytes
+
+    @classmethod
+    def of(cls, codec: int, d: int, n_scalars: int, payload_bytes: int, crc: bool) -> MessageFrame:
+        header = _header(codec, d, n_scalars, payload_bytes, crc, None)
+        start = payload_offset(n_scalars)
+        total = overhead_bytes(n_scalars, crc) + payload_bytes
+        return cls(codec, d, n_scalars, payload_bytes, crc, header, start, total)
+
+    def payload(self, out: np.ndarray) -> np.ndarray:
+        """The payload's bytes in the message buffer ``out``."""
+        return out[self.start : self.start + self.payload_bytes]
+
+    def write(self, out: np.ndarray, scalars: Sequence[float]) -> int:
+        """:func:`frame_message` of the payload already in ``out`` (``n_scalars`` scalars); the total size."""
+        return _write_frame(out, self.header, scalars, self.start + self.payload_bytes, self.crc)
+
+    def unpack(self, buf: bytes | memoryview) -> Message | None:
+        """``unpack_message(buf, codec, d)`` when ``buf`` is one message of this frame (its header byte for
+        byte, its size; the CRC-32 checked when present), else None."""
+        view = byte_view(buf).cast("B")
+        if len(view) != self.total or view[:HEADER_BYTES] != self.header:
+            return None
+        if self.crc:
+            check_crc(view, self.total)
+        return _message_at(view, self.codec, self.d, self.n_scalars, self.payload_bytes, self.total, None)
 
 
 def frame_messages(
@@ -190,13 +240,25 @@ def unpack_message(
     if d is not None and msg_d != d:
         raise MessageError(f"dimension mismatch: message has d={msg_d}, decoder expects d={d}")
     if flags & FLAG_CRC32:
-        (stored,) = struct.unpack_from("<I", view, total - CRC_BYTES)
-        computed = crc32(view[: total - CRC_BYTES])
-        if stored != computed:
-            raise MessageError(f"CRC32 mismatch (stored 0x{stored:08x}, computed 0x{computed:08x}): corrupt message")
+        check_crc(view, total)
+    return _message_at(view, msg_codec, msg_d, n_scalars, length, total, fingerprint)
+
+
+def _message_at(
+    view: memoryview, codec: int, d: int, n_scalars: int, length: int, total: int, fingerprint: int | None
+) -> Message:
+    """The :class:`Message` of a checked header: its scalars and a view of its ``length`` payload bytes."""
     start = HEADER_BYTES + 8 * n_scalars
-    scalars = struct.unpack_from(f"<{n_scalars}d", view, HEADER_BYTES)
-    return Message(msg_codec, msg_d, scalars, view[start : start + length], total, fingerprint)
+    scalars = struct.unpack_from(f"<{n_scalars}d", view, HEADER_BYTES) if n_scalars else ()
+    return Message(codec, d, scalars, view[start : start + length], total, fingerprint)
+
+
+def check_crc(view: memoryview, total: int) -> None:
+    """:class:`MessageError` unless the CRC-32 trailer of the ``total``-byte message in ``view`` is right."""
+    (stored,) = struct.unpack_from("<I", view, total - CRC_BYTES)
+    computed = crc32(view[: total - CRC_BYTES])
+    if stored != computed:
+        raise MessageError(f"CRC32 mismatch (stored 0x{stored:08x}, computed 0x{computed:08x}): corrupt message")
 
 
 def split_messages(buf: bytes | memoryview) -> list[memoryview]:
