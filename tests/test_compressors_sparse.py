@@ -192,19 +192,42 @@ def test_topk_keeps_exactly_the_k_largest(dtype: type, k: int) -> None:
 @pytest.mark.parametrize("d", [1000, 40_000])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_topk_selection_paths_agree_with_a_stable_sort(d: int, dtype: type) -> None:
-    """The partition path (short vectors), the radix select on all of x and the selection (for long
+    """The quickselect path (short vectors), the radix select on all of x and the selection (for long
     vectors: above a sampled bound) pick the same set, ties included."""
-    from mpicomp.compressors.sparse import _top_k_by_partition, _top_k_indices, top_k_indices
+    from mpicomp.compressors.sparse import _top_k_by_quickselect, _top_k_indices, top_k_indices
 
     x = np.round(fixed_vectors(d)["heavy-tailed"], 1).astype(dtype)  # rounding makes many ties
     words = x.view(np.uint64 if dtype == np.float64 else np.uint32)
     for k in (1, d // 20, d - 1):
         expected = np.sort(np.argsort(-np.abs(x), kind="stable")[:k])
-        radix = np.empty(k, dtype=np.int64)
+        radix, quick = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.int64)
         _top_k_indices(words, k, 8 * x.itemsize - 1, radix)
-        np.testing.assert_array_equal(_top_k_by_partition(x, k), expected)
+        _top_k_by_quickselect(words, k, 8 * x.itemsize - 1, quick, np.empty(d, dtype=np.uint64))
+        np.testing.assert_array_equal(quick, expected)
         np.testing.assert_array_equal(radix, expected)
         np.testing.assert_array_equal(top_k_indices(x, k), expected)
+
+
+@pytest.mark.parametrize("order", ["random", "ascending", "descending", "all equal", "organ pipe", "two values"])
+def test_quickselect_finds_the_kth_key_or_says_it_gave_up(order: str) -> None:
+    """``_kth_smallest`` returns ``np.partition``'s k-th key wherever it says it finished, on orders that
+    defeat naive pivots; it finishes on all of them here (median of three), and where it would give up the
+    caller runs the radix select."""
+    from mpicomp.compressors.sparse import _kth_smallest
+
+    d = 4099
+    keys = {
+        "random": np.random.default_rng(3).integers(0, 2**63, d, dtype=np.uint64),
+        "ascending": np.arange(d, dtype=np.uint64),
+        "descending": np.arange(d, dtype=np.uint64)[::-1].copy(),
+        "all equal": np.full(d, 7, dtype=np.uint64),
+        "organ pipe": np.concatenate([np.arange(d // 2), np.arange(d - d // 2)[::-1]]).astype(np.uint64),
+        "two values": np.random.default_rng(4).integers(0, 2, d, dtype=np.uint64),
+    }[order]
+    for kth in (0, 1, d // 100, d // 2, d - 2, d - 1):
+        value, finished = _kth_smallest(keys.copy(), kth)
+        assert finished
+        assert value == np.partition(keys, kth)[kth]
 
 
 def test_topk_breaks_ties_towards_low_indices() -> None:

@@ -270,17 +270,63 @@ def _top_k_sampled(words, k, key_bits, infinity, out, candidates, keys):
     return _SELECTED
 
 
-_PARTITION_BELOW_D = 1 << 15  # measured crossover: the radix select's histogram costs ~0.2 ms at any d
+_SELECT_BELOW_D = 1 << 15  # below: quickselect (no fixed cost); above, the radix select's 0.2 ms histogram pays
 
 
-def _top_k_by_partition(x: np.ndarray, k: int) -> np.ndarray:
-    """The same set for short vectors in O(d): every magnitude above the k-th largest ``t``, then the
-    lowest-index magnitudes equal to ``t`` until there are k."""
-    mags = np.abs(x)
-    t = np.partition(mags, x.size - k)[x.size - k] if k else np.inf
-    above = np.flatnonzero(mags > t)
-    ties = np.flatnonzero(mags == t)[: k - above.size]
-    return np.union1d(above, ties).astype(np.int64)
+@njit(cache=True)
+def _kth_smallest(keys, kth):
+    """``keys[kth]`` as if ``keys`` were sorted (Hoare's quickselect with a median-of-three pivot, in place),
+    and whether it finished within ``2 log2(d) + 16`` partitions (else the caller selects another way: a
+    pivot sequence built against median-of-three would take O(d^2))."""
+    lo, hi = 0, keys.size - 1
+    rounds = 2 * int(np.log2(keys.size + 1)) + 16
+    while hi > lo:
+        rounds -= 1
+        if rounds < 0:
+            return keys[kth], False
+        a, b, c = keys[lo], keys[(lo + hi) >> 1], keys[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while keys[i] < pivot:
+                i += 1
+            while keys[j] > pivot:
+                j -= 1
+            if i <= j:
+                keys[i], keys[j] = keys[j], keys[i]
+                i += 1
+                j -= 1
+        if kth <= j:
+            hi = j
+        elif kth >= i:
+            lo = i
+        else:
+            break
+    return keys[kth], True
+
+
+@njit(cache=True)
+def _top_k_by_quickselect(words, k, key_bits, out, keys):
+    """:func:`_top_k_indices` for short vectors (1 <= k < d): the k-th largest magnitude key ``t`` by
+    quickselect on a copy of the keys (into ``keys``, d entries of scratch), then, in index order, every key
+    above ``t`` and the first keys equal to it until there are k; the radix select when quickselect gives up."""
+    keep = (uint64(1) << uint64(key_bits)) - uint64(1)
+    for i in range(words.size):
+        keys[i] = uint64(words[i]) & keep
+    threshold, found = _kth_smallest(keys, words.size - k)
+    if not found:
+        _top_k_indices(words, k, key_bits, out)
+        return
+    ties = k
+    for i in range(words.size):
+        ties -= (uint64(words[i]) & keep) > threshold
+    j = 0
+    for i in range(words.size):
+        key = uint64(words[i]) & keep
+        if key > threshold or (key == threshold and ties > 0):
+            ties -= key == threshold
+            out[j] = i
+            j += 1
 
 
 def _require_finite(x: np.ndarray) -> None:
@@ -293,12 +339,18 @@ def top_k_indices(x: np.ndarray, k: int, scratch: SelectionScratch | None = None
     """Ascending indices of the ``k`` largest magnitudes of a float32/float64 vector (lowest index
     wins ties); ValueError if x holds NaN or Inf (found by the selection's own pass where it can).
     A ``scratch`` kept by the caller spares the selection its temporaries on later calls."""
-    if k == x.size or x.size < _PARTITION_BELOW_D:
+    if k == x.size:
         _require_finite(x)
-        return np.arange(k, dtype=np.int64) if k == x.size else _top_k_by_partition(x, k)
+        return np.arange(k, dtype=np.int64)
     out = np.empty(k, dtype=np.int64)
     words = x.view(np.uint64 if x.dtype == np.float64 else np.uint32)
     key_bits = 8 * x.dtype.itemsize - 1
+    if x.size < _SELECT_BELOW_D:
+        _require_finite(x)
+        if k:
+            keys = (scratch if scratch is not None else SelectionScratch()).buffers(x.size)[1]
+            _top_k_by_quickselect(words, k, key_bits, out, keys)
+        return out
     if 0 < k <= x.size // 8:
         infinity = np.uint64(0x7FF0000000000000 if x.dtype == np.float64 else 0x7F800000)
         candidates, keys = (scratch if scratch is not None else SelectionScratch()).buffers(_sample_plan(x.size, k)[1])
