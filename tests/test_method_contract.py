@@ -143,6 +143,24 @@ def test_the_mean_of_uploads_decodes_each_with_its_worker_key():
     np.testing.assert_array_equal(method.mean_of_uploads(uploads, 0), expected)
 
 
+@pytest.mark.parametrize("uplink", ["natural", "topk(k=0.2)", "randk(k=0.2)", "qsgd(s=4)"])
+def test_a_memory_moves_by_the_decoded_upload_with_its_worker_key(uplink: str):
+    """``add_up`` (a worker's memory moving by what the master decodes) adds ``scale`` times worker w's decoded
+    upload, with w's key (randk's indices come from it), as decoding and adding would."""
+    problem = build_problem("logistic", "sklearn:breast_cancer", 3, seed=root_seed(0))
+    ctx = MethodContext(problem, make(uplink), make("identity"), range(3), True, root_seed(0), 0)
+    method = method_class("gd")(ctx, method_class("gd").Options())
+    memory = np.random.default_rng(1).standard_normal(problem.d)
+    for w in range(3):
+        upload = bytes(method.worker_upload(w, 4))
+        for scale in (1.0, 0.25, -1.0):
+            moved = memory.copy()
+            method.add_up(upload, w, 4, moved, scale)
+            np.testing.assert_array_equal(moved, memory + scale * method.decode_up(upload, w, 4))
+    with pytest.raises(MessageError):
+        method.add_up(bytes(method.worker_upload(0, 4))[:-2], 0, 4, memory.copy())
+
+
 def test_a_bad_upload_among_skipped_ones_is_named_by_its_worker():
     """The fused mean sums only the uploads that were sent; its error still names the worker id."""
     lenient = small_method(skipped_upload="zero")

@@ -326,6 +326,20 @@ class Method:
         """Decode worker ``w``'s upload of round ``k``."""
         return (compressor or self.ctx.uplink).decode(message, self.d, self.key(w, k, STREAM_UPLINK))
 
+    def add_up(
+        self,
+        message: bytes | memoryview,
+        w: int,
+        k: int,
+        target: np.ndarray,
+        scale: float = 1.0,
+        compressor: Compressor | None = None,
+    ) -> None:
+        """``target += scale * C_W(message)`` for worker ``w``'s upload of round ``k`` (a worker's memory moving
+        by what the master decodes): fused where the codec can (a sparsifier adds its k values, no d-vector),
+        else through one temporary vector, as :meth:`add_down`."""
+        (compressor or self.ctx.uplink).decode_add(message, target, self.key(w, k, STREAM_UPLINK), scale)
+
     def decode_uploads(
         self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None
     ) -> list[np.ndarray | None]:

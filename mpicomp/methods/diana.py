@@ -173,7 +173,7 @@ class Diana(Method):
         memory = self.local_memory[w]
         message = self.encode_up(grad - memory, w, k)
         if self.alpha:
-            memory += self.alpha * self.decode_up(message, w, k)
+            self.add_up(message, w, k, memory, self.alpha)
         return message
 
     def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:

@@ -45,13 +45,14 @@ def ef14_compress(
     error: np.ndarray,
     increment: np.ndarray,
     encode: Callable[[np.ndarray], memoryview],
-    decode: Callable[[memoryview], np.ndarray],
+    add_decoded: Callable[[memoryview, np.ndarray, float], None],
 ) -> memoryview:
     """One EF14 step on a memory ``e`` (updated in place): ``p = e + increment``, send ``C(p)``,
-    ``e <- p - C(p)``; returns the bytes of ``C(p)``."""
+    ``e <- p - C(p)``; returns the bytes of ``C(p)``. ``add_decoded(m, target, scale)`` is
+    ``target += scale C(m)`` (:meth:`Method.add_up`, :meth:`Method.add_down`)."""
     error += increment
     message = encode(error)
-    error -= decode(message)
+    add_decoded(message, error, -1.0)
     return message
 
 
@@ -100,13 +101,15 @@ class EF14(Method):
     def upload_of(self, w: int, k: int, grad: np.ndarray) -> memoryview:
         """One EF14 step of worker w on its memory ``e_i`` with the increment ``gamma g_i``."""
         step = self.stepsize * grad
-        return ef14_compress(self.errors[w], step, lambda v: self.encode_up(v, w, k), lambda m: self.decode_up(m, w, k))
+        return ef14_compress(
+            self.errors[w], step, lambda v: self.encode_up(v, w, k), lambda m, e, s: self.add_up(m, w, k, e, s)
+        )
 
     def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         mean = self.mean_of_uploads(uploads, k)
         assert self.master_error is not None, "the master keeps the downlink's error"
         return ef14_compress(
-            self.master_error, mean, lambda v: self.encode_down(v, k), lambda m: self.decode_down(m, k)
+            self.master_error, mean, lambda v: self.encode_down(v, k), lambda m, e, s: self.add_down(m, k, e, s)
         )
 
     def apply_downlink(self, message: memoryview, k: int) -> None:
@@ -203,7 +206,7 @@ class EF21(Method):
         g = self.g_workers[w]
         compressor = self.uplink_compressor(k)
         message = self.encode_up(self.compression_target(w, k, grad) - g, w, k, compressor)
-        g += self.decode_up(message, w, k, compressor)
+        self.add_up(message, w, k, g, 1.0, compressor)
         return message
 
     def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:

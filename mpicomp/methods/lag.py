@@ -129,7 +129,7 @@ class LAG(LazyMethod):
         """``C(grad - reference)``; the reference moves by what the master will decode."""
         state = self.workers[w]
         message = self.encode_up(grad - state.reference, w, k)
-        state.reference += self.decode_up(message, w, k)
+        self.add_up(message, w, k, state.reference)
         state.clock = 0
         return message
 

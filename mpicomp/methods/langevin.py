@@ -124,7 +124,7 @@ class QLSD(Method):
             v += self.anchor_grads[w] - self.local_memory[w] - self.local_potential_grad(w, self.anchor, idx)
         message = self.encode_up(v, w, k)
         if self.variant == "plusplus":
-            self.local_memory[w] += self.alpha * self.decode_up(message, w, k)
+            self.add_up(message, w, k, self.local_memory[w], self.alpha)
         return message
 
     def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
