@@ -16,7 +16,15 @@ from mpicomp.wire import MessageBlocks, MessageRows, unpack_message, unpack_unif
 from mpicomp.wire.message import FLAG_KEY
 
 D = 40
-SPECS = ["natural", "identity", "dither(s=3,p=2)", "terngrad"]
+SPECS = [
+    "natural",
+    "identity",
+    "dither(s=3,p=2)",
+    "terngrad",
+    "topk(k=0.2)",
+    "topk(k=0.3,dtype=float32)",
+    "randk(k=0.2,send_indices=True)",
+]
 
 
 def encoded(compressor: Compressor, batches: tuple[int, ...] = (5, 1, 7)) -> tuple[MessageRows, list[RandomKey]]:
@@ -146,6 +154,37 @@ def test_an_invalid_payload_in_a_block_is_named() -> None:
         with pytest.raises(MessageError, match="message 8: natural: invalid code for coordinate 3") as error:
             summed(compressor, messages, keys)
         assert error.value.index == 8
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "error"),
+    [
+        ("value", "payload holds non-finite values"),
+        ("index", "indices are not strictly ascending within"),
+        ("order", "indices are not strictly ascending within"),
+    ],
+)
+def test_a_bad_sparse_payload_in_a_block_is_named(corrupt: str, error: str) -> None:
+    """Top-k's block sum checks every row's indices (ascending, below d) and values (finite) as one by one
+    does, and names the message of a bad one."""
+    compressor = make("topk(k=0.2)")
+    compressor.crc = False
+    rows, keys = encoded(compressor)
+    blocks = writable(rows)
+    k, split = compressor.count(D), compressor.index_nbytes(D)  # 8 indices of 6 bits: 6 bytes
+    row = blocks[2][2, 16:]  # message 8's payload
+    if corrupt == "value":
+        row[split + 8 : split + 16] = 0xFF  # its second value: a NaN
+    elif corrupt == "index":
+        row[split - 1] |= 0xFC  # its last index: 63 >= d
+    else:
+        row[0] = (row[0] & 0xC0) | 63  # its first index above the second
+    bad = MessageRows(blocks)
+    assert k == 8 and isinstance(unpack_uniform(bad, compressor.codec_id, D), MessageBlocks)
+    for messages in (bad, [bytes(m) for m in bad]):
+        with pytest.raises(MessageError, match=f"message 8: topk: {error}") as raised:
+            summed(compressor, messages, keys)
+        assert raised.value.index == 8
 
 
 def test_rows_of_mixed_lengths_and_skips_count_and_sum_as_one_by_one() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from numba import njit, uint64
@@ -24,6 +25,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from ..rng import GOLDEN, RandomKey, random_below
 from ..wire import (
     Message,
+    MessageBlocks,
     MessageError,
     index_bits,
     pack_uint,
@@ -31,7 +33,7 @@ from ..wire import (
     unpack_uint,
 )
 from ..wire.bitpack import GROUP, nonzero_word, parallel_tasks, run_split
-from .base import VALUE_DTYPES, Compressor, check_dtype, non_finite_input, require_key
+from .base import VALUE_DTYPES, Compressor, check_dtype, naming_message, non_finite_input, require_key
 from .numeric import first_non_finite
 from .registry import register
 
@@ -329,6 +331,19 @@ def _top_k_by_quickselect(words, k, key_bits, out, keys):
             j += 1
 
 
+def _block_entries(
+    payloads: np.ndarray, k: int, bits: int, split: int, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(m, k)`` int64 indices and float64 values of ``m`` sparse payloads (rows of ``payloads``: ``split``
+    bytes of k ``bits``-bit indices, bit-packed least significant bit first as :func:`pack_uint` writes them, then
+    k values of ``dtype``), unchecked."""
+    stream = np.unpackbits(np.ascontiguousarray(payloads[:, :split]), axis=1, bitorder="little")
+    fields = stream[:, : k * bits].reshape(len(payloads), k, bits).astype(np.int64)
+    indices = fields @ (np.int64(1) << np.arange(bits, dtype=np.int64))
+    values = np.ascontiguousarray(payloads[:, split:]).view(dtype).astype(np.float64)
+    return indices, values
+
+
 def _require_finite(x: np.ndarray) -> None:
     bad = first_non_finite(x)
     if bad >= 0:
@@ -530,6 +545,59 @@ class Sparsifier(Compressor):
         if not np.isfinite(values).all():
             raise MessageError(f"{self.name}: payload holds non-finite values")
         return indices, values
+
+    def _decode_sum_into(
+        self, messages: list[Message], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
+    ) -> None:
+        """Several messages of one payload size with their indices sent: their payloads stacked into one ``(m, L)``
+        array and summed as a block (:meth:`_sum_payload_rows`); otherwise one by one."""
+        size = self.payload_bytes(out.size)
+        if len(messages) < 2 or not self.sends_indices or any(len(msg.payload) != size for msg in messages):
+            super()._decode_sum_into(messages, keys, out, divisor)
+            return
+        stacked = np.frombuffer(b"".join(msg.payload for msg in messages), dtype=np.uint8).reshape(-1, size)
+        self._sum_payload_rows([(0, stacked)], messages, keys, out, divisor)
+
+    def _decode_blocks_sum_into(
+        self, messages: MessageBlocks, keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
+    ) -> None:
+        """Alike messages held as blocks, their indices sent: each block's payload columns summed as a block
+        (:meth:`_sum_payload_rows`)."""
+        if not self.sends_indices:
+            super()._decode_blocks_sum_into(messages, keys, out, divisor)
+            return
+        naming_message(0, self._entries, messages[0], keys[0])  # alike messages: the first's sizes are everyone's
+        blocks = zip(messages.block_starts(), (block.payloads for block in messages.blocks), strict=True)
+        self._sum_payload_rows(blocks, messages, keys, out, divisor)
+
+    def _sum_payload_rows(
+        self,
+        blocks: Iterable[tuple[int, np.ndarray]],
+        messages: Sequence[Message],
+        keys: Sequence[RandomKey | None],
+        out: np.ndarray,
+        divisor: float,
+    ) -> None:
+        """``out = (sum of the messages, in order) / divisor`` from ``(index of the first message, (m, L) payloads)``
+        blocks of consecutive messages of ``payload_bytes(d)`` each: a block's indices unpacked and values read as
+        ``(m, k)`` arrays, checked, and added by one ``np.add.at`` (unbuffered, element by element in order: the
+        bits of adding message by message); a bad message raises the :class:`MessageError` of decoding it alone."""
+        d, k = out.size, self.count(out.size)
+        split, bits, dtype = self.index_nbytes(d), index_bits(d), VALUE_DTYPES[self.dtype]
+        out.fill(0.0)
+        for start, payloads in blocks:
+            if not k:
+                continue
+            indices, values = _block_entries(payloads, k, bits, split, dtype)
+            ascending = np.diff(indices, axis=1, prepend=-1) > 0
+            good = ascending.all(axis=1) & (indices[:, -1] < d) & np.isfinite(values).all(axis=1)
+            if not good.all():
+                i = start + int(np.argmin(good))
+                naming_message(i, self._decode_into, messages[i], keys[i], np.empty(d), False)
+                raise MessageError(f"message {i}: {self.name}: invalid payload", index=i)
+            np.add.at(out, indices.reshape(-1), values.reshape(-1))
+        if divisor != 1.0:
+            out /= divisor
 
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         add_entries(out, *self._entries(msg, key), accumulate)
