@@ -554,7 +554,10 @@ def check_apart(out: np.ndarray, messages: Sequence[Message]) -> None:
 
 
 def _flat_owner(payload: memoryview) -> np.ndarray | None:
-    """The whole buffer a payload view lies in, as uint8; None for an exporter that is not one flat buffer."""
+    """The whole buffer a payload view lies in (an array as it is: its bounds are what ``np.may_share_memory``
+    compares), else viewed as uint8; None for an exporter that is not one flat buffer."""
+    if isinstance(payload.obj, np.ndarray):
+        return payload.obj
     try:
         return np.frombuffer(memoryview(payload.obj), dtype=np.uint8)
     except (TypeError, ValueError, BufferError):
