@@ -316,22 +316,44 @@ def test_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(name, bat
     workers here, so a short block follows a full one; no gradient computed worker by worker) sends, round
     after round, exactly the bytes of ``worker_upload`` called worker by worker on a twin, and leaves every
     worker in the same state."""
+    assert_blocks_upload_as_worker_by_worker(name, batch, uplink, {}, monkeypatch)
+
+
+@pytest.mark.parametrize("variant", ["sharp", "star", "plusplus"])
+def test_qlsd_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(variant, monkeypatch):
+    """QLSD's minibatch gradients at theta_k come a block at a time (star and plusplus add theirs at theta* or
+    zeta worker by worker): the bytes and memories of ``worker_upload`` worker by worker."""
+    assert_blocks_upload_as_worker_by_worker("qlsd", 4, "natural", {"variant": variant}, monkeypatch)
+
+
+def assert_blocks_upload_as_worker_by_worker(name, batch, uplink, options, monkeypatch):
+    """Round after round, ``worker_uploads`` of a rank's workers (blocks of 64 workers here, so a short block
+    follows a full one; no gradient at x^k computed worker by worker) sends exactly the bytes of ``worker_upload``
+    called worker by worker on a twin, and leaves every worker in the same state."""
     monkeypatch.setattr(method_base, "BLOCK_BYTES", 0)
     workers = method_base.MIN_BLOCK_ROWS + 6
     problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0), l2=0.5)
     twins = []
     for _ in range(2):
         ctx = MethodContext(problem, make(uplink), make("identity"), range(workers), True, root_seed(0), batch)
-        twins.append(method_class(name)(ctx, method_class(name).Options()))
+        twins.append(method_class(name)(ctx, method_class(name).Options(**options)))
     batched, single = twins
 
     def one_worker_gradient(*args, **kwargs):
         raise AssertionError("the batched uploads computed a gradient worker by worker")
 
     monkeypatch.setattr(batched, "stochastic_grad", one_worker_gradient)
+    block_calls = []
+    minibatch_grads = problem.minibatch_grads
+    monkeypatch.setattr(problem, "minibatch_grads", lambda *args: block_calls.append(1) or minibatch_grads(*args))
     assert list(batched.worker_uploads(range(0), 0)) == []  # a rank that hosts no worker
     for k in range(3):
+        for twin in twins:
+            if getattr(twin, "variant", None) == "plusplus" and k % twin.refresh == 0:
+                twin.refresh_control_variate(range(workers))  # as QLSD++'s round does first
+        block_calls.clear()
         uploads = batched.worker_uploads(range(workers), k)
+        assert len(block_calls) == 2  # the gradients at x^k: a block of 64 workers, then one of 6
         assert [bytes(u) for u in uploads] == [bytes(single.worker_upload(w, k)) for w in range(workers)]
         for w in range(workers):
             mine, theirs = batched.worker_state(w), single.worker_state(w)

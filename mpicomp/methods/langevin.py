@@ -110,13 +110,20 @@ class QLSD(Method):
     def round(self, k: int, link: Link) -> None:
         """QLSD++ refreshes its control variate every ``refresh`` rounds, then the three-call round."""
         if self.variant == "plusplus" and k % self.refresh == 0:
-            self.anchor = self.x.copy()
-            self.anchor_grads = {w: self.local_potential_grad(w, self.anchor) for w in link.local_workers}
+            self.refresh_control_variate(link.local_workers)
         super().round(k, link)
 
-    def worker_upload(self, w: int, k: int) -> bytes | memoryview:
-        idx = self.sample_batch(w, k)
-        v = self.local_potential_grad(w, self.x, idx)
+    def refresh_control_variate(self, workers: range) -> None:
+        """QLSD++: ``zeta <- theta_k`` and ``h_i <- grad U_i(zeta)`` for the local ``workers``."""
+        self.anchor = self.x.copy()
+        self.anchor_grads = {w: self.local_potential_grad(w, self.anchor) for w in workers}
+
+    def upload_of(self, w: int, k: int, grad: np.ndarray) -> bytes | memoryview:
+        """``C(v_i)`` from the round's minibatch gradient ``grad = grad f_iS(theta_k)`` (the base class computes
+        a block of workers' at once); star and plusplus add the gradient of the same minibatch at theta* or
+        zeta, worker by worker."""
+        v = self.counts[w] * grad
+        idx = None if self.variant == "sharp" else self.sample_batch(w, k)
         if self.variant == "star":
             v -= self.local_potential_grad(w, self.map_point, idx)
         elif self.variant == "plusplus":
