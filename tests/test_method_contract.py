@@ -316,19 +316,21 @@ def test_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(name, bat
     workers here, so a short block follows a full one; no gradient computed worker by worker) sends, round
     after round, exactly the bytes of ``worker_upload`` called worker by worker on a twin, and leaves every
     worker in the same state."""
-    assert_blocks_upload_as_worker_by_worker(name, batch, uplink, {}, monkeypatch)
+    assert_blocks_upload_as_worker_by_worker(name, batch, uplink, {}, 1, monkeypatch)
 
 
 @pytest.mark.parametrize("variant", ["sharp", "star", "plusplus"])
 def test_qlsd_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(variant, monkeypatch):
-    """QLSD's minibatch gradients at theta_k come a block at a time (star and plusplus add theirs at theta* or
-    zeta worker by worker): the bytes and memories of ``worker_upload`` worker by worker."""
-    assert_blocks_upload_as_worker_by_worker("qlsd", 4, "natural", {"variant": variant}, monkeypatch)
+    """QLSD's minibatch gradients at theta_k, and star's and plusplus' of the same minibatches at theta* or zeta,
+    come a block at a time: the bytes and memories of ``worker_upload`` worker by worker."""
+    points = 1 if variant == "sharp" else 2
+    assert_blocks_upload_as_worker_by_worker("qlsd", 4, "natural", {"variant": variant}, points, monkeypatch)
 
 
-def assert_blocks_upload_as_worker_by_worker(name, batch, uplink, options, monkeypatch):
+def assert_blocks_upload_as_worker_by_worker(name, batch, uplink, options, points, monkeypatch):
     """Round after round, ``worker_uploads`` of a rank's workers (blocks of 64 workers here, so a short block
-    follows a full one; no gradient at x^k computed worker by worker) sends exactly the bytes of ``worker_upload``
+    follows a full one; no gradient computed worker by worker, the gradients at each of ``points`` points
+    block by block) sends exactly the bytes of ``worker_upload``
     called worker by worker on a twin, and leaves every worker in the same state."""
     monkeypatch.setattr(method_base, "BLOCK_BYTES", 0)
     workers = method_base.MIN_BLOCK_ROWS + 6
@@ -353,7 +355,7 @@ def assert_blocks_upload_as_worker_by_worker(name, batch, uplink, options, monke
                 twin.refresh_control_variate(range(workers))  # as QLSD++'s round does first
         block_calls.clear()
         uploads = batched.worker_uploads(range(workers), k)
-        assert len(block_calls) == 2  # the gradients at x^k: a block of 64 workers, then one of 6
+        assert len(block_calls) == 2 * points  # at each point a block of 64 workers, then one of 6
         assert [bytes(u) for u in uploads] == [bytes(single.worker_upload(w, k)) for w in range(workers)]
         for w in range(workers):
             mine, theirs = batched.worker_state(w), single.worker_state(w)

@@ -118,17 +118,40 @@ class QLSD(Method):
         self.anchor = self.x.copy()
         self.anchor_grads = {w: self.local_potential_grad(w, self.anchor) for w in workers}
 
-    def upload_of(self, w: int, k: int, grad: np.ndarray) -> bytes | memoryview:
-        """``C(v_i)`` from the round's minibatch gradient ``grad = grad f_iS(theta_k)`` (the base class computes
-        a block of workers' at once); star and plusplus add the gradient of the same minibatch at theta* or
-        zeta, worker by worker."""
-        v = self.counts[w] * grad
-        idx = None if self.variant == "sharp" else self.sample_batch(w, k)
+    @property
+    def control_point(self) -> np.ndarray | None:
+        """Where star and plusplus take the round's minibatch gradient a second time: theta* or zeta (None: sharp)."""
         if self.variant == "star":
-            v -= self.local_potential_grad(w, self.map_point, idx)
-        elif self.variant == "plusplus":
+            return self.map_point
+        if self.variant == "plusplus":
             assert self.anchor is not None, "QLSD++ sets zeta in round 0"
-            v += self.anchor_grads[w] - self.local_memory[w] - self.local_potential_grad(w, self.anchor, idx)
+            return self.anchor
+        return None
+
+    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
+        """Every local worker's ``C(v_i)``: the minibatch gradients at theta_k (and, for star and plusplus, of the
+        same minibatches at theta* or zeta) a block of workers at a time."""
+        point = self.control_point
+        if point is None or len(workers) <= 1:
+            return super().worker_uploads(workers, k)
+        pairs = zip(self.round_gradients(workers, k), self.round_gradients(workers, k, at=point), strict=True)
+        return [self.upload_with(w, k, grad, other) for (w, grad), (_, other) in pairs]
+
+    def upload_of(self, w: int, k: int, grad: np.ndarray) -> bytes | memoryview:
+        """``C(v_i)`` from the round's minibatch gradient ``grad = grad f_iS(theta_k)``; star and plusplus take the
+        same minibatch's gradient at theta* or zeta here, for this worker alone."""
+        point = self.control_point
+        other = None if point is None else self.stochastic_grad(w, point, k)
+        return self.upload_with(w, k, grad, other)
+
+    def upload_with(self, w: int, k: int, grad: np.ndarray, other: np.ndarray | None) -> bytes | memoryview:
+        """``C(v_i)``, ``v_i`` from ``grad = grad f_iS(theta_k)`` and ``other = grad f_iS`` at theta* (star) or
+        zeta (plusplus; None for sharp), both scaled by ``m_i``; QLSD++ moves ``eta_i += alpha C(v_i)``."""
+        v = self.counts[w] * grad
+        if self.variant == "star":
+            v -= self.counts[w] * other
+        elif self.variant == "plusplus":
+            v += self.anchor_grads[w] - self.local_memory[w] - self.counts[w] * other
         message = self.encode_up(v, w, k)
         if self.variant == "plusplus":
             self.add_up(message, w, k, self.local_memory[w], self.alpha)
