@@ -183,14 +183,18 @@ def test_elias_rejects_out_of_range_values() -> None:
 # ---------------------------------------------------------------- message framing
 
 
-@FUZZ
-@given(
+# codec id, d, codec scalars, payload, CRC flag: the fields of a message
+MESSAGE_FIELDS = (
     st.integers(0, 255),
     st.integers(0, 2**32 - 1),
     st.lists(st.floats(allow_nan=False), max_size=5),
     st.binary(max_size=64),
     st.booleans(),
 )
+
+
+@FUZZ
+@given(*MESSAGE_FIELDS)
 def test_message_round_trip(codec: int, d: int, scalars: list[float], payload: bytes, crc: bool) -> None:
     message = pack_message(codec, d, scalars, payload, crc=crc)
     parsed = unpack_message(message, codec=codec, d=d)
@@ -206,14 +210,7 @@ def test_message_round_trip(codec: int, d: int, scalars: list[float], payload: b
         unpack_message(message, codec=(codec + 1) % 256)
 
 
-@given(
-    st.integers(0, 255),
-    st.integers(0, 2**32 - 1),
-    st.lists(st.floats(allow_nan=False), max_size=5),
-    st.binary(max_size=64),
-    st.booleans(),
-    st.data(),
-)
+@given(*MESSAGE_FIELDS, st.data())
 def test_a_frame_writes_and_reads_what_the_message_functions_do(
     codec: int, d: int, scalars: list[float], payload: bytes, crc: bool, data: st.DataObject
 ) -> None:
