@@ -157,7 +157,7 @@ class MessageFrame:
         if len(view) != self.total or view[:HEADER_BYTES] != self.header:
             return None
         if self.crc:
-            check_crc(view, self.total)
+            _check_crc(view, self.total)
         return _message_at(view, self.codec, self.d, self.n_scalars, self.payload_bytes, self.total, None)
 
 
@@ -240,7 +240,7 @@ def unpack_message(
     if d is not None and msg_d != d:
         raise MessageError(f"dimension mismatch: message has d={msg_d}, decoder expects d={d}")
     if flags & FLAG_CRC32:
-        check_crc(view, total)
+        _check_crc(view, total)
     return _message_at(view, msg_codec, msg_d, n_scalars, length, total, fingerprint)
 
 
@@ -253,7 +253,7 @@ def _message_at(
     return Message(codec, d, scalars, view[start : start + length], total, fingerprint)
 
 
-def check_crc(view: memoryview, total: int) -> None:
+def _check_crc(view: memoryview, total: int) -> None:
     """:class:`MessageError` unless the CRC-32 trailer of the ``total``-byte message in ``view`` is right."""
     (stored,) = struct.unpack_from("<I", view, total - CRC_BYTES)
     computed = crc32(view[: total - CRC_BYTES])
