@@ -169,6 +169,19 @@ def test_a_bad_upload_among_skipped_ones_is_named_by_its_worker():
         lenient.mean_of_uploads([b"", uploads[1], uploads[2][:-3]], 0)
 
 
+def test_a_method_with_both_upload_hooks_is_accepted():
+    """A method may implement ``upload_of`` and still override ``worker_upload`` (to choose per worker which
+    one runs): the check accepts it, as it accepts either alone."""
+
+    class Both(method_class("diana")):
+        name = "both-upload-hooks"
+
+        def worker_upload(self, w, k):
+            return super().worker_upload(w, k)
+
+    method_base.check_method(Both)
+
+
 def test_a_method_without_round_or_hooks_says_what_to_implement():
     from mpicomp.methods import Method
 

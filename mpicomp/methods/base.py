@@ -462,7 +462,7 @@ def check_method(cls: type[Method]) -> None:
         raise TypeError(f"method {cls.name!r}: Options must be a dataclass derived from MethodOptions")
     hooks = ("worker_upload", "master_downlink", "apply_downlink")
     missing = [hook for hook in hooks if getattr(cls, hook) is getattr(Method, hook)]
-    if cls.upload_of is not Method.upload_of:  # the default worker_upload steps on its gradient
+    if cls.upload_of is not Method.upload_of and "worker_upload" in missing:  # the default steps on its gradient
         missing.remove("worker_upload")
     if cls.round is Method.round and missing:
         raise TypeError(f"method {cls.name!r} lacks round() or {', '.join(missing)}()")
