@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpicomp.compressors import Compressor, available, make, message_checksums
+from mpicomp.compressors import base as compressor_base
 from mpicomp.compressors import identity as identity_module
 from mpicomp.compressors import natural as natural_module
 from mpicomp.compressors.natural import decode_rows_add
@@ -384,7 +385,7 @@ def test_decode_sum_of_a_gathered_buffer_is_the_ordered_sum(spec: str, monkeypat
     compressor = make(spec)
     compressor.crc = False
     d, n = 1001, 11
-    monkeypatch.setattr(natural_module, "STACK_BYTES", 3 * make("natural").payload_bytes(d))
+    monkeypatch.setattr(compressor_base, "STACK_BYTES", 3 * make("natural").payload_bytes(d))
     rows = np.random.default_rng(3).standard_normal((n, d)) * np.logspace(-30, 30, d)
     rows[:, :7] = -0.0
     keys = [RandomKey(1, 4, w, 0) for w in range(n)]

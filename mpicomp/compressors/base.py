@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
@@ -46,6 +46,7 @@ from ..wire.message import MAX_D
 from .numeric import first_non_finite
 
 T = TypeVar("T")
+STACK_BYTES = 1 << 22  # payload bytes stacked per _sum_payload_rows call when a list of messages is summed
 
 # Codec ids on the wire; one per compressor class, never reused.
 CODEC_IDS = {
@@ -516,7 +517,20 @@ class Compressor(ABC):
     def _decode_sum_into(
         self, messages: list[Message], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
     ) -> None:
-        """``out = (sum of the decoded messages, in order) / divisor``. Default: zero, add each, divide."""
+        """``out = (sum of the decoded messages, in order) / divisor``. Default: several messages whose payloads
+        the codec sums as rows (:meth:`_sums_payload_rows`), all of ``payload_bytes(d)`` bytes, are stacked
+        ``STACK_BYTES`` at a time and handed to :meth:`_sum_payload_rows`; otherwise zero, add each, divide."""
+        d, size = out.size, self.payload_bytes(out.size)
+        if size and len(messages) >= 2 and self._sums_payload_rows(d) and all(len(m.payload) == size for m in messages):
+            rows = max(1, STACK_BYTES // size)
+            stacks = (
+                (start, np.frombuffer(b"".join(m.payload for m in messages[start : start + rows]), np.uint8))
+                for start in range(0, len(messages), rows)
+            )
+            self._sum_payload_rows(
+                ((start, stack.reshape(-1, size)) for start, stack in stacks), messages, keys, out, divisor
+            )
+            return
         out.fill(0.0)
         for i, (msg, key) in enumerate(zip(messages, keys, strict=True)):
             naming_message(i, self._decode_into, msg, key, out, True)
@@ -527,8 +541,34 @@ class Compressor(ABC):
         self, messages: MessageBlocks, keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
     ) -> None:
         """:meth:`_decode_sum_into` of alike messages held as blocks (``messages.blocks``: codec scalars and
-        payload columns as arrays). Default: one :class:`Message` each, through :meth:`_decode_sum_into`."""
+        payload columns as arrays). Default: each block's payload columns (a strided view, no copy) to
+        :meth:`_sum_payload_rows` where the codec sums payloads as rows and they have ``payload_bytes(d)``
+        bytes (alike messages: the first's size is everyone's); else one :class:`Message` each."""
+        d, size = out.size, self.payload_bytes(out.size)
+        if size and len(messages) >= 2 and self._sums_payload_rows(d) and len(messages[0].payload) == size:
+            stacks = zip(messages.block_starts(), (block.payloads for block in messages.blocks), strict=True)
+            self._sum_payload_rows(stacks, messages, keys, out, divisor)
+            return
         self._decode_sum_into(list(messages), keys, out, divisor)
+
+    def _sums_payload_rows(self, d: int) -> bool:
+        """Whether several messages in dimension ``d`` are summed as rows of their payloads by
+        :meth:`_sum_payload_rows` (a codec with a kernel over many payloads). Default: no."""
+        return False
+
+    def _sum_payload_rows(
+        self,
+        stacks: Iterable[tuple[int, np.ndarray]],
+        messages: Sequence[Message],
+        keys: Sequence[RandomKey | None],
+        out: np.ndarray,
+        divisor: float,
+    ) -> None:
+        """``out = (sum of the messages, in order) / divisor`` from ``stacks`` of ``(index of the first message,
+        (m, payload_bytes(d)) uint8 payloads)`` of consecutive messages, bit for bit zeroing ``out``, adding each
+        and dividing; a bad payload raises the :class:`MessageError` of decoding that message alone, naming it.
+        For a codec whose :meth:`_sums_payload_rows` says so."""
+        raise NotImplementedError(f"compressor {self.name!r} sums payload rows but lacks _sum_payload_rows")
 
 
 def check_apart(out: np.ndarray, messages: Sequence[Message]) -> None:

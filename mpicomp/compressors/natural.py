@@ -31,7 +31,7 @@ import numpy as np
 from numba import float64, int64, njit, uint8, uint32, uint64
 
 from ..rng import RandomKey, key_states, random_u64
-from ..wire import Message, MessageBlocks, MessageError
+from ..wire import Message, MessageError
 from ..wire.bitpack import (
     GROUP,
     PARALLEL_MIN_CHUNKS,
@@ -44,7 +44,6 @@ from ._levels import float64_bits, float64_from_bits, uniform_grid
 from .base import Compressor, naming_message, non_finite_input
 from .registry import register
 
-STACK_BYTES = 1 << 22  # payload bytes per decode_rows_add call in decode_sum (cache-sized stacks)
 EXPONENT_BITS = 8
 EXPONENT_BIAS = 127  # exponent code e > 0 stands for 2^(e - 127)
 _TINY_SCALE = 2.0**126  # 1 / the smallest code's magnitude 2^-126
@@ -377,45 +376,12 @@ class Natural(Compressor):
             )
         return payload
 
-    def _decode_sum_into(
-        self, messages: list[Message], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
-    ) -> None:
-        """Many short messages (a rank's many workers): their payloads stacked, ``STACK_BYTES`` at a
-        time, and summed in order by one kernel call per stack; long vectors take the (threaded)
-        per-message kernel."""
-        d = out.size
-        if not self._stacks(len(messages), d):
-            super()._decode_sum_into(messages, keys, out, divisor)
-            return
-        size = self.payload_bytes(d)
-        for i in (i for i, msg in enumerate(messages) if len(msg.payload) != size):
-            naming_message(i, self._payload, messages[i])
-        rows = max(1, STACK_BYTES // size)
-        stacks = (
-            (start, np.frombuffer(b"".join(msg.payload for msg in messages[start : start + rows]), np.uint8))
-            for start in range(0, len(messages), rows)
-        )
-        self._sum_stacks(((start, stack.reshape(-1, size)) for start, stack in stacks), messages, keys, out, divisor)
+    def _sums_payload_rows(self, d: int) -> bool:
+        """Short vectors (a rank's many workers): their payloads summed as rows by one kernel call a stack; a
+        long vector takes the (threaded) per-message kernel."""
+        return chunk_count(d) < PARALLEL_MIN_CHUNKS
 
-    def _decode_blocks_sum_into(
-        self, messages: MessageBlocks, keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
-    ) -> None:
-        """Many short alike messages held as blocks: each block's payload columns (a strided view, no
-        copy) summed in order by one kernel call; long vectors take the (threaded) per-message kernel."""
-        if not self._stacks(len(messages), out.size):
-            super()._decode_blocks_sum_into(messages, keys, out, divisor)
-            return
-        naming_message(0, self._payload, messages[0])  # alike messages: the first's payload size is everyone's
-        stacks = zip(messages.block_starts(), (block.payloads for block in messages.blocks), strict=True)
-        self._sum_stacks(stacks, messages, keys, out, divisor)
-
-    @staticmethod
-    def _stacks(count: int, d: int) -> bool:
-        """Whether ``count`` messages in dimension ``d`` are summed as stacks of payloads (several short
-        vectors), not one by one through the threaded kernel."""
-        return count >= 2 and 0 < d and chunk_count(d) < PARALLEL_MIN_CHUNKS  # d = 0: nothing to stack
-
-    def _sum_stacks(
+    def _sum_payload_rows(
         self,
         stacks: Iterable[tuple[int, np.ndarray]],
         messages: Sequence[Message],
@@ -423,9 +389,7 @@ class Natural(Compressor):
         out: np.ndarray,
         divisor: float,
     ) -> None:
-        """``out = (sum of the payload rows, in order) / divisor``; ``stacks`` holds ``(index of the first
-        message, (rows, payload_bytes(d)) uint8 payloads)`` of consecutive messages. A bad payload raises the
-        :class:`MessageError` of decoding ``messages[i]`` alone, naming message i."""
+        """One ``decode_rows_add`` call a stack, in order."""
         out.fill(0.0)
         for start, payloads in stacks:
             if (bad := decode_rows_add(payloads, out)) >= 0:

@@ -25,7 +25,6 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from ..rng import GOLDEN, RandomKey, random_below
 from ..wire import (
     Message,
-    MessageBlocks,
     MessageError,
     index_bits,
     pack_uint,
@@ -546,48 +545,25 @@ class Sparsifier(Compressor):
             raise MessageError(f"{self.name}: payload holds non-finite values")
         return indices, values
 
-    def _decode_sum_into(
-        self, messages: list[Message], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
-    ) -> None:
-        """Several messages of one payload size with their indices sent: their payloads stacked into one ``(m, L)``
-        array and summed as a block (:meth:`_sum_payload_rows`); otherwise one by one."""
-        size = self.payload_bytes(out.size)
-        if len(messages) < 2 or not self.sends_indices or any(len(msg.payload) != size for msg in messages):
-            super()._decode_sum_into(messages, keys, out, divisor)
-            return
-        stacked = np.frombuffer(b"".join(msg.payload for msg in messages), dtype=np.uint8).reshape(-1, size)
-        self._sum_payload_rows([(0, stacked)], messages, keys, out, divisor)
-
-    def _decode_blocks_sum_into(
-        self, messages: MessageBlocks, keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
-    ) -> None:
-        """Alike messages held as blocks, their indices sent: each block's payload columns summed as a block
-        (:meth:`_sum_payload_rows`)."""
-        if not self.sends_indices:
-            super()._decode_blocks_sum_into(messages, keys, out, divisor)
-            return
-        naming_message(0, self._entries, messages[0], keys[0])  # alike messages: the first's sizes are everyone's
-        blocks = zip(messages.block_starts(), (block.payloads for block in messages.blocks), strict=True)
-        self._sum_payload_rows(blocks, messages, keys, out, divisor)
+    def _sums_payload_rows(self, d: int) -> bool:
+        """With its indices on the wire, a block of messages is read as arrays (:meth:`_sum_payload_rows`)."""
+        return self.sends_indices
 
     def _sum_payload_rows(
         self,
-        blocks: Iterable[tuple[int, np.ndarray]],
+        stacks: Iterable[tuple[int, np.ndarray]],
         messages: Sequence[Message],
         keys: Sequence[RandomKey | None],
         out: np.ndarray,
         divisor: float,
     ) -> None:
-        """``out = (sum of the messages, in order) / divisor`` from ``(index of the first message, (m, L) payloads)``
-        blocks of consecutive messages of ``payload_bytes(d)`` each: a block's indices unpacked and values read as
-        ``(m, k)`` arrays, checked, and added by one ``np.add.at`` (unbuffered, element by element in order: the
-        bits of adding message by message); a bad message raises the :class:`MessageError` of decoding it alone."""
+        """A stack's indices unpacked and values read as ``(m, k)`` arrays, checked (indices strictly ascending and
+        below d, values finite), and added by one ``np.add.at`` (unbuffered, element by element in order: the
+        bits of adding message by message)."""
         d, k = out.size, self.count(out.size)
         split, bits, dtype = self.index_nbytes(d), index_bits(d), VALUE_DTYPES[self.dtype]
         out.fill(0.0)
-        for start, payloads in blocks:
-            if not k:
-                continue
+        for start, payloads in stacks:
             indices, values = _block_entries(payloads, k, bits, split, dtype)
             ascending = np.diff(indices, axis=1, prepend=-1) > 0
             good = ascending.all(axis=1) & (indices[:, -1] < d) & np.isfinite(values).all(axis=1)
