@@ -20,6 +20,8 @@ SPECS = [
     "natural",
     "identity",
     "dither(s=3,p=2)",
+    "natdither(s=3,p=inf)",
+    "block(size=16,s=2)",
     "terngrad",
     "topk(k=0.2)",
     "topk(k=0.3,dtype=float32)",
@@ -185,6 +187,72 @@ def test_a_bad_sparse_payload_in_a_block_is_named(corrupt: str, error: str) -> N
         with pytest.raises(MessageError, match=f"message 8: topk: {error}") as raised:
             summed(compressor, messages, keys)
         assert raised.value.index == 8
+
+
+@pytest.mark.parametrize(
+    ("spec", "corrupt", "error"),
+    [
+        ("dither(s=3,p=2)", "norm", "invalid norm nan in message header"),
+        ("dither(s=3,p=2)", "padding", "dither: nonzero padding bits after the last code"),
+        ("natdither(s=2,p=2)", "levels", "natdither: invalid code for coordinate 0"),
+        ("block(size=16,s=2)", "head", "block: invalid norm -1.0 of block 0"),
+    ],
+)
+def test_a_bad_level_payload_in_a_block_is_named(spec: str, corrupt: str, error: str) -> None:
+    """The dithering codecs' block sum checks every row's norms (finite, >= 0), codes and padding as one by
+    one does, and names the message of a bad one, in rows and in a list."""
+    compressor = make(spec)
+    compressor.crc = False
+    d = 41  # 3 bits a code: 123 bits, 5 of padding
+    keys = [RandomKey(5, 2, w, 0) for w in range(6)]
+    block = compressor.encode_many(np.random.default_rng(3).standard_normal((6, d)), keys).blocks[0].copy()
+    start = block.shape[1] - compressor.payload_bytes(d)
+    message = block[4]
+    if corrupt == "norm":
+        message[start - 8 : start] = np.frombuffer(np.float64(np.nan).tobytes(), np.uint8)
+    elif corrupt == "head":
+        message[start : start + 8] = np.frombuffer(np.float64(-1.0).tobytes(), np.uint8)
+    elif corrupt == "padding":
+        message[-1] |= 0x80
+    else:
+        message[start : start + 10] = 0xFF  # both level planes of coordinates 0-37: level 3 > s = 2
+    for messages in (MessageRows([block]), [bytes(m) for m in block]):
+        with pytest.raises(MessageError, match=f"message 4: {error}") as raised:
+            compressor.decode_sum(messages, keys, np.zeros(d), divisor=6.0)
+        assert raised.value.index == 4
+
+
+@pytest.mark.parametrize("spec", ["dither(s=15,p=inf)", "natdither(s=3,p=2)", "block(size=50,s=2)"])
+@pytest.mark.parametrize("d", [1, 64, 130, 2000])
+def test_level_rows_encode_and_sum_as_one_by_one(spec: str, d: int) -> None:
+    """``encode_many`` of the dithering codecs (one kernel call for the norms, one for the codes) writes the
+    bytes of ``encode`` row by row, and ``decode_sum`` of them gives the bits of the ``decode_add`` loop, for
+    rows whose norms take every path: zero, sparse, tiny and huge (rescaled sums of squares)."""
+    compressor = make(spec)
+    rows = np.random.default_rng(d).standard_normal((6, d))
+    rows[1] = 0.0
+    rows[2, ::3] = 0.0
+    rows[3] *= 1e-300
+    rows[4] *= 1e300
+    keys = [RandomKey(5, 2, w, 0) for w in range(6)]
+    listed = [bytes(compressor.encode(row, key)) for row, key in zip(rows, keys, strict=True)]
+    batch = compressor.encode_many(rows, keys)
+    assert [bytes(m) for m in batch] == listed
+    reference = np.zeros(d)
+    for message, key in zip(listed, keys, strict=True):
+        compressor.decode_add(message, reference, key)
+    reference /= 6.0
+    for messages in (batch, listed):
+        total = compressor.decode_sum(messages, keys, np.full(d, np.nan), divisor=6.0)
+        assert np.array_equal(total.view(np.int64), reference.view(np.int64))
+
+
+@pytest.mark.parametrize(("spec", "where"), [("dither(s=3,p=2)", "x"), ("block(size=16,s=2)", "block 1 of x")])
+def test_encode_many_names_a_row_whose_norm_overflows(spec: str, where: str) -> None:
+    rows = np.ones((3, 40))
+    rows[1, 20:] = 1e308
+    with pytest.raises(ValueError, match=f"row 1: the 2-norm of {where} exceeds the float64 range"):
+        make(spec).encode_many(rows, [RandomKey(0, 0, w) for w in range(3)])
 
 
 def test_rows_of_mixed_lengths_and_skips_count_and_sum_as_one_by_one() -> None:

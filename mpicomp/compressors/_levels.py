@@ -236,43 +236,61 @@ def dequantize_run(scratch, lo, start, stop, out, scale, max_level, e_min, kind,
 
 @cache
 def _encoder(kind: int, level_bits: int):
-    """Encode kernel over a group range for one ``(kind, level_bits)``, both compile-time constants.
+    """Encode kernel over a group range of every row, for one ``(kind, level_bits)``, both compile-time
+    constants: row r of ``rows`` (block scales ``mult[r]``, ``pre[r]``, draws from ``states[r]``) into
+    ``messages[r, start:]``, its ``ceil(d P / 8)`` code bytes.
 
     Span by span (``SPAN_GROUPS`` groups): ``quantize_run`` writes the codes of each block run into
     a scratch array, then each group's bit planes are stored, P words (the last group: P fields
-    of ``d mod 64`` bits).
+    of ``d mod 64`` bits). One vector is one row (its groups split over threads by ``run_split``);
+    a rank's workers' short vectors are many rows of one call.
     """
     planes = level_bits + 1
     dtype = code_dtype(planes)
     tag = f"{_KIND_NAMES[kind]}{level_bits}"
 
     @specialized(tag)
-    def encode_range(x, state, block, mult, pre, cap, e_min, tiny_scale, payload, g0, g1):
+    def encode_range(rows, states, block, mult, pre, cap, e_min, tiny_scale, messages, start, g0, g1):
         scratch = np.empty(_SPAN, dtype=dtype)
-        d = x.size
-        b = g0 * GROUP // block
-        edge = (b + 1) * block
-        for s0 in range(g0, g1, SPAN_GROUPS):
-            s1 = min(g1, s0 + SPAN_GROUPS)
-            lo = s0 * GROUP
-            hi = min(s1 * GROUP, d)
-            start = lo
-            while start < hi:
-                b, edge, stop = _run_end(start, hi, b, edge, block)
-                quantize_run(
-                    x, state, scratch, lo, start, stop, pre[b], mult[b], cap, e_min, tiny_scale, kind, level_bits
-                )
-                start = stop
-            scratch[hi - lo :] = 0  # past d: the last group's planes get zero high bits
-            for g in range(s0, s1):
-                k = (g - s0) * GROUP
-                base = g * GROUP * planes // 8
-                count = min(GROUP, d - g * GROUP)
-                if count == GROUP:
-                    for t in range(planes):
-                        store_u64(payload, base + 8 * t, plane_word(scratch, k, t))
-                else:
-                    _store_last_group(payload, base, scratch, k, planes, count)
+        d = rows.shape[1]
+        nbytes = (d * planes + 7) // 8
+        for r in range(rows.shape[0]):
+            x, state, payload = rows[r], states[r], messages[r, start : start + nbytes]
+            b = g0 * GROUP // block
+            edge = (b + 1) * block
+            for s0 in range(g0, g1, SPAN_GROUPS):
+                s1 = min(g1, s0 + SPAN_GROUPS)
+                lo = s0 * GROUP
+                hi = min(s1 * GROUP, d)
+                first = lo
+                while first < hi:
+                    b, edge, stop = _run_end(first, hi, b, edge, block)
+                    quantize_run(
+                        x,
+                        state,
+                        scratch,
+                        lo,
+                        first,
+                        stop,
+                        pre[r, b],
+                        mult[r, b],
+                        cap,
+                        e_min,
+                        tiny_scale,
+                        kind,
+                        level_bits,
+                    )
+                    first = stop
+                scratch[hi - lo :] = 0  # past d: the last group's planes get zero high bits
+                for g in range(s0, s1):
+                    k = (g - s0) * GROUP
+                    base = g * GROUP * planes // 8
+                    count = min(GROUP, d - g * GROUP)
+                    if count == GROUP:
+                        for t in range(planes):
+                            store_u64(payload, base + 8 * t, plane_word(scratch, k, t))
+                    else:
+                        _store_last_group(payload, base, scratch, k, planes, count)
         return -1
 
     return encode_range
@@ -280,45 +298,50 @@ def _encoder(kind: int, level_bits: int):
 
 @cache
 def _decoder(kind: int, level_bits: int, accumulate: bool):
-    """Decode kernel over a group range for one ``(kind, level_bits)``, writing (``accumulate``:
-    adding) into ``out``; all three compile-time constants.
+    """Decode kernel over a group range of every row, for one ``(kind, level_bits)``, writing
+    (``accumulate``: adding, row after row) into ``out``; all three compile-time constants.
 
-    Span by span: the groups' bit planes are spread into a scratch array of codes, then
-    ``dequantize_run`` decodes each block run. Returns 0 if some code is invalid, else -1.
+    Row r is the codes ``payloads[r]`` with block scales ``scales[r]``. Span by span: the groups' bit
+    planes are spread into a scratch array of codes, then ``dequantize_run`` decodes each block run.
+    Returns the first row holding an invalid code (its sum stops there), else -1.
     """
     planes = level_bits + 1
     dtype = code_dtype(planes)
     tag = f"{_KIND_NAMES[kind]}{level_bits}{'_add' if accumulate else ''}"
 
     @specialized(tag)
-    def decode_range(payload, block, scale, e_min, max_level, out, g0, g1):
+    def decode_range(payloads, block, scales, e_min, max_level, out, g0, g1):
         scratch = np.empty(_SPAN, dtype=dtype)
         d = out.size
-        invalid = uint32(0)
-        b = g0 * GROUP // block
-        edge = (b + 1) * block
-        for s0 in range(g0, g1, SPAN_GROUPS):
-            s1 = min(g1, s0 + SPAN_GROUPS)
-            for g in range(s0, s1):
-                k = (g - s0) * GROUP
-                base = g * GROUP * planes // 8
-                count = min(GROUP, d - g * GROUP)
-                if count == GROUP:
-                    set_plane(scratch, k, load_u64(payload, base), 0)
-                    for t in range(1, planes):
-                        or_plane(scratch, k, load_u64(payload, base + 8 * t), t)
-                else:
-                    _load_last_group(payload, base, scratch, k, planes, count)
-            lo = s0 * GROUP
-            hi = min(s1 * GROUP, d)
-            start = lo
-            while start < hi:
-                b, edge, stop = _run_end(start, hi, b, edge, block)
-                invalid |= dequantize_run(
-                    scratch, lo, start, stop, out, scale[b], max_level, e_min, kind, level_bits, accumulate
-                )
-                start = stop
-        return 0 if invalid else -1
+        for r in range(payloads.shape[0]):
+            payload, scale = payloads[r], scales[r]
+            invalid = uint32(0)
+            b = g0 * GROUP // block
+            edge = (b + 1) * block
+            for s0 in range(g0, g1, SPAN_GROUPS):
+                s1 = min(g1, s0 + SPAN_GROUPS)
+                for g in range(s0, s1):
+                    k = (g - s0) * GROUP
+                    base = g * GROUP * planes // 8
+                    count = min(GROUP, d - g * GROUP)
+                    if count == GROUP:
+                        set_plane(scratch, k, load_u64(payload, base), 0)
+                        for t in range(1, planes):
+                            or_plane(scratch, k, load_u64(payload, base + 8 * t), t)
+                    else:
+                        _load_last_group(payload, base, scratch, k, planes, count)
+                lo = s0 * GROUP
+                hi = min(s1 * GROUP, d)
+                first = lo
+                while first < hi:
+                    b, edge, stop = _run_end(first, hi, b, edge, block)
+                    invalid |= dequantize_run(
+                        scratch, lo, first, stop, out, scale[b], max_level, e_min, kind, level_bits, accumulate
+                    )
+                    first = stop
+            if invalid:
+                return r
+        return -1
 
     return decode_range
 
@@ -417,6 +440,27 @@ def _finish_scales(x, block, per_block, partials, p_inf, level_scale, norms, mul
     return -1
 
 
+@njit(cache=True, nogil=True)
+def scales_of_rows(rows, block, p_inf, level_scale, norms, mult, pre):
+    """:func:`block_scales` of every row of ``rows`` into row r of ``norms``, ``mult`` and ``pre`` (``(m,
+    blocks)`` arrays), one thread; returns ``(r, flag)`` for the first row whose :func:`_finish_scales`
+    flagged something (``flag``), else ``(-1, -1)``."""
+    seg = min(block, _SEGMENT)
+    per_block = -(-block // seg)
+    partials = np.empty(norms.shape[1] * per_block)
+    for r in range(rows.shape[0]):
+        x = rows[r]
+        _stats_range(x, block, seg, per_block, not p_inf, partials, 0, partials.size)
+        bad = _finish_scales(x, block, per_block, partials, p_inf, level_scale, norms[r], mult[r], pre[r])
+        if bad != -1:
+            return r, bad
+    return -1, -1
+
+
+def _block_count(d: int, block: int) -> int:
+    return -(-d // block)
+
+
 def block_scales(x: np.ndarray, block: int, p: float, level_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per block ``v_b`` of ``block`` coordinates: ``(||v_b||_p, mult_b, pre_b)`` for p = 2 or inf.
 
@@ -425,23 +469,33 @@ def block_scales(x: np.ndarray, block: int, p: float, level_scale: float) -> tup
     squares are rescaled where they would under- or overflow. ValueError for NaN or Inf in ``x``
     (:func:`~mpicomp.compressors.base.non_finite_input`) and for a 2-norm beyond the float64 range.
     One pass over x: maxima for p = inf, sums of squares for p = 2 (a block's max is read only where
-    its sum is extreme, see :func:`_finish_scales`).
+    its sum is extreme, see :func:`_finish_scales`); a short vector by :func:`scales_of_rows`, as a row of
+    :func:`encode_level_rows` (the same bits), a long one split over threads.
     """
     d = x.size
-    nblocks = -(-d // block)
-    seg = min(block, _SEGMENT)
-    per_block = -(-block // seg)
+    nblocks = _block_count(d, block)
     p_inf = p == np.inf
-    partials = np.empty(nblocks * per_block)
-    run_split(_stats_range, partials.size, parallel_tasks(d), x, block, seg, per_block, not p_inf, partials)
-    norms, mult, pre = np.empty(nblocks), np.empty(nblocks), np.empty(nblocks)
-    bad = _finish_scales(x, block, per_block, partials, p_inf, level_scale, norms, mult, pre)
-    if bad == _NON_FINITE or (bad >= 0 and not np.isfinite(x).all()):  # NaN or Inf, in any block, first
-        raise non_finite_input(x, int(np.flatnonzero(~np.isfinite(x))[0]))
-    if bad >= 0:
-        where = f"block {bad} of x" if nblocks > 1 else "x"
-        raise ValueError(f"the 2-norm of {where} exceeds the float64 range; rescale the vector before compressing")
-    return norms, mult, pre
+    norms, mult, pre = np.empty((1, nblocks)), np.empty((1, nblocks)), np.empty((1, nblocks))
+    if parallel_tasks(d) == 1:
+        _, bad = scales_of_rows(x.reshape(1, d), block, p_inf, level_scale, norms, mult, pre)
+    else:
+        seg = min(block, _SEGMENT)
+        per_block = -(-block // seg)
+        partials = np.empty(nblocks * per_block)
+        run_split(_stats_range, partials.size, parallel_tasks(d), x, block, seg, per_block, not p_inf, partials)
+        bad = _finish_scales(x, block, per_block, partials, p_inf, level_scale, norms[0], mult[0], pre[0])
+    if bad != -1:
+        raise _scales_error(x, bad, nblocks)
+    return norms[0], mult[0], pre[0]
+
+
+def _scales_error(x: np.ndarray, bad: int, nblocks: int) -> ValueError:
+    """The error for a flag of :func:`_finish_scales`: NaN or Inf in ``x`` (in any block, first), or the
+    2-norm of block ``bad`` beyond the float64 range."""
+    if bad == _NON_FINITE or not np.isfinite(x).all():
+        return non_finite_input(x, int(np.flatnonzero(~np.isfinite(x))[0]))
+    where = f"block {bad} of x" if nblocks > 1 else "x"
+    return ValueError(f"the 2-norm of {where} exceeds the float64 range; rescale the vector before compressing")
 
 
 @dataclass(frozen=True)
@@ -490,8 +544,29 @@ def encode_levels(
     """Quantize finite ``x`` and write its codes in the bit-plane layout into ``payload``
     (uint8, ``code.nbytes(d)`` bytes)."""
     d = x.size
-    args = (x, np.uint64(state), max(block, 1), mult, pre, code.cap, code.e_min, code.tiny_scale, payload)
+    scales = (max(block, 1), mult.reshape(1, -1), pre.reshape(1, -1), code.cap, code.e_min, code.tiny_scale)
+    args = (x.reshape(1, d), np.array([state], dtype=np.uint64), *scales, payload.reshape(1, -1), 0)
     run_split(_encoder(code.kind, code.level_bits), group_count(d), parallel_tasks(d), *args)
+
+
+def encode_level_rows(
+    rows: np.ndarray, states: np.ndarray, code: LevelCode, block: int, p: float, messages: np.ndarray, start: int
+) -> np.ndarray:
+    """Every row of the ``(m, d)`` array ``rows`` (draws from ``states[r]``) quantized relative to its block
+    p-norms, its codes written at ``messages[r, start:]`` (``(m, frame)`` uint8, C-contiguous), one kernel
+    call for the scales and one for the codes, the same bits as :func:`block_scales` and
+    :func:`encode_levels` of each row; returns the ``(m, blocks)`` norms. ValueError naming the first
+    row with NaN or Inf or a 2-norm beyond the float64 range."""
+    m, d = rows.shape
+    block = max(block, 1)
+    norms, mult, pre = (np.empty((m, _block_count(d, block))) for _ in range(3))
+    row, bad = scales_of_rows(rows, block, p == np.inf, code.cap, norms, mult, pre)
+    if row != -1:
+        error = _scales_error(rows[row], bad, norms.shape[1])
+        raise ValueError(f"row {row}: {error}") from error
+    args = (rows, states, block, mult, pre, code.cap, code.e_min, code.tiny_scale, messages, start)
+    _encoder(code.kind, code.level_bits)(*args, 0, group_count(d))
+    return norms
 
 
 def decode_levels(
@@ -512,7 +587,7 @@ def decode_levels(
     if used and payload[-1] >> used:
         raise MessageError(f"{what}: nonzero padding bits after the last code")
     block = max(block, 1)
-    args = (payload, block, scale, code.e_min, code.max_level, out)
+    args = (payload.reshape(1, -1), block, scale.reshape(1, -1), code.e_min, code.max_level, out)
     if run_split(_decoder(code.kind, code.level_bits, accumulate), group_count(d), parallel_tasks(d), *args) < 0:
         return
     bad = _first_invalid(payload, d, code.kind, code.level_bits, block, scale, code.e_min, code.max_level)
@@ -520,6 +595,25 @@ def decode_levels(
         f"{what}: invalid code for coordinate {bad} "
         "(level out of range, negative zero, or nonzero level in a zero-norm block)"
     )
+
+
+def add_level_rows(payloads: np.ndarray, code: LevelCode, block: int, scales: np.ndarray, out: np.ndarray) -> int:
+    """``out +=`` the values of every row of codes ``payloads`` (``(m, code.nbytes(d))`` uint8) with block scales
+    ``scales[r]``, row after row (the bits of :func:`decode_levels` of each in turn), one kernel call; returns
+    the first row with a scale that is negative or not finite, nonzero padding or an invalid code (the rows
+    before it summed), else -1."""
+    flagged = _padded(payloads, out.size, code) | ~((scales >= 0.0) & np.isfinite(scales)).all(axis=1)
+    end = int(np.argmax(flagged)) if flagged.any() else len(payloads)
+    rows, row_scales = np.array(payloads[:end], order="C"), np.array(scales[:end], dtype=np.float64, order="C")
+    kernel = _decoder(code.kind, code.level_bits, True)
+    bad = kernel(rows, max(block, 1), row_scales, code.e_min, code.max_level, out, 0, group_count(out.size))
+    return int(bad) if bad != -1 else (end if end < len(payloads) else -1)
+
+
+def _padded(payloads: np.ndarray, d: int, code: LevelCode) -> np.ndarray:
+    """Per row of codes: whether a padding bit after the last code is set."""
+    used = d * code.bits % 8
+    return payloads[:, -1] >> used != 0 if used else np.zeros(len(payloads), dtype=bool)
 
 
 def check_levels(codec: str, s: object, largest: int) -> int:

@@ -21,7 +21,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import numpy as np
 
@@ -523,13 +523,16 @@ class Compressor(ABC):
         d, size = out.size, self.payload_bytes(out.size)
         if size and len(messages) >= 2 and self._sums_payload_rows(d) and all(len(m.payload) == size for m in messages):
             rows = max(1, STACK_BYTES // size)
+            parts = ((start, messages[start : start + rows]) for start in range(0, len(messages), rows))
             stacks = (
-                (start, np.frombuffer(b"".join(m.payload for m in messages[start : start + rows]), np.uint8))
-                for start in range(0, len(messages), rows)
+                (
+                    start,
+                    np.frombuffer(b"".join(m.payload for m in part), np.uint8).reshape(-1, size),
+                    np.array([m.scalars for m in part], dtype=np.float64).reshape(len(part), -1),
+                )
+                for start, part in parts
             )
-            self._sum_payload_rows(
-                ((start, stack.reshape(-1, size)) for start, stack in stacks), messages, keys, out, divisor
-            )
+            self._sum_payload_rows(stacks, messages, keys, out, divisor)
             return
         out.fill(0.0)
         for i, (msg, key) in enumerate(zip(messages, keys, strict=True)):
@@ -546,7 +549,8 @@ class Compressor(ABC):
         bytes (alike messages: the first's size is everyone's); else one :class:`Message` each."""
         d, size = out.size, self.payload_bytes(out.size)
         if size and len(messages) >= 2 and self._sums_payload_rows(d) and len(messages[0].payload) == size:
-            stacks = zip(messages.block_starts(), (block.payloads for block in messages.blocks), strict=True)
+            blocks = ((block.payloads, block.scalars) for block in messages.blocks)
+            stacks = ((start, *block) for start, block in zip(messages.block_starts(), blocks, strict=True))
             self._sum_payload_rows(stacks, messages, keys, out, divisor)
             return
         self._decode_sum_into(list(messages), keys, out, divisor)
@@ -558,17 +562,26 @@ class Compressor(ABC):
 
     def _sum_payload_rows(
         self,
-        stacks: Iterable[tuple[int, np.ndarray]],
+        stacks: Iterable[tuple[int, np.ndarray, np.ndarray]],
         messages: Sequence[Message],
         keys: Sequence[RandomKey | None],
         out: np.ndarray,
         divisor: float,
     ) -> None:
         """``out = (sum of the messages, in order) / divisor`` from ``stacks`` of ``(index of the first message,
-        (m, payload_bytes(d)) uint8 payloads)`` of consecutive messages, bit for bit zeroing ``out``, adding each
-        and dividing; a bad payload raises the :class:`MessageError` of decoding that message alone, naming it.
-        For a codec whose :meth:`_sums_payload_rows` says so."""
+        (m, payload_bytes(d)) uint8 payloads, (m, n_scalars) float64 codec scalars)`` of consecutive messages,
+        bit for bit zeroing ``out``, adding each and dividing; a bad payload raises the :class:`MessageError` of
+        decoding that message alone, naming it (:meth:`_raise_bad_payload`). For a codec whose
+        :meth:`_sums_payload_rows` says so."""
         raise NotImplementedError(f"compressor {self.name!r} sums payload rows but lacks _sum_payload_rows")
+
+    def _raise_bad_payload(
+        self, i: int, messages: Sequence[Message], keys: Sequence[RandomKey | None], d: int
+    ) -> NoReturn:
+        """Raise the :class:`MessageError` of decoding message ``i`` alone, naming it: a payload row that a block
+        sum (:meth:`_sum_payload_rows`) found bad."""
+        naming_message(i, self._decode_into, messages[i], keys[i], np.empty(d), False)
+        raise MessageError(f"message {i}: {self.name}: invalid payload", index=i)
 
 
 def check_apart(out: np.ndarray, messages: Sequence[Message]) -> None:

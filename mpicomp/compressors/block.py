@@ -17,15 +17,20 @@ size). The norm pass also rejects NaN and Inf input.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 
-from ..rng import RandomKey
+from ..rng import RandomKey, key_states
 from ..wire import Message, MessageError
+from ..wire.bitpack import parallel_tasks
 from ..wire.message import MAX_D
 from ._levels import (
+    add_level_rows,
     block_scales,
     check_levels,
     decode_levels,
+    encode_level_rows,
     encode_levels,
     linear_code,
     rounding_variance_bound,
@@ -78,6 +83,42 @@ class Block(Compressor):
         encode_levels(x, key.state, self.code, self.size, mult, pre, payload[head:])
         return ()
 
+    def _encode_rows_into(
+        self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
+    ) -> list[tuple[float, ...]] | np.ndarray:
+        """Every row's block norms and codes by two kernel calls (:func:`~mpicomp.compressors._levels.encode_level_rows`),
+        then the norms into the payloads' heads."""
+        m, d = rows.shape
+        if not d:
+            return super()._encode_rows_into(rows, keys, messages, start)
+        head = 8 * self.n_blocks(d)
+        norms = encode_level_rows(rows, key_states(keys), self.code, self.size, 2, messages, start + head)
+        messages[:, start : start + head] = norms.astype("<f8").view(np.uint8)
+        return np.empty((m, 0))
+
+    def _sums_payload_rows(self, d: int) -> bool:
+        """Short vectors (a rank's many workers): summed as rows by one kernel call a stack."""
+        return d > 0 and parallel_tasks(d) == 1
+
+    def _sum_payload_rows(
+        self,
+        stacks: Iterable[tuple[int, np.ndarray, np.ndarray]],
+        messages: Sequence[Message],
+        keys: Sequence[RandomKey | None],
+        out: np.ndarray,
+        divisor: float,
+    ) -> None:
+        """Each stack's codes with the block norms at the head of its payloads by one
+        :func:`~mpicomp.compressors._levels.add_level_rows` call, in order."""
+        head = 8 * self.n_blocks(out.size)
+        out.fill(0.0)
+        for start, payloads, _ in stacks:
+            norms = np.ascontiguousarray(payloads[:, :head]).view("<f8")
+            if (bad := add_level_rows(payloads[:, head:], self.code, self.size, norms, out)) != -1:
+                self._raise_bad_payload(start + bad, messages, keys, out.size)
+        if divisor != 1.0:
+            out /= divisor
+
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         payload = np.frombuffer(msg.payload, dtype=np.uint8)
         head = 8 * self.n_blocks(msg.d)
@@ -87,5 +128,5 @@ class Block(Compressor):
         valid = (norms >= 0.0) & (norms <= _LARGEST)
         if not valid.all():
             bad = int(np.argmin(valid))
-            raise MessageError(f"{self.name}: invalid norm {norms[bad]!r} of block {bad}")
+            raise MessageError(f"{self.name}: invalid norm {float(norms[bad])!r} of block {bad}")
         decode_levels(payload[head:], self.code, self.size, norms, self.name, out, accumulate)

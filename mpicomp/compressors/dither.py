@@ -41,18 +41,22 @@ canonical signs and padding. The norm pass also rejects NaN and Inf input.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 import numpy as np
 
-from ..rng import RandomKey
+from ..rng import RandomKey, key_states
 from ..wire import Message
+from ..wire.bitpack import parallel_tasks
 from ._levels import (
     LevelCode,
+    add_level_rows,
     block_scales,
     check_levels,
     check_norm_order,
     decode_levels,
+    encode_level_rows,
     encode_levels,
     linear_code,
     pow2_code,
@@ -100,10 +104,39 @@ class Dithering(Compressor):
         encode_levels(x, key.state, self.code, x.size, mult, pre, payload)
         return (float(norms[0]),)
 
+    def _encode_rows_into(
+        self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
+    ) -> list[tuple[float, ...]] | np.ndarray:
+        """Every row's norm and codes by two kernel calls (:func:`~mpicomp.compressors._levels.encode_level_rows`)."""
+        if not rows.shape[1]:
+            return super()._encode_rows_into(rows, keys, messages, start)
+        return encode_level_rows(rows, key_states(keys), self.code, rows.shape[1], self.p, messages, start)
+
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         norm = check_scalar(msg.scalars[0], "norm")
         payload = np.frombuffer(msg.payload, dtype=np.uint8)
         decode_levels(payload, self.code, msg.d, np.array([norm]), self.name, out, accumulate)
+
+    def _sums_payload_rows(self, d: int) -> bool:
+        """Short vectors (a rank's many workers): summed as rows by one kernel call a stack."""
+        return d > 0 and parallel_tasks(d) == 1
+
+    def _sum_payload_rows(
+        self,
+        stacks: Iterable[tuple[int, np.ndarray, np.ndarray]],
+        messages: Sequence[Message],
+        keys: Sequence[RandomKey | None],
+        out: np.ndarray,
+        divisor: float,
+    ) -> None:
+        """Each stack's codes with its norms (the codec scalars) by one
+        :func:`~mpicomp.compressors._levels.add_level_rows` call, in order."""
+        out.fill(0.0)
+        for start, payloads, scalars in stacks:
+            if (bad := add_level_rows(payloads, self.code, out.size, scalars, out)) != -1:
+                self._raise_bad_payload(start + bad, messages, keys, out.size)
+        if divisor != 1.0:
+            out /= divisor
 
 
 @register

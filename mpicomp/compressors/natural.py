@@ -41,7 +41,7 @@ from ..wire.bitpack import (
     run_split,
 )
 from ._levels import float64_bits, float64_from_bits, uniform_grid
-from .base import Compressor, naming_message, non_finite_input
+from .base import Compressor, non_finite_input
 from .registry import register
 
 EXPONENT_BITS = 8
@@ -383,7 +383,7 @@ class Natural(Compressor):
 
     def _sum_payload_rows(
         self,
-        stacks: Iterable[tuple[int, np.ndarray]],
+        stacks: Iterable[tuple[int, np.ndarray, np.ndarray]],
         messages: Sequence[Message],
         keys: Sequence[RandomKey | None],
         out: np.ndarray,
@@ -391,11 +391,9 @@ class Natural(Compressor):
     ) -> None:
         """One ``decode_rows_add`` call a stack, in order."""
         out.fill(0.0)
-        for start, payloads in stacks:
+        for start, payloads, _ in stacks:
             if (bad := decode_rows_add(payloads, out)) >= 0:
-                i = start + bad
-                naming_message(i, self._decode_into, messages[i], keys[i], np.empty(out.size), False)
-                raise MessageError(f"message {i}: natural: invalid payload", index=i)
+                self._raise_bad_payload(start + bad, messages, keys, out.size)
         if divisor != 1.0:
             out /= divisor
 

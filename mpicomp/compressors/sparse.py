@@ -32,7 +32,7 @@ from ..wire import (
     unpack_uint,
 )
 from ..wire.bitpack import GROUP, nonzero_word, parallel_tasks, run_split
-from .base import VALUE_DTYPES, Compressor, check_dtype, naming_message, non_finite_input, require_key
+from .base import VALUE_DTYPES, Compressor, check_dtype, non_finite_input, require_key
 from .numeric import first_non_finite
 from .registry import register
 
@@ -551,7 +551,7 @@ class Sparsifier(Compressor):
 
     def _sum_payload_rows(
         self,
-        stacks: Iterable[tuple[int, np.ndarray]],
+        stacks: Iterable[tuple[int, np.ndarray, np.ndarray]],
         messages: Sequence[Message],
         keys: Sequence[RandomKey | None],
         out: np.ndarray,
@@ -563,14 +563,12 @@ class Sparsifier(Compressor):
         d, k = out.size, self.count(out.size)
         split, bits, dtype = self.index_nbytes(d), index_bits(d), VALUE_DTYPES[self.dtype]
         out.fill(0.0)
-        for start, payloads in stacks:
+        for start, payloads, _ in stacks:
             indices, values = _block_entries(payloads, k, bits, split, dtype)
             ascending = np.diff(indices, axis=1, prepend=-1) > 0
             good = ascending.all(axis=1) & (indices[:, -1] < d) & np.isfinite(values).all(axis=1)
             if not good.all():
-                i = start + int(np.argmin(good))
-                naming_message(i, self._decode_into, messages[i], keys[i], np.empty(d), False)
-                raise MessageError(f"message {i}: {self.name}: invalid payload", index=i)
+                self._raise_bad_payload(start + int(np.argmin(good)), messages, keys, d)
             np.add.at(out, indices.reshape(-1), values.reshape(-1))
         if divisor != 1.0:
             out /= divisor
