@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 from numba import float64, int32, int64, njit, uint32, uint64
@@ -468,25 +468,21 @@ def block_scales(x: np.ndarray, block: int, p: float, level_scale: float) -> tup
     keeps ``mult_b`` a normal float for extreme norms; a zero block gets ``mult_b = 0``. Sums of
     squares are rescaled where they would under- or overflow. ValueError for NaN or Inf in ``x``
     (:func:`~mpicomp.compressors.base.non_finite_input`) and for a 2-norm beyond the float64 range.
-    One pass over x: maxima for p = inf, sums of squares for p = 2 (a block's max is read only where
-    its sum is extreme, see :func:`_finish_scales`); a short vector by :func:`scales_of_rows`, as a row of
-    :func:`encode_level_rows` (the same bits), a long one split over threads.
+    One pass over x, split over threads for a long vector: maxima for p = inf, sums of squares for
+    p = 2 (a block's max is read only where its sum is extreme, see :func:`_finish_scales`).
     """
     d = x.size
     nblocks = _block_count(d, block)
+    seg = min(block, _SEGMENT)
+    per_block = -(-block // seg)
     p_inf = p == np.inf
-    norms, mult, pre = np.empty((1, nblocks)), np.empty((1, nblocks)), np.empty((1, nblocks))
-    if parallel_tasks(d) == 1:
-        _, bad = scales_of_rows(x.reshape(1, d), block, p_inf, level_scale, norms, mult, pre)
-    else:
-        seg = min(block, _SEGMENT)
-        per_block = -(-block // seg)
-        partials = np.empty(nblocks * per_block)
-        run_split(_stats_range, partials.size, parallel_tasks(d), x, block, seg, per_block, not p_inf, partials)
-        bad = _finish_scales(x, block, per_block, partials, p_inf, level_scale, norms[0], mult[0], pre[0])
+    partials = np.empty(nblocks * per_block)
+    run_split(_stats_range, partials.size, parallel_tasks(d), x, block, seg, per_block, not p_inf, partials)
+    norms, mult, pre = np.empty(nblocks), np.empty(nblocks), np.empty(nblocks)
+    bad = _finish_scales(x, block, per_block, partials, p_inf, level_scale, norms, mult, pre)
     if bad != -1:
         raise _scales_error(x, bad, nblocks)
-    return norms[0], mult[0], pre[0]
+    return norms, mult, pre
 
 
 def _scales_error(x: np.ndarray, bad: int, nblocks: int) -> ValueError:
@@ -518,7 +514,7 @@ class LevelCode:
         """Bits per coordinate: the level plus one sign bit."""
         return self.level_bits + 1
 
-    @property
+    @cached_property
     def tiny_scale(self) -> float:
         """``2^-e_min``, the inverse of the smallest nonzero POW2 level."""
         return float(np.ldexp(1.0, -self.e_min))
@@ -539,34 +535,54 @@ def pow2_code(e_min: int, max_level: int, level_bits: int, cap: float) -> LevelC
 
 
 def encode_levels(
-    x: np.ndarray, state: np.uint64, code: LevelCode, block: int, mult: np.ndarray, pre: np.ndarray, payload: np.ndarray
-) -> None:
-    """Quantize finite ``x`` and write its codes in the bit-plane layout into ``payload``
-    (uint8, ``code.nbytes(d)`` bytes)."""
-    d = x.size
-    scales = (max(block, 1), mult.reshape(1, -1), pre.reshape(1, -1), code.cap, code.e_min, code.tiny_scale)
+    x: np.ndarray, state: np.uint64, code: LevelCode, block: int, p: float, payload: np.ndarray
+) -> np.ndarray:
+    """Quantize ``x`` relative to the p-norms of its blocks of ``block`` coordinates and write its codes in
+    the bit-plane layout into ``payload`` (uint8, ``code.nbytes(d)`` bytes); returns the block norms.
+    ValueError as :func:`block_scales`. A short vector is one row of :func:`encode_level_rows` (the same
+    kernels, so the same bits), a long one is split over threads."""
+    d, block = x.size, max(block, 1)
+    if parallel_tasks(d) == 1:
+        norms, row, bad = _quantize_rows(
+            x.reshape(1, d), np.array([state], dtype=np.uint64), code, block, p, payload, 0
+        )
+        if row != -1:
+            raise _scales_error(x, bad, norms.shape[1])
+        return norms[0]
+    norms, mult, pre = block_scales(x, block, p, code.cap)
+    scales = (block, mult.reshape(1, -1), pre.reshape(1, -1), code.cap, code.e_min, code.tiny_scale)
     args = (x.reshape(1, d), np.array([state], dtype=np.uint64), *scales, payload.reshape(1, -1), 0)
     run_split(_encoder(code.kind, code.level_bits), group_count(d), parallel_tasks(d), *args)
+    return norms
 
 
 def encode_level_rows(
     rows: np.ndarray, states: np.ndarray, code: LevelCode, block: int, p: float, messages: np.ndarray, start: int
 ) -> np.ndarray:
-    """Every row of the ``(m, d)`` array ``rows`` (draws from ``states[r]``) quantized relative to its block
-    p-norms, its codes written at ``messages[r, start:]`` (``(m, frame)`` uint8, C-contiguous), one kernel
-    call for the scales and one for the codes, the same bits as :func:`block_scales` and
-    :func:`encode_levels` of each row; returns the ``(m, blocks)`` norms. ValueError naming the first
-    row with NaN or Inf or a 2-norm beyond the float64 range."""
-    m, d = rows.shape
-    block = max(block, 1)
-    norms, mult, pre = (np.empty((m, _block_count(d, block))) for _ in range(3))
-    row, bad = scales_of_rows(rows, block, p == np.inf, code.cap, norms, mult, pre)
+    """Every row of the ``(m, d)`` array ``rows`` of short vectors (draws from ``states[r]``) quantized relative
+    to its block p-norms, its codes written at ``messages[r, start:]`` (``(m, frame)`` uint8, C-contiguous),
+    one kernel call for the scales and one for the codes: the bytes of :func:`encode_levels` of each row;
+    returns the ``(m, blocks)`` norms. ValueError naming the first row with NaN or Inf or a 2-norm beyond
+    the float64 range."""
+    norms, row, bad = _quantize_rows(rows, states, code, max(block, 1), p, messages, start)
     if row != -1:
         error = _scales_error(rows[row], bad, norms.shape[1])
         raise ValueError(f"row {row}: {error}") from error
-    args = (rows, states, block, mult, pre, code.cap, code.e_min, code.tiny_scale, messages, start)
-    _encoder(code.kind, code.level_bits)(*args, 0, group_count(d))
     return norms
+
+
+def _quantize_rows(
+    rows: np.ndarray, states: np.ndarray, code: LevelCode, block: int, p: float, messages: np.ndarray, start: int
+) -> tuple[np.ndarray, int, int]:
+    """:func:`scales_of_rows`, then (all rows fine) the codes of every row at ``messages[r, start:]``
+    (a 1-D ``messages``: one row); returns the norms and the flagged ``(row, flag)`` or ``(-1, -1)``."""
+    m, d = rows.shape
+    norms, mult, pre = (np.empty((m, _block_count(d, block))) for _ in range(3))
+    row, bad = scales_of_rows(rows, block, p == np.inf, code.cap, norms, mult, pre)
+    if row == -1:
+        args = (rows, states, block, mult, pre, code.cap, code.e_min, code.tiny_scale, messages.reshape(m, -1), start)
+        _encoder(code.kind, code.level_bits)(*args, 0, group_count(d))
+    return norms, row, bad
 
 
 def decode_levels(

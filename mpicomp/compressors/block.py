@@ -27,7 +27,6 @@ from ..wire.bitpack import parallel_tasks
 from ..wire.message import MAX_D
 from ._levels import (
     add_level_rows,
-    block_scales,
     check_levels,
     decode_levels,
     encode_level_rows,
@@ -77,19 +76,18 @@ class Block(Compressor):
     def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
         if x.size == 0:
             return ()
-        norms, mult, pre = block_scales(x, self.size, 2, float(self.s))
-        head = 8 * norms.size
+        head = 8 * self.n_blocks(x.size)
+        norms = encode_levels(x, key.state, self.code, self.size, 2, payload[head:])
         payload[:head] = norms.astype("<f8").view(np.uint8)
-        encode_levels(x, key.state, self.code, self.size, mult, pre, payload[head:])
         return ()
 
     def _encode_rows_into(
         self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
     ) -> list[tuple[float, ...]] | np.ndarray:
-        """Every row's block norms and codes by two kernel calls (:func:`~mpicomp.compressors._levels.encode_level_rows`),
-        then the norms into the payloads' heads."""
+        """Short rows' block norms and codes by two kernel calls
+        (:func:`~mpicomp.compressors._levels.encode_level_rows`), then the norms into the payloads' heads."""
         m, d = rows.shape
-        if not d:
+        if not self._sums_payload_rows(d):
             return super()._encode_rows_into(rows, keys, messages, start)
         head = 8 * self.n_blocks(d)
         norms = encode_level_rows(rows, key_states(keys), self.code, self.size, 2, messages, start + head)

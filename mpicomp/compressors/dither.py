@@ -52,7 +52,6 @@ from ..wire.bitpack import parallel_tasks
 from ._levels import (
     LevelCode,
     add_level_rows,
-    block_scales,
     check_levels,
     check_norm_order,
     decode_levels,
@@ -100,15 +99,13 @@ class Dithering(Compressor):
     def _encode_into(self, x: np.ndarray, key: RandomKey, payload: np.ndarray) -> tuple[float, ...]:
         if x.size == 0:
             return (0.0,)
-        norms, mult, pre = block_scales(x, x.size, self.p, self.code.cap)
-        encode_levels(x, key.state, self.code, x.size, mult, pre, payload)
-        return (float(norms[0]),)
+        return (float(encode_levels(x, key.state, self.code, x.size, self.p, payload)[0]),)
 
     def _encode_rows_into(
         self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
     ) -> list[tuple[float, ...]] | np.ndarray:
-        """Every row's norm and codes by two kernel calls (:func:`~mpicomp.compressors._levels.encode_level_rows`)."""
-        if not rows.shape[1]:
+        """Short rows' norms and codes by two kernel calls (:func:`~mpicomp.compressors._levels.encode_level_rows`)."""
+        if not self._sums_payload_rows(rows.shape[1]):
             return super()._encode_rows_into(rows, keys, messages, start)
         return encode_level_rows(rows, key_states(keys), self.code, rows.shape[1], self.p, messages, start)
 
