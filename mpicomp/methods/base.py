@@ -30,7 +30,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from ..compressors import Compressor, MessageError, message_lengths
+from ..compressors import Compressor, MessageError, MessageRows, message_lengths
 from ..plugins import Plugin, load_entry_points, load_target, target_of
 from ..problems.base import Problem
 from ..rng import (
@@ -171,7 +171,45 @@ class Method:
         batched = type(self).upload_of is not Method.upload_of and type(self).round_gradient is Method.round_gradient
         if not batched or len(workers) == 1:
             return [self.worker_upload(w, k) for w in workers]
+        if type(self).upload_rows is not Method.upload_rows and self.ctx.uplink.batches_rows(self.d):
+            return self.encoded_uploads(workers, k, self.gradient_batch(k))
         return [self.upload_of(w, k, grad) for w, grad in self.round_gradients(workers, k, self.gradient_batch(k))]
+
+    def encoded_uploads(self, workers: range, k: int, size: int | None) -> Sequence[bytes | memoryview]:
+        """``C_W`` of :meth:`upload_rows` of every local worker's gradient (``stochastic_grad`` of ``size`` samples at
+        x^k), :func:`block_rows` workers at a time: their gradients into one reused (cache-sized) array, one
+        ``encode_many`` call for the block, then :meth:`uploaded`. The messages of a codec of fixed size go into the
+        rows of one kept buffer (:meth:`outbox_rows`: no fresh pages) and come back as its rows,
+        :class:`mpicomp.wire.MessageRows` of one block that the transport sends without a copy; a list for codecs of
+        data-dependent size."""
+        codec = self.ctx.uplink
+        batches, per_block = [], block_rows(self.d)
+        gradients = np.empty((min(per_block, len(workers)), self.d))
+        messages = self.outbox_rows(len(workers), codec)
+        for start in range(0, len(workers), per_block):
+            block = workers[start : start + per_block]
+            rows = self.upload_rows(
+                block, k, self.stochastic_grads(block, self.x, k, size, out=gradients[: len(block)])
+            )
+            out = None if messages is None else messages[start : start + len(block)]
+            batch = codec.encode_many(rows, self.keys(block, k, STREAM_UPLINK), out=out)
+            self.uploaded(block, k, batch)
+            batches.append(batch)
+        if messages is not None:
+            return MessageRows([messages])  # every batch wrote its rows of the kept buffer: one block
+        return [message for batch in batches for message in batch]
+
+    def upload_rows(self, workers: range, k: int, grads: np.ndarray) -> np.ndarray:
+        """The vectors a block of ``workers`` compresses in round ``k``, from their gradients ``grads`` (one row each,
+        a block reused for the next: may be changed in place), for a method whose :meth:`upload_of` is ``C_W`` of a
+        vector computed row by row; a method that implements it gets its uploads encoded a block at a time
+        (:meth:`encoded_uploads`, for codecs that batch rows) and finishes each block's step in :meth:`uploaded`.
+        Default: the gradients."""
+        return grads
+
+    def uploaded(self, workers: range, k: int, messages: Sequence[memoryview]) -> None:
+        """A block's step after :meth:`encoded_uploads` encoded its :meth:`upload_rows` as ``messages`` (a worker's
+        memory moving by its own upload). Default: nothing."""
 
     def worker_upload(self, w: int, k: int) -> bytes | memoryview:
         """Worker ``w``'s message in round ``k`` (``b""`` for a skipped upload). Default:

@@ -176,6 +176,17 @@ class Diana(Method):
             self.add_up(message, w, k, memory, self.alpha)
         return message
 
+    def upload_rows(self, workers: range, k: int, grads: np.ndarray) -> np.ndarray:
+        """``g_i - h_i`` of a block of workers, in place: their ``Delta_i`` encoded by one call."""
+        grads -= np.stack([self.local_memory[w] for w in workers])
+        return grads
+
+    def uploaded(self, workers: range, k: int, messages: Sequence[memoryview]) -> None:
+        """``h_i += alpha Delta_i`` of each worker of the block, from its own bytes."""
+        if self.alpha:
+            for w, message in zip(workers, messages, strict=True):
+                self.add_up(message, w, k, self.local_memory[w], self.alpha)
+
     def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         """``g = h + mean Delta_i`` through the downlink compressor; ``h += alpha mean Delta_i``."""
         assert self.master_memory is not None, "the master keeps h"

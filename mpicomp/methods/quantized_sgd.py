@@ -18,9 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..compressors import MessageRows
 from ..rng import STREAM_UPLINK
-from .base import MASTER, Column, Method, MethodContext, MethodOptions, block_rows, register_method
+from .base import MASTER, Column, Method, MethodContext, MethodOptions, register_method
 from .in_network import make_switch_sum
 from .link import Link
 
@@ -85,26 +84,11 @@ class QuantizedSGD(Method):
         return {"switch_aggregate_error": np.nan if self.switch is None else self.switch.last_error}
 
     def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
-        """``C_W(g_i(x^k))`` of every local worker: the gradients of :func:`block_rows` workers at a time
-        into one reused (cache-sized) array, then one ``encode_many`` call for them. The messages of a codec
-        of fixed size go into the rows of one kept buffer (:meth:`outbox_rows`: no fresh pages) and come back
-        as its rows, :class:`mpicomp.wire.MessageRows` of one block that the transport sends without a copy;
-        a list for codecs of data-dependent size. One by one for a single worker or vectors long enough for
-        the codecs' threaded kernels."""
-        codec = self.ctx.uplink
-        if len(workers) == 1 or not codec.batches_rows(self.d):
+        """``C_W(g_i(x^k))`` of every local worker, a block of workers at a time (:meth:`encoded_uploads`); one by
+        one for a single worker or vectors long enough for the codecs' threaded kernels."""
+        if len(workers) == 1 or not self.ctx.uplink.batches_rows(self.d):
             return super().worker_uploads(workers, k)
-        batches, size = [], block_rows(self.d)
-        gradients = np.empty((min(size, len(workers)), self.d))
-        messages = self.outbox_rows(len(workers), codec)
-        for start in range(0, len(workers), size):
-            block = workers[start : start + size]
-            rows = self.stochastic_grads(block, self.x, k, self.batch_size, out=gradients[: len(block)])
-            out = None if messages is None else messages[start : start + len(block)]
-            batches.append(codec.encode_many(rows, self.keys(block, k, STREAM_UPLINK), out=out))
-        if messages is not None:
-            return MessageRows([messages])  # every batch wrote its rows of the kept buffer: one block
-        return [message for batch in batches for message in batch]
+        return self.encoded_uploads(workers, k, self.batch_size)
 
     def worker_upload(self, w: int, k: int) -> memoryview:
         """``C_W(g_w(x^k))``; the gradient is computed straight into the message where C_W stores it
