@@ -217,9 +217,10 @@ def quantize_run(x, state, scratch, lo, start, stop, pre, mult, cap, e_min, tiny
 
 
 @njit(cache=True, nogil=True)
-def dequantize_run(scratch, lo, start, stop, out, scale, max_level, e_min, kind, level_bits, accumulate):
+def dequantize_run(scratch, lo, start, stop, out, scale, max_level, e_min, kind, level_bits, accumulate, factor):
     """Values of coordinates ``[start, stop)`` (one block of scale ``scale``) from ``scratch[i - lo]``,
-    written (``accumulate``: added) into ``out``; nonzero if some code is invalid (see
+    written (``accumulate``: ``factor`` times them added, the product rounded first) into ``out``; nonzero if
+    some code is invalid (see
     :func:`_dequantize`). Module-level for the same reason as :func:`quantize_run`."""
     inv_max = 1.0 / max_level
     codes, target = scratch[start - lo : stop - lo], out[start:stop]
@@ -227,7 +228,7 @@ def dequantize_run(scratch, lo, start, stop, out, scale, max_level, e_min, kind,
     for j in range(codes.size):
         value, bad = _dequantize(kind, uint32(codes[j]), level_bits, max_level, inv_max, e_min, scale)
         if accumulate:
-            target[j] += value
+            target[j] += factor * value  # factor 1: exactly the value
         else:
             target[j] = value
         invalid |= bad
@@ -299,7 +300,8 @@ def _encoder(kind: int, level_bits: int):
 @cache
 def _decoder(kind: int, level_bits: int, accumulate: bool):
     """Decode kernel over a group range of every row, for one ``(kind, level_bits)``, writing
-    (``accumulate``: adding, row after row) into ``out``; all three compile-time constants.
+    (``accumulate``: adding ``factor`` times the values, row after row) into ``out``; all three compile-time
+    constants.
 
     Row r is the codes ``payloads[r]`` with block scales ``scales[r]``. Span by span: the groups' bit
     planes are spread into a scratch array of codes, then ``dequantize_run`` decodes each block run.
@@ -310,7 +312,7 @@ def _decoder(kind: int, level_bits: int, accumulate: bool):
     tag = f"{_KIND_NAMES[kind]}{level_bits}{'_add' if accumulate else ''}"
 
     @specialized(tag)
-    def decode_range(payloads, block, scales, e_min, max_level, out, g0, g1):
+    def decode_range(payloads, block, scales, e_min, max_level, out, factor, g0, g1):
         scratch = np.empty(_SPAN, dtype=dtype)
         d = out.size
         for r in range(payloads.shape[0]):
@@ -336,7 +338,18 @@ def _decoder(kind: int, level_bits: int, accumulate: bool):
                 while first < hi:
                     b, edge, stop = _run_end(first, hi, b, edge, block)
                     invalid |= dequantize_run(
-                        scratch, lo, first, stop, out, scale[b], max_level, e_min, kind, level_bits, accumulate
+                        scratch,
+                        lo,
+                        first,
+                        stop,
+                        out,
+                        scale[b],
+                        max_level,
+                        e_min,
+                        kind,
+                        level_bits,
+                        accumulate,
+                        factor,
                     )
                     first = stop
             if invalid:
@@ -586,10 +599,18 @@ def _quantize_rows(
 
 
 def decode_levels(
-    payload: np.ndarray, code: LevelCode, block: int, scale: np.ndarray, what: str, out: np.ndarray, accumulate: bool
+    payload: np.ndarray,
+    code: LevelCode,
+    block: int,
+    scale: np.ndarray,
+    what: str,
+    out: np.ndarray,
+    accumulate: bool,
+    factor: float = 1.0,
 ) -> None:
-    """Dequantize the ``d = out.size`` codes of ``payload`` into ``out`` (``accumulate``: add them to
-    it); MessageError on a wrong length, nonzero padding or any invalid code.
+    """Dequantize the ``d = out.size`` codes of ``payload`` into ``out`` (``accumulate``: add ``factor`` times
+    them to it, the bits of the product then the sum); MessageError on a wrong length, nonzero padding or any
+    invalid code.
 
     ``x_i = ±scale_b 2^(level + e_min - 1)`` (POW2) or ``±scale_b level / max_level`` (LINEAR).
     """
@@ -603,7 +624,7 @@ def decode_levels(
     if used and payload[-1] >> used:
         raise MessageError(f"{what}: nonzero padding bits after the last code")
     block = max(block, 1)
-    args = (payload.reshape(1, -1), block, scale.reshape(1, -1), code.e_min, code.max_level, out)
+    args = (payload.reshape(1, -1), block, scale.reshape(1, -1), code.e_min, code.max_level, out, factor)
     if run_split(_decoder(code.kind, code.level_bits, accumulate), group_count(d), parallel_tasks(d), *args) < 0:
         return
     bad = _first_invalid(payload, d, code.kind, code.level_bits, block, scale, code.e_min, code.max_level)
@@ -622,7 +643,7 @@ def add_level_rows(payloads: np.ndarray, code: LevelCode, block: int, scales: np
     end = int(np.argmax(flagged)) if flagged.any() else len(payloads)
     rows, row_scales = np.array(payloads[:end], order="C"), np.array(scales[:end], dtype=np.float64, order="C")
     kernel = _decoder(code.kind, code.level_bits, True)
-    bad = kernel(rows, max(block, 1), row_scales, code.e_min, code.max_level, out, 0, group_count(out.size))
+    bad = kernel(rows, max(block, 1), row_scales, code.e_min, code.max_level, out, 1.0, 0, group_count(out.size))
     return int(bad) if bad != -1 else (end if end < len(payloads) else -1)
 
 

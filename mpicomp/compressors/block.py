@@ -118,6 +118,13 @@ class Block(Compressor):
             out /= divisor
 
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+        self._decode_levels(msg, out, accumulate, 1.0)
+
+    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
+        self._decode_levels(msg, out, True, scale)
+
+    def _decode_levels(self, msg: Message, out: np.ndarray, accumulate: bool, factor: float) -> None:
+        """The values written into ``out``, or (``accumulate``) ``factor`` times them added to it, in one pass."""
         payload = np.frombuffer(msg.payload, dtype=np.uint8)
         head = 8 * self.n_blocks(msg.d)
         if payload.size < head:
@@ -127,4 +134,4 @@ class Block(Compressor):
         if not valid.all():
             bad = int(np.argmin(valid))
             raise MessageError(f"{self.name}: invalid norm {float(norms[bad])!r} of block {bad}")
-        decode_levels(payload[head:], self.code, self.size, norms, self.name, out, accumulate)
+        decode_levels(payload[head:], self.code, self.size, norms, self.name, out, accumulate, factor)

@@ -110,9 +110,16 @@ class Dithering(Compressor):
         return encode_level_rows(rows, key_states(keys), self.code, rows.shape[1], self.p, messages, start)
 
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
+        self._decode_levels(msg, out, accumulate, 1.0)
+
+    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
+        self._decode_levels(msg, out, True, scale)
+
+    def _decode_levels(self, msg: Message, out: np.ndarray, accumulate: bool, factor: float) -> None:
+        """The values written into ``out``, or (``accumulate``) ``factor`` times them added to it, in one pass."""
         norm = check_scalar(msg.scalars[0], "norm")
         payload = np.frombuffer(msg.payload, dtype=np.uint8)
-        decode_levels(payload, self.code, msg.d, np.array([norm]), self.name, out, accumulate)
+        decode_levels(payload, self.code, msg.d, np.array([norm]), self.name, out, accumulate, factor)
 
     def _sums_payload_rows(self, d: int) -> bool:
         """Short vectors (a rank's many workers): summed as rows by one kernel call a stack."""
