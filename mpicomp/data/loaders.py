@@ -33,9 +33,6 @@ from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn import datasets as sk_datasets
-from sklearn.preprocessing import normalize
-from sklearn.utils.sparsefuncs import mean_variance_axis
 
 from .fetch import LIBSVM_NAMES, MNIST, cached_path
 
@@ -97,15 +94,19 @@ def load_sklearn(name: str) -> Dataset:
     """One of scikit-learn's bundled datasets (no network)."""
     if name not in SKLEARN_DATASETS:
         raise ValueError(f"unknown sklearn dataset {name!r}; choose one of {', '.join(SKLEARN_DATASETS)}")
-    X, y = getattr(sk_datasets, f"load_{name}")(return_X_y=True)
+    from sklearn import datasets  # imported when used: it costs every command (and rank) about a second
+
+    X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
     return Dataset(f"sklearn:{name}", np.asarray(X, dtype=np.float64), np.asarray(y))
 
 
 def load_svmlight(path: str | Path, n_features: int | None = None) -> Dataset:
     """A LIBSVM/svmlight file via ``sklearn.datasets.load_svmlight_file`` (CSR features)."""
+    from sklearn.datasets import load_svmlight_file
+
     path = _require_file(Path(path), "a LIBSVM/svmlight text file, optionally .gz or .bz2")
     try:
-        X, y = sk_datasets.load_svmlight_file(str(path), n_features=n_features, dtype=np.float64)
+        X, y = load_svmlight_file(str(path), n_features=n_features, dtype=np.float64)
     except (ValueError, OSError, EOFError) as err:  # also a truncated or non-gzip .gz, an unreadable file
         raise ValueError(f"{path}: not a readable LIBSVM/svmlight file ({err})") from None
     return Dataset(str(path), sp.csr_matrix(X), np.asarray(y))
@@ -303,6 +304,8 @@ def standard_scaling(X: Features, rows: np.ndarray) -> tuple[np.ndarray | None, 
     Features whose deviation is below ``1e-10 max(1, |mean|)`` (constant up to rounding) keep scale 1.
     """
     if sp.issparse(X):
+        from sklearn.utils.sparsefuncs import mean_variance_axis
+
         mean, var = mean_variance_axis(sp.csr_matrix(X[rows]), axis=0)
         center = None
     else:
@@ -332,7 +335,7 @@ class Scaling:
             if self.method == "max":
                 assert self.scale is not None, "a max scaling has its constant"
                 return sp.csr_matrix(X / self.scale[0])
-            return normalize(X) if self.method == "unit-norm" else X
+            return _unit_rows(X) if self.method == "unit-norm" else X
         out = np.empty(X.shape)
         self.apply_into(X, out)
         return out
@@ -348,7 +351,14 @@ class Scaling:
         if self.method == "max":
             out /= self.scale
         if self.method == "unit-norm":
-            out[...] = normalize(out, copy=False)
+            out[...] = _unit_rows(out)
+
+
+def _unit_rows(X: Features) -> Features:
+    """``x / ||x||_2`` per row (zero rows stay zero), in place for a dense array; ``sklearn.preprocessing.normalize``."""
+    from sklearn.preprocessing import normalize
+
+    return normalize(X, copy=not isinstance(X, np.ndarray))
 
 
 def fit_scaling(X: Features, rows: np.ndarray, method: str) -> Scaling:
