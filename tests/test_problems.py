@@ -125,6 +125,34 @@ def test_per_sample_and_minibatch_gradients(name, sparse):
 
 
 @pytest.mark.parametrize("name,sparse", CASES)
+def test_minibatch_grads_of_a_block_are_each_shards_own_bits(name, sparse):
+    """``minibatch_grads`` of many workers (dense rows: stacked by minibatch size, the groups interleaved among
+    the workers; whole shards and minibatches mixed) gives each worker's own ``minibatch_grad``/``grad``, bit for
+    bit, in any order of the workers."""
+    rng = np.random.default_rng(4)
+    sizes = [4, 5, 4, 4, 5, 6, 5, 4, 6]
+    a = rng.normal(size=(sum(sizes), 5))
+    loss, targets = {
+        "logistic": (LogisticLoss(), np.where(rng.random(a.shape[0]) < 0.5, -1.0, 1.0)[:, None]),
+        "softmax": (SoftmaxLoss(3), rng.integers(0, 3, a.shape[0])),
+        "lsq": (SquaredLoss(classification=False), rng.normal(size=(a.shape[0], 1))),
+    }[name]
+    shards = np.split(rng.permutation(a.shape[0]), np.cumsum(sizes)[:-1])
+    features = sp.csr_matrix(a) if sparse else a
+    problem = GLMProblem.from_shards(loss, features, targets, shards, smooth=SmoothSum(SquaredNorm(0.1)))
+    x = point(problem)
+    workers = [8, 0, 3, 1, 2, 4, 5, 6, 7]
+    samples = [None, rng.choice(4, 3, replace=False), None, rng.choice(5, 3, replace=False), None]
+    samples += [rng.choice(5, 4, replace=False), None, rng.choice(5, 4, replace=False), None]  # sizes 6 3 4 3 4 4 6 4 4
+    out = np.full((len(workers), problem.d), np.nan)
+    assert problem.minibatch_grads(x, workers, samples, out) is out
+    for row, w, idx in zip(out, workers, samples, strict=True):
+        local = problem.local(w)
+        own = local.grad(x) if idx is None else local.minibatch_grad(x, idx)
+        assert np.array_equal(row.view(np.int64), own.view(np.int64)), w
+
+
+@pytest.mark.parametrize("name,sparse", CASES)
 def test_global_objective_is_the_mean_of_the_local_ones(name, sparse):
     problem = synthetic(name, sparse)
     assert len(set(problem.shard_sizes)) > 1  # unequal shards: per-worker, not per-sample, averaging

@@ -390,6 +390,7 @@ class GLMProblem(Problem):
         self.test_targets = None if test_targets is None else loss.targets(test_targets)
         self.cache_dir = cache_dir
         self._locals: dict[int, GLMShard] = {}
+        self._rows = np.empty((0, self.n_features))  # minibatch_grads' gathered rows, kept (see _rows_buffer)
         self._local_smoothness: np.ndarray | None = None
         self._cache_key: str | None = None
         self._optimum: tuple[np.ndarray, float] | None = None
@@ -428,9 +429,12 @@ class GLMProblem(Problem):
         self, x: np.ndarray, workers: Sequence[int], samples: Sequence[np.ndarray | None], out: np.ndarray
     ) -> np.ndarray:
         """:meth:`Problem.minibatch_grads` with the regulariser's gradient ``grad r(x)`` computed once for
-        all rows (the shards' own methods compute it per worker): the same additions, the same bits."""
+        all rows (the shards' own methods compute it per worker): the same additions, the same bits. Dense
+        features go a stack of minibatches of one size at a time (:meth:`_stacked_grads`)."""
         x = _check_x(x, self.d)
         smooth = self.smooth.grad(x)
+        if isinstance(self.features, np.ndarray) and len(workers) > 1:
+            return self._stacked_grads(x, workers, samples, smooth, out)
         for row, w, idx in zip(out, workers, samples, strict=True):
             shard = self.local(w)
             if idx is None:
@@ -439,6 +443,52 @@ class GLMProblem(Problem):
                 features, targets, weight = shard.features[idx], shard.targets[idx], 1.0 / idx.size
             np.add(weighted_grad(self.loss_fn, features, targets, weight, x), smooth, out=row)
         return out
+
+    def _stacked_grads(
+        self,
+        x: np.ndarray,
+        workers: Sequence[int],
+        samples: Sequence[np.ndarray | None],
+        smooth: np.ndarray,
+        out: np.ndarray,
+    ) -> np.ndarray:
+        """``out[j] = weighted_grad(A_j, b_j, 1/s_j) + grad r(x)`` (``A_j`` worker j's minibatch, or whole shard, of
+        ``s_j`` rows), the workers with one ``s_j`` together: the products of all of them in one ``np.matmul``
+        each over the ``(g, s, l)`` stack of their rows (per slice the BLAS call :func:`margins` and
+        :func:`pullback` make for one worker) and the loss's derivative row by row, so the bits of one worker at a
+        time, without its per-worker NumPy calls. The rows are gathered into a buffer kept from call to call, and
+        a group of consecutive workers' gradients go straight into their rows of ``out``."""
+        k, width = self.loss_fn.outputs, self.n_features
+        local = np.asarray(workers) - self.local_workers.start
+        counts = [
+            self.offsets[i + 1] - self.offsets[i] if idx is None else idx.size
+            for i, idx in zip(local, samples, strict=True)
+        ]
+        sizes = np.array(counts)
+        for size in np.unique(sizes):
+            members = np.flatnonzero(sizes == size)
+            whole = np.arange(size)
+            index = np.stack([whole if (idx := samples[j]) is None else idx for j in members.tolist()])
+            rows = (self.offsets[local[members], None] + index).reshape(-1)
+            features = np.take(self.features, rows, axis=0, out=self._rows_buffer(rows.size), mode="clip")  # valid rows
+            features = features.reshape(-1, size, width)
+            dz = self.loss_fn.derivative(
+                np.matmul(features, x.reshape(k, -1).T).reshape(rows.size, k), self.targets[rows]
+            )
+            dz *= 1.0 / size
+            together = members[-1] - members[0] + 1 == members.size
+            grads = out[members[0] : members[-1] + 1] if together else np.empty((members.size, self.d))
+            np.matmul(dz.reshape(-1, size, k).transpose(0, 2, 1), features, out=grads.reshape(-1, k, width))
+            np.add(grads, smooth, out=grads)
+            if not together:
+                out[members] = grads
+        return out
+
+    def _rows_buffer(self, count: int) -> np.ndarray:
+        """A kept ``(count, n_features)`` float64 buffer for gathered rows (fresh pages each call would cost a pass)."""
+        if self._rows.shape[0] < count:
+            self._rows = np.empty((count, self.n_features))
+        return self._rows[:count]
 
     def per_worker(self, value: Callable[[GLMShard], float]) -> np.ndarray:
         """Collective: ``value(local(w))`` for every worker w (one float each, computed where w lives)."""
