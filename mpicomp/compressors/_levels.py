@@ -227,8 +227,10 @@ def dequantize_run(scratch, lo, start, stop, out, scale, max_level, e_min, kind,
     invalid = uint32(0)
     for j in range(codes.size):
         value, bad = _dequantize(kind, uint32(codes[j]), level_bits, max_level, inv_max, e_min, scale)
-        if accumulate:
-            target[j] += factor * value  # factor 1: exactly the value
+        if accumulate and factor == 1.0:  # loop-invariant: unswitched, so the plain sum has no multiply
+            target[j] += value
+        elif accumulate:
+            target[j] += factor * value
         else:
             target[j] = value
         invalid |= bad
