@@ -341,6 +341,26 @@ def test_qlsd_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(vari
     assert_blocks_upload_as_worker_by_worker("qlsd", 4, "natural", {"variant": variant}, points, monkeypatch)
 
 
+def test_a_subclass_overriding_upload_of_alone_is_not_encoded_by_its_parents_rows():
+    """A subclass of DIANA that changes ``upload_of`` but not ``upload_rows`` gets its own uploads, worker by
+    worker, not DIANA's rows encoded a block at a time."""
+    diana = method_class("diana")
+
+    class Shifted(diana):
+        def upload_of(self, w, k, grad):
+            return super().upload_of(w, k, grad + 1.0)
+
+    problem = build_problem("logistic", "sklearn:breast_cancer", 6, seed=root_seed(0), l2=0.5)
+    twins = [
+        Shifted(
+            MethodContext(problem, make("natural"), make("identity"), range(6), True, root_seed(0), 4), diana.Options()
+        )
+        for _ in range(2)
+    ]
+    uploads = twins[0].worker_uploads(range(6), 0)
+    assert [bytes(u) for u in uploads] == [bytes(twins[1].worker_upload(w, 0)) for w in range(6)]
+
+
 def assert_blocks_upload_as_worker_by_worker(name, batch, uplink, options, points, monkeypatch):
     """Round after round, ``worker_uploads`` of a rank's workers (blocks of 64 workers here, so a short block
     follows a full one; no gradient computed worker by worker, the gradients at each of ``points`` points

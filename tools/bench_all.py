@@ -281,7 +281,7 @@ def plot_curves(results: dict[str, Result], figures: Path) -> list[str]:
 
 INTRO = """# Performance
 
-Every figure on this page comes from one run of `python tools/bench_all.py{quick}` on {when}, on
+The figures on this page come from {source}, on
 this machine: {machine}. Absolute times move with the machine's load (its load average at the start
 and end of the run is below; a shared machine moves them from run to run), so **same-run ratios are
 what count**, and every target is stated as one (each benchmark times its variants interleaved, in
@@ -307,10 +307,18 @@ WHAT = {
 def write_page(args: argparse.Namespace, results: dict[str, Result], loads: tuple[str, str], minutes: float) -> Path:
     page = args.docs / "performance.md"
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python tools/bench_all.py" + (" --quick" if args.quick else "")
+    if args.only:
+        only = " ".join(f"--only {name}" for name in args.only)
+        source = (
+            f"`{command} {only}` on {when}, which re-ran {', '.join(args.only)}; the other benchmarks' figures are "
+            "kept from earlier runs (each section below says when it ran)"
+        )
+    else:
+        source = f"one run of `{command}` on {when}"
     text = [
         INTRO.format(
-            quick=" --quick" if args.quick else "",
-            when=when,
+            source=source,
             machine=machine(),
             load_start=loads[0],
             load_end=loads[1],

@@ -171,7 +171,7 @@ class Method:
         batched = type(self).upload_of is not Method.upload_of and type(self).round_gradient is Method.round_gradient
         if not batched or len(workers) == 1:
             return [self.worker_upload(w, k) for w in workers]
-        if type(self).upload_rows is not Method.upload_rows and self.ctx.uplink.batches_rows(self.d):
+        if _rows_go_with_upload_of(type(self)) and self.ctx.uplink.batches_rows(self.d):
             return self.encoded_uploads(workers, k, self.gradient_batch(k))
         return [self.upload_of(w, k, grad) for w, grad in self.round_gradients(workers, k, self.gradient_batch(k))]
 
@@ -484,6 +484,18 @@ class Method:
 
 
 _METHODS: dict[str, type[Method]] = {}
+
+
+def _defined_by(cls: type, name: str) -> type:
+    """The class of ``cls``'s MRO whose body defines attribute ``name``."""
+    return next(owner for owner in cls.__mro__ if name in vars(owner))
+
+
+def _rows_go_with_upload_of(cls: type[Method]) -> bool:
+    """Whether ``cls`` implements :meth:`Method.upload_rows` for its own ``upload_of``: defined by the class that
+    defines ``upload_of`` or a subclass of it (a subclass that overrides ``upload_of`` alone goes worker by worker)."""
+    rows = _defined_by(cls, "upload_rows")
+    return rows is not Method and issubclass(rows, _defined_by(cls, "upload_of"))
 
 
 def check_method(cls: type[Method]) -> None:
