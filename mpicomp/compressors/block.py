@@ -17,16 +17,15 @@ size). The norm pass also rejects NaN and Inf input.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..rng import RandomKey, key_states
 from ..wire import Message, MessageError
-from ..wire.bitpack import parallel_tasks
 from ..wire.message import MAX_D
+from ._level_codec import LevelQuantizer
 from ._levels import (
-    add_level_rows,
     check_levels,
     decode_levels,
     encode_level_rows,
@@ -34,7 +33,6 @@ from ._levels import (
     linear_code,
     rounding_variance_bound,
 )
-from .base import Compressor
 from .dither import Dither
 from .registry import register
 
@@ -42,12 +40,10 @@ _LARGEST = np.finfo(np.float64).max
 
 
 @register
-class Block(Compressor):
+class Block(LevelQuantizer):
     """Block quantization: random dithering (p = 2, ``s`` levels) of each block of ``size`` coordinates."""
 
     name = "block"
-    unbiased = True
-    checks_finite = True  # the norm pass rejects NaN and Inf
 
     def __init__(self, size: int = 2000, s: int = 1) -> None:
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= MAX_D:
@@ -94,37 +90,12 @@ class Block(Compressor):
         messages[:, start : start + head] = norms.astype("<f8").view(np.uint8)
         return np.empty((m, 0))
 
-    def _sums_payload_rows(self, d: int) -> bool:
-        """Short vectors (a rank's many workers): summed as rows by one kernel call a stack."""
-        return d > 0 and parallel_tasks(d) == 1
-
-    def _sum_payload_rows(
-        self,
-        stacks: Iterable[tuple[int, np.ndarray, np.ndarray]],
-        messages: Sequence[Message],
-        keys: Sequence[RandomKey | None],
-        out: np.ndarray,
-        divisor: float,
-    ) -> None:
-        """Each stack's codes with the block norms at the head of its payloads by one
-        :func:`~mpicomp.compressors._levels.add_level_rows` call, in order."""
-        head = 8 * self.n_blocks(out.size)
-        out.fill(0.0)
-        for start, payloads, _ in stacks:
-            norms = np.ascontiguousarray(payloads[:, :head]).view("<f8")
-            if (bad := add_level_rows(payloads[:, head:], self.code, self.size, norms, out)) != -1:
-                self._raise_bad_payload(start + bad, messages, keys, out.size)
-        if divisor != 1.0:
-            out /= divisor
-
-    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
-        self._decode_levels(msg, out, accumulate, 1.0)
-
-    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
-        self._decode_levels(msg, out, True, scale)
+    def _row_codes(self, payloads: np.ndarray, scalars: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """The block norms are the head of each payload, the codes the rest."""
+        head = 8 * self.n_blocks(d)
+        return payloads[:, head:], np.ascontiguousarray(payloads[:, :head]).view("<f8"), self.size
 
     def _decode_levels(self, msg: Message, out: np.ndarray, accumulate: bool, factor: float) -> None:
-        """The values written into ``out``, or (``accumulate``) ``factor`` times them added to it, in one pass."""
         payload = np.frombuffer(msg.payload, dtype=np.uint8)
         head = 8 * self.n_blocks(msg.d)
         if payload.size < head:

@@ -41,17 +41,16 @@ canonical signs and padding. The norm pass also rejects NaN and Inf input.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
 from ..rng import RandomKey, key_states
 from ..wire import Message
-from ..wire.bitpack import parallel_tasks
+from ._level_codec import LevelQuantizer
 from ._levels import (
     LevelCode,
-    add_level_rows,
     check_levels,
     check_norm_order,
     decode_levels,
@@ -61,20 +60,18 @@ from ._levels import (
     pow2_code,
     rounding_variance_bound,
 )
-from .base import Compressor, check_scalar
+from .base import check_scalar
 from .registry import register
 
 
-class Dithering(Compressor):
+class Dithering(LevelQuantizer):
     """``s`` nonzero levels relative to the p-norm (p = 2 or inf): the norm, then d sign + level codes.
 
     Subclasses give the registry name, the largest ``s``, the constructor defaults, the level code
     and omega. The normalised magnitudes ``cap |x_i| / ||x||_p`` fill the code's range ``[0, cap]``.
     """
 
-    unbiased = True
     n_scalars = 1
-    checks_finite = True  # the norm pass rejects NaN and Inf
     max_levels: ClassVar[int]
 
     def __init__(self, s: int, p: float) -> None:
@@ -109,38 +106,14 @@ class Dithering(Compressor):
             return super()._encode_rows_into(rows, keys, messages, start)
         return encode_level_rows(rows, key_states(keys), self.code, rows.shape[1], self.p, messages, start)
 
-    def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
-        self._decode_levels(msg, out, accumulate, 1.0)
-
-    def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
-        self._decode_levels(msg, out, True, scale)
-
     def _decode_levels(self, msg: Message, out: np.ndarray, accumulate: bool, factor: float) -> None:
-        """The values written into ``out``, or (``accumulate``) ``factor`` times them added to it, in one pass."""
         norm = check_scalar(msg.scalars[0], "norm")
         payload = np.frombuffer(msg.payload, dtype=np.uint8)
         decode_levels(payload, self.code, msg.d, np.array([norm]), self.name, out, accumulate, factor)
 
-    def _sums_payload_rows(self, d: int) -> bool:
-        """Short vectors (a rank's many workers): summed as rows by one kernel call a stack."""
-        return d > 0 and parallel_tasks(d) == 1
-
-    def _sum_payload_rows(
-        self,
-        stacks: Iterable[tuple[int, np.ndarray, np.ndarray]],
-        messages: Sequence[Message],
-        keys: Sequence[RandomKey | None],
-        out: np.ndarray,
-        divisor: float,
-    ) -> None:
-        """Each stack's codes with its norms (the codec scalars) by one
-        :func:`~mpicomp.compressors._levels.add_level_rows` call, in order."""
-        out.fill(0.0)
-        for start, payloads, scalars in stacks:
-            if (bad := add_level_rows(payloads, self.code, out.size, scalars, out)) != -1:
-                self._raise_bad_payload(start + bad, messages, keys, out.size)
-        if divisor != 1.0:
-            out /= divisor
+    def _row_codes(self, payloads: np.ndarray, scalars: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """The whole payload is codes; the norm is the codec scalar; one block."""
+        return payloads, scalars, d
 
 
 @register
