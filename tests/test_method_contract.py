@@ -323,7 +323,7 @@ def test_batched_uploads_are_the_per_worker_uploads(name, uplink, monkeypatch):
     [("diana", 4, "randk(k=8)"), ("diana", 0, "natural"), ("diana", 4, "qsgd(s=4)"), ("diana", 4, "dither(s=3,p=inf)")]
     + [("ef14", 4, "topk(k=8)")]
     + [("laq", 0, "identity"), ("slaq", 4, "identity"), ("ef21", 4, "topk(k=8)"), ("ef21-sgdm", 4, "topk(k=8)")]
-    + [("ef21-sgd2m", 0, "topk(k=8)")],
+    + [("ef21-sgd2m", 0, "topk(k=8)"), ("lag", 0, "identity")],
 )
 def test_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(name, batch, uplink, monkeypatch):
     """A method whose ``worker_uploads`` takes its gradients from ``Method.round_gradients`` (blocks of 64

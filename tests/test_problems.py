@@ -28,6 +28,7 @@ from mpicomp.problems import (
     build_problem,
     make_regularizer,
 )
+from mpicomp.problems import glm as glm_module
 from mpicomp.problems import optimum as optimum_module
 from mpicomp.problems.glm import margins
 
@@ -124,11 +125,14 @@ def test_per_sample_and_minibatch_gradients(name, sparse):
     assert np.array_equal(local.minibatch_grad(x, idx), local.grad_batch(x, idx))  # the unchecked path: same bits
 
 
+@pytest.mark.parametrize("stack_bytes", [None, 8 * 4 * 5 * 2])
 @pytest.mark.parametrize("name,sparse", CASES)
-def test_minibatch_grads_of_a_block_are_each_shards_own_bits(name, sparse):
+def test_minibatch_grads_of_a_block_are_each_shards_own_bits(name, sparse, stack_bytes, monkeypatch):
     """``minibatch_grads`` of many workers (dense rows: stacked by minibatch size, the groups interleaved among
-    the workers; whole shards and minibatches mixed) gives each worker's own ``minibatch_grad``/``grad``, bit for
-    bit, in any order of the workers."""
+    the workers, in one stack each or two workers a stack; whole shards and minibatches mixed) gives each worker's
+    own ``minibatch_grad``/``grad``, bit for bit, in any order of the workers."""
+    if stack_bytes is not None:
+        monkeypatch.setattr(glm_module, "STACK_BYTES", stack_bytes)
     rng = np.random.default_rng(4)
     sizes = [4, 5, 4, 4, 5, 6, 5, 4, 6]
     a = rng.normal(size=(sum(sizes), 5))

@@ -112,13 +112,23 @@ class LAG(LazyMethod):
         return signs < 0
 
     # --- the uploads ---------------------------------------------------------------------------
+    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
+        """LAG-WK: every worker's full gradient, a block of workers at a time (:meth:`upload_of`). LAG-PS: worker by
+        worker, as only the asked ones compute a gradient."""
+        if self.variant == "ps":
+            return [self.worker_upload(w, k) for w in workers]
+        return super().worker_uploads(workers, k)
+
     def worker_upload(self, w: int, k: int) -> bytes | memoryview:
-        """LAG-WK: the innovation unless (7a) lets the worker skip. LAG-PS: the innovation if asked."""
+        """LAG-PS: the innovation if asked. LAG-WK: :meth:`upload_of` the worker's full gradient."""
         if self.variant == "ps":
             assert self.asked is not None, "LAG-PS reads the request before the uploads"
             return self.send_innovation(w, k, self.problem.local(w).grad(self.x)) if self.asked[w] else b""
+        return super().worker_upload(w, k)
+
+    def upload_of(self, w: int, k: int, grad: np.ndarray) -> bytes | memoryview:
+        """LAG-WK: the innovation from the full local gradient ``grad``, unless (7a) lets the worker skip."""
         state = self.workers[w]
-        grad = self.problem.local(w).grad(self.x)
         change = grad - state.reference
         if lazy_skip(float(change @ change), self.threshold(), state.clock, self.t_bar):
             state.clock += 1

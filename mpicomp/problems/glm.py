@@ -332,6 +332,9 @@ class GLMShard(LocalObjective):
         return h.digest()
 
 
+STACK_BYTES = 1 << 21  # rows in one stack of minibatch_grads: the pullback reads them again after the margins
+
+
 class GLMProblem(Problem):
     """``F(x) = (1/n) sum_i f_i(x) + R(x)`` for a :class:`MarginLoss` on n shards.
 
@@ -430,10 +433,10 @@ class GLMProblem(Problem):
     ) -> np.ndarray:
         """:meth:`Problem.minibatch_grads` with the regulariser's gradient ``grad r(x)`` computed once for
         all rows (the shards' own methods compute it per worker): the same additions, the same bits. Dense
-        features go a stack of minibatches of one size at a time (:meth:`_stacked_grads`)."""
+        (C-ordered) features go a stack of minibatches of one size at a time (:meth:`_stacked_grads`)."""
         x = _check_x(x, self.d)
         smooth = self.smooth.grad(x)
-        if isinstance(self.features, np.ndarray) and len(workers) > 1:
+        if isinstance(self.features, np.ndarray) and self.features.flags.c_contiguous and len(workers) > 1:
             return self._stacked_grads(x, workers, samples, smooth, out)
         for row, w, idx in zip(out, workers, samples, strict=True):
             shard = self.local(w)
@@ -453,36 +456,57 @@ class GLMProblem(Problem):
         out: np.ndarray,
     ) -> np.ndarray:
         """``out[j] = weighted_grad(A_j, b_j, 1/s_j) + grad r(x)`` (``A_j`` worker j's minibatch, or whole shard, of
-        ``s_j`` rows), the workers with one ``s_j`` together: the products of all of them in one ``np.matmul``
-        each over the ``(g, s, l)`` stack of their rows (per slice the BLAS call :func:`margins` and
-        :func:`pullback` make for one worker) and the loss's derivative row by row, so the bits of one worker at a
-        time, without its per-worker NumPy calls. The rows are gathered into a buffer kept from call to call, and
-        a group of consecutive workers' gradients go straight into their rows of ``out``."""
-        k, width = self.loss_fn.outputs, self.n_features
+        ``s_j`` rows), the workers with one ``s_j`` together, :data:`STACK_BYTES` of rows at a time
+        (:meth:`_stack_grads`)."""
         local = np.asarray(workers) - self.local_workers.start
         counts = [
             self.offsets[i + 1] - self.offsets[i] if idx is None else idx.size
             for i, idx in zip(local, samples, strict=True)
         ]
         sizes = np.array(counts)
-        for size in np.unique(sizes):
-            members = np.flatnonzero(sizes == size)
+        for size in np.unique(sizes).tolist():
+            chosen = np.flatnonzero(sizes == size)
+            per_stack = max(1, STACK_BYTES // (8 * size * self.n_features))
+            for lo in range(0, chosen.size, per_stack):
+                self._stack_grads(x, local, samples, chosen[lo : lo + per_stack], size, smooth, out)
+        return out
+
+    def _stack_grads(
+        self,
+        x: np.ndarray,
+        local: np.ndarray,
+        samples: Sequence[np.ndarray | None],
+        members: np.ndarray,
+        size: int,
+        smooth: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
+        """``out[members]`` for workers of ``size`` rows each (``local``: every worker's index among this process's):
+        the margins and the pullback one ``np.matmul`` each over the ``(g, size, l)`` stack of their rows (per
+        slice the BLAS call :func:`margins` and :func:`pullback` make for one worker) and the loss's derivative row
+        by row, so the bits of one worker at a time, without its per-worker NumPy calls. Consecutive workers'
+        whole shards are a view of the rows, other rows are gathered into a buffer kept from call to call, and
+        consecutive workers' gradients go straight into their rows of ``out``."""
+        k, width = self.loss_fn.outputs, self.n_features
+        first = self.offsets[local[members[0]]]
+        shards = local[members] - local[members[0]]
+        if all(samples[j] is None for j in members.tolist()) and np.array_equal(shards, np.arange(members.size)):
+            rows = np.arange(first, first + members.size * size)
+            features = self.features[first : first + rows.size]
+        else:
             whole = np.arange(size)
             index = np.stack([whole if (idx := samples[j]) is None else idx for j in members.tolist()])
             rows = (self.offsets[local[members], None] + index).reshape(-1)
-            features = np.take(self.features, rows, axis=0, out=self._rows_buffer(rows.size), mode="clip")  # valid rows
-            features = features.reshape(-1, size, width)
-            dz = self.loss_fn.derivative(
-                np.matmul(features, x.reshape(k, -1).T).reshape(rows.size, k), self.targets[rows]
-            )
-            dz *= 1.0 / size
-            together = members[-1] - members[0] + 1 == members.size
-            grads = out[members[0] : members[-1] + 1] if together else np.empty((members.size, self.d))
-            np.matmul(dz.reshape(-1, size, k).transpose(0, 2, 1), features, out=grads.reshape(-1, k, width))
-            np.add(grads, smooth, out=grads)
-            if not together:
-                out[members] = grads
-        return out
+            features = np.take(self.features, rows, axis=0, out=self._rows_buffer(rows.size), mode="clip")  # valid
+        features = features.reshape(-1, size, width)
+        dz = self.loss_fn.derivative(np.matmul(features, x.reshape(k, -1).T).reshape(rows.size, k), self.targets[rows])
+        dz *= 1.0 / size
+        together = members[-1] - members[0] + 1 == members.size
+        grads = out[members[0] : members[-1] + 1] if together else np.empty((members.size, self.d))
+        np.matmul(dz.reshape(-1, size, k).transpose(0, 2, 1), features, out=grads.reshape(-1, k, width))
+        np.add(grads, smooth, out=grads)
+        if not together:
+            out[members] = grads
 
     def _rows_buffer(self, count: int) -> np.ndarray:
         """A kept ``(count, n_features)`` float64 buffer for gathered rows (fresh pages each call would cost a pass)."""
