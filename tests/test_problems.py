@@ -148,12 +148,14 @@ def test_minibatch_grads_of_a_block_are_each_shards_own_bits(name, sparse, stack
     workers = [8, 0, 3, 1, 2, 4, 5, 6, 7]
     samples = [None, rng.choice(4, 3, replace=False), None, rng.choice(5, 3, replace=False), None]
     samples += [rng.choice(5, 4, replace=False), None, rng.choice(5, 4, replace=False), None]  # sizes 6 3 4 3 4 4 6 4 4
-    out = np.full((len(workers), problem.d), np.nan)
-    assert problem.minibatch_grads(x, workers, samples, out) is out
-    for row, w, idx in zip(out, workers, samples, strict=True):
-        local = problem.local(w)
-        own = local.grad(x) if idx is None else local.minibatch_grad(x, idx)
-        assert np.array_equal(row.view(np.int64), own.view(np.int64)), w
+    in_order = [1, 2, 3, 4]  # whole shards of 5, 4, 4, 5 rows: workers 2 and 3 a view of consecutive rows
+    for block, chosen in ((workers, samples), (in_order, [None] * len(in_order))):
+        out = np.full((len(block), problem.d), np.nan)
+        assert problem.minibatch_grads(x, block, chosen, out) is out
+        for row, w, idx in zip(out, block, chosen, strict=True):
+            local = problem.local(w)
+            own = local.grad(x) if idx is None else local.minibatch_grad(x, idx)
+            assert np.array_equal(row.view(np.int64), own.view(np.int64)), w
 
 
 @pytest.mark.parametrize("name,sparse", CASES)
