@@ -4,7 +4,6 @@ decoding with an optional factor in one pass, and the master's sum of many short
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -43,20 +42,7 @@ class LevelQuantizer(Compressor):
         """Short vectors (a rank's many workers): summed as rows by one kernel call a stack."""
         return d > 0 and parallel_tasks(d) == 1
 
-    def _sum_payload_rows(
-        self,
-        stacks: Iterable[tuple[int, np.ndarray, np.ndarray]],
-        messages: Sequence[Message],
-        keys: Sequence[RandomKey | None],
-        out: np.ndarray,
-        divisor: float,
-    ) -> None:
-        """Each stack's codes with their norms (:meth:`_row_codes`) by one
-        :func:`~mpicomp.compressors._levels.add_level_rows` call, in order."""
-        out.fill(0.0)
-        for start, payloads, scalars in stacks:
-            codes, norms, block = self._row_codes(payloads, scalars, out.size)
-            if (bad := add_level_rows(codes, self.code, block, norms, out)) != -1:
-                self._raise_bad_payload(start + bad, messages, keys, out.size)
-        if divisor != 1.0:
-            out /= divisor
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+        """The codes with their norms (:meth:`_row_codes`) by one :func:`~mpicomp.compressors._levels.add_level_rows` call."""
+        codes, norms, block = self._row_codes(payloads, scalars, out.size)
+        return add_level_rows(codes, self.code, block, norms, out)

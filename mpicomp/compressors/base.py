@@ -21,7 +21,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, NoReturn, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from ..wire.message import MAX_D
 from .numeric import first_non_finite
 
 T = TypeVar("T")
-STACK_BYTES = 1 << 22  # payload bytes stacked per _sum_payload_rows call when a list of messages is summed
+STACK_BYTES = 1 << 22  # payload bytes stacked per _add_payload_rows call when a list of messages is summed
 
 # Codec ids on the wire; one per compressor class, never reused.
 CODEC_IDS = {
@@ -556,9 +556,16 @@ class Compressor(ABC):
         self._decode_sum_into(list(messages), keys, out, divisor)
 
     def _sums_payload_rows(self, d: int) -> bool:
-        """Whether several messages in dimension ``d`` are summed as rows of their payloads by
-        :meth:`_sum_payload_rows` (a codec with a kernel over many payloads). Default: no."""
+        """Whether several messages in dimension ``d`` are summed as rows of their payloads, a stack at a time, by
+        :meth:`_add_payload_rows` (a codec with a kernel over many payloads). Default: no."""
         return False
+
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+        """``out +=`` the decoded vector of every row of ``payloads`` (``(m, payload_bytes(d))`` uint8, their codec
+        scalars ``(m, n_scalars)`` float64) in row order, the bits of :meth:`decode_add` of each in turn; returns the
+        first row whose payload is bad (``out`` may hold part of the sum), else -1. The hook of a codec whose
+        :meth:`_sums_payload_rows` says so; no default."""
+        raise NotImplementedError(f"compressor {self.name!r} sums payload rows but lacks _add_payload_rows")
 
     def _sum_payload_rows(
         self,
@@ -569,19 +576,17 @@ class Compressor(ABC):
         divisor: float,
     ) -> None:
         """``out = (sum of the messages, in order) / divisor`` from ``stacks`` of ``(index of the first message,
-        (m, payload_bytes(d)) uint8 payloads, (m, n_scalars) float64 codec scalars)`` of consecutive messages,
-        bit for bit zeroing ``out``, adding each and dividing; a bad payload raises the :class:`MessageError` of
-        decoding that message alone, naming it (:meth:`_raise_bad_payload`). For a codec whose
-        :meth:`_sums_payload_rows` says so."""
-        raise NotImplementedError(f"compressor {self.name!r} sums payload rows but lacks _sum_payload_rows")
-
-    def _raise_bad_payload(
-        self, i: int, messages: Sequence[Message], keys: Sequence[RandomKey | None], d: int
-    ) -> NoReturn:
-        """Raise the :class:`MessageError` of decoding message ``i`` alone, naming it: a payload row that a block
-        sum (:meth:`_sum_payload_rows`) found bad."""
-        naming_message(i, self._decode_into, messages[i], keys[i], np.empty(d), False)
-        raise MessageError(f"message {i}: {self.name}: invalid payload", index=i)
+        payloads, codec scalars)`` of consecutive messages, each added by :meth:`_add_payload_rows`: bit for bit
+        zeroing ``out``, adding each and dividing. A bad payload raises the :class:`MessageError` of decoding
+        that message alone, naming it."""
+        out.fill(0.0)
+        for start, payloads, scalars in stacks:
+            if (bad := self._add_payload_rows(payloads, scalars, out)) != -1:
+                i = start + bad
+                naming_message(i, self._decode_into, messages[i], keys[i], np.empty(out.size), False)
+                raise MessageError(f"message {i}: {self.name}: invalid payload", index=i)
+        if divisor != 1.0:
+            out /= divisor
 
 
 def check_apart(out: np.ndarray, messages: Sequence[Message]) -> None:

@@ -25,7 +25,7 @@ the number of threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numba import float64, int64, njit, uint8, uint32, uint64
@@ -381,21 +381,9 @@ class Natural(Compressor):
         long vector takes the (threaded) per-message kernel."""
         return chunk_count(d) < PARALLEL_MIN_CHUNKS
 
-    def _sum_payload_rows(
-        self,
-        stacks: Iterable[tuple[int, np.ndarray, np.ndarray]],
-        messages: Sequence[Message],
-        keys: Sequence[RandomKey | None],
-        out: np.ndarray,
-        divisor: float,
-    ) -> None:
-        """One ``decode_rows_add`` call a stack, in order."""
-        out.fill(0.0)
-        for start, payloads, _ in stacks:
-            if (bad := decode_rows_add(payloads, out)) >= 0:
-                self._raise_bad_payload(start + bad, messages, keys, out.size)
-        if divisor != 1.0:
-            out /= divisor
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+        """One ``decode_rows_add`` call."""
+        return int(decode_rows_add(payloads, out))
 
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         self._decode_payload(msg, out, accumulate, 1.0)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
-from collections.abc import Iterable, Sequence
 
 import numpy as np
 from numba import njit, uint64
@@ -546,32 +545,21 @@ class Sparsifier(Compressor):
         return indices, values
 
     def _sums_payload_rows(self, d: int) -> bool:
-        """With its indices on the wire, a block of messages is read as arrays (:meth:`_sum_payload_rows`)."""
+        """With its indices on the wire, a block of messages is read as arrays (:meth:`_add_payload_rows`)."""
         return self.sends_indices
 
-    def _sum_payload_rows(
-        self,
-        stacks: Iterable[tuple[int, np.ndarray, np.ndarray]],
-        messages: Sequence[Message],
-        keys: Sequence[RandomKey | None],
-        out: np.ndarray,
-        divisor: float,
-    ) -> None:
-        """A stack's indices unpacked and values read as ``(m, k)`` arrays, checked (indices strictly ascending and
-        below d, values finite), and added by one ``np.add.at`` (unbuffered, element by element in order: the
-        bits of adding message by message)."""
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+        """The indices unpacked and values read as ``(m, k)`` arrays, checked (indices strictly ascending and below d,
+        values finite), and added by one ``np.add.at`` (unbuffered, element by element in order: the bits of adding
+        message by message)."""
         d, k = out.size, self.count(out.size)
-        split, bits, dtype = self.index_nbytes(d), index_bits(d), VALUE_DTYPES[self.dtype]
-        out.fill(0.0)
-        for start, payloads, _ in stacks:
-            indices, values = _block_entries(payloads, k, bits, split, dtype)
-            ascending = np.diff(indices, axis=1, prepend=-1) > 0
-            good = ascending.all(axis=1) & (indices[:, -1] < d) & np.isfinite(values).all(axis=1)
-            if not good.all():
-                self._raise_bad_payload(start + int(np.argmin(good)), messages, keys, d)
-            np.add.at(out, indices.reshape(-1), values.reshape(-1))
-        if divisor != 1.0:
-            out /= divisor
+        indices, values = _block_entries(payloads, k, index_bits(d), self.index_nbytes(d), VALUE_DTYPES[self.dtype])
+        ascending = np.diff(indices, axis=1, prepend=-1) > 0
+        good = ascending.all(axis=1) & (indices[:, -1] < d) & np.isfinite(values).all(axis=1)
+        if not good.all():
+            return int(np.argmin(good))
+        np.add.at(out, indices.reshape(-1), values.reshape(-1))
+        return -1
 
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
         add_entries(out, *self._entries(msg, key), accumulate)
