@@ -403,6 +403,33 @@ def test_decode_sum_of_a_gathered_buffer_is_the_ordered_sum(spec: str, monkeypat
     assert np.array_equal(compressor.decode_sum([], [], np.full(d, 7.0), divisor=n), np.zeros(d))
 
 
+def test_natural_mean_of_long_uploads_fuses_its_passes_with_the_same_bits() -> None:
+    """Long vectors take natural's per-message sum (the first upload written, not added to zeros; the division
+    in the last upload's pass): ``decode_sum`` of 1-3 uploads, divisor 1, n or 0.3, equals zeroing, adding each
+    in order and dividing, bit for bit (signed zeros compared); a bad payload in the last one is named."""
+    compressor = make("natural")
+    compressor.crc = False
+    d = (1 << 17) + 37  # past the payload-rows sum, a partial last group and sign byte
+    assert not compressor._sums_payload_rows(d)
+    rows = np.random.default_rng(5).standard_normal((3, d)) * np.logspace(-30, 30, d)
+    rows[:, :7] = -0.0
+    keys = [RandomKey(2, 9, w, 0) for w in range(3)]
+    messages = [bytes(compressor.encode(row, key)) for row, key in zip(rows, keys, strict=True)]
+    for n in (1, 2, 3):
+        for divisor in (1.0, float(n), 0.3):
+            expected = np.zeros(d)
+            for message, key in zip(messages[:n], keys[:n], strict=True):
+                compressor.decode_add(message, expected, key)
+            expected /= divisor
+            out = compressor.decode_sum(messages[:n], keys[:n], np.full(d, 7.0), divisor)
+            np.testing.assert_array_equal(out.view(np.int64), expected.view(np.int64))
+    forged = bytearray(messages[2])
+    forged[-1] |= 0x80  # a sign bit past coordinate d - 1
+    with pytest.raises(MessageError, match="message 2: natural: nonzero padding bits") as caught:
+        compressor.decode_sum([*messages[:2], bytes(forged)], keys, np.empty(d), 3.0)
+    assert caught.value.index == 2
+
+
 def test_decode_sum_checks_every_header_first_and_names_a_bad_payload() -> None:
     compressor = make("identity")
     compressor.crc = False  # the forged payload below must reach the value check, not the checksum

@@ -195,7 +195,7 @@ class IdealRound:
 
     def _decode_add(self, payload: np.ndarray, out: np.ndarray, scale: float) -> None:
         d = self.d
-        run_split(decode_natural, self.groups, self.tasks, payload[:d], payload[d:], out, True, scale)
+        run_split(decode_natural, self.groups, self.tasks, payload[:d], payload[d:], out, True, scale, 1.0)
 
     def __call__(self, rnd: int) -> None:
         comm, master = self.comm, self.comm.rank == 0

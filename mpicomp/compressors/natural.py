@@ -41,7 +41,7 @@ from ..wire.bitpack import (
     run_split,
 )
 from ._levels import float64_bits, float64_from_bits, uniform_grid
-from .base import Compressor, non_finite_input
+from .base import Compressor, naming_message, non_finite_input
 from .registry import register
 
 EXPONENT_BITS = 8
@@ -214,10 +214,11 @@ def natural_value(code, negative):
 
 
 @njit(cache=True, inline="always")
-def _decode_group(exponents, signs, out, g, count, accumulate, scale):
+def _decode_group(exponents, signs, out, g, count, accumulate, scale, divisor):
     """Values of group ``g`` (``count`` coordinates; a constant 64 for whole groups, so that the loop
-    vectorizes) written into ``out`` (``accumulate``: ``scale`` times them added); nonzero if a code is invalid (255, or
-    a negative zero) or a padding bit after the last sign is set."""
+    vectorizes) written into ``out`` (``accumulate``: ``scale`` times them added), then the group divided by
+    ``divisor`` unless it is 1 (while the group is in L1); nonzero if a code is invalid (255, or a negative
+    zero) or a padding bit after the last sign is set."""
     lo = g * GROUP
     word = uint64(0)
     for k in range((count + 7) // 8):
@@ -232,23 +233,27 @@ def _decode_group(exponents, signs, out, g, count, accumulate, scale):
             target[j] += scale * natural_value(code, negative)
         else:
             target[j] = natural_value(code, negative)
+    if divisor != 1.0:
+        for j in range(count):
+            target[j] /= divisor
     return invalid
 
 
 @njit(cache=True, nogil=True)
-def decode_natural(exponents, signs, out, accumulate, scale, g0, g1):
+def decode_natural(exponents, signs, out, accumulate, scale, divisor, g0, g1):
     """Decode groups ``[g0, g1)`` into ``out`` (``accumulate``: add ``scale`` times the values to it,
-    ``scale = 1`` exactly the values); 0 if some code or padding bit is invalid, else -1."""
+    ``scale = 1`` exactly the values), then divide them by ``divisor`` (``(out + v) / n``: the master's
+    last upload and its mean in one pass); 0 if some code or padding bit is invalid, else -1."""
     whole = min(g1, out.size // GROUP)
     invalid = uint64(0)
     if accumulate:  # the flag is hoisted out of the group loops, so that each vectorizes on its own
         for g in range(g0, whole):
-            invalid |= _decode_group(exponents, signs, out, g, GROUP, True, scale)
+            invalid |= _decode_group(exponents, signs, out, g, GROUP, True, scale, divisor)
     else:
         for g in range(g0, whole):
-            invalid |= _decode_group(exponents, signs, out, g, GROUP, False, scale)
+            invalid |= _decode_group(exponents, signs, out, g, GROUP, False, scale, divisor)
     if g1 > whole:
-        invalid |= _decode_group(exponents, signs, out, whole, out.size - whole * GROUP, accumulate, scale)
+        invalid |= _decode_group(exponents, signs, out, whole, out.size - whole * GROUP, accumulate, scale, divisor)
     return 0 if invalid else -1
 
 
@@ -258,7 +263,7 @@ def decode_rows_add(payloads, out):
     row order; returns the first row holding an invalid code or padding bit, or -1."""
     d = out.size
     for r in range(payloads.shape[0]):
-        if decode_natural(payloads[r, :d], payloads[r, d:], out, True, 1.0, 0, group_count(d)) >= 0:
+        if decode_natural(payloads[r, :d], payloads[r, d:], out, True, 1.0, 1.0, 0, group_count(d)) >= 0:
             return r
     return -1
 
@@ -385,18 +390,33 @@ class Natural(Compressor):
         """One ``decode_rows_add`` call."""
         return int(decode_rows_add(payloads, out))
 
+    def _decode_sum_into(
+        self, messages: list[Message], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
+    ) -> None:
+        """Long vectors (the master's mean of the uploads): the first message written rather than added to zeros
+        (natural decodes no negative zero, so ``0 + v`` is ``v``, bit for bit) and the division fused into the
+        last message's pass, a group at a time: two passes over ``out`` fewer than zero, add each, divide."""
+        if len(messages) < 2 or self._sums_payload_rows(out.size):
+            super()._decode_sum_into(messages, keys, out, divisor)
+            return
+        last = len(messages) - 1
+        for i, msg in enumerate(messages):
+            naming_message(i, self._decode_payload, msg, out, i > 0, 1.0, divisor if i == last else 1.0)
+
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
-        self._decode_payload(msg, out, accumulate, 1.0)
+        self._decode_payload(msg, out, accumulate, 1.0, 1.0)
 
     def _decode_scaled_add(self, msg: Message, key: RandomKey | None, out: np.ndarray, scale: float) -> None:
-        self._decode_payload(msg, out, True, scale)
+        self._decode_payload(msg, out, True, scale, 1.0)
 
-    def _decode_payload(self, msg: Message, out: np.ndarray, accumulate: bool, scale: float) -> None:
-        """The values written into ``out``, or (``accumulate``) ``scale`` times them added to it."""
+    def _decode_payload(self, msg: Message, out: np.ndarray, accumulate: bool, scale: float, divisor: float) -> None:
+        """The values written into ``out``, or (``accumulate``) ``scale`` times them added to it; then ``out`` divided
+        by ``divisor``."""
         d = msg.d
         payload = self._payload(msg)
         exponents, signs = payload[:d], payload[d:]
-        if run_split(decode_natural, group_count(d), parallel_tasks(d), exponents, signs, out, accumulate, scale) < 0:
+        tasks = parallel_tasks(d)
+        if run_split(decode_natural, group_count(d), tasks, exponents, signs, out, accumulate, scale, divisor) < 0:
             return
         bad = first_invalid(exponents, signs)
         if bad >= d:
