@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-from scipy import integrate, special, stats
+from scipy import special
 
 from ._buckets import bucket_count
 
@@ -70,6 +70,8 @@ def _bessel_ratio(d: int, kappa: np.ndarray) -> np.ndarray:
 
 def _distance_density(s: np.ndarray, rho: np.ndarray, d: int) -> np.ndarray:
     """Density h of ``S_j = ||b - c_j||`` at s (rows: one norm rho each, a column vector)."""
+    from scipy import stats  # here and below, imported when a table is built: it costs every process 0.45 s
+
     a2 = codebook_variance(d)
     with np.errstate(divide="ignore", invalid="ignore"):
         shape = np.nan_to_num((s / rho) ** (d / 2 - 1) * special.ive(d / 2 - 1, s * rho / a2))
@@ -91,6 +93,8 @@ def _nearest_distance_moments(rho: np.ndarray, d: int, m: int) -> tuple[np.ndarr
     ``(1 - H(s))^M = 1e-30``); the moments come from a second grid over that range alone, so that a
     nearest distance far below the first grid's spacing (small d, large M) is still resolved.
     """
+    from scipy import integrate, stats
+
     a2 = codebook_variance(d)
     rho = rho[:, None]
     width = np.sqrt(a2 * stats.chi2.isf(_TAIL, d))
@@ -112,6 +116,8 @@ def _nearest_distance_moments(rho: np.ndarray, d: int, m: int) -> tuple[np.ndarr
 
 def _largest_normal_moments(m: int) -> tuple[float, float]:
     """``(E Z, E Z^2)`` for Z the largest of m standard normals, by quadrature of its density."""
+    from scipy import integrate, stats
+
     z = np.linspace(-12.0, 12.0, 4 * QUAD_POINTS)
     density = m * stats.norm.pdf(z) * np.exp((m - 1) * stats.norm.logcdf(z))
     return float(integrate.simpson(density * z, x=z)), float(integrate.simpson(density * z * z, x=z))
