@@ -247,6 +247,52 @@ def test_level_rows_encode_and_sum_as_one_by_one(spec: str, d: int) -> None:
         assert np.array_equal(total.view(np.int64), reference.view(np.int64))
 
 
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("scale", [1.0, -0.37])
+def test_decode_add_rows_moves_each_row_as_decode_add_does(spec: str, scale: float) -> None:
+    """``decode_add_rows`` (a block of workers' memories, each moving by its own upload) gives the bits of
+    ``decode_add`` of each message into its own row, with and without a scale, for messages held as blocks and as
+    a list (signed zeros compared); natural and the level codecs add a block of rows by one kernel call."""
+    compressor = make(spec)
+    messages, keys = encoded(compressor)
+    start = np.random.default_rng(4).standard_normal((len(keys), D))
+    start[0] = -0.0
+    expected = start.copy()
+    for message, key, row in zip(messages, keys, expected, strict=True):
+        compressor.decode_add(message, row, key, scale)
+    calls: list[int] = []
+    by_rows = compressor._add_payload_rows
+    compressor._add_payload_rows = lambda *args: calls.append(len(args[0])) or by_rows(*args)  # type: ignore[method-assign]
+    for given in (messages, [bytes(m) for m in messages]):
+        targets = start.copy()
+        assert compressor.decode_add_rows(given, keys, targets, scale) is targets
+        assert np.array_equal(targets.view(np.int64), expected.view(np.int64))
+    assert calls == ([5, 1, 7] if compressor.adds_payload_rows_each else [])
+
+
+@pytest.mark.parametrize(
+    ("spec", "corrupt", "error"),
+    [("natural", 20, "natural: invalid code"), ("dither(s=3,p=2)", 16, "invalid norm nan")],
+)
+def test_decode_add_rows_names_a_bad_message(spec: str, corrupt: int, error: str) -> None:
+    """A bad payload in a block (natural's exponent code 255, a NaN norm of dither) is named, in rows and in a
+    list; targets of another shape or dtype, or a key or row too few, are a ValueError."""
+    compressor = make(spec)
+    compressor.crc = False
+    messages, keys = encoded(compressor, (6,))
+    block = messages.blocks[0].copy()
+    block[4, corrupt : corrupt + 8] = 0xFF  # natural: 8 exponent codes 255; dither: its norm a NaN
+    for given in (MessageRows([block]), [bytes(m) for m in block]):
+        with pytest.raises(MessageError, match=f"message 4: {error}") as raised:
+            compressor.decode_add_rows(given, keys, np.zeros((6, D)), 0.5)
+        assert raised.value.index == 4
+    with pytest.raises(ValueError, match="one key and one target row per message"):
+        compressor.decode_add_rows(messages, keys, np.zeros((5, D)))
+    for bad in (np.zeros((6, D), dtype=np.float32), np.zeros((6, 2 * D))[:, ::2]):
+        with pytest.raises(ValueError, match="decode targets must be"):
+            compressor.decode_add_rows(messages, keys, bad)
+
+
 @pytest.mark.parametrize(("spec", "where"), [("dither(s=3,p=2)", "x"), ("block(size=16,s=2)", "block 1 of x")])
 def test_encode_many_names_a_row_whose_norm_overflows(spec: str, where: str) -> None:
     rows = np.ones((3, 40))

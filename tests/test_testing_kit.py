@@ -74,6 +74,15 @@ class LenientIdentity(Identity):
             out[:] = values
 
 
+class MisroutedRowsIdentity(Identity):
+    """Adds every message of a batch into the first row: each worker's memory is not its own."""
+
+    def decode_add_rows(self, bufs, keys, targets, scale=1.0):
+        for message, key in zip(bufs, keys, strict=True):
+            self.decode_add(message, targets[0], key, scale)
+        return targets
+
+
 def test_correct_codecs_pass_the_statistical_checks():
     check_variance(make("randk(k=0.3)"), 20, samples=check_unbiased(make("randk(k=0.3)"), 20, n_draws=300))
     check_contractive(make("topk(k=0.2)"), 20, n_draws=20)
@@ -104,6 +113,11 @@ def test_under_counted_bits_fail_check_wire():
 def test_undetected_corruption_fails_check_wire():
     with pytest.raises(AssertionError, match="payload one byte long .* decoded without error"):
         check_wire(LenientIdentity(), 100)
+
+
+def test_rows_added_into_one_row_fail_check_wire():
+    with pytest.raises(AssertionError, match="decode_add_rows differs from decode_add of each message"):
+        check_wire(MisroutedRowsIdentity(), 100)
 
 
 def test_outside_codecs_are_told_apart_on_the_wire():

@@ -21,6 +21,7 @@ class LevelQuantizer(Compressor):
 
     unbiased = True
     checks_finite = True  # the norm pass rejects NaN and Inf
+    adds_payload_rows_each = True
     code: LevelCode
 
     @abstractmethod
@@ -42,7 +43,7 @@ class LevelQuantizer(Compressor):
         """Short vectors (a rank's many workers): summed as rows by one kernel call a stack."""
         return d > 0 and parallel_tasks(d) == 1
 
-    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float) -> int:
         """The codes with their norms (:meth:`_row_codes`) by one :func:`~mpicomp.compressors._levels.add_level_rows` call."""
-        codes, norms, block = self._row_codes(payloads, scalars, out.size)
-        return add_level_rows(codes, self.code, block, norms, out)
+        codes, norms, block = self._row_codes(payloads, scalars, targets.shape[1])
+        return add_level_rows(codes, self.code, block, norms, targets, factor)

@@ -302,8 +302,8 @@ def _encoder(kind: int, level_bits: int):
 @cache
 def _decoder(kind: int, level_bits: int, accumulate: bool):
     """Decode kernel over a group range of every row, for one ``(kind, level_bits)``, writing
-    (``accumulate``: adding ``factor`` times the values, row after row) into ``out``; all three compile-time
-    constants.
+    (``accumulate``: adding ``factor`` times the values, row after row) into its target: ``targets[0]`` for every
+    row (a sum), or ``targets[r]`` for row r (``(m, d)``); all three compile-time constants.
 
     Row r is the codes ``payloads[r]`` with block scales ``scales[r]``. Span by span: the groups' bit
     planes are spread into a scratch array of codes, then ``dequantize_run`` decodes each block run.
@@ -314,11 +314,12 @@ def _decoder(kind: int, level_bits: int, accumulate: bool):
     tag = f"{_KIND_NAMES[kind]}{level_bits}{'_add' if accumulate else ''}"
 
     @specialized(tag)
-    def decode_range(payloads, block, scales, e_min, max_level, out, factor, g0, g1):
+    def decode_range(payloads, block, scales, e_min, max_level, targets, factor, g0, g1):
         scratch = np.empty(_SPAN, dtype=dtype)
-        d = out.size
+        d = targets.shape[1]
         for r in range(payloads.shape[0]):
             payload, scale = payloads[r], scales[r]
+            out = targets[r] if targets.shape[0] > 1 else targets[0]
             invalid = uint32(0)
             b = g0 * GROUP // block
             edge = (b + 1) * block
@@ -626,7 +627,7 @@ def decode_levels(
     if used and payload[-1] >> used:
         raise MessageError(f"{what}: nonzero padding bits after the last code")
     block = max(block, 1)
-    args = (payload.reshape(1, -1), block, scale.reshape(1, -1), code.e_min, code.max_level, out, factor)
+    args = (payload.reshape(1, -1), block, scale.reshape(1, -1), code.e_min, code.max_level, out[np.newaxis], factor)
     if run_split(_decoder(code.kind, code.level_bits, accumulate), group_count(d), parallel_tasks(d), *args) < 0:
         return
     bad = _first_invalid(payload, d, code.kind, code.level_bits, block, scale, code.e_min, code.max_level)
@@ -636,16 +637,20 @@ def decode_levels(
     )
 
 
-def add_level_rows(payloads: np.ndarray, code: LevelCode, block: int, scales: np.ndarray, out: np.ndarray) -> int:
-    """``out +=`` the values of every row of codes ``payloads`` (``(m, code.nbytes(d))`` uint8) with block scales
-    ``scales[r]``, row after row (the bits of :func:`decode_levels` of each in turn), one kernel call; returns
-    the first row with a scale that is negative or not finite, nonzero padding or an invalid code (the rows
-    before it summed), else -1."""
-    flagged = _padded(payloads, out.size, code) | ~((scales >= 0.0) & np.isfinite(scales)).all(axis=1)
+def add_level_rows(
+    payloads: np.ndarray, code: LevelCode, block: int, scales: np.ndarray, targets: np.ndarray, factor: float
+) -> int:
+    """``target += factor *`` the values of every row of codes ``payloads`` (``(m, code.nbytes(d))`` uint8) with
+    block scales ``scales[r]``, row after row, the target ``targets[0]`` of every row (a sum) or ``targets[r]``
+    of row r (``(m, d)``): the bits of :func:`decode_levels` of each in turn, one kernel call; returns the first
+    row with a scale that is negative or not finite, nonzero padding or an invalid code (the rows before it
+    added), else -1."""
+    d = targets.shape[1]
+    flagged = _padded(payloads, d, code) | ~((scales >= 0.0) & np.isfinite(scales)).all(axis=1)
     end = int(np.argmax(flagged)) if flagged.any() else len(payloads)
     rows, row_scales = np.array(payloads[:end], order="C"), np.array(scales[:end], dtype=np.float64, order="C")
     kernel = _decoder(code.kind, code.level_bits, True)
-    bad = kernel(rows, max(block, 1), row_scales, code.e_min, code.max_level, out, 1.0, 0, group_count(out.size))
+    bad = kernel(rows, max(block, 1), row_scales, code.e_min, code.max_level, targets, factor, 0, group_count(d))
     return int(bad) if bad != -1 else (end if end < len(payloads) else -1)
 
 

@@ -166,6 +166,18 @@ def vector_buffer(out: np.ndarray, d: int) -> np.ndarray:
     return out
 
 
+def rows_buffer(targets: np.ndarray) -> np.ndarray:
+    """Validate a caller's rows to add into: a writable, C-contiguous ``(m, d)`` float64 array."""
+    if not (isinstance(targets, np.ndarray) and targets.dtype == np.float64 and targets.ndim == 2):
+        raise ValueError(
+            f"decode targets must be an (m, d) float64 array, got {type(targets).__name__} "
+            f"{getattr(targets, 'dtype', '')} {getattr(targets, 'shape', '')}"
+        )
+    if not (targets.flags.c_contiguous and targets.flags.writeable):
+        raise ValueError("decode targets must be C-contiguous and writable")
+    return targets
+
+
 def check_scalar(value: float, what: str, minimum: float = 0.0) -> float:
     """Validate a decoded codec scalar (a norm, a scale): finite and ``>= minimum``."""
     if not np.isfinite(value) or value < minimum:
@@ -186,6 +198,7 @@ class Compressor(ABC):
     unbiased: bool  # a class constant, or set per instance (compose, hsq, stovoq)
     n_scalars: int = 0
     checks_finite: bool = False  # True: the codec rejects NaN/Inf in its own pass (compose: per instance)
+    adds_payload_rows_each: ClassVar[bool] = False  # True: _add_payload_rows also adds row r into targets[r]
     crc: bool = True  # append the CRC-32 trailer (a run sets it from [compressor] checksum)
     extension_tag: ClassVar[int | None] = None  # set for classes outside mpicomp (EXTENSION_CODEC)
 
@@ -372,12 +385,54 @@ class Compressor(ABC):
         first, the payload on the way), ``total`` may hold part of the sum."""
         with CODEC.timing():
             msg = self._message(buf, len(total), key)
-            total = vector_buffer(total, msg.d)
-            if scale == 1.0:
-                self._decode_into(msg, key, total, accumulate=True)
-            else:
-                self._decode_scaled_add(msg, key, total, float(scale))
+            self._add_message(msg, key, vector_buffer(total, msg.d), float(scale))
             return total
+
+    def _add_message(self, msg: Message, key: RandomKey | None, target: np.ndarray, scale: float) -> None:
+        """``target += scale * C(msg)`` of a checked message: the plain sum where ``scale`` is 1."""
+        if scale == 1.0:
+            self._decode_into(msg, key, target, accumulate=True)
+        else:
+            self._decode_scaled_add(msg, key, target, scale)
+
+    def decode_add_rows(
+        self,
+        bufs: Sequence[bytes | memoryview],
+        keys: Sequence[RandomKey | None],
+        targets: np.ndarray,
+        scale: float = 1.0,
+    ) -> np.ndarray:
+        """``targets[j] += scale * C(m_j)`` for every message j, each into its own row of ``targets`` (``(m, d)``
+        float64: a block of workers' memories moving by their own uploads); bit for bit :meth:`decode_add` of
+        each; returns ``targets``. Every header is checked first; a :class:`MessageError` names the bad message
+        (``index``), and the rows before it may have moved. Alike messages held as rows
+        (:class:`mpicomp.wire.MessageRows`) of a codec that adds payload rows into rows of their own
+        (:attr:`adds_payload_rows_each`) go by one :meth:`_add_payload_rows` call a block."""
+        if not len(bufs) == len(keys) == len(targets):
+            raise ValueError(
+                f"decode_add_rows takes one key and one target row per message, got {len(bufs)} messages, "
+                f"{len(keys)} keys and {len(targets)} rows"
+            )
+        with CODEC.timing():
+            targets = rows_buffer(targets)
+            d, size = targets.shape[1], self.payload_bytes(targets.shape[1])
+            messages = self._messages(bufs, d, keys)
+            if (
+                isinstance(messages, MessageBlocks)
+                and self.adds_payload_rows_each
+                and self._sums_payload_rows(d)
+                and size
+                and len(messages)
+                and len(messages[0].payload) == size
+            ):
+                for start, block in zip(messages.block_starts(), messages.blocks, strict=True):
+                    moved = targets[start : start + len(block.payloads)]
+                    if (bad := self._add_payload_rows(block.payloads, block.scalars, moved, float(scale))) != -1:
+                        raise self._bad_payload(start + bad, messages, keys, d)
+                return targets
+            for j, (msg, key) in enumerate(zip(messages, keys, strict=True)):
+                naming_message(j, self._add_message, msg, key, targets[j], float(scale))
+            return targets
 
     def decode_sum(
         self,
@@ -556,16 +611,26 @@ class Compressor(ABC):
         self._decode_sum_into(list(messages), keys, out, divisor)
 
     def _sums_payload_rows(self, d: int) -> bool:
-        """Whether several messages in dimension ``d`` are summed as rows of their payloads, a stack at a time, by
+        """Whether several messages in dimension ``d`` are added as rows of their payloads, a stack at a time, by
         :meth:`_add_payload_rows` (a codec with a kernel over many payloads). Default: no."""
         return False
 
-    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
-        """``out +=`` the decoded vector of every row of ``payloads`` (``(m, payload_bytes(d))`` uint8, their codec
-        scalars ``(m, n_scalars)`` float64) in row order, the bits of :meth:`decode_add` of each in turn; returns the
-        first row whose payload is bad (``out`` may hold part of the sum), else -1. The hook of a codec whose
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float) -> int:
+        """``target += factor *`` the decoded vector of every row of ``payloads`` (``(m, payload_bytes(d))`` uint8,
+        their codec scalars ``(m, n_scalars)`` float64) in row order, the bits of :meth:`decode_add` of each in turn
+        (``scale = factor``), the target ``targets[0]`` of every row (a sum, factor 1) or, for a codec that
+        :attr:`adds_payload_rows_each`, ``targets[r]`` of row r (``(m, d)``); returns the first row whose payload is
+        bad (the targets may hold part of the additions), else -1. The hook of a codec whose
         :meth:`_sums_payload_rows` says so; no default."""
         raise NotImplementedError(f"compressor {self.name!r} sums payload rows but lacks _add_payload_rows")
+
+    def _bad_payload(
+        self, i: int, messages: Sequence[Message], keys: Sequence[RandomKey | None], d: int
+    ) -> MessageError:
+        """The :class:`MessageError` of message ``i``, whose payload a rows kernel flagged: decoding it alone
+        raises the codec's own words, naming it."""
+        naming_message(i, self._decode_into, messages[i], keys[i], np.empty(d), False)
+        return MessageError(f"message {i}: {self.name}: invalid payload", index=i)
 
     def _sum_payload_rows(
         self,
@@ -581,10 +646,8 @@ class Compressor(ABC):
         that message alone, naming it."""
         out.fill(0.0)
         for start, payloads, scalars in stacks:
-            if (bad := self._add_payload_rows(payloads, scalars, out)) != -1:
-                i = start + bad
-                naming_message(i, self._decode_into, messages[i], keys[i], np.empty(out.size), False)
-                raise MessageError(f"message {i}: {self.name}: invalid payload", index=i)
+            if (bad := self._add_payload_rows(payloads, scalars, out[np.newaxis], 1.0)) != -1:
+                raise self._bad_payload(start + bad, messages, keys, out.size)
         if divisor != 1.0:
             out /= divisor
 

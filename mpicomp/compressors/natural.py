@@ -258,12 +258,14 @@ def decode_natural(exponents, signs, out, accumulate, scale, divisor, g0, g1):
 
 
 @njit(cache=True, nogil=True)
-def decode_rows_add(payloads, out):
-    """``out += `` the decoded payload of every row of ``payloads`` (``(m, d + ceil(d/8))`` uint8), in
-    row order; returns the first row holding an invalid code or padding bit, or -1."""
-    d = out.size
+def decode_rows_add(payloads, targets, factor):
+    """``target += factor *`` the decoded payload of every row of ``payloads`` (``(m, d + ceil(d/8))`` uint8), in
+    row order, the target ``targets[0]`` of every row (a sum) or ``targets[r]`` of row r (``(m, d)``); returns
+    the first row holding an invalid code or padding bit, or -1."""
+    d = targets.shape[1]
     for r in range(payloads.shape[0]):
-        if decode_natural(payloads[r, :d], payloads[r, d:], out, True, 1.0, 1.0, 0, group_count(d)) >= 0:
+        target = targets[r] if targets.shape[0] > 1 else targets[0]
+        if decode_natural(payloads[r, :d], payloads[r, d:], target, True, factor, 1.0, 0, group_count(d)) >= 0:
             return r
     return -1
 
@@ -346,6 +348,7 @@ class Natural(Compressor):
     name = "natural"
     unbiased = True
     checks_finite = True
+    adds_payload_rows_each = True
 
     def omega(self, d: int) -> float:
         return 0.125
@@ -386,9 +389,9 @@ class Natural(Compressor):
         long vector takes the (threaded) per-message kernel."""
         return chunk_count(d) < PARALLEL_MIN_CHUNKS
 
-    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float) -> int:
         """One ``decode_rows_add`` call."""
-        return int(decode_rows_add(payloads, out))
+        return int(decode_rows_add(payloads, targets, factor))
 
     def _decode_sum_into(
         self, messages: list[Message], keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float

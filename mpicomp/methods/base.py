@@ -382,6 +382,13 @@ class Method:
         else through one temporary vector, as :meth:`add_down`."""
         (compressor or self.ctx.uplink).decode_add(message, target, self.key(w, k, STREAM_UPLINK), scale)
 
+    def add_up_rows(
+        self, messages: Sequence[bytes | memoryview], workers: range, k: int, targets: np.ndarray, scale: float = 1.0
+    ) -> None:
+        """:meth:`add_up` of a block of ``workers``, each into its own row of ``targets`` (``(len(workers), d)``,
+        C-contiguous), with the same bits: one call for a block's own uploads (``Compressor.decode_add_rows``)."""
+        self.ctx.uplink.decode_add_rows(messages, self.keys(workers, k, STREAM_UPLINK), targets, scale)
+
     def decode_uploads(
         self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None
     ) -> list[np.ndarray | None]:

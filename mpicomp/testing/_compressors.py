@@ -197,7 +197,8 @@ def check_wire(
     * the size matches the declared bits: :meth:`~Compressor.expected_bits` against the payload (exactly,
       up to byte padding, for fixed-size codecs; over ``n_draws`` Gaussian vectors otherwise) and
       :meth:`~Compressor.header_bits` against the framing;
-    * the same key gives the same bytes, and ``decode`` / ``decode(out=)`` / ``decode_add`` agree bit for bit;
+    * the same key gives the same bytes, and ``decode`` / ``decode(out=)`` / ``decode_add`` agree bit for bit; so do
+      a batch's ``decode_sum`` and ``decode_add_rows`` (``encode_many`` of three rows) with ``decode_add`` of each;
     * a truncated, extended or bit-flipped message, a payload one byte short or long (framed again with
       a valid header and CRC), another dimension and another codec's message raise ``MessageError``.
 
@@ -218,8 +219,27 @@ def check_wire(
         ):
             if not np.array_equal(again, decoded):
                 raise AssertionError(f"{spec}: {how} differs from decode in {np.sum(again != decoded)} coordinates")
+        _check_batch(compressor, x, seed)
         _check_sizes(compressor, d, n_draws, seed, memoryview(message))
         _check_corruptions(compressor, message, d, key)
+
+
+def _check_batch(compressor: Compressor, x: np.ndarray, seed: int) -> None:
+    """``decode_sum`` and ``decode_add_rows`` (scale 0.5) of ``encode_many`` of ``x``, ``-x/2`` and zeros give the
+    bits of ``decode_add`` message by message (the sum zeroed first, divided after)."""
+    d, spec = x.size, compressor.spec
+    keys = [RandomKey(seed, 4, w, 0) for w in range(3)]
+    batch = compressor.encode_many(np.stack([x, -0.5 * x, np.zeros(d)]), keys)
+    start = np.linspace(-1.0, 1.0, 3 * d).reshape(3, d)
+    moved, total = start.copy(), np.zeros(d)
+    for message, key, row in zip(batch, keys, moved, strict=True):
+        compressor.decode_add(message, row, key, 0.5)
+        compressor.decode_add(message, total, key)
+    total /= 3.0
+    if not np.array_equal(compressor.decode_add_rows(batch, keys, start, 0.5), moved):
+        raise AssertionError(f"{spec}: decode_add_rows differs from decode_add of each message")
+    if not np.array_equal(compressor.decode_sum(batch, keys, np.empty(d), 3.0), total):
+        raise AssertionError(f"{spec}: decode_sum differs from decode_add of each message, then the division")
 
 
 def _check_corruptions(compressor: Compressor, message: bytes, d: int, key: RandomKey) -> None:
