@@ -50,7 +50,7 @@ class RankView:
     def gather_partials(self, per_local_worker, *, everyone=False):
         raise AssertionError("building a problem must not need a collective operation")
 
-    def sum_partials(self, row_of, width, *, everyone=False):
+    def sum_partials(self, rows_of, width, *, everyone=False):
         raise AssertionError("building a problem must not need a collective operation")
 
     def agree(self, code):

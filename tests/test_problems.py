@@ -30,6 +30,7 @@ from mpicomp.problems import (
 )
 from mpicomp.problems import glm as glm_module
 from mpicomp.problems import optimum as optimum_module
+from mpicomp.problems.base import Problem
 from mpicomp.problems.glm import margins
 
 H = 1e-5
@@ -156,6 +157,41 @@ def test_minibatch_grads_of_a_block_are_each_shards_own_bits(name, sparse, stack
             local = problem.local(w)
             own = local.grad(x) if idx is None else local.minibatch_grad(x, idx)
             assert np.array_equal(row.view(np.int64), own.view(np.int64)), w
+
+
+@pytest.mark.parametrize("stack_bytes", [None, 8 * 5 * 140])
+@pytest.mark.parametrize("name,sparse", CASES)
+def test_worker_rows_and_hessps_of_a_block_are_each_shards_own_bits(name, sparse, stack_bytes, monkeypatch):
+    """The rows the worker tree sums for a block of workers, ``worker_rows`` (``[f_w(x), grad f_w(x)]``) and
+    ``worker_hessps``, stacked by shard size for dense rows (shards of 4 to 140 rows: each loss sums its own rows
+    as its shard does, across numpy's pairwise blocks; one stack a size, or one 140-row shard a stack), are each
+    shard's own ``loss_and_grad``/``hessp`` bits; so the problem's ``loss_and_grad`` and ``hessp`` keep theirs."""
+    if stack_bytes is not None:
+        monkeypatch.setattr(glm_module, "STACK_BYTES", stack_bytes)
+    rng = np.random.default_rng(6)
+    sizes = [4, 9, 4, 140, 9, 140, 4]
+    a = rng.normal(size=(sum(sizes), 5))
+    loss, targets = {
+        "logistic": (LogisticLoss(), np.where(rng.random(a.shape[0]) < 0.5, -1.0, 1.0)[:, None]),
+        "softmax": (SoftmaxLoss(3), rng.integers(0, 3, a.shape[0])),
+        "lsq": (SquaredLoss(classification=False), rng.normal(size=(a.shape[0], 1))),
+    }[name]
+    shards = np.split(rng.permutation(a.shape[0]), np.cumsum(sizes)[:-1])
+    features = sp.csr_matrix(a) if sparse else a
+    problem = GLMProblem.from_shards(loss, features, targets, shards, smooth=SmoothSum(SquaredNorm(0.1)))
+    x, v = point(problem), point(problem, seed=5)
+    for block in (range(7), range(2, 6)):
+        rows, hessps = problem.worker_rows(x, block), problem.worker_hessps(x, v, block)
+        for row, hessp, w in zip(rows, hessps, block, strict=True):
+            value, grad = problem.local(w).loss_and_grad(x)
+            assert np.array_equal(row.view(np.int64), np.concatenate(([value], grad)).view(np.int64)), w
+            assert np.array_equal(hessp.view(np.int64), problem.local(w).hessp(x, v).view(np.int64)), w
+    stacked = problem.loss_and_grad(x), problem.hessp(x, v)
+    monkeypatch.setattr(problem, "worker_rows", lambda x, ws: Problem.worker_rows(problem, x, ws))
+    monkeypatch.setattr(problem, "worker_hessps", lambda x, v, ws: np.stack([problem.local(w).hessp(x, v) for w in ws]))
+    value, grad = problem.loss_and_grad(x)
+    assert stacked[0][0] == value and np.array_equal(stacked[0][1], grad)
+    assert np.array_equal(stacked[1], problem.hessp(x, v))
 
 
 @pytest.mark.parametrize("name,sparse", CASES)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mpicomp.comm import LocalTransport, worker_range
-from mpicomp.comm.worker_tree import covering_nodes, fold_nodes, join_nodes, tree_leaves, tree_sum
+from mpicomp.comm.worker_tree import covering_nodes, fold_block, fold_nodes, join_nodes, tree_leaves, tree_sum
 
 
 def rows_of(n: int, width: int = 6) -> np.ndarray:
@@ -50,14 +50,14 @@ def test_every_rank_layout_gives_the_bits_of_the_written_out_tree(n):
     rows = rows_of(n)
     expected = pairwise(rows, 0, tree_leaves(n))
     assert expected is not None
-    np.testing.assert_array_equal(tree_sum(lambda w: rows[w], n, rows.shape[1]), expected)
+    np.testing.assert_array_equal(tree_sum(lambda ws: rows[ws.start : ws.stop], n, rows.shape[1]), expected)
     for ranks in range(1, 8):
         blocks = [worker_range(n, ranks, r) for r in range(ranks)]
         sums = {}
         for block in blocks:
             nodes = covering_nodes(block.start, block.stop, n)
             assert len(nodes) <= 2 * max(tree_leaves(n).bit_length(), 1)
-            sums.update(zip(nodes, fold_nodes(lambda w: rows[w], nodes, rows.shape[1]), strict=True))
+            sums.update(zip(nodes, fold_nodes(lambda ws: rows[ws.start : ws.stop], nodes, rows.shape[1]), strict=True))
         np.testing.assert_array_equal(join_nodes(sums, n), expected)
     np.testing.assert_allclose(expected, rows.sum(axis=0), rtol=1e-12, atol=1e-12 * np.abs(rows).max())
 
@@ -65,22 +65,28 @@ def test_every_rank_layout_gives_the_bits_of_the_written_out_tree(n):
 def test_the_transport_sums_in_the_same_tree():
     rows = rows_of(11)
     transport = LocalTransport(11)
-    total = transport.sum_partials(lambda w: rows[w], rows.shape[1])
+    total = transport.sum_partials(lambda ws: rows[ws.start : ws.stop], rows.shape[1])
     np.testing.assert_array_equal(total, pairwise(rows, 0, 16))
 
 
-def test_a_fold_keeps_logarithmically_many_rows():
-    """4,096 rows of 80 KB (328 MB if held together): the fold's peak stays below 20 rows."""
+def test_a_fold_keeps_logarithmically_many_rows_and_one_block():
+    """4,096 rows of 80 KB (328 MB if held together): the fold asks for blocks of at most ``fold_block`` workers
+    inside one node, in worker order, and its peak stays below that block plus 20 rows."""
     width = 10_000
+    asked: list[range] = []
 
-    def row_of(w: int) -> np.ndarray:
-        return np.full(width, float(w))
+    def rows_of(workers: range) -> np.ndarray:
+        asked.append(workers)
+        return np.repeat(np.arange(workers.start, workers.stop, dtype=np.float64)[:, None], width, axis=1)
 
     tracemalloc.start()
     try:
-        total = tree_sum(row_of, 4096, width)
+        total = tree_sum(rows_of, 4096, width)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert total[0] == 4095 * 4096 / 2
-    assert peak < 20 * 8 * width, f"peak {peak} B"
+    block = fold_block(width)
+    assert 1 < block < 4096 and all(0 < len(workers) <= block for workers in asked)
+    assert [w for workers in asked for w in workers] == list(range(4096))
+    assert peak < (block + 20) * 8 * width, f"peak {peak} B"

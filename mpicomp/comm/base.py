@@ -430,14 +430,14 @@ class Transport(ABC):
         the memory by gathering a few workers at a time."""
 
     def sum_partials(
-        self, row_of: Callable[[int], np.ndarray], width: int, *, everyone: bool = False
+        self, rows_of: Callable[[range], np.ndarray], width: int, *, everyone: bool = False
     ) -> np.ndarray | None:
-        """Uncounted bookkeeping: ``sum_w row_of(w)`` over every worker (``row_of`` called for the local
-        ones, each a float64 row of ``width`` values), added in the fixed tree of :mod:`.worker_tree`: the
-        same bits whatever the rank layout, with ``O(log n)`` rows in memory instead of one per worker.
-        The sum on the master (every rank with ``everyone``), ``None`` elsewhere."""
+        """Uncounted bookkeeping: the sum of every worker's row of ``width`` float64 values (``rows_of(workers)``
+        gives the rows of a block of local workers, ``(len(workers), width)``), added in the fixed tree of
+        :mod:`.worker_tree`: the same bits whatever the rank layout, with ``O(log n)`` rows and one block in memory
+        instead of one row per worker. The sum on the master (every rank with ``everyone``), ``None`` elsewhere."""
         local = self.local_workers
-        sums = fold_nodes(row_of, covering_nodes(local.start, local.stop, self.n_workers), width)
+        sums = fold_nodes(rows_of, covering_nodes(local.start, local.stop, self.n_workers), width)
         gathered = self._gather_node_sums(sums, everyone)
         if gathered is None:
             return None

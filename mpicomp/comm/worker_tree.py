@@ -5,7 +5,7 @@ The tree has the leaves ``0 .. N-1`` (``N``, the worker count rounded up to a po
 and its sum is ``sum(left half) + sum(right half)`` (the right half left out where it lies beyond the
 last worker). A process holding the workers ``[lo, hi)`` folds them into the sums of the largest
 nodes inside ``[lo, hi)`` (:func:`covering_nodes`), at most ``max(1, 2 log2 N)`` of them, keeping
-``O(log N)`` rows in memory (:func:`fold_nodes`); the master joins every process's nodes
+``O(log N)`` rows in memory plus one block of ``FOLD_BYTES`` (:func:`fold_nodes`); the master joins every process's nodes
 (:func:`join_nodes`). Every addition is the same one in every layout, so the sum has the same bits
 on 1 rank and on 7.
 """
@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 Node = tuple[int, int]  # (start, size)
+FOLD_BYTES = 1 << 20  # rows asked for at once by a fold (fold_block): a block of workers computed together
 
 
 def tree_leaves(n_workers: int) -> int:
@@ -37,21 +38,36 @@ def covering_nodes(lo: int, hi: int, n_workers: int) -> list[Node]:
     return nodes
 
 
-def fold_nodes(row_of: Callable[[int], np.ndarray], nodes: Sequence[Node], width: int) -> np.ndarray:
-    """``(len(nodes), width)``: each node's sum of ``row_of(w)`` over its workers, folded as they come
-    (a stack of subtrees whose top two merge when they are the same size)."""
+def fold_block(width: int) -> int:
+    """Workers whose rows a fold asks for at once: ``FOLD_BYTES`` of float64 rows, at least one."""
+    return max(1, FOLD_BYTES // (8 * max(width, 1)))
+
+
+def fold_nodes(rows_of: Callable[[range], np.ndarray], nodes: Sequence[Node], width: int) -> np.ndarray:
+    """``(len(nodes), width)``: each node's sum of the workers' rows, ``rows_of(workers)`` giving a
+    ``(len(workers), width)`` array for a range of at most :func:`fold_block` workers of one node (so that
+    they can be computed together), folded row by row as they come (:func:`_fold_rows`)."""
     sums = np.empty((len(nodes), width))
+    block = fold_block(width)
     for out, (start, size) in zip(sums, nodes, strict=True):
         stack: list[tuple[int, np.ndarray]] = []
-        for w in range(start, start + size):
-            stack.append((1, np.array(row_of(w), dtype=np.float64).reshape(width)))
-            while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
-                right_size, right = stack.pop()
-                left_size, left = stack.pop()
-                left += right
-                stack.append((left_size + right_size, left))
+        for lo in range(start, start + size, block):
+            workers = range(lo, min(lo + block, start + size))
+            _fold_rows(stack, np.asarray(rows_of(workers), dtype=np.float64).reshape(len(workers), width))
         out[:] = stack[0][1]
     return sums
+
+
+def _fold_rows(stack: list[tuple[int, np.ndarray]], rows: np.ndarray) -> None:
+    """Push a copy of each row onto ``stack`` (subtrees as ``(size, sum)``), merging the top two while they are the
+    same size; the block itself is not kept (one block and ``O(log N)`` rows in memory)."""
+    for row in rows:
+        stack.append((1, row.copy()))
+        while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
+            right_size, right = stack.pop()
+            left_size, left = stack.pop()
+            left += right
+            stack.append((left_size + right_size, left))
 
 
 def join_nodes(sums: dict[Node, np.ndarray], n_workers: int) -> np.ndarray:
@@ -73,7 +89,8 @@ def join_nodes(sums: dict[Node, np.ndarray], n_workers: int) -> np.ndarray:
     return root
 
 
-def tree_sum(row_of: Callable[[int], np.ndarray], n_workers: int, width: int) -> np.ndarray:
-    """``sum_w row_of(w)`` over the workers ``0 .. n_workers-1`` of one process, in the same tree."""
+def tree_sum(rows_of: Callable[[range], np.ndarray], n_workers: int, width: int) -> np.ndarray:
+    """``sum_w`` of the rows of the workers ``0 .. n_workers-1`` of one process (``rows_of`` as for
+    :func:`fold_nodes`), in the same tree."""
     nodes = covering_nodes(0, n_workers, n_workers)
-    return join_nodes(dict(zip(nodes, fold_nodes(row_of, nodes, width), strict=True)), n_workers)
+    return join_nodes(dict(zip(nodes, fold_nodes(rows_of, nodes, width), strict=True)), n_workers)

@@ -127,7 +127,9 @@ class SwitchSum:
         """``||S - sum_i x_i|| / ||sum_i x_i||`` on the master (the float64 sum of the x_i taken uncounted, in
         the fixed worker tree: ``O(log n)`` vectors in memory, not one per worker)."""
         first = link.local_workers.start
-        exact = link.sum_partials(lambda w: np.asarray(vectors[w - first], dtype=np.float64), self.d)
+        exact = link.sum_partials(
+            lambda workers: np.stack([vectors[w - first] for w in workers]).astype(np.float64, copy=False), self.d
+        )
         if exact is None:
             return float("nan")
         norm = float(np.linalg.norm(exact))

@@ -80,7 +80,7 @@ class Link(Protocol):
         """Every worker's float32 ``values`` added by the master in worker order; the sum on every process."""
 
     def sum_partials(
-        self, row_of: Callable[[int], np.ndarray], width: int, *, everyone: bool = False
+        self, rows_of: Callable[[range], np.ndarray], width: int, *, everyone: bool = False
     ) -> np.ndarray | None:
-        """Uncounted bookkeeping: ``sum_w row_of(w)`` over every worker in the fixed worker tree, on the
-        master (``None`` elsewhere)."""
+        """Uncounted bookkeeping: the sum of every worker's row (``rows_of(workers)``: the rows of a block of local
+        workers) in the fixed worker tree, on the master (``None`` elsewhere)."""

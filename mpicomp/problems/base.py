@@ -51,10 +51,11 @@ class Collective(Protocol):
         on the master or, with ``everyone``, on every process; ``None`` elsewhere."""
 
     def sum_partials(
-        self, row_of: Callable[[int], np.ndarray], width: int, *, everyone: bool = False
+        self, rows_of: Callable[[range], np.ndarray], width: int, *, everyone: bool = False
     ) -> np.ndarray | None:
-        """``sum_w row_of(w)`` over every worker (called for the local ones) in the fixed worker tree, on the
-        master or, with ``everyone``, on every process; ``None`` elsewhere."""
+        """The sum of every worker's row (``rows_of(workers)``: the ``(len(workers), width)`` rows of a block of
+        local workers) in the fixed worker tree, on the master or, with ``everyone``, on every process; ``None``
+        elsewhere."""
 
     def agree(self, code: int | None) -> int:
         """The master's small integer (others pass ``None``), on every process."""
@@ -223,18 +224,42 @@ class Problem(ABC):
         """Collective: ``sum_w row_of(w)`` over every worker (``row_of(w)``: a row of ``width`` values, asked
         of the process holding w), added in one fixed tree over the worker ids (the same bits whatever
         the rank layout, ``O(log n)`` rows in memory); on every process, or with ``everyone=False`` on the
-        master only (``None`` elsewhere)."""
+        master only (``None`` elsewhere). :meth:`sum_worker_blocks` takes the rows a block of workers at a time."""
+        return self.sum_worker_blocks(
+            lambda workers: np.array([np.asarray(row_of(w), dtype=np.float64).reshape(width) for w in workers]),
+            width,
+            everyone=everyone,
+        )
+
+    @overload
+    def sum_worker_blocks(
+        self, rows_of: Callable[[range], np.ndarray], width: int, *, everyone: Literal[True] = True
+    ) -> np.ndarray: ...
+
+    @overload
+    def sum_worker_blocks(
+        self, rows_of: Callable[[range], np.ndarray], width: int, *, everyone: bool
+    ) -> np.ndarray | None: ...
+
+    def sum_worker_blocks(
+        self, rows_of: Callable[[range], np.ndarray], width: int, *, everyone: bool = True
+    ) -> np.ndarray | None:
+        """:meth:`sum_workers` with the rows asked for a block of workers at a time: ``rows_of(workers)`` gives the
+        ``(len(workers), width)`` rows of a range of local workers (at most ``worker_tree.fold_block(width)``), so
+        that a problem can compute them together; the same tree, the same bits, one block more in memory."""
         if self.collective is None:
-            return tree_sum(row_of, self.n_workers, width)
-        total = self.collective.sum_partials(row_of, width, everyone=everyone)
+            return tree_sum(rows_of, self.n_workers, width)
+        total = self.collective.sum_partials(rows_of, width, everyone=everyone)
         assert total is not None or not everyone, "sum_partials with everyone returns on every process"
         return total
 
-    def worker_row(self, x: np.ndarray, w: int) -> np.ndarray:
-        """``[f_w(x), grad f_w(x)]`` of the local worker ``w`` (``1 + d`` values)."""
-        row = np.empty(1 + self.d)
-        row[0], row[1:] = self.local(w).loss_and_grad(x)
-        return row
+    def worker_rows(self, x: np.ndarray, workers: range) -> np.ndarray:
+        """Row j: ``[f_w(x), grad f_w(x)]`` of the local worker ``w = workers[j]`` (``1 + d`` values), from its
+        ``loss_and_grad``; problems with a faster way for many workers (the same bits) override this."""
+        rows = np.empty((len(workers), 1 + self.d))
+        for row, w in zip(rows, workers, strict=True):
+            row[0], row[1:] = self.local(w).loss_and_grad(x)
+        return rows
 
     @overload
     def smooth_loss_and_grad(self, x: np.ndarray, *, everyone: Literal[True] = True) -> tuple[float, np.ndarray]: ...
@@ -245,7 +270,7 @@ class Problem(ABC):
     def smooth_loss_and_grad(self, x: np.ndarray, *, everyone: bool = True) -> tuple[float, np.ndarray] | None:
         """Collective: ``(f(x), grad f(x))``, ``f = (1/n) sum_w f_w`` with the sum the :meth:`sum_workers` of
         every worker's row; on every process, or with ``everyone=False`` on the master only."""
-        total = self.sum_workers(lambda w: self.worker_row(x, w), 1 + self.d, everyone=everyone)
+        total = self.sum_worker_blocks(lambda workers: self.worker_rows(x, workers), 1 + self.d, everyone=everyone)
         if total is None:
             return None
         total /= self.n_workers
@@ -329,7 +354,9 @@ class Problem(ABC):
     def potential_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Collective: ``(U(x), grad U(x))`` with ``U = sum_i m_i f_i`` (module docstring), a :meth:`sum_workers`."""
         counts = self.sample_counts()
-        total = self.sum_workers(lambda w: counts[w] * self.worker_row(x, w), 1 + self.d)
+        total = self.sum_worker_blocks(
+            lambda workers: counts[workers.start : workers.stop, None] * self.worker_rows(x, workers), 1 + self.d
+        )
         return float(total[0]), total[1:]
 
     def potential_smoothness(self) -> float:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar, TypeAlias
 
@@ -433,11 +433,15 @@ class GLMProblem(Problem):
     ) -> np.ndarray:
         """:meth:`Problem.minibatch_grads` with the regulariser's gradient ``grad r(x)`` computed once for
         all rows (the shards' own methods compute it per worker): the same additions, the same bits. Dense
-        (C-ordered) features go a stack of minibatches of one size at a time (:meth:`_stacked_grads`)."""
+        (C-ordered) features go a stack of minibatches of one size at a time (:meth:`_stacks`)."""
         x = _check_x(x, self.d)
         smooth = self.smooth.grad(x)
-        if isinstance(self.features, np.ndarray) and self.features.flags.c_contiguous and len(workers) > 1:
-            return self._stacked_grads(x, workers, samples, smooth, out)
+        if self._stacks_rows(workers):
+            for members, rows, features in self._stacks(workers, samples):
+                dz = self.loss_fn.derivative(self._stack_margins(features, x), self.targets[rows])
+                dz *= 1.0 / features.shape[1]
+                self._stack_pullback(dz, features, members, smooth, out)
+            return out
         for row, w, idx in zip(out, workers, samples, strict=True):
             shard = self.local(w)
             if idx is None:
@@ -447,64 +451,96 @@ class GLMProblem(Problem):
             np.add(weighted_grad(self.loss_fn, features, targets, weight, x), smooth, out=row)
         return out
 
-    def _stacked_grads(
-        self,
-        x: np.ndarray,
-        workers: Sequence[int],
-        samples: Sequence[np.ndarray | None],
-        smooth: np.ndarray,
-        out: np.ndarray,
-    ) -> np.ndarray:
-        """``out[j] = weighted_grad(A_j, b_j, 1/s_j) + grad r(x)`` (``A_j`` worker j's minibatch, or whole shard, of
-        ``s_j`` rows), the workers with one ``s_j`` together, :data:`STACK_BYTES` of rows at a time
-        (:meth:`_stack_grads`)."""
+    def worker_rows(self, x: np.ndarray, workers: range) -> np.ndarray:
+        """:meth:`Problem.worker_rows` (``[f_w(x), grad f_w(x)]`` of each worker, the bits of its shard's
+        ``loss_and_grad``), dense features a stack of whole shards at a time (:meth:`_stacks`): each worker's
+        loss is the sum of its own rows' weighted terms, as its shard sums them."""
+        if not self._stacks_rows(workers):
+            return super().worker_rows(x, workers)
+        x = _check_x(x, self.d)
+        rows, grads = np.empty((len(workers), 1 + self.d)), np.empty((len(workers), self.d))
+        smooth_value, smooth_grad = self.smooth.value(x), self.smooth.grad(x)
+        for members, sample_rows, features in self._stacks(workers, [None] * len(workers)):
+            size, targets = features.shape[1], self.targets[sample_rows]
+            z = self._stack_margins(features, x)
+            dz = self.loss_fn.derivative(z, targets)
+            dz *= 1.0 / size
+            terms = (1.0 / size) * self.loss_fn.values(z, targets)
+            rows[members, 0] = terms.reshape(-1, size).sum(axis=1) + smooth_value
+            self._stack_pullback(dz, features, members, smooth_grad, grads)
+        rows[:, 1:] = grads
+        return rows
+
+    def worker_hessps(self, x: np.ndarray, v: np.ndarray, workers: range) -> np.ndarray:
+        """Row j: ``hess f_w(x) v`` of the local worker ``w = workers[j]``, the bits of its shard's ``hessp``,
+        dense features a stack of whole shards at a time (:meth:`_stacks`)."""
+        if not self._stacks_rows(workers):
+            return np.stack([self.local(w).hessp(x, v) for w in workers])
+        x, v = _check_x(x, self.d), _check_x(v, self.d)
+        out, smooth = np.empty((len(workers), self.d)), self.smooth.hessp(x, v)
+        for members, sample_rows, features in self._stacks(workers, [None] * len(workers)):
+            margins_v = self._stack_margins(features, v)
+            hz = self.loss_fn.curvature_apply(self._stack_margins(features, x), self.targets[sample_rows], margins_v)
+            hz /= features.shape[1]
+            self._stack_pullback(hz, features, members, smooth, out)
+        return out
+
+    def _stacks_rows(self, workers: Sequence[int]) -> bool:
+        """Whether several workers' rows are stacked (:meth:`_stacks`): dense C-ordered features, two workers or more."""
+        return isinstance(self.features, np.ndarray) and self.features.flags.c_contiguous and len(workers) > 1
+
+    def _stacks(
+        self, workers: Sequence[int], samples: Sequence[np.ndarray | None]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(members, rows, features)`` for every stack of workers with one row count s (the minibatch
+        ``samples[j]``, or the whole shard for None): their positions in ``workers``, at most :data:`STACK_BYTES` of
+        rows; their rows' indices into this process's features; and the ``(len(members), s, n_features)`` stack of
+        those rows. Consecutive workers' whole shards are a view of the features, other rows are gathered into a
+        buffer kept from call to call (so a stack is used before the next is taken). Per slice the products over a
+        stack (:meth:`_stack_margins`, :meth:`_stack_pullback`) are the BLAS calls :func:`margins` and
+        :func:`pullback` make for one worker, and the losses work row by row: the bits of one worker at a time."""
         local = np.asarray(workers) - self.local_workers.start
         counts = [
             self.offsets[i + 1] - self.offsets[i] if idx is None else idx.size
             for i, idx in zip(local, samples, strict=True)
         ]
         sizes = np.array(counts)
+        width = self.n_features
         for size in np.unique(sizes).tolist():
             chosen = np.flatnonzero(sizes == size)
-            per_stack = max(1, STACK_BYTES // (8 * size * self.n_features))
+            per_stack = max(1, STACK_BYTES // (8 * size * width))
             for lo in range(0, chosen.size, per_stack):
-                self._stack_grads(x, local, samples, chosen[lo : lo + per_stack], size, smooth, out)
-        return out
+                members = chosen[lo : lo + per_stack]
+                first = self.offsets[local[members[0]]]
+                shards = local[members] - local[members[0]]
+                if all(samples[j] is None for j in members.tolist()) and np.array_equal(
+                    shards, np.arange(members.size)
+                ):
+                    rows = np.arange(first, first + members.size * size)
+                    features = self.features[first : first + rows.size]
+                else:
+                    whole = np.arange(size)
+                    index = np.stack([whole if (idx := samples[j]) is None else idx for j in members.tolist()])
+                    rows = (self.offsets[local[members], None] + index).reshape(-1)
+                    buffer = self._rows_buffer(rows.size)
+                    features = np.take(self.features, rows, axis=0, out=buffer, mode="clip")  # valid indices
+                yield members, rows, features.reshape(-1, size, width)
 
-    def _stack_grads(
-        self,
-        x: np.ndarray,
-        local: np.ndarray,
-        samples: Sequence[np.ndarray | None],
-        members: np.ndarray,
-        size: int,
-        smooth: np.ndarray,
-        out: np.ndarray,
+    def _stack_margins(self, features: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """:func:`margins` of every worker of a stack, ``(rows, k)``: one ``np.matmul`` over the stack."""
+        k = self.loss_fn.outputs
+        return np.matmul(features, x.reshape(k, -1).T).reshape(-1, k)
+
+    def _stack_pullback(
+        self, dz: np.ndarray, features: np.ndarray, members: np.ndarray, added: np.ndarray, out: np.ndarray
     ) -> None:
-        """``out[members]`` for workers of ``size`` rows each (``local``: every worker's index among this process's):
-        the margins and the pullback one ``np.matmul`` each over the ``(g, size, l)`` stack of their rows (per
-        slice the BLAS call :func:`margins` and :func:`pullback` make for one worker) and the loss's derivative row
-        by row, so the bits of one worker at a time, without its per-worker NumPy calls. Consecutive workers'
-        whole shards are a view of the rows, other rows are gathered into a buffer kept from call to call, and
-        consecutive workers' gradients go straight into their rows of ``out``."""
-        k, width = self.loss_fn.outputs, self.n_features
-        first = self.offsets[local[members[0]]]
-        shards = local[members] - local[members[0]]
-        if all(samples[j] is None for j in members.tolist()) and np.array_equal(shards, np.arange(members.size)):
-            rows = np.arange(first, first + members.size * size)
-            features = self.features[first : first + rows.size]
-        else:
-            whole = np.arange(size)
-            index = np.stack([whole if (idx := samples[j]) is None else idx for j in members.tolist()])
-            rows = (self.offsets[local[members], None] + index).reshape(-1)
-            features = np.take(self.features, rows, axis=0, out=self._rows_buffer(rows.size), mode="clip")  # valid
-        features = features.reshape(-1, size, width)
-        dz = self.loss_fn.derivative(np.matmul(features, x.reshape(k, -1).T).reshape(rows.size, k), self.targets[rows])
-        dz *= 1.0 / size
+        """``out[members] = pullback`` of each worker's ``dz`` rows ``+ added``: one ``np.matmul`` over the stack,
+        straight into ``out``'s rows when the members are consecutive."""
+        k, size, width = self.loss_fn.outputs, features.shape[1], self.n_features
         together = members[-1] - members[0] + 1 == members.size
         grads = out[members[0] : members[-1] + 1] if together else np.empty((members.size, self.d))
         np.matmul(dz.reshape(-1, size, k).transpose(0, 2, 1), features, out=grads.reshape(-1, k, width))
-        np.add(grads, smooth, out=grads)
+        np.add(grads, added, out=grads)
         if not together:
             out[members] = grads
 
@@ -525,8 +561,9 @@ class GLMProblem(Problem):
         return self.smooth_loss_and_grad(x)[0]
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Collective: ``hess f(x) v = (1/n) sum_i hess f_i(x) v``, a :meth:`sum_workers`."""
-        return self.sum_workers(lambda w: self.local(w).hessp(x, v), self.d) / self.n_workers
+        """Collective: ``hess f(x) v = (1/n) sum_i hess f_i(x) v``, a :meth:`sum_worker_blocks` of
+        :meth:`worker_hessps`."""
+        return self.sum_worker_blocks(lambda workers: self.worker_hessps(x, v, workers), self.d) / self.n_workers
 
     def x0(self) -> np.ndarray:
         return np.zeros(self.d)
