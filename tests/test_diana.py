@@ -118,6 +118,27 @@ def test_diana_compresses_differences_and_keeps_h_the_mean_of_h_i():
         np.testing.assert_array_equal(method.x, x - gamma * direction)
 
 
+def test_a_rank_s_block_of_memories_moves_by_its_own_uploads():
+    """A rank hosting workers 3-6 of 8 (rows path: dither uploads encoded and added a block at a time): each
+    ``h_i`` moves by ``alpha`` times its own decoded upload, the bits of ``decode_add`` worker by worker, in the row
+    of ``memory`` that is its ``local_memory``; a restored worker state goes back into that row."""
+    problem = build_problem("logistic", "sklearn:breast_cancer", 8, seed=root_seed(0), l2=0.5, scale="standard")
+    uplink = make("dither(s=2,p=inf)")
+    ctx = MethodContext(problem, uplink, make("identity"), range(3, 7), False, root_seed(0), 0)
+    method = method_class("diana")(ctx, method_class("diana").Options())
+    expected = np.zeros((4, method.d))
+    for k in range(2):
+        uploads = method.worker_uploads(range(3, 7), k)
+        for row, w, upload in zip(expected, range(3, 7), uploads, strict=True):
+            uplink.decode_add(upload, row, method.key(w, k, 0), method.alpha)
+        assert np.array_equal(method.memory.view(np.int64), expected.view(np.int64))
+    assert all(np.shares_memory(method.local_memory[w], method.memory[w - 3]) for w in range(3, 7))
+    saved = {path: value.copy() for path, value in method.worker_state(5).items()}  # as a checkpoint file holds it
+    method.memory[2] = 0.0
+    method.load_worker_state(5, saved)
+    assert np.array_equal(method.memory[2], expected[2]) and np.shares_memory(method.local_memory[5], method.memory[2])
+
+
 def test_prox_step_soft_thresholds():
     method, _, transport = make_method("diana", n=4, regularizer="elastic", l1=0.05, r_l2=0.2)
     x = method.x.copy()

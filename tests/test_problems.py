@@ -126,6 +126,19 @@ def test_per_sample_and_minibatch_gradients(name, sparse):
     assert np.array_equal(local.minibatch_grad(x, idx), local.grad_batch(x, idx))  # the unchecked path: same bits
 
 
+def sharded(name: str, sparse: bool, sizes: list[int], rng: np.random.Generator) -> GLMProblem:
+    """Shards of the given sizes (rows dealt at random) of 5 Gaussian features with the loss ``name``'s targets."""
+    a = rng.normal(size=(sum(sizes), 5))
+    loss, targets = {
+        "logistic": (LogisticLoss(), np.where(rng.random(a.shape[0]) < 0.5, -1.0, 1.0)[:, None]),
+        "softmax": (SoftmaxLoss(3), rng.integers(0, 3, a.shape[0])),
+        "lsq": (SquaredLoss(classification=False), rng.normal(size=(a.shape[0], 1))),
+    }[name]
+    shards = np.split(rng.permutation(a.shape[0]), np.cumsum(sizes)[:-1])
+    features = sp.csr_matrix(a) if sparse else a
+    return GLMProblem.from_shards(loss, features, targets, shards, smooth=SmoothSum(SquaredNorm(0.1)))
+
+
 @pytest.mark.parametrize("stack_bytes", [None, 8 * 4 * 5 * 2])
 @pytest.mark.parametrize("name,sparse", CASES)
 def test_minibatch_grads_of_a_block_are_each_shards_own_bits(name, sparse, stack_bytes, monkeypatch):
@@ -135,16 +148,7 @@ def test_minibatch_grads_of_a_block_are_each_shards_own_bits(name, sparse, stack
     if stack_bytes is not None:
         monkeypatch.setattr(glm_module, "STACK_BYTES", stack_bytes)
     rng = np.random.default_rng(4)
-    sizes = [4, 5, 4, 4, 5, 6, 5, 4, 6]
-    a = rng.normal(size=(sum(sizes), 5))
-    loss, targets = {
-        "logistic": (LogisticLoss(), np.where(rng.random(a.shape[0]) < 0.5, -1.0, 1.0)[:, None]),
-        "softmax": (SoftmaxLoss(3), rng.integers(0, 3, a.shape[0])),
-        "lsq": (SquaredLoss(classification=False), rng.normal(size=(a.shape[0], 1))),
-    }[name]
-    shards = np.split(rng.permutation(a.shape[0]), np.cumsum(sizes)[:-1])
-    features = sp.csr_matrix(a) if sparse else a
-    problem = GLMProblem.from_shards(loss, features, targets, shards, smooth=SmoothSum(SquaredNorm(0.1)))
+    problem = sharded(name, sparse, [4, 5, 4, 4, 5, 6, 5, 4, 6], rng)
     x = point(problem)
     workers = [8, 0, 3, 1, 2, 4, 5, 6, 7]
     samples = [None, rng.choice(4, 3, replace=False), None, rng.choice(5, 3, replace=False), None]
@@ -168,17 +172,7 @@ def test_worker_rows_and_hessps_of_a_block_are_each_shards_own_bits(name, sparse
     shard's own ``loss_and_grad``/``hessp`` bits; so the problem's ``loss_and_grad`` and ``hessp`` keep theirs."""
     if stack_bytes is not None:
         monkeypatch.setattr(glm_module, "STACK_BYTES", stack_bytes)
-    rng = np.random.default_rng(6)
-    sizes = [4, 9, 4, 140, 9, 140, 4]
-    a = rng.normal(size=(sum(sizes), 5))
-    loss, targets = {
-        "logistic": (LogisticLoss(), np.where(rng.random(a.shape[0]) < 0.5, -1.0, 1.0)[:, None]),
-        "softmax": (SoftmaxLoss(3), rng.integers(0, 3, a.shape[0])),
-        "lsq": (SquaredLoss(classification=False), rng.normal(size=(a.shape[0], 1))),
-    }[name]
-    shards = np.split(rng.permutation(a.shape[0]), np.cumsum(sizes)[:-1])
-    features = sp.csr_matrix(a) if sparse else a
-    problem = GLMProblem.from_shards(loss, features, targets, shards, smooth=SmoothSum(SquaredNorm(0.1)))
+    problem = sharded(name, sparse, [4, 9, 4, 140, 9, 140, 4], np.random.default_rng(6))
     x, v = point(problem), point(problem, seed=5)
     for block in (range(7), range(2, 6)):
         rows, hessps = problem.worker_rows(x, block), problem.worker_hessps(x, v, block)
@@ -192,6 +186,19 @@ def test_worker_rows_and_hessps_of_a_block_are_each_shards_own_bits(name, sparse
     value, grad = problem.loss_and_grad(x)
     assert stacked[0][0] == value and np.array_equal(stacked[0][1], grad)
     assert np.array_equal(stacked[1], problem.hessp(x, v))
+
+
+def test_sum_workers_copies_each_row_as_it_comes():
+    """A plugin's ``row_of`` may fill and return one buffer for every worker: ``sum_workers`` (rows asked a block
+    at a time underneath) still adds every worker's own row, in the tree."""
+    problem = synthetic("logistic", False)  # 3 workers
+    buffer = np.empty(3)
+
+    def row_of(w: int) -> np.ndarray:
+        buffer[:] = [w, 2.0 * w, 1.0]
+        return buffer
+
+    np.testing.assert_array_equal(problem.sum_workers(row_of, 3), [3.0, 6.0, 3.0])
 
 
 @pytest.mark.parametrize("name,sparse", CASES)

@@ -403,9 +403,27 @@ def test_decode_sum_of_a_gathered_buffer_is_the_ordered_sum(spec: str, monkeypat
     assert np.array_equal(compressor.decode_sum([], [], np.full(d, 7.0), divisor=n), np.zeros(d))
 
 
+@pytest.mark.parametrize("spec", ["identity", "natural", "dither(s=2,p=inf)"])
+def test_decode_sum_by_zero_divides_as_numpy_does(spec: str) -> None:
+    """``decode_sum(divisor=0)`` gives what NumPy's division of the sum by 0 gives (inf and NaN), in every path
+    (identity's fused groups, the rows sums), rather than an exception from a kernel."""
+    compressor = make(spec)
+    rows = np.random.default_rng(2).standard_normal((3, 300))
+    rows[:, :4] = 0.0
+    keys = [RandomKey(1, 0, w, 0) for w in range(3)]
+    messages = [bytes(compressor.encode(row, key)) for row, key in zip(rows, keys, strict=True)]
+    expected = np.zeros(300)
+    for message, key in zip(messages, keys, strict=True):
+        compressor.decode_add(message, expected, key)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected /= 0.0
+        out = compressor.decode_sum(messages, keys, np.empty(300), 0.0)
+    np.testing.assert_array_equal(out.view(np.int64), expected.view(np.int64))
+
+
 def test_natural_mean_of_long_uploads_fuses_its_passes_with_the_same_bits() -> None:
     """Long vectors take natural's per-message sum (the first upload written, not added to zeros; the division
-    in the last upload's pass): ``decode_sum`` of 1-3 uploads, divisor 1, n or 0.3, equals zeroing, adding each
+    in the last upload's pass): ``decode_sum`` of 1-3 uploads, divisor 1, n, 0.3 or 0, equals zeroing, adding each
     in order and dividing, bit for bit (signed zeros compared); a bad payload in the last one is named."""
     compressor = make("natural")
     compressor.crc = False
@@ -416,12 +434,13 @@ def test_natural_mean_of_long_uploads_fuses_its_passes_with_the_same_bits() -> N
     keys = [RandomKey(2, 9, w, 0) for w in range(3)]
     messages = [bytes(compressor.encode(row, key)) for row, key in zip(rows, keys, strict=True)]
     for n in (1, 2, 3):
-        for divisor in (1.0, float(n), 0.3):
+        for divisor in (1.0, float(n), 0.3, 0.0):
             expected = np.zeros(d)
             for message, key in zip(messages[:n], keys[:n], strict=True):
                 compressor.decode_add(message, expected, key)
-            expected /= divisor
-            out = compressor.decode_sum(messages[:n], keys[:n], np.full(d, 7.0), divisor)
+            with np.errstate(divide="ignore", invalid="ignore"):  # a divisor of 0: inf and NaN, as NumPy gives
+                expected /= divisor
+                out = compressor.decode_sum(messages[:n], keys[:n], np.full(d, 7.0), divisor)
             np.testing.assert_array_equal(out.view(np.int64), expected.view(np.int64))
     forged = bytearray(messages[2])
     forged[-1] |= 0x80  # a sign bit past coordinate d - 1

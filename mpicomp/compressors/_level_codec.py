@@ -21,7 +21,6 @@ class LevelQuantizer(Compressor):
 
     unbiased = True
     checks_finite = True  # the norm pass rejects NaN and Inf
-    adds_payload_rows_each = True
     code: LevelCode
 
     @abstractmethod
@@ -43,7 +42,18 @@ class LevelQuantizer(Compressor):
         """Short vectors (a rank's many workers): summed as rows by one kernel call a stack."""
         return d > 0 and parallel_tasks(d) == 1
 
-    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float) -> int:
-        """The codes with their norms (:meth:`_row_codes`) by one :func:`~mpicomp.compressors._levels.add_level_rows` call."""
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+        """Every row into ``out`` by :meth:`_add_level_rows`."""
+        return self._add_level_rows(payloads, scalars, out[np.newaxis], 1.0)
+
+    def _add_payload_rows_each(
+        self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float
+    ) -> int:
+        """Row r into ``targets[r]`` by :meth:`_add_level_rows`."""
+        return self._add_level_rows(payloads, scalars, targets, factor)
+
+    def _add_level_rows(self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float) -> int:
+        """The codes with their norms (:meth:`_row_codes`) by one :func:`~mpicomp.compressors._levels.add_level_rows`
+        call (``targets``: one row for a sum, else one row each)."""
         codes, norms, block = self._row_codes(payloads, scalars, targets.shape[1])
         return add_level_rows(codes, self.code, block, norms, targets, factor)

@@ -198,7 +198,6 @@ class Compressor(ABC):
     unbiased: bool  # a class constant, or set per instance (compose, hsq, stovoq)
     n_scalars: int = 0
     checks_finite: bool = False  # True: the codec rejects NaN/Inf in its own pass (compose: per instance)
-    adds_payload_rows_each: ClassVar[bool] = False  # True: _add_payload_rows also adds row r into targets[r]
     crc: bool = True  # append the CRC-32 trailer (a run sets it from [compressor] checksum)
     extension_tag: ClassVar[int | None] = None  # set for classes outside mpicomp (EXTENSION_CODEC)
 
@@ -406,8 +405,8 @@ class Compressor(ABC):
         float64: a block of workers' memories moving by their own uploads); bit for bit :meth:`decode_add` of
         each; returns ``targets``. Every header is checked first; a :class:`MessageError` names the bad message
         (``index``), and the rows before it may have moved. Alike messages held as rows
-        (:class:`mpicomp.wire.MessageRows`) of a codec that adds payload rows into rows of their own
-        (:attr:`adds_payload_rows_each`) go by one :meth:`_add_payload_rows` call a block."""
+        (:class:`mpicomp.wire.MessageRows`) of a codec that implements :meth:`_add_payload_rows_each` go by one
+        call of it a block."""
         if not len(bufs) == len(keys) == len(targets):
             raise ValueError(
                 f"decode_add_rows takes one key and one target row per message, got {len(bufs)} messages, "
@@ -419,7 +418,7 @@ class Compressor(ABC):
             messages = self._messages(bufs, d, keys)
             if (
                 isinstance(messages, MessageBlocks)
-                and self.adds_payload_rows_each
+                and type(self)._add_payload_rows_each is not Compressor._add_payload_rows_each
                 and self._sums_payload_rows(d)
                 and size
                 and len(messages)
@@ -427,7 +426,7 @@ class Compressor(ABC):
             ):
                 for start, block in zip(messages.block_starts(), messages.blocks, strict=True):
                     moved = targets[start : start + len(block.payloads)]
-                    if (bad := self._add_payload_rows(block.payloads, block.scalars, moved, float(scale))) != -1:
+                    if (bad := self._add_payload_rows_each(block.payloads, block.scalars, moved, float(scale))) != -1:
                         raise self._bad_payload(start + bad, messages, keys, d)
                 return targets
             for j, (msg, key) in enumerate(zip(messages, keys, strict=True)):
@@ -615,14 +614,21 @@ class Compressor(ABC):
         :meth:`_add_payload_rows` (a codec with a kernel over many payloads). Default: no."""
         return False
 
-    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float) -> int:
-        """``target += factor *`` the decoded vector of every row of ``payloads`` (``(m, payload_bytes(d))`` uint8,
-        their codec scalars ``(m, n_scalars)`` float64) in row order, the bits of :meth:`decode_add` of each in turn
-        (``scale = factor``), the target ``targets[0]`` of every row (a sum, factor 1) or, for a codec that
-        :attr:`adds_payload_rows_each`, ``targets[r]`` of row r (``(m, d)``); returns the first row whose payload is
-        bad (the targets may hold part of the additions), else -1. The hook of a codec whose
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+        """``out +=`` the decoded vector of every row of ``payloads`` (``(m, payload_bytes(d))`` uint8, their codec
+        scalars ``(m, n_scalars)`` float64) in row order, the bits of :meth:`decode_add` of each in turn; returns the
+        first row whose payload is bad (``out`` may hold part of the sum), else -1. The hook of a codec whose
         :meth:`_sums_payload_rows` says so; no default."""
         raise NotImplementedError(f"compressor {self.name!r} sums payload rows but lacks _add_payload_rows")
+
+    def _add_payload_rows_each(
+        self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float
+    ) -> int:
+        """``targets[r] += factor *`` the decoded vector of row r of ``payloads`` for every row (``targets``:
+        ``(m, d)``), the bits of :meth:`decode_add` of each with ``scale = factor``; returns the first bad row (the
+        rows before it moved), else -1. Optional, with :meth:`_sums_payload_rows`: :meth:`decode_add_rows` of
+        alike messages goes a block at a time through it where a codec implements it."""
+        raise NotImplementedError(f"compressor {self.name!r} does not add payload rows into rows of their own")
 
     def _bad_payload(
         self, i: int, messages: Sequence[Message], keys: Sequence[RandomKey | None], d: int
@@ -646,7 +652,7 @@ class Compressor(ABC):
         that message alone, naming it."""
         out.fill(0.0)
         for start, payloads, scalars in stacks:
-            if (bad := self._add_payload_rows(payloads, scalars, out[np.newaxis], 1.0)) != -1:
+            if (bad := self._add_payload_rows(payloads, scalars, out)) != -1:
                 raise self._bad_payload(start + bad, messages, keys, out.size)
         if divisor != 1.0:
             out /= divisor

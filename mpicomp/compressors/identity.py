@@ -69,7 +69,7 @@ def add_scaled_finite(source, total, scale):
 SUM_GROUP = 4  # payloads per sum_finite call (a tuple of 1 to 4: four compiled signatures per dtype)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")  # a divisor of 0 gives inf and NaN, as NumPy's division does
 def sum_finite(payloads, total, fresh, divisor):
     """``total = (total + payloads[0] + payloads[1] + ...) / divisor`` (``0 + ...`` when ``fresh``),
     added in that order coordinate by coordinate, so the bits equal adding them one by one; one pass

@@ -239,7 +239,7 @@ def _decode_group(exponents, signs, out, g, count, accumulate, scale, divisor):
     return invalid
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")  # a divisor of 0 gives inf and NaN, as NumPy's division does
 def decode_natural(exponents, signs, out, accumulate, scale, divisor, g0, g1):
     """Decode groups ``[g0, g1)`` into ``out`` (``accumulate``: add ``scale`` times the values to it,
     ``scale = 1`` exactly the values), then divide them by ``divisor`` (``(out + v) / n``: the master's
@@ -348,7 +348,6 @@ class Natural(Compressor):
     name = "natural"
     unbiased = True
     checks_finite = True
-    adds_payload_rows_each = True
 
     def omega(self, d: int) -> float:
         return 0.125
@@ -389,8 +388,14 @@ class Natural(Compressor):
         long vector takes the (threaded) per-message kernel."""
         return chunk_count(d) < PARALLEL_MIN_CHUNKS
 
-    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float) -> int:
-        """One ``decode_rows_add`` call."""
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+        """One ``decode_rows_add`` call into ``out``."""
+        return int(decode_rows_add(payloads, out[np.newaxis], 1.0))
+
+    def _add_payload_rows_each(
+        self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float
+    ) -> int:
+        """One ``decode_rows_add`` call, row r into ``targets[r]``."""
         return int(decode_rows_add(payloads, targets, factor))
 
     def _decode_sum_into(

@@ -548,18 +548,18 @@ class Sparsifier(Compressor):
         """With its indices on the wire, a block of messages is read as arrays (:meth:`_add_payload_rows`)."""
         return self.sends_indices
 
-    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float) -> int:
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
         """The indices unpacked and values read as ``(m, k)`` arrays, checked (indices strictly ascending and below d,
         values finite), and added by one ``np.add.at`` (unbuffered, element by element in order: the bits of adding
-        message by message). Sums only (one target, factor 1): adding into a row of its own would have to clear
-        that row's -0.0 off the indices (:func:`add_entries`), so :attr:`adds_payload_rows_each` is False."""
-        d, k = targets.shape[1], self.count(targets.shape[1])
+        message by message). No :meth:`_add_payload_rows_each`: adding into a row of its own would have to clear
+        that row's -0.0 off the indices (:func:`add_entries`)."""
+        d, k = out.size, self.count(out.size)
         indices, values = _block_entries(payloads, k, index_bits(d), self.index_nbytes(d), VALUE_DTYPES[self.dtype])
         ascending = np.diff(indices, axis=1, prepend=-1) > 0
         good = ascending.all(axis=1) & (indices[:, -1] < d) & np.isfinite(values).all(axis=1)
         if not good.all():
             return int(np.argmin(good))
-        np.add.at(targets[0], indices.reshape(-1), factor * values.reshape(-1))
+        np.add.at(out, indices.reshape(-1), values.reshape(-1))
         return -1
 
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:

@@ -225,11 +225,14 @@ class Problem(ABC):
         of the process holding w), added in one fixed tree over the worker ids (the same bits whatever
         the rank layout, ``O(log n)`` rows in memory); on every process, or with ``everyone=False`` on the
         master only (``None`` elsewhere). :meth:`sum_worker_blocks` takes the rows a block of workers at a time."""
-        return self.sum_worker_blocks(
-            lambda workers: np.array([np.asarray(row_of(w), dtype=np.float64).reshape(width) for w in workers]),
-            width,
-            everyone=everyone,
-        )
+
+        def rows_of(workers: range) -> np.ndarray:
+            rows = np.empty((len(workers), width))
+            for row, w in zip(rows, workers, strict=True):
+                row[:] = np.reshape(row_of(w), width)  # copied as it comes: row_of may reuse its buffer
+            return rows
+
+        return self.sum_worker_blocks(rows_of, width, everyone=everyone)
 
     @overload
     def sum_worker_blocks(
@@ -268,8 +271,8 @@ class Problem(ABC):
     def smooth_loss_and_grad(self, x: np.ndarray, *, everyone: bool) -> tuple[float, np.ndarray] | None: ...
 
     def smooth_loss_and_grad(self, x: np.ndarray, *, everyone: bool = True) -> tuple[float, np.ndarray] | None:
-        """Collective: ``(f(x), grad f(x))``, ``f = (1/n) sum_w f_w`` with the sum the :meth:`sum_workers` of
-        every worker's row; on every process, or with ``everyone=False`` on the master only."""
+        """Collective: ``(f(x), grad f(x))``, ``f = (1/n) sum_w f_w`` with the sum the :meth:`sum_worker_blocks` of
+        every worker's row (:meth:`worker_rows`); on every process, or with ``everyone=False`` on the master only."""
         total = self.sum_worker_blocks(lambda workers: self.worker_rows(x, workers), 1 + self.d, everyone=everyone)
         if total is None:
             return None
@@ -352,7 +355,8 @@ class Problem(ABC):
         them without building the shards (a rank holds only its own workers')."""
 
     def potential_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """Collective: ``(U(x), grad U(x))`` with ``U = sum_i m_i f_i`` (module docstring), a :meth:`sum_workers`."""
+        """Collective: ``(U(x), grad U(x))`` with ``U = sum_i m_i f_i`` (module docstring), a :meth:`sum_worker_blocks`
+        of ``m_w`` times every worker's row (:meth:`worker_rows`)."""
         counts = self.sample_counts()
         total = self.sum_worker_blocks(
             lambda workers: counts[workers.start : workers.stop, None] * self.worker_rows(x, workers), 1 + self.d
