@@ -71,8 +71,10 @@ def _round_span(x, state, lo, hi, pre, mult, s, levels):
     values, out = x[lo:hi], levels[: hi - lo]
     cap = float64(s)
     counter = random_counter(state, lo)  # u = random_u64(state, lo + j), as a running counter
+    unit = pre == 1.0  # (|x_i| 1) mult = |x_i| mult: a multiply fewer, same bits
     for j in range(values.size):
-        r = min(abs(float64(values[j])) * pre * mult, cap)
+        magnitude = abs(float64(values[j]))
+        r = min(magnitude * mult if unit else magnitude * pre * mult, cap)
         low = np.floor(r)
         u = mix64(counter)
         counter += GOLDEN
