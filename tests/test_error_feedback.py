@@ -166,7 +166,7 @@ def test_ef21_sgdm_with_eta_one_is_ef21_sgd_byte_for_byte():
     """eta = 1: v^{t+1} = 0 v^t + 1 grad = grad exactly, so the uploads and the model are identical."""
     sgd, sgdm = build("ef21", stepsize=0.2), build("ef21-sgdm", stepsize=0.2, eta=1.0)
     for (k, up_a, down_a), (_, up_b, down_b) in zip(play(sgd, 25), play(sgdm, 25), strict=True):
-        assert up_a == up_b and down_a == down_b, f"round {k}"
+        assert [bytes(u) for u in up_a] == [bytes(u) for u in up_b] and down_a == down_b, f"round {k}"
     assert np.array_equal(sgd.x, sgdm.x)
 
 
@@ -179,6 +179,36 @@ def test_full_gradient_ef21_with_topk_converges_on_a_quadratic():
         pass
     grad = method.problem.grad(method.x)
     assert grad @ grad < 1e-20 * (grad0 @ grad0)
+
+
+@pytest.mark.parametrize(("name", "attrs"), [("ef14", ("errors",)), ("ef21-sgd2m", ("g_workers", "momentum"))])
+def test_a_rank_s_block_of_memories_moves_and_is_restored_in_its_rows(name, attrs):
+    """A rank hosting workers 3-6 of 8 (natural uploads, a block at a time) keeps each worker's memories in its row
+    of one matrix, moved by the worker-by-worker recursion of a twin on the same bits; a saved worker state goes
+    back into that row, not into a new array that the next block would miss."""
+    problem = QuadraticProblem(8)
+    twins = []
+    for _ in range(2):
+        ctx = MethodContext(problem, make("natural"), make("identity"), range(3, 7), False, 0, 2)
+        cls = method_class(name)
+        twins.append(cls(ctx, cls.Options(stepsize=0.1, **({"eta": 0.3} if name != "ef14" else {}))))
+    block, single = twins
+    for k in range(3):
+        uploads = block.worker_uploads(range(3, 7), k)
+        assert [bytes(u) for u in uploads] == [bytes(single.worker_upload(w, k)) for w in range(3, 7)]
+        for w in range(3, 7):
+            for attr in attrs:
+                assert np.array_equal(getattr(block, attr)[w], getattr(single, attr)[w]), (attr, w, k)
+    saved = {path: value.copy() for path, value in block.worker_state(5).items()}  # as a checkpoint file holds it
+    kept = {attr: getattr(block, attr)[5] for attr in attrs}
+    for attr in attrs:
+        kept[attr][...] = 0.0
+    block.load_worker_state(5, saved)
+    for attr in attrs:
+        assert getattr(block, attr)[5] is kept[attr]  # the row itself, refilled
+        assert np.array_equal(kept[attr], getattr(single, attr)[5])
+    uploads = block.worker_uploads(range(3, 7), 3)
+    assert [bytes(u) for u in uploads] == [bytes(single.worker_upload(w, 3)) for w in range(3, 7)]
 
 
 # --- bytes of the initialisation round --------------------------------------------------------

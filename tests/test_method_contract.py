@@ -333,6 +333,15 @@ def test_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(name, bat
     assert_blocks_upload_as_worker_by_worker(name, batch, uplink, {}, 1, monkeypatch)
 
 
+@pytest.mark.parametrize(
+    ("name", "batch", "uplink"), [("ef14", 0, "natural"), ("ef21", 4, "natural"), ("ef21-sgd2m", 4, "dither(s=3,p=2)")]
+)
+def test_error_feedback_memories_in_rows_give_the_worker_by_worker_uploads(name, batch, uplink, monkeypatch):
+    """EF14's and EF21's memories move a block at a time, by the rows kernels of codecs that have them (the
+    non-contractive natural and dither, with a step set): the bytes and memories of worker by worker."""
+    assert_blocks_upload_as_worker_by_worker(name, batch, uplink, {"stepsize": 0.1}, 1, monkeypatch)
+
+
 @pytest.mark.parametrize("variant", ["sharp", "star", "plusplus"])
 def test_qlsd_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(variant, monkeypatch):
     """QLSD's minibatch gradients at theta_k, and star's and plusplus' of the same minibatches at theta* or zeta,

@@ -171,7 +171,7 @@ class Method:
         batched = type(self).upload_of is not Method.upload_of and type(self).round_gradient is Method.round_gradient
         if not batched or len(workers) == 1:
             return [self.worker_upload(w, k) for w in workers]
-        if _rows_go_with_upload_of(type(self)) and self.ctx.uplink.batches_rows(self.d):
+        if _rows_go_with_upload_of(type(self)) and self.uplink_compressor(k).batches_rows(self.d):
             return self.encoded_uploads(workers, k, self.gradient_batch(k))
         return [self.upload_of(w, k, grad) for w, grad in self.round_gradients(workers, k, self.gradient_batch(k))]
 
@@ -181,8 +181,8 @@ class Method:
         ``encode_many`` call for the block, then :meth:`uploaded`. The messages of a codec of fixed size go into the
         rows of one kept buffer (:meth:`outbox_rows`: no fresh pages) and come back as its rows,
         :class:`mpicomp.wire.MessageRows` of one block that the transport sends without a copy; a list for codecs of
-        data-dependent size."""
-        codec = self.ctx.uplink
+        data-dependent size. ``C_W`` is round ``k``'s :meth:`uplink_compressor`."""
+        codec = self.uplink_compressor(k)
         batches, per_block = [], block_rows(self.d)
         gradients = np.empty((min(per_block, len(workers)), self.d))
         messages = self.outbox_rows(len(workers), codec)
@@ -210,6 +210,22 @@ class Method:
     def uploaded(self, workers: range, k: int, messages: Sequence[memoryview]) -> None:
         """A block's step after :meth:`encoded_uploads` encoded its :meth:`upload_rows` as ``messages`` (a worker's
         memory moving by its own upload). Default: nothing."""
+
+    def uplink_compressor(self, k: int) -> Compressor:
+        """The compressor of round ``k``'s uploads (:meth:`encoded_uploads`). Default: ``[compressor] uplink``; a
+        method whose first round sends something else (EF21's uncompressed ``g_i^0``) says so here."""
+        return self.ctx.uplink
+
+    def worker_matrix(self, *shape: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Zeros of shape ``(local workers, *shape)`` and ``{w: its row}``: per-worker state (a worker attribute)
+        held as the rows of one array, so that a block of workers moves by one call (:meth:`local_rows`)."""
+        matrix = np.zeros((len(self.ctx.local_workers), *shape))
+        return matrix, dict(zip(self.ctx.local_workers, matrix, strict=True))
+
+    def local_rows(self, workers: range) -> slice:
+        """The rows of a block of local ``workers`` in a :meth:`worker_matrix`."""
+        first = self.ctx.local_workers.start
+        return slice(workers.start - first, workers.stop - first)
 
     def worker_upload(self, w: int, k: int) -> bytes | memoryview:
         """Worker ``w``'s message in round ``k`` (``b""`` for a skipped upload). Default:
@@ -275,12 +291,16 @@ class Method:
         return state
 
     def load_worker_state(self, w: int, state: Mapping[str, np.ndarray]) -> None:
-        """Put back local worker ``w``'s state saved by :meth:`worker_state` (on any number of ranks)."""
+        """Put back local worker ``w``'s state saved by :meth:`worker_state` (on any number of ranks). An array is
+        copied into the one it replaces, so that a row of a :meth:`worker_matrix` stays that row."""
         for name in self.worker_attrs:
             table = getattr(self, name)
-            value = restore(table.get(w), state, name)
+            current = table.get(w)
+            value = restore(current, state, name)
             if value is None:
                 table.pop(w, None)
+            elif isinstance(current, np.ndarray):
+                current[...] = value  # restore() gave it the same shape and dtype
             else:
                 table[w] = value
 
@@ -383,11 +403,18 @@ class Method:
         (compressor or self.ctx.uplink).decode_add(message, target, self.key(w, k, STREAM_UPLINK), scale)
 
     def add_up_rows(
-        self, messages: Sequence[bytes | memoryview], workers: range, k: int, targets: np.ndarray, scale: float = 1.0
+        self,
+        messages: Sequence[bytes | memoryview],
+        workers: range,
+        k: int,
+        targets: np.ndarray,
+        scale: float = 1.0,
+        compressor: Compressor | None = None,
     ) -> None:
         """:meth:`add_up` of a block of ``workers``, each into its own row of ``targets`` (``(len(workers), d)``,
         C-contiguous), with the same bits: one call for a block's own uploads (``Compressor.decode_add_rows``)."""
-        self.ctx.uplink.decode_add_rows(messages, self.keys(workers, k, STREAM_UPLINK), targets, scale)
+        codec = compressor or self.ctx.uplink
+        codec.decode_add_rows(messages, self.keys(workers, k, STREAM_UPLINK), targets, scale)
 
     def decode_uploads(
         self, uploads: Sequence[bytes | memoryview], k: int, compressor: Compressor | None = None

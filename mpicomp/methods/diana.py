@@ -15,7 +15,7 @@ variance-reduced one for VR-DIANA; QSVRG is VR-DIANA (L-SVRG) with ``alpha = 0``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -156,8 +156,7 @@ class Diana(Method):
         super().__init__(ctx, options)
         self.alpha = options.alpha if options.alpha is not None else self.default_alpha()
         self.regularizer = self.problem.regularizer
-        self.memory = np.zeros((len(ctx.local_workers), self.d))  # h_i of the local workers, one row each
-        self.local_memory = {w: row for w, row in zip(ctx.local_workers, self.memory, strict=True)}
+        self.memory, self.local_memory = self.worker_matrix(self.d)  # h_i of the local workers, one row each
         self.master_memory = np.zeros(self.d) if ctx.is_master else None  # h = (1/n) sum_i h_i
 
     def default_alpha(self) -> float:
@@ -179,25 +178,13 @@ class Diana(Method):
 
     def upload_rows(self, workers: range, k: int, grads: np.ndarray) -> np.ndarray:
         """``g_i - h_i`` of a block of workers, in place: their ``Delta_i`` encoded by one call."""
-        grads -= self.memory[self._rows(workers)]
+        grads -= self.memory[self.local_rows(workers)]
         return grads
 
     def uploaded(self, workers: range, k: int, messages: Sequence[memoryview]) -> None:
         """``h_i += alpha Delta_i`` of the block's workers, from their own bytes, by one :meth:`add_up_rows`."""
         if self.alpha:
-            self.add_up_rows(messages, workers, k, self.memory[self._rows(workers)], self.alpha)
-
-    def _rows(self, workers: range) -> slice:
-        """The rows of :attr:`memory` of a block of local workers."""
-        first = self.ctx.local_workers.start
-        return slice(workers.start - first, workers.stop - first)
-
-    def load_worker_state(self, w: int, state: Mapping[str, np.ndarray]) -> None:
-        """The saved ``h_i`` put back into its row of :attr:`memory` (the dict's entry stays that row)."""
-        super().load_worker_state(w, state)
-        row = self.memory[w - self.ctx.local_workers.start]
-        row[:] = self.local_memory[w]
-        self.local_memory[w] = row
+            self.add_up_rows(messages, workers, k, self.memory[self.local_rows(workers)], self.alpha)
 
     def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         """``g = h + mean Delta_i`` through the downlink compressor; ``h += alpha mean Delta_i``."""

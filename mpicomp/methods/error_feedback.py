@@ -92,7 +92,7 @@ class EF14(Method):
 
     def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
         super().__init__(ctx, options)
-        self.errors = {w: np.zeros(self.d) for w in ctx.local_workers}
+        self.error_rows, self.errors = self.worker_matrix(self.d)  # e_i of the local workers, one row each
         self.master_error = np.zeros(self.d) if ctx.is_master else None
 
     def default_stepsize(self) -> float:
@@ -104,6 +104,17 @@ class EF14(Method):
         return ef14_compress(
             self.errors[w], step, lambda v: self.encode_up(v, w, k), lambda m, e, s: self.add_up(m, w, k, e, s)
         )
+
+    def upload_rows(self, workers: range, k: int, grads: np.ndarray) -> np.ndarray:
+        """``e_i += gamma grad_i`` of a block of workers: their memories' rows, encoded by one call."""
+        errors = self.error_rows[self.local_rows(workers)]
+        grads *= self.stepsize
+        errors += grads
+        return errors
+
+    def uploaded(self, workers: range, k: int, messages: Sequence[memoryview]) -> None:
+        """``e_i -= C(e_i)`` of the block's workers, from their own bytes, by one :meth:`add_up_rows`."""
+        self.add_up_rows(messages, workers, k, self.error_rows[self.local_rows(workers)], -1.0)
 
     def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         mean = self.mean_of_uploads(uploads, k)
@@ -172,8 +183,8 @@ class EF21(Method):
         self.eta = options.eta if isinstance(options, EF21MomentumOptions) else 1.0
         self.init_batch = ctx.batch if options.init_batch is None else options.init_batch
         self.init_compressor = make_compressor("identity") if options.init == "full" else ctx.uplink
-        self.g_workers = {w: np.zeros(self.d) for w in ctx.local_workers}
-        self.momentum = {w: np.zeros((self.momentum_levels, self.d)) for w in ctx.local_workers}
+        self.g_rows, self.g_workers = self.worker_matrix(self.d)  # g_i of the local workers, one row each
+        self.momentum_rows, self.momentum = self.worker_matrix(self.momentum_levels, self.d)
         self.g_master = np.zeros(self.d) if ctx.is_master else None
         self.g_replica = np.zeros(self.d)  # w^t: the downlink's estimate of g^t, on every process
 
@@ -208,6 +219,26 @@ class EF21(Method):
         message = self.encode_up(self.compression_target(w, k, grad) - g, w, k, compressor)
         self.add_up(message, w, k, g, 1.0, compressor)
         return message
+
+    def upload_rows(self, workers: range, k: int, grads: np.ndarray) -> np.ndarray:
+        """``m_last - g_i`` of a block of workers (:meth:`compression_target` of each, the same bits), in place."""
+        rows = self.local_rows(workers)
+        if k == 0:
+            self.momentum_rows[rows] = grads[:, None, :]
+            target = grads
+        else:
+            target = grads
+            for level in range(self.momentum_levels):
+                average = self.momentum_rows[rows, level]
+                average *= 1.0 - self.eta
+                average += self.eta * target
+                target = average
+        return np.subtract(target, self.g_rows[rows], out=grads)
+
+    def uploaded(self, workers: range, k: int, messages: Sequence[memoryview]) -> None:
+        """``g_i += c_i`` of the block's workers, from their own bytes, by one :meth:`add_up_rows`."""
+        rows = self.g_rows[self.local_rows(workers)]
+        self.add_up_rows(messages, workers, k, rows, 1.0, self.uplink_compressor(k))
 
     def master_downlink(self, uploads: Sequence[memoryview], k: int) -> bytes | memoryview:
         assert self.g_master is not None, "the master keeps g"
