@@ -247,12 +247,44 @@ def test_level_rows_encode_and_sum_as_one_by_one(spec: str, d: int) -> None:
         assert np.array_equal(total.view(np.int64), reference.view(np.int64))
 
 
+@pytest.mark.parametrize("spec", ["topk(k=3)", "topk(k=0.5)", "topk(k=1)", "topk(k=39)", "topk(k=40)", "topk(k=0.2,dtype=float32)"])
+@pytest.mark.parametrize("d", [40, 1000, 20000])
+def test_top_k_rows_encode_as_one_by_one(spec: str, d: int) -> None:
+    """Top-K's ``encode_many`` (one kernel call for short float64 rows with float64 values; k = d, float32 values
+    and float32 rows row by row) writes the bytes of ``encode`` row by row: ties at the threshold (a row of
+    zeros, a row of +-1, repeated magnitudes), signed zeros, tiny and huge values, index fields of 6 to 15 bits."""
+    compressor = make(spec)
+    rng = np.random.default_rng(d)
+    rows = rng.standard_normal((7, d))
+    rows[1] = 0.0
+    rows[2] = np.where(rng.random(d) < 0.5, -1.0, 1.0)
+    rows[3] = np.round(rows[3])
+    rows[4, ::2] = -0.0
+    rows[5] *= 1e-300
+    rows[6] *= 1e300
+    keys = [RandomKey(5, 2, w, 0) for w in range(7)]
+    if "float32" in spec:
+        rows = rows[:6]  # 1e300 exceeds float32 values (a ValueError either way)
+    for given in (rows, rows[:5].astype(np.float32)):
+        listed = [bytes(compressor.encode(row, key)) for row, key in zip(given, keys, strict=False)]
+        assert [bytes(m) for m in compressor.encode_many(given, keys[: len(given)])] == listed
+
+
+def test_top_k_rows_name_a_row_holding_nan_or_inf() -> None:
+    rows = np.ones((4, 50))
+    rows[2, 7] = np.inf
+    with pytest.raises(ValueError, match=r"row 2: .*x\[7\] = inf"):
+        make("topk(k=5)").encode_many(rows, [RandomKey(0, 0, w) for w in range(4)])
+
+
 @pytest.mark.parametrize("spec", SPECS)
-@pytest.mark.parametrize("scale", [1.0, -0.37])
+@pytest.mark.parametrize("scale", [1.0, -0.37, 0.0, -0.0, np.inf])
+@pytest.mark.filterwarnings("ignore:invalid value encountered in multiply")  # inf * 0
 def test_decode_add_rows_moves_each_row_as_decode_add_does(spec: str, scale: float) -> None:
     """``decode_add_rows`` (a block of workers' memories, each moving by its own upload) gives the bits of
     ``decode_add`` of each message into its own row, with and without a scale, for messages held as blocks and as
-    a list (signed zeros compared); natural and the level codecs add a block of rows by one kernel call."""
+    a list (signed zeros compared, a row of -0.0 among the targets); natural, the level codecs and the sparsifiers
+    that send their indices add a block of rows by one kernel call."""
     compressor = make(spec)
     messages, keys = encoded(compressor)
     start = np.random.default_rng(4).standard_normal((len(keys), D))

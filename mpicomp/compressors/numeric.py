@@ -83,8 +83,14 @@ def first_non_finite(x: np.ndarray) -> int:
     compare, which vectorizes (a float compare with NaN does not).
     """
     if x.dtype == np.float64:
-        return int(_first_non_finite(x.view(np.uint64), np.uint64(2**63 - 1), np.uint64(0x7FF0000000000000)))
+        return int(first_non_finite_pattern(x.view(np.uint64)))
     return int(_first_non_finite(x.view(np.uint32), np.uint32(2**31 - 1), np.uint32(0x7F800000)))
+
+
+@njit(cache=True, nogil=True)
+def first_non_finite_pattern(words):
+    """:func:`first_non_finite` of the float64 bit patterns ``words`` (uint64), for other kernels."""
+    return _first_non_finite(words, np.uint64(2**63 - 1), np.uint64(0x7FF0000000000000))
 
 
 @njit(cache=True, inline="always")

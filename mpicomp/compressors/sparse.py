@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
+from collections.abc import Sequence
 
 import numpy as np
 from numba import njit, uint64
@@ -30,9 +31,9 @@ from ..wire import (
     packed_nbytes,
     unpack_uint,
 )
-from ..wire.bitpack import GROUP, nonzero_word, parallel_tasks, run_split
-from .base import VALUE_DTYPES, Compressor, check_dtype, non_finite_input, require_key
-from .numeric import first_non_finite
+from ..wire.bitpack import GROUP, append_bits, finish_bits, nonzero_word, parallel_tasks, run_split, store_u64
+from .base import VALUE_DTYPES, Compressor, check_dtype, naming_row, non_finite_input, require_key
+from .numeric import first_non_finite, first_non_finite_pattern, float64_bits
 from .registry import register
 
 _HASH_EMPTY = -1
@@ -329,6 +330,43 @@ def _top_k_by_quickselect(words, k, key_bits, out, keys):
             j += 1
 
 
+@njit(cache=True, nogil=True)
+def _top_k_rows(rows, k, bits, split, messages, start, keys, indices):
+    """Top-K payloads of the float64 rows of ``rows`` (short: 1 <= k < d < ``_SELECT_BELOW_D``), row r's at
+    ``messages[r, start:]``: its indices (:func:`_top_k_by_quickselect`) as a stream of ``bits``-bit fields, least
+    significant bit first (the bytes of :func:`pack_uint`, ``split`` of them), then its k values as float64.
+    ``keys`` (d) and ``indices`` (k) are scratch. Returns the first row holding NaN or Inf (rows before it are
+    written), else -1."""
+    for r in range(rows.shape[0]):
+        x = rows[r]
+        words = x.view(np.uint64)
+        if first_non_finite_pattern(words) >= 0:
+            return r
+        _top_k_by_quickselect(words, k, 63, indices, keys)
+        payload = messages[r, start:]
+        acc, fill, byte = uint64(0), 0, 0
+        for j in range(k):  # its 8-byte stores may run into the values, which are written next
+            acc, fill, byte = append_bits(payload, acc, fill, byte, indices[j], bits)
+        finish_bits(payload, acc, fill, byte)
+        for j in range(k):
+            store_u64(payload, split + 8 * j, float64_bits(x[indices[j]]))
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _add_rows_entries(targets, indices, values, scale, clear):
+    """:func:`add_entries` of row r's sparse vector (``indices[r]``, ``values[r]``) into ``targets[r]``, added
+    ``scale`` times (finite), for every row: the gathered sums, every -0.0 of the row cleared (``clear``: a
+    ``scale`` without its sign bit), the sums scattered."""
+    sums = np.empty(indices.shape[1])
+    for r in range(targets.shape[0]):
+        out = targets[r]
+        _gather_sums(out, indices[r], values[r], scale, sums)
+        if clear:
+            _clear_negative_zeros(out.view(np.uint64), 0, out.size)
+        _scatter(out, indices[r], sums)
+
+
 def _block_entries(
     payloads: np.ndarray, k: int, bits: int, split: int, dtype: np.dtype
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -548,18 +586,37 @@ class Sparsifier(Compressor):
         """With its indices on the wire, a block of messages is read as arrays (:meth:`_add_payload_rows`)."""
         return self.sends_indices
 
-    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
-        """The indices unpacked and values read as ``(m, k)`` arrays, checked (indices strictly ascending and below d,
-        values finite), and added by one ``np.add.at`` (unbuffered, element by element in order: the bits of adding
-        message by message). No :meth:`_add_payload_rows_each`: adding into a row of its own would have to clear
-        that row's -0.0 off the indices (:func:`add_entries`)."""
-        d, k = out.size, self.count(out.size)
-        indices, values = _block_entries(payloads, k, index_bits(d), self.index_nbytes(d), VALUE_DTYPES[self.dtype])
+    def _checked_entries(self, payloads: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """The indices unpacked and values read as ``(m, k)`` arrays, and the first row whose indices are not strictly
+        ascending and below d or whose values are not finite (-1 if none)."""
+        indices, values = _block_entries(
+            payloads, self.count(d), index_bits(d), self.index_nbytes(d), VALUE_DTYPES[self.dtype]
+        )
         ascending = np.diff(indices, axis=1, prepend=-1) > 0
         good = ascending.all(axis=1) & (indices[:, -1] < d) & np.isfinite(values).all(axis=1)
-        if not good.all():
-            return int(np.argmin(good))
-        np.add.at(out, indices.reshape(-1), values.reshape(-1))
+        return indices, values, -1 if good.all() else int(np.argmin(good))
+
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+        """The block's entries (:meth:`_checked_entries`) added by one ``np.add.at`` (unbuffered, element by element
+        in order: the bits of adding message by message)."""
+        indices, values, bad = self._checked_entries(payloads, out.size)
+        if bad == -1:
+            np.add.at(out, indices.reshape(-1), values.reshape(-1))
+        return bad
+
+    def _add_payload_rows_each(
+        self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float
+    ) -> int:
+        """The block's entries (:meth:`_checked_entries`), row r's added ``factor`` times into ``targets[r]`` as
+        :func:`add_entries` adds them (each row's -0.0 cleared off the indices), by one kernel call."""
+        indices, values, bad = self._checked_entries(payloads, targets.shape[1])
+        if bad != -1:
+            return bad
+        if not np.isfinite(factor):
+            for target, row_indices, row_values in zip(targets, indices, values, strict=True):
+                add_entries(target, row_indices, row_values, True, factor)
+            return -1
+        _add_rows_entries(targets, indices, values, factor, not np.signbit(factor))
         return -1
 
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
@@ -636,6 +693,20 @@ class TopK(Sparsifier):
     def alpha(self, d: int) -> float:
         rounding = 2.0**-24 if self.dtype == "float32" else 0.0
         return (1.0 - rounding**2) * self.count(d) / d
+
+    def _encode_rows_into(
+        self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
+    ) -> list[tuple[float, ...]] | np.ndarray:
+        """Short float64 rows with float64 values on the wire: every row's payload by one kernel call
+        (:func:`_top_k_rows`, the bytes of :meth:`_encode_into`); others row by row."""
+        d, k = rows.shape[1], self.count(rows.shape[1])
+        if not (rows.dtype == np.float64 and self.dtype == "float64" and k < d < _SELECT_BELOW_D):
+            return super()._encode_rows_into(rows, keys, messages, start)
+        scratch = self._scratch.buffers(d)[1]
+        bad = _top_k_rows(rows, k, index_bits(d), self.index_nbytes(d), messages, start, scratch, np.empty(k, np.int64))
+        if bad != -1:
+            naming_row(bad, _require_finite, rows[bad])
+        return np.empty((len(rows), 0))
 
     def select(self, x: np.ndarray, key: RandomKey) -> tuple[np.ndarray, np.ndarray]:
         indices = top_k_indices(x, self.count(x.size), self._scratch)
