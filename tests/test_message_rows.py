@@ -247,7 +247,9 @@ def test_level_rows_encode_and_sum_as_one_by_one(spec: str, d: int) -> None:
         assert np.array_equal(total.view(np.int64), reference.view(np.int64))
 
 
-@pytest.mark.parametrize("spec", ["topk(k=3)", "topk(k=0.5)", "topk(k=1)", "topk(k=39)", "topk(k=40)", "topk(k=0.2,dtype=float32)"])
+@pytest.mark.parametrize(
+    "spec", ["topk(k=3)", "topk(k=0.5)", "topk(k=1)", "topk(k=39)", "topk(k=40)", "topk(k=0.2,dtype=float32)"]
+)
 @pytest.mark.parametrize("d", [40, 1000, 20000])
 def test_top_k_rows_encode_as_one_by_one(spec: str, d: int) -> None:
     """Top-K's ``encode_many`` (one kernel call for short float64 rows with float64 values; k = d, float32 values
