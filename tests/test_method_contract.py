@@ -342,6 +342,25 @@ def test_error_feedback_memories_in_rows_give_the_worker_by_worker_uploads(name,
     assert_blocks_upload_as_worker_by_worker(name, batch, uplink, {"stepsize": 0.1}, 1, monkeypatch)
 
 
+@pytest.mark.parametrize(
+    ("name", "batch", "uplink", "options", "points"),
+    [
+        ("vr-diana", 4, "natural", {}, 2),
+        ("vr-diana", 6, "dither(s=3,p=2)", {"alpha": 0.3}, 2),
+        ("qsvrg", 4, "randk(k=8)", {}, 2),
+        ("vr-diana", 3, "natural", {"variant": "saga"}, 1),
+    ],
+)
+def test_variance_reduced_estimates_a_block_at_a_time_give_the_worker_by_worker_uploads(
+    name, batch, uplink, options, points, monkeypatch
+):
+    """VR-DIANA's and QSVRG's estimates a block at a time (L-SVRG: the minibatch gradients at x^k and at the shared
+    reference point, and a row of means; SAGA: its tables worker by worker; batch 6 takes the whole of the shards of
+    6 samples, whose estimate is grad f_i(x) itself), with x^k far from the reference point: the bytes and estimator
+    states of ``worker_upload`` worker by worker."""
+    assert_blocks_upload_as_worker_by_worker(name, batch, uplink, options, points, monkeypatch, move=1.0)
+
+
 @pytest.mark.parametrize("variant", ["sharp", "star", "plusplus"])
 def test_qlsd_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(variant, monkeypatch):
     """QLSD's minibatch gradients at theta_k, and star's and plusplus' of the same minibatches at theta* or zeta,
@@ -370,11 +389,12 @@ def test_a_subclass_overriding_upload_of_alone_is_not_encoded_by_its_parents_row
     assert [bytes(u) for u in uploads] == [bytes(twins[1].worker_upload(w, 0)) for w in range(6)]
 
 
-def assert_blocks_upload_as_worker_by_worker(name, batch, uplink, options, points, monkeypatch):
+def assert_blocks_upload_as_worker_by_worker(name, batch, uplink, options, points, monkeypatch, move=0.01):
     """Round after round, ``worker_uploads`` of a rank's workers (blocks of 64 workers here, so a short block
     follows a full one; no gradient computed worker by worker, the gradients at each of ``points`` points
     block by block) sends exactly the bytes of ``worker_upload``
-    called worker by worker on a twin, and leaves every worker in the same state."""
+    called worker by worker on a twin, and leaves every worker in the same state; x moves by about ``move``
+    between rounds."""
     monkeypatch.setattr(method_base, "BLOCK_BYTES", 0)
     workers = method_base.MIN_BLOCK_ROWS + 6
     problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0), l2=0.5)
@@ -405,7 +425,7 @@ def assert_blocks_upload_as_worker_by_worker(name, batch, uplink, options, point
             assert mine.keys() == theirs.keys()
             for key in mine:
                 np.testing.assert_array_equal(mine[key], theirs[key])
-        batched.x = single.x = single.x + 0.01 * np.sin(np.arange(single.d) + k)  # a new point for the next round
+        batched.x = single.x = single.x + move * np.sin(np.arange(single.d) + k)  # a new point for the next round
 
 
 def shard_gradient(problem, seed: int, w: int, x: np.ndarray, k: int, size: int) -> np.ndarray:

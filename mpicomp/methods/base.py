@@ -168,11 +168,11 @@ class Method:
         """The messages of a rank's local ``workers`` in round ``k``: :meth:`worker_upload` of each, unless the
         method batches them. A method that implements :meth:`upload_of` and keeps the default
         :meth:`round_gradient` gets its workers' gradients a block at a time (:meth:`round_gradients`)."""
+        if len(workers) > 1 and _rows_go_with_upload_of(type(self)) and self.uplink_compressor(k).batches_rows(self.d):
+            return self.encoded_uploads(workers, k, self.gradient_batch(k))
         batched = type(self).upload_of is not Method.upload_of and type(self).round_gradient is Method.round_gradient
         if not batched or len(workers) == 1:
             return [self.worker_upload(w, k) for w in workers]
-        if _rows_go_with_upload_of(type(self)) and self.uplink_compressor(k).batches_rows(self.d):
-            return self.encoded_uploads(workers, k, self.gradient_batch(k))
         return [self.upload_of(w, k, grad) for w, grad in self.round_gradients(workers, k, self.gradient_batch(k))]
 
     def encoded_uploads(self, workers: range, k: int, size: int | None) -> Sequence[bytes | memoryview]:
@@ -200,11 +200,12 @@ class Method:
         return [message for batch in batches for message in batch]
 
     def upload_rows(self, workers: range, k: int, grads: np.ndarray) -> np.ndarray:
-        """The vectors a block of ``workers`` compresses in round ``k``, from their gradients ``grads`` (one row each,
-        a block reused for the next: may be changed in place), for a method whose :meth:`upload_of` is ``C_W`` of a
-        vector computed row by row; a method that implements it gets its uploads encoded a block at a time
-        (:meth:`encoded_uploads`, for codecs that batch rows) and finishes each block's step in :meth:`uploaded`.
-        Default: the gradients."""
+        """The vectors a block of ``workers`` compresses in round ``k``, from their minibatch gradients at ``x^k``
+        ``grads`` (one row each, a block reused for the next: may be changed in place), for a method whose
+        :meth:`upload_of` is ``C_W`` of a vector computed row by row (from its :meth:`round_gradient`, which a method
+        that overrides it computes here from its own); a method that implements it gets its uploads encoded a block
+        at a time (:meth:`encoded_uploads`, for codecs that batch rows) and finishes each block's step in
+        :meth:`uploaded`. Default: the gradients."""
         return grads
 
     def uploaded(self, workers: range, k: int, messages: Sequence[memoryview]) -> None:
@@ -526,10 +527,16 @@ def _defined_by(cls: type, name: str) -> type:
 
 
 def _rows_go_with_upload_of(cls: type[Method]) -> bool:
-    """Whether ``cls`` implements :meth:`Method.upload_rows` for its own ``upload_of``: defined by the class that
-    defines ``upload_of`` or a subclass of it (a subclass that overrides ``upload_of`` alone goes worker by worker)."""
+    """Whether ``cls`` implements :meth:`Method.upload_rows` for its own ``upload_of`` and ``round_gradient``: defined
+    by the class that defines both or a subclass of it (a subclass that overrides either alone goes worker by
+    worker)."""
     rows = _defined_by(cls, "upload_rows")
-    return rows is not Method and issubclass(rows, _defined_by(cls, "upload_of"))
+    return (
+        rows is not Method
+        and cls.upload_of is not Method.upload_of
+        and issubclass(rows, _defined_by(cls, "upload_of"))
+        and issubclass(rows, _defined_by(cls, "round_gradient"))
+    )
 
 
 def check_method(cls: type[Method]) -> None:

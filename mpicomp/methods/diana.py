@@ -15,7 +15,7 @@ variance-reduced one for VR-DIANA; QSVRG is VR-DIANA (L-SVRG) with ``alpha = 0``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,7 +25,7 @@ from ..compressors import MessageError, bundle, unbundle
 from ..compressors import make as make_compressor
 from ..problems.base import LocalObjective
 from ..rng import STREAM_DOWNLINK
-from .base import MASTER, Method, MethodContext, MethodOptions, register_method
+from .base import MASTER, Method, MethodContext, MethodOptions, block_rows, register_method
 
 VARIANTS = ("lsvrg", "saga")
 
@@ -77,9 +77,14 @@ class SVRGReference:
 
     state_attrs = ("point", "mean")
 
-    def __init__(self, local: LocalObjective, x0: np.ndarray) -> None:
+    def __init__(self, local: LocalObjective, x0: np.ndarray, mean: np.ndarray | None = None) -> None:
+        """``w = x0`` (a copy) and ``mu_i = grad f_i(x0)``; with ``mean`` given, ``w = x0`` and ``mu_i = mean`` as they
+        are (the arrays a method keeps for all its workers: one shared point, a row of means each)."""
         self.local = local
-        self.refresh(x0)
+        if mean is None:
+            self.refresh(x0)
+        else:
+            self.point, self.mean = x0, mean
 
     def refresh(self, x: np.ndarray) -> None:
         """``w <- x``, ``mu_i <- grad f_i(x)`` (one full local gradient)."""
@@ -238,8 +243,16 @@ class VRDiana(Diana):
         self.variant = options.variant
         mean_shard = np.mean(self.problem.sample_counts())
         self.refresh_probability = options.p if options.p is not None else min(1.0, ctx.batch / mean_shard)
-        estimator = SVRGReference if self.variant == "lsvrg" else SAGATable
-        self.estimators = {w: estimator(self.problem.local(w), self.x) for w in ctx.local_workers}
+        self.estimators: dict[int, SVRGReference | SAGATable]
+        if self.variant == "lsvrg":  # every worker's w moves to x^k at once: one point, a row of means mu_i each
+            self.reference_point = self.x.copy()
+            self.reference_means, means = self.worker_matrix(self.d)
+            self.refresh_references()
+            self.estimators = {
+                w: SVRGReference(self.problem.local(w), self.reference_point, means[w]) for w in ctx.local_workers
+            }
+        else:
+            self.estimators = {w: SAGATable(self.problem.local(w), self.x) for w in ctx.local_workers}
 
     def default_stepsize(self) -> float:
         """``gamma = 1/(L_max (1 + 36 (omega + 1)/n) (1 + omega_M))``."""
@@ -249,6 +262,42 @@ class VRDiana(Diana):
 
     def round_gradient(self, w: int, k: int) -> np.ndarray:
         return self.estimators[w].estimate(self.x, self.sample_batch(w, k))
+
+    def upload_rows(self, workers: range, k: int, grads: np.ndarray) -> np.ndarray:
+        """The estimates ``g_i`` of a block of workers from their minibatch gradients at ``x^k`` (the bits of
+        :meth:`round_gradient` of each; L-SVRG's ``grads - grad f_iB(w) + mu_i`` a block at a time, SAGA's worker by
+        worker), then DIANA's ``g_i - h_i``."""
+        samples = self.sample_batches(workers, k)
+        if self.variant == "lsvrg":
+            estimates = self.problem.minibatch_grads(self.reference_point, workers, samples, np.empty_like(grads))
+            np.subtract(grads, estimates, out=estimates)
+            estimates += self.reference_means[self.local_rows(workers)]
+            sampled = [j for j, idx in enumerate(samples) if idx is not None]  # the whole shard: grad f_i(x) itself
+            grads[sampled] = estimates[sampled]
+        else:
+            for row, w, idx in zip(grads, workers, samples, strict=True):
+                row[:] = self.estimators[w].estimate(self.x, idx)
+        return super().upload_rows(workers, k, grads)
+
+    def refresh_references(self) -> None:
+        """L-SVRG's ``w <- x^k`` and ``mu_i <- grad f_i(w)`` of every local worker, the full local gradients a block
+        of workers at a time (the bits of :meth:`SVRGReference.refresh` of each)."""
+        self.reference_point[:] = self.x
+        per_block, workers = block_rows(self.d), self.ctx.local_workers
+        for start in range(0, len(workers), per_block):
+            block = workers[start : start + per_block]
+            rows = self.reference_means[self.local_rows(block)]
+            self.problem.minibatch_grads(self.reference_point, block, [None] * len(block), rows)
+
+    def load_worker_state(self, w: int, state: Mapping[str, np.ndarray]) -> None:
+        """L-SVRG: the saved ``w`` and ``mu_i`` put back into the shared point and the worker's row of means."""
+        super().load_worker_state(w, state)
+        estimator = self.estimators[w]
+        if isinstance(estimator, SVRGReference):
+            row = self.reference_means[w - self.ctx.local_workers.start]
+            self.reference_point[:] = estimator.point
+            row[:] = estimator.mean
+            estimator.point, estimator.mean = self.reference_point, row
 
     def draw_coin(self, k: int) -> bool:
         """The master's ``u^k``: True with probability p, from the master's round-k method stream."""
@@ -266,9 +315,7 @@ class VRDiana(Diana):
         """Refresh the local reference points to ``x^k`` if ``u^k = 1`` (L-SVRG), then take the prox step."""
         parts = unbundle(message, 2 if self.variant == "lsvrg" else 1, f"{self.name} ({self.variant}) downlink")
         if self.variant == "lsvrg" and self.decode_coin(parts[1]):
-            for estimator in self.estimators.values():
-                assert isinstance(estimator, SVRGReference), "the lsvrg variant keeps reference points"
-                estimator.refresh(self.x)
+            self.refresh_references()
         self.prox_step(self.decode_down(parts[0], k))
 
     def decode_coin(self, message: memoryview) -> bool:
