@@ -167,7 +167,7 @@ class RandomKey:
         """The 64-bit generator state hashed from the four key fields."""
         return np.uint64(_hash_key(_u64(self.seed), _u64(self.round), _u64(self.worker), _u64(self.stream)))
 
-    @property
+    @cached_property
     def fingerprint(self) -> int:
         """16 bits of the key (a hash of its state), carried by messages that depend on it."""
         return int(mix64(self.state ^ GOLDEN) >> np.uint64(48))
@@ -229,7 +229,9 @@ class RoundKeys(Sequence[RandomKey]):
     def __getitem__(self, j: int | slice) -> RandomKey | RoundKeys:
         if isinstance(j, slice):
             return RoundKeys(self.seed, self.round, self.workers[j], self.stream)
-        return RandomKey(self.seed, self.round, self.workers[j], self.stream)
+        key = RandomKey(self.seed, self.round, self.workers[j], self.stream)
+        key.__dict__.update(state=self.states[j], fingerprint=int(self.fingerprints[j]))  # the cached properties'
+        return key
 
     @cached_property
     def states(self) -> np.ndarray:
@@ -239,6 +241,15 @@ class RoundKeys(Sequence[RandomKey]):
         seed, rnd, stream = (np.uint64(_u64(field)) for field in (self.seed, self.round, self.stream))
         _hash_keys(seed, rnd, workers, stream, out)
         return out
+
+    @cached_property
+    def fingerprints(self) -> np.ndarray:
+        """``RandomKey(seed, round, w, stream).fingerprint`` of every worker (:func:`mix64` in NumPy, which wraps
+        uint64 products as the kernel does)."""
+        z = self.states ^ GOLDEN
+        z = (z ^ (z >> _S30)) * _MIX1
+        z = (z ^ (z >> _S27)) * _MIX2
+        return (z ^ (z >> _S31)) >> np.uint64(48)
 
     def sample_each(self, counts: np.ndarray, size: int) -> np.ndarray:
         """Row j: ``self[j].sample(counts[j], size)`` (the same indices) where ``size < counts[j]``;

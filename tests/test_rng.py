@@ -106,14 +106,17 @@ def test_large_samples_are_uniform_permutation_prefixes():
 
 @pytest.mark.parametrize("stream", [0, 2])
 def test_round_keys_are_the_keys_one_by_one(stream):
-    """``RoundKeys``' states (one kernel call) and per-key samples are those of ``RandomKey`` built one by
-    one, for ranges, lists with the master's id -1, slices, and both sampling branches (Floyd, Fisher-Yates)."""
+    """``RoundKeys``' states (one kernel call), the states and fingerprints of its keys, and per-key samples are
+    those of ``RandomKey`` built one by one, for ranges, lists with the master's id -1, slices, and both sampling branches (Floyd, Fisher-Yates)."""
     seed = root_seed(11)
     for workers in (range(3, 900, 7), [-1, 0, 5, 2**40]):
         keys = RoundKeys(seed, 17, workers, stream)
         one_by_one = [RandomKey(seed, 17, w, stream) for w in workers]
         assert keys.states.tolist() == [key.state for key in one_by_one]
         assert list(keys) == one_by_one and list(keys[1:3]) == one_by_one[1:3]
+        seeded = [(key.state, key.fingerprint) for key in keys]  # taken from the round's arrays
+        assert seeded == [(key.state, key.fingerprint) for key in one_by_one]
+        assert all(type(state) is np.uint64 and type(print_) is int for state, print_ in seeded)
         assert key_states(one_by_one).tolist() == keys.states.tolist()
     keys = RoundKeys(seed, 4, range(400), stream)
     counts = np.arange(400) % 50 + 1  # sizes below, at and above the sample size
