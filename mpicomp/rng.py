@@ -271,6 +271,13 @@ def key_states(keys: Sequence[RandomKey]) -> np.ndarray:
     return np.array([key.state for key in keys], dtype=np.uint64).reshape(-1)
 
 
+def key_fingerprints(keys: Sequence[RandomKey]) -> np.ndarray:
+    """The fingerprints of ``keys`` as one uint64 array (one NumPy pass for :class:`RoundKeys`)."""
+    if isinstance(keys, RoundKeys):
+        return keys.fingerprints
+    return np.array([key.fingerprint for key in keys], dtype=np.uint64).reshape(-1)
+
+
 def root_seed(seed: int | None) -> int:
     """A 63-bit run seed from a user seed (or fresh entropy) through ``numpy.random.SeedSequence``."""
     return int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))

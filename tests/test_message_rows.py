@@ -11,7 +11,7 @@ from mpicomp.comm import ByteCounter, LocalTransport
 from mpicomp.comm.accounting import split_each
 from mpicomp.comm.mpi import joined, with_received
 from mpicomp.compressors import Compressor, MessageError, make
-from mpicomp.rng import RandomKey
+from mpicomp.rng import RandomKey, RoundKeys, key_fingerprints
 from mpicomp.wire import MessageBlocks, MessageRows, unpack_message, unpack_uniform
 from mpicomp.wire.message import FLAG_KEY
 
@@ -26,6 +26,7 @@ SPECS = [
     "topk(k=0.2)",
     "topk(k=0.3,dtype=float32)",
     "randk(k=0.2,send_indices=True)",
+    "randk(k=0.2)",
 ]
 
 
@@ -86,19 +87,26 @@ def test_message_rows_are_a_sequence_of_views() -> None:
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("crc", [False, True])
 def test_block_path_is_the_one_by_one_path(spec: str, crc: bool) -> None:
-    """Alike rows: the same messages as ``unpack_message`` of each, the same bits of ``decode_sum`` as the
-    list path and the ``decode_add`` loop, the same byte counts."""
+    """Alike rows: the same messages as ``unpack_message`` of each (with their key fingerprints, checked against
+    the keys', for a codec with shared randomness), the same bits of ``decode_sum`` as the list path and the
+    ``decode_add`` loop, the same byte counts."""
     compressor = make(spec)
     compressor.crc = crc
     rows, keys = encoded(compressor)
     listed = [bytes(message) for message in rows]
-    blocks = unpack_uniform(rows, compressor.codec_id, D)
+    fingerprints = key_fingerprints(keys) if compressor.uses_shared_key else None
+    blocks = unpack_uniform(rows, compressor.codec_id, D, fingerprints)
     assert isinstance(blocks, MessageBlocks)
     assert (
         list(blocks)
         == [unpack_message(m, compressor.codec_id, D) for m in listed]
-        == unpack_uniform(listed, compressor.codec_id, D)
+        == unpack_uniform(listed, compressor.codec_id, D, fingerprints)
     )
+    if fingerprints is not None:  # keyed messages are not alike without their keys' fingerprints, nor with others
+        others = key_fingerprints([RandomKey(5, 3, w, 0) for w in range(len(keys))])
+        assert unpack_uniform(rows, compressor.codec_id, D) is unpack_uniform(listed, compressor.codec_id, D) is None
+        assert unpack_uniform(rows, compressor.codec_id, D, others) is None
+        assert unpack_uniform(listed, compressor.codec_id, D, others) is None
     assert [blocks[i] for i in (0, 6, -1)] == [unpack_message(listed[i], compressor.codec_id, D) for i in (0, 6, -1)]
     reference = np.zeros(D)
     for message, key in zip(listed, keys, strict=True):
@@ -272,6 +280,52 @@ def test_top_k_rows_encode_as_one_by_one(spec: str, d: int) -> None:
         assert [bytes(m) for m in compressor.encode_many(given, keys[: len(given)])] == listed
 
 
+@pytest.mark.parametrize("spec", ["randk(k=3)", "randk(k=3,send_indices=True)", "randk(k=0.5)", "randk(k=2000)"])
+def test_rand_k_rows_draw_encode_sum_and_add_as_one_by_one(spec: str) -> None:
+    """Rand-K's rows (d = 5,000: k = 3 draws with the hash set, k = 2,500 and 2,000 with the bitmap), keys from a
+    round's :class:`RoundKeys` and built one by one: ``encode_many`` writes the bytes of ``encode`` row by row (the
+    key fingerprints framed per row), and ``decode_sum`` and ``decode_add_rows`` of the block, which draw every row's
+    indices from its key in one kernel call, give the bits of ``decode_add`` message by message."""
+    compressor, d = make(spec), 5000
+    rows = np.random.default_rng(9).standard_normal((6, d))
+    rows[3] = -0.0
+    for keys in (RoundKeys(5, 2, range(6), 0), [RandomKey(5, 2, w, 0) for w in range(6)]):
+        batch = compressor.encode_many(rows, keys)
+        assert [bytes(m) for m in batch] == [
+            bytes(compressor.encode(row, key)) for row, key in zip(rows, keys, strict=True)
+        ]
+        reference = np.zeros(d)
+        for message, key in zip(batch, keys, strict=True):
+            compressor.decode_add(message, reference, key)
+        assert np.array_equal(compressor.decode_sum(batch, keys, np.full(d, np.nan)), reference)
+        start = np.random.default_rng(1).standard_normal((6, d))
+        start[0] = -0.0
+        expected = start.copy()
+        for message, key, row in zip(batch, keys, expected, strict=True):
+            compressor.decode_add(message, row, key, 0.5)
+        moved = compressor.decode_add_rows(batch, keys, start, 0.5)
+        assert np.array_equal(moved.view(np.int64), expected.view(np.int64))
+
+
+@pytest.mark.parametrize("spec", ["randk(k=3)", "randk(k=0.5)"])
+def test_rand_k_rows_of_another_key_are_named(spec: str) -> None:
+    """A block whose fifth message was encoded with another key (its fingerprint differs from the decoder's) is
+    decoded one by one, which names it; a message whose fingerprint field was changed likewise."""
+    compressor, d = make(spec), 5000
+    rows = np.random.default_rng(9).standard_normal((6, d))
+    keys = RoundKeys(5, 2, range(6), 0)
+    mixed = compressor.encode_many(rows, [*keys[:4], RandomKey(5, 3, 4, 0), keys[5]])
+    with pytest.raises(MessageError, match="message 4: randk: message was encoded with another RandomKey"):
+        compressor.decode_sum(mixed, keys, np.empty(d))
+    with pytest.raises(MessageError, match="message 4: randk: message was encoded with another RandomKey"):
+        compressor.decode_add_rows([bytes(m) for m in mixed], keys, np.zeros((6, d)))
+    compressor.crc = False  # else the CRC-32 catches the change first
+    block = compressor.encode_many(rows, keys).blocks[0].copy()
+    block[1, 6] ^= 1  # the fingerprint's lowest bit
+    with pytest.raises(MessageError, match="message 1: randk: message was encoded with another RandomKey"):
+        compressor.decode_add_rows(MessageRows([block]), keys, np.zeros((6, d)))
+
+
 def test_top_k_rows_name_a_row_holding_nan_or_inf() -> None:
     rows = np.ones((4, 50))
     rows[2, 7] = np.inf
@@ -296,7 +350,7 @@ def test_decode_add_rows_moves_each_row_as_decode_add_does(spec: str, scale: flo
         compressor.decode_add(message, row, key, scale)
     calls: list[int] = []
     by_rows = compressor._add_payload_rows_each
-    compressor._add_payload_rows_each = lambda *args: calls.append(len(args[0])) or by_rows(*args)  # type: ignore[method-assign]
+    compressor._add_payload_rows_each = lambda *args, **kw: calls.append(len(args[0])) or by_rows(*args, **kw)  # type: ignore[method-assign]
     for given in (messages, [bytes(m) for m in messages]):
         targets = start.copy()
         assert compressor.decode_add_rows(given, keys, targets, scale) is targets

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from ..rng import RandomKey
+from ..rng import RandomKey, key_fingerprints, key_states
 from ..timing import CODEC
 from ..wire import (
     Message,
@@ -335,7 +335,7 @@ class Compressor(ABC):
         size = self.payload_bytes(rows.shape[1])
         if out is not None:
             check_rows_buffer(out, len(rows), self.message_capacity(rows.shape[1]))
-        if size is None or self.uses_shared_key:
+        if size is None:
             if out is None:
                 return [
                     naming_row(r, self.encode, row, key) for r, (row, key) in enumerate(zip(rows, keys, strict=True))
@@ -351,7 +351,8 @@ class Compressor(ABC):
             table = np.array(scalars, dtype=np.float64).reshape(len(rows), -1)
             if self.extension_tag is not None:  # as :meth:`_framed`, for every row at once
                 table = np.column_stack((np.full(len(rows), float(self.extension_tag)), table))
-            frame_messages(buffer, self.codec_id, rows.shape[1], table, size, self.crc)
+            fingerprints = key_fingerprints(keys) if self.uses_shared_key else None
+            frame_messages(buffer, self.codec_id, rows.shape[1], table, size, self.crc, fingerprints)
             return MessageRows([buffer])
 
     def decode(
@@ -426,7 +427,9 @@ class Compressor(ABC):
             ):
                 for start, block in zip(messages.block_starts(), messages.blocks, strict=True):
                     moved = targets[start : start + len(block.payloads)]
-                    if (bad := self._add_payload_rows_each(block.payloads, block.scalars, moved, float(scale))) != -1:
+                    extra = self._keyed(keys, start, len(moved))
+                    bad = self._add_payload_rows_each(block.payloads, block.scalars, moved, float(scale), **extra)
+                    if bad != -1:
                         raise self._bad_payload(start + bad, messages, keys, d)
                 return targets
             for j, (msg, key) in enumerate(zip(messages, keys, strict=True)):
@@ -462,10 +465,13 @@ class Compressor(ABC):
         self, bufs: Sequence[bytes | memoryview], d: int, keys: Sequence[RandomKey | None]
     ) -> list[Message] | MessageBlocks:
         """:meth:`_message` of every buffer (a MessageError names the bad one); alike messages of a codec
-        that frames no key fingerprint or tag (a rank's many workers) are checked in one pass
-        (:func:`mpicomp.wire.unpack_uniform`, blocks of rows a block at a time), without building their keys."""
-        if not self.uses_shared_key and self.extension_tag is None:
-            alike = unpack_uniform(bufs, self.codec_id, d)  # alike: the first's scalar count is everyone's
+        that frames no tag (a rank's many workers) are checked in one pass (:func:`mpicomp.wire.unpack_uniform`,
+        blocks of rows a block at a time, a shared key's fingerprints against the keys' in one comparison),
+        without building their keys."""
+        keyed = self.uses_shared_key
+        if self.extension_tag is None and not (keyed and any(key is None for key in keys)):
+            fingerprints = key_fingerprints(keys) if keyed else None  # type: ignore[arg-type]  # no None among them
+            alike = unpack_uniform(bufs, self.codec_id, d, fingerprints)  # the first's scalar count is everyone's
             if alike is not None and (not len(alike) or len(alike[0].scalars) == self.n_scalars):
                 return alike
         return [
@@ -618,7 +624,8 @@ class Compressor(ABC):
         """``out +=`` the decoded vector of every row of ``payloads`` (``(m, payload_bytes(d))`` uint8, their codec
         scalars ``(m, n_scalars)`` float64) in row order, the bits of :meth:`decode_add` of each in turn; returns the
         first row whose payload is bad (``out`` may hold part of the sum), else -1. The hook of a codec whose
-        :meth:`_sums_payload_rows` says so; no default."""
+        :meth:`_sums_payload_rows` says so; no default. A codec with shared randomness gets a keyword more,
+        ``states``: the rows' key states (uint64)."""
         raise NotImplementedError(f"compressor {self.name!r} sums payload rows but lacks _add_payload_rows")
 
     def _add_payload_rows_each(
@@ -627,7 +634,8 @@ class Compressor(ABC):
         """``targets[r] += factor *`` the decoded vector of row r of ``payloads`` for every row (``targets``:
         ``(m, d)``), the bits of :meth:`decode_add` of each with ``scale = factor``; returns the first bad row (the
         rows before it moved), else -1. Optional, with :meth:`_sums_payload_rows`: :meth:`decode_add_rows` of
-        alike messages goes a block at a time through it where a codec implements it."""
+        alike messages goes a block at a time through it where a codec implements it. A codec with shared
+        randomness gets ``states`` too, as :meth:`_add_payload_rows`."""
         raise NotImplementedError(f"compressor {self.name!r} does not add payload rows into rows of their own")
 
     def _bad_payload(
@@ -652,10 +660,17 @@ class Compressor(ABC):
         that message alone, naming it."""
         out.fill(0.0)
         for start, payloads, scalars in stacks:
-            if (bad := self._add_payload_rows(payloads, scalars, out)) != -1:
+            if (bad := self._add_payload_rows(payloads, scalars, out, **self._keyed(keys, start, len(payloads)))) != -1:
                 raise self._bad_payload(start + bad, messages, keys, out.size)
         if divisor != 1.0:
             out /= divisor
+
+    def _keyed(self, keys: Sequence[RandomKey | None], start: int, count: int) -> dict[str, np.ndarray]:
+        """The rows hooks' extra argument for a codec with shared randomness: ``states``, the key states of
+        messages ``start`` to ``start + count`` (uint64); nothing for the others."""
+        if not self.uses_shared_key:
+            return {}
+        return {"states": key_states(keys[start : start + count])}  # type: ignore[arg-type]  # checked by the parse
 
 
 def check_apart(out: np.ndarray, messages: Sequence[Message]) -> None:

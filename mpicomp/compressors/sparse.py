@@ -19,10 +19,10 @@ from abc import abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
-from numba import njit, uint64
+from numba import float64, njit, uint64
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from ..rng import GOLDEN, RandomKey, random_below
+from ..rng import GOLDEN, RandomKey, key_states, random_below
 from ..wire import (
     Message,
     MessageError,
@@ -354,6 +354,36 @@ def _top_k_rows(rows, k, bits, split, messages, start, keys, indices):
 
 
 @njit(cache=True, nogil=True)
+def _random_k_rows(states, d, k, out):
+    """Row r of ``out`` (``(m, k + 1)`` int64, the last column scratch): :func:`random_k_indices` of
+    ``(d, k, states[r])``, the same choices."""
+    for r in range(states.size):
+        if k * _BITMAP_RATIO < d:
+            _floyd_sparse(states[r], d, k, out[r, :k])
+        else:
+            _floyd_bitmap(states[r], d, k, out[r])
+
+
+@njit(cache=True, nogil=True)
+def _rand_k_rows(rows, states, k, scale, bits, split, send, messages, start, indices):
+    """Rand-K payloads of the float64 rows of ``rows`` (short), row r's at ``messages[r, start:]``: its
+    indices (:func:`random_k_indices` of ``states[r]``, into the ``(1, k + 1)`` scratch ``indices``) as a stream of
+    ``bits``-bit fields when ``send`` (``split`` bytes, as :func:`pack_uint` writes them), then its k values
+    ``x_i (d/k)`` (``scale``) as float64."""
+    for r in range(rows.shape[0]):
+        x = rows[r]
+        _random_k_rows(states[r : r + 1], x.size, k, indices)
+        payload = messages[r, start:]
+        if send:
+            acc, fill, byte = uint64(0), 0, 0
+            for j in range(k):  # its 8-byte stores may run into the values, which are written next
+                acc, fill, byte = append_bits(payload, acc, fill, byte, indices[0, j], bits)
+            finish_bits(payload, acc, fill, byte)
+        for j in range(k):
+            store_u64(payload, split + 8 * j, float64_bits(float64(x[indices[0, j]]) * scale))
+
+
+@njit(cache=True, nogil=True)
 def _add_rows_entries(targets, indices, values, scale, clear):
     """:func:`add_entries` of row r's sparse vector (``indices[r]``, ``values[r]``) into ``targets[r]``, added
     ``scale`` times (finite), for every row: the gathered sums, every -0.0 of the row cleared (``clear``: a
@@ -583,33 +613,51 @@ class Sparsifier(Compressor):
         return indices, values
 
     def _sums_payload_rows(self, d: int) -> bool:
-        """With its indices on the wire, a block of messages is read as arrays (:meth:`_add_payload_rows`)."""
-        return self.sends_indices
+        """A block of messages is read as arrays (:meth:`_add_payload_rows`): the indices unpacked, or drawn from
+        the keys."""
+        return True
 
-    def _checked_entries(self, payloads: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """The indices unpacked and values read as ``(m, k)`` arrays, and the first row whose indices are not strictly
-        ascending and below d or whose values are not finite (-1 if none)."""
-        indices, values = _block_entries(
-            payloads, self.count(d), index_bits(d), self.index_nbytes(d), VALUE_DTYPES[self.dtype]
-        )
+    def _checked_entries(
+        self, payloads: np.ndarray, d: int, states: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The indices (unpacked, or drawn from the key ``states`` where they are not sent) and values read as
+        ``(m, k)`` arrays, and the first row whose indices are not strictly ascending and below d or whose values
+        are not finite (-1 if none)."""
+        k = self.count(d)
+        dtype = VALUE_DTYPES[self.dtype]
+        if self.sends_indices:
+            indices, values = _block_entries(payloads, k, index_bits(d), self.index_nbytes(d), dtype)
+        else:
+            if states is None:
+                raise ValueError(f"{self.name}: indices that are not sent are drawn from the keys' states; pass them")
+            drawn = np.empty((len(payloads), k + 1), dtype=np.int64)
+            _random_k_rows(states, d, k, drawn)
+            indices, values = drawn[:, :k], np.ascontiguousarray(payloads).view(dtype).astype(np.float64)
         ascending = np.diff(indices, axis=1, prepend=-1) > 0
         good = ascending.all(axis=1) & (indices[:, -1] < d) & np.isfinite(values).all(axis=1)
         return indices, values, -1 if good.all() else int(np.argmin(good))
 
-    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+    def _add_payload_rows(
+        self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray, states: np.ndarray | None = None
+    ) -> int:
         """The block's entries (:meth:`_checked_entries`) added by one ``np.add.at`` (unbuffered, element by element
         in order: the bits of adding message by message)."""
-        indices, values, bad = self._checked_entries(payloads, out.size)
+        indices, values, bad = self._checked_entries(payloads, out.size, states)
         if bad == -1:
             np.add.at(out, indices.reshape(-1), values.reshape(-1))
         return bad
 
     def _add_payload_rows_each(
-        self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float
+        self,
+        payloads: np.ndarray,
+        scalars: np.ndarray,
+        targets: np.ndarray,
+        factor: float,
+        states: np.ndarray | None = None,
     ) -> int:
         """The block's entries (:meth:`_checked_entries`), row r's added ``factor`` times into ``targets[r]`` as
         :func:`add_entries` adds them (each row's -0.0 cleared off the indices), by one kernel call."""
-        indices, values, bad = self._checked_entries(payloads, targets.shape[1])
+        indices, values, bad = self._checked_entries(payloads, targets.shape[1], states)
         if bad != -1:
             return bad
         if not np.isfinite(factor):
@@ -664,6 +712,20 @@ class RandK(Sparsifier):
         if len(section):
             raise MessageError(f"randk: {len(section)} index bytes in a message whose indices derive from the key")
         return random_k_indices(d, self.count(d), require_key(self.name, key))
+
+    def _encode_rows_into(
+        self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
+    ) -> list[tuple[float, ...]] | np.ndarray:
+        """Short float64 rows with float64 values on the wire: every row's payload by one kernel call
+        (:func:`_rand_k_rows`, the bytes of :meth:`_encode_into`); others row by row."""
+        d, k = rows.shape[1], self.count(rows.shape[1])
+        if not (rows.dtype == np.float64 and self.dtype == "float64"):
+            return super()._encode_rows_into(rows, keys, messages, start)
+        scratch = np.empty((1, k + 1), dtype=np.int64)
+        split, bits = self.index_nbytes(d), index_bits(d)
+        scale = d / k if k else 1.0
+        _rand_k_rows(rows, key_states(keys), k, scale, bits, split, self.send_indices, messages, start, scratch)
+        return np.empty((len(rows), 0))
 
     def select(self, x: np.ndarray, key: RandomKey) -> tuple[np.ndarray, np.ndarray]:
         d, k = x.size, self.count(x.size)

@@ -38,6 +38,7 @@ MAGIC = b"MC"
 VERSION = 1
 FLAG_CRC32 = 0x01
 FLAG_KEY = 0x02
+FINGERPRINT_AT = 6  # the header's u16 key fingerprint field
 HEADER = struct.Struct("<2sBBBBHII")
 HEADER_BYTES = HEADER.size
 CRC_BYTES = 4
@@ -162,13 +163,23 @@ class MessageFrame:
 
 
 def frame_messages(
-    out: np.ndarray, codec: int, d: int, scalars: np.ndarray, payload_bytes: int, crc: bool = True
+    out: np.ndarray,
+    codec: int,
+    d: int,
+    scalars: np.ndarray,
+    payload_bytes: int,
+    crc: bool = True,
+    fingerprints: np.ndarray | None = None,
 ) -> None:
     """:func:`frame_message` for every row of ``out`` (``(m, frame)`` uint8, row j's payload in place)
-    with row j's scalars ``scalars[j]`` (``(m, n_scalars)``): the header, the same for every row,
-    is built once; the CRC-32 is computed per row. Every message is ``frame`` bytes."""
+    with row j's scalars ``scalars[j]`` (``(m, n_scalars)``) and, for a codec with shared randomness, row j's key
+    fingerprint ``fingerprints[j]``: the header, the same for every row but the fingerprint, is built once; the
+    CRC-32 is computed per row. Every message is ``frame`` bytes."""
     n_scalars = scalars.shape[1]
-    out[:, :HEADER_BYTES] = np.frombuffer(_header(codec, d, n_scalars, payload_bytes, crc, None), np.uint8)
+    keyed = None if fingerprints is None else 0
+    out[:, :HEADER_BYTES] = np.frombuffer(_header(codec, d, n_scalars, payload_bytes, crc, keyed), np.uint8)
+    if fingerprints is not None:
+        out[:, FINGERPRINT_AT : FINGERPRINT_AT + 2] = np.asarray(fingerprints, dtype="<u2")[:, None].view(np.uint8)
     start = payload_offset(n_scalars)
     out[:, HEADER_BYTES:start] = np.ascontiguousarray(scalars, dtype="<f8").view(np.uint8)
     end = start + payload_bytes

@@ -21,7 +21,9 @@ import numpy as np
 from isal.isal_zlib import crc32
 
 from .errors import MessageError
-from .message import CRC_BYTES, HEADER_BYTES, Message, byte_view, unpack_message
+from .message import CRC_BYTES, FINGERPRINT_AT, HEADER_BYTES, Message, byte_view, unpack_message
+
+_FIXED = np.r_[0:FINGERPRINT_AT, FINGERPRINT_AT + 2 : HEADER_BYTES]  # the header bytes but the key fingerprint
 
 
 class MessageRows(Sequence[memoryview]):
@@ -110,17 +112,19 @@ def message_lengths(messages: Sequence[Sized]) -> np.ndarray:
 @dataclass(frozen=True)
 class MessageBlock:
     """Validated messages of one block: row j's codec ``scalars[j]`` (``(m, n_scalars)`` float64) and
-    payload ``payloads[j]`` (``(m, L)`` uint8, a strided read-only view of the block's payload columns)."""
+    payload ``payloads[j]`` (``(m, L)`` uint8, a strided read-only view of the block's payload columns), and
+    for a codec with shared randomness row j's key fingerprint ``fingerprints[j]``."""
 
     scalars: np.ndarray
     payloads: np.ndarray
     rows: memoryview  # the block's bytes, flat (the payloads' owner, for the messages' views)
+    fingerprints: np.ndarray | None = None
 
 
 class MessageBlocks(Sequence[Message]):
-    """Validated alike messages (one ``codec``, ``d``, ``size`` in bytes and fixed header; no key fingerprint;
-    the payload at offset ``start``) as :class:`MessageBlock` s; ``messages[i]`` is the :class:`Message`
-    that ``unpack_message`` gives, built when indexed."""
+    """Validated alike messages (one ``codec``, ``d``, ``size`` in bytes and fixed header, but for the key
+    fingerprint of a codec with shared randomness; the payload at offset ``start``) as :class:`MessageBlock` s;
+    ``messages[i]`` is the :class:`Message` that ``unpack_message`` gives, built when indexed."""
 
     def __init__(self, codec: int, d: int, size: int, start: int, blocks: Sequence[MessageBlock]) -> None:
         self.codec, self.d, self.size, self.start = codec, d, size, start
@@ -148,7 +152,8 @@ class MessageBlocks(Sequence[Message]):
     def _message(self, block: MessageBlock, j: int) -> Message:
         offset = j * self.size + self.start
         payload = block.rows[offset : offset + block.payloads.shape[1]]
-        return Message(self.codec, self.d, tuple(block.scalars[j].tolist()), payload, self.size)
+        fingerprint = None if block.fingerprints is None else int(block.fingerprints[j])
+        return Message(self.codec, self.d, tuple(block.scalars[j].tolist()), payload, self.size, fingerprint)
 
     def __iter__(self) -> Iterator[Message]:
         for block in self.blocks:
@@ -159,24 +164,32 @@ class MessageBlocks(Sequence[Message]):
         return self._starts[:-1]
 
 
-def unpack_rows(rows: MessageRows, codec: int, d: int) -> MessageBlocks | None:
+def unpack_rows(rows: MessageRows, codec: int, d: int, fingerprints: np.ndarray | None = None) -> MessageBlocks | None:
     """:func:`unpack_uniform` of messages held as rows: the first message validated
     in full (``unpack_message(rows[0], codec, d)``), every other row's fixed header compared with its
-    header in one array comparison per block, and (with the CRC-32 flag) every row's checksum; ``None``
-    when a message is not alike (unpack them one by one: that names the bad one)."""
+    header in one array comparison per block (and its key fingerprint with ``fingerprints``), and (with the CRC-32
+    flag) every row's checksum; ``None`` when a message is not alike (unpack them one by one: that names the bad
+    one)."""
     if not len(rows):
         return MessageBlocks(codec, d, 0, 0, ())
-    if not alike_rows(rows) or (first := _first_alike(rows[0], codec, d)) is None:
+    keyed = fingerprints is not None
+    if not alike_rows(rows, keyed) or (first := _first_alike(rows[0], codec, d, fingerprints)) is None:
         return None
     size = first.nbytes
     start = HEADER_BYTES + 8 * len(first.scalars)
     stop = start + len(first.payload)
     blocks = []
-    for block, flat in zip(rows.blocks, rows.flat, strict=True):
+    for block, flat, first_row in zip(rows.blocks, rows.flat, rows.block_starts(), strict=True):
+        own = None
+        if fingerprints is not None:
+            own = fingerprints[first_row : first_row + len(block)].astype(np.uint16)
+            carried = np.ascontiguousarray(block[:, FINGERPRINT_AT : FINGERPRINT_AT + 2]).view("<u2").reshape(-1)
+            if not np.array_equal(carried, own):
+                return None
         if stop < size and not checksums_right(block, stop):
             return None
         scalars = np.ascontiguousarray(block[:, HEADER_BYTES:start]).view("<f8").astype(np.float64)
-        blocks.append(MessageBlock(scalars, block[:, start:stop], flat))
+        blocks.append(MessageBlock(scalars, block[:, start:stop], flat, own))
     return MessageBlocks(codec, d, size, start, blocks)
 
 
@@ -187,34 +200,56 @@ def checksums_right(block: np.ndarray, stop: int) -> bool:
     return bool(np.array_equal(stored, computed))
 
 
-def alike_headers(views: Sequence[memoryview]) -> bool:
-    """Whether the (non-empty) byte views are of one length and start with byte-identical fixed headers."""
-    size, header = len(views[0]), views[0][:HEADER_BYTES]
-    return size >= HEADER_BYTES and all(len(view) == size and view[:HEADER_BYTES] == header for view in views)
+def alike_headers(views: Sequence[memoryview], keyed: bool = False) -> bool:
+    """Whether the (non-empty) byte views are of one length and start with byte-identical fixed headers (but for
+    their key fingerprints when ``keyed``)."""
+    size = len(views[0])
+    if size < HEADER_BYTES:
+        return False
+    if keyed:
+        head, tail = views[0][:FINGERPRINT_AT], views[0][FINGERPRINT_AT + 2 : HEADER_BYTES]
+        return all(
+            len(view) == size and view[:FINGERPRINT_AT] == head and view[FINGERPRINT_AT + 2 : HEADER_BYTES] == tail
+            for view in views
+        )
+    header = views[0][:HEADER_BYTES]
+    return all(len(view) == size and view[:HEADER_BYTES] == header for view in views)
 
 
-def alike_rows(rows: MessageRows) -> bool:
+def alike_rows(rows: MessageRows, keyed: bool = False) -> bool:
     """:func:`alike_headers` of (non-empty) message rows: one array comparison per block."""
     size = rows.blocks[0].shape[1]
-    header = rows.blocks[0][0, :HEADER_BYTES]
+    columns = _FIXED if keyed else slice(0, HEADER_BYTES)
+    header = rows.blocks[0][0, columns]
     return size >= HEADER_BYTES and all(
-        block.shape[1] == size and (block[:, :HEADER_BYTES] == header).all() for block in rows.blocks
+        block.shape[1] == size and (block[:, columns] == header).all() for block in rows.blocks
     )
 
 
-def unpack_uniform(bufs: Sequence[bytes | memoryview], codec: int, d: int) -> list[Message] | MessageBlocks | None:
+def unpack_uniform(
+    bufs: Sequence[bytes | memoryview], codec: int, d: int, fingerprints: np.ndarray | None = None
+) -> list[Message] | MessageBlocks | None:
     """:func:`unpack_message` ``(buf, codec, d)`` of every buffer, the same messages, when they are alike:
-    of one length, every fixed header byte for byte the first's, no key fingerprint and (with the CRC-32
-    flag) every checksum right; the first is validated in full, the others' headers compared with its
-    (:func:`unpack_rows` for :class:`MessageRows`: as arrays). ``None`` when they are not alike (unpack
-    them one by one: that names the bad one)."""
+    of one length, every fixed header byte for byte the first's, and (with the CRC-32 flag) every checksum right;
+    the first is validated in full, the others' headers compared with its (:func:`unpack_rows` for
+    :class:`MessageRows`: as arrays). Without ``fingerprints`` no message may carry a key fingerprint; with them
+    (a codec with shared randomness) message j must carry ``fingerprints[j]``, the decoder's key's. ``None`` when
+    they are not alike (unpack them one by one: that names the bad one)."""
     if isinstance(bufs, MessageRows):
-        return unpack_rows(bufs, codec, d)
+        return unpack_rows(bufs, codec, d, fingerprints)
     if not bufs:
         return []
     views = [byte_view(buf).cast("B") for buf in bufs]
-    if not alike_headers(views) or (first := _first_alike(views[0], codec, d)) is None:
+    keyed = fingerprints is not None
+    if not alike_headers(views, keyed) or (first := _first_alike(views[0], codec, d, fingerprints)) is None:
         return None
+    carried: list[int | None] = [None] * len(views)
+    if fingerprints is not None:
+        carried = [int(fingerprint) for fingerprint in fingerprints]
+        if any(
+            struct.unpack_from("<H", view, FINGERPRINT_AT)[0] != own for view, own in zip(views, carried, strict=True)
+        ):
+            return None
     size = len(views[0])
     n_scalars = len(first.scalars)
     start = HEADER_BYTES + 8 * n_scalars
@@ -228,14 +263,19 @@ def unpack_uniform(bufs: Sequence[bytes | memoryview], codec: int, d: int) -> li
         scalars = list(struct.iter_unpack(f"<{n_scalars}d", packed))
     return [
         first,
-        *(Message(codec, d, values, view[start:stop], size) for view, values in zip(rest, scalars, strict=True)),
+        *(
+            Message(codec, d, values, view[start:stop], size, own)
+            for view, values, own in zip(rest, scalars, carried[1:], strict=True)
+        ),
     ]
 
 
-def _first_alike(view: memoryview, codec: int, d: int) -> Message | None:
-    """The first of alike messages, validated in full; None if it is bad or carries a key fingerprint."""
+def _first_alike(view: memoryview, codec: int, d: int, fingerprints: np.ndarray | None) -> Message | None:
+    """The first of alike messages, validated in full; None if it is bad, or carries a key fingerprint other than
+    ``fingerprints[0]`` (none without ``fingerprints``)."""
     try:
         first = unpack_message(view, codec, d)
     except MessageError:
         return None
-    return None if first.key_fingerprint is not None else first
+    expected = None if fingerprints is None else int(fingerprints[0])
+    return first if first.key_fingerprint == expected else None
