@@ -542,12 +542,13 @@ def test_decode_add_is_the_dense_sum_bit_for_bit(spec: str, scale: float) -> Non
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "ties", "half zero", "float32", "strided spikes"])
-def test_top_k_sampled_bound_picks_the_radix_select_set(kind: str) -> None:
-    """The one-pass selection above a sampled bound returns the set of the full radix select
-    (lowest indices among ties), including inputs that defeat the sample (the fallback)."""
-    from mpicomp.compressors.sparse import _SAMPLE, _top_k_indices, top_k_indices
+@pytest.mark.parametrize("d", [2048, 7850, 9 * 4096 + 5])
+def test_top_k_sampled_bound_picks_the_radix_select_set(kind: str, d: int) -> None:
+    """The one-pass selection above a sampled bound (d / 8 sampled keys below 32,768, 4,096 above; the candidates
+    selected by quickselect or, many, by the radix select) returns the set of the full radix select (lowest indices
+    among ties), including inputs that defeat the sample (the fallback)."""
+    from mpicomp.compressors.sparse import _top_k_indices, top_k_indices
 
-    d = 9 * _SAMPLE + 5
     x = np.random.default_rng(3).standard_normal(d)
     if kind == "ties":
         x = np.round(x * 2.0)
@@ -583,13 +584,13 @@ def test_a_kept_selection_scratch_gives_the_fresh_selection_at_any_size() -> Non
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_top_k_sampled_pass_refuses_non_finite_input(bad: float) -> None:
+@pytest.mark.parametrize("d", [7850, 9 * 4096 + 5])
+def test_top_k_sampled_pass_refuses_non_finite_input(bad: float, d: int) -> None:
     """The one-pass selection finds NaN and Inf among its candidates (their keys lie above any finite
     bound, or the bound is itself one of them): at a sampled coordinate and between samples."""
-    from mpicomp.compressors.sparse import _SAMPLE, top_k_indices
+    from mpicomp.compressors.sparse import _sample_size, top_k_indices
 
-    d = 9 * _SAMPLE + 5
-    for where in (0, d // _SAMPLE * 7, 12_345):
+    for where in (0, d // _sample_size(d) * 7, d - 5):
         x = np.random.default_rng(4).standard_normal(d)
         x[where] = bad
         with pytest.raises(ValueError, match="non-finite"):

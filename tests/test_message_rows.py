@@ -258,11 +258,12 @@ def test_level_rows_encode_and_sum_as_one_by_one(spec: str, d: int) -> None:
 @pytest.mark.parametrize(
     "spec", ["topk(k=3)", "topk(k=0.5)", "topk(k=1)", "topk(k=39)", "topk(k=40)", "topk(k=0.2,dtype=float32)"]
 )
-@pytest.mark.parametrize("d", [40, 1000, 20000])
+@pytest.mark.parametrize("d", [40, 1000, 2048, 20000])
 def test_top_k_rows_encode_as_one_by_one(spec: str, d: int) -> None:
     """Top-K's ``encode_many`` (one kernel call for short float64 rows with float64 values; k = d, float32 values
-    and float32 rows row by row) writes the bytes of ``encode`` row by row: ties at the threshold (a row of
-    zeros, a row of +-1, repeated magnitudes), signed zeros, tiny and huge values, index fields of 6 to 15 bits."""
+    and float32 rows row by row; from d = 2,048 above a sampled bound where k <= d / 8) writes the bytes of
+    ``encode`` row by row: ties at the threshold (a row of zeros, a row of +-1, repeated magnitudes), signed zeros,
+    tiny and huge values, index fields of 6 to 15 bits."""
     compressor = make(spec)
     rng = np.random.default_rng(d)
     rows = rng.standard_normal((7, d))

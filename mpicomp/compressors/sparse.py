@@ -187,17 +187,25 @@ def _top_k_indices(words, k, key_bits, out):
 
 _SELECTED, _FAILED, _NON_FINITE = 0, 1, 2  # outcomes of _top_k_sampled
 _SPAN = 2048  # coordinates compared per vectorized loop in _top_k_sampled (a multiple of GROUP)
-_SAMPLE = 1 << 12  # sampled keys from which _top_k_sampled bounds the threshold (d >= 8 _SAMPLE there)
+_SAMPLE = 1 << 12  # sampled keys from which _top_k_sampled bounds the threshold (at most: d / 8 of them)
+_SAMPLED_FROM_D = 1 << 11  # shorter vectors: quickselect on the whole vector (256 sampled keys at least)
+
+
+@njit(cache=True)
+def _sample_size(d):
+    """Keys :func:`_top_k_sampled` samples from a vector of d: ``min(_SAMPLE, d // 8)``."""
+    return min(_SAMPLE, d // 8)
 
 
 @njit(cache=True)
 def _sample_plan(d, k):
-    """(rank of the bound among the ``_SAMPLE`` sampled keys, room for the candidates) of
-    :func:`_top_k_sampled`: ``k_s + 4 sqrt(k_s) + 8`` with ``k_s = k _SAMPLE / d``, and about
+    """(rank of the bound among the ``S = _sample_size(d)`` sampled keys, room for the candidates) of
+    :func:`_top_k_sampled`: ``k_s + 4 sqrt(k_s) + 8`` with ``k_s = k S / d``, and about
     twice the candidates expected above that bound."""
-    expected = k * _SAMPLE / d
+    size = _sample_size(d)
+    expected = k * size / d
     rank = int(expected + 4.0 * np.sqrt(expected) + 8.0)
-    return rank, 2 * rank * (d // _SAMPLE + 1) + 64
+    return rank, 2 * rank * (d // size + 1) + 64
 
 
 class SelectionScratch:
@@ -216,31 +224,34 @@ class SelectionScratch:
 
 @njit(cache=True)
 def _top_k_sampled(words, k, key_bits, infinity, out, candidates, keys):
-    """:func:`_top_k_indices` in one pass over x when a sample finds a bound: ``_SELECTED``, or
-    ``_FAILED`` (out untouched) if it does not, or ``_NON_FINITE`` if some key is at least
+    """:func:`_top_k_indices` in one pass over x when a sample finds a bound (``d >= _SAMPLED_FROM_D``):
+    ``_SELECTED``, or ``_FAILED`` (out untouched) if it does not, or ``_NON_FINITE`` if some key is at least
     ``infinity`` (the key of Inf: x holds NaN or Inf). ``candidates`` and ``keys`` are scratch of
     the size :func:`_sample_plan` gives.
 
-    The keys of ``_SAMPLE`` evenly spaced coordinates give the bound: the ``k_s + 4 sqrt(k_s) + 8``-th
-    largest of them, ``k_s = k _SAMPLE / d`` the expected number above the k-th largest key, so
+    The keys of ``S = _sample_size(d)`` evenly spaced coordinates give the bound: the ``k_s + 4 sqrt(k_s) + 8``-th
+    largest of them (by quickselect), ``k_s = k S / d`` the expected number above the k-th largest key, so
     that the bound lies below it unless x is built against the stride. One pass collects the
     coordinates whose keys are at or above the bound (ascending), with their keys; if there are at
     least k (and no more than room was made for: about twice the expected count), they hold every key at or above the
-    k-th largest, and the radix select among them picks the same set as on the whole of x. NaN and
+    k-th largest, and a selection among them (quickselect for fewer than ``_SELECT_BELOW_D``, else the radix
+    select) picks the same set as on the whole of x. NaN and
     Inf are among the candidates (their keys are at least ``infinity``: above a finite bound, or
     the bound is one of them, whose coordinate is then a candidate), so only those are checked.
     """
     d = words.size
     keep = (uint64(1) << uint64(key_bits)) - uint64(1)
-    stride = d // _SAMPLE
-    sample = np.empty(_SAMPLE, dtype=np.uint64)
-    for j in range(_SAMPLE):
+    size = _sample_size(d)
+    stride = d // size
+    sample = np.empty(size, dtype=np.uint64)
+    for j in range(size):
         sample[j] = uint64(words[j * stride]) & keep
-    sample.sort()
     rank, capacity = _sample_plan(d, k)
-    if rank >= _SAMPLE:
+    if rank >= size:
         return _FAILED
-    bound = sample[_SAMPLE - rank]
+    bound, found = _kth_smallest(sample, size - rank)
+    if not found:
+        return _FAILED
     above = np.zeros(_SPAN, dtype=np.uint8)
     n = 0
     for lo in range(0, d, _SPAN):
@@ -265,7 +276,13 @@ def _top_k_sampled(words, k, key_bits, infinity, out, candidates, keys):
         top = max(top, keys[c])
     if top >= infinity:
         return _NON_FINITE
-    _top_k_indices(keys[:n], k, key_bits, out)  # positions among the candidates, then their indices
+    if n == k:
+        out[:] = candidates[:k]
+        return _SELECTED
+    if n < _SELECT_BELOW_D:  # positions among the candidates, then their indices
+        _top_k_by_quickselect(keys[:n], k, key_bits, out, np.empty(n, dtype=np.uint64))
+    else:
+        _top_k_indices(keys[:n], k, key_bits, out)
     for j in range(k):
         out[j] = candidates[out[j]]
     return _SELECTED
@@ -331,18 +348,23 @@ def _top_k_by_quickselect(words, k, key_bits, out, keys):
 
 
 @njit(cache=True, nogil=True)
-def _top_k_rows(rows, k, bits, split, messages, start, keys, indices):
+def _top_k_rows(rows, k, bits, split, messages, start, keys, indices, candidates):
     """Top-K payloads of the float64 rows of ``rows`` (short: 1 <= k < d < ``_SELECT_BELOW_D``), row r's at
-    ``messages[r, start:]``: its indices (:func:`_top_k_by_quickselect`) as a stream of ``bits``-bit fields, least
-    significant bit first (the bytes of :func:`pack_uint`, ``split`` of them), then its k values as float64.
-    ``keys`` (d) and ``indices`` (k) are scratch. Returns the first row holding NaN or Inf (rows before it are
-    written), else -1."""
+    ``messages[r, start:]``: its indices (:func:`top_k_indices`' choice: above a sampled bound where that applies
+    and finds one, else :func:`_top_k_by_quickselect`) as a stream of ``bits``-bit fields, least significant bit
+    first (the bytes of :func:`pack_uint`, ``split`` of them), then its k values as float64. ``keys`` (d entries or
+    the sample plan's room, the larger) and ``candidates`` (the plan's room), and ``indices`` (k) are scratch.
+    Returns the first row holding NaN or Inf (rows before it are written), else -1."""
+    d = rows.shape[1]
+    sampled = k <= d // 8 and d >= _SAMPLED_FROM_D
+    infinity = uint64(0x7FF0000000000000)
     for r in range(rows.shape[0]):
         x = rows[r]
         words = x.view(np.uint64)
         if first_non_finite_pattern(words) >= 0:
             return r
-        _top_k_by_quickselect(words, k, 63, indices, keys)
+        if not sampled or _top_k_sampled(words, k, 63, infinity, indices, candidates, keys) != _SELECTED:
+            _top_k_by_quickselect(words, k, 63, indices, keys[:d])
         payload = messages[r, start:]
         acc, fill, byte = uint64(0), 0, 0
         for j in range(k):  # its 8-byte stores may run into the values, which are written next
@@ -426,18 +448,18 @@ def top_k_indices(x: np.ndarray, k: int, scratch: SelectionScratch | None = None
     out = np.empty(k, dtype=np.int64)
     words = x.view(np.uint64 if x.dtype == np.float64 else np.uint32)
     key_bits = 8 * x.dtype.itemsize - 1
-    if x.size < _SELECT_BELOW_D:
-        _require_finite(x)
-        if k:
-            keys = (scratch if scratch is not None else SelectionScratch()).buffers(x.size)[1]
-            _top_k_by_quickselect(words, k, key_bits, out, keys)
-        return out
-    if 0 < k <= x.size // 8:
+    scratch = SelectionScratch() if scratch is None else scratch
+    if 0 < k <= x.size // 8 and x.size >= _SAMPLED_FROM_D:
         infinity = np.uint64(0x7FF0000000000000 if x.dtype == np.float64 else 0x7F800000)
-        candidates, keys = (scratch if scratch is not None else SelectionScratch()).buffers(_sample_plan(x.size, k)[1])
+        candidates, keys = scratch.buffers(_sample_plan(x.size, k)[1])
         outcome = _top_k_sampled(words, k, key_bits, infinity, out, candidates, keys)
         if outcome == _SELECTED:
             return out
+    if x.size < _SELECT_BELOW_D:
+        _require_finite(x)
+        if k:
+            _top_k_by_quickselect(words, k, key_bits, out, scratch.buffers(x.size)[1])
+        return out
     _require_finite(x)
     if k:
         _top_k_indices(words, k, key_bits, out)  # the radix select on all of x
@@ -764,8 +786,10 @@ class TopK(Sparsifier):
         d, k = rows.shape[1], self.count(rows.shape[1])
         if not (rows.dtype == np.float64 and self.dtype == "float64" and k < d < _SELECT_BELOW_D):
             return super()._encode_rows_into(rows, keys, messages, start)
-        scratch = self._scratch.buffers(d)[1]
-        bad = _top_k_rows(rows, k, index_bits(d), self.index_nbytes(d), messages, start, scratch, np.empty(k, np.int64))
+        room = _sample_plan(d, k)[1] if d >= _SAMPLED_FROM_D else 0
+        candidates, sorted_keys = self._scratch.buffers(max(d, room))
+        split, bits = self.index_nbytes(d), index_bits(d)
+        bad = _top_k_rows(rows, k, bits, split, messages, start, sorted_keys, np.empty(k, np.int64), candidates)
         if bad != -1:
             naming_row(bad, _require_finite, rows[bad])
         return np.empty((len(rows), 0))
