@@ -10,7 +10,7 @@ import pytest
 from mpicomp.comm import ByteCounter, LocalTransport
 from mpicomp.comm.accounting import split_each
 from mpicomp.comm.mpi import joined, with_received
-from mpicomp.compressors import Compressor, MessageError, make
+from mpicomp.compressors import Compressor, MessageError, make, sparse
 from mpicomp.rng import RandomKey, RoundKeys, key_fingerprints
 from mpicomp.wire import MessageBlocks, MessageRows, unpack_message, unpack_uniform
 from mpicomp.wire.message import FLAG_KEY
@@ -282,11 +282,14 @@ def test_top_k_rows_encode_as_one_by_one(spec: str, d: int) -> None:
 
 
 @pytest.mark.parametrize("spec", ["randk(k=3)", "randk(k=3,send_indices=True)", "randk(k=0.5)", "randk(k=2000)"])
-def test_rand_k_rows_draw_encode_sum_and_add_as_one_by_one(spec: str) -> None:
+@pytest.mark.parametrize("entry_bytes", [sparse.ENTRY_BYTES, 1])
+def test_rand_k_rows_draw_encode_sum_and_add_as_one_by_one(spec: str, entry_bytes: int, monkeypatch) -> None:
     """Rand-K's rows (d = 5,000: k = 3 draws with the hash set, k = 2,500 and 2,000 with the bitmap), keys from a
     round's :class:`RoundKeys` and built one by one: ``encode_many`` writes the bytes of ``encode`` row by row (the
     key fingerprints framed per row), and ``decode_sum`` and ``decode_add_rows`` of the block, which draw every row's
-    indices from its key in one kernel call, give the bits of ``decode_add`` message by message."""
+    indices from its key in one kernel call (a part of the block at a time: one row a part with ``entry_bytes`` 1),
+    give the bits of ``decode_add`` message by message."""
+    monkeypatch.setattr(sparse, "ENTRY_BYTES", entry_bytes)
     compressor, d = make(spec), 5000
     rows = np.random.default_rng(9).standard_normal((6, d))
     rows[3] = -0.0
@@ -325,6 +328,18 @@ def test_rand_k_rows_of_another_key_are_named(spec: str) -> None:
     block[1, 6] ^= 1  # the fingerprint's lowest bit
     with pytest.raises(MessageError, match="message 1: randk: message was encoded with another RandomKey"):
         compressor.decode_add_rows(MessageRows([block]), keys, np.zeros((6, d)))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in multiply")  # encode's own scaling, then its check
+def test_rand_k_rows_refuse_values_beyond_float64_as_encode_does() -> None:
+    rows = np.ones((3, 16))
+    rows[1] = 1e308  # times d/k = 8: beyond the float64 range
+    keys = [RandomKey(0, 0, w) for w in range(3)]
+    with pytest.raises(ValueError, match="values exceed the float64 range") as single:
+        make("randk(k=2)").encode(rows[1], keys[1])
+    with pytest.raises(ValueError, match="row 1: randk") as batch:
+        make("randk(k=2)").encode_many(rows, keys)
+    assert str(batch.value) == f"row 1: {single.value}"
 
 
 def test_top_k_rows_name_a_row_holding_nan_or_inf() -> None:

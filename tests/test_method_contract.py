@@ -389,6 +389,27 @@ def test_a_subclass_overriding_upload_of_alone_is_not_encoded_by_its_parents_row
     assert [bytes(u) for u in uploads] == [bytes(twins[1].worker_upload(w, 0)) for w in range(6)]
 
 
+def test_an_ef21_subclass_overriding_its_target_alone_goes_worker_by_worker():
+    """EF21's rows path computes the momentum chain itself (``rows_follow`` names ``compression_target``): a subclass
+    that changes the target but not ``upload_rows`` gets its own uploads, worker by worker."""
+    ef21 = method_class("ef21")
+
+    class Doubled(ef21):
+        def compression_target(self, w, k, grad):
+            return 2.0 * super().compression_target(w, k, grad)
+
+    problem = build_problem("logistic", "sklearn:breast_cancer", 6, seed=root_seed(0), l2=0.5)
+
+    def twin():
+        ctx = MethodContext(problem, make("natural"), make("identity"), range(6), True, root_seed(0), 4)
+        return Doubled(ctx, ef21.Options(stepsize=0.1))
+
+    batched, single = twin(), twin()
+    for k in range(2):
+        uploads = batched.worker_uploads(range(6), k)
+        assert [bytes(u) for u in uploads] == [bytes(single.worker_upload(w, k)) for w in range(6)]
+
+
 def assert_blocks_upload_as_worker_by_worker(name, batch, uplink, options, points, monkeypatch, move=0.01):
     """Round after round, ``worker_uploads`` of a rank's workers (blocks of 64 workers here, so a short block
     follows a full one; no gradient computed worker by worker, the gradients at each of ``points`` points

@@ -70,15 +70,16 @@ def split_bytes(buf: bytes | memoryview | np.ndarray) -> tuple[int, int]:
 
 def split_alike(uploads: Sequence[bytes | memoryview]) -> tuple[int, int] | None:
     """``(payload, header)`` bytes of every upload when all are one whole message each, of one length and
-    with byte-identical fixed headers (a rank's workers with one codec: one split serves all), else None.
-    :class:`mpicomp.wire.MessageRows` compare their headers as arrays, block by block."""
+    with byte-identical fixed headers but for their key fingerprints, which do not change a message's sizes (a
+    rank's workers with one codec: one split serves all), else None. :class:`mpicomp.wire.MessageRows` compare their
+    headers as arrays, block by block."""
     if isinstance(uploads, MessageRows):
-        if not (uploads.blocks and alike_rows(uploads)):
+        if not (uploads.blocks and alike_rows(uploads, keyed=True)):
             return None
         first = uploads[0]
     else:
         views = [byte_view(upload).cast("B") for upload in uploads]
-        if not (views and alike_headers(views)):
+        if not (views and alike_headers(views, keyed=True)):
             return None
         first = views[0]
     return whole_message_split(first)

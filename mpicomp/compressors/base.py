@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from ..rng import RandomKey, key_fingerprints, key_states
+from ..rng import RandomKey, RoundKeys, key_fingerprints, key_states
 from ..timing import CODEC
 from ..wire import (
     Message,
@@ -469,7 +469,8 @@ class Compressor(ABC):
         blocks of rows a block at a time, a shared key's fingerprints against the keys' in one comparison),
         without building their keys."""
         keyed = self.uses_shared_key
-        if self.extension_tag is None and not (keyed and any(key is None for key in keys)):
+        complete = isinstance(keys, RoundKeys) or not any(key is None for key in keys)
+        if self.extension_tag is None and not (keyed and not complete):
             fingerprints = key_fingerprints(keys) if keyed else None  # type: ignore[arg-type]  # no None among them
             alike = unpack_uniform(bufs, self.codec_id, d, fingerprints)  # the first's scalar count is everyone's
             if alike is not None and (not len(alike) or len(alike[0].scalars) == self.n_scalars):
@@ -502,8 +503,8 @@ class Compressor(ABC):
         return msg
 
     def compile_kernels(self, d: int, dtypes: tuple[type, ...] = (np.float64,)) -> None:
-        """Run encode, encode_many, decode, decode_add and decode_sum once per input dtype on a ramp of length
-        ``d`` with a throwaway key, so that numba compiles (or loads) their kernels before they are timed."""
+        """Run encode, encode_many, decode, decode_add, decode_sum and decode_add_rows once per input dtype on a ramp
+        of length ``d`` with a throwaway key, so that numba compiles (or loads) their kernels before they are timed."""
         key = RandomKey(0)
         for dtype in dtypes:
             ramp: np.ndarray = np.linspace(-1.0, 1.0, d, dtype=dtype)
@@ -513,6 +514,7 @@ class Compressor(ABC):
             self.decode_sum([message, message], [key, key], decoded, divisor=2.0)
             batch = self.encode_many(np.stack([ramp, ramp]), [key, key])
             self.decode_sum(batch, [key, key], decoded, divisor=2.0)
+            self.decode_add_rows(batch, [key, key], np.stack([decoded, decoded]), 0.5)
 
     def header_bits(self) -> int:
         """Bits of framing (header, scalars, CRC) around each message of this codec."""

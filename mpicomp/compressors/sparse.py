@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from numba import float64, njit, uint64
@@ -36,6 +36,7 @@ from .base import VALUE_DTYPES, Compressor, check_dtype, naming_row, non_finite_
 from .numeric import first_non_finite, first_non_finite_pattern, float64_bits
 from .registry import register
 
+ENTRY_BYTES = 1 << 22  # a block of sparse messages is read as arrays about this many bytes at a time
 _HASH_EMPTY = -1
 _BITMAP_RATIO = 1024  # k >= d / 1024: a d-bit membership bitmap beats a hash set plus a sort
 
@@ -391,7 +392,8 @@ def _rand_k_rows(rows, states, k, scale, bits, split, send, messages, start, ind
     """Rand-K payloads of the float64 rows of ``rows`` (short), row r's at ``messages[r, start:]``: its
     indices (:func:`random_k_indices` of ``states[r]``, into the ``(1, k + 1)`` scratch ``indices``) as a stream of
     ``bits``-bit fields when ``send`` (``split`` bytes, as :func:`pack_uint` writes them), then its k values
-    ``x_i (d/k)`` (``scale``) as float64."""
+    ``x_i (d/k)`` (``scale``) as float64. Returns the first row with a value beyond the float64 range (rows
+    before it are written), else -1."""
     for r in range(rows.shape[0]):
         x = rows[r]
         _random_k_rows(states[r : r + 1], x.size, k, indices)
@@ -402,7 +404,11 @@ def _rand_k_rows(rows, states, k, scale, bits, split, send, messages, start, ind
                 acc, fill, byte = append_bits(payload, acc, fill, byte, indices[0, j], bits)
             finish_bits(payload, acc, fill, byte)
         for j in range(k):
-            store_u64(payload, split + 8 * j, float64_bits(float64(x[indices[0, j]]) * scale))
+            value = float64(x[indices[0, j]]) * scale
+            if not np.isfinite(value):
+                return r
+            store_u64(payload, split + 8 * j, float64_bits(value))
+    return -1
 
 
 @njit(cache=True, nogil=True)
@@ -417,6 +423,10 @@ def _add_rows_entries(targets, indices, values, scale, clear):
         if clear:
             _clear_negative_zeros(out.view(np.uint64), 0, out.size)
         _scatter(out, indices[r], sums)
+
+
+def _part_of(states: np.ndarray | None, part: slice) -> np.ndarray | None:
+    return None if states is None else states[part]
 
 
 def _block_entries(
@@ -659,15 +669,23 @@ class Sparsifier(Compressor):
         good = ascending.all(axis=1) & (indices[:, -1] < d) & np.isfinite(values).all(axis=1)
         return indices, values, -1 if good.all() else int(np.argmin(good))
 
+    def _entry_parts(self, rows: int, d: int) -> Iterator[slice]:
+        """Consecutive parts of a block of ``rows`` messages whose entries, read as arrays (an int64 index, a float64
+        value and the drawing's or unpacking's temporaries: about 32 bytes each), take ``ENTRY_BYTES`` at most."""
+        step = max(1, ENTRY_BYTES // (32 * max(1, self.count(d))))
+        return (slice(start, min(rows, start + step)) for start in range(0, rows, step))
+
     def _add_payload_rows(
         self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray, states: np.ndarray | None = None
     ) -> int:
-        """The block's entries (:meth:`_checked_entries`) added by one ``np.add.at`` (unbuffered, element by element
-        in order: the bits of adding message by message)."""
-        indices, values, bad = self._checked_entries(payloads, out.size, states)
-        if bad == -1:
+        """The block's entries (:meth:`_checked_entries`, a part of it at a time) added by one ``np.add.at`` a part
+        (unbuffered, element by element in order: the bits of adding message by message)."""
+        for part in self._entry_parts(len(payloads), out.size):
+            indices, values, bad = self._checked_entries(payloads[part], out.size, _part_of(states, part))
+            if bad != -1:
+                return part.start + bad
             np.add.at(out, indices.reshape(-1), values.reshape(-1))
-        return bad
+        return -1
 
     def _add_payload_rows_each(
         self,
@@ -677,16 +695,19 @@ class Sparsifier(Compressor):
         factor: float,
         states: np.ndarray | None = None,
     ) -> int:
-        """The block's entries (:meth:`_checked_entries`), row r's added ``factor`` times into ``targets[r]`` as
-        :func:`add_entries` adds them (each row's -0.0 cleared off the indices), by one kernel call."""
-        indices, values, bad = self._checked_entries(payloads, targets.shape[1], states)
-        if bad != -1:
-            return bad
-        if not np.isfinite(factor):
-            for target, row_indices, row_values in zip(targets, indices, values, strict=True):
+        """The block's entries (:meth:`_checked_entries`, a part of it at a time), row r's added ``factor`` times into
+        ``targets[r]`` as :func:`add_entries` adds them (each row's -0.0 cleared off the indices), by one kernel call
+        a part."""
+        d = targets.shape[1]
+        for part in self._entry_parts(len(payloads), d):
+            indices, values, bad = self._checked_entries(payloads[part], d, _part_of(states, part))
+            if bad != -1:
+                return part.start + bad
+            if np.isfinite(factor):
+                _add_rows_entries(targets[part], indices, values, factor, not np.signbit(factor))
+                continue
+            for target, row_indices, row_values in zip(targets[part], indices, values, strict=True):
                 add_entries(target, row_indices, row_values, True, factor)
-            return -1
-        _add_rows_entries(targets, indices, values, factor, not np.signbit(factor))
         return -1
 
     def _decode_into(self, msg: Message, key: RandomKey | None, out: np.ndarray, accumulate: bool) -> None:
@@ -746,7 +767,10 @@ class RandK(Sparsifier):
         scratch = np.empty((1, k + 1), dtype=np.int64)
         split, bits = self.index_nbytes(d), index_bits(d)
         scale = d / k if k else 1.0
-        _rand_k_rows(rows, key_states(keys), k, scale, bits, split, self.send_indices, messages, start, scratch)
+        states = key_states(keys)
+        bad = _rand_k_rows(rows, states, k, scale, bits, split, self.send_indices, messages, start, scratch)
+        if bad != -1:  # encode's own error, naming the row
+            naming_row(bad, self._encode_into, rows[bad], keys[bad], np.empty(self.payload_bytes(d), np.uint8))
         return np.empty((len(rows), 0))
 
     def select(self, x: np.ndarray, key: RandomKey) -> tuple[np.ndarray, np.ndarray]:

@@ -122,6 +122,9 @@ class Method:
     worker_attrs: ClassVar[tuple[str, ...]] = ()
     master_attrs: ClassVar[tuple[str, ...]] = ()
     replica_attrs: ClassVar[tuple[str, ...]] = ("x",)
+    # The hooks whose work upload_rows does for a block: a subclass that overrides one of them without upload_rows
+    # goes worker by worker (Method.worker_uploads), so the two paths cannot disagree.
+    rows_follow: ClassVar[tuple[str, ...]] = ("upload_of", "round_gradient", "uplink_compressor")
 
     def __init__(self, ctx: MethodContext, options: MethodOptions) -> None:
         self.ctx = ctx
@@ -243,8 +246,8 @@ class Method:
 
     def round_gradient(self, w: int, k: int) -> np.ndarray:
         """Worker ``w``'s gradient ``g_i`` in round ``k`` for :meth:`upload_of`: the minibatch gradient at ``x^k`` of
-        :meth:`gradient_batch` samples. A method that estimates ``g_i`` its own way (VR-DIANA) overrides this,
-        and its workers then go one by one."""
+        :meth:`gradient_batch` samples. A method that estimates ``g_i`` its own way (VR-DIANA) overrides this; its
+        workers then go one by one unless it computes the same estimates for a block in :meth:`upload_rows`."""
         return self.stochastic_grad(w, self.x, k, self.gradient_batch(k))
 
     def gradient_batch(self, k: int) -> int | None:
@@ -293,7 +296,8 @@ class Method:
 
     def load_worker_state(self, w: int, state: Mapping[str, np.ndarray]) -> None:
         """Put back local worker ``w``'s state saved by :meth:`worker_state` (on any number of ranks). An array is
-        copied into the one it replaces, so that a row of a :meth:`worker_matrix` stays that row."""
+        copied into the one it replaces, so that a row of a :meth:`worker_matrix` stays that row: workers' entries
+        must not share an array (a fresh method gives each its own, as ``worker_matrix`` does)."""
         for name in self.worker_attrs:
             table = getattr(self, name)
             current = table.get(w)
@@ -527,15 +531,14 @@ def _defined_by(cls: type, name: str) -> type:
 
 
 def _rows_go_with_upload_of(cls: type[Method]) -> bool:
-    """Whether ``cls`` implements :meth:`Method.upload_rows` for its own ``upload_of`` and ``round_gradient``: defined
-    by the class that defines both or a subclass of it (a subclass that overrides either alone goes worker by
-    worker)."""
+    """Whether ``cls`` implements :meth:`Method.upload_rows` for its own ``upload_of`` and the other hooks of
+    :attr:`Method.rows_follow`: defined by the class that defines them all or a subclass of it (a subclass that
+    overrides one of them alone goes worker by worker)."""
     rows = _defined_by(cls, "upload_rows")
     return (
         rows is not Method
         and cls.upload_of is not Method.upload_of
-        and issubclass(rows, _defined_by(cls, "upload_of"))
-        and issubclass(rows, _defined_by(cls, "round_gradient"))
+        and all(issubclass(rows, _defined_by(cls, hook)) for hook in cls.rows_follow)
     )
 
 

@@ -72,7 +72,7 @@ class SVRGReference:
     """L-SVRG's estimator on one worker: ``g_i = grad f_iB(x) - grad f_iB(w) + mu_i`` with ``mu_i = grad f_i(w)``.
 
     ``grad f_iB`` is the mean over the minibatch B; the reference point w moves to the current
-    iterate when the master's coin ``u^k`` says so (:meth:`refresh`).
+    iterate when the master's coin ``u^k`` says so (:meth:`VRDiana.refresh_references`, for every worker at once).
     """
 
     state_attrs = ("point", "mean")
@@ -81,15 +81,8 @@ class SVRGReference:
         """``w = x0`` (a copy) and ``mu_i = grad f_i(x0)``; with ``mean`` given, ``w = x0`` and ``mu_i = mean`` as they
         are (the arrays a method keeps for all its workers: one shared point, a row of means each)."""
         self.local = local
-        if mean is None:
-            self.refresh(x0)
-        else:
-            self.point, self.mean = x0, mean
-
-    def refresh(self, x: np.ndarray) -> None:
-        """``w <- x``, ``mu_i <- grad f_i(x)`` (one full local gradient)."""
-        self.point = x.copy()
-        self.mean = self.local.grad(self.point)
+        self.point = x0.copy() if mean is None else x0
+        self.mean = self.local.grad(self.point) if mean is None else mean
 
     def estimate(self, x: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
         if idx is None:

@@ -176,6 +176,7 @@ class EF21(Method):
     worker_attrs: ClassVar[tuple[str, ...]] = ("g_workers", "momentum")
     master_attrs: ClassVar[tuple[str, ...]] = ("g_master",)
     replica_attrs: ClassVar[tuple[str, ...]] = ("x", "g_replica")
+    rows_follow: ClassVar[tuple[str, ...]] = (*Method.rows_follow, "compression_target")
     momentum_levels: ClassVar[int] = 0
 
     def __init__(self, ctx: MethodContext, options: EF21Options) -> None:

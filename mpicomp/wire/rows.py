@@ -219,11 +219,11 @@ def alike_headers(views: Sequence[memoryview], keyed: bool = False) -> bool:
 def alike_rows(rows: MessageRows, keyed: bool = False) -> bool:
     """:func:`alike_headers` of (non-empty) message rows: one array comparison per block."""
     size = rows.blocks[0].shape[1]
+    if size < HEADER_BYTES:
+        return False
     columns = _FIXED if keyed else slice(0, HEADER_BYTES)
     header = rows.blocks[0][0, columns]
-    return size >= HEADER_BYTES and all(
-        block.shape[1] == size and (block[:, columns] == header).all() for block in rows.blocks
-    )
+    return all(block.shape[1] == size and (block[:, columns] == header).all() for block in rows.blocks)
 
 
 def unpack_uniform(
