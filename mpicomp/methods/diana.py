@@ -274,7 +274,7 @@ class VRDiana(Diana):
 
     def refresh_references(self) -> None:
         """L-SVRG's ``w <- x^k`` and ``mu_i <- grad f_i(w)`` of every local worker, the full local gradients a block
-        of workers at a time (the bits of :meth:`SVRGReference.refresh` of each)."""
+        of workers at a time (the bits of each shard's own ``grad``)."""
         self.reference_point[:] = self.x
         per_block, workers = block_rows(self.d), self.ctx.local_workers
         for start in range(0, len(workers), per_block):
