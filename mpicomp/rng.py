@@ -90,6 +90,19 @@ def _hash_keys(seed, rnd, workers, stream, out):
         out[j] = _hash_key(seed, rnd, uint64(workers[j]), stream)
 
 
+@njit(cache=True, inline="always")
+def _fingerprint(state):
+    """The top 16 bits of ``mix64(state ^ GOLDEN)``: a key's fingerprint."""
+    return mix64(uint64(state) ^ GOLDEN) >> uint64(48)
+
+
+@njit(cache=True)
+def _fingerprints(states, out):
+    """``out[j] = _fingerprint(states[j])``."""
+    for j in range(states.size):
+        out[j] = _fingerprint(states[j])
+
+
 @njit(cache=True)
 def _fill_uniform(state, out):
     for i in range(out.size):
@@ -170,7 +183,7 @@ class RandomKey:
     @cached_property
     def fingerprint(self) -> int:
         """16 bits of the key (a hash of its state), carried by messages that depend on it."""
-        return int(mix64(self.state ^ GOLDEN) >> np.uint64(48))
+        return int(_fingerprint(self.state))
 
     def with_stream(self, stream: int) -> RandomKey:
         return RandomKey(self.seed, self.round, self.worker, stream)
@@ -244,12 +257,10 @@ class RoundKeys(Sequence[RandomKey]):
 
     @cached_property
     def fingerprints(self) -> np.ndarray:
-        """``RandomKey(seed, round, w, stream).fingerprint`` of every worker (:func:`mix64` in NumPy, which wraps
-        uint64 products as the kernel does)."""
-        z = self.states ^ GOLDEN
-        z = (z ^ (z >> _S30)) * _MIX1
-        z = (z ^ (z >> _S27)) * _MIX2
-        return (z ^ (z >> _S31)) >> np.uint64(48)
+        """``RandomKey(seed, round, w, stream).fingerprint`` of every worker, from one kernel call."""
+        out = np.empty_like(self.states)
+        _fingerprints(self.states, out)
+        return out
 
     def sample_each(self, counts: np.ndarray, size: int) -> np.ndarray:
         """Row j: ``self[j].sample(counts[j], size)`` (the same indices) where ``size < counts[j]``;

@@ -367,44 +367,55 @@ def _top_k_rows(rows, k, bits, split, messages, start, keys, indices, candidates
         if not sampled or _top_k_sampled(words, k, 63, infinity, indices, candidates, keys) != _SELECTED:
             _top_k_by_quickselect(words, k, 63, indices, keys[:d])
         payload = messages[r, start:]
-        acc, fill, byte = uint64(0), 0, 0
-        for j in range(k):  # its 8-byte stores may run into the values, which are written next
-            acc, fill, byte = append_bits(payload, acc, fill, byte, indices[j], bits)
-        finish_bits(payload, acc, fill, byte)
+        _store_index_stream(payload, indices, bits)
         for j in range(k):
             store_u64(payload, split + 8 * j, float64_bits(x[indices[j]]))
     return -1
 
 
+@njit(cache=True, inline="always")
+def _store_index_stream(payload, indices, bits):
+    """``indices`` as a stream of ``bits``-bit fields from byte 0 of ``payload``, least significant bit first (the
+    bytes of :func:`pack_uint`); its 8-byte stores may run past the stream, into what the caller writes next."""
+    acc, fill, byte = uint64(0), 0, 0
+    for j in range(indices.size):
+        acc, fill, byte = append_bits(payload, acc, fill, byte, indices[j], bits)
+    finish_bits(payload, acc, fill, byte)
+
+
+@njit(cache=True, inline="always")
+def _draw_random_k(state, d, k, out):
+    """``out[:k]``: the ascending k-subset of {0..d-1} that Floyd's algorithm draws from ``state``, with the hash
+    set for ``k << d`` and the bitmap (which needs ``out``'s spare slot ``k``) above; both make the same choices."""
+    if k * _BITMAP_RATIO < d:
+        _floyd_sparse(state, d, k, out[:k])
+    else:
+        _floyd_bitmap(state, d, k, out)
+
+
 @njit(cache=True, nogil=True)
 def _random_k_rows(states, d, k, out):
     """Row r of ``out`` (``(m, k + 1)`` int64, the last column scratch): :func:`random_k_indices` of
-    ``(d, k, states[r])``, the same choices."""
+    ``(d, k, states[r])``."""
     for r in range(states.size):
-        if k * _BITMAP_RATIO < d:
-            _floyd_sparse(states[r], d, k, out[r, :k])
-        else:
-            _floyd_bitmap(states[r], d, k, out[r])
+        _draw_random_k(states[r], d, k, out[r])
 
 
 @njit(cache=True, nogil=True)
 def _rand_k_rows(rows, states, k, scale, bits, split, send, messages, start, indices):
     """Rand-K payloads of the float64 rows of ``rows`` (short), row r's at ``messages[r, start:]``: its
-    indices (:func:`random_k_indices` of ``states[r]``, into the ``(1, k + 1)`` scratch ``indices``) as a stream of
+    indices (:func:`random_k_indices` of ``states[r]``, into the ``k + 1`` slots of scratch ``indices``) as a stream of
     ``bits``-bit fields when ``send`` (``split`` bytes, as :func:`pack_uint` writes them), then its k values
     ``x_i (d/k)`` (``scale``) as float64. Returns the first row with a value beyond the float64 range (rows
     before it are written), else -1."""
     for r in range(rows.shape[0]):
         x = rows[r]
-        _random_k_rows(states[r : r + 1], x.size, k, indices)
+        _draw_random_k(states[r], x.size, k, indices)
         payload = messages[r, start:]
         if send:
-            acc, fill, byte = uint64(0), 0, 0
-            for j in range(k):  # its 8-byte stores may run into the values, which are written next
-                acc, fill, byte = append_bits(payload, acc, fill, byte, indices[0, j], bits)
-            finish_bits(payload, acc, fill, byte)
+            _store_index_stream(payload, indices[:k], bits)
         for j in range(k):
-            value = float64(x[indices[0, j]]) * scale
+            value = float64(x[indices[j]]) * scale
             if not np.isfinite(value):
                 return r
             store_u64(payload, split + 8 * j, float64_bits(value))
@@ -482,12 +493,8 @@ def random_k_indices(d: int, k: int, key: RandomKey) -> np.ndarray:
     Floyd's algorithm (k draws ``random_below(state, j, ...)``); both membership structures make the
     same choices, so the subset does not depend on which one runs.
     """
-    if k * _BITMAP_RATIO < d:
-        out = np.empty(k, dtype=np.int64)
-        _floyd_sparse(key.state, d, k, out)
-        return out
     out = np.empty(k + 1, dtype=np.int64)
-    _floyd_bitmap(key.state, d, k, out)
+    _draw_random_k(key.state, d, k, out)
     return out[:k]
 
 
@@ -764,7 +771,7 @@ class RandK(Sparsifier):
         d, k = rows.shape[1], self.count(rows.shape[1])
         if not (rows.dtype == np.float64 and self.dtype == "float64"):
             return super()._encode_rows_into(rows, keys, messages, start)
-        scratch = np.empty((1, k + 1), dtype=np.int64)
+        scratch = np.empty(k + 1, dtype=np.int64)
         split, bits = self.index_nbytes(d), index_bits(d)
         scale = d / k if k else 1.0
         states = key_states(keys)
