@@ -76,7 +76,10 @@ LAYOUT_CASES = {
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("case", list(LAYOUT_CASES))
+@pytest.mark.parametrize(
+    "case",
+    [case if case == "diana (worker state)" else pytest.param(case, marks=pytest.mark.slow) for case in LAYOUT_CASES],
+)  # the stateful case by default; the others under -m slow (the default run's time)
 def test_identical_metrics_when_rank_0_hosts_fewer_workers(tmp_path, case):
     """``[run] master_share`` moves workers off rank 0 (all of them with 0, so that rank 0 runs the
     master alone): the layout changes, the results do not."""
