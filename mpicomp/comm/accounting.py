@@ -43,7 +43,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..wire import HEADER_BYTES, MessageRows, alike_headers, alike_rows, byte_view, message_sizes
+from ..wire import HEADER_BYTES, MessageRows, PackedMessages, alike_headers, alike_rows, byte_view, message_sizes
+from ..wire.packed import packed_splits
 
 SIZE_PREFIX_BYTES = 8
 
@@ -73,6 +74,8 @@ def split_alike(uploads: Sequence[bytes | memoryview]) -> tuple[int, int] | None
     with byte-identical fixed headers but for their key fingerprints, which do not change a message's sizes (a
     rank's workers with one codec: one split serves all), else None. :class:`mpicomp.wire.MessageRows` compare their
     headers as arrays, block by block."""
+    if isinstance(uploads, PackedMessages):
+        return None  # of data-dependent lengths: split_each reads their headers as arrays
     if isinstance(uploads, MessageRows):
         if not (uploads.blocks and alike_rows(uploads, keyed=True)):
             return None
@@ -104,10 +107,13 @@ def whole_message_split(view: memoryview) -> tuple[int, int] | None:
 
 def split_each(uploads: Sequence[bytes | memoryview]) -> tuple[np.ndarray, np.ndarray]:
     """``(payload, header)`` bytes of every upload (int64 arrays, :func:`split_bytes` of each), split once
-    when they are alike (:func:`split_alike`; message rows block by block)."""
+    when they are alike (:func:`split_alike`; message rows block by block), from their headers as arrays for packed
+    messages (:func:`mpicomp.wire.packed.packed_splits`)."""
     alike = split_alike(uploads)
     if alike is not None:
         return np.full(len(uploads), alike[0], dtype=np.int64), np.full(len(uploads), alike[1], dtype=np.int64)
+    if isinstance(uploads, PackedMessages) and (splits := packed_splits(uploads)) is not None:
+        return splits
     if isinstance(uploads, MessageRows) and len(uploads.blocks) > 1:
         parts = [split_each(block) for block in uploads.per_block()]
         return np.concatenate([payload for payload, _ in parts]), np.concatenate([header for _, header in parts])

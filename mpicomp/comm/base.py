@@ -24,7 +24,7 @@ from typing import NoReturn, Self, overload
 import numpy as np
 
 from ..timing import Stopwatch
-from ..wire import MessageRows, byte_view, message_lengths
+from ..wire import MessageRows, PackedMessages, byte_view, message_lengths
 from .accounting import ByteCounter
 from .packets import FRAMES, OP_MAX, OP_SUM, SWITCH_SENDER, PacketSpec, encode_packets
 from .switch import RESULT_LANES, Switch, read_aggregate
@@ -187,10 +187,12 @@ class Transport(ABC):
         self.close()
 
     def _local_uploads(self, uploads: Sequence[Buffer]) -> Sequence[memoryview]:
-        """Check there is one upload per local worker and view each as read-only bytes (message rows
-        as they are: read-only already)."""
+        """Check there is one upload per local worker and view each as read-only bytes (message rows and
+        packed messages as they are: read-only already)."""
         self._check_local_count(uploads, "uploads", "b'' when skipped")
-        return uploads if isinstance(uploads, MessageRows) else [readonly_bytes(upload) for upload in uploads]
+        if isinstance(uploads, (MessageRows, PackedMessages)):
+            return uploads
+        return [readonly_bytes(upload) for upload in uploads]
 
     def _check_local_count(self, items: Sized, what: str, hint: str) -> None:
         if len(items) != len(self.local_workers):

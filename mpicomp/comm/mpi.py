@@ -48,7 +48,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..timing import Stopwatch
-from ..wire import MessageRows, byte_view, message_lengths
+from ..wire import MessageRows, PackedMessages, byte_view, message_lengths
 from .accounting import ByteCounter
 from .base import Transport, check_master_share, check_n_workers
 from .local import LocalTransport
@@ -109,6 +109,8 @@ def joined(views: Sequence[memoryview]) -> np.ndarray:
     if isinstance(views, MessageRows):
         blocks = [block.reshape(-1) for block in views.blocks]
         return blocks[0] if len(blocks) == 1 else np.concatenate([np.empty(0, dtype=np.uint8), *blocks])
+    if isinstance(views, PackedMessages) and (whole := views.contiguous()) is not None:
+        return whole
     nonempty = [view for view in views if len(view)]
     if not nonempty:
         return np.empty(0, dtype=np.uint8)
@@ -130,13 +132,16 @@ def joined(views: Sequence[memoryview]) -> np.ndarray:
 def with_received(own: Sequence[memoryview], received: np.ndarray, sizes: np.ndarray | int) -> Sequence[memoryview]:
     """The master's ``own`` uploads followed by the others', which lie back to back in ``received`` with
     ``sizes`` bytes each (an int: every one alike): as message rows (``received`` viewed as one
-    ``(count, size)`` block) when ``own`` are rows and every size is one, else a list of read-only views."""
+    ``(count, size)`` block) when ``own`` are rows and every size is one, as packed messages when ``own`` are
+    (:class:`mpicomp.wire.PackedMessages`), else a list of read-only views."""
     if isinstance(sizes, int):
         size, count = sizes, received.size // max(sizes, 1)
     else:
         size, count = (int(sizes[0]) if sizes.size else 0), sizes.size
     if isinstance(own, MessageRows) and (isinstance(sizes, int) or (sizes == size).all()):
         return MessageRows([*own.blocks, received.reshape(count, size)])
+    if isinstance(own, PackedMessages) and not isinstance(sizes, int):
+        return PackedMessages([*own.parts, (received, np.concatenate(([0], np.cumsum(sizes))))])
     whole = byte_view(received).toreadonly()
     if isinstance(sizes, int):
         return [*own, *(whole[start : start + size] for start in range(0, count * size, size))]

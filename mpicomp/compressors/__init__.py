@@ -1,6 +1,6 @@
 """Compressors: ``make(spec)`` builds one; each module registers its codecs on import."""
 
-from ..wire import MessageError, MessageRows, message_lengths
+from ..wire import MessageError, MessageRows, PackedMessages, message_lengths
 from . import (  # noqa: F401  (each module registers its compressors)
     block,
     compose,
@@ -24,6 +24,7 @@ __all__ = [
     "Compressor",
     "MessageError",
     "MessageRows",
+    "PackedMessages",
     "available",
     "bundle",
     "make",

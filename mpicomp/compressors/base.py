@@ -42,7 +42,8 @@ from ..wire import (
     unpack_uniform,
 )
 from ..wire.bitpack import parallel_tasks
-from ..wire.message import MAX_D
+from ..wire.message import CRC_BYTES, MAX_D
+from ..wire.packed import PackedBlocks, PackedMessages, frame_packed, unpack_packed
 from .numeric import first_non_finite
 
 T = TypeVar("T")
@@ -326,7 +327,9 @@ class Compressor(ABC):
         ``out``, for codecs of fixed message size: a writable C-contiguous ``(m, message_capacity(d))``
         uint8 array that message j is written into row j of (kept by the caller from round to round: fresh
         pages cost a pass over memory each); the messages come back as its rows (:class:`mpicomp.wire.MessageRows`),
-        for codecs with shared randomness too."""
+        for codecs with shared randomness too. A codec of data-dependent size with a packed kernel
+        (:meth:`_encode_rows_packed`) writes them back to back into one buffer, without ``out``: they come back as
+        :class:`mpicomp.wire.PackedMessages`."""
         rows = np.asarray(rows)
         if rows.ndim != 2 or len(keys) != rows.shape[0]:
             raise ValueError(
@@ -336,6 +339,8 @@ class Compressor(ABC):
         if out is not None:
             check_rows_buffer(out, len(rows), self.message_capacity(rows.shape[1]))
         if size is None:
+            if out is None and self._packs_rows(rows.shape[1]):
+                return self._encode_packed(rows, keys)
             if out is None:
                 return [
                     naming_row(r, self.encode, row, key) for r, (row, key) in enumerate(zip(rows, keys, strict=True))
@@ -354,6 +359,26 @@ class Compressor(ABC):
             fingerprints = key_fingerprints(keys) if self.uses_shared_key else None
             frame_messages(buffer, self.codec_id, rows.shape[1], table, size, self.crc, fingerprints)
             return MessageRows([buffer])
+
+    def _packs_rows(self, d: int) -> bool:
+        """Whether :meth:`encode_many` and the sums of messages in dimension ``d`` go a block at a time through the
+        packed hooks (:meth:`_encode_rows_packed`, :meth:`_add_payload_packed`): a codec of data-dependent size
+        that implements them, for vectors whose kernels run on one thread."""
+        return type(self)._encode_rows_packed is not Compressor._encode_rows_packed and self.batches_rows(d)
+
+    def _encode_packed(self, rows: np.ndarray, keys: Sequence[RandomKey]) -> PackedMessages:
+        """:meth:`encode_many` of a codec of data-dependent size with a packed kernel: every row's payload from one
+        :meth:`_encode_rows_packed` call, then every message framed at once (:func:`mpicomp.wire.frame_packed`)."""
+        with CODEC.timing():
+            rows = check_input(rows, finite=not self.checks_finite, ndim=2)
+            head, tail = payload_offset(self.framed_scalars), CRC_BYTES if self.crc else 0
+            data, offsets, scalars = self._encode_rows_packed(rows, keys, head, tail)
+            table = np.asarray(scalars, dtype=np.float64).reshape(len(rows), -1)
+            if self.extension_tag is not None:  # as :meth:`_framed`, for every row at once
+                table = np.column_stack((np.full(len(rows), float(self.extension_tag)), table))
+            fingerprints = key_fingerprints(keys) if self.uses_shared_key else None
+            frame_packed(data, offsets, self.codec_id, rows.shape[1], table, self.crc, fingerprints)
+            return PackedMessages([(data, offsets)])
 
     def decode(
         self, buf: bytes | memoryview, d: int | None = None, key: RandomKey | None = None, out: np.ndarray | None = None
@@ -407,7 +432,8 @@ class Compressor(ABC):
         each; returns ``targets``. Every header is checked first; a :class:`MessageError` names the bad message
         (``index``), and the rows before it may have moved. Alike messages held as rows
         (:class:`mpicomp.wire.MessageRows`) of a codec that implements :meth:`_add_payload_rows_each` go by one
-        call of it a block."""
+        call of it a block, packed messages (:class:`mpicomp.wire.PackedMessages`) of a codec with packed hooks by
+        one call of :meth:`_add_payload_packed_each` a part."""
         if not len(bufs) == len(keys) == len(targets):
             raise ValueError(
                 f"decode_add_rows takes one key and one target row per message, got {len(bufs)} messages, "
@@ -432,6 +458,14 @@ class Compressor(ABC):
                     if bad != -1:
                         raise self._bad_payload(start + bad, messages, keys, d)
                 return targets
+            if isinstance(messages, PackedBlocks):
+                for start, packed in zip(messages.block_starts(), messages.blocks, strict=True):
+                    moved = targets[start : start + len(packed.starts)]
+                    extra = self._keyed(keys, start, len(moved))
+                    args = (packed.data, packed.starts, packed.lengths, packed.scalars)
+                    if (bad := self._add_payload_packed_each(*args, moved, float(scale), **extra)) != -1:
+                        raise self._bad_payload(start + bad, messages, keys, d)
+                return targets
             for j, (msg, key) in enumerate(zip(messages, keys, strict=True)):
                 naming_message(j, self._add_message, msg, key, targets[j], float(scale))
             return targets
@@ -448,7 +482,8 @@ class Compressor(ABC):
         message, then dividing. ``out`` must not overlap any message. Every header is checked before
         ``out`` is touched; a :class:`MessageError` names the bad message (``index``), and after a bad
         payload ``out`` may hold part of the sum. Alike messages held as rows (:class:`mpicomp.wire.MessageRows`)
-        are checked and summed a block at a time (:meth:`_decode_blocks_sum_into`)."""
+        are checked and summed a block at a time (:meth:`_decode_blocks_sum_into`), packed messages
+        (:class:`mpicomp.wire.PackedMessages`) of a codec with packed hooks a part at a time."""
         if len(bufs) != len(keys):
             raise ValueError(f"decode_sum takes one key per message, got {len(bufs)} messages and {len(keys)} keys")
         with CODEC.timing():
@@ -457,21 +492,28 @@ class Compressor(ABC):
             check_apart(out, messages)
             if isinstance(messages, MessageBlocks):
                 self._decode_blocks_sum_into(messages, keys, out, float(divisor))
+            elif isinstance(messages, PackedBlocks):
+                self._decode_packed_sum_into(messages, keys, out, float(divisor))
             else:
                 self._decode_sum_into(messages, keys, out, float(divisor))
             return out
 
     def _messages(
         self, bufs: Sequence[bytes | memoryview], d: int, keys: Sequence[RandomKey | None]
-    ) -> list[Message] | MessageBlocks:
+    ) -> list[Message] | MessageBlocks | PackedBlocks:
         """:meth:`_message` of every buffer (a MessageError names the bad one); alike messages of a codec
         that frames no tag (a rank's many workers) are checked in one pass (:func:`mpicomp.wire.unpack_uniform`,
         blocks of rows a block at a time, a shared key's fingerprints against the keys' in one comparison),
-        without building their keys."""
+        without building their keys; so are packed messages of a codec with packed hooks
+        (:func:`mpicomp.wire.unpack_packed`)."""
         keyed = self.uses_shared_key
         complete = isinstance(keys, RoundKeys) or not any(key is None for key in keys)
         if self.extension_tag is None and not (keyed and not complete):
             fingerprints = key_fingerprints(keys) if keyed else None  # type: ignore[arg-type]  # no None among them
+            if isinstance(bufs, PackedMessages) and self._packs_rows(d):
+                packed = unpack_packed(bufs, self.codec_id, d, fingerprints)
+                if packed is not None and (not packed.blocks or packed.blocks[0].scalars.shape[1] == self.n_scalars):
+                    return packed
             alike = unpack_uniform(bufs, self.codec_id, d, fingerprints)  # the first's scalar count is everyone's
             if alike is not None and (not len(alike) or len(alike[0].scalars) == self.n_scalars):
                 return alike
@@ -617,6 +659,56 @@ class Compressor(ABC):
             return
         self._decode_sum_into(list(messages), keys, out, divisor)
 
+    def _decode_packed_sum_into(
+        self, messages: PackedBlocks, keys: Sequence[RandomKey | None], out: np.ndarray, divisor: float
+    ) -> None:
+        """:meth:`_decode_sum_into` of packed messages: zero ``out``, :meth:`_add_payload_packed` of each part,
+        divide (bit for bit adding each in turn). A bad payload raises the :class:`MessageError` of decoding that
+        message alone, naming it."""
+        out.fill(0.0)
+        for start, packed in zip(messages.block_starts(), messages.blocks, strict=True):
+            extra = self._keyed(keys, start, len(packed.starts))
+            args = (packed.data, packed.starts, packed.lengths, packed.scalars)
+            if (bad := self._add_payload_packed(*args, out, **extra)) != -1:
+                raise self._bad_payload(start + bad, messages, keys, out.size)
+        if divisor != 1.0:
+            out /= divisor
+
+    def _encode_rows_packed(
+        self, rows: np.ndarray, keys: Sequence[RandomKey], head: int, tail: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every row's payload, back to back in one buffer: returns ``(data, offsets, scalars)``, message j at
+        ``data[offsets[j] : offsets[j + 1]]`` (int64 offsets) with its payload from ``offsets[j] + head`` to
+        ``offsets[j + 1] - tail`` (the framing's room, written after) and its codec scalars ``scalars[j]`` (``(m,
+        n_scalars)``). Optional, for codecs of data-dependent size, with :meth:`_add_payload_packed` and
+        :meth:`_add_payload_packed_each`: :meth:`encode_many` goes through it, and the sums of the packed messages
+        it gives through those; no default."""
+        raise NotImplementedError(f"compressor {self.name!r} does not encode rows into packed messages")
+
+    def _add_payload_packed(
+        self, data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, scalars: np.ndarray, out: np.ndarray
+    ) -> int:
+        """``out +=`` the decoded vector of every payload ``data[starts[j] : starts[j] + lengths[j]]`` (its codec
+        scalars ``scalars[j]``) in order, the bits of :meth:`decode_add` of each in turn; returns the first bad
+        message (``out`` may hold part of the sum), else -1. The packed hook of :meth:`decode_sum` (see
+        :meth:`_encode_rows_packed`); a codec with shared randomness gets ``states`` too, as
+        :meth:`_add_payload_rows`."""
+        raise NotImplementedError(f"compressor {self.name!r} does not add packed payloads")
+
+    def _add_payload_packed_each(
+        self,
+        data: np.ndarray,
+        starts: np.ndarray,
+        lengths: np.ndarray,
+        scalars: np.ndarray,
+        targets: np.ndarray,
+        factor: float,
+    ) -> int:
+        """``targets[j] += factor *`` the decoded vector of payload j (as :meth:`_add_payload_packed`) for every
+        j, the bits of :meth:`decode_add` of each with ``scale = factor``; returns the first bad message (the rows
+        before it moved), else -1. The packed hook of :meth:`decode_add_rows`."""
+        raise NotImplementedError(f"compressor {self.name!r} does not add packed payloads into rows")
+
     def _sums_payload_rows(self, d: int) -> bool:
         """Whether several messages in dimension ``d`` are added as rows of their payloads, a stack at a time, by
         :meth:`_add_payload_rows` (a codec with a kernel over many payloads). Default: no."""
@@ -677,13 +769,19 @@ class Compressor(ABC):
 
 def check_apart(out: np.ndarray, messages: Sequence[Message]) -> None:
     """ValueError naming the first message whose payload overlaps ``out``; each buffer the payloads lie
-    in (each block of :class:`mpicomp.wire.MessageBlocks`) is compared with ``out`` once, and message by
+    in (each block of :class:`mpicomp.wire.MessageBlocks` or :class:`mpicomp.wire.PackedBlocks`) is compared with
+    ``out`` once, and message by
     message only where it overlaps."""
     groups: list[tuple[np.ndarray | None, Sequence[int]]]
     if isinstance(messages, MessageBlocks):
         groups = [
             (block.payloads, range(start, start + len(block.payloads)))
             for block, start in zip(messages.blocks, messages.block_starts(), strict=True)
+        ]
+    elif isinstance(messages, PackedBlocks):
+        groups = [
+            (packed.data, range(start, start + len(packed.starts)))
+            for packed, start in zip(messages.blocks, messages.block_starts(), strict=True)
         ]
     else:
         owners: dict[int, list[int]] = {}

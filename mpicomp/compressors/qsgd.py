@@ -17,6 +17,7 @@ at a time through their nonzero mask. The norm comes from the pass that also rej
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache, lru_cache
 
 import numpy as np
@@ -24,7 +25,7 @@ from numba import float64, int32, int64, njit, uint64
 from numba.cpython.unsafe.numbers import trailing_zeros
 from scipy.special import erfc
 
-from ..rng import GOLDEN, RandomKey, mix64
+from ..rng import GOLDEN, RandomKey, key_states, mix64
 from ..wire import Message, MessageError
 from ..wire.bitpack import (
     GROUP,
@@ -46,7 +47,7 @@ from ..wire.elias import (
     read_elias,
 )
 from ._levels import block_scales, random_counter, uniform_grid
-from .base import Compressor, check_scalar
+from .base import Compressor, check_scalar, naming_row
 from .numeric import float64_bits
 from .registry import register
 
@@ -127,6 +128,26 @@ def _encode_stream(x, state, pre, mult, s, code, codewords, sign_levels, levels,
                 previous = i
     acc, fill, byte = append_elias(out, acc, fill, byte, d - previous, code)
     return finish_bits(out, acc, fill, byte)
+
+
+@njit(cache=True, nogil=True)
+def _encode_streams(
+    rows, states, norms, pres, mults, s, code, codewords, sign_levels, levels, out, head, tail, offsets
+):
+    """The stream of every row (:func:`_encode_stream`) back to back in ``out``: message j takes
+    ``out[offsets[j] : offsets[j + 1]]``, ``head`` bytes of framing, its payload (empty for a zero row) and ``tail``
+    bytes. The writer's stores past a payload's end land in the framing, written after."""
+    position = 0
+    for j in range(rows.shape[0]):
+        offsets[j] = position
+        start = position + head
+        bits = 0
+        if norms[j] != 0.0:
+            bits = _encode_stream(
+                rows[j], states[j], pres[j], mults[j], s, code, codewords, sign_levels, levels, out[start:]
+            )
+        position = start + ((bits + 7) >> 3) + tail
+    offsets[rows.shape[0]] = position
 
 
 @cache
@@ -230,6 +251,44 @@ def _read_stream(buf, total, d, s, unit, code, triples, out, accumulate):
             if index >= cleared:
                 cleared = _clear_span(out, cleared, index)
             out[index] = value
+
+
+@njit(cache=True, nogil=True)
+def _add_streams(data, starts, lengths, norms, s, code, triples, targets, each, factor):
+    """``targets[j if each else 0] += factor C(m_j)`` for every payload ``data[starts[j] : starts[j] + lengths[j]]``
+    with norm ``norms[j]``, in order; the bits of ``decode_add`` of each: where ``factor`` is 1 the levels are added
+    in place (:func:`_read_stream`), else the vector is decoded whole, scaled and added. Returns the first bad
+    message (an invalid norm, a malformed stream or padding), else -1. A payload within 8 bytes of the end of
+    ``data`` is read from a padded copy (see ``peek_bits``)."""
+    d = targets.shape[1]
+    scratch = np.empty(0 if factor == 1.0 else d)
+    for j in range(starts.size):
+        row = targets[j if each else 0]
+        norm, start, length = norms[j], starts[j], lengths[j]
+        if not (norm >= 0.0 and norm < np.inf):
+            return j
+        if norm == 0.0:
+            if length:
+                return j
+            if factor != 1.0:
+                for i in range(d):
+                    row[i] += 0.0 * factor
+            continue
+        sink = row if factor == 1.0 else scratch
+        if start + length + 8 <= data.size:
+            status, consumed = _read_stream(
+                data[start:], 8 * length, d, s, norm / s, code, triples, sink, factor == 1.0
+            )
+        else:
+            padded_copy = np.zeros(length + 8, dtype=np.uint8)
+            padded_copy[:length] = data[start : start + length]
+            status, consumed = _read_stream(padded_copy, 8 * length, d, s, norm / s, code, triples, sink, factor == 1.0)
+        if status or length != (consumed + 7) >> 3 or (consumed & 7 and data[start + length - 1] >> (consumed & 7)):
+            return j
+        if factor != 1.0:
+            for i in range(d):
+                row[i] += scratch[i] * factor
+    return -1
 
 
 @njit(cache=True, nogil=True, inline="never")
@@ -378,3 +437,59 @@ class QSGD(Compressor):
         if status:
             raise MessageError(f"qsgd: malformed level stream: {_DECODE_ERRORS[status]}")
         check_padding(data, consumed, "qsgd level stream")
+
+    def _encode_rows_packed(
+        self, rows: np.ndarray, keys: Sequence[RandomKey], head: int, tail: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every row's norm from one pass (:func:`block_scales` with one block a row), then every stream from one
+        :func:`_encode_streams` call; a row with NaN or Inf raises encode's error, naming it."""
+        m, d = rows.shape
+        try:
+            norms, mult, pre = block_scales(rows.reshape(-1), max(d, 1), 2, float(self.s))
+        except ValueError:
+            for r, (row, key) in enumerate(zip(rows, keys, strict=True)):
+                naming_row(r, self._encode, row, key)
+            raise
+        if not d:
+            norms = mult = pre = np.zeros(m)
+        stream_bytes = packed_nbytes(self._stream_bits_bound(d), 1)
+        out = np.empty(m * (head + stream_bytes + tail) + 8, dtype=np.uint8)
+        offsets = np.empty(m + 1, dtype=np.int64)
+        code = ELIAS_CODES[self.code]
+        levels = np.empty(SPAN, dtype=self._level_dtype)
+        tables = codeword_table(code), _sign_level_table(code)
+        _encode_streams(
+            rows, key_states(keys), norms, pre, mult, self.s, code, *tables, levels, out, head, tail, offsets
+        )
+        return out, offsets, norms.reshape(m, 1)
+
+    def _add_payload_packed(
+        self, data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, scalars: np.ndarray, out: np.ndarray
+    ) -> int:
+        return self._add_streams(data, starts, lengths, scalars, out.reshape(1, -1), False, 1.0)
+
+    def _add_payload_packed_each(
+        self,
+        data: np.ndarray,
+        starts: np.ndarray,
+        lengths: np.ndarray,
+        scalars: np.ndarray,
+        targets: np.ndarray,
+        factor: float,
+    ) -> int:
+        return self._add_streams(data, starts, lengths, scalars, targets, True, factor)
+
+    def _add_streams(
+        self,
+        data: np.ndarray,
+        starts: np.ndarray,
+        lengths: np.ndarray,
+        scalars: np.ndarray,
+        targets: np.ndarray,
+        each: bool,
+        factor: float,
+    ) -> int:
+        """:func:`_add_streams` with this codec's levels and tables."""
+        code = ELIAS_CODES[self.code]
+        norms = np.ascontiguousarray(scalars[:, 0])
+        return int(_add_streams(data, starts, lengths, norms, self.s, code, _triple_table(code), targets, each, factor))

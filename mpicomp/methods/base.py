@@ -30,7 +30,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from ..compressors import Compressor, MessageError, MessageRows, message_lengths
+from ..compressors import Compressor, MessageError, MessageRows, PackedMessages, message_lengths
 from ..plugins import Plugin, load_entry_points, load_target, target_of
 from ..problems.base import Problem
 from ..rng import (
@@ -183,8 +183,8 @@ class Method:
         x^k), :func:`block_rows` workers at a time: their gradients into one reused (cache-sized) array, one
         ``encode_many`` call for the block, then :meth:`uploaded`. The messages of a codec of fixed size go into the
         rows of one kept buffer (:meth:`outbox_rows`: no fresh pages) and come back as its rows,
-        :class:`mpicomp.wire.MessageRows` of one block that the transport sends without a copy; a list for codecs of
-        data-dependent size. ``C_W`` is round ``k``'s :meth:`uplink_compressor`."""
+        :class:`mpicomp.wire.MessageRows` of one block that the transport sends without a copy; for codecs of
+        data-dependent size, :class:`mpicomp.wire.PackedMessages` where the codec packs them, else a list. ``C_W`` is round ``k``'s :meth:`uplink_compressor`."""
         codec = self.uplink_compressor(k)
         batches, per_block = [], block_rows(self.d)
         gradients = np.empty((min(per_block, len(workers)), self.d))
@@ -200,6 +200,8 @@ class Method:
             batches.append(batch)
         if messages is not None:
             return MessageRows([messages])  # every batch wrote its rows of the kept buffer: one block
+        if all(isinstance(batch, PackedMessages) for batch in batches):
+            return PackedMessages.joined(batches)
         return [message for batch in batches for message in batch]
 
     def upload_rows(self, workers: range, k: int, grads: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from .message import (
     split_messages,
     unpack_message,
 )
+from .packed import PackedBlock, PackedBlocks, PackedMessages, frame_packed, unpack_packed
 from .rows import (
     MessageBlock,
     MessageBlocks,
@@ -42,9 +43,12 @@ __all__ = [
     "Message",
     "MessageBlock",
     "MessageBlocks",
-    "MessageRows",
     "MessageError",
     "MessageFrame",
+    "MessageRows",
+    "PackedBlock",
+    "PackedBlocks",
+    "PackedMessages",
     "alike_headers",
     "alike_rows",
     "byte_view",
@@ -53,6 +57,7 @@ __all__ = [
     "encode_elias",
     "frame_message",
     "frame_messages",
+    "frame_packed",
     "index_bits",
     "message_length",
     "message_lengths",
@@ -65,6 +70,7 @@ __all__ = [
     "payload_offset",
     "split_messages",
     "unpack_message",
+    "unpack_packed",
     "unpack_rows",
     "unpack_signs",
     "unpack_uniform",

@@ -22,6 +22,7 @@ from isal.isal_zlib import crc32
 
 from .errors import MessageError
 from .message import CRC_BYTES, FINGERPRINT_AT, HEADER_BYTES, Message, byte_view, unpack_message
+from .packed import PackedMessages
 
 _FIXED = np.r_[0:FINGERPRINT_AT, FINGERPRINT_AT + 2 : HEADER_BYTES]  # the header bytes but the key fingerprint
 
@@ -103,8 +104,9 @@ class MessageRows(Sequence[memoryview]):
 
 
 def message_lengths(messages: Sequence[Sized]) -> np.ndarray:
-    """The length in bytes of every message (int64): one array operation for :class:`MessageRows`."""
-    if isinstance(messages, MessageRows):
+    """The length in bytes of every message (int64): one array operation for :class:`MessageRows` and
+    :class:`mpicomp.wire.PackedMessages`."""
+    if isinstance(messages, (MessageRows, PackedMessages)):
         return messages.lengths()
     return np.fromiter((len(message) for message in messages), dtype=np.int64, count=len(messages))
 
