@@ -18,7 +18,7 @@ from numba.core import event
 
 import tests.methods_for_tests  # noqa: F401  (registers the test methods)
 from mpicomp.comm import LocalTransport
-from mpicomp.compressors import MessageError, MessageRows, make
+from mpicomp.compressors import MessageError, MessageRows, PackedMessages, make
 from mpicomp.config import ConfigError, validate
 from mpicomp.methods import MethodContext, available_methods, method_class
 from mpicomp.methods import base as method_base
@@ -295,7 +295,8 @@ def test_batched_uploads_are_the_per_worker_uploads(name, uplink, monkeypatch):
     blocks, so that a short second block follows a full one) sends exactly the bytes of ``worker_upload``
     worker by worker, and both those of each shard's own gradient (float64 identity: the gradient
     computed in the message's payload slot); the blocks' messages lie in the rows of the method's kept
-    buffer, one block the transport sends as it lies."""
+    buffer, one block the transport sends as it lies; a codec of data-dependent size packs each block's messages
+    into a buffer of their own (QSGD)."""
     monkeypatch.setattr(method_base, "BLOCK_BYTES", 0)
     workers = method_base.MIN_BLOCK_ROWS + 6
     problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0))
@@ -304,8 +305,8 @@ def test_batched_uploads_are_the_per_worker_uploads(name, uplink, monkeypatch):
     method.worker_uploads(range(workers), 2)  # the round before writes the same kept rows
     batched = method.worker_uploads(range(workers), 3)
     kept = method.outbox_rows(workers, ctx.uplink)  # every block wrote into the rows kept across rounds
-    if kept is None:  # a codec of data-dependent size: a list of messages
-        assert not isinstance(batched, MessageRows)
+    if kept is None:  # a codec of data-dependent size: packed messages, a buffer a block
+        assert isinstance(batched, PackedMessages) and len(batched.parts) == 2
     else:
         assert isinstance(batched, MessageRows) and len(batched.blocks) == 1
         assert np.shares_memory(batched.blocks[0], kept) and batched.blocks[0].shape == kept.shape
