@@ -362,12 +362,29 @@ def test_variance_reduced_estimates_a_block_at_a_time_give_the_worker_by_worker_
     assert_blocks_upload_as_worker_by_worker(name, batch, uplink, options, points, monkeypatch, move=1.0)
 
 
+@pytest.mark.parametrize("uplink", ["natural", "qsgd(s=4)"])
 @pytest.mark.parametrize("variant", ["sharp", "star", "plusplus"])
-def test_qlsd_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(variant, monkeypatch):
+def test_qlsd_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(variant, uplink, monkeypatch):
     """QLSD's minibatch gradients at theta_k, and star's and plusplus' of the same minibatches at theta* or zeta,
-    come a block at a time: the bytes and memories of ``worker_upload`` worker by worker."""
+    come a block at a time, and so do the uploads (plusplus' memories by their own bytes; QSGD's packed
+    messages): the bytes and memories of ``worker_upload`` worker by worker."""
     points = 1 if variant == "sharp" else 2
-    assert_blocks_upload_as_worker_by_worker("qlsd", 4, "natural", {"variant": variant}, points, monkeypatch)
+    assert_blocks_upload_as_worker_by_worker("qlsd", 4, uplink, {"variant": variant}, points, monkeypatch)
+
+
+def test_qlsd_plusplus_refreshes_its_control_variate_with_each_shards_own_gradient(monkeypatch):
+    """``h_i <- grad U_i(zeta) = m_i grad f_i(zeta)``, computed a block of workers at a time, is the bits of each
+    shard's own full gradient times its sample count."""
+    monkeypatch.setattr(method_base, "BLOCK_BYTES", 0)
+    workers = method_base.MIN_BLOCK_ROWS + 6
+    problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0), l2=0.5)
+    ctx = MethodContext(problem, make("natural"), make("identity"), range(workers), True, root_seed(0), 4)
+    method = method_class("qlsd")(ctx, method_class("qlsd").Options())
+    method.x = np.sin(np.arange(method.d))
+    method.refresh_control_variate(range(workers))
+    counts = problem.sample_counts()
+    for w in range(workers):
+        np.testing.assert_array_equal(method.anchor_grads[w], counts[w] * problem.local(w).grad(method.x))
 
 
 def test_a_subclass_overriding_upload_of_alone_is_not_encoded_by_its_parents_rows():

@@ -37,7 +37,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..rng import STREAM_LANGEVIN
-from .base import MASTER, SAMPLER, Method, MethodContext, MethodOptions, register_method
+from .base import MASTER, SAMPLER, Method, MethodContext, MethodOptions, block_rows, register_method
 from .link import Link
 
 VARIANTS = ("sharp", "star", "plusplus")
@@ -88,24 +88,21 @@ class QLSD(Method):
         self.alpha = options.alpha if options.alpha is not None else 1.0 / (omega + 1.0)
         self.counts = self.problem.sample_counts()
         self.anchor: np.ndarray | None = None  # QLSD++ only: zeta and its state below
-        self.anchor_grads: dict[int, np.ndarray] = {}
-        self.local_memory: dict[int, np.ndarray] = {}
+        self.anchor_grads: dict[int, np.ndarray] = {}  # h_i, the rows of anchor_rows
+        self.local_memory: dict[int, np.ndarray] = {}  # eta_i, the rows of memory_rows
+        self.anchor_rows = self.memory_rows = np.zeros((0, self.d))
         self.master_memory: np.ndarray | None = None
         if self.variant == "star":
             self.map_point = self.problem.map_point()
         if self.variant == "plusplus":
             self.anchor = self.x.copy()  # zeta, set with h_i = grad U_i(zeta) in round 0
-            self.local_memory = {w: np.zeros(self.d) for w in ctx.local_workers}  # eta_i
+            self.anchor_rows, self.anchor_grads = self.worker_matrix(self.d)
+            self.memory_rows, self.local_memory = self.worker_matrix(self.d)
             self.master_memory = np.zeros(self.d) if ctx.is_master else None  # eta
 
     def default_stepsize(self) -> float:
         """``gamma = 0.1 / L_U``, ``L_U`` the problem's smoothness bound of the potential (``sum_i m_i L_i``)."""
         return 0.1 / self.problem.potential_smoothness()
-
-    def local_potential_grad(self, w: int, theta: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
-        """``grad U_iS(theta) = m_i grad f_iS(theta)``: the minibatch ``idx`` scaled to the whole shard."""
-        local = self.problem.local(w)
-        return self.counts[w] * (local.grad(theta) if idx is None else local.grad_batch(theta, idx))
 
     def round(self, k: int, link: Link) -> None:
         """QLSD++ refreshes its control variate every ``refresh`` rounds, then the three-call round."""
@@ -114,9 +111,15 @@ class QLSD(Method):
         super().round(k, link)
 
     def refresh_control_variate(self, workers: range) -> None:
-        """QLSD++: ``zeta <- theta_k`` and ``h_i <- grad U_i(zeta)`` for the local ``workers``."""
+        """QLSD++: ``zeta <- theta_k`` and ``h_i <- grad U_i(zeta) = m_i grad f_i(zeta)`` for the local ``workers``,
+        the full local gradients a block of workers at a time, each row scaled by its ``m_i``."""
         self.anchor = self.x.copy()
-        self.anchor_grads = {w: self.local_potential_grad(w, self.anchor) for w in workers}
+        per_block = block_rows(self.d)
+        for start in range(0, len(workers), per_block):
+            block = workers[start : start + per_block]
+            rows = self.anchor_rows[self.local_rows(block)]
+            self.problem.minibatch_grads(self.anchor, block, [None] * len(block), rows)
+            rows *= self.shard_weights(block)
 
     @property
     def control_point(self) -> np.ndarray | None:
@@ -128,14 +131,34 @@ class QLSD(Method):
             return self.anchor
         return None
 
-    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
-        """Every local worker's ``C(v_i)``: the minibatch gradients at theta_k (and, for star and plusplus, of the
-        same minibatches at theta* or zeta) a block of workers at a time."""
+    def shard_weights(self, workers: range) -> np.ndarray:
+        """``m_i`` of a block of workers as a float64 column, the factor of a block's rows of ``grad U_i``."""
+        return self.counts[workers.start : workers.stop].astype(np.float64)[:, None]
+
+    def upload_rows(self, workers: range, k: int, grads: np.ndarray) -> np.ndarray:
+        """``v_i`` of a block of workers, in place, from their minibatch gradients at theta_k (the bits of
+        :meth:`upload_with` of each): star and plusplus take the same minibatches' gradients at theta* or zeta a
+        block at a time."""
+        weights = self.shard_weights(workers)
+        grads *= weights
         point = self.control_point
-        if point is None or len(workers) <= 1:
-            return super().worker_uploads(workers, k)
-        pairs = zip(self.round_gradients(workers, k), self.round_gradients(workers, k, at=point), strict=True)
-        return [self.upload_with(w, k, grad, other) for (w, grad), (_, other) in pairs]
+        if point is None:
+            return grads
+        others = self.stochastic_grads(workers, point, k, self.gradient_batch(k), out=np.empty_like(grads))
+        others *= weights
+        if self.variant == "star":
+            grads -= others
+            return grads
+        rows = self.local_rows(workers)
+        correction = self.anchor_rows[rows] - self.memory_rows[rows]
+        correction -= others
+        grads += correction
+        return grads
+
+    def uploaded(self, workers: range, k: int, messages: Sequence[memoryview]) -> None:
+        """QLSD++: ``eta_i += alpha C(v_i)`` of the block's workers, from their own bytes, by one :meth:`add_up_rows`."""
+        if self.variant == "plusplus":
+            self.add_up_rows(messages, workers, k, self.memory_rows[self.local_rows(workers)], self.alpha)
 
     def upload_of(self, w: int, k: int, grad: np.ndarray) -> bytes | memoryview:
         """``C(v_i)`` from the round's minibatch gradient ``grad = grad f_iS(theta_k)``; star and plusplus take the
