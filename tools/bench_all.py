@@ -294,13 +294,14 @@ the same repeats). Re-run the command to regenerate the page and the curves.
 Load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end; the whole run took {minutes:.0f} min.
 """
 
-METHOD_CODECS = [  # every optimizer of the papers at many workers: a codec its theory takes, its minibatch
+METHOD_CODECS = [  # every method of the papers at many workers: a codec its theory takes, its minibatch
     ("sgd", "natural", "16"),
     ("diana", "natural", "16"),
     ("diana", "randk(k=0.01)", "16"),
     ("vr-diana", "natural", "16"),
     ("qsvrg", "natural", "16"),
     ("quantized-sgd", "qsgd(s=16)", "16"),
+    ("qlsd", "qsgd(s=16)", "16"),  # QLSD++, a sampler
     ("ef14", "topk(k=0.01)", "16"),
     ("ef21", "topk(k=0.01)", "16"),
     ("ef21-sgdm", "topk(k=0.01)", "16"),
@@ -316,7 +317,7 @@ WHAT = {
     "round": "One gd/sgd round at d = 10⁶ (one worker per rank) against the ideal bare mpi4py + NumPy program and raw collectives, 4 and 2 ranks, identity and natural (`tools/bench_round.py`); target: mpicomp / ideal <= 1.1.",
     "python-cost": "The Python around a round's kernels, mpicomp's round against the ideal program's, warm and after evicting the L3 (one process, d = 1000; `tools/bench_python_cost.py`): what the 4-rank round pays on every rank, every round (notes above).",
     "workers": "Rounds/s with many logical workers on 2 ranks against the bare per-worker gradient arithmetic (a plain loop over each rank's workers), the same gradients stacked as mpicomp computes them, and the codec floor on those (`tools/bench_workers.py`); target: >= 0.8 x bare at 10,000 (MNIST) and 100,000 (small) workers.",
-    "methods": "Rounds/s of every optimizer at 1,000 workers (`--quick`: 100) on 2 ranks (MNIST softmax, minibatch 16, each with a codec its theory takes and its default step), against the same bare gradient arithmetic as `workers` (`tools/bench_workers.py --method --uplink --batch`); LAG and LAQ take full local gradients and skip lazy uploads, so theirs is not a bound. No target: what a method or codec adds to the gradients, to plan by.",
+    "methods": "Rounds/s of every method at 1,000 workers (`--quick`: 100) on 2 ranks (MNIST softmax, minibatch 16, each with a codec its theory takes and its default step), against the same bare gradient arithmetic as `workers` (`tools/bench_workers.py --method --uplink --batch`); LAG and LAQ take full local gradients and skip lazy uploads, so theirs is not a bound. No target: what a method or codec adds to the gradients, to plan by.",
     "memory": "Peak RSS per rank as ranks are added, and bytes per added worker against a worker's message and bookkeeping (`tools/bench_memory.py`).",
     "switch": "The emulated switch: host conversion against `np.copyto`, and a switch round against the gather round (`tools/bench_switch.py`).",
     "checkpoint": "Checkpoint size, write and load time at 1,000 workers (`tools/bench_checkpoint.py`).",

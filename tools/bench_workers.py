@@ -107,7 +107,7 @@ def config(args: argparse.Namespace, workers: int, dataset: str) -> Config:
         {
             "problem": {"name": name, "dataset": dataset, "l2": 1e-4},
             "data": {"workers": workers, "batch": args.batch, "scale": "unit-norm"},
-            "method": {"name": args.method, "stepsize": 0.5},
+            "method": {"name": args.method, **({"stepsize": 0.5} if args.method == "sgd" else {})},  # others: their own
             "compressor": {"uplink": args.uplink},
             "run": {
                 "rounds": args.rounds,
