@@ -200,8 +200,9 @@ class Method:
             batches.append(batch)
         if messages is not None:
             return MessageRows([messages])  # every batch wrote its rows of the kept buffer: one block
-        if all(isinstance(batch, PackedMessages) for batch in batches):
-            return PackedMessages.joined(batches)
+        packed = [batch for batch in batches if isinstance(batch, PackedMessages)]
+        if len(packed) == len(batches):
+            return PackedMessages.joined(packed)
         return [message for batch in batches for message in batch]
 
     def upload_rows(self, workers: range, k: int, grads: np.ndarray) -> np.ndarray:
@@ -364,20 +365,16 @@ class Method:
         rows = np.empty((len(workers), self.d)) if out is None else out
         return self.problem.minibatch_grads(x, workers, self.sample_batches(workers, k, size), rows)
 
-    def round_gradients(
-        self, workers: range, k: int, size: int | None = None, at: np.ndarray | None = None
-    ) -> Iterator[tuple[int, np.ndarray]]:
+    def round_gradients(self, workers: range, k: int, size: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(w, stochastic_grad(w, x^k, k, size))`` for every worker of ``workers`` in order, the same bits,
         computed :func:`block_rows` workers at a time (one :meth:`stochastic_grads` call per block, without
-        the per-call cost of one worker's); ``at``: the same minibatches' gradients at that point instead of
-        x^k. Each gradient is a row of a block reused for the next one: use it before taking the next (a
-        worker's own step), copy it to keep it."""
-        point = self.x if at is None else at
+        the per-call cost of one worker's). Each gradient is a row of a block reused for the next one: use it
+        before taking the next (a worker's own step), copy it to keep it."""
         per_block = block_rows(self.d)
         rows = np.empty((min(per_block, len(workers)), self.d))
         for start in range(0, len(workers), per_block):
             block = workers[start : start + per_block]
-            yield from zip(block, self.stochastic_grads(block, point, k, size, out=rows[: len(block)]), strict=True)
+            yield from zip(block, self.stochastic_grads(block, self.x, k, size, out=rows[: len(block)]), strict=True)
 
     def method_rng(self, worker: int, k: int) -> np.random.Generator:
         """A generator for the method's own coin flips (e.g. L-SVRG's refresh), keyed by (worker, k)."""
