@@ -136,6 +136,7 @@ class Method:
         self.shard_sizes = ctx.problem.sample_counts()  # m_w of every worker
         self._outboxes: dict[int, np.ndarray] = {}  # message buffers kept across rounds, by sender (MASTER: downlink)
         self._outbox_rows: np.ndarray | None = None  # the local workers' batched uploads, kept across rounds
+        self._scratch: dict[int, np.ndarray] = {}  # blocks of rows kept across blocks and rounds, see scratch_rows
         self.stepsize = options.stepsize if options.stepsize is not None else self.default_stepsize()
         if ctx.is_master and ctx.batch > (smallest := int(self.shard_sizes.min())):
             log.warning(
@@ -187,7 +188,7 @@ class Method:
         data-dependent size, :class:`mpicomp.wire.PackedMessages` where the codec packs them, else a list. ``C_W`` is round ``k``'s :meth:`uplink_compressor`."""
         codec = self.uplink_compressor(k)
         batches, per_block = [], block_rows(self.d)
-        gradients = np.empty((min(per_block, len(workers)), self.d))
+        gradients = self.scratch_rows(min(per_block, len(workers)))
         messages = self.outbox_rows(len(workers), codec)
         for start in range(0, len(workers), per_block):
             block = workers[start : start + per_block]
@@ -510,6 +511,16 @@ class Method:
         if rows is None or rows.shape != (count, capacity):
             rows = self._outbox_rows = np.empty((count, capacity), dtype=np.uint8)
         return rows
+
+    def scratch_rows(self, count: int, which: int = 0) -> np.ndarray:
+        """A ``(count, d)`` float64 block to work in, scratch number ``which``, kept from block to block and round
+        to round (grown when a block asks for more rows): a fresh block-sized array costs a pass of page faults
+        each time. Its contents are left from the last use. ``which = 0`` holds the gradients of
+        :meth:`encoded_uploads`; a method's :meth:`upload_rows` takes 1 and up."""
+        block = self._scratch.get(which)
+        if block is None or len(block) < count:
+            block = self._scratch[which] = np.empty((count, self.d))
+        return block[:count]
 
     def decode_down(self, message: bytes | memoryview, k: int) -> np.ndarray:
         return self.ctx.downlink.decode(message, self.d, self.key(MASTER, k, STREAM_DOWNLINK))

@@ -262,7 +262,8 @@ class VRDiana(Diana):
         worker), then DIANA's ``g_i - h_i``."""
         samples = self.sample_batches(workers, k)
         if self.variant == "lsvrg":
-            estimates = self.problem.minibatch_grads(self.reference_point, workers, samples, np.empty_like(grads))
+            estimates = self.scratch_rows(len(workers), 1)
+            self.problem.minibatch_grads(self.reference_point, workers, samples, estimates)
             np.subtract(grads, estimates, out=estimates)
             estimates += self.reference_means[self.local_rows(workers)]
             sampled = [j for j, idx in enumerate(samples) if idx is not None]  # the whole shard: grad f_i(x) itself

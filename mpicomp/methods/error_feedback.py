@@ -228,11 +228,11 @@ class EF21(Method):
             self.momentum_rows[rows] = grads[:, None, :]
             target = grads
         else:
-            target = grads
+            target, share = grads, self.scratch_rows(len(workers), 1)
             for level in range(self.momentum_levels):
                 average = self.momentum_rows[rows, level]
                 average *= 1.0 - self.eta
-                average += self.eta * target
+                average += np.multiply(self.eta, target, out=share)
                 target = average
         return np.subtract(target, self.g_rows[rows], out=grads)
 

@@ -144,13 +144,15 @@ class QLSD(Method):
         point = self.control_point
         if point is None:
             return grads
-        others = self.stochastic_grads(workers, point, k, self.gradient_batch(k), out=np.empty_like(grads))
+        others = self.stochastic_grads(
+            workers, point, k, self.gradient_batch(k), out=self.scratch_rows(len(workers), 1)
+        )
         others *= weights
         if self.variant == "star":
             grads -= others
             return grads
         rows = self.local_rows(workers)
-        correction = self.anchor_rows[rows] - self.memory_rows[rows]
+        correction = np.subtract(self.anchor_rows[rows], self.memory_rows[rows], out=self.scratch_rows(len(workers), 2))
         correction -= others
         grads += correction
         return grads
