@@ -13,7 +13,8 @@ from mpicomp.comm.mpi import joined, with_received
 from mpicomp.compressors import Compressor, MessageError, PackedMessages, make
 from mpicomp.rng import RandomKey
 from mpicomp.wire import PackedBlocks, unpack_message, unpack_packed
-from mpicomp.wire.message import HEADER_BYTES
+from mpicomp.wire.message import FINGERPRINT_AT, FLAG_KEY, HEADER_BYTES
+from mpicomp.wire.packed import packed_splits
 
 D = 300
 SPECS = ["qsgd(s=16)", "qsgd(s=1)", "qsgd(s=4096,code=gamma)"]
@@ -74,14 +75,27 @@ def test_packed_messages_are_a_sequence_of_views() -> None:
     assert messages[:5].contiguous() is not None and messages.contiguous() is None
     assert bytes(joined(messages[6:])) == b"".join(listed[6:])
     assert bytes(joined(messages)) == b"".join(listed)
+    assert len(messages[9:3]) == len(messages[13:]) == 0 and list(messages[9:3]) == []
     with pytest.raises(IndexError):
         messages[13]
     with pytest.raises(ValueError, match="step 1"):
         messages[::2]
-    with pytest.raises(ValueError, match="do not lie within"):
-        PackedMessages([(np.zeros(10, dtype=np.uint8), np.array([0, 11]))])
+    for offsets in ([0, 11], [0, 5, 3]):
+        with pytest.raises(ValueError, match="not nondecreasing within a buffer of 10 bytes"):
+            PackedMessages([(np.zeros(10, dtype=np.uint8), np.array(offsets))])
     with pytest.raises(ValueError, match="1-D uint8"):
         PackedMessages([(np.zeros((2, 5), dtype=np.uint8), np.array([0, 5]))])
+    with pytest.raises(ValueError, match="contiguous"):
+        PackedMessages([(np.zeros(20, dtype=np.uint8)[::2], np.array([0, 5]))])
+
+
+def test_no_rows_and_no_coordinates_encode_as_one_by_one() -> None:
+    """``encode_many`` of no rows gives no messages; of rows of d = 0, the messages of ``encode`` (empty payloads)."""
+    compressor = make("qsgd(s=16)")
+    assert len(compressor.encode_many(np.zeros((0, D)), [])) == 0
+    keys = [RandomKey(1, 0, w) for w in range(3)]
+    empty = compressor.encode_many(np.zeros((3, 0)), keys)
+    assert [bytes(m) for m in empty] == [bytes(compressor.encode(np.zeros(0), key)) for key in keys]
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -199,6 +213,58 @@ def test_unusual_packed_messages_fall_back_and_name_the_message(crc: bool) -> No
         summed(compressor, bad, keys)
     with pytest.raises(MessageError, match="truncated message"):
         counts(bad)
+
+
+@pytest.mark.parametrize("norm", [-1.0, np.inf, -0.0])
+def test_a_packed_norm_is_checked_as_one_by_one(norm: float) -> None:
+    """A negative or infinite norm names its message; -0.0, a zero norm, adds nothing (its payload is empty)."""
+    compressor = make("qsgd(s=16)")
+    compressor.crc = False
+    messages, keys = encoded(compressor)
+    data, offsets = writable(messages)
+    start = int(offsets[2]) + HEADER_BYTES  # message 2: the zero vector, an empty payload
+    data[start : start + 8] = np.frombuffer(np.float64(norm).tobytes(), np.uint8)
+    bad = PackedMessages([(data, offsets)])
+    listed = [bytes(m) for m in bad]
+    if norm == 0.0:
+        assert np.array_equal(summed(compressor, bad, keys), summed(compressor, listed, keys))
+        return
+    for given in (bad, listed):
+        with pytest.raises(MessageError, match=f"message 2: invalid qsgd norm {norm!r}"):
+            summed(compressor, given, keys)
+
+
+@pytest.mark.parametrize("change", ["key flag", "crc flag", "reserved field"])
+def test_a_header_flag_unlike_the_others_falls_back(change: str) -> None:
+    """One message with a key fingerprint flag, without its CRC-32 flag (and trailer), or with a nonzero
+    fingerprint field but no flag: not read as arrays by the check nor by the byte count; the one-by-one path names
+    it (or, for the message without a checksum, which is valid alone, sums it as one by one)."""
+    compressor = make("qsgd(s=16)")
+    messages, keys = encoded(compressor)
+    listed = [bytes(m) for m in messages]
+    if change == "crc flag":
+        compressor.crc = False
+        listed[9] = bytes(compressor.encode(vectors(13)[9], keys[9]))
+        compressor.crc = True
+    else:
+        message = bytearray(listed[9])
+        if change == "key flag":
+            message[4] |= FLAG_KEY
+        else:
+            message[FINGERPRINT_AT] = 5
+        listed[9] = bytes(message)
+    bad = PackedMessages(
+        [(np.frombuffer(b"".join(listed), np.uint8).copy(), np.concatenate(([0], np.cumsum([len(m) for m in listed]))))]
+    )
+    assert unpack_packed(bad, compressor.codec_id, D) is None
+    if change == "crc flag":
+        assert np.array_equal(summed(compressor, bad, keys), summed(compressor, listed, keys))
+        assert counts(bad) == counts(listed)
+        return
+    assert packed_splits(bad) is None if change == "reserved field" else packed_splits(bad) is not None
+    with pytest.raises(MessageError, match="message 9: ") as raised:
+        summed(compressor, bad, keys)
+    assert raised.value.index == 9
 
 
 def test_a_wrong_checksum_among_packed_messages_is_named() -> None:

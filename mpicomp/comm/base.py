@@ -217,7 +217,8 @@ class Transport(ABC):
         """Uncounted: the local workers' ``views`` to the master, which returns all ``n_workers`` in
         worker order (others ``None``). ``sizes`` (one per worker, or one int for every worker) when every
         rank knows them, so they need not be sent; ``None`` sends them first. Local views given as
-        :class:`mpicomp.wire.MessageRows` with one size for every worker come back as rows too."""
+        :class:`mpicomp.wire.MessageRows` with one size for every worker come back as rows too, and as
+        :class:`mpicomp.wire.PackedMessages` with the sizes sent first, packed too."""
 
     @abstractmethod
     def _broadcast_bytes(self, view: memoryview | None, size: int | None) -> memoryview:
@@ -229,7 +230,9 @@ class Transport(ABC):
 
         The master returns all ``n_workers`` uploads ordered by worker id; others ``None``. Uploads
         given as :class:`mpicomp.wire.MessageRows` (``Compressor.encode_many``) with ``size`` come back
-        as rows of blocks (the master's own, then the others' as one block), else as a list.
+        as rows of blocks (the master's own, then the others' as one block), given as
+        :class:`mpicomp.wire.PackedMessages` (a codec of data-dependent size) as packed messages (the master's own
+        parts, then the others' as one part; the MPI transport), else as a list.
         ``size``: every rank knows that every upload has exactly this many bytes (a codec of fixed
         message size, no skips), so the sizes are not sent first (one collective less); still
         counted as control bytes, the length a message on a real network carries. A local upload

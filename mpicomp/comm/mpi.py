@@ -105,12 +105,15 @@ def share_kernel_threads(ranks: int, cores: int) -> int:
 def joined(views: Sequence[memoryview]) -> np.ndarray:
     """The concatenation of ``views`` as one uint8 array: a view of their common buffer when they lie
     back to back in it (``encode_many``'s batch, a single upload), else a copy (of message rows: their
-    blocks, copied when there are several)."""
+    blocks, copied when there are several; of packed messages: their parts, likewise)."""
     if isinstance(views, MessageRows):
         blocks = [block.reshape(-1) for block in views.blocks]
         return blocks[0] if len(blocks) == 1 else np.concatenate([np.empty(0, dtype=np.uint8), *blocks])
-    if isinstance(views, PackedMessages) and (whole := views.contiguous()) is not None:
-        return whole
+    if isinstance(views, PackedMessages):
+        whole = views.contiguous()
+        if whole is not None:
+            return whole
+        return np.concatenate([np.empty(0, dtype=np.uint8), *(data[o[0] : o[-1]] for data, o in views.parts)])
     nonempty = [view for view in views if len(view)]
     if not nonempty:
         return np.empty(0, dtype=np.uint8)

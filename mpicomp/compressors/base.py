@@ -322,7 +322,8 @@ class Compressor(ABC):
         """One message per row of the ``(m, d)`` array ``rows``, row j with ``keys[j]``: the bytes of
         ``encode(rows[j], keys[j])``, written into one buffer (a rank's local workers, batched; one
         kernel call for codecs with a rows kernel, :meth:`_encode_rows_into`) and returned as its rows
-        (:class:`mpicomp.wire.MessageRows`); a list of messages for codecs of data-dependent size.
+        (:class:`mpicomp.wire.MessageRows`); for codecs of data-dependent size, the messages back to back
+        (:class:`mpicomp.wire.PackedMessages`) where the codec packs them, else a list of messages.
 
         ``out``, for codecs of fixed message size: a writable C-contiguous ``(m, message_capacity(d))``
         uint8 array that message j is written into row j of (kept by the caller from round to round: fresh
@@ -364,11 +365,16 @@ class Compressor(ABC):
         """Whether :meth:`encode_many` and the sums of messages in dimension ``d`` go a block at a time through the
         packed hooks (:meth:`_encode_rows_packed`, :meth:`_add_payload_packed`): a codec of data-dependent size
         that implements them, for vectors whose kernels run on one thread."""
-        return type(self)._encode_rows_packed is not Compressor._encode_rows_packed and self.batches_rows(d)
+        hooks = ("_encode_rows_packed", "_add_payload_packed", "_add_payload_packed_each")
+        return all(getattr(type(self), hook) is not getattr(Compressor, hook) for hook in hooks) and self.batches_rows(
+            d
+        )
 
     def _encode_packed(self, rows: np.ndarray, keys: Sequence[RandomKey]) -> PackedMessages:
         """:meth:`encode_many` of a codec of data-dependent size with a packed kernel: every row's payload from one
         :meth:`_encode_rows_packed` call, then every message framed at once (:func:`mpicomp.wire.frame_packed`)."""
+        if not len(rows):
+            return PackedMessages([])
         with CODEC.timing():
             rows = check_input(rows, finite=not self.checks_finite, ndim=2)
             head, tail = payload_offset(self.framed_scalars), CRC_BYTES if self.crc else 0

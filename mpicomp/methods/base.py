@@ -185,7 +185,8 @@ class Method:
         ``encode_many`` call for the block, then :meth:`uploaded`. The messages of a codec of fixed size go into the
         rows of one kept buffer (:meth:`outbox_rows`: no fresh pages) and come back as its rows,
         :class:`mpicomp.wire.MessageRows` of one block that the transport sends without a copy; for codecs of
-        data-dependent size, :class:`mpicomp.wire.PackedMessages` where the codec packs them, else a list. ``C_W`` is round ``k``'s :meth:`uplink_compressor`."""
+        data-dependent size, :class:`mpicomp.wire.PackedMessages` where the codec packs them, else a list. ``C_W`` is
+        round ``k``'s :meth:`uplink_compressor`."""
         codec = self.uplink_compressor(k)
         batches, per_block = [], block_rows(self.d)
         gradients = self.scratch_rows(min(per_block, len(workers)))

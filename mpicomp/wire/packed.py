@@ -54,9 +54,18 @@ class PackedMessages(Sequence[memoryview]):
         for data, offsets in parts:
             if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 1):
                 raise ValueError(f"packed messages lie in 1-D uint8 arrays, got {type(data).__name__} {data!r:.60}")
-            offsets = np.asarray(offsets, dtype=np.int64)
-            if offsets.ndim != 1 or offsets.size < 1 or offsets[0] < 0 or offsets[-1] > data.size:
-                raise ValueError(f"offsets {offsets!r:.80} do not lie within a buffer of {data.size} bytes")
+            if not data.flags.c_contiguous:
+                raise ValueError("packed messages must lie in a contiguous buffer")
+            offsets = np.array(offsets, dtype=np.int64)  # a copy of its own, read-only: the layout cannot change
+            offsets.flags.writeable = False
+            if (
+                offsets.ndim != 1
+                or offsets.size < 1
+                or offsets[0] < 0
+                or offsets[-1] > data.size
+                or (np.diff(offsets) < 0).any()
+            ):
+                raise ValueError(f"offsets {offsets!r:.80} are not nondecreasing within a buffer of {data.size} bytes")
             if offsets.size > 1:
                 view = data.view()
                 view.flags.writeable = False
@@ -84,6 +93,7 @@ class PackedMessages(Sequence[memoryview]):
             start, stop, step = index.indices(len(self))
             if step != 1:
                 raise ValueError("packed messages are sliced with step 1")
+            stop = max(stop, start)  # a reversed slice is empty
             return PackedMessages(
                 (data, offsets[min(max(start - first, 0), offsets.size - 1) : max(stop - first, 0) + 1])
                 for (data, offsets), first in zip(self.parts, self._starts, strict=False)
@@ -144,9 +154,10 @@ def frame_packed(
     body = payload_offset(n_scalars)
     data[starts[:, None] + np.arange(HEADER_BYTES, body)] = np.ascontiguousarray(scalars, "<f8").view(np.uint8)
     if crc:
-        ends = (offsets[1:] - CRC_BYTES).tolist()
-        sums = np.array([crc32(data[start:end]) for start, end in zip(starts.tolist(), ends, strict=True)], "<u4")
-        data[np.asarray(ends)[:, None] + np.arange(CRC_BYTES)] = sums[:, None].view(np.uint8)
+        ends = offsets[1:] - CRC_BYTES
+        bounds = zip(starts.tolist(), ends.tolist(), strict=True)
+        sums = np.array([crc32(data[start:end]) for start, end in bounds], dtype="<u4")
+        data[ends[:, None] + np.arange(CRC_BYTES)] = sums[:, None].view(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -254,7 +265,12 @@ def packed_splits(messages: PackedMessages) -> tuple[np.ndarray, np.ndarray] | N
             return None
         heads = data[starts[:, None] + _HEADER_COLUMNS]
         flags = heads[:, 4].astype(np.int64)
-        if not ((heads[:, :3] == _MAGIC_VERSION).all() and (flags & ~(FLAG_CRC32 | FLAG_KEY) == 0).all()):
+        reserved = heads[:, FINGERPRINT_AT].astype(np.int64) | heads[:, FINGERPRINT_AT + 1]
+        if not (
+            (heads[:, :3] == _MAGIC_VERSION).all()
+            and (flags & ~(FLAG_CRC32 | FLAG_KEY) == 0).all()
+            and ((flags & FLAG_KEY != 0) | (reserved == 0)).all()  # the fingerprint field is 0 without its flag
+        ):
             return None
         payload = np.ascontiguousarray(heads[:, _LENGTH_AT:]).view("<u4").reshape(-1).astype(np.int64)
         overhead = HEADER_BYTES + 8 * heads[:, 5].astype(np.int64) + CRC_BYTES * (flags & FLAG_CRC32)
