@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpicomp.comm import ByteCounter
 from mpicomp.comm.accounting import split_each
 from mpicomp.comm.mpi import joined, with_received
 from mpicomp.compressors import Compressor, MessageError, PackedMessages, make
@@ -15,6 +14,7 @@ from mpicomp.rng import RandomKey
 from mpicomp.wire import PackedBlocks, unpack_message, unpack_packed
 from mpicomp.wire.message import FINGERPRINT_AT, FLAG_KEY, HEADER_BYTES
 from mpicomp.wire.packed import packed_splits
+from tests.test_message_rows import counts
 
 D = 300
 SPECS = ["qsgd(s=16)", "qsgd(s=1)", "qsgd(s=4096,code=gamma)"]
@@ -52,12 +52,6 @@ def exact(messages: PackedMessages) -> PackedMessages:
 def summed(compressor: Compressor, messages, keys) -> np.ndarray:
     """``decode_sum`` into a fresh vector, as int bit patterns (signed zeros compared)."""
     return compressor.decode_sum(messages, keys, np.full(D, np.nan), divisor=3.0).view(np.int64)
-
-
-def counts(uploads) -> dict:
-    counter = ByteCounter(len(uploads) + 2, complete=True)
-    counter.count_uploads(range(1, 1 + len(uploads)), uploads)
-    return counter.end_round().to_dict()
 
 
 def test_packed_messages_are_a_sequence_of_views() -> None:

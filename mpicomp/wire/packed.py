@@ -10,7 +10,6 @@ unless one is asked for).
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -19,6 +18,7 @@ from typing import overload
 import numpy as np
 from isal.isal_zlib import crc32
 
+from ._parts import Parted
 from .errors import MessageError
 from .message import (
     CRC_BYTES,
@@ -41,7 +41,7 @@ _HEADER_COLUMNS = np.arange(HEADER_BYTES)
 _MAGIC_VERSION = np.frombuffer(MAGIC + bytes([VERSION]), np.uint8)
 
 
-class PackedMessages(Sequence[memoryview]):
+class PackedMessages(Parted[memoryview]):
     """A sequence of messages stored back to back in ``parts``: each ``(data, offsets)``, a read-only 1-D uint8
     array and int64 offsets (one more than its messages, nondecreasing), its message j at
     ``data[offsets[j] : offsets[j + 1]]``; ``messages[i]`` is a read-only memoryview of message i, built when
@@ -79,9 +79,6 @@ class PackedMessages(Sequence[memoryview]):
         """The messages of ``parts`` one after the other (their buffers, not copied)."""
         return cls(part for packed in parts for part in packed.parts)
 
-    def __len__(self) -> int:
-        return self._starts[-1]
-
     @overload
     def __getitem__(self, index: int) -> memoryview: ...
 
@@ -90,19 +87,11 @@ class PackedMessages(Sequence[memoryview]):
 
     def __getitem__(self, index: int | slice) -> memoryview | PackedMessages:
         if isinstance(index, slice):
-            start, stop, step = index.indices(len(self))
-            if step != 1:
-                raise ValueError("packed messages are sliced with step 1")
-            stop = max(stop, start)  # a reversed slice is empty
-            return PackedMessages(
-                (data, offsets[min(max(start - first, 0), offsets.size - 1) : max(stop - first, 0) + 1])
-                for (data, offsets), first in zip(self.parts, self._starts, strict=False)
-            )
-        i = index + len(self) if index < 0 else index
-        if not 0 <= i < len(self):
-            raise IndexError(f"message {index} of {len(self)}")
-        p = bisect.bisect_right(self._starts, i) - 1
-        offsets, j = self.parts[p][1], i - self._starts[p]
+            bounds = self._slice_bounds(index, "packed messages")
+            kept = zip(self.parts, bounds, strict=True)
+            return PackedMessages((data, offsets[a : b + 1]) for (data, offsets), (a, b) in kept)
+        p, j = self._locate(index)
+        offsets = self.parts[p][1]
         return self._views[p][int(offsets[j]) : int(offsets[j + 1])].toreadonly()
 
     def __iter__(self) -> Iterator[memoryview]:
@@ -113,10 +102,6 @@ class PackedMessages(Sequence[memoryview]):
     def lengths(self) -> np.ndarray:
         """Every message's length in bytes (int64)."""
         return np.concatenate([np.empty(0, dtype=np.int64), *(np.diff(offsets) for _, offsets in self.parts)])
-
-    def block_starts(self) -> list[int]:
-        """The index of every part's first message."""
-        return self._starts[:-1]
 
     def contiguous(self) -> np.ndarray | None:
         """The bytes of every message back to back as one uint8 array, a view of the one part that holds them all;

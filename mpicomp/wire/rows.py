@@ -10,7 +10,6 @@ with one vectorized header comparison, :class:`MessageRows` with array operation
 
 from __future__ import annotations
 
-import bisect
 import struct
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import overload
 import numpy as np
 from isal.isal_zlib import crc32
 
+from ._parts import Parted
 from .errors import MessageError
 from .message import CRC_BYTES, FINGERPRINT_AT, HEADER_BYTES, Message, byte_view, unpack_message
 from .packed import PackedMessages
@@ -27,7 +27,7 @@ from .packed import PackedMessages
 _FIXED = np.r_[0:FINGERPRINT_AT, FINGERPRINT_AT + 2 : HEADER_BYTES]  # the header bytes but the key fingerprint
 
 
-class MessageRows(Sequence[memoryview]):
+class MessageRows(Parted[memoryview]):
     """A sequence of messages stored as the rows of C-contiguous ``(m, size)`` uint8 ``blocks`` (the
     messages of a block are of one size; blocks may differ): ``rows[i]`` is a read-only memoryview of
     message i, built when indexed; a slice is again a :class:`MessageRows`."""
@@ -54,9 +54,6 @@ class MessageRows(Sequence[memoryview]):
         """The messages of ``parts`` one after the other (their blocks, not copied)."""
         return cls(block for part in parts for block in part.blocks)
 
-    def __len__(self) -> int:
-        return self._starts[-1]
-
     @overload
     def __getitem__(self, index: int) -> memoryview: ...
 
@@ -65,23 +62,11 @@ class MessageRows(Sequence[memoryview]):
 
     def __getitem__(self, index: int | slice) -> memoryview | MessageRows:
         if isinstance(index, slice):
-            return self._slice(index)
-        i = index + len(self) if index < 0 else index
-        if not 0 <= i < len(self):
-            raise IndexError(f"message {index} of {len(self)}")
-        b = bisect.bisect_right(self._starts, i) - 1
+            bounds = self._slice_bounds(index, "message rows")
+            return MessageRows(block[a:b] for block, (a, b) in zip(self.blocks, bounds, strict=True))
+        b, j = self._locate(index)
         size = self.blocks[b].shape[1]
-        j = i - self._starts[b]
         return self.flat[b][j * size : (j + 1) * size]
-
-    def _slice(self, index: slice) -> MessageRows:
-        start, stop, step = index.indices(len(self))
-        if step != 1:
-            raise ValueError("message rows are sliced with step 1")
-        return MessageRows(
-            block[max(start - first, 0) : max(stop - first, 0)]
-            for block, first in zip(self.blocks, self._starts, strict=False)
-        )
 
     def __iter__(self) -> Iterator[memoryview]:
         for block, flat in zip(self.blocks, self.flat, strict=True):
@@ -93,10 +78,6 @@ class MessageRows(Sequence[memoryview]):
         return np.repeat([block.shape[1] for block in self.blocks], [len(block) for block in self.blocks]).astype(
             np.int64
         )
-
-    def block_starts(self) -> list[int]:
-        """The index of every block's first message."""
-        return self._starts[:-1]
 
     def per_block(self) -> list[MessageRows]:
         """The messages of each block, a :class:`MessageRows` each."""
@@ -123,7 +104,7 @@ class MessageBlock:
     fingerprints: np.ndarray | None = None
 
 
-class MessageBlocks(Sequence[Message]):
+class MessageBlocks(Parted[Message]):
     """Validated alike messages (one ``codec``, ``d``, ``size`` in bytes and fixed header, but for the key
     fingerprint of a codec with shared randomness; the payload at offset ``start``) as :class:`MessageBlock` s;
     ``messages[i]`` is the :class:`Message` that ``unpack_message`` gives, built when indexed."""
@@ -132,9 +113,6 @@ class MessageBlocks(Sequence[Message]):
         self.codec, self.d, self.size, self.start = codec, d, size, start
         self.blocks = tuple(blocks)
         self._starts = [0, *accumulate(len(block.payloads) for block in self.blocks)]
-
-    def __len__(self) -> int:
-        return self._starts[-1]
 
     @overload
     def __getitem__(self, index: int) -> Message: ...
@@ -145,11 +123,8 @@ class MessageBlocks(Sequence[Message]):
     def __getitem__(self, index: int | slice) -> Message | list[Message]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        i = index + len(self) if index < 0 else index
-        if not 0 <= i < len(self):
-            raise IndexError(f"message {index} of {len(self)}")
-        b = bisect.bisect_right(self._starts, i) - 1
-        return self._message(self.blocks[b], i - self._starts[b])
+        b, j = self._locate(index)
+        return self._message(self.blocks[b], j)
 
     def _message(self, block: MessageBlock, j: int) -> Message:
         offset = j * self.size + self.start
