@@ -366,9 +366,8 @@ class Compressor(ABC):
         packed hooks (:meth:`_encode_rows_packed`, :meth:`_add_payload_packed`): a codec of data-dependent size
         that implements them, for vectors whose kernels run on one thread."""
         hooks = ("_encode_rows_packed", "_add_payload_packed", "_add_payload_packed_each")
-        return all(getattr(type(self), hook) is not getattr(Compressor, hook) for hook in hooks) and self.batches_rows(
-            d
-        )
+        implemented = all(getattr(type(self), hook) is not getattr(Compressor, hook) for hook in hooks)
+        return implemented and self.batches_rows(d)
 
     def _encode_packed(self, rows: np.ndarray, keys: Sequence[RandomKey]) -> PackedMessages:
         """:meth:`encode_many` of a codec of data-dependent size with a packed kernel: every row's payload from one
@@ -775,9 +774,8 @@ class Compressor(ABC):
 
 def check_apart(out: np.ndarray, messages: Sequence[Message]) -> None:
     """ValueError naming the first message whose payload overlaps ``out``; each buffer the payloads lie
-    in (each block of :class:`mpicomp.wire.MessageBlocks` or :class:`mpicomp.wire.PackedBlocks`) is compared with
-    ``out`` once, and message by
-    message only where it overlaps."""
+    in (each block of :class:`mpicomp.wire.MessageBlocks` or :class:`mpicomp.wire.PackedBlocks`) is compared
+    with ``out`` once, and message by message only where it overlaps."""
     groups: list[tuple[np.ndarray | None, Sequence[int]]]
     if isinstance(messages, MessageBlocks):
         groups = [
