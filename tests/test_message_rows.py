@@ -13,7 +13,7 @@ from mpicomp.comm.mpi import joined, with_received
 from mpicomp.compressors import Compressor, MessageError, make, sparse
 from mpicomp.rng import RandomKey, RoundKeys, key_fingerprints
 from mpicomp.wire import MessageBlocks, MessageRows, unpack_message, unpack_uniform
-from mpicomp.wire.message import FLAG_KEY
+from mpicomp.wire.message import FLAG_KEY, HEADER_BYTES
 
 D = 40
 SPECS = [
@@ -27,6 +27,8 @@ SPECS = [
     "topk(k=0.3,dtype=float32)",
     "randk(k=0.2,send_indices=True)",
     "randk(k=0.2)",
+    "laq(bits=3)",
+    "laq(bits=12)",
 ]
 
 
@@ -444,3 +446,40 @@ def test_gather_keeps_rows_only_with_one_announced_size() -> None:
         by_rows = transport.counter.end_round()
         transport.gather([bytes(m) for m in rows], size=size)
         assert transport.counter.end_round() == by_rows
+
+
+@pytest.mark.parametrize(("value", "error"), [(np.inf, "row 1: .*(NaN|Inf|non-finite)"), (1e39, "row 1: laq: radius")])
+def test_laq_rows_name_a_row_holding_inf_or_beyond_float32(value: float, error: str) -> None:
+    rows = np.ones((3, D))
+    rows[1, 5] = value
+    with pytest.raises(ValueError, match=error):
+        make("laq(bits=3)").encode_many(rows, [RandomKey(0, 0, w) for w in range(3)])
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "error"),
+    [
+        ("nan radius", "invalid radius nan"),
+        ("-0 radius", "invalid radius -0.0"),
+        ("padding", "nonzero padding bits"),
+        ("codes with radius 0", "nonzero codes with radius 0"),
+    ],
+)
+def test_a_bad_laq_payload_in_a_block_is_named(corrupt: str, error: str) -> None:
+    """LAQ's checks as arrays over a block (radius, padding bits, codes of a zero innovation) name the message as
+    decoding it alone does, in the sum and in ``decode_add_rows``."""
+    compressor = make("laq(bits=3)")
+    compressor.crc = False
+    d, keys = 41, [RandomKey(5, 2, w, 0) for w in range(6)]
+    block = compressor.encode_many(np.random.default_rng(3).standard_normal((6, d)), keys).blocks[0].copy()
+    radius = slice(HEADER_BYTES, HEADER_BYTES + 4)
+    if corrupt == "padding":
+        block[4, -1] |= 0x80  # 41 codes of 3 bits: 123 bits, the last byte's top 5 bits are padding
+    else:
+        value = {"nan radius": np.nan, "-0 radius": -0.0, "codes with radius 0": 0.0}[corrupt]
+        block[4, radius] = np.frombuffer(np.float32(value).tobytes(), np.uint8)
+    for given in (MessageRows([block]), [bytes(m) for m in block]):
+        with pytest.raises(MessageError, match=f"message 4: laq: {error}"):
+            compressor.decode_sum(given, keys, np.zeros(d))
+        with pytest.raises(MessageError, match=f"message 4: laq: {error}"):
+            compressor.decode_add_rows(given, keys, np.zeros((6, d)), 0.5)

@@ -22,7 +22,7 @@ not ``-0.0``; any other payload length, padding bit or nonzero code with R = 0 i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 
 import numpy as np
@@ -32,6 +32,7 @@ from ..rng import RandomKey
 from ..wire import Message, MessageError, packed_nbytes
 from ..wire.bitpack import (
     CHUNK_VALUES,
+    chunk_count,
     load_chunk,
     pack_chunk,
     pack_octets,
@@ -41,7 +42,7 @@ from ..wire.bitpack import (
     unpack_chunk,
     unpack_octets,
 )
-from .base import Compressor, non_finite_input
+from .base import Compressor, naming_row, non_finite_input
 from .numeric import first_non_finite, max_magnitude
 from .registry import register
 
@@ -207,3 +208,73 @@ class LAQQuantizer(Compressor):
                 out.fill(0.0)
             return
         run_chunks(_decoder(self.bits, accumulate), msg.d, packed, radius, self.levels, out)
+
+    def _encode_rows_into(
+        self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
+    ) -> np.ndarray:
+        """Every row's radius from one pass over the block (its largest ``|x_i|``, rounded up to float32 as
+        :func:`float32_radius` does), then each row's codes by one call of its kernel: the bytes of ``encode`` of
+        each. A row with NaN or Inf, or a radius beyond float32, raises encode's error, naming the row."""
+        m, d = rows.shape
+        largest = np.abs(rows).max(axis=1).astype(np.float64) if d else np.zeros(m)
+        bad = ~np.isfinite(largest) | (largest > FLOAT32_MAX)
+        if bad.any():
+            r = int(np.argmax(bad))
+            naming_row(r, self._encode_into, rows[r], keys[r], np.empty(self.payload_bytes(d), dtype=np.uint8))
+        radii = largest.astype(np.float32)
+        below = radii.astype(np.float64) < largest
+        radii[below] = np.nextafter(radii[below], np.float32(np.inf))
+        messages[:, start : start + RADIUS_BYTES] = radii.astype(RADIUS).view(np.uint8).reshape(m, RADIUS_BYTES)
+        encoder, chunks = _encoder(self.bits), chunk_count(d)
+        codes = messages[:, start + RADIUS_BYTES : start + self.payload_bytes(d)]
+        for row, radius, packed in zip(rows, radii.astype(np.float64).tolist(), codes, strict=True):
+            if radius > 0.0:
+                encoder(row, radius, self.levels, packed, 0, chunks)
+            else:
+                packed[:] = 0
+        return np.empty((m, 0))
+
+    def _sums_payload_rows(self, d: int) -> bool:
+        """Short vectors (a rank's many workers): their payloads checked as arrays and added by one kernel call
+        each; a long vector takes the (threaded) per-message kernel."""
+        return self.batches_rows(d)
+
+    def _add_payload_rows(self, payloads: np.ndarray, scalars: np.ndarray, out: np.ndarray) -> int:
+        return self._add_rows(payloads, out[np.newaxis], False, 1.0)
+
+    def _add_payload_rows_each(
+        self, payloads: np.ndarray, scalars: np.ndarray, targets: np.ndarray, factor: float
+    ) -> int:
+        return self._add_rows(payloads, targets, True, factor)
+
+    def _add_rows(self, payloads: np.ndarray, targets: np.ndarray, each: bool, factor: float) -> int:
+        """``targets[r if each else 0] += factor C(payload r)`` for the rows up to the first bad one (a radius
+        that is not finite, negative or -0, padding bits, codes with radius 0: :meth:`_decode_into`'s checks, as
+        arrays), which is returned (else -1): the bits of ``decode_add`` of each, the codes added in place where
+        ``factor`` is 1, else decoded whole, scaled and added."""
+        d = targets.shape[1]
+        radii = np.ascontiguousarray(payloads[:, :RADIUS_BYTES]).view(RADIUS).reshape(-1).astype(np.float64)
+        codes = payloads[:, RADIUS_BYTES:]
+        zero = radii == 0.0
+        bad = ~np.isfinite(radii) | (radii < 0.0) | np.signbit(radii) | (zero & codes.any(axis=1))
+        if tail_bits := (d * self.bits) % 8:
+            bad |= (codes[:, -1] >> tail_bits) != 0
+        first_bad = int(np.argmax(bad)) if bad.any() else len(payloads)
+        chunks = chunk_count(d)
+        add, write = _decoder(self.bits, True), _decoder(self.bits, False)
+        values = np.empty(0 if factor == 1.0 else d)
+        for r in range(first_bad):
+            target = targets[r if each else 0]
+            if factor == 1.0:
+                if zero[r]:
+                    np.add(target, 0.0, out=target)  # as decode_add: the zero vector added
+                else:
+                    add(codes[r], radii[r], self.levels, target, 0, chunks)
+                continue
+            if zero[r]:
+                values.fill(0.0)
+            else:
+                write(codes[r], radii[r], self.levels, values, 0, chunks)
+            np.multiply(values, factor, out=values)
+            target += values
+        return -1 if first_bad == len(payloads) else first_bad
