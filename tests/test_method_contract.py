@@ -334,6 +334,44 @@ def test_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(name, bat
     assert_blocks_upload_as_worker_by_worker(name, batch, uplink, {}, 1, monkeypatch)
 
 
+@pytest.mark.parametrize(("name", "batch"), [("laq", 0), ("slaq", 4)])
+def test_lazy_quantized_blocks_skip_as_worker_by_worker(name, batch, monkeypatch):
+    """LAQ's and SLAQ's block path (innovations quantized and decoded a block at a time, the rule per worker) skips
+    the same workers, sends the same bytes and leaves the same references, clocks and errors as ``upload_of``
+    worker by worker, round after round, with a rule that lets some workers skip and not others."""
+    monkeypatch.setattr(method_base, "BLOCK_BYTES", 0)
+    workers = method_base.MIN_BLOCK_ROWS + 6
+    problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0), l2=0.5)
+    options = method_class(name).Options(bits=2, xi=[2.0], D=1, t_bar=2, stepsize=0.05)
+    twins = [
+        method_class(name)(
+            MethodContext(problem, make("identity"), make("identity"), range(workers), True, root_seed(0), batch),
+            options,
+        )
+        for _ in range(2)
+    ]
+    batched, single = twins
+
+    def one_worker_step(*args, **kwargs):
+        raise AssertionError("the batched uploads stepped worker by worker")
+
+    monkeypatch.setattr(batched, "upload_of", one_worker_step)
+    skipped = sent = 0
+    for k in range(4):
+        uploads = [bytes(u) for u in batched.worker_uploads(range(workers), k)]
+        assert uploads == [bytes(single.worker_upload(w, k)) for w in range(workers)]
+        skipped, sent = skipped + uploads.count(b""), sent + sum(map(bool, uploads))
+        for w in range(workers):
+            mine, theirs = batched.worker_state(w), single.worker_state(w)
+            assert mine.keys() == theirs.keys()
+            for key in mine:
+                np.testing.assert_array_equal(mine[key], theirs[key])
+        for twin in twins:
+            twin.memory.push(1e-4 * (k + 1))  # the trigger's parameter differences, as the round's step records them
+        batched.x = single.x = single.x + 0.01 * np.sin(np.arange(single.d) + k)
+    assert skipped and sent  # the rule took both branches
+
+
 @pytest.mark.parametrize(
     ("name", "batch", "uplink"), [("ef14", 0, "natural"), ("ef21", 4, "natural"), ("ef21-sgd2m", 4, "dither(s=3,p=2)")]
 )

@@ -216,7 +216,10 @@ class LAQQuantizer(Compressor):
         :func:`float32_radius` does), then each row's codes by one call of its kernel: the bytes of ``encode`` of
         each. A row with NaN or Inf, or a radius beyond float32, raises encode's error, naming the row."""
         m, d = rows.shape
-        largest = np.abs(rows).max(axis=1).astype(np.float64) if d else np.zeros(m)
+        largest = np.zeros(m)
+        if d:  # max |x_i| = max(max x_i, -min x_i), without a block of |x| (+ 0.0: a zero row's radius is +0)
+            np.maximum(rows.max(axis=1), -rows.min(axis=1), out=largest, dtype=np.float64)
+            largest += 0.0
         bad = ~np.isfinite(largest) | (largest > FLOAT32_MAX)
         if bad.any():
             r = int(np.argmax(bad))

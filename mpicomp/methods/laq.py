@@ -25,6 +25,7 @@ terms by 0.5 and adds 0.2 to the right-hand side, here ``error_weight`` and ``of
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ import numpy as np
 from ..compressors import Compressor
 from ..compressors import make as make_compressor
 from ..compressors.laq import MAX_BITS
+from ..rng import STREAM_UPLINK
 from .base import MethodContext, register_method
 from .lazy import LazyMethod, LazyOptions, lazy_skip
 
@@ -87,6 +89,8 @@ class LAQ(LazyMethod):
         self.quantizer = make_compressor(f"laq(bits={options.bits})")
         self.error_weight = ERROR_FACTOR  # multiplies ||eps||^2 + ||eps_hat||^2 in (7a)
         self.offset = 0.0  # added to the right-hand side of (7a)
+        self.skipping = np.zeros(len(ctx.local_workers), dtype=bool)  # the round's skips on the block path
+        self.block_grads = np.empty((0, self.d))  # the block's gradients, from upload_rows to uploaded
 
     def upload_compressor(self) -> Compressor:
         return self.quantizer
@@ -97,6 +101,49 @@ class LAQ(LazyMethod):
     def gradient_batch(self, k: int) -> int | None:
         """``grad f_m(theta^k)``: the full local gradient (LAQ, 0) or the round's minibatch (SLAQ, None)."""
         return None if self.minibatch else 0
+
+    def uplink_compressor(self, k: int) -> Compressor:
+        return self.quantizer
+
+    def worker_uploads(self, workers: range, k: int) -> Sequence[bytes | memoryview]:
+        """Steps 1-4 for every local worker: a block of workers at a time where the quantizer batches rows
+        (:meth:`upload_rows`, :meth:`uploaded`), their skipped uploads then ``b""``; else worker by worker."""
+        self.skipping = np.zeros(len(self.ctx.local_workers), dtype=bool)
+        uploads = super().worker_uploads(workers, k)
+        skipped = self.skipping[self.local_rows(workers)]
+        if not skipped.any():
+            return uploads
+        return [b"" if skip else message for skip, message in zip(skipped.tolist(), uploads, strict=True)]
+
+    def upload_rows(self, workers: range, k: int, grads: np.ndarray) -> np.ndarray:
+        """Step 2's innovations ``g - Q_m(theta_hat)`` of a block of workers (the gradients are kept for
+        :meth:`uploaded`)."""
+        self.block_grads = grads
+        return np.subtract(grads, self.references[self.local_rows(workers)], out=self.scratch_rows(len(workers), 1))
+
+    def uploaded(self, workers: range, k: int, messages: Sequence[memoryview]) -> None:
+        """Steps 2-4 after a block's innovations were quantized (the bits of :meth:`upload_of` of each): the
+        quantized innovations decoded from the workers' own bytes by one call, the errors as arrays, the rule per
+        worker; the references of the workers that upload move, the others' clocks advance."""
+        rows = self.local_rows(workers)
+        innovations = self.scratch_rows(len(workers), 2)
+        innovations.fill(0.0)  # plus each decoded innovation: its bits (LAQ decodes no -0.0)
+        self.quantizer.decode_add_rows(messages, self.keys(workers, k, STREAM_UPLINK), innovations)
+        references = self.references[rows]
+        errors = np.add(references, innovations, out=self.scratch_rows(len(workers), 1))
+        np.subtract(self.block_grads, errors, out=errors)
+        threshold = self.threshold()
+        for j, w in enumerate(workers):
+            state = self.workers[w]
+            error_sq = float(errors[j] @ errors[j])
+            rule = threshold + self.error_weight * (error_sq + state.error_sq) + self.offset
+            if lazy_skip(float(innovations[j] @ innovations[j]), rule, state.clock, self.t_bar):
+                state.clock += 1
+                self.skipping[rows.start + j] = True
+                continue
+            references[j] += innovations[j]
+            state.error_sq = error_sq
+            state.clock = 0
 
     def upload_of(self, w: int, k: int, grad: np.ndarray) -> bytes | memoryview:
         """Steps 1-4 of the module docstring, with worker w's gradient ``grad``."""

@@ -30,7 +30,7 @@ The theory fixes neither D nor t_bar: D = 10 is the experiments' value.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -121,9 +121,17 @@ class LazyMethod(Method):
         super().__init__(ctx, options)
         self.t_bar = options.t_bar
         self.memory = StepMemory(options.weights())
-        self.workers = {w: LazyWorker(np.zeros(self.d)) for w in ctx.local_workers}
+        self.references, references = self.worker_matrix(self.d)  # every worker's reference, a row each
+        self.workers = {w: LazyWorker(references[w]) for w in ctx.local_workers}
         self.aggregate = np.zeros(self.d) if ctx.is_master else None  # (1/n) nabla^k
         self.round_uploads = 0
+
+    def load_worker_state(self, w: int, state: Mapping[str, np.ndarray]) -> None:
+        """The saved worker state, its reference copied back into the worker's row of :attr:`references`."""
+        row = self.workers[w].reference
+        super().load_worker_state(w, state)
+        row[:] = self.workers[w].reference
+        self.workers[w].reference = row
 
     def require_batch(self, minibatch: bool) -> None:
         """Refuse ``[data] batch`` > 0 for a full-gradient method and 0 for a minibatch one."""
