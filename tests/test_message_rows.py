@@ -471,7 +471,12 @@ def test_a_bad_laq_payload_in_a_block_is_named(corrupt: str, error: str) -> None
     compressor = make("laq(bits=3)")
     compressor.crc = False
     d, keys = 41, [RandomKey(5, 2, w, 0) for w in range(6)]
-    block = compressor.encode_many(np.random.default_rng(3).standard_normal((6, d)), keys).blocks[0].copy()
+    rows = np.random.default_rng(3).standard_normal((6, d))
+    block = compressor.encode_many(rows, keys).blocks[0].copy()
+    expected = np.zeros(d)  # a padded tail (123 bits of codes) sums as one by one
+    for row, key in zip(rows, keys, strict=True):
+        compressor.decode_add(compressor.encode(row, key), expected, key)
+    assert np.array_equal(compressor.decode_sum(MessageRows([block]), keys, np.zeros(d)), expected)
     radius = slice(HEADER_BYTES, HEADER_BYTES + 4)
     if corrupt == "padding":
         block[4, -1] |= 0x80  # 41 codes of 3 bits: 123 bits, the last byte's top 5 bits are padding

@@ -334,19 +334,20 @@ def test_gradients_a_block_at_a_time_give_the_worker_by_worker_uploads(name, bat
     assert_blocks_upload_as_worker_by_worker(name, batch, uplink, {}, 1, monkeypatch)
 
 
-@pytest.mark.parametrize(("name", "batch"), [("laq", 0), ("slaq", 4)])
-def test_lazy_quantized_blocks_skip_as_worker_by_worker(name, batch, monkeypatch):
+@pytest.mark.parametrize(("name", "batch", "first"), [("laq", 0, 0), ("slaq", 4, 3)])
+def test_lazy_quantized_blocks_skip_as_worker_by_worker(name, batch, first, monkeypatch):
     """LAQ's and SLAQ's block path (innovations quantized and decoded a block at a time, the rule per worker) skips
     the same workers, sends the same bytes and leaves the same references, clocks and errors as ``upload_of``
-    worker by worker, round after round, with a rule that lets some workers skip and not others."""
+    worker by worker, round after round, with a rule that lets some workers skip and not others (SLAQ on a rank
+    whose workers start at 3); a restored worker's reference goes back into its row."""
     monkeypatch.setattr(method_base, "BLOCK_BYTES", 0)
-    workers = method_base.MIN_BLOCK_ROWS + 6
-    problem = build_problem("logistic", "sklearn:breast_cancer", workers, seed=root_seed(0), l2=0.5)
+    count = method_base.MIN_BLOCK_ROWS + 6
+    workers = range(first, first + count)
+    problem = build_problem("logistic", "sklearn:breast_cancer", first + count, seed=root_seed(0), l2=0.5)
     options = method_class(name).Options(bits=2, xi=[2.0], D=1, t_bar=2, stepsize=0.05)
     twins = [
         method_class(name)(
-            MethodContext(problem, make("identity"), make("identity"), range(workers), True, root_seed(0), batch),
-            options,
+            MethodContext(problem, make("identity"), make("identity"), workers, True, root_seed(0), batch), options
         )
         for _ in range(2)
     ]
@@ -358,10 +359,10 @@ def test_lazy_quantized_blocks_skip_as_worker_by_worker(name, batch, monkeypatch
     monkeypatch.setattr(batched, "upload_of", one_worker_step)
     skipped = sent = 0
     for k in range(4):
-        uploads = [bytes(u) for u in batched.worker_uploads(range(workers), k)]
-        assert uploads == [bytes(single.worker_upload(w, k)) for w in range(workers)]
+        uploads = [bytes(u) for u in batched.worker_uploads(workers, k)]
+        assert uploads == [bytes(single.worker_upload(w, k)) for w in workers]
         skipped, sent = skipped + uploads.count(b""), sent + sum(map(bool, uploads))
-        for w in range(workers):
+        for w in workers:
             mine, theirs = batched.worker_state(w), single.worker_state(w)
             assert mine.keys() == theirs.keys()
             for key in mine:
@@ -370,6 +371,10 @@ def test_lazy_quantized_blocks_skip_as_worker_by_worker(name, batch, monkeypatch
             twin.memory.push(1e-4 * (k + 1))  # the trigger's parameter differences, as the round's step records them
         batched.x = single.x = single.x + 0.01 * np.sin(np.arange(single.d) + k)
     assert skipped and sent  # the rule took both branches
+    w = first + 5
+    batched.load_worker_state(w, single.worker_state(first + 7))
+    assert np.shares_memory(batched.workers[w].reference, batched.references[5])
+    np.testing.assert_array_equal(batched.references[5], single.workers[first + 7].reference)
 
 
 @pytest.mark.parametrize(

@@ -212,8 +212,8 @@ class LAQQuantizer(Compressor):
     def _encode_rows_into(
         self, rows: np.ndarray, keys: Sequence[RandomKey], messages: np.ndarray, start: int
     ) -> np.ndarray:
-        """Every row's radius from one pass over the block (its largest ``|x_i|``, rounded up to float32 as
-        :func:`float32_radius` does), then each row's codes by one call of its kernel: the bytes of ``encode`` of
+        """Every row's radius from two reductions over the block (its largest ``|x_i|`` as ``max(max x_i, -min
+        x_i)``, rounded up to float32 as :func:`float32_radius` does), then each row's codes by one call of its kernel: the bytes of ``encode`` of
         each. A row with NaN or Inf, or a radius beyond float32, raises encode's error, naming the row."""
         m, d = rows.shape
         largest = np.zeros(m)

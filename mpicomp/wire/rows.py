@@ -136,10 +136,6 @@ class MessageBlocks(Parted[Message]):
         for block in self.blocks:
             yield from (self._message(block, j) for j in range(len(block.payloads)))
 
-    def block_starts(self) -> list[int]:
-        """The index of every block's first message."""
-        return self._starts[:-1]
-
 
 def unpack_rows(rows: MessageRows, codec: int, d: int, fingerprints: np.ndarray | None = None) -> MessageBlocks | None:
     """:func:`unpack_uniform` of messages held as rows: the first message validated
