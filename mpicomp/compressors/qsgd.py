@@ -466,7 +466,7 @@ class QSGD(Compressor):
     def _add_payload_packed(
         self, data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, scalars: np.ndarray, out: np.ndarray
     ) -> int:
-        return self._add_streams(data, starts, lengths, scalars, out.reshape(1, -1), False, 1.0)
+        return self._add_packed(data, starts, lengths, scalars, out.reshape(1, -1), False, 1.0)
 
     def _add_payload_packed_each(
         self,
@@ -477,9 +477,9 @@ class QSGD(Compressor):
         targets: np.ndarray,
         factor: float,
     ) -> int:
-        return self._add_streams(data, starts, lengths, scalars, targets, True, factor)
+        return self._add_packed(data, starts, lengths, scalars, targets, True, factor)
 
-    def _add_streams(
+    def _add_packed(
         self,
         data: np.ndarray,
         starts: np.ndarray,
